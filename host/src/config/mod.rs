@@ -1,0 +1,385 @@
+//! pipeline.json: the declarative description of a job.
+//!
+//! Every struct denies unknown fields, and its doc comments become the JSON
+//! Schema that `streamhost schema` prints. Relative paths are resolved against
+//! the directory holding pipeline.json. Loading and checking live in
+//! [`load`]; the structs here only describe the shape.
+
+mod load;
+mod locate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use load::{load_pipeline, parse_pipeline, ConfigError, ConfigErrors, LoadedPipeline};
+pub use locate::locate;
+
+/// A streamhost pipeline: sources feed a DAG of steps whose outputs go to sinks.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Optional name shown in logs and summaries.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// WebAssembly plugins available to steps, by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Where events come from, by name.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Processing steps, by name. A step reads from sources or other steps.
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepConfig>,
+    /// Where results go, by name.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Where rejected events go, with the reason (default: a file
+    /// `dead-letter.jsonl` next to pipeline.json).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Engine settings.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// Engine-wide settings.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Maximum events per batch handed between steps and to plugins.
+    pub batch_size: usize,
+    /// A partial batch is flushed after this many milliseconds (latency bound
+    /// for slow sources such as stdin or a rate-limited generator).
+    pub batch_linger_ms: u64,
+    /// Batches buffered between a source and the pipeline (backpressure bound).
+    pub channel_batches: usize,
+    /// Directory for precompiled plugin artifacts (default: the user's cache
+    /// directory, `~/.cache/streamhost/artifacts`).
+    pub artifact_cache: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { batch_size: 1024, batch_linger_ms: 100, channel_batches: 4, artifact_cache: None }
+    }
+}
+
+/// A plugin: a WebAssembly component, or a plugin source folder built on demand.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path to a component (`.wasm`), or to a plugin source folder (Rust,
+    /// Python or Go, with a `plugin.toml`) that is built when stale.
+    pub path: PathBuf,
+    /// The world the plugin must export; checked at load time.
+    #[serde(default)]
+    pub world: Option<WorldName>,
+    /// Free-form configuration handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Capabilities granted to the plugin. Nothing is granted by default.
+    #[serde(default)]
+    pub grants: PluginGrants,
+}
+
+/// The plugin worlds defined in `wit/plugin.wit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorldName {
+    /// ETL: batches of events in, zero or more events per input out.
+    Transform,
+    /// Scalar functions called by name.
+    Udf,
+}
+
+impl WorldName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorldName::Transform => "transform",
+            WorldName::Udf => "udf",
+        }
+    }
+}
+
+/// Resource limits of one plugin instance.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Maximum linear memory of an instance, in MiB; growing past it traps.
+    pub memory_mb: u64,
+    /// Time budget of one batch call, in milliseconds (epoch interruption).
+    pub batch_timeout_ms: u64,
+    /// Maximum output events a transform may return for one input event.
+    pub max_outputs_per_event: usize,
+    /// Maximum total bytes of output values a transform may return for one
+    /// batch (guards the host against a plugin that floods it).
+    pub max_output_bytes_per_batch: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            memory_mb: 256,
+            batch_timeout_ms: 2_000,
+            max_outputs_per_event: 1_000,
+            max_output_bytes_per_batch: 256 << 20,
+        }
+    }
+}
+
+/// Capabilities a plugin may use. Everything is denied unless granted here;
+/// guests that import WASI get a context with nothing else in it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginGrants {
+    /// Real wall and monotonic clocks (otherwise both read a frozen time).
+    pub clock: bool,
+    /// Environment variables passed through from the host, by name.
+    pub env: Vec<String>,
+    /// Host directories made visible to the plugin.
+    pub dirs: Vec<DirGrant>,
+    /// Outbound TCP/UDP and name lookups.
+    pub network: bool,
+}
+
+/// One host directory visible to a plugin.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Path the plugin sees it under.
+    pub guest: String,
+    /// Allow writes (default: read-only).
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// A source of events.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A file of JSON lines, read once from the start.
+    File {
+        /// Path of the file.
+        path: PathBuf,
+        #[serde(flatten)]
+        common: SourceCommon,
+    },
+    /// JSON lines from standard input, until end of input.
+    Stdin {
+        #[serde(flatten)]
+        common: SourceCommon,
+    },
+    /// Synthetic events for tests and load: deterministic for a seed.
+    Generator {
+        /// Shape of the generated events.
+        #[serde(default)]
+        shape: GeneratorShape,
+        /// Seed of the pseudo-random generator.
+        #[serde(default)]
+        seed: u64,
+        /// Events per second; 0 means as fast as possible.
+        #[serde(default)]
+        rate: u64,
+        /// Stop after this many events (default: never).
+        #[serde(default)]
+        count: Option<u64>,
+        /// Fraction (0..1) of generated records that are dirty: fields the
+        /// cleaner must normalise or reject.
+        #[serde(default)]
+        dirty_ratio: f64,
+        #[serde(flatten)]
+        common: SourceCommon,
+    },
+}
+
+/// Settings every source has.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceCommon {
+    /// The fields each record must have; a record that violates it goes to the
+    /// dead-letter sink before any step sees it.
+    #[serde(default)]
+    pub schema: Option<RecordSchema>,
+    /// Top-level field holding the event time in milliseconds (default: the
+    /// time the record was read).
+    #[serde(default)]
+    pub timestamp_field: Option<String>,
+    /// Top-level field whose value becomes the event key.
+    #[serde(default)]
+    pub key_field: Option<String>,
+}
+
+/// Shapes of generated events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorShape {
+    /// A raw impression log line of about 300 bytes.
+    #[default]
+    Impression,
+    /// A raw click log line.
+    Click,
+}
+
+/// The expected fields of a JSON object record.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSchema {
+    /// Expected top-level fields by name.
+    pub fields: BTreeMap<String, FieldSchema>,
+    /// Whether fields not listed are allowed (default true).
+    #[serde(default = "yes")]
+    pub allow_extra_fields: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One expected field.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSchema {
+    /// JSON type of the field.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Whether the field must be present (and not null).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// JSON types a field may be declared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldType {
+    String,
+    /// A whole number.
+    Int,
+    /// Any number.
+    Number,
+    Bool,
+    Object,
+    Array,
+    /// Any JSON value.
+    Any,
+}
+
+/// A processing step. `inputs` name sources or other steps.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StepConfig {
+    /// Runs a `transform` plugin over batches of events.
+    Transform {
+        /// Sources or steps this step reads.
+        inputs: Vec<String>,
+        /// Name of a plugin in `plugins`.
+        plugin: String,
+    },
+    /// Computes a field of each JSON event with a UDF plugin function.
+    Udf {
+        /// Sources or steps this step reads.
+        inputs: Vec<String>,
+        /// Name of a plugin in `plugins`.
+        plugin: String,
+        /// Function to call.
+        function: String,
+        /// Arguments: a string starting with `$.` is a field path of the
+        /// event (`$.user.id`), anything else is a literal.
+        #[serde(default)]
+        args: Vec<serde_json::Value>,
+        /// Top-level field the result is written to.
+        output: String,
+    },
+    /// A transform compiled into the host binary (registered by name through
+    /// the library API; used to compare plugins with native code).
+    Native {
+        /// Sources or steps this step reads.
+        inputs: Vec<String>,
+        /// Registered name of the native transform.
+        name: String,
+    },
+}
+
+impl StepConfig {
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            StepConfig::Transform { inputs, .. }
+            | StepConfig::Udf { inputs, .. }
+            | StepConfig::Native { inputs, .. } => inputs,
+        }
+    }
+
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
+            StepConfig::Native { .. } => None,
+        }
+    }
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A file of lines (created or truncated at start).
+    File {
+        /// Sources or steps this sink reads.
+        inputs: Vec<String>,
+        /// Path of the file.
+        path: PathBuf,
+        /// What is written per event.
+        #[serde(default)]
+        format: SinkFormat,
+    },
+    /// Standard output.
+    Stdout {
+        /// Sources or steps this sink reads.
+        inputs: Vec<String>,
+        /// What is written per event.
+        #[serde(default)]
+        format: SinkFormat,
+    },
+    /// Discards events (benchmarks).
+    Null {
+        /// Sources or steps this sink reads.
+        inputs: Vec<String>,
+    },
+}
+
+impl SinkConfig {
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::File { inputs, .. } | SinkConfig::Stdout { inputs, .. } | SinkConfig::Null { inputs } => inputs,
+        }
+    }
+}
+
+/// What a sink writes per event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkFormat {
+    /// The event's value, one per line.
+    #[default]
+    Value,
+    /// A JSON object with key, value, timestamp and headers.
+    Envelope,
+}
+
+/// The dead-letter sink: one JSON object per rejected event with its origin,
+/// the step that rejected it and the reason.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DeadLetterConfig {
+    /// A file of JSON lines.
+    File {
+        /// Path of the file.
+        path: PathBuf,
+    },
+    /// Standard error.
+    Stderr,
+}

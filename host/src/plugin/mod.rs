@@ -1,0 +1,2 @@
+//! The plugin runtime: the only module that names wasmtime.
+pub mod wit;

@@ -1,0 +1,29 @@
+//! Host bindings generated from `wit/plugin.wit`.
+//!
+//! Both worlds share the `types` and `host` interfaces; the `udf` bindings
+//! reuse the ones generated for `transform` so there is one `Event` type.
+
+mod transform_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform",
+    });
+}
+
+mod udf_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "udf",
+        with: {
+            "streamhost:plugin/types": super::transform_world::streamhost::plugin::types,
+            "streamhost:plugin/host": super::transform_world::streamhost::plugin::host,
+        },
+    });
+}
+
+pub use transform_world::streamhost::plugin::host::{self as host_api, Level};
+pub use transform_world::streamhost::plugin::types::{
+    Event, FunctionSignature, Header, Scalar, ScalarType,
+};
+pub use transform_world::{Transform, TransformPre};
+pub use udf_world::{Udf, UdfPre};
