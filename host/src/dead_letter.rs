@@ -1,1 +1,124 @@
-//! TODO
+//! The dead-letter sink: every event the pipeline refuses is written here,
+//! whole, with where it came from and why, so nothing is lost silently.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::event::{Event, Origin};
+
+/// Why an event was dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeadKind {
+    /// Not well-formed JSON (or not UTF-8).
+    Malformed,
+    /// Violates the source's declared schema.
+    Schema,
+    /// Larger than the source's `max_record_bytes`.
+    TooLarge,
+    /// A plugin returned an error for this event.
+    PluginError,
+    /// A plugin trapped (panic, illegal operation) on this event.
+    PluginTrap,
+    /// A plugin ran out of its time budget on this event.
+    PluginTimeout,
+    /// A plugin ran out of memory on this event.
+    PluginOutOfMemory,
+    /// A plugin's output for this event broke a limit.
+    PluginLimit,
+    /// A step could not apply to this event (e.g. a UDF step on a non-object).
+    StepError,
+}
+
+/// One refused event, ready to be written.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub kind: DeadKind,
+    pub reason: String,
+    pub origin: Origin,
+    /// The step that refused it, if not the source.
+    pub step: Option<String>,
+    /// The plugin that refused it, if any.
+    pub plugin: Option<String>,
+    pub event: Event,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    kind: DeadKind,
+    reason: &'a str,
+    source: &'a str,
+    /// Line number in a file or stdin, sequence number for a generator.
+    position: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<&'a str>,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The value as text when it is UTF-8 ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    /// ... else base64 of its bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+/// Where dead letters go.
+pub struct DeadLetterWriter {
+    out: BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
+    count: u64,
+}
+
+impl DeadLetterWriter {
+    pub fn file(path: &Path) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let f = File::create(path)?;
+        Ok(DeadLetterWriter { out: BufWriter::new(Box::new(f)), path: Some(path.to_path_buf()), count: 0 })
+    }
+
+    pub fn stderr() -> Self {
+        DeadLetterWriter { out: BufWriter::new(Box::new(io::stderr())), path: None, count: 0 }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn write(&mut self, d: &DeadLetter) -> io::Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let text = std::str::from_utf8(&d.event.value).ok();
+        let line = Line {
+            kind: d.kind,
+            reason: &d.reason,
+            source: &d.origin.source,
+            position: d.origin.position,
+            step: d.step.as_deref(),
+            plugin: d.plugin.as_deref(),
+            timestamp: d.event.timestamp,
+            key: d.event.key.as_ref().map(|k| String::from_utf8(k.clone()).unwrap_or_else(|_| b64.encode(k))),
+            value: text,
+            value_base64: if text.is_none() { Some(b64.encode(&d.event.value)) } else { None },
+        };
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,1 +1,2 @@
+//! The `streamhost` command (the full CLI lands with the pipeline runtime).
 fn main() {}

@@ -1,1 +1,274 @@
-//! TODO
+//! Checks a raw record against its source's declared schema, and pulls the
+//! event time and key out of it, in one borrowed parse of the top level.
+//!
+//! Only top-level fields are looked at and nested values stay unparsed
+//! (`RawValue`), so this costs a fraction of a full `serde_json::Value` parse.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::config::{FieldType, RecordSchema, SourceCommon};
+
+/// What a source needs to know about each record, compiled once.
+#[derive(Clone, Debug, Default)]
+pub struct RecordCheck {
+    schema: Option<RecordSchema>,
+    timestamp_field: Option<String>,
+    key_field: Option<String>,
+}
+
+/// Why a record was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection(pub String);
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What was found in an accepted record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extracted {
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+}
+
+impl RecordCheck {
+    pub fn new(common: &SourceCommon) -> Self {
+        RecordCheck {
+            schema: common.schema.clone(),
+            timestamp_field: common.timestamp_field.clone(),
+            key_field: common.key_field.clone(),
+        }
+    }
+
+    /// Validates `raw` (one JSON document) and extracts time and key.
+    pub fn check(&self, raw: &[u8]) -> Result<Extracted, Rejection> {
+        if self.schema.is_none() && self.timestamp_field.is_none() && self.key_field.is_none() {
+            // Still must be one well-formed JSON value.
+            serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(|e| Rejection(format!("malformed JSON: {e}")))?;
+            return Ok(Extracted::default());
+        }
+        let fields: TopLevel = serde_json::from_slice(raw).map_err(|e| {
+            if e.is_data() && e.to_string().starts_with("invalid type") {
+                Rejection("record is not a JSON object".into())
+            } else {
+                Rejection(format!("malformed JSON: {e}"))
+            }
+        })?;
+        let fields = fields.0;
+        if let Some(schema) = &self.schema {
+            for (name, f) in &schema.fields {
+                match fields.get(name.as_str()) {
+                    None => {
+                        if f.required {
+                            return Err(Rejection(format!("missing required field `{name}`")));
+                        }
+                    }
+                    Some(v) => {
+                        let kind = kind_of(v.get());
+                        if kind == Kind::Null {
+                            if f.required {
+                                return Err(Rejection(format!("required field `{name}` is null")));
+                            }
+                        } else if !matches_type(kind, f.ty) {
+                            return Err(Rejection(format!(
+                                "field `{name}` should be {} but is {}",
+                                type_name(f.ty),
+                                kind.name()
+                            )));
+                        }
+                    }
+                }
+            }
+            if !schema.allow_extra_fields {
+                if let Some(extra) = fields.keys().find(|k| !schema.fields.contains_key(k.as_ref())) {
+                    return Err(Rejection(format!("unexpected field `{extra}`")));
+                }
+            }
+        }
+        let mut out = Extracted::default();
+        if let Some(tf) = &self.timestamp_field {
+            let v = fields.get(tf.as_str()).ok_or_else(|| Rejection(format!("missing timestamp field `{tf}`")))?;
+            out.timestamp = Some(parse_timestamp(v.get()).ok_or_else(|| {
+                Rejection(format!("timestamp field `{tf}` is not a whole number of milliseconds: {}", v.get()))
+            })?);
+        }
+        if let Some(kf) = &self.key_field {
+            let v = fields.get(kf.as_str()).ok_or_else(|| Rejection(format!("missing key field `{kf}`")))?;
+            out.key = Some(key_bytes(v.get()));
+        }
+        Ok(out)
+    }
+}
+
+/// A string key's bytes without quotes; any other JSON value's text.
+fn key_bytes(raw: &str) -> Vec<u8> {
+    if raw.starts_with('"') {
+        if let Ok(s) = serde_json::from_str::<Cow<str>>(raw) {
+            return s.as_bytes().to_vec();
+        }
+    }
+    raw.as_bytes().to_vec()
+}
+
+/// Milliseconds from a JSON integer or a string holding one.
+fn parse_timestamp(raw: &str) -> Option<i64> {
+    let digits = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+    digits.trim().parse().ok()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Int,
+    Float,
+    String,
+    Object,
+    Array,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Int => "an integer",
+            Kind::Float => "a number",
+            Kind::String => "a string",
+            Kind::Object => "an object",
+            Kind::Array => "an array",
+        }
+    }
+}
+
+fn kind_of(raw: &str) -> Kind {
+    match raw.as_bytes().first() {
+        Some(b'"') => Kind::String,
+        Some(b'{') => Kind::Object,
+        Some(b'[') => Kind::Array,
+        Some(b't' | b'f') => Kind::Bool,
+        Some(b'n') => Kind::Null,
+        _ if raw.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) => Kind::Float,
+        _ => Kind::Int,
+    }
+}
+
+fn matches_type(kind: Kind, ty: FieldType) -> bool {
+    matches!(
+        (kind, ty),
+        (_, FieldType::Any)
+            | (Kind::String, FieldType::String)
+            | (Kind::Int, FieldType::Int | FieldType::Number)
+            | (Kind::Float, FieldType::Number)
+            | (Kind::Bool, FieldType::Bool)
+            | (Kind::Object, FieldType::Object)
+            | (Kind::Array, FieldType::Array)
+    )
+}
+
+fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "a string",
+        FieldType::Int => "an integer",
+        FieldType::Number => "a number",
+        FieldType::Bool => "a boolean",
+        FieldType::Object => "an object",
+        FieldType::Array => "an array",
+        FieldType::Any => "anything",
+    }
+}
+
+/// Top-level members of an object: keys borrowed when unescaped, values raw.
+struct TopLevel<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut fields = HashMap::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    fields.insert(k.0, m.next_value()?);
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FieldSchema;
+
+    fn check(schema: &str, ts: Option<&str>, key: Option<&str>) -> RecordCheck {
+        RecordCheck::new(&SourceCommon {
+            schema: Some(serde_json::from_str(schema).unwrap()),
+            timestamp_field: ts.map(Into::into),
+            key_field: key.map(Into::into),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn accepts_and_extracts() {
+        let c = check(r#"{"fields": {"u": {"type": "string", "required": true}, "n": {"type": "number"}}}"#, Some("ts"), Some("u"));
+        let got = c.check(br#"{"u": "a\"b", "n": 1.5, "ts": "17", "x": [1]}"#).unwrap();
+        assert_eq!(got, Extracted { timestamp: Some(17), key: Some(b"a\"b".to_vec()) });
+    }
+
+    #[test]
+    fn refuses_with_reasons() {
+        let c = check(r#"{"fields": {"u": {"type": "string", "required": true}, "n": {"type": "int"}}, "allow_extra_fields": false}"#, None, None);
+        let reason = |raw: &[u8]| c.check(raw).unwrap_err().0;
+        assert_eq!(reason(br#"{"n": 1}"#), "missing required field `u`");
+        assert_eq!(reason(br#"{"u": null}"#), "required field `u` is null");
+        assert_eq!(reason(br#"{"u": "x", "n": 1.5}"#), "field `n` should be an integer but is a number");
+        assert_eq!(reason(br#"{"u": "x", "z": 1}"#), "unexpected field `z`");
+        assert_eq!(reason(br#"[1]"#), "record is not a JSON object");
+        assert!(reason(br#"{"u": "x""#).starts_with("malformed JSON"));
+        assert!(reason(b"{\"u\": \"\xff\"}").starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn without_schema_only_wellformedness_is_checked() {
+        let c = RecordCheck::default();
+        assert!(c.check(b"[1, 2]").is_ok());
+        assert!(c.check(b"{oops}").is_err());
+        let _ = FieldSchema { ty: FieldType::Any, required: false };
+    }
+}

@@ -22,12 +22,13 @@ pub fn componentize_core_module(
         let mut resolve = wit_parser::Resolve::default();
         let pkg = resolve.push_str("plugin.wit", WIT_SOURCE).map_err(err)?;
         let world = resolve.select_world(&[pkg], Some(world)).map_err(err)?;
-        wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
+        wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false)
             .map_err(err)?;
     }
-    let mut encoder = wit_component::ComponentEncoder::default().validate(true).module(&module).map_err(err)?;
+    let mut encoder = wit_component::ComponentEncoder::default();
+    encoder.validate(true).module(&module).map_err(err)?;
     if wasi_adapter {
-        encoder = encoder
+        encoder
             .adapter(
                 "wasi_snapshot_preview1",
                 wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,

@@ -6,7 +6,7 @@
 //! [`load`]; the structs here only describe the shape.
 
 mod load;
-mod locate;
+pub mod locate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -213,6 +213,16 @@ pub struct SourceCommon {
     /// Top-level field whose value becomes the event key.
     #[serde(default)]
     pub key_field: Option<String>,
+    /// Records larger than this many bytes are dead-lettered whole, unparsed
+    /// (default 1 MiB).
+    #[serde(default)]
+    pub max_record_bytes: Option<usize>,
+}
+
+impl SourceCommon {
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes.unwrap_or(1 << 20)
+    }
 }
 
 /// Shapes of generated events.

@@ -1,1 +1,30 @@
-//! TODO
+//! Turns a checked pipeline.json into running parts and drives them.
+//!
+//! Threads: one per source (reading, parsing the top level, schema checks)
+//! and one pipeline thread that pushes each batch through the DAG: plugin
+//! calls are synchronous on it, so a wasm call never blocks an async
+//! executor, and a hot swap can happen between two batches.
+
+mod build;
+mod driver;
+mod stats;
+
+pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
+pub use stats::{NodeKind, NodeStats, RunSummary};
+
+use crate::config::ConfigErrors;
+
+/// Errors that stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("plugin runtime: {0}")]
+    Plugin(#[from] crate::plugin::PluginError),
+    #[error("{0}")]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("dead-letter sink {path}: {error}")]
+    DeadLetter { path: String, error: std::io::Error },
+    #[error("source thread: {0}")]
+    Thread(String),
+}

@@ -1,1 +1,132 @@
-//! TODO
+//! Sinks: where a pipeline's results go. They are written on the pipeline
+//! thread, buffered, and flushed at the end of the run.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::config::{SinkConfig, SinkFormat};
+use crate::event::Batch;
+
+/// Errors that stop a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{sink}`: {target}: {error}")]
+    Io { sink: String, target: String, error: io::Error },
+}
+
+/// A place results are written to.
+pub trait Sink: Send {
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    fn flush(&mut self) -> Result<(), SinkError>;
+    /// Human-readable target for summaries (a path, `stdout`).
+    fn target(&self) -> String;
+}
+
+pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match config {
+        SinkConfig::File { path, format, .. } => {
+            let path = resolve(path);
+            let io_err = |error| SinkError::Io { sink: name.into(), target: path.display().to_string(), error };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_err)?;
+            }
+            let f = File::create(&path).map_err(io_err)?;
+            Box::new(LineSink { name: name.into(), target: path.display().to_string(), out: BufWriter::with_capacity(1 << 20, Box::new(f)), format: *format })
+        }
+        SinkConfig::Stdout { format, .. } => Box::new(LineSink {
+            name: name.into(),
+            target: "stdout".into(),
+            out: BufWriter::with_capacity(1 << 16, Box::new(io::stdout())),
+            format: *format,
+        }),
+        SinkConfig::Null { .. } => Box::new(NullSink),
+    })
+}
+
+/// One event per line, as its value or as an envelope.
+struct LineSink {
+    name: String,
+    target: String,
+    out: BufWriter<Box<dyn Write + Send>>,
+    format: SinkFormat,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    timestamp: i64,
+    value: EnvelopeValue<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<(&'a str, String)>,
+}
+
+/// A JSON value is embedded as is; anything else is carried as a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EnvelopeValue<'a> {
+    Json(&'a serde_json::value::RawValue),
+    Text(String),
+}
+
+fn text_or_base64(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(b),
+    }
+}
+
+impl Sink for LineSink {
+    fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let io_err = |error| SinkError::Io { sink: self.name.clone(), target: self.target.clone(), error };
+        for e in &batch.events {
+            match self.format {
+                SinkFormat::Value => {
+                    self.out.write_all(&e.value).map_err(io_err)?;
+                }
+                SinkFormat::Envelope => {
+                    let value = match std::str::from_utf8(&e.value).ok().and_then(|s| serde_json::from_str(s).ok()) {
+                        Some(raw) => EnvelopeValue::Json(raw),
+                        None => EnvelopeValue::Text(text_or_base64(&e.value)),
+                    };
+                    let env = Envelope {
+                        key: e.key.as_deref().map(text_or_base64),
+                        timestamp: e.timestamp,
+                        value,
+                        headers: e.headers.iter().map(|h| (h.name.as_str(), text_or_base64(&h.value))).collect(),
+                    };
+                    serde_json::to_writer(&mut self.out, &env).map_err(|e| io_err(io::Error::other(e)))?;
+                }
+            }
+            self.out.write_all(b"\n").map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|error| SinkError::Io { sink: self.name.clone(), target: self.target.clone(), error })
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+}
+
+/// Discards everything (benchmarks).
+struct NullSink;
+
+impl Sink for NullSink {
+    fn write_batch(&mut self, _: &Batch) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn target(&self) -> String {
+        "null".into()
+    }
+}

@@ -1,1 +1,187 @@
-//! TODO
+//! Sources: each runs on its own thread, turns input into batches of events,
+//! and sends them (with the records it refused) to the pipeline thread over
+//! one bounded channel, which is how backpressure reaches it.
+
+mod generator;
+mod lines;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::config::SourceConfig;
+use crate::dead_letter::DeadLetter;
+use crate::event::{Batch, Event, Origin};
+use crate::record_schema::RecordCheck;
+
+pub use generator::{Generator, GeneratorParams};
+pub use lines::LineSource;
+
+/// Errors that stop a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}`: {path}: {error}")]
+    Io { source_name: String, path: String, error: std::io::Error },
+}
+
+/// What a source sends to the pipeline thread.
+#[derive(Debug)]
+pub enum SourceMessage {
+    Batch(Batch),
+    /// Records refused before any step saw them.
+    Rejected(Vec<DeadLetter>),
+    /// The source is exhausted (or failed: the error has been reported).
+    End(Result<(), String>),
+}
+
+/// A running source: reads until exhausted or until the pipeline hangs up.
+pub trait Source: Send {
+    fn run(self: Box<Self>, out: &mut Emitter) -> Result<(), SourceError>;
+}
+
+/// Builds the source described by `config`.
+pub fn build_source(name: &str, config: &SourceConfig, resolve: impl Fn(&std::path::Path) -> std::path::PathBuf) -> Box<dyn Source> {
+    match config {
+        SourceConfig::File { path, common } => Box::new(LineSource::file(name, resolve(path), common)),
+        SourceConfig::Stdin { common } => Box::new(LineSource::stdin(name, common)),
+        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, common } => Box::new(Generator::new(
+            name,
+            GeneratorParams { shape: *shape, seed: *seed, rate: *rate, count: *count, dirty_ratio: *dirty_ratio },
+            common,
+        )),
+    }
+}
+
+/// Collects events into batches and sends them, full or when they have
+/// lingered long enough.
+pub struct Emitter {
+    index: usize,
+    name: Arc<str>,
+    tx: Sender<(usize, SourceMessage)>,
+    batch: Batch,
+    rejected: Vec<DeadLetter>,
+    batch_size: usize,
+    linger: Duration,
+    oldest: Option<Instant>,
+    /// Set when the pipeline thread has gone away: stop reading.
+    pub closed: bool,
+}
+
+impl Emitter {
+    pub fn new(index: usize, name: &str, tx: Sender<(usize, SourceMessage)>, batch_size: usize, linger: Duration) -> Self {
+        Emitter {
+            index,
+            name: name.into(),
+            tx,
+            batch: Batch::with_capacity(batch_size),
+            rejected: Vec::new(),
+            batch_size,
+            linger,
+            oldest: None,
+            closed: false,
+        }
+    }
+
+    pub fn origin(&self, position: u64) -> Origin {
+        Origin { source: self.name.clone(), position }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn push(&mut self, event: Event, position: u64) {
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        let origin = self.origin(position);
+        self.batch.push(event, origin);
+        if self.batch.len() >= self.batch_size {
+            self.flush();
+        }
+    }
+
+    pub fn reject(&mut self, dead: DeadLetter) {
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        self.rejected.push(dead);
+        if self.rejected.len() >= self.batch_size {
+            self.flush();
+        }
+    }
+
+    /// Flushes when the oldest pending event has waited `linger`.
+    pub fn maybe_flush(&mut self) {
+        if self.oldest.is_some_and(|t| t.elapsed() >= self.linger) {
+            self.flush();
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.oldest.is_some()
+    }
+
+    pub fn flush(&mut self) {
+        self.oldest = None;
+        // Rejections first: they come from earlier or the same positions.
+        if !self.rejected.is_empty() {
+            let r = std::mem::take(&mut self.rejected);
+            self.send(SourceMessage::Rejected(r));
+        }
+        if !self.batch.is_empty() {
+            let b = std::mem::replace(&mut self.batch, Batch::with_capacity(self.batch_size));
+            self.send(SourceMessage::Batch(b));
+        }
+    }
+
+    pub fn finish(&mut self, result: Result<(), String>) {
+        self.flush();
+        self.send(SourceMessage::End(result));
+    }
+
+    fn send(&mut self, msg: SourceMessage) {
+        if self.tx.send((self.index, msg)).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// Applies a source's record checks to one raw record at `position`,
+/// pushing it as an event or dead-lettering it.
+pub(crate) fn admit(out: &mut Emitter, check: &RecordCheck, max_bytes: usize, raw: Vec<u8>, position: u64, default_ts: i64) {
+    use crate::dead_letter::DeadKind;
+    let dead = |kind, reason: String, raw: Vec<u8>, out: &Emitter| DeadLetter {
+        kind,
+        reason,
+        origin: out.origin(position),
+        step: None,
+        plugin: None,
+        event: Event::from_value(raw, default_ts),
+    };
+    if raw.len() > max_bytes {
+        let d = dead(DeadKind::TooLarge, format!("record of {} bytes exceeds max_record_bytes ({max_bytes})", raw.len()), raw, out);
+        return out.reject(d);
+    }
+    match check.check(&raw) {
+        Ok(x) => {
+            let mut e = Event::from_value(raw, x.timestamp.unwrap_or(default_ts));
+            e.key = x.key;
+            out.push(e, position);
+        }
+        Err(r) => {
+            let kind = if r.0.starts_with("malformed") { DeadKind::Malformed } else { DeadKind::Schema };
+            let d = dead(kind, r.0, raw, out);
+            out.reject(d);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,224 @@
+//! From a checked pipeline.json to running parts: plugins built and loaded,
+//! sources, steps and sinks constructed, the DAG wired.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::stats::{NodeKind, NodeStats};
+use super::RunError;
+use crate::config::{ConfigError, ConfigErrors, DeadLetterConfig, LoadedPipeline, StepConfig};
+use crate::config::locate::JsonPath;
+use crate::dead_letter::DeadLetterWriter;
+use crate::plugin::{LoadedPlugin, PluginRuntime, RuntimeOptions};
+use crate::sink::{build_sink, Sink};
+use crate::source::{build_source, Source};
+use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep};
+
+/// Library-level knobs of a build.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    /// Native transforms a `native` step may name.
+    pub natives: NativeRegistry,
+    /// Show the live progress line on stderr.
+    pub progress: bool,
+}
+
+/// Where a node's output goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Consumer {
+    Step(usize),
+    Sink(usize),
+}
+
+pub(crate) struct StepNode {
+    pub name: String,
+    pub op: Box<dyn Operator>,
+    pub stats: Arc<NodeStats>,
+    pub consumers: Vec<Consumer>,
+}
+
+pub(crate) struct SinkNode {
+    pub name: String,
+    pub sink: Box<dyn Sink>,
+    pub stats: Arc<NodeStats>,
+}
+
+pub(crate) struct SourceNode {
+    pub name: String,
+    pub source: Option<Box<dyn Source>>,
+    pub stats: Arc<NodeStats>,
+    pub consumers: Vec<Consumer>,
+}
+
+/// A pipeline ready to run.
+pub struct Pipeline {
+    pub(crate) name: Option<String>,
+    pub(crate) sources: Vec<SourceNode>,
+    /// Steps in topological order (every step after its inputs).
+    pub(crate) steps: Vec<StepNode>,
+    pub(crate) sinks: Vec<SinkNode>,
+    pub(crate) dead: DeadLetterWriter,
+    pub(crate) batch_size: usize,
+    pub(crate) linger_ms: u64,
+    pub(crate) channel_batches: usize,
+    pub(crate) progress: bool,
+    /// The loaded plugins, by name (kept for stats and, later, swaps).
+    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+}
+
+/// Builds (if given a source folder) and loads every plugin of the pipeline,
+/// reporting failures at `$.plugins.NAME.path`. Used by `run` and `validate`.
+pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BTreeMap<String, Arc<LoadedPlugin>>, ConfigErrors> {
+    let mut loaded = BTreeMap::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for (name, cfg) in &p.config.plugins {
+        let at = JsonPath::root().key("plugins").key(name).key("path");
+        let path = p.resolve(&cfg.path);
+        let wasm: PathBuf = if path.is_dir() {
+            match crate::build::build_plugin(&path, None, false) {
+                Ok(built) => built.output,
+                Err(e) => {
+                    errors.push(p.error_at(&at, format!("plugin `{name}`: build of {} failed: {e}", path.display())));
+                    continue;
+                }
+            }
+        } else if path.is_file() {
+            path
+        } else {
+            errors.push(p.error_at(&at, format!("plugin `{name}`: {} does not exist", path.display())));
+            continue;
+        };
+        match runtime.load(name, &wasm, cfg.world, &cfg.limits, &cfg.grants, &cfg.config) {
+            Ok(plugin) => {
+                // A step must use the plugin as the world it really exports.
+                for (step, sc) in &p.config.steps {
+                    let want = match sc {
+                        StepConfig::Udf { .. } => crate::config::WorldName::Udf,
+                        _ => crate::config::WorldName::Transform,
+                    };
+                    if sc.plugin() == Some(name.as_str()) && plugin.world() != want {
+                        errors.push(p.error_at(
+                            &JsonPath::root().key("steps").key(step).key("plugin"),
+                            format!("plugin `{name}` exports world `{}` but this step needs `{}`", plugin.world().as_str(), want.as_str()),
+                        ));
+                    }
+                }
+                loaded.insert(name.clone(), plugin);
+            }
+            Err(e) => errors.push(p.error_at(&at, format!("plugin `{name}`: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(p.errors(errors))
+    }
+}
+
+/// Builds every part of a checked pipeline.
+pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline, RunError> {
+    let c = &p.config;
+    let resolve = |path: &Path| p.resolve(path);
+    let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?;
+    let plugins = prepare_plugins(p, &runtime)?;
+
+    // Steps in topological order (the graph was checked to be acyclic).
+    let mut order: Vec<&str> = Vec::new();
+    while order.len() < c.steps.len() {
+        for (name, s) in &c.steps {
+            if !order.contains(&name.as_str()) && s.inputs().iter().all(|i| c.sources.contains_key(i) || order.contains(&i.as_str())) {
+                order.push(name);
+            }
+        }
+    }
+
+    let mut errors = Vec::new();
+    let mut steps = Vec::new();
+    for name in &order {
+        let at = JsonPath::root().key("steps").key(name);
+        let op: Box<dyn Operator> = match &c.steps[*name] {
+            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, plugins[plugin].transform()?)),
+            StepConfig::Udf { plugin, function, args, output, .. } => {
+                let runner = plugins[plugin].udf()?;
+                match runner.functions().iter().find(|f| &f.name == function) {
+                    None => {
+                        let known: Vec<&str> = runner.functions().iter().map(|f| f.name.as_str()).collect();
+                        errors.push(p.error_at(&at.key("function"), format!("plugin `{plugin}` has no function `{function}` (it has: {})", known.join(", "))));
+                        continue;
+                    }
+                    Some(sig) if sig.params.len() != args.len() => {
+                        errors.push(p.error_at(&at.key("args"), format!("`{function}` takes {} arguments, {} given", sig.params.len(), args.len())));
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                let args = args.iter().map(UdfArg::parse).collect();
+                Box::new(UdfStep::new(name, plugin, function, args, output, runner))
+            }
+            StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
+                Some(f) => Box::new(NativeStep::new(name, f)),
+                None => {
+                    errors.push(p.error_at(&at.key("name"), format!("no native transform `{native}` is registered (known: {})", opts.natives.names().join(", "))));
+                    continue;
+                }
+            },
+        };
+        steps.push(StepNode { name: name.to_string(), op, stats: NodeStats::new(name, NodeKind::Step), consumers: Vec::new() });
+    }
+    if !errors.is_empty() {
+        return Err(p.errors(errors).into());
+    }
+
+    let mut sinks = Vec::new();
+    for (name, sc) in &c.sinks {
+        sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve)?, stats: NodeStats::new(name, NodeKind::Sink) });
+    }
+    let mut sources: Vec<SourceNode> = c
+        .sources
+        .iter()
+        .map(|(name, sc)| SourceNode { name: name.clone(), source: Some(build_source(name, sc, resolve)), stats: NodeStats::new(name, NodeKind::Source), consumers: Vec::new() })
+        .collect();
+
+    // Wire consumers: each input names a source or a step.
+    let mut wire = |input: &str, consumer: Consumer| {
+        if let Some(s) = sources.iter_mut().find(|s| s.name == input) {
+            s.consumers.push(consumer);
+        } else if let Some(s) = steps.iter_mut().find(|s| s.name == input) {
+            s.consumers.push(consumer);
+        }
+    };
+    for (i, name) in order.iter().enumerate() {
+        for input in c.steps[*name].inputs() {
+            wire(input, Consumer::Step(i));
+        }
+    }
+    for (i, (_, sc)) in c.sinks.iter().enumerate() {
+        for input in sc.inputs() {
+            wire(input, Consumer::Sink(i));
+        }
+    }
+
+    let dead = match &c.dead_letter {
+        Some(DeadLetterConfig::Stderr) => DeadLetterWriter::stderr(),
+        Some(DeadLetterConfig::File { path }) => open_dead(&p.resolve(path))?,
+        None => open_dead(&p.base_dir.join("dead-letter.jsonl"))?,
+    };
+
+    Ok(Pipeline {
+        name: c.name.clone(),
+        sources,
+        steps,
+        sinks,
+        dead,
+        batch_size: c.settings.batch_size,
+        linger_ms: c.settings.batch_linger_ms,
+        channel_batches: c.settings.channel_batches,
+        progress: opts.progress,
+        plugins,
+    })
+}
+
+fn open_dead(path: &Path) -> Result<DeadLetterWriter, RunError> {
+    DeadLetterWriter::file(path).map_err(|error| RunError::DeadLetter { path: path.display().to_string(), error })
+}

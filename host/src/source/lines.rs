@@ -1,0 +1,75 @@
+//! JSON-lines sources: a file, or standard input.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use super::{admit, now_ms, Emitter, Source, SourceError};
+use crate::config::SourceCommon;
+use crate::record_schema::RecordCheck;
+
+enum Input {
+    File(PathBuf),
+    Stdin,
+}
+
+/// Reads newline-separated records; blank lines are skipped (but counted in
+/// line numbers so dead letters point at the right line).
+pub struct LineSource {
+    name: String,
+    input: Input,
+    check: RecordCheck,
+    max_bytes: usize,
+}
+
+impl LineSource {
+    pub fn file(name: &str, path: PathBuf, common: &SourceCommon) -> Self {
+        LineSource { name: name.into(), input: Input::File(path), check: RecordCheck::new(common), max_bytes: common.max_record_bytes() }
+    }
+
+    pub fn stdin(name: &str, common: &SourceCommon) -> Self {
+        LineSource { name: name.into(), input: Input::Stdin, check: RecordCheck::new(common), max_bytes: common.max_record_bytes() }
+    }
+
+    fn read_all<R: Read>(&self, reader: R, interactive: bool, out: &mut Emitter) -> io::Result<()> {
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let mut line_no = 0u64;
+        loop {
+            let mut raw = Vec::new();
+            if reader.read_until(b'\n', &mut raw)? == 0 {
+                return Ok(());
+            }
+            line_no += 1;
+            if raw.last() == Some(&b'\n') {
+                raw.pop();
+                if raw.last() == Some(&b'\r') {
+                    raw.pop();
+                }
+            }
+            if !raw.iter().all(u8::is_ascii_whitespace) {
+                admit(out, &self.check, self.max_bytes, raw, line_no, now_ms());
+            }
+            // On a pipe or terminal, hand over what we have when the next
+            // read would block, instead of waiting for a full batch.
+            if interactive && reader.buffer().is_empty() {
+                out.flush();
+            }
+            if out.closed {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Source for LineSource {
+    fn run(self: Box<Self>, out: &mut Emitter) -> Result<(), SourceError> {
+        let err = |path: String, error| SourceError::Io { source_name: self.name.clone(), path, error };
+        match &self.input {
+            Input::File(path) => {
+                let f = File::open(path).map_err(|e| err(path.display().to_string(), e))?;
+                self.read_all(f, false, out).map_err(|e| err(path.display().to_string(), e))
+            }
+            Input::Stdin => self.read_all(io::stdin().lock(), true, out).map_err(|e| err("<stdin>".into(), e)),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! A step that runs a `transform` plugin over each batch.
+
+use super::{dead_kind, Operator, StepContext};
+use crate::dead_letter::DeadLetter;
+use crate::event::Batch;
+use crate::plugin::{Outcome, TransformRunner};
+
+pub struct TransformStep {
+    name: String,
+    plugin: String,
+    runner: TransformRunner,
+}
+
+impl TransformStep {
+    pub fn new(name: &str, plugin: &str, runner: TransformRunner) -> Self {
+        TransformStep { name: name.into(), plugin: plugin.into(), runner }
+    }
+}
+
+impl Operator for TransformStep {
+    fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
+        let outcomes = self.runner.process(&input.events);
+        let mut out = Batch::with_capacity(input.len());
+        for ((event, origin), outcome) in input.events.into_iter().zip(input.origins).zip(outcomes) {
+            match outcome {
+                Outcome::Ok(events) => {
+                    for e in events {
+                        out.push(e, origin.clone());
+                    }
+                }
+                Outcome::Failed(f) => ctx.dead.push(DeadLetter {
+                    kind: dead_kind(f.kind),
+                    reason: f.message,
+                    origin,
+                    step: Some(self.name.clone()),
+                    plugin: Some(self.plugin.clone()),
+                    event,
+                }),
+            }
+        }
+        out
+    }
+}
