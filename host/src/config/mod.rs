@@ -7,6 +7,8 @@
 
 mod load;
 pub mod locate;
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
