@@ -9,7 +9,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod plugin;
 pub mod record_schema;
-// pub mod runtime; (enabled once the plugin runtime API lands)
+pub mod runtime;
 pub mod sink;
 pub mod source;
-// pub mod step; (enabled once the plugin runtime API lands)
+pub mod step;

@@ -1,2 +1,140 @@
-//! The `streamhost` command (the full CLI lands with the pipeline runtime).
-fn main() {}
+//! The `streamhost` command: run, validate, schema, plugin build.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use streamhost::config::{load_pipeline, ConfigErrors};
+use streamhost::runtime::{build_pipeline, prepare_plugins, BuildOptions, RunError};
+
+/// A stream processor whose per-business logic runs as sandboxed WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "streamhost", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a pipeline until its sources are exhausted.
+    Run {
+        /// The pipeline.json file.
+        pipeline: PathBuf,
+        /// Never show the live progress line (it is shown when stderr is a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Checks a pipeline: shape, graph, and that every plugin loads as the world it is used as.
+    Validate {
+        /// The pipeline.json file.
+        pipeline: PathBuf,
+        /// Skip building and loading plugins (shape and graph only).
+        #[arg(long)]
+        no_plugins: bool,
+    },
+    /// Prints the JSON Schema of pipeline.json.
+    Schema,
+    /// Plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Builds a plugin source folder (Rust, Python or Go, with a plugin.toml) into a component.
+    Build {
+        /// The plugin folder.
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/target/streamhost/NAME.wasm).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Rebuild even when the component is newer than the sources.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit code for input the user must fix (invalid pipeline, bad plugin).
+const INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STREAMHOST_LOG").unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn invalid(e: &ConfigErrors) -> ExitCode {
+    eprint!("{e}");
+    ExitCode::from(INVALID)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Schema => {
+            let schema = schemars::schema_for!(streamhost::config::PipelineConfig);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { pipeline, no_plugins } => {
+            let p = match load_pipeline(&pipeline) {
+                Ok(p) => p,
+                Err(e) => return Ok(invalid(&e)),
+            };
+            if !no_plugins {
+                let runtime = streamhost::plugin::PluginRuntime::new(streamhost::plugin::RuntimeOptions {
+                    artifact_cache: p.config.settings.artifact_cache.as_ref().map(|d| p.resolve(d)),
+                })
+                .context("starting the plugin runtime")?;
+                if let Err(e) = prepare_plugins(&p, &runtime) {
+                    return Ok(invalid(&e));
+                }
+            }
+            println!("{}: ok", pipeline.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { pipeline, no_progress } => {
+            let p = match load_pipeline(&pipeline) {
+                Ok(p) => p,
+                Err(e) => return Ok(invalid(&e)),
+            };
+            let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), ..Default::default() };
+            let built = match build_pipeline(&p, opts) {
+                Ok(b) => b,
+                Err(RunError::Config(e)) => return Ok(invalid(&e)),
+                Err(e) => return Err(e.into()),
+            };
+            let summary = built.run()?;
+            eprint!("{summary}");
+            Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Plugin { command: PluginCommand::Build { dir, output, force } } => {
+            match streamhost::build::build_plugin(&dir, output.as_deref(), force) {
+                Ok(b) => {
+                    let verb = if b.rebuilt { "built" } else { "up to date" };
+                    println!("{} ({:?}, world {}): {verb}: {}", b.manifest.name, b.language, b.manifest.world.as_str(), b.output.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(INVALID))
+                }
+            }
+        }
+    }
+}

@@ -132,17 +132,27 @@ pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Bu
     let manifest = read_manifest(dir)?;
     let language = detect_language(dir)?;
     let output = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(dir, &manifest));
+    // One build at a time per process: parallel toolchain runs gain nothing
+    // on a couple of cores, and two builds must not write one output.
+    static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !force && is_up_to_date(dir, &output) {
         return Ok(Built { manifest, language, output, rebuilt: false });
     }
-    if let Some(parent) = output.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| BuildError::Io { path: parent.to_path_buf(), source: e })?;
+    let parent = output.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| BuildError::Io { path: parent.to_path_buf(), source: e })?;
+    // Build beside the output and rename, so a reader never sees half a component.
+    let partial = output.with_extension(format!("partial-{}.wasm", std::process::id()));
+    let result = match language {
+        Language::Rust => rust::build(dir, &manifest, &partial),
+        Language::Python => python::build(dir, &manifest, &partial),
+        Language::Go => go::build(dir, &manifest, &partial),
+    };
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
     }
-    match language {
-        Language::Rust => rust::build(dir, &manifest, &output)?,
-        Language::Python => python::build(dir, &manifest, &output)?,
-        Language::Go => go::build(dir, &manifest, &output)?,
-    }
+    std::fs::rename(&partial, &output).map_err(|e| BuildError::Io { path: output.clone(), source: e })?;
     Ok(Built { manifest, language, output, rebuilt: true })
 }
 

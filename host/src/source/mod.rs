@@ -15,7 +15,7 @@ use crate::dead_letter::DeadLetter;
 use crate::event::{Batch, Event, Origin};
 use crate::record_schema::RecordCheck;
 
-pub use generator::{Generator, GeneratorParams};
+pub use generator::{write_record, Generator, GeneratorParams, BASE_TIME_MS};
 pub use lines::LineSource;
 
 /// Errors that stop a source.
