@@ -1,0 +1,113 @@
+//! Transform plugins: one plain function per event, looped over the batch.
+
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Event};
+
+/// What a transform made of one input event: output events, or the error
+/// that dead-letters that event alone (the WIT `event-outcome`).
+pub type Outcome = Result<Vec<Event>, String>;
+
+/// What a transform function may return on success: one event, an optional
+/// event (`None` drops the input) or any number of events (fan-out).
+pub trait IntoEvents {
+    fn into_events(self) -> Vec<Event>;
+}
+
+impl IntoEvents for Event {
+    fn into_events(self) -> Vec<Event> {
+        vec![self]
+    }
+}
+
+impl IntoEvents for Option<Event> {
+    fn into_events(self) -> Vec<Event> {
+        self.into_iter().collect()
+    }
+}
+
+impl IntoEvents for Vec<Event> {
+    fn into_events(self) -> Vec<Event> {
+        self
+    }
+}
+
+/// Runs `f` over every event of `batch`, one outcome per event in order.
+/// An error fails its own event only. (A panic aborts the instance, which
+/// the host contains; the batch is then retried or dead-lettered there.)
+pub fn process_batch<R, F>(batch: Vec<Event>, mut f: F) -> Vec<Outcome>
+where
+    R: IntoEvents,
+    F: FnMut(Event) -> Result<R, Error>,
+{
+    let mut out = Vec::with_capacity(batch.len());
+    for event in batch {
+        out.push(f(event).map(IntoEvents::into_events).map_err(Error::into_message));
+    }
+    out
+}
+
+/// Parses the `init` config (JSON text) into `C` and hands it to `f`.
+/// `C` is anything deserialisable: `serde_json::Value` or a typed struct.
+pub fn run_init<C, F>(config: &str, f: F) -> Result<(), String>
+where
+    C: DeserializeOwned,
+    F: FnOnce(C) -> Result<(), Error>,
+{
+    let config = if config.trim().is_empty() { "null" } else { config };
+    let parsed: C = serde_json::from_str(config).map_err(|e| format!("invalid plugin config: {e}"))?;
+    f(parsed).map_err(Error::into_message)
+}
+
+/// The `init` of a plugin that declares none: accepts any config.
+pub fn no_init(_config: serde_json::Value) -> Result<(), Error> {
+    Ok(())
+}
+
+/// Exports a function as the plugin's `transform` world.
+///
+/// The function takes an [`Event`] and returns `Result<R, Error>` where `R`
+/// is an [`Event`], an `Option<Event>` (`None` drops the event) or a
+/// `Vec<Event>` (fan-out). An optional `init` receives the plugin's config
+/// from pipeline.json, deserialised into any `serde` type.
+///
+/// ```
+/// use streamhost_sdk::{Event, Error};
+///
+/// fn upper(mut e: Event) -> Result<Option<Event>, Error> {
+///     e.value.make_ascii_uppercase();
+///     Ok(Some(e))
+/// }
+/// fn setup(_config: serde_json::Value) -> Result<(), Error> { Ok(()) }
+///
+/// streamhost_sdk::transform!(upper, init = setup);
+/// # fn main() {}
+/// ```
+///
+/// The function stays an ordinary Rust function, so it is unit-testable
+/// natively; only wasm builds emit the component exports.
+#[macro_export]
+macro_rules! transform {
+    ($process:path $(,)?) => {
+        $crate::transform!($process, init = $crate::transform::no_init);
+    };
+    ($process:path, init = $init:path $(,)?) => {
+        const _: () = {
+            #[allow(dead_code)]
+            struct StreamhostTransform;
+
+            impl $crate::bindings::transform::Guest for StreamhostTransform {
+                fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::transform::run_init(&config, $init)
+                }
+
+                fn process(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::transform::Outcome> {
+                    $crate::transform::process_batch(batch, $process)
+                }
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            $crate::__export_transform_impl!(StreamhostTransform with_types_in $crate::bindings::transform);
+        };
+    };
+}
