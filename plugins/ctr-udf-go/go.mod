@@ -1,0 +1,9 @@
+module streamhost.dev/plugins/ctr-udf-go
+
+go 1.24
+
+require streamhost.dev/sdk v0.0.0
+
+// The SDK is resolved from this repository (builds are offline). A plugin
+// outside the repository points this at its checkout of streamhost's sdk/go.
+replace streamhost.dev/sdk => ../../sdk/go
