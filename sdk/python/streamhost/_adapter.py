@@ -1,0 +1,236 @@
+"""Adapts a plugin class to componentize-py's generated ``WitWorld``.
+
+Kept free of any binding import: the entry module (``_entry``) hands in the
+generated classes as a namespace, and the unit tests hand in fakes.
+The per-event path is a plain loop with local-variable lookups; output
+events are checked cheaply so a wrongly typed field fails its own event
+instead of trapping the whole batch during lowering.
+"""
+
+import json
+import os
+
+from .plugin import ANY, BOOLEAN, BYTES, FLOAT, INT, NULL, STR, PluginError, Transform, Udf, udf_functions
+
+# The generated classes (of `wit_world.imports.types`) the adapters use; the
+# udf ones are absent from a transform build and the other way round.
+BINDING_TYPES = (
+    "Event", "Header", "FunctionSignature", "ScalarType",
+    "Scalar_Null", "Scalar_Boolean", "Scalar_Int", "Scalar_Float", "Scalar_Str", "Scalar_Bytes",
+)
+
+_S64_MIN, _S64_MAX = -(2**63), 2**63 - 1
+
+
+class BindingError(Exception):
+    """The plugin module cannot be adapted (raised at build time, since
+    componentize-py runs the entry module while building)."""
+
+
+def find_plugin_class(module, world):
+    """The plugin class of ``module``: its ``Plugin`` attribute, else the one
+    subclass of the world's base class defined there."""
+    base = Transform if world == "transform" else Udf
+    cls = getattr(module, "Plugin", None)
+    if cls is None:
+        candidates = [
+            v for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, base) and v is not base and v.__module__ == module.__name__
+        ]
+        if len(candidates) != 1:
+            found = ", ".join(c.__name__ for c in candidates) or "none"
+            raise BindingError(
+                f"{module.__name__}.py must define `class Plugin(streamhost.{base.__name__})` "
+                f"(or exactly one subclass of streamhost.{base.__name__}; found {found})"
+            )
+        cls = candidates[0]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise BindingError(f"{module.__name__}.Plugin must subclass streamhost.{base.__name__} for world {world!r}")
+    return cls
+
+
+_SDK_DIR = os.path.dirname(os.path.abspath(__file__))
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
+
+
+def describe(exc):
+    """The message an exception turns into: ``Type: text (file.py:line)``,
+    located at the innermost frame of the plugin's own code; a PluginError
+    is just its text."""
+    if isinstance(exc, PluginError):
+        return str(exc)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith((_SDK_DIR, _STDLIB_DIR)):
+            where = f"{os.path.basename(path)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return f"{text} ({where})" if where else text
+
+
+def parse_config(text):
+    """The ``init`` config: JSON text, None when empty or ``null``."""
+    if not text or not text.strip():
+        return None
+    return json.loads(text)
+
+
+def run_init(plugin, config_text, err):
+    try:
+        config = parse_config(config_text)
+    except ValueError as e:
+        raise err(f"invalid plugin config: {e}") from None
+    try:
+        plugin.init(config)
+    except Exception as e:  # noqa: BLE001 - reported to the host as the init error
+        raise err(describe(e)) from None
+
+
+def transform_world(plugin, wit):
+    """A ``WitWorld`` class for the transform world around ``plugin``."""
+    Ok, Err, WitEvent, WitHeader = wit.Ok, wit.Err, wit.Event, wit.Header
+
+    def to_wit(e):
+        """``e`` as a record the bindings can lower, or raises TypeError."""
+        if type(e) is WitEvent and type(e.value) is bytes and type(e.timestamp) is int and not e.headers and e.key is None:
+            if _S64_MIN <= e.timestamp <= _S64_MAX:
+                return e
+        return checked_event(e, WitEvent, WitHeader)
+
+    def process(self, batch):
+        process_event = plugin.process_event
+        out = []
+        append = out.append
+        for event in batch:
+            try:
+                result = process_event(event)
+                if result is None:
+                    append(Ok([]))
+                elif type(result) is list:
+                    append(Ok([to_wit(e) for e in result]))
+                else:
+                    append(Ok([to_wit(result)]))
+            except Exception as e:  # noqa: BLE001 - one event's failure is that event's error
+                append(Err(describe(e)))
+        return out
+
+    def init(self, config):
+        run_init(plugin, config, Err)
+
+    return type("WitWorld", (wit.WitWorld,), {"init": init, "process": process})
+
+
+def checked_event(e, WitEvent, WitHeader):
+    """Converts an event-like object to the binding record, checking types."""
+    if not hasattr(e, "value") or not hasattr(e, "timestamp"):
+        raise TypeError(
+            f"process_event returned {type(e).__name__}; expected an Event, a list of Events or None"
+        )
+    value = _as_bytes(e.value, "value")
+    key = None if e.key is None else _as_bytes(e.key, "key")
+    ts = e.timestamp
+    if type(ts) is not int or not _S64_MIN <= ts <= _S64_MAX:
+        raise TypeError(f"event timestamp must be a 64-bit int (ms), got {ts!r}")
+    headers = []
+    for h in e.headers or ():
+        if type(h.name) is not str:
+            raise TypeError(f"header name must be str, got {type(h.name).__name__}")
+        headers.append(h if type(h) is WitHeader and type(h.value) is bytes else WitHeader(h.name, _as_bytes(h.value, "header value")))
+    if type(e) is WitEvent:
+        e.value, e.key, e.headers = value, key, headers
+        return e
+    return WitEvent(key, value, ts, headers)
+
+
+def _as_bytes(v, what):
+    if type(v) is bytes:
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    raise TypeError(f"event {what} must be bytes or str, got {type(v).__name__}")
+
+
+def udf_world(plugin, wit):
+    """A ``WitWorld`` class for the udf world around ``plugin``."""
+    Ok, Err = wit.Ok, wit.Err
+    functions = {name: (method, params, result) for name, method, params, result in udf_functions(plugin)}
+    signatures = [
+        wit.FunctionSignature(name, [scalar_type(wit, t) for t in params], scalar_type(wit, result))
+        for name, (_, params, result) in functions.items()
+    ]
+    lift = {
+        wit.Scalar_Null: NULL, wit.Scalar_Boolean: BOOLEAN, wit.Scalar_Int: INT,
+        wit.Scalar_Float: FLOAT, wit.Scalar_Str: STR, wit.Scalar_Bytes: BYTES,
+    }
+
+    def arg(scalar, expected, position):
+        kind = lift.get(type(scalar))
+        if kind is None:
+            raise PluginError(f"argument {position}: not a scalar")
+        if kind == NULL:
+            return None
+        if expected == ANY or expected == kind:
+            return scalar.value
+        if expected == FLOAT and kind == INT:
+            return float(scalar.value)
+        raise PluginError(f"argument {position}: expected {expected}, got {kind}")
+
+    def call(self, name, rows):
+        entry = functions.get(name)
+        if entry is None:
+            return [Err(f"unknown function {name!r}")] * len(rows)
+        method, params, result_type = entry
+        arity = len(params)
+        out = []
+        append = out.append
+        for row in rows:
+            try:
+                if len(row) != arity:
+                    raise PluginError(f"expected {arity} argument(s), got {len(row)}")
+                args = [arg(s, t, i + 1) for i, (s, t) in enumerate(zip(row, params))]
+                append(Ok(to_scalar(wit, method(*args), result_type)))
+            except Exception as e:  # noqa: BLE001 - one row's failure is that row's error
+                append(Err(describe(e)))
+        return out
+
+    def get_functions(self):
+        return list(signatures)
+
+    def init(self, config):
+        run_init(plugin, config, Err)
+
+    return type("WitWorld", (wit.WitWorld,), {"init": init, "functions": get_functions, "call": call})
+
+
+def scalar_type(wit, name):
+    return getattr(wit.ScalarType, name.upper())
+
+
+def to_scalar(wit, value, declared):
+    """Lowers a UDF's Python result to a scalar of its declared type."""
+    if value is None:
+        return wit.Scalar_Null()
+    if isinstance(value, bool):
+        kind = BOOLEAN
+    elif isinstance(value, int):
+        if not _S64_MIN <= value <= _S64_MAX:
+            raise PluginError("int result out of the 64-bit range")
+        kind = INT
+    elif isinstance(value, float):
+        kind = FLOAT
+    elif isinstance(value, str):
+        kind = STR
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        value, kind = bytes(value), BYTES
+    else:
+        raise PluginError(f"unsupported result type {type(value).__name__}")
+    if declared == FLOAT and kind == INT:
+        value, kind = float(value), FLOAT
+    elif declared not in (ANY, kind):
+        raise PluginError(f"declared result {declared}, returned {kind}")
+    cls = {BOOLEAN: wit.Scalar_Boolean, INT: wit.Scalar_Int, FLOAT: wit.Scalar_Float, STR: wit.Scalar_Str, BYTES: wit.Scalar_Bytes}[kind]
+    return cls(value)

@@ -1,0 +1,71 @@
+import dataclasses
+import unittest
+
+from streamhost import Event, Header
+from streamhost.event import _extend_generated
+
+from . import fakes
+
+
+class NativeEventTest(unittest.TestCase):
+    def test_defaults_and_text_values_are_encoded(self):
+        e = Event(value='{"a":"é"}', key="k")
+        self.assertEqual((e.key, e.value, e.timestamp, e.headers), (b"k", '{"a":"é"}'.encode(), 0, []))
+        self.assertEqual(e.text, '{"a":"é"}')
+
+    def test_json_is_parsed_once_and_follows_value_changes(self):
+        e = Event(value=b'{"a":1}')
+        first = e.json
+        self.assertIs(e.json, first)
+        e.value = b'{"a":2}'
+        self.assertEqual(e.json, {"a": 2})
+        with self.assertRaises(ValueError):
+            Event(value=b"{nope").json
+
+    def test_set_json_writes_compact_utf8(self):
+        e = Event(value=b"{}", timestamp=7)
+        self.assertIs(e.set_json({"b": [1, 2], "s": "ü"}), e)
+        self.assertEqual(e.value, '{"b":[1,2],"s":"ü"}'.encode())
+        self.assertEqual(e.json, {"b": [1, 2], "s": "ü"})
+
+    def test_with_json_keeps_key_time_and_a_copy_of_headers(self):
+        e = Event(key=b"k", value=b"{}", timestamp=5, headers=[Header("h", b"1")])
+        f = e.with_json({"x": 1})
+        self.assertEqual((f.key, f.value, f.timestamp, f.headers), (b"k", b'{"x":1}', 5, [Header("h", b"1")]))
+        f.set_header("other", "2")
+        self.assertEqual(len(e.headers), 1)
+        self.assertEqual(Event.from_json([1], timestamp=3), Event(None, b"[1]", 3, []))
+
+    def test_headers(self):
+        e = Event(value=b"")
+        self.assertIsNone(e.header("h"))
+        e.set_header("h", "v1").set_header("h", b"v2")
+        self.assertEqual(e.headers, [Header("h", b"v2")])
+        self.assertEqual(e.header("h"), b"v2")
+
+
+class GeneratedEventTest(unittest.TestCase):
+    """Inside a component the generated dataclass is extended in place."""
+
+    def setUp(self):
+        self.cls = dataclasses.make_dataclass(
+            "Event", [("key", object), ("value", bytes), ("timestamp", int), ("headers", list)]
+        )
+        _extend_generated(self.cls)
+
+    def test_positional_construction_as_the_bindings_do(self):
+        e = self.cls(None, b'{"a":1}', 9, [])
+        self.assertEqual(e.json, {"a": 1})
+        self.assertEqual(e.timestamp, 9)
+
+    def test_helpers_and_defaults(self):
+        e = self.cls(value="x")
+        self.assertEqual((e.key, e.value, e.timestamp, e.headers), (None, b"x", 0, []))
+        f = e.with_json({"y": 2})
+        self.assertIsInstance(f, self.cls)
+        self.assertEqual(f.value, b'{"y":2}')
+        self.assertEqual(e, self.cls(None, b"x", 0, []))  # the json cache is not a field
+
+
+if __name__ == "__main__":
+    unittest.main()
