@@ -58,7 +58,9 @@ struct Line<'a> {
     step: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     plugin: Option<&'a str>,
-    timestamp: i64,
+    /// Event time; absent for records refused by their source (they have none yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
     /// The value as text when it is UTF-8 ...
@@ -107,7 +109,7 @@ impl DeadLetterWriter {
             position: d.origin.position,
             step: d.step.as_deref(),
             plugin: d.plugin.as_deref(),
-            timestamp: d.event.timestamp,
+            timestamp: d.step.as_ref().map(|_| d.event.timestamp),
             key: d.event.key.as_ref().map(|k| String::from_utf8(k.clone()).unwrap_or_else(|_| b64.encode(k))),
             value: text,
             value_base64: if text.is_none() { Some(b64.encode(&d.event.value)) } else { None },
