@@ -1,2 +1,270 @@
 //! The plugin runtime: the only module that names wasmtime.
+//!
+//! One [`PluginRuntime`] per process owns the wasmtime `Engine`, the epoch
+//! ticker that enforces time budgets, and the cache of precompiled
+//! artifacts. [`PluginRuntime::load`] turns a component file into a
+//! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`] or
+//! [`UdfRunner`] (one `Store` and instance each) from it.
+//!
+//! Sandbox: a plugin sees only the `host` interface of `wit/plugin.wit` and,
+//! if it imports WASI (Python, Go), a WASI context with nothing in it unless
+//! granted in pipeline.json (see `sandbox`). Memory, time and output sizes are
+//! limited per plugin; a trap fails only the records that cause it.
+
+mod artifact_cache;
+mod engine;
+mod instance;
+mod loaded;
+mod outcome;
+mod sandbox;
+mod transform;
+mod udf;
 pub mod wit;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::Engine;
+
+use crate::config::{PluginGrants, PluginLimits, WorldName};
+use instance::{start, WorldBindings};
+use loaded::WorldPre;
+use sandbox::StoreState;
+
+pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
+pub use outcome::{Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
+pub use transform::TransformRunner;
+pub use udf::UdfRunner;
+pub use wit::{Event, FunctionSignature, Scalar, ScalarType};
+
+/// Errors of loading a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: not a WebAssembly component (a core module? build plugins with `streamhost plugin build`)")]
+    NotAComponent(PathBuf),
+    #[error("plugin {plugin}: cannot compile {path}: {message}")]
+    Compile { plugin: String, path: PathBuf, message: String },
+    #[error("plugin {plugin}: exports neither world of wit/plugin.wit (transform: `process`; udf: `functions` and `call`); it exports: {exports}")]
+    NotAPlugin { plugin: String, exports: String },
+    #[error("plugin {plugin}: pipeline.json declares world {}, but the component implements {}", expected.as_str(), found.as_str())]
+    WrongWorld { plugin: String, expected: WorldName, found: WorldName },
+    #[error("plugin {plugin}: {message}")]
+    Link { plugin: String, message: String },
+    #[error("{0}")]
+    Init(String),
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Settings of a [`PluginRuntime`].
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Directory for precompiled artifacts; `None` means
+    /// `$XDG_CACHE_HOME/streamhost/artifacts` (else `~/.cache/...`).
+    pub artifact_cache: Option<PathBuf>,
+}
+
+/// Counters of how components were obtained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactCounters {
+    pub compiled: u64,
+    pub disk_hits: u64,
+    pub memory_hits: u64,
+}
+
+/// The process-wide plugin runtime.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: artifact_cache::ArtifactCache,
+    /// Compiled components by content hash (one compilation per content).
+    components: Mutex<HashMap<String, Component>>,
+    compiled: AtomicU64,
+    disk_hits: AtomicU64,
+    memory_hits: AtomicU64,
+}
+
+impl PluginRuntime {
+    pub fn new(opts: RuntimeOptions) -> Result<Self, PluginError> {
+        let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
+        let engine = engine::new_engine().map_err(engine_err)?;
+        engine::start_epoch_ticker(&engine).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wit::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        let dir = opts.artifact_cache.unwrap_or_else(artifact_cache::default_dir);
+        let cache = artifact_cache::ArtifactCache::new(dir, &engine);
+        Ok(PluginRuntime {
+            engine,
+            linker,
+            cache,
+            components: Mutex::new(HashMap::new()),
+            compiled: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            memory_hits: AtomicU64::new(0),
+        })
+    }
+
+    pub fn artifact_cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+
+    pub fn artifact_counters(&self) -> ArtifactCounters {
+        ArtifactCounters {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Compiles (or loads the cached precompiled artifact), detects the
+    /// world, links, builds the `InstancePre`, and instantiates once calling
+    /// `init(config)` to prove the plugin loads. `expected` is the world
+    /// declared in pipeline.json.
+    pub fn load(
+        &self,
+        name: &str,
+        wasm: &Path,
+        expected: Option<WorldName>,
+        limits: &PluginLimits,
+        grants: &PluginGrants,
+        config: &serde_json::Value,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let started = Instant::now();
+        let bytes = std::fs::read(wasm).map_err(|e| PluginError::Io { path: wasm.to_path_buf(), source: e })?;
+        if !is_component(&bytes) {
+            return Err(PluginError::NotAComponent(wasm.to_path_buf()));
+        }
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let (component, artifact) = self.component(name, wasm, &hash, &bytes)?;
+        drop(bytes);
+        let compile = started.elapsed();
+
+        let linked = Instant::now();
+        let world = detect_world(&self.engine, &component, name)?;
+        if let Some(expected) = expected.filter(|e| *e != world) {
+            return Err(PluginError::WrongWorld { plugin: name.into(), expected, found: world });
+        }
+        let pre = self.link(name, world, &component)?;
+        let link = linked.elapsed();
+
+        let config_json = serde_json::to_string(config).unwrap_or_else(|_| "null".into());
+        let mut plugin = LoadedPlugin {
+            name: name.into(),
+            world,
+            hash,
+            path: wasm.to_path_buf(),
+            timings: LoadTimings { artifact, compile, link, first_instance: Default::default() },
+            stats: PluginStats::default(),
+            limits: limits.clone(),
+            grants: grants.clone(),
+            config_json,
+            deadline_ticks: engine::deadline_ticks(limits.batch_timeout_ms),
+            engine: self.engine.clone(),
+            pre,
+            spare: Mutex::new(None),
+        };
+        let instantiated = Instant::now();
+        let spare = match world {
+            WorldName::Transform => first_instance::<wit::Transform>(&plugin)?,
+            WorldName::Udf => first_instance::<wit::Udf>(&plugin)?,
+        };
+        plugin.timings.first_instance = instantiated.elapsed();
+        plugin.spare = Mutex::new(Some(spare));
+        tracing::info!(
+            plugin = name,
+            world = world.as_str(),
+            artifact = ?artifact,
+            load_ms = plugin.load_time().as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok(Arc::new(plugin))
+    }
+
+    /// The compiled component for this content: from memory, from the disk
+    /// cache, or compiled now (and cached).
+    fn component(
+        &self,
+        name: &str,
+        path: &Path,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, ArtifactSource), PluginError> {
+        if let Some(component) = self.components.lock().ok().and_then(|m| m.get(hash).cloned()) {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((component, ArtifactSource::Memory));
+        }
+        let (component, source) = match self.cache.load(&self.engine, hash) {
+            Some(component) => {
+                self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                (component, ArtifactSource::DiskCache)
+            }
+            None => {
+                tracing::info!(plugin = name, path = %path.display(), "compiling plugin (cached for next time)");
+                let compile_err =
+                    |e: wasmtime::Error| PluginError::Compile { plugin: name.into(), path: path.into(), message: format!("{e:#}") };
+                let component = Component::new(&self.engine, bytes).map_err(compile_err)?;
+                match component.serialize() {
+                    Ok(artifact) => self.cache.store(hash, &artifact),
+                    Err(e) => tracing::warn!(plugin = name, error = %e, "cannot serialize the compiled plugin"),
+                }
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                (component, ArtifactSource::Compiled)
+            }
+        };
+        if let Ok(mut map) = self.components.lock() {
+            map.insert(hash.to_string(), component.clone());
+        }
+        Ok((component, source))
+    }
+
+    fn link(&self, name: &str, world: WorldName, component: &Component) -> Result<WorldPre, PluginError> {
+        let link_err = |message: String| PluginError::Link { plugin: name.into(), message };
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            link_err(format!(
+                "imports something the host does not provide (only the `host` interface and WASI 0.2 are): {e:#}"
+            ))
+        })?;
+        let mismatch = |e: wasmtime::Error| {
+            link_err(format!(
+                "its exports do not match the {} world of wit/plugin.wit (built against another version?): {e:#}",
+                world.as_str()
+            ))
+        };
+        Ok(match world {
+            WorldName::Transform => WorldPre::Transform(wit::TransformPre::new(instance_pre).map_err(mismatch)?),
+            WorldName::Udf => WorldPre::Udf(wit::UdfPre::new(instance_pre).map_err(mismatch)?),
+        })
+    }
+}
+
+fn first_instance<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<instance::Spare, PluginError> {
+    start::<B>(plugin).map(B::into_spare).map_err(|f| plugin.init_error(&f))
+}
+
+/// A component's preamble: magic, then version 0x0d and layer 1 (a core
+/// module has version 1, layer 0).
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x0d, 0x00, 0x01, 0x00]
+}
+
+/// Tells the world by the component's exports.
+fn detect_world(engine: &Engine, component: &Component, name: &str) -> Result<WorldName, PluginError> {
+    let ty = component.component_type();
+    let exports = |n: &str| ty.get_export(engine, n).is_some();
+    match (exports("process"), exports("functions") && exports("call")) {
+        (true, false) => Ok(WorldName::Transform),
+        (false, true) => Ok(WorldName::Udf),
+        _ => {
+            let names: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
+            Err(PluginError::NotAPlugin { plugin: name.into(), exports: names.join(", ") })
+        }
+    }
+}

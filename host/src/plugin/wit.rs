@@ -7,6 +7,8 @@ mod transform_world {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "transform",
+        // Tests and steps compare events and scalars.
+        additional_derives: [PartialEq],
     });
 }
 
@@ -23,7 +25,7 @@ mod udf_world {
 
 pub use transform_world::streamhost::plugin::host::{self as host_api, Level};
 pub use transform_world::streamhost::plugin::types::{
-    Event, FunctionSignature, Header, Scalar, ScalarType,
+    self as types_api, Event, FunctionSignature, Header, Scalar, ScalarType,
 };
 pub use transform_world::{Transform, TransformPre};
 pub use udf_world::{Udf, UdfPre};

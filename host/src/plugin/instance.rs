@@ -1,0 +1,208 @@
+//! One live plugin instance and its supervision: time budget per call,
+//! classification of traps, and rebuilding from the `InstancePre` after one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Store, Trap};
+
+use super::loaded::{LoadedPlugin, WorldPre};
+use super::outcome::{Failure, FailureKind, PluginStats};
+use super::sandbox::StoreState;
+use super::wit::{Transform, Udf};
+
+/// The generated bindings of a world, as the supervisor needs them.
+pub(crate) trait WorldBindings: Sized + Send + 'static {
+    fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String>;
+    fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+    /// Moves a live instance into / out of the plugin's spare slot.
+    fn into_spare(live: Live<Self>) -> Spare;
+    fn from_spare(spare: Spare) -> Option<Live<Self>>;
+}
+
+/// An instance with its store. Dropped as a whole after any trap.
+pub(crate) struct Live<B> {
+    pub(crate) store: Store<StoreState>,
+    pub(crate) bindings: B,
+}
+
+/// The instance `load` started to prove the plugin works, kept for the first
+/// runner so it does not instantiate and init a second time.
+pub(crate) enum Spare {
+    Transform(Live<Transform>),
+    Udf(Live<Udf>),
+}
+
+impl WorldBindings for Transform {
+    fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String> {
+        match pre {
+            WorldPre::Transform(pre) => pre.instantiate(store).map_err(|e| format!("{e:#}")),
+            WorldPre::Udf(_) => Err("the plugin is a udf, not a transform".into()),
+        }
+    }
+    fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        self.call_init(store, config)
+    }
+    fn into_spare(live: Live<Self>) -> Spare {
+        Spare::Transform(live)
+    }
+    fn from_spare(spare: Spare) -> Option<Live<Self>> {
+        match spare {
+            Spare::Transform(live) => Some(live),
+            Spare::Udf(_) => None,
+        }
+    }
+}
+
+impl WorldBindings for Udf {
+    fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String> {
+        match pre {
+            WorldPre::Udf(pre) => pre.instantiate(store).map_err(|e| format!("{e:#}")),
+            WorldPre::Transform(_) => Err("the plugin is a transform, not a udf".into()),
+        }
+    }
+    fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        self.call_init(store, config)
+    }
+    fn into_spare(live: Live<Self>) -> Spare {
+        Spare::Udf(live)
+    }
+    fn from_spare(spare: Spare) -> Option<Live<Self>> {
+        match spare {
+            Spare::Udf(live) => Some(live),
+            Spare::Transform(_) => None,
+        }
+    }
+}
+
+/// Creates a store, instantiates the plugin and calls `init(config)` under
+/// the plugin's time budget.
+pub(crate) fn start<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<Live<B>, Failure> {
+    let state = StoreState::new(plugin.name_arc(), plugin.limits(), plugin.grants())
+        .map_err(|e| Failure::new(FailureKind::Error, e))?;
+    let mut store = Store::new(plugin.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(plugin.deadline_ticks());
+    let bindings = B::instantiate(plugin.pre(), &mut store).map_err(|e| {
+        let oom = store.data_mut().limiter.take_hit();
+        Failure::new(if oom { FailureKind::OutOfMemory } else { FailureKind::Trap }, format!("instantiation failed: {e}"))
+    })?;
+    store.set_epoch_deadline(plugin.deadline_ticks());
+    match bindings.init(&mut store, plugin.config_json()) {
+        Ok(Ok(())) => Ok(Live { store, bindings }),
+        Ok(Err(message)) => Err(Failure::new(FailureKind::Error, format!("init returned an error: {message}"))),
+        Err(e) => {
+            let failure = classify(plugin, &e, &mut store);
+            Err(Failure::new(failure.kind, format!("init failed: {}", failure.message)))
+        }
+    }
+}
+
+/// Owns at most one live instance of a plugin and rebuilds it after a trap.
+pub(crate) struct Supervisor<B: WorldBindings> {
+    plugin: Arc<LoadedPlugin>,
+    live: Option<Live<B>>,
+    /// Why the last rebuild failed; set for the rest of the current batch so
+    /// a plugin whose init keeps failing is not re-instantiated per record.
+    rebuild_failure: Option<Failure>,
+}
+
+impl<B: WorldBindings> Supervisor<B> {
+    /// Takes the plugin's spare instance, or starts a new one.
+    pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, Failure> {
+        let live = match plugin.take_spare().and_then(B::from_spare) {
+            Some(live) => live,
+            None => start::<B>(&plugin)?,
+        };
+        Ok(Supervisor { plugin, live: Some(live), rebuild_failure: None })
+    }
+
+    pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    pub(crate) fn stats(&self) -> &PluginStats {
+        self.plugin.stats()
+    }
+
+    /// Call at the start of each batch: a rebuild may be attempted again.
+    pub(crate) fn begin_batch(&mut self) {
+        self.rebuild_failure = None;
+    }
+
+    /// Runs one call into the plugin under the time budget. On a trap the
+    /// instance is dropped (the next call rebuilds it) and the trap is
+    /// returned classified.
+    pub(crate) fn call<R>(
+        &mut self,
+        f: impl FnOnce(&B, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        self.ensure_live()?;
+        let Some(live) = self.live.as_mut() else {
+            return Err(Failure::new(FailureKind::Trap, "no plugin instance"));
+        };
+        let stats = self.plugin.stats();
+        PluginStats::add(&stats.calls, 1);
+        live.store.set_epoch_deadline(self.plugin.deadline_ticks());
+        let started = Instant::now();
+        let result = f(&live.bindings, &mut live.store);
+        PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let failure = classify(&self.plugin, &e, &mut live.store);
+                self.live = None;
+                Err(failure)
+            }
+        }
+    }
+
+    fn ensure_live(&mut self) -> Result<(), Failure> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        if let Some(failure) = &self.rebuild_failure {
+            return Err(failure.clone());
+        }
+        PluginStats::add(&self.plugin.stats().rebuilds, 1);
+        match start::<B>(&self.plugin) {
+            Ok(live) => {
+                self.live = Some(live);
+                Ok(())
+            }
+            Err(f) => {
+                tracing::warn!(plugin = self.plugin.name(), error = %f, "cannot rebuild the plugin instance");
+                let failure = Failure::new(f.kind, format!("the plugin instance could not be rebuilt: {}", f.message));
+                self.rebuild_failure = Some(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// Tells what made a call fail.
+fn classify(plugin: &LoadedPlugin, error: &wasmtime::Error, store: &mut Store<StoreState>) -> Failure {
+    tracing::debug!(plugin = plugin.name(), error = format!("{error:?}"), "plugin call failed");
+    if store.data_mut().limiter.take_hit() {
+        return Failure::new(
+            FailureKind::OutOfMemory,
+            format!("the plugin's memory limit of {} MiB was exceeded", plugin.limits().memory_mb),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::new(
+            FailureKind::Timeout,
+            format!("the call ran past its time budget of {} ms", plugin.limits().batch_timeout_ms),
+        ),
+        Some(trap) => Failure::new(FailureKind::Trap, format!("the plugin trapped: {}", describe_trap(*trap))),
+        None => Failure::new(FailureKind::Trap, format!("the plugin call failed: {}", error.root_cause())),
+    }
+}
+
+fn describe_trap(trap: Trap) -> String {
+    match trap {
+        Trap::UnreachableCodeReached => format!("{trap} (a panic or abort in the plugin)"),
+        Trap::StackOverflow => format!("{trap} (too deep recursion in the plugin)"),
+        _ => trap.to_string(),
+    }
+}

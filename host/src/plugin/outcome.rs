@@ -1,0 +1,128 @@
+//! What a plugin made of each input, and the counters of a plugin.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::wit::Event;
+
+/// The result of a transform for one input event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Zero or more output events.
+    Ok(Vec<Event>),
+    /// The input event failed alone (dead-letter it with the reason).
+    Failed(Failure),
+}
+
+/// Why one input failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure { kind, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// Kinds of per-input failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The plugin returned an error for this input.
+    Error,
+    /// The plugin trapped (a panic, an invalid memory access...).
+    Trap,
+    /// The call ran past `batch_timeout_ms`.
+    Timeout,
+    /// The plugin tried to grow its memory past `memory_mb`.
+    OutOfMemory,
+    /// The outputs broke `max_outputs_per_event` or `max_output_bytes_per_batch`.
+    Limit,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out-of-memory",
+            FailureKind::Limit => "limit",
+        }
+    }
+}
+
+/// Counters of one loaded plugin, shared by all its runners.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls into the plugin (batches, plus single-record retries).
+    pub calls: AtomicU64,
+    /// Inputs handed to the plugin (events or UDF rows), retries not counted.
+    pub events_in: AtomicU64,
+    /// Outputs produced (events or UDF results).
+    pub events_out: AtomicU64,
+    /// Inputs the plugin returned an error for.
+    pub errors: AtomicU64,
+    /// Inputs that trapped, timed out or ran out of memory.
+    pub traps: AtomicU64,
+    /// Inputs whose outputs broke a limit.
+    pub limit_violations: AtomicU64,
+    /// Batches that trapped and were retried record by record.
+    pub retried_batches: AtomicU64,
+    /// Instances rebuilt after a trap.
+    pub rebuilds: AtomicU64,
+    /// Time spent inside plugin calls, in nanoseconds.
+    pub busy_nanos: AtomicU64,
+}
+
+/// A plain copy of [`PluginStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PluginStatsSnapshot {
+    pub calls: u64,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub limit_violations: u64,
+    pub retried_batches: u64,
+    pub rebuilds: u64,
+    pub busy_nanos: u64,
+}
+
+impl PluginStats {
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PluginStatsSnapshot {
+            calls: get(&self.calls),
+            events_in: get(&self.events_in),
+            events_out: get(&self.events_out),
+            errors: get(&self.errors),
+            traps: get(&self.traps),
+            limit_violations: get(&self.limit_violations),
+            retried_batches: get(&self.retried_batches),
+            rebuilds: get(&self.rebuilds),
+            busy_nanos: get(&self.busy_nanos),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one failed input under its kind.
+    pub(crate) fn count_failure(&self, kind: FailureKind) {
+        let counter = match kind {
+            FailureKind::Error => &self.errors,
+            FailureKind::Limit => &self.limit_violations,
+            FailureKind::Trap | FailureKind::Timeout | FailureKind::OutOfMemory => &self.traps,
+        };
+        Self::add(counter, 1);
+    }
+}

@@ -1,0 +1,150 @@
+//! Runs batches of events through a `transform` plugin instance.
+
+use std::sync::Arc;
+
+use super::instance::Supervisor;
+use super::loaded::LoadedPlugin;
+use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
+use super::wit::{Event, Transform};
+
+/// What the plugin returns for one batch.
+type RawOutcomes = Vec<Result<Vec<Event>, String>>;
+
+/// One instance of a transform plugin (one `Store`). Not shared: give each
+/// worker thread its own runner.
+pub struct TransformRunner {
+    supervisor: Supervisor<Transform>,
+}
+
+impl TransformRunner {
+    pub(crate) fn new(supervisor: Supervisor<Transform>) -> Self {
+        TransformRunner { supervisor }
+    }
+
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        self.supervisor.plugin()
+    }
+
+    /// Exactly one outcome per input event, in order. Never fails as a whole:
+    /// if the batch call traps (panic, timeout, out of memory) the instance is
+    /// rebuilt and the batch retried record by record, so only the culprits
+    /// fail. Output limits are checked here, on the host.
+    pub fn process(&mut self, batch: &[Event]) -> Vec<Outcome> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        self.supervisor.begin_batch();
+        PluginStats::add(&self.supervisor.stats().events_in, batch.len() as u64);
+        let result = self.supervisor.call(|plugin, store| plugin.call_process(store, batch));
+        let outcomes = match result {
+            Ok(raw) if raw.len() == batch.len() => self.check_limits(raw),
+            Ok(raw) => {
+                tracing::warn!(
+                    plugin = self.plugin().name(),
+                    inputs = batch.len(),
+                    outcomes = raw.len(),
+                    "the plugin broke the contract (one outcome per input); retrying record by record"
+                );
+                self.isolate(batch)
+            }
+            Err(failure) => {
+                tracing::debug!(plugin = self.plugin().name(), %failure, "batch failed; retrying record by record");
+                self.isolate(batch)
+            }
+        };
+        self.count(&outcomes);
+        outcomes
+    }
+
+    /// Processes each event of `batch` alone, so a trap fails only its event.
+    fn isolate(&mut self, batch: &[Event]) -> Vec<Outcome> {
+        PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+        let mut budget = OutputBudget::new(self.plugin());
+        batch
+            .iter()
+            .map(|event| {
+                let one = std::slice::from_ref(event);
+                match self.supervisor.call(|plugin, store| plugin.call_process(store, one)) {
+                    Ok(raw) if raw.len() == 1 => raw.into_iter().next().map_or_else(
+                        || Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")),
+                        |r| budget.check(r),
+                    ),
+                    Ok(raw) => Outcome::Failed(Failure::new(
+                        FailureKind::Trap,
+                        format!("the plugin returned {} outcomes for 1 event (expected exactly one)", raw.len()),
+                    )),
+                    Err(failure) => Outcome::Failed(failure),
+                }
+            })
+            .collect()
+    }
+
+    fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {
+        let mut budget = OutputBudget::new(self.plugin());
+        raw.into_iter().map(|r| budget.check(r)).collect()
+    }
+
+    fn count(&self, outcomes: &[Outcome]) {
+        let stats = self.supervisor.stats();
+        let mut out = 0u64;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Ok(events) => out += events.len() as u64,
+                Outcome::Failed(f) => stats.count_failure(f.kind),
+            }
+        }
+        PluginStats::add(&stats.events_out, out);
+    }
+}
+
+/// The output limits of one batch: events per input, bytes per batch.
+struct OutputBudget {
+    max_outputs: usize,
+    bytes_left: usize,
+    max_bytes: usize,
+}
+
+impl OutputBudget {
+    fn new(plugin: &LoadedPlugin) -> Self {
+        let limits = plugin.limits();
+        OutputBudget {
+            max_outputs: limits.max_outputs_per_event,
+            bytes_left: limits.max_output_bytes_per_batch,
+            max_bytes: limits.max_output_bytes_per_batch,
+        }
+    }
+
+    /// Turns one raw outcome into an [`Outcome`], failing it when its outputs
+    /// break a limit. Outputs of a failed input do not use up the budget.
+    fn check(&mut self, raw: Result<Vec<Event>, String>) -> Outcome {
+        let events = match raw {
+            Ok(events) => events,
+            Err(message) => return Outcome::Failed(Failure::new(FailureKind::Error, message)),
+        };
+        if events.len() > self.max_outputs {
+            return Outcome::Failed(Failure::new(
+                FailureKind::Limit,
+                format!("{} output events for one input (limit: max_outputs_per_event = {})", events.len(), self.max_outputs),
+            ));
+        }
+        let bytes: usize = events.iter().map(event_bytes).sum();
+        if bytes > self.bytes_left {
+            return Outcome::Failed(Failure::new(
+                FailureKind::Limit,
+                format!(
+                    "{bytes} output bytes for one input overflow the batch's budget (limit: max_output_bytes_per_batch = {})",
+                    self.max_bytes
+                ),
+            ));
+        }
+        self.bytes_left -= bytes;
+        Outcome::Ok(events)
+    }
+}
+
+/// Payload bytes of an event: value, key and headers.
+fn event_bytes(event: &Event) -> usize {
+    event.value.len()
+        + event.key.as_ref().map_or(0, Vec::len)
+        + event.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+}

@@ -1,0 +1,358 @@
+//! The plugin runtime against a real, hostile plugin built from source
+//! (`tests/plugins/hostile`): isolation of bad records, limits, rebuilds,
+//! world checks and the artifact cache.
+//!
+//! Run with `cargo test --release -p streamhost --test plugin_runtime -- --nocapture`
+//! to see the measured figures.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use streamhost::config::{PluginGrants, PluginLimits, WorldName};
+use streamhost::event::Event;
+use streamhost::plugin::{
+    ArtifactSource, FailureKind, LoadedPlugin, Outcome, PluginError, PluginRuntime, RuntimeOptions,
+};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// Builds the hostile plugin once per test process.
+fn hostile_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let dir = repo_root().join("tests/plugins/hostile");
+        let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(built.manifest.world, WorldName::Transform);
+        built.output
+    })
+}
+
+/// A runtime shared by the tests that do not look at the artifact cache.
+fn shared_runtime() -> &'static PluginRuntime {
+    static RUNTIME: OnceLock<(tempfile::TempDir, PluginRuntime)> = OnceLock::new();
+    &RUNTIME
+        .get_or_init(|| {
+            let cache = tempfile::tempdir().unwrap();
+            let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: Some(cache.path().into()) }).unwrap();
+            (cache, runtime)
+        })
+        .1
+}
+
+fn fast_limits() -> PluginLimits {
+    PluginLimits { batch_timeout_ms: 100, ..PluginLimits::default() }
+}
+
+fn load(limits: &PluginLimits, config: serde_json::Value) -> Result<Arc<LoadedPlugin>, PluginError> {
+    shared_runtime().load(
+        "hostile",
+        hostile_wasm(),
+        Some(WorldName::Transform),
+        limits,
+        &PluginGrants::default(),
+        &config,
+    )
+}
+
+fn request(what: serde_json::Value) -> Event {
+    Event::from_value(what.to_string().into_bytes(), 1_700_000_000_000)
+}
+
+fn ok_event(i: usize) -> Event {
+    let mut e = request(serde_json::json!({"do": "ok", "i": i}));
+    e.key = Some(format!("k{i}").into_bytes());
+    e
+}
+
+fn kind(outcome: &Outcome) -> Option<FailureKind> {
+    match outcome {
+        Outcome::Ok(_) => None,
+        Outcome::Failed(f) => Some(f.kind),
+    }
+}
+
+#[test]
+fn each_hostile_record_fails_alone_and_the_rest_of_its_batch_comes_out_right() {
+    let plugin = load(&fast_limits(), serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let hostile = [
+        ("error", FailureKind::Error),
+        ("panic", FailureKind::Trap),
+        ("loop", FailureKind::Timeout),
+        ("oom", FailureKind::OutOfMemory),
+        ("huge", FailureKind::Limit),
+        // 300 MiB does not fit in the default 256 MiB memory.
+        ("big", FailureKind::OutOfMemory),
+    ];
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (what, failure)) in hostile.iter().enumerate() {
+        batch.push(ok_event(i));
+        expected.push(None);
+        batch.push(request(serde_json::json!({ "do": what })));
+        expected.push(Some(*failure));
+    }
+    batch.push(ok_event(99));
+    expected.push(None);
+
+    let outcomes = runner.process(&batch);
+    assert_eq!(outcomes.len(), batch.len());
+    for (i, (outcome, want)) in outcomes.iter().zip(&expected).enumerate() {
+        assert_eq!(kind(outcome), *want, "record {i}: {outcome:?}");
+        if let Outcome::Ok(out) = outcome {
+            assert_eq!(out, &vec![batch[i].clone()], "record {i} must be echoed unchanged");
+        }
+    }
+
+    // The runner keeps working afterwards, on a clean batch in one call.
+    let calls_before = plugin.stats().snapshot().calls;
+    let clean: Vec<Event> = (0..100).map(ok_event).collect();
+    let outcomes = runner.process(&clean);
+    assert!(outcomes.iter().zip(&clean).all(|(o, e)| *o == Outcome::Ok(vec![e.clone()])));
+    assert_eq!(plugin.stats().snapshot().calls, calls_before + 1, "a clean batch is one call");
+
+    let stats = plugin.stats().snapshot();
+    assert_eq!(stats.events_in, (batch.len() + clean.len()) as u64);
+    assert_eq!(stats.events_out, (hostile.len() + 1 + clean.len()) as u64);
+    assert_eq!(stats.errors, 1);
+    assert_eq!(stats.traps, 4, "panic, loop, oom and big");
+    assert_eq!(stats.limit_violations, 1);
+    assert_eq!(stats.retried_batches, 1);
+    assert_eq!(stats.rebuilds, 5, "after the batch trap and after each of the 4 trapping records");
+}
+
+#[test]
+fn a_trap_rebuilds_the_instance_from_scratch() {
+    let plugin = load(&fast_limits(), serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let state = || request(serde_json::json!({"do": "state"}));
+    let values = |outcomes: Vec<Outcome>| -> Vec<String> {
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Ok(events) => String::from_utf8(events[0].value.clone()).unwrap(),
+                Outcome::Failed(f) => format!("failed: {}", f.kind.as_str()),
+            })
+            .collect()
+    };
+    assert_eq!(values(runner.process(&[state(), state()])), ["1", "2"]);
+    assert_eq!(values(runner.process(&[state()])), ["3"]);
+    // The panic sinks the batch call; the retry runs each record on a fresh
+    // instance (so `state` restarts from 1), and again after the panic.
+    let mixed = [state(), request(serde_json::json!({"do": "panic"})), state()];
+    assert_eq!(values(runner.process(&mixed)), ["1", "failed: trap", "1"]);
+    assert_eq!(values(runner.process(&[state()])), ["2"]);
+}
+
+#[test]
+fn the_default_limits_contain_the_memory_bomb_and_the_flood() {
+    let plugin = load(&PluginLimits::default(), serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let started = Instant::now();
+    let outcomes = runner.process(&[
+        request(serde_json::json!({"do": "oom"})),
+        request(serde_json::json!({"do": "huge"})),
+        ok_event(1),
+    ]);
+    assert_eq!(kind(&outcomes[0]), Some(FailureKind::OutOfMemory), "{:?}", outcomes[0]);
+    assert_eq!(kind(&outcomes[1]), Some(FailureKind::Limit), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2], Outcome::Ok(vec![ok_event(1)]));
+    if let Outcome::Failed(f) = &outcomes[0] {
+        assert!(f.message.contains("256 MiB"), "{}", f.message);
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn output_bytes_are_limited_per_batch() {
+    let limits = PluginLimits { max_output_bytes_per_batch: 1 << 20, ..fast_limits() };
+    let plugin = load(&limits, serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let big = |bytes: u64| request(serde_json::json!({"do": "big", "bytes": bytes}));
+    let outcomes = runner.process(&[big(400_000), big(400_000), big(400_000), big(100)]);
+    let kinds: Vec<_> = outcomes.iter().map(kind).collect();
+    assert_eq!(kinds, [None, None, Some(FailureKind::Limit), None]);
+    if let Outcome::Ok(out) = &outcomes[0] {
+        assert_eq!(out[0].value.len(), 400_000);
+    }
+    // The budget is per batch.
+    let outcomes = runner.process(&[big(400_000), big(400_000)]);
+    assert!(outcomes.iter().all(|o| kind(o).is_none()));
+    assert_eq!(plugin.stats().snapshot().limit_violations, 1);
+    assert_eq!(plugin.stats().snapshot().traps, 0);
+}
+
+#[test]
+fn outputs_per_event_are_limited() {
+    let limits = PluginLimits { max_outputs_per_event: 10, ..fast_limits() };
+    let plugin = load(&limits, serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let huge = |count: u64| request(serde_json::json!({"do": "huge", "count": count}));
+    let outcomes = runner.process(&[huge(10), huge(11), huge(0)]);
+    assert!(matches!(&outcomes[0], Outcome::Ok(out) if out.len() == 10));
+    assert_eq!(kind(&outcomes[1]), Some(FailureKind::Limit));
+    assert_eq!(outcomes[2], Outcome::Ok(vec![]));
+}
+
+#[test]
+fn host_log_is_callable() {
+    let plugin = load(&fast_limits(), serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let event = request(serde_json::json!({"do": "log"}));
+    assert_eq!(runner.process(std::slice::from_ref(&event)), [Outcome::Ok(vec![event])]);
+}
+
+#[test]
+fn a_wrong_world_is_refused() {
+    let err = load_as(Some(WorldName::Udf)).unwrap_err();
+    assert!(
+        matches!(err, PluginError::WrongWorld { expected: WorldName::Udf, found: WorldName::Transform, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("declares world udf"), "{err}");
+
+    let plugin = load_as(None).unwrap();
+    assert_eq!(plugin.world(), WorldName::Transform);
+    assert!(matches!(plugin.udf(), Err(PluginError::WrongWorld { .. })));
+}
+
+fn load_as(world: Option<WorldName>) -> Result<Arc<LoadedPlugin>, PluginError> {
+    shared_runtime().load(
+        "hostile",
+        hostile_wasm(),
+        world,
+        &fast_limits(),
+        &PluginGrants::default(),
+        &serde_json::Value::Null,
+    )
+}
+
+#[test]
+fn a_failing_init_refuses_the_plugin() {
+    for (how, needle) in [("error", "init refused on request"), ("panic", "trapped"), ("loop", "time budget")] {
+        let err = load(&fast_limits(), serde_json::json!({ "init": how })).unwrap_err();
+        assert!(matches!(err, PluginError::Init(_)), "{how}: {err}");
+        assert!(err.to_string().contains(needle), "{how}: {err}");
+    }
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let err = shared_runtime()
+        .load("core", &path, None, &fast_limits(), &PluginGrants::default(), &serde_json::Value::Null)
+        .unwrap_err();
+    assert!(matches!(err, PluginError::NotAComponent(_)), "{err}");
+}
+
+#[test]
+fn the_artifact_cache_spares_the_second_compilation() {
+    let cache = tempfile::tempdir().unwrap();
+    let new_runtime = || PluginRuntime::new(RuntimeOptions { artifact_cache: Some(cache.path().into()) }).unwrap();
+    let load_with = |runtime: &PluginRuntime| {
+        runtime
+            .load("hostile", hostile_wasm(), None, &fast_limits(), &PluginGrants::default(), &serde_json::Value::Null)
+            .unwrap()
+    };
+
+    let first = new_runtime();
+    let cold = load_with(&first);
+    assert_eq!(cold.timings().artifact, ArtifactSource::Compiled);
+    assert_eq!(first.artifact_counters().compiled, 1);
+    let again = load_with(&first);
+    assert_eq!(again.timings().artifact, ArtifactSource::Memory);
+    assert_eq!(first.artifact_counters().compiled, 1);
+
+    // A new process (runtime) finds the artifact on disk and compiles nothing.
+    let second = new_runtime();
+    let cached = load_with(&second);
+    assert_eq!(cached.timings().artifact, ArtifactSource::DiskCache);
+    assert_eq!(second.artifact_counters().compiled, 0);
+    assert_eq!(second.artifact_counters().disk_hits, 1);
+    assert_eq!(cached.hash(), cold.hash());
+    assert!(
+        cached.timings().compile < cold.timings().compile,
+        "cached {:?} vs cold {:?}",
+        cached.timings().compile,
+        cold.timings().compile
+    );
+    eprintln!(
+        "hostile plugin: cold compile {:?}, cached load {:?}, first instance + init {:?}",
+        cold.timings().compile,
+        cached.timings().compile,
+        cached.timings().first_instance
+    );
+    let mut runner = cached.transform().unwrap();
+    assert_eq!(runner.process(&[ok_event(7)]), [Outcome::Ok(vec![ok_event(7)])]);
+
+    // A damaged artifact is recompiled, not fatal.
+    let artifacts: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let mut bytes = std::fs::read(&artifacts[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifacts[0], &bytes).unwrap();
+    let third = new_runtime();
+    let recompiled = load_with(&third);
+    assert_eq!(recompiled.timings().artifact, ArtifactSource::Compiled);
+    assert_eq!(third.artifact_counters().compiled, 1);
+    let mut runner = recompiled.transform().unwrap();
+    assert_eq!(runner.process(&[ok_event(8)]), [Outcome::Ok(vec![ok_event(8)])]);
+}
+
+/// Measures the hot path (echo of 1024 x ~300-byte events), the fixed cost
+/// of a call, and instantiation. The assertion is loose: the machine is
+/// shared; the figures are printed.
+#[test]
+fn echo_throughput_and_call_overhead() {
+    let plugin = load(&PluginLimits::default(), serde_json::Value::Null).unwrap();
+    let mut runner = plugin.transform().unwrap();
+    let padding = "x".repeat(240);
+    let batch: Vec<Event> = (0..1024)
+        .map(|i| {
+            let mut e = request(serde_json::json!({"do": "ok", "user": i, "pad": padding}));
+            e.key = Some(format!("user-{i}").into_bytes());
+            e
+        })
+        .collect();
+    let value_bytes = batch.iter().map(|e| e.value.len()).sum::<usize>() / batch.len();
+    for _ in 0..20 {
+        runner.process(&batch);
+    }
+    let started = Instant::now();
+    let mut events = 0usize;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let outcomes = runner.process(&batch);
+        assert_eq!(outcomes.len(), batch.len());
+        events += outcomes.len();
+    }
+    let per_second = events as f64 / started.elapsed().as_secs_f64();
+
+    let one = [ok_event(1)];
+    let started = Instant::now();
+    let calls = 20_000;
+    for _ in 0..calls {
+        runner.process(&one);
+    }
+    let per_call = started.elapsed() / calls;
+
+    let started = Instant::now();
+    let runners = 20;
+    for _ in 0..runners {
+        plugin.transform().unwrap();
+    }
+    let per_instance = started.elapsed() / runners;
+
+    eprintln!(
+        "echo: {:.0} events/s ({value_bytes}-byte values, batches of 1024); one-event call: {per_call:?}; \
+         new instance + init: {per_instance:?}",
+        per_second
+    );
+    assert!(per_second > 50_000.0, "{per_second:.0} events/s");
+    assert_eq!(plugin.stats().snapshot().traps, 0);
+}

@@ -1,0 +1,88 @@
+//! A transform plugin that misbehaves on request, to test the host's sandbox.
+//!
+//! Each event's value is JSON `{"do": "<behaviour>", ...}`:
+//! - `ok`: echo the event unchanged (also the benchmark path);
+//! - `error`: return an error for this event;
+//! - `panic`: panic (a trap in the host);
+//! - `loop`: spin forever (the host's timeout must stop it);
+//! - `oom`: allocate 1 GiB (the host's memory limit must stop it);
+//! - `huge`: return 100 000 output events (`"count"` overrides);
+//! - `big`: return one value of 300 MiB (`"mb"` or `"bytes"` override);
+//! - `state`: return one event whose value is how many events this instance
+//!   processed since `init` (shows whether the instance was rebuilt);
+//! - `log`: call the host's `log` and echo.
+//!
+//! Anything else (including non-JSON values) is echoed. `init` takes
+//! `{"init": "error"|"panic"|"loop"}` to misbehave at load time.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "transform",
+});
+
+use std::cell::Cell;
+
+// `Event` and `EventOutcome` are defined by generate! (the world `use`s them).
+use streamhost::plugin::host::{log, Level};
+
+thread_local! {
+    /// Events seen by this instance since `init`.
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn init(config: String) -> Result<(), String> {
+        SEEN.with(|s| s.set(0));
+        let config: serde_json::Value = serde_json::from_str(&config).map_err(|e| e.to_string())?;
+        match config.get("init").and_then(|v| v.as_str()) {
+            Some("error") => Err("init refused on request".into()),
+            Some("panic") => panic!("init panics on request"),
+            Some("loop") => spin_forever(),
+            _ => Ok(()),
+        }
+    }
+
+    fn process(batch: Vec<Event>) -> Vec<EventOutcome> {
+        batch.into_iter().map(behave).collect()
+    }
+}
+
+fn behave(event: Event) -> EventOutcome {
+    let seen = SEEN.with(|s| {
+        s.set(s.get() + 1);
+        s.get()
+    });
+    let request: serde_json::Value = serde_json::from_slice(&event.value).unwrap_or(serde_json::Value::Null);
+    let number = |field: &str, default: u64| request.get(field).and_then(|v| v.as_u64()).unwrap_or(default);
+    match request.get("do").and_then(|v| v.as_str()).unwrap_or("ok") {
+        "error" => Err("error on request".into()),
+        "panic" => panic!("panic on request"),
+        "loop" => spin_forever(),
+        "oom" => {
+            let bomb = vec![1u8; 1 << 30];
+            Ok(vec![Event { value: bomb[..16].to_vec(), ..event }])
+        }
+        "huge" => Ok((0..number("count", 100_000)).map(|_| Event { value: b"{}".to_vec(), ..event.clone() }).collect()),
+        "big" => {
+            let size = request.get("bytes").and_then(|v| v.as_u64()).unwrap_or(number("mb", 300) << 20) as usize;
+            Ok(vec![Event { value: vec![b'x'; size], ..event }])
+        }
+        "state" => Ok(vec![Event { value: seen.to_string().into_bytes(), ..event }]),
+        "log" => {
+            log(Level::Info, "hostile plugin logs", &[("seen".to_string(), seen.to_string())]);
+            Ok(vec![event])
+        }
+        _ => Ok(vec![event]),
+    }
+}
+
+fn spin_forever() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+export!(Hostile);
