@@ -114,9 +114,12 @@ pub fn parse_pipeline(text: &str) -> Result<PipelineConfig, ConfigErrors> {
         }])
     })?;
     let mut errors = Vec::new();
-    let config = check_shape(text, root, &mut errors);
+    let mut broken = BTreeSet::new();
+    let config = check_shape(text, root, &mut errors, &mut broken);
+    // Graph checks run on the entries that parsed, so one run reports
+    // shape and graph errors together; names of broken entries count as known.
     if let Some(config) = &config {
-        check_graph(text, config, &mut errors);
+        check_graph(text, config, &broken, &mut errors);
     }
     match config {
         Some(c) if errors.is_empty() => Ok(c),
@@ -156,8 +159,10 @@ fn typed<T: DeserializeOwned>(text: &str, path: &JsonPath, value: Value, errors:
 
 const SECTIONS: [&str; 4] = ["plugins", "sources", "steps", "sinks"];
 
-/// Deserialises each named entry separately so that all shape errors are found.
-fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>) -> Option<PipelineConfig> {
+/// Deserialises each named entry separately so that all shape errors are
+/// found. Returns the config made of the entries that parsed (None when the
+/// top level itself is broken), and the names of those that did not.
+fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>, broken: &mut BTreeSet<String>) -> Option<PipelineConfig> {
     let root_path = JsonPath::root();
     let Value::Object(mut top) = root else {
         errors.push(error_at(text, &root_path, "a pipeline must be a JSON object".into()));
@@ -179,6 +184,8 @@ fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>) -> Option
                     };
                     if ok {
                         checked.insert(entry, value);
+                    } else {
+                        broken.insert(entry);
                     }
                 }
                 sections.insert(name, Value::Object(checked));
@@ -199,9 +206,6 @@ fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>) -> Option
         }
         typed(text, &root_path, Value::Object(rest), errors)
     };
-    if !errors.is_empty() {
-        return None;
-    }
     let mut full = serde_json::to_value(rest?).ok()?;
     for (name, value) in sections {
         full[name] = value;
@@ -210,14 +214,14 @@ fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>) -> Option
 }
 
 /// Names resolve, the DAG has no cycle, plugins are used as their world.
-fn check_graph(text: &str, c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
+fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors: &mut Vec<ConfigError>) {
     let root = JsonPath::root();
     let mut err = |path: JsonPath, msg: String| errors.push(error_at(text, &path, msg));
 
-    if c.sources.is_empty() {
+    if c.sources.is_empty() && broken.is_empty() {
         err(root.key("sources"), "a pipeline needs at least one source".into());
     }
-    if c.sinks.is_empty() {
+    if c.sinks.is_empty() && broken.is_empty() {
         err(root.key("sinks"), "a pipeline needs at least one sink".into());
     }
     if c.settings.batch_size == 0 {
@@ -238,7 +242,7 @@ fn check_graph(text: &str, c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
             err(root.key("steps").key(name), format!("`{name}` names both a source and a step"));
         }
     }
-    let known = |n: &str| c.sources.contains_key(n) || c.steps.contains_key(n);
+    let known = |n: &str| c.sources.contains_key(n) || c.steps.contains_key(n) || broken.contains(n);
     let list = || {
         let names: Vec<&str> = c.sources.keys().chain(c.steps.keys()).map(String::as_str).collect();
         names.join(", ")
@@ -265,6 +269,7 @@ fn check_graph(text: &str, c: &PipelineConfig, errors: &mut Vec<ConfigError>) {
                 _ => WorldName::Transform,
             };
             match c.plugins.get(plugin) {
+                None if broken.contains(plugin) => {}
                 None => {
                     let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
                     err(root.key("steps").key(name).key("plugin"), format!("unknown plugin `{plugin}` (known: {})", known.join(", ")))
@@ -400,6 +405,21 @@ mod tests {
         assert!(msgs.iter().any(|m| m.contains("cycle: a -> b -> a")), "{msgs:#?}");
         let cyc = e.iter().find(|e| e.message.starts_with("cycle")).unwrap();
         assert_eq!(cyc.line, 4);
+    }
+
+    #[test]
+    fn shape_and_graph_errors_are_reported_together() {
+        let text = r#"{
+  "sources": {"in": {"type": "file", "path": "x", "scheme": {}}},
+  "steps": {"s": {"type": "transform", "plugin": "ghost", "inputs": ["in", "nowhere"]}},
+  "sinks": {"out": {"type": "stdout", "inputs": ["s"]}},
+  "settings": {"batch_size": 0}
+}"#;
+        let paths: Vec<String> = errors(text).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            ["$.sources.in.scheme", "$.settings.batch_size", "$.steps.s.inputs[1]", "$.steps.s.plugin"],
+        );
     }
 
     #[test]
