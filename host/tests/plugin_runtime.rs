@@ -356,3 +356,108 @@ fn echo_throughput_and_call_overhead() {
     assert!(per_second > 50_000.0, "{per_second:.0} events/s");
     assert_eq!(plugin.stats().snapshot().traps, 0);
 }
+
+/// The Python `sandbox-probe` plugin (a WASI guest) tries to reach files,
+/// sockets, the environment and clocks: nothing works unless granted.
+/// Uses the default artifact cache: compiling CPython takes ~40 s once.
+#[test]
+fn a_wasi_guest_gets_nothing_unless_granted() {
+    use std::io::Read;
+    use streamhost::config::DirGrant;
+
+    let dir = std::path::PathBuf::from("/tmp/probe-idna");
+    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: None }).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("secret.txt"), "granted content").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let probe = |grants: &PluginGrants, what: serde_json::Value| -> serde_json::Value {
+        let plugin = runtime
+            .load("sandbox-probe", &built.output, Some(WorldName::Transform), &PluginLimits::default(), grants, &serde_json::Value::Null)
+            .unwrap();
+        let mut runner = plugin.transform().unwrap();
+        match &runner.process(&[request(what)])[0] {
+            Outcome::Ok(out) => serde_json::from_slice(&out[0].value).unwrap(),
+            Outcome::Failed(f) => panic!("probe failed: {f}"),
+        }
+    };
+    let denied = |grants: &PluginGrants, what: serde_json::Value| {
+        let seen = probe(grants, what.clone());
+        assert_eq!(seen["ok"], false, "{what} must fail: {seen}");
+        eprintln!("denied as expected: {seen}");
+    };
+
+    let nothing = PluginGrants::default();
+    let secret = data.path().join("secret.txt");
+    denied(&nothing, serde_json::json!({"do": "open-file", "path": secret}));
+    denied(&nothing, serde_json::json!({"do": "open-file", "path": "/etc/passwd"}));
+    denied(&nothing, serde_json::json!({"do": "list-dir", "path": "/"}));
+    denied(&nothing, serde_json::json!({"do": "socket", "port": port}));
+    denied(&nothing, serde_json::json!({"do": "resolve", "name": "localhost"}));
+    assert_eq!(probe(&nothing, serde_json::json!({"do": "env"}))["observed"], serde_json::json!({}));
+    // Without the grant the clock is logical: it starts at 2000-01-01 and
+    // moves a microsecond per read, whatever the real time.
+    let t = probe(&nothing, serde_json::json!({"do": "clock"}))["observed"].as_f64().unwrap();
+    assert!((946_684_800.0..946_684_801.0).contains(&t), "logical clock read {t}");
+
+    let read_only = PluginGrants {
+        dirs: vec![DirGrant { host: data.path().into(), guest: "/data".into(), writable: false }],
+        env: vec!["HOME".into(), "STREAMHOST_SURELY_UNSET_VARIABLE".into()],
+        ..PluginGrants::default()
+    };
+    let read = probe(&read_only, serde_json::json!({"do": "open-file", "path": "/data/secret.txt"}));
+    assert_eq!(read["observed"], "granted content", "{read}");
+    denied(&read_only, serde_json::json!({"do": "write-file", "path": "/data/new.txt"}));
+    denied(&read_only, serde_json::json!({"do": "open-file", "path": "/data/../etc/passwd"}));
+    let env = probe(&read_only, serde_json::json!({"do": "env"}));
+    assert_eq!(env["observed"], serde_json::json!({"HOME": std::env::var("HOME").unwrap()}), "{env}");
+
+    let writable = PluginGrants {
+        dirs: vec![DirGrant { host: data.path().into(), guest: "/data".into(), writable: true }],
+        ..PluginGrants::default()
+    };
+    assert_eq!(probe(&writable, serde_json::json!({"do": "write-file", "path": "/data/new.txt"}))["ok"], true);
+    assert!(data.path().join("new.txt").is_file());
+
+    let clock = PluginGrants { clock: true, ..PluginGrants::default() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let seen = probe(&clock, serde_json::json!({"do": "clock"}))["observed"].as_f64().unwrap();
+    assert!((seen - now).abs() < 60.0, "granted clock reads {seen}, host {now}");
+
+    let network = PluginGrants { network: true, ..PluginGrants::default() };
+    listener.set_nonblocking(false).unwrap();
+    let accepted = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        conn.read_to_string(&mut line).unwrap();
+        line
+    });
+    let connected = probe(&network, serde_json::json!({"do": "socket", "port": port}));
+    assert_eq!(connected["ok"], true, "{connected}");
+    assert_eq!(accepted.join().unwrap(), "hello from sandbox-probe\n");
+}
+
+/// Figures for a Python guest (printed): cached load, instantiation, calls.
+#[test]
+fn python_guest_figures() {
+    let dir = repo_root().join("plugins/click-cleaner");
+    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: None }).unwrap();
+    let plugin = runtime
+        .load("click-cleaner", &built.output, None, &PluginLimits::default(), &PluginGrants::default(), &serde_json::Value::Null)
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..5 {
+        plugin.transform().unwrap();
+    }
+    let per_instance = started.elapsed() / 5;
+    eprintln!(
+        "python click-cleaner: artifact {:?} in {:?}, link {:?}, first instance + init {:?}; new instance + init {per_instance:?}",
+        plugin.timings().artifact,
+        plugin.timings().compile,
+        plugin.timings().link,
+        plugin.timings().first_instance
+    );
+}

@@ -130,7 +130,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Builds the WASI context of an instance: nothing is visible unless granted.
-/// No args, no preopens, no env, no network, frozen clocks; stdin is empty
+/// No args, no preopens, no env, no network, logical clocks; stdin is empty
 /// and stdout/stderr go to the host log (target `plugin`), never to the
 /// pipeline's stdout.
 fn wasi_context(plugin: &Arc<str>, grants: &PluginGrants) -> Result<WasiCtx, String> {
@@ -158,33 +158,48 @@ fn wasi_context(plugin: &Arc<str>, grants: &PluginGrants) -> Result<WasiCtx, Str
             .allow_udp(false);
     }
     if !grants.clock {
-        builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        let clock = LogicalClock::default();
+        builder.wall_clock(clock.clone()).monotonic_clock(clock);
     }
     Ok(builder.build())
 }
 
-/// A clock that never moves: without the `clock` grant a plugin cannot
-/// measure time (nor make its output depend on it).
-struct FrozenClock;
+/// The clock a plugin reads without the `clock` grant: it starts at a fixed
+/// instant and advances one microsecond per read. It reveals nothing about
+/// real time (a plugin's output cannot depend on it, and it is no timer for
+/// side channels), yet runtimes that need time to move keep working: Go's
+/// refuses to start on a monotonic clock that reads zero or never advances.
+#[derive(Clone, Default)]
+struct LogicalClock {
+    reads: Arc<std::sync::atomic::AtomicU64>,
+}
 
-/// The instant a frozen wall clock reads: 2000-01-01T00:00:00Z.
-const FROZEN_WALL_TIME: Duration = Duration::from_secs(946_684_800);
+/// The instant the logical wall clock starts at: 2000-01-01T00:00:00Z.
+const LOGICAL_WALL_START: Duration = Duration::from_secs(946_684_800);
+/// Where the logical monotonic clock starts (non-zero, see above).
+const LOGICAL_MONOTONIC_START_NS: u64 = 1_000_000_000;
 
-impl wasmtime_wasi::HostWallClock for FrozenClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        FROZEN_WALL_TIME
+impl LogicalClock {
+    fn tick_ns(&self) -> u64 {
+        (self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * 1_000
     }
 }
 
-impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+impl wasmtime_wasi::HostWallClock for LogicalClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+    fn now(&self) -> Duration {
+        LOGICAL_WALL_START + Duration::from_nanos(self.tick_ns())
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for LogicalClock {
     fn resolution(&self) -> u64 {
-        1_000_000_000
+        1_000
     }
     fn now(&self) -> u64 {
-        0
+        LOGICAL_MONOTONIC_START_NS + self.tick_ns()
     }
 }
 

@@ -46,3 +46,18 @@ fn run_case(name: &str) {
 fn schema_violations() {
     run_case("schema-violations");
 }
+
+#[test]
+fn clean_impressions_rust() {
+    run_case("clean-impressions-rust");
+}
+
+#[test]
+fn clean_clicks_python() {
+    run_case("clean-clicks-python");
+}
+
+#[test]
+fn udf_chain_branch() {
+    run_case("udf-chain-branch");
+}
