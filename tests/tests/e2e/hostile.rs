@@ -1,0 +1,58 @@
+//! Hostile plugins inside a running pipeline: an infinite loop, a memory
+//! bomb, a panic, a flood of outputs, an oversized value. Each is contained
+//! to its own record, the pipeline completes, and every input record is
+//! accounted for in the output or the dead letters.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use streamhost_tests::{jsonl, plugin_dir, run_pipeline, write_pipeline};
+
+#[test]
+fn every_hostile_record_is_isolated_and_every_record_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 records in batches of 64; hostile ones scattered, two in one batch.
+    let hostile: BTreeMap<u64, (&str, &str)> = [
+        (10, ("loop", "plugin-timeout")),
+        (70, ("oom", "plugin-out-of-memory")),
+        (71, ("panic", "plugin-trap")),
+        (150, ("huge", "plugin-limit")),
+        (222, ("big", "plugin-out-of-memory")),
+        (300, ("error", "plugin-error")),
+        (399, ("panic", "plugin-trap")),
+    ]
+    .into();
+    let mut input = String::new();
+    for line in 1..=400u64 {
+        let act = hostile.get(&line).map(|h| h.0).unwrap_or("ok");
+        input += &format!("{{\"do\":\"{act}\",\"n\":{line},\"count\":100000}}\n");
+    }
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        &json!({
+            "plugins": {"hostile": {"path": plugin_dir("tests/plugins/hostile"),
+                                    "limits": {"memory_mb": 64, "batch_timeout_ms": 500, "max_outputs_per_event": 1000}}},
+            "sources": {"in": {"type": "file", "path": "in.jsonl"}},
+            "steps": {"h": {"type": "transform", "plugin": "hostile", "inputs": ["in"]}},
+            "sinks": {"out": {"type": "file", "path": "out.jsonl", "inputs": ["h"]}},
+            "dead_letter": {"type": "file", "path": "dead.jsonl"},
+            "settings": {"batch_size": 64}
+        }),
+    );
+    let summary = run_pipeline(&pipeline);
+
+    let out: Vec<u64> = jsonl(&dir.path().join("out.jsonl")).iter().map(|v| v["n"].as_u64().unwrap()).collect();
+    let dead = jsonl(&dir.path().join("dead.jsonl"));
+    let dead_kinds: BTreeMap<u64, String> =
+        dead.iter().map(|d| (d["position"].as_u64().unwrap(), d["kind"].as_str().unwrap().to_string())).collect();
+    let want_kinds: BTreeMap<u64, String> = hostile.iter().map(|(l, (_, k))| (*l, k.to_string())).collect();
+    assert_eq!(dead_kinds, want_kinds, "{dead:#?}");
+    assert!(dead.iter().all(|d| d["step"] == "h" && d["plugin"] == "hostile" && !d["reason"].as_str().unwrap().is_empty()));
+
+    // Every other record came out once, in order.
+    let want_out: Vec<u64> = (1..=400).filter(|l| !hostile.contains_key(l)).collect();
+    assert_eq!(out, want_out);
+    let step = summary.node("h").unwrap();
+    assert_eq!((step.events_in, step.events_out, step.dead), (400, 393, 7), "{summary}");
+}
