@@ -315,3 +315,18 @@ fn go_heap_growth_past_the_memory_limit_fails_only_that_event() {
 fn grants() -> PluginGrants {
     PluginGrants { clock: true, ..PluginGrants::default() }
 }
+
+#[test]
+fn go_fatal_panic_traps_only_its_event_and_the_instance_is_rebuilt() {
+    let plugin = runtime()
+        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &grants(), &serde_json::Value::Null)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = plugin.transform().unwrap();
+    let batch = vec![data_event(0, 10), command(serde_json::json!({"fatal": true})), data_event(2, 10)];
+    let outcomes = runner.process(&batch);
+    assert!(matches!(&outcomes[0], Outcome::Ok(o) if o.len() == 1), "{:?}", outcomes[0]);
+    assert!(matches!(&outcomes[1], Outcome::Failed(f) if f.kind == FailureKind::Trap), "{:?}", outcomes[1]);
+    assert!(matches!(&outcomes[2], Outcome::Ok(o) if o.len() == 1), "{:?}", outcomes[2]);
+    process_data(&mut runner, 16, 1000);
+    assert!(plugin.stats().snapshot().rebuilds >= 1);
+}

@@ -79,10 +79,19 @@ func decodeEvents(m memory, ptr, n uint32) []Event {
 	return events
 }
 
-// decodeRows reads a list<list<scalar>> of n rows at ptr. All scalars share
-// one backing array and all string/bytes payloads one byte buffer, so a
-// batch costs a handful of allocations rather than a few per row.
-func decodeRows(m memory, ptr, n uint32) [][]Scalar {
+// rowBuffers are the slices decodeRows fills, kept from call to call: the
+// scalars and row headers are only valid during a call (UDFFunc says so).
+// String and bytes payloads get a fresh buffer per batch, since plugin code
+// may keep a string.
+type rowBuffers struct {
+	cells []Scalar
+	rows  [][]Scalar
+}
+
+// decodeRows reads a list<list<scalar>> of n rows at ptr into buf. All
+// scalars share one backing array and all string/bytes payloads one byte
+// buffer, so a batch costs one allocation rather than a few per row.
+func decodeRows(m memory, ptr, n uint32, buf *rowBuffers) [][]Scalar {
 	if n == 0 {
 		return nil
 	}
@@ -99,9 +108,9 @@ func decodeRows(m memory, ptr, n uint32) [][]Scalar {
 			}
 		}
 	}
-	all := make([]Scalar, cells)
+	all := resize(&buf.cells, int(cells))
+	rows := resize(&buf.rows, int(n))
 	data := make([]byte, 0, payload)
-	rows := make([][]Scalar, n)
 	next := 0
 	for i := uint32(0); i < n; i++ {
 		sp, sn := m.list(ptr + i*listSize)
@@ -135,6 +144,16 @@ func decodeRows(m memory, ptr, n uint32) [][]Scalar {
 		rows[i] = row
 	}
 	return rows
+}
+
+// resize returns (*s)[:n], zeroed, reallocating only when it is too small.
+func resize[T any](s *[]T, n int) []T {
+	if cap(*s) < n {
+		*s = make([]T, n)
+	}
+	*s = (*s)[:n]
+	clear(*s)
+	return *s
 }
 
 // bytesToString aliases b: the payload buffer of decodeRows is never

@@ -19,7 +19,14 @@ type writer struct {
 	relocs []uint32
 }
 
+// reset prepares the writer for the next call. A buffer that grew for one
+// unusually large batch is dropped once a call uses under a quarter of it,
+// so it does not stay live forever.
 func (w *writer) reset() {
+	if cap(w.buf) > 8<<20 && len(w.buf) < cap(w.buf)/4 {
+		w.buf, w.relocs = nil, nil
+		return
+	}
 	w.buf = w.buf[:0]
 	w.relocs = w.relocs[:0]
 }

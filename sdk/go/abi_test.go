@@ -128,7 +128,7 @@ func TestDecodeRows(t *testing.T) {
 	h.putU32(rows+16, r2)
 	h.putU32(rows+20, 3)
 
-	got := decodeRows(h.mem(), rows, 3)
+	got := decodeRows(h.mem(), rows, 3, &rowBuffers{})
 	want := [][]Scalar{
 		{StrValue("héllo"), IntValue(-7), FloatValue(2.5)},
 		{},
@@ -310,5 +310,19 @@ func TestWriterReuseClearsStaleBytes(t *testing.T) {
 	list := r.u32(retAddr)
 	if r.u8(list) != 0 || r.u32(list+4) != 0 || r.u32(list+8) != 0 {
 		t.Fatal("stale bytes from the previous call leaked into the results")
+	}
+}
+
+func TestWriterDropsAnOversizedBuffer(t *testing.T) {
+	var w writer
+	w.alloc(16<<20, 1)
+	w.reset() // the big call itself: kept
+	if cap(w.buf) < 16<<20 {
+		t.Fatal("buffer dropped right after the call that needed it")
+	}
+	w.alloc(100, 1)
+	w.reset() // a small call after it: dropped
+	if cap(w.buf) != 0 {
+		t.Fatalf("oversized buffer kept: cap %d", cap(w.buf))
 	}
 }

@@ -17,7 +17,12 @@ import (
 // returning the address of the return area. The cabi_post_* functions run
 // with may_leave cleared (see arena_wasip1.go), so they only reset integers.
 
-var results writer
+var (
+	results writer
+	// Reused by every `call`; see rowBuffers.
+	callRows    rowBuffers
+	callResults []scalarResult
+)
 
 //go:wasmexport init
 func exportInit(configPtr, configLen uint32) uint32 {
@@ -57,8 +62,8 @@ func postFunctions(uint32) { resetArgs() }
 func exportCall(namePtr, nameLen, rowsPtr, rowsLen uint32) uint32 {
 	m := argMemory()
 	name := m.copyString(namePtr, nameLen)
-	rows := decodeRows(m, rowsPtr, rowsLen)
-	outs := callBatch(name, rows)
+	rows := decodeRows(m, rowsPtr, rowsLen, &callRows)
+	outs := callBatch(name, rows, &callResults)
 	results.reset()
 	return publish(encodeScalarResults(&results, outs))
 }

@@ -167,9 +167,10 @@ type scalarResult struct {
 	failed bool
 }
 
-// callBatch implements the udf world's `call`: one result per row, in order.
-func callBatch(name string, rows [][]Scalar) []scalarResult {
-	out := make([]scalarResult, len(rows))
+// callBatch implements the udf world's `call`: one result per row, in
+// order, written into *buf (reused from call to call).
+func callBatch(name string, rows [][]Scalar, buf *[]scalarResult) []scalarResult {
+	out := resize(buf, len(rows))
 	idx, ok := udfIndex[name]
 	if !ok {
 		msg := fmt.Sprintf("unknown function %q", name)

@@ -34,7 +34,7 @@ func TestUDFChecksArityAndTypes(t *testing.T) {
 		{IntValue(1), FloatValue(0)},
 		{NullValue(), FloatValue(1)},
 	}
-	got := callBatch("ratio", rows)
+	got := callBatch("ratio", rows, new([]scalarResult))
 	if v, _ := got[0].value.Float(); got[0].failed || v != 0.25 {
 		t.Fatalf("row 0: %+v", got[0])
 	}
@@ -53,7 +53,7 @@ func TestUDFChecksArityAndTypes(t *testing.T) {
 	if got[5].failed || !got[5].value.IsNull() {
 		t.Fatalf("row 5: %+v", got[5])
 	}
-	for _, r := range callBatch("nope", rows[:2]) {
+	for _, r := range callBatch("nope", rows[:2], new([]scalarResult)) {
 		if !r.failed || r.err != `unknown function "nope"` {
 			t.Fatalf("unknown function: %+v", r)
 		}
@@ -65,13 +65,13 @@ func TestUDFResultTypeAndPanics(t *testing.T) {
 	RegisterUDF("lies", nil, Int, func([]Scalar) (Scalar, error) { return StrValue("x"), nil })
 	RegisterUDF("boom", nil, Any, func([]Scalar) (Scalar, error) { panic("kaput") })
 	RegisterUDF("badutf8", nil, Str, func([]Scalar) (Scalar, error) { return StrValue("\xff"), nil })
-	if r := callBatch("lies", [][]Scalar{{}})[0]; !r.failed || r.err != "lies: returned str, declared int" {
+	if r := callBatch("lies", [][]Scalar{{}}, new([]scalarResult))[0]; !r.failed || r.err != "lies: returned str, declared int" {
 		t.Fatalf("%+v", r)
 	}
-	if r := callBatch("boom", [][]Scalar{{}})[0]; !r.failed || r.err != "boom: panic: kaput" {
+	if r := callBatch("boom", [][]Scalar{{}}, new([]scalarResult))[0]; !r.failed || r.err != "boom: panic: kaput" {
 		t.Fatalf("%+v", r)
 	}
-	if r := callBatch("badutf8", [][]Scalar{{}})[0]; !r.failed {
+	if r := callBatch("badutf8", [][]Scalar{{}}, new([]scalarResult))[0]; !r.failed {
 		t.Fatalf("invalid UTF-8 result accepted: %+v", r)
 	}
 	sigs := functionSignatures()

@@ -10,6 +10,8 @@
 //	{"check": true} recompute the checksum of everything retained; an error
 //	                if it changed
 //	{"release": true} drop everything retained
+//	{"fatal": true} panic in a goroutine: a fatal error the SDK cannot
+//	                recover, which kills the instance
 //
 // Any other event is data: it is answered with {"len": L, "fnv": "<hex>"},
 // the FNV-1a 64 hash of its value, with its key and headers kept and a
@@ -44,11 +46,12 @@ type command struct {
 	GrowMB  int  `json:"grow_mb"`
 	Check   bool `json:"check"`
 	Release bool `json:"release"`
+	Fatal   bool `json:"fatal"`
 }
 
 func handle(e sdk.Event) ([]sdk.Event, error) {
 	var cmd command
-	if json.Unmarshal(e.Value, &cmd) != nil || (cmd.GrowMB == 0 && !cmd.Check && !cmd.Release) {
+	if json.Unmarshal(e.Value, &cmd) != nil || (cmd.GrowMB == 0 && !cmd.Check && !cmd.Release && !cmd.Fatal) {
 		return []sdk.Event{echo(e)}, nil
 	}
 	switch {
@@ -63,6 +66,13 @@ func handle(e sdk.Event) ([]sdk.Event, error) {
 	case cmd.Release:
 		retained, expected = nil, 0
 		runtime.GC()
+	case cmd.Fatal:
+		done := make(chan bool)
+		go func() {
+			defer close(done)
+			panic("go-heap: fatal panic in a goroutine")
+		}()
+		<-done
 	}
 	e.Value = []byte(fmt.Sprintf(`{"retained_mb":%d,"checksum":"%d"}`, len(retained), expected))
 	return []sdk.Event{e}, nil
