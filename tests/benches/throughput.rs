@@ -46,10 +46,14 @@ fn best_of_3(mut f: impl FnMut() -> (Duration, usize)) -> (f64, usize) {
     (best, out)
 }
 
+/// The plugin's cleaning logic, compiled natively, doing what the plugin
+/// export does with each event.
 fn native_clean(e: &Event) -> Result<Vec<Event>, String> {
-    Ok(impression_cleaner::clean_impression(&e.value)?
-        .map(|value| vec![Event { value, ..e.clone() }])
-        .unwrap_or_default())
+    let mut value = Vec::with_capacity(e.value.len());
+    match impression_cleaner::clean_impression_into(&e.value, &mut value).map_err(|e| e.to_string())? {
+        Some(timestamp) => Ok(vec![Event { value, timestamp, key: e.key.clone(), headers: e.headers.clone() }]),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn step_native(input: &[Event]) -> (f64, usize) {
