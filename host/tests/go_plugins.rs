@@ -51,7 +51,7 @@ fn runtime() -> &'static PluginRuntime {
 
 fn load_ctr(config: serde_json::Value) -> Arc<LoadedPlugin> {
     runtime()
-        .load("ctr-udf-go", ctr_wasm(), Some(WorldName::Udf), &PluginLimits::default(), &grants(), &config)
+        .load("ctr-udf-go", ctr_wasm(), Some(WorldName::Udf), &PluginLimits::default(), &PluginGrants::default(), &config)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -62,6 +62,13 @@ fn expected_ctr(clicks: i64, impressions: i64) -> f64 {
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Held by the tests that measure time or use hundreds of MiB, so they do
+/// not run at the same time as each other.
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn assert_clean(stats: PluginStatsSnapshot) {
@@ -174,7 +181,7 @@ fn go_udf_bad_config_refuses_the_plugin() {
             ctr_wasm(),
             Some(WorldName::Udf),
             &PluginLimits::default(),
-            &grants(),
+            &PluginGrants::default(),
             &serde_json::json!({"prior_clicks": 5, "prior_impressions": 1}),
         )
         .err()
@@ -185,6 +192,7 @@ fn go_udf_bad_config_refuses_the_plugin() {
 /// Per-row cost of a Go UDF, batches of 1024 rows, warm instance.
 #[test]
 fn go_udf_per_row_cost() {
+    let _heavy = heavy();
     let plugin = load_ctr(serde_json::Value::Null);
     let mut runner = plugin.udf().unwrap();
     let int_rows: Vec<Vec<Scalar>> = (0..1024).map(|i| vec![Scalar::Int(i), Scalar::Int(i * 10)]).collect();
@@ -194,14 +202,17 @@ fn go_udf_per_row_cost() {
         for _ in 0..20 {
             runner.call(name, rows); // warm up
         }
-        let batches = 200;
-        let started = Instant::now();
-        for _ in 0..batches {
-            let results = runner.call(name, rows);
-            assert!(results.iter().all(|r| r.is_ok()));
+        // The best of 5 rounds of 100 batches: the machine may be shared.
+        let batches = 100;
+        let mut per_row_ns = f64::MAX;
+        for _ in 0..5 {
+            let started = Instant::now();
+            for _ in 0..batches {
+                let results = runner.call(name, rows);
+                assert!(results.iter().all(|r| r.is_ok()));
+            }
+            per_row_ns = per_row_ns.min(started.elapsed().as_nanos() as f64 / (batches * rows.len()) as f64);
         }
-        let elapsed = started.elapsed();
-        let per_row_ns = elapsed.as_nanos() as f64 / (batches * rows.len()) as f64;
         let rows_per_s = 1e9 / per_row_ns;
         println!("go udf {name}: {per_row_ns:.0} ns/row, {rows_per_s:.0} rows/s (batches of {})", rows.len());
         // A loose floor so a pathological regression (a crossing per row,
@@ -259,8 +270,9 @@ fn run_command(runner: &mut streamhost::plugin::TransformRunner, cmd: serde_json
 
 #[test]
 fn go_plugin_survives_a_300_mb_heap_and_keeps_working() {
+    let _heavy = heavy();
     let plugin = runtime()
-        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &grants(), &serde_json::Value::Null)
+        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &PluginGrants::default(), &serde_json::Value::Null)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut runner = plugin.transform().unwrap();
 
@@ -298,7 +310,7 @@ fn go_plugin_survives_a_300_mb_heap_and_keeps_working() {
 fn go_heap_growth_past_the_memory_limit_fails_only_that_event() {
     let limits = PluginLimits { memory_mb: 128, batch_timeout_ms: 120_000, ..PluginLimits::default() };
     let plugin = runtime()
-        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &limits, &grants(), &serde_json::Value::Null)
+        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &limits, &PluginGrants::default(), &serde_json::Value::Null)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut runner = plugin.transform().unwrap();
     let batch = vec![data_event(0, 10), command(serde_json::json!({"grow_mb": 300})), data_event(2, 10)];
@@ -310,16 +322,56 @@ fn go_heap_growth_past_the_memory_limit_fails_only_that_event() {
     process_data(&mut runner, 16, 1000);
 }
 
-/// TEMPORARY: the sandbox's frozen monotonic clock reads 0, and the Go
-/// runtime refuses to start on a zero clock ("nanotime returning zero").
-fn grants() -> PluginGrants {
-    PluginGrants { clock: true, ..PluginGrants::default() }
+
+/// Captures the log lines emitted on this thread while `f` runs.
+fn capture_logs(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn go_plugin_output_reaches_the_host_log() {
+    // sdk.Info from the plugin's init, with fields (the host.log import).
+    let logs = capture_logs(|| {
+        load_ctr(serde_json::json!({"prior_clicks": 2, "prior_impressions": 50}));
+    });
+    let line = logs.lines().find(|l| l.contains("ctr prior")).unwrap_or_else(|| panic!("no log line in:\n{logs}"));
+    assert!(line.contains("INFO") && line.contains("prior_clicks") && line.contains("50"), "{line}");
+
+    // fmt.Println after heap growth: WASI fd_write through the adapter.
+    let plugin = runtime()
+        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &PluginGrants::default(), &serde_json::Value::Null)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = plugin.transform().unwrap();
+    let logs = capture_logs(|| {
+        run_command(&mut runner, serde_json::json!({"grow_mb": 64}));
+    });
+    assert!(logs.contains("go-heap: retained 64 MiB"), "{logs}");
 }
 
 #[test]
 fn go_fatal_panic_traps_only_its_event_and_the_instance_is_rebuilt() {
     let plugin = runtime()
-        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &grants(), &serde_json::Value::Null)
+        .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &PluginGrants::default(), &serde_json::Value::Null)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut runner = plugin.transform().unwrap();
     let batch = vec![data_event(0, 10), command(serde_json::json!({"fatal": true})), data_event(2, 10)];

@@ -52,6 +52,7 @@ func configure(config string) error {
 		return fmt.Errorf("config: need 0 <= prior_clicks <= prior_impressions and prior_impressions > 0, got %v/%v",
 			priorClicks, priorImpressions)
 	}
+	sdk.Info("ctr prior", "prior_clicks", fmt.Sprint(priorClicks), "prior_impressions", fmt.Sprint(priorImpressions))
 	return nil
 }
 
