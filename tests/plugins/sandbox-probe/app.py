@@ -14,6 +14,9 @@ Actions:
 - ``random``: read 16 bytes of OS randomness.
 """
 
+# Imported up front: the socket module looks the idna codec up lazily, and a
+# missing codec would make every network probe fail for the wrong reason.
+import encodings.idna  # noqa: F401
 import os
 import socket
 import time
@@ -37,7 +40,11 @@ def _list_dir(req):
 
 
 def _socket(req):
-    with socket.create_connection((req.get("host", "127.0.0.1"), int(req["port"])), timeout=2) as s:
+    # A numeric address and a plain connect: no name lookup on the way, so
+    # this probes TCP itself (`resolve` probes lookups).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect((req.get("host", "127.0.0.1"), int(req["port"])))
         s.sendall(b"hello from sandbox-probe\n")
         return "connected"
 
