@@ -142,6 +142,9 @@ fn main() {
     println!("  rust plugin cleaner    {:>12.0} events/s   ({:.2} of native)", rust, rust / native);
     println!("  python plugin cleaner  {:>12.0} events/s   (clicks)", python);
 
+    if args.iter().any(|a| a == "--step-only") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut natives = NativeRegistry::default();
     natives.register("impression-cleaner", || -> NativeFn { Box::new(native_clean) });

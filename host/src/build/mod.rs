@@ -126,9 +126,20 @@ pub fn default_output(dir: &Path, manifest: &PluginManifest) -> PathBuf {
     dir.join("target").join("streamhost").join(format!("{}.wasm", manifest.name))
 }
 
-/// Builds the plugin in `dir` into `output` (default: [`default_output`]),
-/// unless the output is newer than every source file.
+/// Bump when the build recipe changes (flags, SDK embedding), so outputs
+/// of older recipes are rebuilt.
+const RECIPE_VERSION: &str = "streamhost-build-2";
+
+/// Builds the plugin in `dir` into `output` (default: [`default_output`]).
+///
+/// Rust and Go plugins always go through cargo / go, whose own caches know
+/// every input, path dependencies such as the SDKs included (a no-op build
+/// takes a second). A Python build (componentize-py, ~30 s) is skipped when
+/// a stamp beside the output matches the fingerprint of the plugin's files,
+/// the contract and the embedded SDK.
 pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Built, BuildError> {
+    // Toolchains run in other directories: hand them absolute paths.
+    let dir = &dir.canonicalize().map_err(|e| BuildError::Io { path: dir.to_path_buf(), source: e })?;
     let manifest = read_manifest(dir)?;
     let language = detect_language(dir)?;
     let output = output.map(Path::to_path_buf).unwrap_or_else(|| default_output(dir, &manifest));
@@ -136,8 +147,14 @@ pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Bu
     // on a couple of cores, and two builds must not write one output.
     static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !force && is_up_to_date(dir, &output) {
-        return Ok(Built { manifest, language, output, rebuilt: false });
+    let stamp_path = output.with_extension("stamp");
+    let fingerprint = (language == Language::Python).then(|| fingerprint(dir, &manifest, language));
+    if !force && output.is_file() {
+        if let Some(fp) = &fingerprint {
+            if std::fs::read_to_string(&stamp_path).is_ok_and(|s| &s == fp) {
+                return Ok(Built { manifest, language, output, rebuilt: false });
+            }
+        }
     }
     let parent = output.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| BuildError::Io { path: parent.to_path_buf(), source: e })?;
@@ -153,34 +170,49 @@ pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Bu
         return Err(e);
     }
     std::fs::rename(&partial, &output).map_err(|e| BuildError::Io { path: output.clone(), source: e })?;
+    if let Some(fp) = fingerprint {
+        std::fs::write(&stamp_path, fp).map_err(|e| BuildError::Io { path: stamp_path.clone(), source: e })?;
+    }
     Ok(Built { manifest, language, output, rebuilt: true })
 }
 
-/// True when `output` exists and is newer than every file under `dir`
-/// (outside `target/`, `build/` and caches) and than the SDKs it embeds.
-fn is_up_to_date(dir: &Path, output: &Path) -> bool {
-    let Ok(out_time) = std::fs::metadata(output).and_then(|m| m.modified()) else { return false };
-    fn newest(dir: &Path, newest_seen: &mut std::time::SystemTime) {
+/// A hash of everything a build reads: the plugin's files (outside build
+/// outputs and caches), the contract, the recipe, and the embedded SDK.
+fn fingerprint(dir: &Path, manifest: &PluginManifest, language: Language) -> String {
+    use sha2::{Digest, Sha256};
+    fn walk(root: &Path, dir: &Path, h: &mut Sha256) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || name == "target" || name == "__pycache__" || name == "build" {
+            if name.starts_with('.') || matches!(name.as_ref(), "target" | "__pycache__" | "build") {
                 continue;
             }
             let path = entry.path();
             if path.is_dir() {
-                newest(&path, newest_seen);
-            } else if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
-                if t > *newest_seen {
-                    *newest_seen = t;
-                }
+                walk(root, &path, h);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                h.update(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().as_bytes());
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
             }
         }
     }
-    let mut newest_src = std::time::SystemTime::UNIX_EPOCH;
-    newest(dir, &mut newest_src);
-    newest_src <= out_time
+    let mut h = Sha256::new();
+    h.update(RECIPE_VERSION);
+    h.update(WIT_SOURCE);
+    h.update(manifest.world.as_str());
+    h.update(&manifest.name);
+    if language == Language::Python {
+        for (name, text) in python::SDK_FILES {
+            h.update(name);
+            h.update(text);
+        }
+    }
+    walk(dir, dir, &mut h);
+    hex::encode(h.finalize())
 }
 
 /// Runs a command, capturing its output into a `ToolFailed` error on failure.

@@ -21,7 +21,7 @@ const INSTALL_HINT: &str = "run scripts/setup.sh (it installs componentize-py in
      and put it on PATH";
 
 /// The Python SDK package `streamhost`, file by file.
-const SDK_FILES: &[(&str, &str)] = &[
+pub(super) const SDK_FILES: &[(&str, &str)] = &[
     ("__init__.py", include_str!("../../../sdk/python/streamhost/__init__.py")),
     ("_adapter.py", include_str!("../../../sdk/python/streamhost/_adapter.py")),
     ("_entry.py", include_str!("../../../sdk/python/streamhost/_entry.py")),

@@ -24,7 +24,8 @@ const DEBIAN_STD_SOURCES: &str = "/usr/lib/rustlib/src/rust/library";
 /// Release settings for plugin builds, passed with `--config` so they apply
 /// whether or not the crate belongs to a workspace with its own profile.
 const RELEASE_PROFILE: &[&str] = &[
-    "profile.release.opt-level=\"s\"",
+    // Speed over size: plugins sit on the hot path and stay small anyway.
+    "profile.release.opt-level=3",
     "profile.release.lto=true",
     "profile.release.panic=\"abort\"",
     "profile.release.codegen-units=1",
