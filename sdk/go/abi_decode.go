@@ -23,15 +23,27 @@ func (m memory) slice(ptr, n uint32) []byte {
 	off := uint64(ptr) - uint64(m.base) // wraps to huge when ptr < base
 	end := off + uint64(n)
 	if ptr < m.base || end > uint64(len(m.buf)) {
-		panic(fmt.Sprintf("canonical ABI: [%#x, +%d) is outside the argument memory", ptr, n))
+		outOfBounds(ptr, n)
 	}
 	return m.buf[off:end:end]
 }
 
-func (m memory) u8(ptr uint32) byte               { return m.slice(ptr, 1)[0] }
-func (m memory) u32(ptr uint32) uint32            { return binary.LittleEndian.Uint32(m.slice(ptr, 4)) }
-func (m memory) u64(ptr uint32) uint64            { return binary.LittleEndian.Uint64(m.slice(ptr, 8)) }
-func (m memory) list(ptr uint32) (uint32, uint32) { return m.u32(ptr), m.u32(ptr + 4) }
+// The fixed-size readers run a few times per row, so they are kept small
+// enough to inline: an address below base wraps around to a huge offset and
+// Go's own bounds check panics, like any other address outside the view.
+
+func (m memory) u8(ptr uint32) byte    { return m.buf[ptr-m.base] }
+func (m memory) u32(ptr uint32) uint32 { return binary.LittleEndian.Uint32(m.buf[ptr-m.base:]) }
+func (m memory) u64(ptr uint32) uint64 { return binary.LittleEndian.Uint64(m.buf[ptr-m.base:]) }
+func (m memory) list(ptr uint32) (uint32, uint32) {
+	b := m.buf[ptr-m.base:][:8]
+	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
+}
+
+//go:noinline
+func outOfBounds(ptr, n uint32) {
+	panic(fmt.Sprintf("canonical ABI: [%#x, +%d) is outside the argument memory", ptr, n))
+}
 
 // copyBytes copies a list<u8> out of memory: the arena is reused after
 // the call, so nothing handed to plugin code may alias it.
