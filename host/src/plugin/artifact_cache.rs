@@ -6,20 +6,19 @@
 //! component's content and the engine's compilation settings:
 //! `<sha256 of component>-<hash of Engine::precompile_compatibility_hash>.cwasm`.
 //!
-//! File format: `MAGIC` (8 bytes), the SHA-256 of the artifact (32 bytes), the
-//! artifact from `Engine::precompile_component`. Files are written to a
-//! temporary name and renamed, so a reader never sees a partial file.
+//! Next to each artifact, `<name>.cwasm.sha256` holds the SHA-256 (hex) of
+//! the artifact; an artifact is used only if it matches (see
+//! [`ArtifactCache::load`]). Both files are written to a temporary name and
+//! renamed, so a reader never sees a partial file.
 
+use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
-
-const MAGIC: &[u8; 8] = b"SHCWASM1";
-const HEADER_LEN: usize = MAGIC.len() + 32;
 
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
@@ -47,26 +46,30 @@ impl ArtifactCache {
     /// A damaged or incompatible file is removed (it will be rewritten).
     pub(crate) fn load(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
         let path = self.path_for(content_hash);
-        let bytes = std::fs::read(&path).ok()?;
-        let Some(artifact) = verified_artifact(&bytes) else {
+        let mut file = File::open(&path).ok()?;
+        let expected = std::fs::read_to_string(checksum_path(&path)).unwrap_or_default();
+        if sha256_of(&mut file).ok().as_deref() != Some(expected.trim()) {
             tracing::warn!(path = %path.display(), "damaged precompiled artifact, recompiling");
-            let _ = std::fs::remove_file(&path);
+            self.remove(&path);
             return None;
-        };
-        // SAFETY: `Component::deserialize` trusts its input to be an artifact
-        // produced by `precompile_component` of a compatible engine (it runs
-        // the machine code inside). This one is: we wrote it (`store` below)
-        // under a name that includes the engine's compatibility hash, and its
-        // checksum matches, so it is byte for byte what wasmtime produced,
-        // not a truncated or damaged file. wasmtime also re-checks the
-        // version and settings recorded in the artifact. The cache directory
-        // is the user's own; anyone able to write there can already change
-        // the plugins themselves.
-        match unsafe { Component::deserialize(engine, artifact) } {
+        }
+        // SAFETY: `deserialize_file` trusts the file to be an artifact of
+        // `Component::serialize` from a compatible engine (it maps it and
+        // runs the machine code inside). This one is: we wrote it (`store`
+        // below) under a name that includes the engine's compatibility hash,
+        // and the bytes of the very file we opened match the checksum we
+        // wrote with it, so it is exactly what wasmtime produced, not a
+        // truncated or damaged file (on Linux wasmtime maps that open file
+        // through /proc/self/fd, so a concurrent rename cannot swap it). We
+        // never write a cache file in place, so it does not change while
+        // mapped. wasmtime also re-checks the version and settings recorded
+        // in the artifact. The directory is the user's own: whoever can write
+        // there can already change the plugins themselves.
+        match unsafe { Component::deserialize_file(engine, mappable_path(&file, &path)) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable precompiled artifact, recompiling");
-                let _ = std::fs::remove_file(&path);
+                self.remove(&path);
                 None
             }
         }
@@ -76,30 +79,61 @@ impl ArtifactCache {
     /// only cost a recompilation next time, so they are logged, not returned.
     pub(crate) fn store(&self, content_hash: &str, artifact: &[u8]) {
         let path = self.path_for(content_hash);
-        if let Err(e) = self.write(&path, artifact) {
+        let checksum = hex::encode(Sha256::digest(artifact));
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| write_atomically(&self.dir, &path, artifact))
+            .and_then(|()| write_atomically(&self.dir, &checksum_path(&path), checksum.as_bytes()));
+        if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the precompiled plugin");
         }
     }
 
-    fn write(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(MAGIC)?;
-        tmp.write_all(&Sha256::digest(artifact))?;
-        tmp.write_all(artifact)?;
-        tmp.as_file().sync_data()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+    fn remove(&self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(checksum_path(path));
     }
 }
 
-/// The artifact inside a cache file, if the header and checksum are right.
-fn verified_artifact(file: &[u8]) -> Option<&[u8]> {
-    if file.len() < HEADER_LEN || &file[..MAGIC.len()] != MAGIC {
-        return None;
+fn checksum_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// SHA-256 (hex) of a file's content, read in chunks (artifacts are tens of
+/// MiB for Python plugins).
+pub(crate) fn sha256_of(file: &mut File) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 18];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
     }
-    let (checksum, artifact) = file[MAGIC.len()..].split_at(32);
-    (Sha256::digest(artifact).as_slice() == checksum).then_some(artifact)
+}
+
+/// A path that opens the same file as `file`: on Linux its /proc/self/fd
+/// entry (the checked inode even if the name was replaced meanwhile).
+fn mappable_path(file: &File, path: &Path) -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if fd_path.exists() {
+            return fd_path;
+        }
+    }
+    let _ = file;
+    path.to_path_buf()
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/streamhost/artifacts`, else
@@ -118,17 +152,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksum_guards_the_artifact() {
-        let artifact = b"pretend machine code";
-        let mut file = MAGIC.to_vec();
-        file.extend_from_slice(&Sha256::digest(artifact));
-        file.extend_from_slice(artifact);
-        assert_eq!(verified_artifact(&file), Some(&artifact[..]));
-
-        let mut flipped = file.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(verified_artifact(&flipped), None);
-        assert_eq!(verified_artifact(&file[..file.len() - 1]), None);
-        assert_eq!(verified_artifact(b"SHCWASM1"), None);
+    fn checksum_is_of_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.cwasm");
+        write_atomically(dir.path(), &path, b"pretend machine code").unwrap();
+        let digest = sha256_of(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(digest, hex::encode(Sha256::digest(b"pretend machine code")));
+        assert_eq!(checksum_path(&path), dir.path().join("a.cwasm.sha256"));
     }
 }

@@ -22,6 +22,7 @@ mod udf;
 pub mod wit;
 
 use std::collections::HashMap;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,13 +139,17 @@ impl PluginRuntime {
         config: &serde_json::Value,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let started = Instant::now();
-        let bytes = std::fs::read(wasm).map_err(|e| PluginError::Io { path: wasm.to_path_buf(), source: e })?;
-        if !is_component(&bytes) {
+        let io = |e| PluginError::Io { path: wasm.to_path_buf(), source: e };
+        // Hash the file in chunks: the whole content is read into memory only
+        // when it has to be compiled (Python components are ~18 MiB).
+        let mut file = std::fs::File::open(wasm).map_err(io)?;
+        let mut preamble = [0u8; 8];
+        if file.read_exact(&mut preamble).is_err() || !is_component(&preamble) {
             return Err(PluginError::NotAComponent(wasm.to_path_buf()));
         }
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let (component, artifact) = self.component(name, wasm, &hash, &bytes)?;
-        drop(bytes);
+        file.rewind().map_err(io)?;
+        let hash = artifact_cache::sha256_of(&mut file).map_err(io)?;
+        let (component, artifact) = self.component(name, wasm, &hash)?;
         let compile = started.elapsed();
 
         let linked = Instant::now();
@@ -190,13 +195,7 @@ impl PluginRuntime {
 
     /// The compiled component for this content: from memory, from the disk
     /// cache, or compiled now (and cached).
-    fn component(
-        &self,
-        name: &str,
-        path: &Path,
-        hash: &str,
-        bytes: &[u8],
-    ) -> Result<(Component, ArtifactSource), PluginError> {
+    fn component(&self, name: &str, path: &Path, hash: &str) -> Result<(Component, ArtifactSource), PluginError> {
         if let Some(component) = self.components.lock().ok().and_then(|m| m.get(hash).cloned()) {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((component, ArtifactSource::Memory));
@@ -210,7 +209,14 @@ impl PluginRuntime {
                 tracing::info!(plugin = name, path = %path.display(), "compiling plugin (cached for next time)");
                 let compile_err =
                     |e: wasmtime::Error| PluginError::Compile { plugin: name.into(), path: path.into(), message: format!("{e:#}") };
-                let component = Component::new(&self.engine, bytes).map_err(compile_err)?;
+                let bytes = std::fs::read(path).map_err(|e| PluginError::Io { path: path.into(), source: e })?;
+                if hex::encode(Sha256::digest(&bytes)) != hash {
+                    return Err(PluginError::Io {
+                        path: path.into(),
+                        source: std::io::Error::other("the file changed while it was being loaded"),
+                    });
+                }
+                let component = Component::new(&self.engine, &bytes).map_err(compile_err)?;
                 match component.serialize() {
                     Ok(artifact) => self.cache.store(hash, &artifact),
                     Err(e) => tracing::warn!(plugin = name, error = %e, "cannot serialize the compiled plugin"),
