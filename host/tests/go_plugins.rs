@@ -19,11 +19,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
 }
 
-/// Builds a plugin folder once per test process. Forced, because the
-/// up-to-date check looks at the plugin folder only, not at `sdk/go`.
+/// Builds a plugin folder once per test process (`go build`'s cache knows
+/// every input, `sdk/go` included).
 fn build(rel: &str, world: WorldName) -> PathBuf {
     let dir = repo_root().join(rel);
-    let built = streamhost::build::build_plugin(&dir, None, true).unwrap_or_else(|e| panic!("building {rel}: {e}"));
+    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("building {rel}: {e}"));
     assert_eq!(built.manifest.world, world);
     built.output
 }
@@ -323,49 +323,58 @@ fn go_heap_growth_past_the_memory_limit_fails_only_that_event() {
 }
 
 
-/// Captures the log lines emitted on this thread while `f` runs.
-fn capture_logs(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+/// Every log line of this test process. A process-wide subscriber, since a
+/// thread-local one races with tracing's callsite cache while other tests
+/// log from other threads; tests look for lines only they can produce.
+fn logs() -> String {
+    #[derive(Clone)]
+    struct Buffer(&'static std::sync::Mutex<Vec<u8>>);
     impl std::io::Write for Buffer {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buffer.0.lock().unwrap().clone();
-    String::from_utf8_lossy(&bytes).into_owned()
+    static LOGS: OnceLock<&'static std::sync::Mutex<Vec<u8>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::default());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || Buffer(logs))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this test binary");
+        logs
+    });
+    String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }
 
 #[test]
 fn go_plugin_output_reaches_the_host_log() {
-    // sdk.Info from the plugin's init, with fields (the host.log import).
-    let logs = capture_logs(|| {
-        load_ctr(serde_json::json!({"prior_clicks": 2, "prior_impressions": 50}));
-    });
-    let line = logs.lines().find(|l| l.contains("ctr prior")).unwrap_or_else(|| panic!("no log line in:\n{logs}"));
-    assert!(line.contains("INFO") && line.contains("prior_clicks") && line.contains("50"), "{line}");
+    logs(); // install the capturing subscriber first
 
-    // fmt.Println after heap growth: WASI fd_write through the adapter.
+    // sdk.Info from the plugin's init, with fields (the host.log import);
+    // prior_impressions 57 appears in no other test.
+    load_ctr(serde_json::json!({"prior_clicks": 2, "prior_impressions": 57}));
+    let all = logs();
+    let line = all
+        .lines()
+        .find(|l| l.contains("ctr prior") && l.contains("57"))
+        .unwrap_or_else(|| panic!("no log line from sdk.Info in:\n{all}"));
+    assert!(line.contains("INFO") && line.contains("prior_clicks") && line.contains("ctr-udf-go"), "{line}");
+
+    // fmt.Println after heap growth: WASI fd_write through the adapter
+    // (no other test grows by 64 MiB).
     let plugin = runtime()
         .load("go-heap", heap_wasm(), Some(WorldName::Transform), &heap_limits(), &PluginGrants::default(), &serde_json::Value::Null)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut runner = plugin.transform().unwrap();
-    let logs = capture_logs(|| {
-        run_command(&mut runner, serde_json::json!({"grow_mb": 64}));
-    });
-    assert!(logs.contains("go-heap: retained 64 MiB"), "{logs}");
+    run_command(&mut runner, serde_json::json!({"grow_mb": 64}));
+    let all = logs();
+    assert!(all.contains("go-heap: retained 64 MiB"), "no fmt.Println output in:\n{all}");
 }
 
 #[test]

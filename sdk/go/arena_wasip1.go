@@ -156,9 +156,9 @@ func breakInvariantHolds() bool {
 //
 //go:nosplit
 func breakAlloc(n uintptr) uintptr {
-	p := runtimeBloc
+	p := alignUp(runtimeBloc, pageSize) // sbrk keeps it aligned; be sure
 	if p+n > runtimeBlocMax {
-		grow := (p + n - runtimeBlocMax) / pageSize
+		grow := alignUp(p+n-runtimeBlocMax, pageSize) / pageSize
 		old := wasmMemoryGrow(int32(grow))
 		if old < 0 {
 			return 0
@@ -169,7 +169,7 @@ func breakAlloc(n uintptr) uintptr {
 			breakUsable = false
 			return 0
 		}
-		runtimeBlocMax = p + n
+		runtimeBlocMax = uintptr(old+int32(grow)) * pageSize // the real end of memory
 	}
 	runtimeBloc = p + n
 	return p
