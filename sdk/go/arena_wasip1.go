@@ -65,6 +65,7 @@
 // meaning is checked when the plugin starts (breakInvariantHolds); a Go
 // release that changed it makes the plugin refuse to load rather than
 // corrupt memory.
+
 package sdk
 
 import (
