@@ -114,7 +114,7 @@ impl Operator for UdfStep {
                 }
                 Err(f) => ctx.dead.push(DeadLetter {
                     kind: dead_kind(f.kind),
-                    reason: format!("{}: {}", self.function, f.message),
+                    reason: f.message,
                     origin,
                     step: Some(self.name.clone()),
                     plugin: Some(self.plugin.clone()),
