@@ -6,7 +6,7 @@ mod transform;
 mod udf;
 
 use crate::dead_letter::{DeadKind, DeadLetter};
-use crate::event::Batch;
+use crate::event::{Batch, Event, Origin};
 use crate::plugin::FailureKind;
 
 pub use native::{NativeFn, NativeRegistry, NativeStep};
@@ -17,6 +17,13 @@ pub use udf::{UdfArg, UdfStep};
 pub struct StepContext<'a> {
     /// Events this step refuses, with their reasons.
     pub dead: &'a mut Vec<DeadLetter>,
+}
+
+impl StepContext<'_> {
+    /// Dead-letters `event` (from `origin`), refused by `step` (through `plugin`).
+    pub fn refuse(&mut self, step: &str, plugin: Option<&str>, kind: DeadKind, reason: String, origin: Origin, event: Event) {
+        self.dead.push(DeadLetter { kind, reason, origin, step: Some(step.to_string()), plugin: plugin.map(String::from), event });
+    }
 }
 
 /// A processing step. Only `process_batch` is required; the hooks exist so

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Operator, StepContext};
-use crate::dead_letter::{DeadKind, DeadLetter};
+use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event};
 
 /// One event in, zero or more out, or an error for that event.
@@ -52,14 +52,7 @@ impl Operator for NativeStep {
                         out.push(e, origin.clone());
                     }
                 }
-                Err(reason) => ctx.dead.push(DeadLetter {
-                    kind: DeadKind::StepError,
-                    reason,
-                    origin,
-                    step: Some(self.name.clone()),
-                    plugin: None,
-                    event,
-                }),
+                Err(reason) => ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event),
             }
         }
         out

@@ -1,7 +1,6 @@
 //! A step that runs a `transform` plugin over each batch.
 
 use super::{dead_kind, Operator, StepContext};
-use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
 use crate::plugin::{Outcome, TransformRunner};
 
@@ -28,14 +27,7 @@ impl Operator for TransformStep {
                         out.push(e, origin.clone());
                     }
                 }
-                Outcome::Failed(f) => ctx.dead.push(DeadLetter {
-                    kind: dead_kind(f.kind),
-                    reason: f.message,
-                    origin,
-                    step: Some(self.name.clone()),
-                    plugin: Some(self.plugin.clone()),
-                    event,
-                }),
+                Outcome::Failed(f) => ctx.refuse(&self.name, Some(&self.plugin), dead_kind(f.kind), f.message, origin, event),
             }
         }
         out

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::{dead_kind, Operator, StepContext};
-use crate::dead_letter::{DeadKind, DeadLetter};
+use crate::dead_letter::DeadKind;
 use crate::event::Batch;
 use crate::plugin::{Scalar, UdfRunner};
 
@@ -93,14 +93,14 @@ impl Operator for UdfStep {
                     objects.push(obj);
                     kept.push(event, origin);
                 }
-                _ => ctx.dead.push(DeadLetter {
-                    kind: DeadKind::StepError,
-                    reason: "a udf step needs each event's value to be a JSON object".into(),
+                _ => ctx.refuse(
+                    &self.name,
+                    Some(&self.plugin),
+                    DeadKind::StepError,
+                    "a udf step needs each event's value to be a JSON object".into(),
                     origin,
-                    step: Some(self.name.clone()),
-                    plugin: Some(self.plugin.clone()),
                     event,
-                }),
+                ),
             }
         }
         let results = self.runner.call(&self.function, &rows);
@@ -112,14 +112,7 @@ impl Operator for UdfStep {
                     event.value = serde_json::to_vec(&obj).unwrap_or_default();
                     out.push(event, origin);
                 }
-                Err(f) => ctx.dead.push(DeadLetter {
-                    kind: dead_kind(f.kind),
-                    reason: f.message,
-                    origin,
-                    step: Some(self.name.clone()),
-                    plugin: Some(self.plugin.clone()),
-                    event,
-                }),
+                Err(f) => ctx.refuse(&self.name, Some(&self.plugin), dead_kind(f.kind), f.message, origin, event),
             }
         }
         out
