@@ -61,7 +61,9 @@ fn behave(event: Event) -> EventOutcome {
         "panic" => panic!("panic on request"),
         "loop" => spin_forever(),
         "oom" => {
-            let bomb = vec![1u8; 1 << 30];
+            // black_box: at opt-level 3 the optimiser would otherwise shrink
+            // the bomb to the 16 bytes used.
+            let bomb = std::hint::black_box(vec![1u8; 1 << 30]);
             Ok(vec![Event { value: bomb[..16].to_vec(), ..event }])
         }
         "huge" => Ok((0..number("count", 100_000)).map(|_| Event { value: b"{}".to_vec(), ..event.clone() }).collect()),
