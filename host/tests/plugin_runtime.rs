@@ -198,11 +198,36 @@ fn outputs_per_event_are_limited() {
 }
 
 #[test]
-fn host_log_is_callable() {
+fn the_host_log_carries_plugin_lines() {
+    captured_log_line("");
     let plugin = load(&fast_limits(), serde_json::Value::Null).unwrap();
     let mut runner = plugin.transform().unwrap();
     let event = request(serde_json::json!({"do": "log"}));
     assert_eq!(runner.process(std::slice::from_ref(&event)), [Outcome::Ok(vec![event])]);
+    let line = captured_log_line("hostile plugin logs").expect("the plugin's log line");
+    assert!(line.contains("INFO") && line.contains("plugin=\"hostile\"") && line.contains("seen=1"), "{line}");
+}
+
+/// Captures this test process's log (the `tracing` output) in memory.
+fn captured_log_line(needle: &str) -> Option<String> {
+    use std::sync::Mutex;
+    static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static INSTALL: OnceLock<()> = OnceLock::new();
+    struct Capture;
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            LOG.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    INSTALL.get_or_init(|| {
+        let _ = tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).with_max_level(tracing::Level::INFO).try_init();
+    });
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    log.lines().find(|l| l.contains(needle)).map(str::to_string)
 }
 
 #[test]
@@ -317,7 +342,7 @@ fn the_artifact_cache_spares_the_second_compilation() {
 fn echo_throughput_and_call_overhead() {
     let plugin = load(&PluginLimits::default(), serde_json::Value::Null).unwrap();
     let mut runner = plugin.transform().unwrap();
-    let padding = "x".repeat(240);
+    let padding = "x".repeat(270);
     let batch: Vec<Event> = (0..1024)
         .map(|i| {
             let mut e = request(serde_json::json!({"do": "ok", "user": i, "pad": padding}));
@@ -468,3 +493,82 @@ fn python_guest_figures() {
     );
 }
 
+
+/// The UDF runner with the example `url-udf` plugin (Rust, SDK-built).
+#[test]
+fn udf_functions_are_listed_and_called_row_by_row() {
+    use streamhost::plugin::{Scalar, ScalarType};
+
+    let dir = repo_root().join("plugins/url-udf");
+    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
+    let load = |world| {
+        shared_runtime().load("url-udf", &built.output, world, &fast_limits(), &PluginGrants::default(), &serde_json::Value::Null)
+    };
+    assert!(matches!(
+        load(Some(WorldName::Transform)),
+        Err(PluginError::WrongWorld { expected: WorldName::Transform, found: WorldName::Udf, .. })
+    ));
+    let plugin = load(Some(WorldName::Udf)).unwrap();
+    assert!(matches!(plugin.transform(), Err(PluginError::WrongWorld { .. })));
+    let mut udf = plugin.udf().unwrap();
+
+    let bucket = udf.function("bucket").expect("bucket is exported");
+    assert_eq!(bucket.params, [ScalarType::Str, ScalarType::Int]);
+    assert_eq!(bucket.result, ScalarType::Int);
+    assert!(udf.functions().iter().any(|f| f.name == "domain"));
+
+    let url = |u: &str| vec![Scalar::Str(u.into())];
+    let results = udf.call("domain", &[url("https://WWW.Example.com/a"), url(""), url("http://b.org:80")]);
+    assert_eq!(results[0], Ok(Scalar::Str("www.example.com".into())));
+    assert_eq!(results[1], Ok(Scalar::Null));
+    assert_eq!(results[2], Ok(Scalar::Str("b.org".into())));
+
+    let results = udf.call("bucket", &[vec![Scalar::Str("u1".into()), Scalar::Int(10)], vec![Scalar::Str("u1".into()), Scalar::Int(0)]]);
+    assert!(matches!(results[0], Ok(Scalar::Int(n)) if (0..10).contains(&n)), "{results:?}");
+    assert!(matches!(&results[1], Err(f) if f.kind == FailureKind::Error && f.message.contains("positive")), "{results:?}");
+
+    let results = udf.call("no_such_function", &[url("x"), url("y")]);
+    assert!(results.iter().all(|r| matches!(r, Err(f) if f.kind == FailureKind::Error)), "{results:?}");
+
+    let stats = plugin.stats().snapshot();
+    assert_eq!((stats.events_in, stats.events_out, stats.errors, stats.traps), (7, 4, 3, 0));
+}
+
+/// A WASI guest blocked in a host call (a long `time.sleep`) still times out
+/// at its budget: epoch interruption only stops wasm code, so guest timers
+/// are bounded by the call's deadline. Short sleeps work as asked.
+#[test]
+fn a_sleeping_wasi_guest_times_out_at_its_budget() {
+    captured_log_line("");
+    let dir = repo_root().join("tests/plugins/hostile/python");
+    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: None }).unwrap();
+    for clock in [false, true] {
+        let limits = PluginLimits { batch_timeout_ms: 300, ..PluginLimits::default() };
+        let grants = PluginGrants { clock, ..PluginGrants::default() };
+        let plugin = runtime
+            .load("hostile-python", &built.output, None, &limits, &grants, &serde_json::Value::Null)
+            .unwrap();
+        let mut runner = plugin.transform().unwrap();
+        let sleep = |seconds: f64| request(serde_json::json!({"do": "sleep", "seconds": seconds}));
+        let started = Instant::now();
+        let outcomes = runner.process(&[sleep(0.05), sleep(30.0), request(serde_json::json!({"do": "print"}))]);
+        let took = started.elapsed();
+        assert_eq!(kind(&outcomes[0]), None, "clock {clock}: {:?}", outcomes[0]);
+        assert_eq!(kind(&outcomes[1]), Some(FailureKind::Timeout), "clock {clock}: {:?}", outcomes[1]);
+        assert_eq!(kind(&outcomes[2]), None, "clock {clock}: {:?}", outcomes[2]);
+        // The guest's stdout and stderr go to the host log, not to stdout.
+        let stdout = captured_log_line("hostile-python says hello on stdout").expect("stdout line");
+        assert!(stdout.contains("INFO") && stdout.contains("stream=\"stdout\""), "{stdout}");
+        let stderr = captured_log_line("hostile-python says hello on stderr").expect("stderr line");
+        assert!(stderr.contains("WARN") && stderr.contains("stream=\"stderr\""), "{stderr}");
+        // The batch call and the retry of the sleeper each take one budget.
+        assert!(took < Duration::from_secs(3), "clock {clock}: took {took:?}");
+        if clock {
+            // A granted clock is real time: the short sleep really slept.
+            let started = Instant::now();
+            assert_eq!(kind(&runner.process(&[sleep(0.1)])[0]), None);
+            assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+        }
+    }
+}

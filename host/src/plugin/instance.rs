@@ -2,7 +2,7 @@
 //! classification of traps, and rebuilding from the `InstancePre` after one.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
@@ -82,19 +82,36 @@ pub(crate) fn start<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<Live<B>, 
         .map_err(|e| Failure::new(FailureKind::Error, e))?;
     let mut store = Store::new(plugin.engine(), state);
     store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(plugin.deadline_ticks());
+    arm(plugin, &mut store);
     let bindings = B::instantiate(plugin.pre(), &mut store).map_err(|e| {
         let oom = store.data_mut().limiter.take_hit();
         Failure::new(if oom { FailureKind::OutOfMemory } else { FailureKind::Trap }, format!("instantiation failed: {e}"))
     })?;
-    store.set_epoch_deadline(plugin.deadline_ticks());
-    match bindings.init(&mut store, plugin.config_json()) {
+    arm(plugin, &mut store);
+    let result = bindings.init(&mut store, plugin.config_json());
+    match settle(plugin, &mut store, result) {
         Ok(Ok(())) => Ok(Live { store, bindings }),
         Ok(Err(message)) => Err(Failure::new(FailureKind::Error, format!("init returned an error: {message}"))),
-        Err(e) => {
-            let failure = classify(plugin, &e, &mut store);
-            Err(Failure::new(failure.kind, format!("init failed: {}", failure.message)))
-        }
+        Err(failure) => Err(Failure::new(failure.kind, format!("init failed: {}", failure.message))),
+    }
+}
+
+/// Starts the time budget of one call: the epoch deadline stops wasm code,
+/// the call deadline bounds guest timers (host code, see `timers`).
+fn arm(plugin: &LoadedPlugin, store: &mut Store<StoreState>) {
+    store.set_epoch_deadline(plugin.deadline_ticks());
+    let state = store.data_mut();
+    state.call_deadline = Instant::now() + Duration::from_millis(plugin.limits().batch_timeout_ms);
+    state.take_budget_exceeded();
+}
+
+/// The result of one call, as a [`Failure`] if it trapped or if it waited
+/// on a timer past its budget (whatever it returned afterwards).
+fn settle<R>(plugin: &LoadedPlugin, store: &mut Store<StoreState>, result: wasmtime::Result<R>) -> Result<R, Failure> {
+    match result {
+        Ok(_) if store.data_mut().take_budget_exceeded() => Err(timeout(plugin)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(classify(plugin, &e, store)),
     }
 }
 
@@ -143,18 +160,15 @@ impl<B: WorldBindings> Supervisor<B> {
         };
         let stats = self.plugin.stats();
         PluginStats::add(&stats.calls, 1);
-        live.store.set_epoch_deadline(self.plugin.deadline_ticks());
+        arm(&self.plugin, &mut live.store);
         let started = Instant::now();
         let result = f(&live.bindings, &mut live.store);
         PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
-        match result {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let failure = classify(&self.plugin, &e, &mut live.store);
-                self.live = None;
-                Err(failure)
-            }
+        let settled = settle(&self.plugin, &mut live.store, result);
+        if settled.is_err() {
+            self.live = None;
         }
+        settled
     }
 
     fn ensure_live(&mut self) -> Result<(), Failure> {
@@ -189,14 +203,21 @@ fn classify(plugin: &LoadedPlugin, error: &wasmtime::Error, store: &mut Store<St
             format!("the plugin's memory limit of {} MiB was exceeded", plugin.limits().memory_mb),
         );
     }
+    if store.data_mut().take_budget_exceeded() {
+        return timeout(plugin);
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::new(
-            FailureKind::Timeout,
-            format!("the call ran past its time budget of {} ms", plugin.limits().batch_timeout_ms),
-        ),
+        Some(Trap::Interrupt) => timeout(plugin),
         Some(trap) => Failure::new(FailureKind::Trap, format!("the plugin trapped: {}", describe_trap(*trap))),
         None => Failure::new(FailureKind::Trap, format!("the plugin call failed: {}", error.root_cause())),
     }
+}
+
+fn timeout(plugin: &LoadedPlugin) -> Failure {
+    Failure::new(
+        FailureKind::Timeout,
+        format!("the call ran past its time budget of {} ms", plugin.limits().batch_timeout_ms),
+    )
 }
 
 fn describe_trap(trap: Trap) -> String {

@@ -17,6 +17,7 @@ mod instance;
 mod loaded;
 mod outcome;
 mod sandbox;
+mod timers;
 mod transform;
 mod udf;
 pub mod wit;
@@ -100,6 +101,7 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         wit::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(engine_err)?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        timers::bound_guest_timers(&mut linker).map_err(engine_err)?;
         let dir = opts.artifact_cache.unwrap_or_else(artifact_cache::default_dir);
         let cache = artifact_cache::ArtifactCache::new(dir, &engine);
         Ok(PluginRuntime {
@@ -250,6 +252,16 @@ impl PluginRuntime {
         })
     }
 }
+
+/// Runners move to worker threads; loaded plugins are shared between them.
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LoadedPlugin>();
+    send_sync::<PluginRuntime>();
+    send::<TransformRunner>();
+    send::<UdfRunner>();
+};
 
 fn first_instance<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<instance::Spare, PluginError> {
     start::<B>(plugin).map(B::into_spare).map_err(|f| plugin.init_error(&f))

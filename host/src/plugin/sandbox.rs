@@ -3,13 +3,14 @@
 //! `host` interface implementation (logging).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::wit::{host_api, Level};
 use crate::config::{PluginGrants, PluginLimits};
@@ -26,14 +27,36 @@ pub(crate) struct StoreState {
     plugin: Arc<str>,
     pub(crate) limiter: MemoryLimiter,
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// The monotonic clock the guest reads (the one in `wasi`), for timers.
+    pub(crate) monotonic: Box<dyn HostMonotonicClock + Send>,
+    /// When the current call's time budget ends; guest timers end by then
+    /// (see `timers`).
+    pub(crate) call_deadline: Instant,
+    /// Set by a guest timer that fired at `call_deadline` (see `timers`).
+    pub(crate) budget_exceeded: Arc<AtomicBool>,
 }
 
 impl StoreState {
     pub(crate) fn new(plugin: Arc<str>, limits: &PluginLimits, grants: &PluginGrants) -> Result<Self, String> {
-        let wasi = wasi_context(&plugin, grants)?;
+        let (wasi, monotonic) = wasi_context(&plugin, grants)?;
         let max_bytes = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        Ok(StoreState { limiter: MemoryLimiter::new(max_bytes), wasi, table: ResourceTable::new(), plugin })
+        Ok(StoreState {
+            limiter: MemoryLimiter::new(max_bytes),
+            wasi,
+            table: ResourceTable::new(),
+            monotonic,
+            call_deadline: Instant::now(),
+            budget_exceeded: Arc::new(AtomicBool::new(false)),
+            plugin,
+        })
+    }
+}
+
+impl StoreState {
+    /// Whether a guest timer ran into the call's deadline since the last call.
+    pub(crate) fn take_budget_exceeded(&mut self) -> bool {
+        self.budget_exceeded.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -133,7 +156,11 @@ fn truncate(s: &str, max: usize) -> &str {
 /// No args, no preopens, no env, no network, logical clocks; stdin is empty
 /// and stdout/stderr go to the host log (target `plugin`), never to the
 /// pipeline's stdout.
-fn wasi_context(plugin: &Arc<str>, grants: &PluginGrants) -> Result<WasiCtx, String> {
+/// Also returns a handle on the guest's monotonic clock.
+fn wasi_context(
+    plugin: &Arc<str>,
+    grants: &PluginGrants,
+) -> Result<(WasiCtx, Box<dyn HostMonotonicClock + Send>), String> {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(GuestOutput { plugin: plugin.clone(), stream: "stdout" });
     builder.stderr(GuestOutput { plugin: plugin.clone(), stream: "stderr" });
@@ -157,11 +184,33 @@ fn wasi_context(plugin: &Arc<str>, grants: &PluginGrants) -> Result<WasiCtx, Str
             .allow_tcp(false)
             .allow_udp(false);
     }
-    if !grants.clock {
+    let monotonic: Box<dyn HostMonotonicClock + Send> = if grants.clock {
+        let clock = RealMonotonicClock { start: Instant::now() };
+        builder.monotonic_clock(clock.clone());
+        Box::new(clock)
+    } else {
         let clock = LogicalClock::default();
-        builder.wall_clock(clock.clone()).monotonic_clock(clock);
+        builder.wall_clock(clock.clone()).monotonic_clock(clock.clone());
+        Box::new(clock)
+    };
+    Ok((builder.build(), monotonic))
+}
+
+/// The host's monotonic clock, shared by the WASI context and the host's
+/// timers (wasmtime-wasi's own clock type cannot be cloned).
+#[derive(Clone)]
+struct RealMonotonicClock {
+    start: Instant,
+}
+
+impl HostMonotonicClock for RealMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
     }
-    Ok(builder.build())
+    fn now(&self) -> u64 {
+        // Starts at 1 s: some runtimes (Go) refuse a monotonic clock at zero.
+        1_000_000_000 + u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1_000_000_000)
+    }
 }
 
 /// The clock a plugin reads without the `clock` grant: it starts at a fixed
@@ -194,7 +243,7 @@ impl wasmtime_wasi::HostWallClock for LogicalClock {
     }
 }
 
-impl wasmtime_wasi::HostMonotonicClock for LogicalClock {
+impl HostMonotonicClock for LogicalClock {
     fn resolution(&self) -> u64 {
         1_000
     }
