@@ -224,7 +224,11 @@ fn captured_log_line(needle: &str) -> Option<String> {
         }
     }
     INSTALL.get_or_init(|| {
-        let _ = tracing_subscriber::fmt().with_writer(|| Capture).with_ansi(false).with_max_level(tracing::Level::INFO).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
     });
     let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
     log.lines().find(|l| l.contains(needle)).map(str::to_string)
@@ -414,7 +418,14 @@ fn a_wasi_guest_gets_nothing_unless_granted() {
 
     let probe = |grants: &PluginGrants, what: serde_json::Value| -> serde_json::Value {
         let plugin = runtime
-            .load("sandbox-probe", &built.output, Some(WorldName::Transform), &PluginLimits::default(), grants, &serde_json::Value::Null)
+            .load(
+                "sandbox-probe",
+                &built.output,
+                Some(WorldName::Transform),
+                &PluginLimits::default(),
+                grants,
+                &serde_json::Value::Null,
+            )
             .unwrap();
         let mut runner = plugin.transform().unwrap();
         match &runner.process(&[request(what)])[0] {
@@ -486,7 +497,14 @@ fn python_guest_figures() {
     let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
     let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: None }).unwrap();
     let plugin = runtime
-        .load("click-cleaner", &built.output, None, &PluginLimits::default(), &PluginGrants::default(), &serde_json::Value::Null)
+        .load(
+            "click-cleaner",
+            &built.output,
+            None,
+            &PluginLimits::default(),
+            &PluginGrants::default(),
+            &serde_json::Value::Null,
+        )
         .unwrap();
     let started = Instant::now();
     for _ in 0..5 {
@@ -502,7 +520,6 @@ fn python_guest_figures() {
     );
 }
 
-
 /// The UDF runner with the example `url-udf` plugin (Rust, SDK-built).
 #[test]
 fn udf_functions_are_listed_and_called_row_by_row() {
@@ -511,7 +528,14 @@ fn udf_functions_are_listed_and_called_row_by_row() {
     let dir = repo_root().join("plugins/url-udf");
     let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
     let load = |world| {
-        shared_runtime().load("url-udf", &built.output, world, &fast_limits(), &PluginGrants::default(), &serde_json::Value::Null)
+        shared_runtime().load(
+            "url-udf",
+            &built.output,
+            world,
+            &fast_limits(),
+            &PluginGrants::default(),
+            &serde_json::Value::Null,
+        )
     };
     assert!(matches!(
         load(Some(WorldName::Transform)),
@@ -532,9 +556,15 @@ fn udf_functions_are_listed_and_called_row_by_row() {
     assert_eq!(results[1], Ok(Scalar::Null));
     assert_eq!(results[2], Ok(Scalar::Str("b.org".into())));
 
-    let results = udf.call("bucket", &[vec![Scalar::Str("u1".into()), Scalar::Int(10)], vec![Scalar::Str("u1".into()), Scalar::Int(0)]]);
+    let results = udf.call(
+        "bucket",
+        &[vec![Scalar::Str("u1".into()), Scalar::Int(10)], vec![Scalar::Str("u1".into()), Scalar::Int(0)]],
+    );
     assert!(matches!(results[0], Ok(Scalar::Int(n)) if (0..10).contains(&n)), "{results:?}");
-    assert!(matches!(&results[1], Err(f) if f.kind == FailureKind::Error && f.message.contains("positive")), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(f) if f.kind == FailureKind::Error && f.message.contains("positive")),
+        "{results:?}"
+    );
 
     let results = udf.call("no_such_function", &[url("x"), url("y")]);
     assert!(results.iter().all(|r| matches!(r, Err(f) if f.kind == FailureKind::Error)), "{results:?}");
@@ -555,9 +585,8 @@ fn a_sleeping_wasi_guest_times_out_at_its_budget() {
     for clock in [false, true] {
         let limits = PluginLimits { batch_timeout_ms: 300, ..PluginLimits::default() };
         let grants = PluginGrants { clock, ..PluginGrants::default() };
-        let plugin = runtime
-            .load("hostile-python", &built.output, None, &limits, &grants, &serde_json::Value::Null)
-            .unwrap();
+        let plugin =
+            runtime.load("hostile-python", &built.output, None, &limits, &grants, &serde_json::Value::Null).unwrap();
         let mut runner = plugin.transform().unwrap();
         let sleep = |seconds: f64| request(serde_json::json!({"do": "sleep", "seconds": seconds}));
         let started = Instant::now();

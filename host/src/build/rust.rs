@@ -98,7 +98,10 @@ fn read_crate_metadata(cargo: &Path, dir: &Path) -> Result<CrateInfo, BuildError
         .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
         .arg(&manifest_path)
         .output()
-        .map_err(|e| BuildError::MissingTool { tool: "cargo".into(), hint: format!("{e}; install Rust (rustup.rs)") })?;
+        .map_err(|e| BuildError::MissingTool {
+            tool: "cargo".into(),
+            hint: format!("{e}; install Rust (rustup.rs)"),
+        })?;
     if !out.status.success() {
         return Err(BuildError::ToolFailed {
             tool: "cargo metadata".into(),
@@ -114,10 +117,8 @@ fn read_crate_metadata(cargo: &Path, dir: &Path) -> Result<CrateInfo, BuildError
 
 fn parse_crate_metadata(meta: &serde_json::Value, manifest_path: &Path) -> Result<CrateInfo, String> {
     let wanted = manifest_path.canonicalize().unwrap_or_else(|_| manifest_path.to_path_buf());
-    let target_directory = meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .ok_or("cargo metadata has no target_directory")?;
+    let target_directory =
+        meta["target_directory"].as_str().map(PathBuf::from).ok_or("cargo metadata has no target_directory")?;
     let packages = meta["packages"].as_array().ok_or("cargo metadata has no packages")?;
     let package = packages
         .iter()

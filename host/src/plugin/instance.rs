@@ -85,7 +85,10 @@ pub(crate) fn start<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<Live<B>, 
     arm(plugin, &mut store);
     let bindings = B::instantiate(plugin.pre(), &mut store).map_err(|e| {
         let oom = store.data_mut().limiter.take_hit();
-        Failure::new(if oom { FailureKind::OutOfMemory } else { FailureKind::Trap }, format!("instantiation failed: {e}"))
+        Failure::new(
+            if oom { FailureKind::OutOfMemory } else { FailureKind::Trap },
+            format!("instantiation failed: {e}"),
+        )
     })?;
     arm(plugin, &mut store);
     let result = bindings.init(&mut store, plugin.config_json());

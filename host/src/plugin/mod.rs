@@ -209,8 +209,11 @@ impl PluginRuntime {
             }
             None => {
                 tracing::info!(plugin = name, path = %path.display(), "compiling plugin (cached for next time)");
-                let compile_err =
-                    |e: wasmtime::Error| PluginError::Compile { plugin: name.into(), path: path.into(), message: format!("{e:#}") };
+                let compile_err = |e: wasmtime::Error| PluginError::Compile {
+                    plugin: name.into(),
+                    path: path.into(),
+                    message: format!("{e:#}"),
+                };
                 let bytes = std::fs::read(path).map_err(|e| PluginError::Io { path: path.into(), source: e })?;
                 if hex::encode(Sha256::digest(&bytes)) != hash {
                     return Err(PluginError::Io {

@@ -124,7 +124,11 @@ impl OutputBudget {
         if events.len() > self.max_outputs {
             return Outcome::Failed(Failure::new(
                 FailureKind::Limit,
-                format!("{} output events for one input (limit: max_outputs_per_event = {})", events.len(), self.max_outputs),
+                format!(
+                    "{} output events for one input (limit: max_outputs_per_event = {})",
+                    events.len(),
+                    self.max_outputs
+                ),
             ));
         }
         let bytes: usize = events.iter().map(event_bytes).sum();
