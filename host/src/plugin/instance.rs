@@ -189,7 +189,9 @@ impl<B: WorldBindings> Supervisor<B> {
             }
             Err(f) => {
                 tracing::warn!(plugin = self.plugin.name(), error = %f, "cannot rebuild the plugin instance");
-                let failure = Failure::new(f.kind, format!("the plugin instance could not be rebuilt: {}", f.message));
+                // The record is not at fault: an init that refused is reported as a trap.
+                let kind = if f.kind == FailureKind::Error { FailureKind::Trap } else { f.kind };
+                let failure = Failure::new(kind, format!("the plugin instance could not be rebuilt: {}", f.message));
                 self.rebuild_failure = Some(failure.clone());
                 Err(failure)
             }
