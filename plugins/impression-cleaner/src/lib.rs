@@ -10,6 +10,7 @@
 //! (the host's benchmark calls it directly); the plugin export wraps it.
 
 mod clean;
+mod json;
 mod timestamp;
 
 pub use clean::{clean_impression, clean_impression_into, CleanError, MAX_POSITION};
