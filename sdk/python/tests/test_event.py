@@ -21,6 +21,11 @@ class NativeEventTest(unittest.TestCase):
         self.assertEqual(e.json, {"a": 2})
         with self.assertRaises(ValueError):
             Event(value=b"{nope").json
+        with self.assertRaisesRegex(ValueError, "Extra data"):
+            Event(value=b'{"a":1} x').json
+        with self.assertRaises(ValueError):
+            Event(value=b'{"a":"\xff"}').json
+        self.assertEqual(Event(value=b' \n {"a":[1]} \n').json, {"a": [1]})
 
     def test_set_json_writes_compact_utf8(self):
         e = Event(value=b"{}", timestamp=7)
