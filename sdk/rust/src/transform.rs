@@ -108,6 +108,9 @@ macro_rules! transform {
 
             #[cfg(target_arch = "wasm32")]
             $crate::__export_transform_impl!(StreamhostTransform with_types_in $crate::bindings::transform);
+
+            // Natively nothing calls the exports: mark the functions used.
+            let _ = ($process, $init);
         };
     };
 }

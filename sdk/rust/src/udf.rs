@@ -264,6 +264,9 @@ macro_rules! udf {
 
             #[cfg(target_arch = "wasm32")]
             $crate::__export_udf_impl!(StreamhostUdf with_types_in $crate::bindings::udf);
+
+            // Natively nothing calls the exports: mark the functions used.
+            let _ = ($($func,)+ $init);
         };
     };
 }
