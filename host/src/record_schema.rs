@@ -56,8 +56,13 @@ impl RecordCheck {
             return Ok(Extracted::default());
         }
         let fields: TopLevel = serde_json::from_slice(raw).map_err(|e| {
+            // serde stops at the type of a non-object before reading on, so
+            // tell "well-formed but not an object" from "not JSON at all".
             if e.is_data() && e.to_string().starts_with("invalid type") {
-                Rejection("record is not a JSON object".into())
+                match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+                    Ok(_) => Rejection("record is not a JSON object".into()),
+                    Err(e) => Rejection(format!("malformed JSON: {e}")),
+                }
             } else {
                 Rejection(format!("malformed JSON: {e}"))
             }
@@ -260,6 +265,7 @@ mod tests {
         assert_eq!(reason(br#"{"u": "x", "n": 1.5}"#), "field `n` should be an integer but is a number");
         assert_eq!(reason(br#"{"u": "x", "z": 1}"#), "unexpected field `z`");
         assert_eq!(reason(br#"[1]"#), "record is not a JSON object");
+        assert!(reason(b"[not an object]").starts_with("malformed JSON"));
         assert!(reason(br#"{"u": "x""#).starts_with("malformed JSON"));
         assert!(reason(b"{\"u\": \"\xff\"}").starts_with("malformed JSON"));
     }
