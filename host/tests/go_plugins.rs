@@ -5,6 +5,8 @@
 //! Run with `cargo test --release -p streamhost --test go_plugins -- --nocapture`
 //! to see the measured per-row cost.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -12,21 +14,10 @@ use std::time::Instant;
 use streamhost::config::{PluginGrants, PluginLimits, WorldName};
 use streamhost::event::{Event, Header};
 use streamhost::plugin::{
-    FailureKind, LoadedPlugin, Outcome, PluginRuntime, PluginStatsSnapshot, RuntimeOptions, Scalar, ScalarType,
+    FailureKind, LoadedPlugin, Outcome, PluginStatsSnapshot, Scalar, ScalarType,
 };
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
-}
-
-/// Builds a plugin folder once per test process (`go build`'s cache knows
-/// every input, `sdk/go` included).
-fn build(rel: &str, world: WorldName) -> PathBuf {
-    let dir = repo_root().join(rel);
-    let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("building {rel}: {e}"));
-    assert_eq!(built.manifest.world, world);
-    built.output
-}
+use common::build;
 
 fn ctr_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
@@ -38,16 +29,7 @@ fn heap_wasm() -> &'static Path {
     WASM.get_or_init(|| build("tests/plugins/go-heap", WorldName::Transform))
 }
 
-fn runtime() -> &'static PluginRuntime {
-    static RUNTIME: OnceLock<(tempfile::TempDir, PluginRuntime)> = OnceLock::new();
-    &RUNTIME
-        .get_or_init(|| {
-            let cache = tempfile::tempdir().unwrap();
-            let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: Some(cache.path().into()) }).unwrap();
-            (cache, runtime)
-        })
-        .1
-}
+use common::shared_runtime as runtime;
 
 fn load_ctr(config: serde_json::Value) -> Arc<LoadedPlugin> {
     runtime()

@@ -5,6 +5,8 @@
 //! Run with `cargo test --release -p streamhost --test plugin_runtime -- --nocapture`
 //! to see the measured figures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,32 +17,13 @@ use streamhost::plugin::{
     ArtifactSource, FailureKind, LoadedPlugin, Outcome, PluginError, PluginRuntime, RuntimeOptions,
 };
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
-}
-
 /// Builds the hostile plugin once per test process.
 fn hostile_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let dir = repo_root().join("tests/plugins/hostile");
-        let built = streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(built.manifest.world, WorldName::Transform);
-        built.output
-    })
+    WASM.get_or_init(|| common::build("tests/plugins/hostile", WorldName::Transform))
 }
 
-/// A runtime shared by the tests that do not look at the artifact cache.
-fn shared_runtime() -> &'static PluginRuntime {
-    static RUNTIME: OnceLock<(tempfile::TempDir, PluginRuntime)> = OnceLock::new();
-    &RUNTIME
-        .get_or_init(|| {
-            let cache = tempfile::tempdir().unwrap();
-            let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: Some(cache.path().into()) }).unwrap();
-            (cache, runtime)
-        })
-        .1
-}
+use common::{repo_root, shared_runtime};
 
 fn fast_limits() -> PluginLimits {
     PluginLimits { batch_timeout_ms: 100, ..PluginLimits::default() }

@@ -4,6 +4,8 @@
 //! nothing of the host; with each grant, exactly that (the positive controls
 //! show the probe would notice).
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,20 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use streamhost::config::{DirGrant, PluginGrants, PluginLimits, WorldName};
 use streamhost::event::Event;
-use streamhost::plugin::{Outcome, PluginRuntime, RuntimeOptions, TransformRunner};
+use streamhost::plugin::{Outcome, TransformRunner};
 
 fn probe_wasm() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/sandbox-probe");
-        streamhost::build::build_plugin(&dir, None, false).unwrap_or_else(|e| panic!("{e}")).output
-    })
+    WASM.get_or_init(|| common::build("tests/plugins/sandbox-probe", WorldName::Transform))
 }
 
-fn runtime() -> &'static PluginRuntime {
-    static RT: OnceLock<PluginRuntime> = OnceLock::new();
-    RT.get_or_init(|| PluginRuntime::new(RuntimeOptions::default()).expect("runtime"))
-}
+use common::shared_runtime as runtime;
 
 fn probe(grants: &PluginGrants) -> TransformRunner {
     let plugin = runtime()
