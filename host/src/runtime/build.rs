@@ -126,10 +126,17 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     // Steps in topological order (the graph was checked to be acyclic).
     let mut order: Vec<&str> = Vec::new();
     while order.len() < c.steps.len() {
+        let before = order.len();
         for (name, s) in &c.steps {
             if !order.contains(&name.as_str()) && s.inputs().iter().all(|i| c.sources.contains_key(i) || order.contains(&i.as_str())) {
                 order.push(name);
             }
+        }
+        if order.len() == before {
+            // Unreachable after the graph checks; refuse rather than spin.
+            let stuck: Vec<&str> = c.steps.keys().map(String::as_str).filter(|n| !order.contains(n)).collect();
+            let at = JsonPath::root().key("steps").key(stuck[0]).key("inputs");
+            return Err(p.errors(vec![p.error_at(&at, format!("steps with unresolvable inputs: {}", stuck.join(", ")))]).into());
         }
     }
 
