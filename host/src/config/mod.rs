@@ -138,7 +138,8 @@ impl Default for PluginLimits {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginGrants {
-    /// Real wall and monotonic clocks (otherwise both read a frozen time).
+    /// Real wall and monotonic clocks (otherwise a logical clock: fixed start,
+    /// one microsecond per read, no real time).
     pub clock: bool,
     /// Environment variables passed through from the host, by name.
     pub env: Vec<String>,
