@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use streamhost::config::{PluginGrants, PluginLimits, WorldName};
-use streamhost::event::Event;
+use streamhost::event::{Event, Header};
 use streamhost::plugin::{
     ArtifactSource, FailureKind, LoadedPlugin, Outcome, PluginError, PluginRuntime, RuntimeOptions,
 };
@@ -46,7 +46,18 @@ fn request(what: serde_json::Value) -> Event {
 
 fn ok_event(i: usize) -> Event {
     let mut e = request(serde_json::json!({"do": "ok", "i": i}));
-    e.key = Some(format!("k{i}").into_bytes());
+    // Every third event has no key, every other one headers, to check
+    // both cross the columnar boundary intact.
+    if i % 3 != 0 {
+        e.key = Some(format!("k{i}").into_bytes());
+    }
+    if i % 2 == 0 {
+        e.headers = vec![
+            Header { name: "n".into(), value: i.to_string().into_bytes() },
+            Header { name: "empty".into(), value: Vec::new() },
+        ];
+    }
+    e.timestamp -= i as i64;
     e
 }
 
@@ -69,6 +80,8 @@ fn each_hostile_record_fails_alone_and_the_rest_of_its_batch_comes_out_right() {
         ("huge", FailureKind::Limit),
         // 300 MiB does not fit in the default 256 MiB memory.
         ("big", FailureKind::OutOfMemory),
+        // A broken layout (an origin past the batch) is refused by the host.
+        ("contract", FailureKind::Trap),
     ];
     let mut batch = Vec::new();
     let mut expected = Vec::new();
@@ -90,6 +103,12 @@ fn each_hostile_record_fails_alone_and_the_rest_of_its_batch_comes_out_right() {
         }
     }
 
+    let contract = batch.iter().position(|e| e.value.starts_with(br#"{"do":"contract"#)).unwrap();
+    match &outcomes[contract] {
+        Outcome::Failed(f) => assert!(f.message.contains("broke the contract: origin 1"), "{}", f.message),
+        other => panic!("{other:?}"),
+    }
+
     // The runner keeps working afterwards, on a clean batch in one call.
     let calls_before = plugin.stats().snapshot().calls;
     let clean: Vec<Event> = (0..100).map(ok_event).collect();
@@ -101,7 +120,7 @@ fn each_hostile_record_fails_alone_and_the_rest_of_its_batch_comes_out_right() {
     assert_eq!(stats.events_in, (batch.len() + clean.len()) as u64);
     assert_eq!(stats.events_out, (hostile.len() + 1 + clean.len()) as u64);
     assert_eq!(stats.errors, 1);
-    assert_eq!(stats.traps, 4, "panic, loop, oom and big");
+    assert_eq!(stats.traps, 5, "panic, loop, oom, big and contract");
     assert_eq!(stats.limit_violations, 1);
     assert_eq!(stats.retried_batches, 1);
     assert_eq!(stats.rebuilds, 5, "after the batch trap and after each of the 4 trapping records");

@@ -28,6 +28,16 @@ func (m memory) slice(ptr, n uint32) []byte {
 	return m.buf[off:end:end]
 }
 
+// elems is slice for a list of n elements of size bytes each, with the
+// product computed without wrapping around.
+func (m memory) elems(ptr, n, size uint32) []byte {
+	total := uint64(n) * uint64(size)
+	if total > uint64(len(m.buf)) {
+		outOfBoundsList(ptr, n, size)
+	}
+	return m.slice(ptr, uint32(total))
+}
+
 // The fixed-size readers run a few times per row, so they are kept small
 // enough to inline: an address below base wraps around to a huge offset and
 // Go's own bounds check panics, like any other address outside the view.
@@ -45,6 +55,11 @@ func outOfBounds(ptr, n uint32) {
 	panic(fmt.Sprintf("canonical ABI: [%#x, +%d) is outside the argument memory", ptr, n))
 }
 
+//go:noinline
+func outOfBoundsList(ptr, n, size uint32) {
+	panic(fmt.Sprintf("canonical ABI: %d elements of %d bytes at %#x are outside the argument memory", n, size, ptr))
+}
+
 // copyBytes copies a list<u8> out of memory: the arena is reused after
 // the call, so nothing handed to plugin code may alias it.
 func (m memory) copyBytes(ptr, n uint32) []byte {
@@ -55,40 +70,132 @@ func (m memory) copyBytes(ptr, n uint32) []byte {
 
 func (m memory) copyString(ptr, n uint32) string { return string(m.slice(ptr, n)) }
 
-// decodeEvents reads a list<event> of n elements at ptr.
-func decodeEvents(m memory, ptr, n uint32) []Event {
+// listArg is one list as lowered by the host: (ptr, len) in elements.
+type listArg struct{ ptr, n uint32 }
+
+// column is a byte-column: one data buffer and the end offset of each item.
+type column struct{ data, ends listArg }
+
+// batchArgs is an event-batch as `process` receives it: the record's 7
+// lists flattened into 14 parameters, in field order.
+type batchArgs struct {
+	values, keys        column
+	keyless, timestamps listArg
+	headers             listArg
+}
+
+// decodeBatch reads the events of an event-batch. Every byte of it is
+// copied out of the arena (which the next call reuses), one Go buffer per
+// column: all values share one buffer, all keys another, all header values
+// a third and all header names one string; each event's slices are cut
+// from them with their capacity capped at their own length, so appending
+// to one never writes into the next. An inconsistent batch (columns of
+// different lengths, ends out of order or past the data, indices out of
+// range) panics: it would be a host bug, never read silently.
+func decodeBatch(m memory, b batchArgs) []Event {
+	n := b.values.ends.n
+	if b.keys.ends.n != n || b.timestamps.n != n {
+		panic(fmt.Sprintf("canonical ABI: event-batch of %d values, %d keys, %d timestamps",
+			n, b.keys.ends.n, b.timestamps.n))
+	}
 	if n == 0 {
 		return nil
 	}
-	m.slice(ptr, n*eventSize) // bounds check once, before allocating n events
+	values := m.copyBytes(b.values.data.ptr, b.values.data.n)
+	keys := m.copyBytes(b.keys.data.ptr, b.keys.data.n)
+	valueEnds := m.elems(b.values.ends.ptr, n, u32Size)
+	keyEnds := m.elems(b.keys.ends.ptr, n, u32Size)
+	stamps := m.elems(b.timestamps.ptr, n, s64Size)
+
 	events := make([]Event, n)
+	var vStart, kStart uint32
 	for i := range events {
-		at := ptr + uint32(i)*eventSize
 		e := &events[i]
-		switch tag := m.u8(at + eventKeyTagOff); tag {
-		case 0:
-		case 1:
-			kp, kn := m.list(at + eventKeyListOff)
-			e.Key = m.copyBytes(kp, kn) // non-nil even when empty: Some([])
-		default:
-			panic(fmt.Sprintf("canonical ABI: option tag %d", tag))
-		}
-		vp, vn := m.list(at + eventValueOff)
-		e.Value = m.copyBytes(vp, vn)
-		e.Timestamp = int64(m.u64(at + eventTimestampOff))
-		hp, hn := m.list(at + eventHeadersOff)
-		if hn > 0 {
-			m.slice(hp, hn*headerSize)
-			e.Headers = make([]Header, hn)
-			for j := range e.Headers {
-				h := hp + uint32(j)*headerSize
-				np, nn := m.list(h + headerNameOff)
-				bp, bn := m.list(h + headerValueOff)
-				e.Headers[j] = Header{Name: m.copyString(np, nn), Value: m.copyBytes(bp, bn)}
-			}
-		}
+		vEnd := binary.LittleEndian.Uint32(valueEnds[4*i:])
+		kEnd := binary.LittleEndian.Uint32(keyEnds[4*i:])
+		e.Value = cut(values, vStart, vEnd)
+		e.Key = cut(keys, kStart, kEnd) // non-nil even when empty: a present, empty key
+		e.Timestamp = int64(binary.LittleEndian.Uint64(stamps[8*i:]))
+		vStart, kStart = vEnd, kEnd
 	}
+	kl := m.elems(b.keyless.ptr, b.keyless.n, u32Size)
+	for j := uint32(0); j < b.keyless.n; j++ {
+		i := binary.LittleEndian.Uint32(kl[4*j:])
+		if i >= n {
+			panic(fmt.Sprintf("canonical ABI: keyless event %d of %d", i, n))
+		}
+		events[i].Key = nil
+	}
+	decodeHeaders(m, b.headers, events)
 	return events
+}
+
+// cut returns buf[start:end:end], panicking when the range is not inside
+// buf; never nil.
+func cut(buf []byte, start, end uint32) []byte {
+	if start > end || uint64(end) > uint64(len(buf)) {
+		panic(fmt.Sprintf("canonical ABI: byte-column item [%d, %d) of a %d-byte column", start, end, len(buf)))
+	}
+	return buf[start:end:end]
+}
+
+// decodeHeaders reads a list<batch-header> and hands each event its
+// headers, in list order. The host sends them ordered by event; they are
+// grouped by a counting pass so that order is not relied on.
+func decodeHeaders(m memory, hs listArg, events []Event) {
+	if hs.n == 0 {
+		return
+	}
+	n := uint32(len(events))
+	m.elems(hs.ptr, hs.n, batchHeaderSize) // bounds check once, before allocating
+	// starts[i] becomes the index in all of event i's first header.
+	starts := make([]uint32, n+1)
+	var nameBytes, valueBytes uint64
+	for j := uint32(0); j < hs.n; j++ {
+		at := hs.ptr + j*batchHeaderSize
+		ev := m.u32(at + batchHeaderEventOff)
+		if ev >= n {
+			panic(fmt.Sprintf("canonical ABI: header of event %d of %d", ev, n))
+		}
+		starts[ev+1]++
+		nameBytes += uint64(m.u32(at + batchHeaderNameOff + 4))
+		valueBytes += uint64(m.u32(at + batchHeaderValueOff + 4))
+	}
+	for i := uint32(1); i <= n; i++ {
+		starts[i] += starts[i-1]
+	}
+	all := make([]Header, hs.n)
+	nameBuf := make([]byte, 0, nameBytes)
+	valueBuf := make([]byte, 0, valueBytes)
+	type rng struct{ start, end int }
+	nameSpans := make([]rng, hs.n)
+	next := starts[:n] // next free slot of each event, advanced as headers are placed
+	for j := uint32(0); j < hs.n; j++ {
+		at := hs.ptr + j*batchHeaderSize
+		ev := m.u32(at + batchHeaderEventOff)
+		slot := next[ev]
+		next[ev]++
+		np, nn := m.list(at + batchHeaderNameOff)
+		nameSpans[slot] = rng{len(nameBuf), len(nameBuf) + int(nn)}
+		nameBuf = append(nameBuf, m.slice(np, nn)...)
+		vp, vn := m.list(at + batchHeaderValueOff)
+		v := len(valueBuf)
+		valueBuf = append(valueBuf, m.slice(vp, vn)...)
+		all[slot].Value = valueBuf[v:len(valueBuf):len(valueBuf)]
+	}
+	names := string(nameBuf) // one allocation; each name is a substring
+	for j := range all {
+		all[j].Name = names[nameSpans[j].start:nameSpans[j].end]
+	}
+	// After placing, next[i] (= starts[i]) is the end of event i's headers.
+	var from uint32
+	for i := range events {
+		to := next[i]
+		if to > from {
+			events[i].Headers = all[from:to:to]
+		}
+		from = to
+	}
 }
 
 // rowBuffers are the slices decodeRows fills, kept from call to call: the

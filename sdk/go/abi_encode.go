@@ -99,45 +99,122 @@ func encodeInitResult(w *writer, err error) uint32 {
 	return ret
 }
 
-// encodeOutcomes writes the list<event-outcome> returned by `process`; it
-// returns the offset of the (ptr, len) return area.
-func encodeOutcomes(w *writer, outs []outcome) uint32 {
-	ret := w.alloc(retListSize, retListAlign)
-	n := uint32(len(outs))
-	list := w.alloc(n*outcomeSize, outcomeAlign)
-	w.list(ret, list, n)
-	for i, o := range outs {
-		at := list + uint32(i)*outcomeSize
+// maxResultBytes bounds the encoded transform-output of one batch: every
+// pointer and length must fit in 32 bits, and a handler returning the same
+// large slice in many events could otherwise exceed that without using the
+// memory. An event whose outputs would cross it fails alone.
+const maxResultBytes = 1 << 31
+
+const errResultTooLarge = "the outputs of this event do not fit in the batch's result (2 GiB)"
+
+// resultCost is about how many bytes an outcome adds to the result
+// (alignment padding included, a little generously).
+func resultCost(o *outcome) uint64 {
+	if o.failed {
+		return uint64(len(o.err)) + eventErrorSize + 8
+	}
+	var n uint64
+	for i := range o.events {
+		e := &o.events[i]
+		n += uint64(len(e.Value)) + uint64(len(e.Key)) + 4 + 4 + 4 + 8 + 4 // ends, keyless, timestamp, origin
+		for _, h := range e.Headers {
+			n += uint64(len(h.Name)) + uint64(len(h.Value)) + batchHeaderSize + 8
+		}
+	}
+	return n
+}
+
+// encodeTransformOutput writes the transform-output returned by `process`
+// from outs, the outcome of each input event in input order; it returns
+// the offset of the return area. Each byte column is one data buffer and
+// its ends; the outputs are grouped by input, so origins, keyless and
+// errors come out ascending as the WIT requires.
+func encodeTransformOutput(w *writer, outs []outcome) uint32 {
+	// Pass 1: the size of every column, so each is one contiguous area.
+	var total uint64
+	var nEvents, nKeyless, nHeaders, nErrors, valueBytes, keyBytes uint32
+	for i := range outs {
+		o := &outs[i]
+		cost := resultCost(o)
+		if total+cost > maxResultBytes {
+			*o = outcome{err: errResultTooLarge, failed: true}
+			cost = resultCost(o)
+		}
+		total += cost
 		if o.failed {
-			w.u8(at, 1)
-			w.str(at+outcomePayloadOff, validUTF8(o.err))
+			nErrors++
 			continue
 		}
-		m := uint32(len(o.events))
-		evs := w.alloc(m*eventSize, eventAlign)
-		w.list(at+outcomePayloadOff, evs, m)
 		for j := range o.events {
-			encodeEvent(w, evs+uint32(j)*eventSize, &o.events[j])
+			e := &o.events[j]
+			nEvents++
+			valueBytes += uint32(len(e.Value))
+			keyBytes += uint32(len(e.Key))
+			if e.Key == nil {
+				nKeyless++
+			}
+			nHeaders += uint32(len(e.Headers))
+		}
+	}
+
+	ret := w.alloc(outputSize, outputAlign)
+	values := w.alloc(valueBytes, 1)
+	valueEnds := w.alloc(nEvents*u32Size, u32Align)
+	keys := w.alloc(keyBytes, 1)
+	keyEnds := w.alloc(nEvents*u32Size, u32Align)
+	keyless := w.alloc(nKeyless*u32Size, u32Align)
+	stamps := w.alloc(nEvents*s64Size, s64Align)
+	headers := w.alloc(nHeaders*batchHeaderSize, batchHeaderAlign)
+	origins := w.alloc(nEvents*u32Size, u32Align)
+	errs := w.alloc(nErrors*eventErrorSize, eventErrorAlign)
+
+	batch := ret + outputEventsOff
+	w.list(batch+batchValuesOff+byteColumnDataOff, values, valueBytes)
+	w.list(batch+batchValuesOff+byteColumnEndsOff, valueEnds, nEvents)
+	w.list(batch+batchKeysOff+byteColumnDataOff, keys, keyBytes)
+	w.list(batch+batchKeysOff+byteColumnEndsOff, keyEnds, nEvents)
+	w.list(batch+batchKeylessOff, keyless, nKeyless)
+	w.list(batch+batchTimestampsOff, stamps, nEvents)
+	w.list(batch+batchHeadersOff, headers, nHeaders)
+	w.list(ret+outputOriginsOff, origins, nEvents)
+	w.list(ret+outputErrorsOff, errs, nErrors)
+
+	// Pass 2: fill the columns. Strings and header values are allocated
+	// as they come (w.buf may move; offsets stay valid).
+	var ev, kl, hd, er, vEnd, kEnd uint32
+	for i := range outs {
+		o := &outs[i]
+		if o.failed {
+			at := errs + er*eventErrorSize
+			w.u32(at+eventErrorEventOff, uint32(i))
+			w.str(at+eventErrorMessageOff, validUTF8(o.err))
+			er++
+			continue
+		}
+		for j := range o.events {
+			e := &o.events[j]
+			vEnd += uint32(copy(w.buf[values+vEnd:], e.Value))
+			w.u32(valueEnds+ev*u32Size, vEnd)
+			if e.Key == nil {
+				w.u32(keyless+kl*u32Size, ev)
+				kl++
+			} else {
+				kEnd += uint32(copy(w.buf[keys+kEnd:], e.Key))
+			}
+			w.u32(keyEnds+ev*u32Size, kEnd)
+			w.u64(stamps+ev*s64Size, uint64(e.Timestamp))
+			for _, h := range e.Headers {
+				at := headers + hd*batchHeaderSize
+				w.u32(at+batchHeaderEventOff, ev)
+				w.str(at+batchHeaderNameOff, h.Name)
+				w.bytes(at+batchHeaderValueOff, h.Value)
+				hd++
+			}
+			w.u32(origins+ev*u32Size, uint32(i))
+			ev++
 		}
 	}
 	return ret
-}
-
-func encodeEvent(w *writer, at uint32, e *Event) {
-	if e.Key != nil {
-		w.u8(at+eventKeyTagOff, 1)
-		w.bytes(at+eventKeyListOff, e.Key)
-	}
-	w.bytes(at+eventValueOff, e.Value)
-	w.u64(at+eventTimestampOff, uint64(e.Timestamp))
-	n := uint32(len(e.Headers))
-	hs := w.alloc(n*headerSize, headerAlign)
-	w.list(at+eventHeadersOff, hs, n)
-	for k, h := range e.Headers {
-		ha := hs + uint32(k)*headerSize
-		w.str(ha+headerNameOff, h.Name)
-		w.bytes(ha+headerValueOff, h.Value)
-	}
 }
 
 // encodeSignatures writes the list<function-signature> of `functions`.

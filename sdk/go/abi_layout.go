@@ -11,29 +11,52 @@ const (
 	listSize  = 8
 	listAlign = 4
 
-	// header { name: string, value: list<u8> }
-	headerSize     = 16
-	headerAlign    = 4
-	headerNameOff  = 0
-	headerValueOff = 8
+	// byte-column { data: list<u8>, ends: list<u32> }
+	byteColumnSize    = 16
+	byteColumnDataOff = 0
+	byteColumnEndsOff = 8
 
-	// event { key: option<list<u8>>, value: list<u8>, timestamp: s64, headers: list<header> }
-	//   key:       option tag u8 @0, list @4       (12 bytes, align 4)
-	//   value:     @12                             (8 bytes)
-	//   timestamp: @24 (20 rounded up to 8)         (8 bytes)
-	//   headers:   @32                             (8 bytes)
-	eventSize         = 40
-	eventAlign        = 8
-	eventKeyTagOff    = 0
-	eventKeyListOff   = 4
-	eventValueOff     = 12
-	eventTimestampOff = 24
-	eventHeadersOff   = 32
+	// event-batch { values: byte-column, keys: byte-column, keyless: list<u32>,
+	//               timestamps: list<s64>, headers: list<batch-header> }
+	// Every field is 4-aligned (a list's (ptr, len) is, whatever its
+	// elements), so the fields follow each other with no padding. Flattened,
+	// the record is its 7 lists' 14 i32s: within MAX_FLAT_PARAMS (16), so
+	// `process` receives them as parameters.
+	batchSize          = 56
+	batchAlign         = 4
+	batchValuesOff     = 0
+	batchKeysOff       = 16
+	batchKeylessOff    = 32
+	batchTimestampsOff = 40
+	batchHeadersOff    = 48
 
-	// result<list<event>, string>: tag u8 @0, payload (8 bytes, align 4) @4.
-	outcomeSize       = 12
-	outcomeAlign      = 4
-	outcomePayloadOff = 4
+	// batch-header { event: u32, name: string, value: list<u8> }
+	batchHeaderSize     = 20
+	batchHeaderAlign    = 4
+	batchHeaderEventOff = 0
+	batchHeaderNameOff  = 4
+	batchHeaderValueOff = 12
+
+	// event-error { event: u32, message: string }
+	eventErrorSize       = 12
+	eventErrorAlign      = 4
+	eventErrorEventOff   = 0
+	eventErrorMessageOff = 4
+
+	// transform-output { events: event-batch, origins: list<u32>, errors: list<event-error> }
+	// More than one flat result, so `process` returns the address of a
+	// return area holding the record.
+	outputSize       = 72
+	outputAlign      = 4
+	outputEventsOff  = 0
+	outputOriginsOff = 56
+	outputErrorsOff  = 64
+
+	// Element sizes and alignments of list<u32> and list<s64>.
+	u32Size  = 4
+	u32Align = 4
+	s64Size  = 8
+	s64Align = 8
 
 	// scalar: variant of 6 cases, tag u8 @0, payload @8 (largest payload
 	// alignment is s64/f64's 8; largest payload size 8).

@@ -1,9 +1,11 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -38,68 +40,193 @@ func (h *fakeHost) putBytes(addr uint32, b []byte) {
 	h.putU32(addr+4, uint32(len(b)))
 }
 
-func TestDecodeEvents(t *testing.T) {
-	h := newFakeHost(0x1000)
-	list := h.alloc(2*40, 8)
-	// event 0: key Some("k1"), value "v", ts -5, headers [("a","1"),("b","")]
-	e0 := list
-	h.putU8(e0, 1)
-	h.putBytes(e0+4, []byte("k1"))
-	h.putBytes(e0+12, []byte("v"))
-	h.putU64(e0+24, uint64(0xFFFFFFFFFFFFFFFB))
-	hs := h.alloc(2*16, 4)
-	h.putBytes(hs, []byte("a"))
-	h.putBytes(hs+8, []byte("1"))
-	h.putBytes(hs+16, []byte("b"))
-	h.putU32(e0+32, hs)
-	h.putU32(e0+36, 2)
-	// event 1: key Some(""), empty value, ts 1700000000000, no headers
-	e1 := list + 40
-	h.putU8(e1, 1)
-	h.putU64(e1+24, 1700000000000)
+// lowerBatch lowers events as an event-batch the way the host does, with
+// hand-worked layouts: byte columns as (data list<u8>, ends list<u32>);
+// keyless and timestamps as list<u32> and list<s64> (8-aligned); headers
+// as a list of 20-byte records {event u32 @0, name @4, value @12}.
+func lowerBatch(h *fakeHost, events []Event) batchArgs {
+	col := func(item func(e *Event) []byte) column {
+		var data []byte
+		ends := h.alloc(uint32(4*len(events)), 4)
+		for i := range events {
+			data = append(data, item(&events[i])...)
+			h.putU32(ends+uint32(4*i), uint32(len(data)))
+		}
+		d := h.alloc(uint32(len(data)), 1)
+		copy(h.at(d), data)
+		return column{data: listArg{d, uint32(len(data))}, ends: listArg{ends, uint32(len(events))}}
+	}
+	var b batchArgs
+	b.values = col(func(e *Event) []byte { return e.Value })
+	b.keys = col(func(e *Event) []byte { return e.Key })
+	var keyless []uint32
+	var nh uint32
+	for i, e := range events {
+		if e.Key == nil {
+			keyless = append(keyless, uint32(i))
+		}
+		nh += uint32(len(e.Headers))
+	}
+	kl := h.alloc(uint32(4*len(keyless)), 4)
+	for j, i := range keyless {
+		h.putU32(kl+uint32(4*j), i)
+	}
+	b.keyless = listArg{kl, uint32(len(keyless))}
+	ts := h.alloc(uint32(8*len(events)), 8)
+	for i, e := range events {
+		h.putU64(ts+uint32(8*i), uint64(e.Timestamp))
+	}
+	b.timestamps = listArg{ts, uint32(len(events))}
+	hs := h.alloc(20*nh, 4)
+	at := hs
+	for i, e := range events {
+		for _, hd := range e.Headers {
+			h.putU32(at, uint32(i))
+			h.putBytes(at+4, []byte(hd.Name))
+			h.putBytes(at+12, hd.Value)
+			at += 20
+		}
+	}
+	b.headers = listArg{hs, nh}
+	return b
+}
 
-	got := decodeEvents(h.mem(), list, 2)
-	want := []Event{
+func sampleEvents() []Event {
+	return []Event{
 		{Key: []byte("k1"), Value: []byte("v"), Timestamp: -5, Headers: []Header{{"a", []byte("1")}, {"b", []byte{}}}},
-		{Key: []byte{}, Value: []byte{}, Timestamp: 1700000000000},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %#v\nwant %#v", got, want)
-	}
-	if got[1].Key == nil {
-		t.Fatal("Some(empty key) must decode to a non-nil key")
-	}
-	// None key.
-	h.putU8(e1, 0)
-	if k := decodeEvents(h.mem(), list, 2)[1].Key; k != nil {
-		t.Fatalf("None key decoded as %#v", k)
+		{Key: nil, Value: []byte{}, Timestamp: 1700000000000, Headers: []Header{{"c", []byte("xyz")}}},
+		{Key: []byte{}, Value: []byte(`{"n":2}`), Timestamp: 0},
+		{Key: []byte("k3"), Value: []byte("w"), Timestamp: math.MaxInt64, Headers: []Header{{"héader", []byte{0, 0xff}}}},
 	}
 }
 
-func TestDecodeEventsCopiesOutOfArena(t *testing.T) {
+func TestDecodeBatch(t *testing.T) {
+	h := newFakeHost(0x1000)
+	want := sampleEvents()
+	b := lowerBatch(h, want)
+	got := decodeBatch(h.mem(), b)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %#v\nwant %#v", got, want)
+	}
+	if got[1].Key != nil {
+		t.Fatal("a keyless event must decode to a nil key")
+	}
+	if got[2].Key == nil {
+		t.Fatal("a present, empty key must decode to a non-nil key")
+	}
+	if got[2].Headers != nil {
+		t.Fatalf("an event without headers got %#v", got[2].Headers)
+	}
+}
+
+func TestDecodeBatchByHand(t *testing.T) {
+	// Two events lowered without lowerBatch: values "ab", "c"; keys
+	// keyless, "K"; timestamps 7, -1; headers (out of event order) for
+	// event 1 "x"="1", event 0 "y"="", event 1 "z"="2".
+	h := newFakeHost(0x40)
+	vdata := h.alloc(3, 1)
+	copy(h.at(vdata), "abc")
+	vends := h.alloc(8, 4)
+	h.putU32(vends, 2)
+	h.putU32(vends+4, 3)
+	kdata := h.alloc(1, 1)
+	copy(h.at(kdata), "K")
+	kends := h.alloc(8, 4)
+	h.putU32(kends, 0)
+	h.putU32(kends+4, 1)
+	kl := h.alloc(4, 4)
+	h.putU32(kl, 0)
+	ts := h.alloc(16, 8)
+	h.putU64(ts, 7)
+	h.putU64(ts+8, uint64(0xFFFFFFFFFFFFFFFF))
+	hs := h.alloc(60, 4)
+	for j, hd := range []struct {
+		ev          uint32
+		name, value string
+	}{{1, "x", "1"}, {0, "y", ""}, {1, "z", "2"}} {
+		at := hs + uint32(20*j)
+		h.putU32(at, hd.ev)
+		h.putBytes(at+4, []byte(hd.name))
+		h.putBytes(at+12, []byte(hd.value))
+	}
+	b := batchArgs{
+		values:     column{listArg{vdata, 3}, listArg{vends, 2}},
+		keys:       column{listArg{kdata, 1}, listArg{kends, 2}},
+		keyless:    listArg{kl, 1},
+		timestamps: listArg{ts, 2},
+		headers:    listArg{hs, 3},
+	}
+	got := decodeBatch(h.mem(), b)
+	want := []Event{
+		{Value: []byte("ab"), Timestamp: 7, Headers: []Header{{"y", []byte{}}}},
+		{Key: []byte("K"), Value: []byte("c"), Timestamp: -1, Headers: []Header{{"x", []byte("1")}, {"z", []byte("2")}}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %#v\nwant %#v", got, want)
+	}
+}
+
+func TestDecodeBatchCopiesOutOfArenaAndIsolatesEvents(t *testing.T) {
 	h := newFakeHost(8)
-	list := h.alloc(40, 8)
-	h.putBytes(list+12, []byte("payload"))
-	evs := decodeEvents(h.mem(), list, 1)
+	b := lowerBatch(h, sampleEvents())
+	evs := decodeBatch(h.mem(), b)
 	for i := range h.buf {
 		h.buf[i] = 0xAA // the arena is reused by the next call
 	}
-	if string(evs[0].Value) != "payload" {
-		t.Fatalf("decoded value aliases the arena: %q", evs[0].Value)
+	want := sampleEvents()
+	if !reflect.DeepEqual(evs, want) {
+		t.Fatalf("decoded events alias the arena: %#v", evs)
+	}
+	// Events share column buffers: growing one must never write into the next.
+	evs[0].Value = append(evs[0].Value, "XYZ"...)
+	evs[0].Key = append(evs[0].Key, '!')
+	evs[0].Headers[1].Value = append(evs[0].Headers[1].Value, '?')
+	evs[0].SetHeader("new", []byte("h"))
+	if !reflect.DeepEqual(evs[1:], want[1:]) {
+		t.Fatalf("appending to event 0 changed its neighbours:\n%#v", evs[1:])
+	}
+	evs[1].Headers = append(evs[1].Headers, Header{"d", nil}) // event 3's header is next in the shared array
+	if !reflect.DeepEqual(evs[2:], want[2:]) || !reflect.DeepEqual(evs[1].Headers[0], want[1].Headers[0]) {
+		t.Fatalf("appending to event 1's headers changed event 3's:\n%#v", evs[1:])
+	}
+	if string(evs[0].Value) != "vXYZ" || string(evs[0].Key) != "k1!" || len(evs[0].Headers) != 3 {
+		t.Fatalf("event 0: %#v", evs[0])
 	}
 }
 
-func TestDecodeRejectsOutOfBounds(t *testing.T) {
-	h := newFakeHost(0x100)
-	list := h.alloc(40, 8)
-	h.putU32(list+12, 0x50) // below base
-	h.putU32(list+16, 4)
-	defer func() {
-		if recover() == nil {
-			t.Fatal("expected a panic for a pointer outside the view")
-		}
-	}()
-	decodeEvents(h.mem(), list, 1)
+func TestDecodeBatchEmpty(t *testing.T) {
+	if evs := decodeBatch(memory{}, batchArgs{}); len(evs) != 0 {
+		t.Fatalf("%#v", evs)
+	}
+}
+
+func TestDecodeRejectsMalformedBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(h *fakeHost, b *batchArgs)
+	}{
+		{"values data below the view", func(h *fakeHost, b *batchArgs) { b.values.data.ptr = 0x50 }},
+		{"values data past the view", func(h *fakeHost, b *batchArgs) { b.values.data.n = 1 << 20 }},
+		{"header list past the view", func(h *fakeHost, b *batchArgs) { b.headers.n = 1 << 30 }},
+		{"an end past its data", func(h *fakeHost, b *batchArgs) { h.putU32(b.values.ends.ptr+12, 1000) }},
+		{"decreasing ends", func(h *fakeHost, b *batchArgs) { h.putU32(b.keys.ends.ptr, 2); h.putU32(b.keys.ends.ptr+4, 1) }},
+		{"fewer keys than values", func(h *fakeHost, b *batchArgs) { b.keys.ends.n-- }},
+		{"fewer timestamps than values", func(h *fakeHost, b *batchArgs) { b.timestamps.n-- }},
+		{"keyless index out of range", func(h *fakeHost, b *batchArgs) { h.putU32(b.keyless.ptr, 4) }},
+		{"header of a missing event", func(h *fakeHost, b *batchArgs) { h.putU32(b.headers.ptr+20, 9) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(0x100)
+			b := lowerBatch(h, sampleEvents())
+			tc.spoil(h, &b)
+			defer func() {
+				if recover() == nil {
+					t.Fatal("expected a panic")
+				}
+			}()
+			decodeBatch(h.mem(), b)
+		})
+	}
 }
 
 func putScalar(h *fakeHost, at uint32, tag byte, payload func(p uint32)) {
@@ -173,48 +300,225 @@ func finish(w *writer, ret uint32, base uint32) (readBack, uint32) {
 	return readBack{buf: w.buf, base: base}, base + ret
 }
 
-func TestEncodeOutcomes(t *testing.T) {
+// output reads a transform-output return area by hand: events @0 (7
+// lists: values data/ends @0/@8, keys data/ends @16/@24, keyless @32,
+// timestamps @40, headers @48), origins @56, errors @64.
+type output struct {
+	r   readBack
+	ret uint32
+}
+
+func (o output) list(off uint32) (uint32, uint32) {
+	return o.r.u32(o.ret + off), o.r.u32(o.ret + off + 4)
+}
+
+func (o output) u32s(t *testing.T, off uint32) []uint32 {
+	t.Helper()
+	p, n := o.list(off)
+	if p%4 != 0 {
+		t.Fatalf("list<u32> @%d at unaligned %#x", off, p)
+	}
+	out := []uint32{}
+	for i := uint32(0); i < n; i++ {
+		out = append(out, o.r.u32(p+4*i))
+	}
+	return out
+}
+
+// column returns the items of the byte column at off, checking its ends.
+func (o output) column(t *testing.T, off uint32) [][]byte {
+	t.Helper()
+	ends := o.u32s(t, off+8)
+	dp, dn := o.list(off)
+	data := []byte{}
+	if dn > 0 {
+		data = o.r.buf[dp-o.r.base : dp-o.r.base+dn]
+	}
+	items := [][]byte{}
+	var prev uint32
+	for _, e := range ends {
+		if e < prev || e > dn {
+			t.Fatalf("column @%d: ends %v over %d bytes", off, ends, dn)
+		}
+		items = append(items, data[prev:e])
+		prev = e
+	}
+	if len(ends) > 0 && prev != dn {
+		t.Fatalf("column @%d: last end %d, data %d bytes", off, prev, dn)
+	}
+	return items
+}
+
+// batchArgs reads the event-batch at the start of the return area, so the
+// SDK's own decoder can read the output back.
+func (o output) batchArgs() batchArgs {
+	l := func(off uint32) listArg { p, n := o.list(off); return listArg{p, n} }
+	return batchArgs{
+		values:     column{l(0), l(8)},
+		keys:       column{l(16), l(24)},
+		keyless:    l(32),
+		timestamps: l(40),
+		headers:    l(48),
+	}
+}
+
+func encodeOutput(outs []outcome, base uint32) output {
 	var w writer
-	outs := []outcome{
-		{events: []Event{
+	ret := encodeTransformOutput(&w, outs)
+	r, retAddr := finish(&w, ret, base)
+	return output{r, retAddr}
+}
+
+func TestEncodeTransformOutput(t *testing.T) {
+	o := encodeOutput([]outcome{
+		{events: []Event{ // input 0: fan-out of two
 			{Key: []byte("key"), Value: []byte(`{"a":1}`), Timestamp: 42, Headers: []Header{{"h", []byte("x")}}},
-			{Value: []byte("second"), Timestamp: -1},
+			{Value: []byte("second"), Timestamp: -1}, // keyless
 		}},
-		{err: "bad \xff record", failed: true},
-		{}, // filtered out: zero events
+		{err: "bad \xff record", failed: true}, // input 1: error, repaired to UTF-8
+		{},                                     // input 2: dropped
+		{events: []Event{ // input 3: an empty, present key and two headers
+			{Key: []byte{}, Value: []byte("third"), Timestamp: 7, Headers: []Header{{"p", nil}, {"q", []byte("2")}}},
+		}},
+		{err: "", failed: true}, // input 4: an empty error message
+	}, 0x40000)
+	if o.ret%4 != 0 {
+		t.Fatalf("return area at %#x", o.ret)
 	}
-	ret := encodeOutcomes(&w, outs)
-	r, retAddr := finish(&w, ret, 0x40000)
-	list, n := r.u32(retAddr), r.u32(retAddr+4)
-	if n != 3 || list%4 != 0 {
-		t.Fatalf("list %#x len %d", list, n)
+	if got := o.column(t, 0); !reflect.DeepEqual(got, [][]byte{[]byte(`{"a":1}`), []byte("second"), []byte("third")}) {
+		t.Fatalf("values %q", got)
 	}
-	// outcome 0: ok, 2 events, each 40 bytes, 8-aligned
-	if r.u8(list) != 0 {
-		t.Fatal("outcome 0 tag")
+	if got := o.column(t, 16); !reflect.DeepEqual(got, [][]byte{[]byte("key"), {}, {}}) {
+		t.Fatalf("keys %q", got)
 	}
-	evs, m := r.u32(list+4), r.u32(list+8)
-	if m != 2 || evs%8 != 0 {
-		t.Fatalf("events %#x len %d", evs, m)
+	if got := o.u32s(t, 32); !reflect.DeepEqual(got, []uint32{1}) {
+		t.Fatalf("keyless %v", got)
 	}
-	if r.u8(evs) != 1 || string(r.bytes(evs+4)) != "key" || string(r.bytes(evs+12)) != `{"a":1}` || r.u64(evs+24) != 42 {
-		t.Fatal("event 0 fields")
+	tp, tn := o.list(40)
+	if tn != 3 || tp%8 != 0 || o.r.u64(tp) != 42 || int64(o.r.u64(tp+8)) != -1 || o.r.u64(tp+16) != 7 {
+		t.Fatalf("timestamps at %#x len %d", tp, tn)
 	}
-	hs, hn := r.u32(evs+32), r.u32(evs+36)
-	if hn != 1 || string(r.bytes(hs)) != "h" || string(r.bytes(hs+8)) != "x" {
-		t.Fatal("event 0 header")
+	hp, hn := o.list(48)
+	if hn != 3 || hp%4 != 0 {
+		t.Fatalf("headers at %#x len %d", hp, hn)
 	}
-	e1 := evs + 40
-	if r.u8(e1) != 0 || string(r.bytes(e1+12)) != "second" || int64(r.u64(e1+24)) != -1 || r.u32(e1+36) != 0 {
-		t.Fatal("event 1 fields")
+	for i, want := range []struct {
+		ev          uint32
+		name, value string
+	}{{0, "h", "x"}, {2, "p", ""}, {2, "q", "2"}} {
+		at := hp + uint32(20*i)
+		if o.r.u32(at) != want.ev || string(o.r.bytes(at+4)) != want.name || string(o.r.bytes(at+12)) != want.value {
+			t.Fatalf("header %d: event %d %q=%q", i, o.r.u32(at), o.r.bytes(at+4), o.r.bytes(at+12))
+		}
 	}
-	// outcome 1: err, repaired to valid UTF-8
-	if r.u8(list+12) != 1 || string(r.bytes(list+16)) != "bad \uFFFD record" {
-		t.Fatalf("outcome 1: tag %d msg %q", r.u8(list+12), r.bytes(list+16))
+	if got := o.u32s(t, 56); !reflect.DeepEqual(got, []uint32{0, 0, 3}) {
+		t.Fatalf("origins %v", got)
 	}
-	// outcome 2: ok, empty list
-	if r.u8(list+24) != 0 || r.u32(list+32) != 0 {
-		t.Fatal("outcome 2")
+	ep, en := o.list(64)
+	if en != 2 || ep%4 != 0 {
+		t.Fatalf("errors at %#x len %d", ep, en)
+	}
+	if o.r.u32(ep) != 1 || string(o.r.bytes(ep+4)) != "bad \uFFFD record" {
+		t.Fatalf("error 0: event %d %q", o.r.u32(ep), o.r.bytes(ep+4))
+	}
+	if o.r.u32(ep+12) != 4 || o.r.u32(ep+20) != 0 {
+		t.Fatalf("error 1: event %d len %d", o.r.u32(ep+12), o.r.u32(ep+20))
+	}
+}
+
+func TestEncodeTransformOutputNothing(t *testing.T) {
+	for _, outs := range [][]outcome{nil, {{}, {}}} { // no input; inputs all dropped
+		o := encodeOutput(outs, 0x100)
+		for off := uint32(0); off < 72; off += 4 {
+			if v := o.r.u32(o.ret + off); v != 0 {
+				t.Fatalf("%d outcomes: word @%d is %#x, want every list (0, 0)", len(outs), off, v)
+			}
+		}
+	}
+}
+
+// The output's event-batch has the input's layout: the SDK's decoder reads
+// back exactly what its encoder wrote, for random events.
+func TestTransformOutputRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	bytesOf := func(max int) []byte {
+		b := make([]byte, rng.IntN(max+1))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	for round := 0; round < 50; round++ {
+		var outs []outcome
+		var want []Event
+		var wantOrigins []uint32
+		for i := rng.IntN(40); i > 0; i-- {
+			if rng.IntN(6) == 0 {
+				outs = append(outs, outcome{err: "e", failed: true})
+				continue
+			}
+			var o outcome
+			for j := rng.IntN(4); j > 0; j-- {
+				e := Event{Value: bytesOf(50), Timestamp: int64(rng.Uint64())}
+				switch rng.IntN(3) {
+				case 0: // keyless
+				case 1:
+					e.Key = []byte{}
+				default:
+					e.Key = bytesOf(10)
+				}
+				for k := rng.IntN(3); k > 0; k-- {
+					e.Headers = append(e.Headers, Header{Name: strings.Repeat("hé", rng.IntN(3)), Value: bytesOf(8)})
+				}
+				o.events = append(o.events, e)
+				want = append(want, e)
+				wantOrigins = append(wantOrigins, uint32(len(outs)))
+			}
+			outs = append(outs, o)
+		}
+		o := encodeOutput(outs, 0x10000)
+		got := decodeBatch(memory{buf: o.r.buf, base: o.r.base}, o.batchArgs())
+		if len(got) != len(want) {
+			t.Fatalf("round %d: %d events, want %d", round, len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if !bytes.Equal(g.Value, w.Value) || !bytes.Equal(g.Key, w.Key) || (g.Key == nil) != (w.Key == nil) ||
+				g.Timestamp != w.Timestamp || len(g.Headers) != len(w.Headers) {
+				t.Fatalf("round %d event %d: got %#v want %#v", round, i, g, w)
+			}
+			for k := range w.Headers {
+				if g.Headers[k].Name != w.Headers[k].Name || !bytes.Equal(g.Headers[k].Value, w.Headers[k].Value) {
+					t.Fatalf("round %d event %d header %d: got %#v want %#v", round, i, k, g.Headers[k], w.Headers[k])
+				}
+			}
+		}
+		if got := o.u32s(t, 56); len(want) > 0 && !reflect.DeepEqual(got, wantOrigins) {
+			t.Fatalf("round %d: origins %v want %v", round, got, wantOrigins)
+		}
+	}
+}
+
+func TestEncodeTransformOutputBoundsTheResult(t *testing.T) {
+	big := make([]byte, 1<<20)
+	many := make([]Event, 2100) // 2100 MiB if encoded, all one slice
+	for i := range many {
+		many[i] = Event{Value: big}
+	}
+	o := encodeOutput([]outcome{
+		{events: []Event{{Value: big}}},
+		{events: many},
+		{events: []Event{{Value: []byte("small")}}},
+	}, 0)
+	if got := o.u32s(t, 56); !reflect.DeepEqual(got, []uint32{0, 2}) {
+		t.Fatalf("origins %v", got)
+	}
+	ep, en := o.list(64)
+	if en != 1 || o.r.u32(ep) != 1 || !strings.Contains(string(o.r.bytes(ep+4)), "do not fit") {
+		t.Fatalf("errors: %d, event %d %q", en, o.r.u32(ep), o.r.bytes(ep+4))
+	}
+	if items := o.column(t, 0); len(items) != 2 || len(items[0]) != 1<<20 || string(items[1]) != "small" {
+		t.Fatalf("values: %d items", len(items))
 	}
 }
 
@@ -303,13 +607,14 @@ func TestEncodeSignaturesAndInit(t *testing.T) {
 
 func TestWriterReuseClearsStaleBytes(t *testing.T) {
 	var w writer
-	encodeOutcomes(&w, []outcome{{err: strings.Repeat("x", 100), failed: true}})
+	encodeTransformOutput(&w, []outcome{{err: strings.Repeat("x", 100), failed: true}, {events: []Event{{Value: []byte("v")}}}})
 	w.reset()
-	ret := encodeOutcomes(&w, []outcome{{}})
+	ret := encodeTransformOutput(&w, []outcome{{}})
 	r, retAddr := finish(&w, ret, 0)
-	list := r.u32(retAddr)
-	if r.u8(list) != 0 || r.u32(list+4) != 0 || r.u32(list+8) != 0 {
-		t.Fatal("stale bytes from the previous call leaked into the results")
+	for off := uint32(0); off < 72; off += 4 {
+		if r.u32(retAddr+off) != 0 {
+			t.Fatal("stale bytes from the previous call leaked into the results")
+		}
 	}
 }
 

@@ -15,7 +15,9 @@
 //	func main() {}
 //
 // A `transform` plugin calls RegisterTransform with a function of one
-// Event; a `udf` plugin calls RegisterUDF once per function. Either may
+// Event (the host sends whole batches by column; the SDK calls the
+// function once per event and packs the outputs back into columns); a
+// `udf` plugin calls RegisterUDF once per function. Either may
 // call OnInit to read its configuration, and Log to write to the host's
 // log. fmt.Println and friends work too: their output goes to the host's
 // log as well.

@@ -36,12 +36,26 @@ func exportInit(configPtr, configLen uint32) uint32 {
 //go:nosplit
 func postInit(uint32) { resetArgs() }
 
+// process(batch: event-batch) -> transform-output. The event-batch record
+// flattens to its 7 lists, (ptr, len) each: 14 parameters, within the
+// canonical ABI's 16 flat parameters. The transform-output is returned
+// through a return area (abi_layout.go).
+//
 //go:wasmexport process
-func exportProcess(batchPtr, batchLen uint32) uint32 {
-	events := decodeEvents(argMemory(), batchPtr, batchLen)
-	outs := processBatch(events)
-	results.reset()
-	return publish(encodeOutcomes(&results, outs))
+func exportProcess(
+	valuesPtr, valuesLen, valueEndsPtr, valueEndsLen uint32,
+	keysPtr, keysLen, keyEndsPtr, keyEndsLen uint32,
+	keylessPtr, keylessLen, timestampsPtr, timestampsLen uint32,
+	headersPtr, headersLen uint32,
+) uint32 {
+	b := batchArgs{
+		values:     column{data: listArg{valuesPtr, valuesLen}, ends: listArg{valueEndsPtr, valueEndsLen}},
+		keys:       column{data: listArg{keysPtr, keysLen}, ends: listArg{keyEndsPtr, keyEndsLen}},
+		keyless:    listArg{keylessPtr, keylessLen},
+		timestamps: listArg{timestampsPtr, timestampsLen},
+		headers:    listArg{headersPtr, headersLen},
+	}
+	return publish(runProcess(argMemory(), b, &results))
 }
 
 //go:wasmexport cabi_post_process

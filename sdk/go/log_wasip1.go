@@ -9,7 +9,7 @@ import (
 
 // host.log: (level: enum as i32, message: string, fields: list<tuple<string, string>>).
 //
-//go:wasmimport streamhost:plugin/host@0.1.0 log
+//go:wasmimport streamhost:plugin/host@0.2.0 log
 func importHostLog(level uint32, msgPtr unsafe.Pointer, msgLen uint32, fieldsPtr unsafe.Pointer, fieldsLen uint32)
 
 func hostLog(level Level, msg string, fields [][2]string) {

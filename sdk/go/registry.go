@@ -98,15 +98,26 @@ func runInit(config string) (err error) {
 	return initFunc(config)
 }
 
-// outcome is one `event-outcome`: output events, or an error.
+// outcome is what the transform made of one input event: output events,
+// or an error.
 type outcome struct {
 	events []Event
 	err    string
 	failed bool
 }
 
-// processBatch implements the transform world's `process`: one outcome per
-// input event, in order.
+// runProcess is the transform world's `process` but for the wasm glue:
+// it decodes the event-batch lowered at b in m, runs the transform once
+// per event, and encodes the transform-output into w (reset first); it
+// returns the offset of the return area in w.
+func runProcess(m memory, b batchArgs, w *writer) uint32 {
+	outs := processBatch(decodeBatch(m, b))
+	w.reset()
+	return encodeTransformOutput(w, outs)
+}
+
+// processBatch runs the transform on each input event: one outcome per
+// event, in order. An error or a recovered panic fails that event alone.
 func processBatch(events []Event) []outcome {
 	out := make([]outcome, len(events))
 	if transform == nil {

@@ -2,6 +2,8 @@ package sdk
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -106,41 +108,144 @@ func TestRegistrationErrorsFailInit(t *testing.T) {
 	}
 }
 
-func TestProcessBatchIsolatesFailures(t *testing.T) {
+// process lowers events as the host would, runs the `process` export's
+// path (decode, transform per event, encode) and returns the output.
+func process(t *testing.T, events []Event) output {
+	t.Helper()
+	h := newFakeHost(0x10000)
+	b := lowerBatch(h, events)
+	var w writer
+	ret := runProcess(h.mem(), b, &w)
+	r, retAddr := finish(&w, ret, 0x800000)
+	return output{r, retAddr}
+}
+
+// headerRows reads the output's headers as "event:name=value".
+func (o output) headerRows() []string {
+	p, n := o.list(48)
+	rows := []string{}
+	for i := uint32(0); i < n; i++ {
+		at := p + 20*i
+		rows = append(rows, fmt.Sprintf("%d:%s=%s", o.r.u32(at), o.r.bytes(at+4), o.r.bytes(at+12)))
+	}
+	return rows
+}
+
+// errorRows reads the output's errors as "event:message".
+func (o output) errorRows() []string {
+	p, n := o.list(64)
+	rows := []string{}
+	for i := uint32(0); i < n; i++ {
+		at := p + 12*i
+		rows = append(rows, fmt.Sprintf("%d:%s", o.r.u32(at), o.r.bytes(at+4)))
+	}
+	return rows
+}
+
+func strs(items [][]byte) []string {
+	out := []string{}
+	for _, b := range items {
+		out = append(out, string(b))
+	}
+	return out
+}
+
+func TestProcessIsolatesFailuresPerEvent(t *testing.T) {
 	resetRegistry()
 	RegisterTransform(func(e Event) ([]Event, error) {
 		switch string(e.Value) {
 		case "drop":
 			return nil, nil
 		case "bad":
-			return nil, errors.New("bad event")
+			return []Event{e}, errors.New("bad event") // the error wins over the outputs
 		case "panic":
 			var m map[string]int
 			m["x"] = 1
+		case "badheader":
+			e.SetHeader("\xff", nil)
+			return []Event{e}, nil
 		case "split":
-			return []Event{e, e}, nil
+			a, b := e, e
+			a.Value, b.Value = []byte("split-a"), []byte("split-b")
+			b.Key = nil
+			b.Headers = append([]Header{{"part", []byte("b")}}, e.Headers...)
+			return []Event{a, b}, nil
 		}
 		e.SetHeader("seen", []byte("1"))
 		return []Event{e}, nil
 	})
-	in := []Event{{Value: []byte("keep")}, {Value: []byte("drop")}, {Value: []byte("bad")}, {Value: []byte("panic")}, {Value: []byte("split")}}
-	out := processBatch(in)
-	if len(out) != 5 {
-		t.Fatal(len(out))
+	in := []Event{
+		{Key: []byte("k0"), Value: []byte("keep"), Timestamp: 10, Headers: []Header{{"h", []byte("v")}}},
+		{Key: []byte("k1"), Value: []byte("drop"), Timestamp: 11},
+		{Value: []byte("bad"), Timestamp: 12},
+		{Value: []byte("panic"), Timestamp: 13},
+		{Key: []byte{}, Value: []byte("split"), Timestamp: 14, Headers: []Header{{"x", []byte("1")}}},
+		{Value: []byte("badheader"), Timestamp: 15},
+		{Value: []byte("keyless"), Timestamp: 16},
 	}
-	if v, _ := out[0].events[0].HeaderValue("seen"); out[0].failed || string(v) != "1" {
-		t.Fatalf("%+v", out[0])
+	o := process(t, in)
+	if got := strs(o.column(t, 0)); !reflect.DeepEqual(got, []string{"keep", "split-a", "split-b", "keyless"}) {
+		t.Fatalf("values %q", got)
 	}
-	if out[1].failed || len(out[1].events) != 0 {
-		t.Fatalf("%+v", out[1])
+	if got := strs(o.column(t, 16)); !reflect.DeepEqual(got, []string{"k0", "", "", ""}) {
+		t.Fatalf("keys %q", got)
 	}
-	if !out[2].failed || out[2].err != "bad event" {
-		t.Fatalf("%+v", out[2])
+	// split-a keeps its present, empty key; split-b and the keyless input have none.
+	if got := o.u32s(t, 32); !reflect.DeepEqual(got, []uint32{2, 3}) {
+		t.Fatalf("keyless %v", got)
 	}
-	if !out[3].failed || !strings.HasPrefix(out[3].err, "panic: ") {
-		t.Fatalf("%+v", out[3])
+	tp, _ := o.list(40)
+	for i, want := range []int64{10, 14, 14, 16} {
+		if got := int64(o.r.u64(tp + 8*uint32(i))); got != want {
+			t.Fatalf("timestamp %d: %d, want %d", i, got, want)
+		}
 	}
-	if len(out[4].events) != 2 {
-		t.Fatalf("%+v", out[4])
+	if got := o.headerRows(); !reflect.DeepEqual(got, []string{"0:h=v", "0:seen=1", "1:x=1", "2:part=b", "2:x=1", "3:seen=1"}) {
+		t.Fatalf("headers %q", got)
+	}
+	if got := o.u32s(t, 56); !reflect.DeepEqual(got, []uint32{0, 4, 4, 6}) {
+		t.Fatalf("origins %v", got)
+	}
+	errs := o.errorRows()
+	if len(errs) != 3 || errs[0] != "2:bad event" || !strings.HasPrefix(errs[1], "3:panic: ") ||
+		errs[2] != "5:output header name: string is not valid UTF-8" {
+		t.Fatalf("errors %q", errs)
+	}
+}
+
+func TestProcessWithoutTransformFailsEveryEvent(t *testing.T) {
+	resetRegistry()
+	RegisterUDF("f", nil, Int, func([]Scalar) (Scalar, error) { return IntValue(1), nil })
+	o := process(t, []Event{{Value: []byte("a")}, {Value: []byte("b")}})
+	errs := o.errorRows()
+	if len(errs) != 2 || !strings.HasPrefix(errs[0], "0:this plugin registers no transform") || !strings.HasPrefix(errs[1], "1:") {
+		t.Fatalf("errors %q", errs)
+	}
+	if got := o.u32s(t, 56); len(got) != 0 {
+		t.Fatalf("origins %v", got)
+	}
+}
+
+func TestProcessPassesEventsThroughUnchanged(t *testing.T) {
+	resetRegistry()
+	var seen []Event
+	RegisterTransform(func(e Event) ([]Event, error) {
+		seen = append(seen, e)
+		return []Event{e}, nil
+	})
+	in := sampleEvents()
+	o := process(t, in)
+	if !reflect.DeepEqual(seen, in) {
+		t.Fatalf("the transform saw %#v\nwant %#v", seen, in)
+	}
+	got := decodeBatch(memory{buf: o.r.buf, base: o.r.base}, o.batchArgs())
+	if !reflect.DeepEqual(got, in) {
+		t.Fatalf("output %#v\nwant %#v", got, in)
+	}
+	if got := o.u32s(t, 56); !reflect.DeepEqual(got, []uint32{0, 1, 2, 3}) {
+		t.Fatalf("origins %v", got)
+	}
+	if o := process(t, nil); len(o.errorRows()) != 0 || len(o.u32s(t, 56)) != 0 {
+		t.Fatal("an empty batch must give an empty output")
 	}
 }

@@ -5,7 +5,15 @@ import (
 	"math"
 )
 
-// Event is one event flowing through a pipeline (WIT `types.event`).
+// Event is one event flowing through a pipeline: one row of a WIT
+// `types.event-batch` (the SDK converts the batch's columns to and from
+// Events).
+//
+// The Key, Value and header values of an input event are cut from buffers
+// shared by the whole batch (one per column; each slice's capacity ends at
+// its own length, so appending never touches another event). Keeping one
+// of them keeps that buffer alive: copy it (bytes.Clone) to keep a small
+// part of a large batch for long.
 type Event struct {
 	// Key is the optional partitioning / join key. nil means "no key"; a
 	// non-nil empty slice is a present, empty key.
@@ -18,7 +26,8 @@ type Event struct {
 	Headers []Header
 }
 
-// Header is one event header (WIT `types.header`).
+// Header is one event header (a WIT `types.batch-header` without its
+// event index). Name must be valid UTF-8.
 type Header struct {
 	Name  string
 	Value []byte

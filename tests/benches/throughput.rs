@@ -1,7 +1,8 @@
 //! Throughput of the ETL path, plugin against native (issue: plugin host v0).
 //!
 //! Run: `cargo bench -p streamhost-tests --bench throughput` (add
-//! `-- --events N` to change the event count). Pin to one core for the
+//! `-- --events N` to change the event count, `-- --only rust` to run one
+//! step view alone, for a profiler). Pin to one core for the
 //! one-core figures: `taskset -c 0 cargo bench ...`.
 //!
 //! Two views, each the best of three runs:
@@ -134,15 +135,28 @@ fn main() {
     let avg = impressions.iter().map(|e| e.value.len()).sum::<usize>() / impressions.len();
     println!("events: {n} impressions (avg {avg} B), batches of {BATCH}; best of 3");
 
-    let (native, _) = step_native(&impressions);
-    let (rust, _) = step_plugin(&rt, "impression-cleaner", &rust_wasm, &impressions);
-    let (python, _) = step_plugin(&rt, "click-cleaner", &py_wasm, &clicks);
+    // `--only native|rust|python` runs one step view alone (for profiling).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(String::as_str);
+    let wanted = |what: &str| only.is_none_or(|o| o == what);
+    let (native, native_out) = if wanted("native") { step_native(&impressions) } else { (f64::NAN, 0) };
+    let (rust, rust_out) = if wanted("rust") { step_plugin(&rt, "impression-cleaner", &rust_wasm, &impressions) } else { (f64::NAN, 0) };
+    let (python, python_out) = if wanted("python") { step_plugin(&rt, "click-cleaner", &py_wasm, &clicks) } else { (f64::NAN, 0) };
+    // A fast wrong answer is no result: the plugin must clean exactly what
+    // the native code cleans, and the Python cleaner must keep most clicks
+    // (the generator makes about 5% of records bad, and drops bots).
+    if wanted("native") && wanted("rust") {
+        assert_eq!(rust_out, native_out, "the rust plugin and the native cleaner disagree");
+    }
+    if wanted("python") {
+        assert!(python_out * 10 >= clicks.len() * 8, "the python cleaner kept only {python_out} of {} clicks", clicks.len());
+    }
+    println!("outputs: native {native_out}, rust plugin {rust_out}, python plugin {python_out} of {}", clicks.len());
     println!("step (one thread):");
     println!("  native cleaner         {:>12.0} events/s", native);
     println!("  rust plugin cleaner    {:>12.0} events/s   ({:.2} of native)", rust, rust / native);
     println!("  python plugin cleaner  {:>12.0} events/s   (clicks)", python);
 
-    if args.iter().any(|a| a == "--step-only") {
+    if only.is_some() || args.iter().any(|a| a == "--step-only") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

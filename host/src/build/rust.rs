@@ -29,7 +29,8 @@ const RELEASE_PROFILE: &[&str] = &[
     "profile.release.lto=true",
     "profile.release.panic=\"abort\"",
     "profile.release.codegen-units=1",
-    "profile.release.strip=true",
+    // Keep the name section: trap backtraces and profilers name functions.
+    "profile.release.strip=\"debuginfo\"",
     "profile.release.debug=false",
     "profile.release.incremental=false",
 ];

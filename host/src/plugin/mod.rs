@@ -12,6 +12,7 @@
 //! limited per plugin; a trap fails only the records that cause it.
 
 mod artifact_cache;
+mod columns;
 mod engine;
 mod instance;
 mod loaded;
@@ -42,7 +43,8 @@ pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
 pub use outcome::{Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
 pub use transform::TransformRunner;
 pub use udf::UdfRunner;
-pub use wit::{Event, FunctionSignature, Scalar, ScalarType};
+pub use crate::event::Event;
+pub use wit::{FunctionSignature, Scalar, ScalarType};
 
 /// Errors of loading a plugin.
 #[derive(Debug, thiserror::Error)]

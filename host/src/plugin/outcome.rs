@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::wit::Event;
+use crate::event::Event;
 
 /// The result of a transform for one input event.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,23 +2,24 @@
 
 use std::sync::Arc;
 
+use super::columns::{empty_batch, pack_into, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
-use super::wit::{Event, Transform};
-
-/// What the plugin returns for one batch.
-type RawOutcomes = Vec<Result<Vec<Event>, String>>;
+use super::wit::{EventBatch, Transform};
+use crate::event::Event;
 
 /// One instance of a transform plugin (one `Store`). Not shared: give each
 /// worker thread its own runner.
 pub struct TransformRunner {
     supervisor: Supervisor<Transform>,
+    /// The columns every batch is packed into (buffers reused).
+    columns: EventBatch,
 }
 
 impl TransformRunner {
     pub(crate) fn new(supervisor: Supervisor<Transform>) -> Self {
-        TransformRunner { supervisor }
+        TransformRunner { supervisor, columns: empty_batch() }
     }
 
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
@@ -35,15 +36,17 @@ impl TransformRunner {
         }
         self.supervisor.begin_batch();
         PluginStats::add(&self.supervisor.stats().events_in, batch.len() as u64);
-        let result = self.supervisor.call(|plugin, store| plugin.call_process(store, batch));
-        let outcomes = match result {
-            Ok(raw) if raw.len() == batch.len() => self.check_limits(raw),
-            Ok(raw) => {
+        pack_into(&mut self.columns, batch);
+        let columns = &self.columns;
+        let result = self.supervisor.call(|plugin, store| plugin.call_process(store, columns));
+        let outcomes = match result.map(|output| unpack(output, batch.len())) {
+            Ok(Ok(raw)) => self.check_limits(raw),
+            Ok(Err(violation)) => {
                 tracing::warn!(
                     plugin = self.plugin().name(),
                     inputs = batch.len(),
-                    outcomes = raw.len(),
-                    "the plugin broke the contract (one outcome per input); retrying record by record"
+                    %violation,
+                    "the plugin broke the contract; retrying record by record"
                 );
                 self.isolate(batch)
             }
@@ -63,15 +66,16 @@ impl TransformRunner {
         batch
             .iter()
             .map(|event| {
-                let one = std::slice::from_ref(event);
-                match self.supervisor.call(|plugin, store| plugin.call_process(store, one)) {
-                    Ok(raw) if raw.len() == 1 => raw.into_iter().next().map_or_else(
+                pack_into(&mut self.columns, std::slice::from_ref(event));
+                let one = &self.columns;
+                match self.supervisor.call(|plugin, store| plugin.call_process(store, one)).map(|o| unpack(o, 1)) {
+                    Ok(Ok(raw)) => raw.into_iter().next().map_or_else(
                         || Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")),
                         |r| budget.check(r),
                     ),
-                    Ok(raw) => Outcome::Failed(Failure::new(
+                    Ok(Err(violation)) => Outcome::Failed(Failure::new(
                         FailureKind::Trap,
-                        format!("the plugin returned {} outcomes for 1 event (expected exactly one)", raw.len()),
+                        format!("the plugin broke the contract: {violation}"),
                     )),
                     Err(failure) => Outcome::Failed(failure),
                 }

@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/plugin.wit`.
 //!
 //! Both worlds share the `types` and `host` interfaces; the `udf` bindings
-//! reuse the ones generated for `transform` so there is one `Event` type.
+//! reuse the ones generated for `transform`.
 
 mod transform_world {
     wasmtime::component::bindgen!({
@@ -25,7 +25,8 @@ mod udf_world {
 
 pub use transform_world::streamhost::plugin::host::{self as host_api, Level};
 pub use transform_world::streamhost::plugin::types::{
-    self as types_api, Event, FunctionSignature, Header, Scalar, ScalarType,
+    self as types_api, BatchHeader, ByteColumn, EventBatch, EventError, FunctionSignature, Scalar, ScalarType,
+    TransformOutput,
 };
 pub use transform_world::{Transform, TransformPre};
 pub use udf_world::{Udf, UdfPre};

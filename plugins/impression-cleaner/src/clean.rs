@@ -513,9 +513,10 @@ mod tests {
 
     #[test]
     fn plugin_function_sets_the_event_time() {
-        let e = streamhost_sdk::Event::new(GOOD).with_timestamp(5);
-        let out = crate::clean(e).unwrap().unwrap();
+        let e = streamhost_sdk::Event::new(GOOD).with_timestamp(5).with_key("k");
+        let out = streamhost_sdk::process_batch(vec![e], crate::clean).remove(0).unwrap().remove(0);
         assert_eq!(out.timestamp, 1_700_000_000_123);
+        assert_eq!(out.key.as_deref(), Some(&b"k"[..]), "the key is kept");
         assert_eq!(out.json::<serde_json::Value>().unwrap()["device"], "android");
         let batch = vec![
             streamhost_sdk::Event::new(GOOD),

@@ -16,21 +16,15 @@ mod timestamp;
 pub use clean::{clean_impression, clean_impression_into, CleanError, MAX_POSITION};
 pub use timestamp::parse_timestamp_ms;
 
-use streamhost_sdk::{Error, Event};
+use streamhost_sdk::{Emitter, Error, EventRef};
 
 /// The plugin's transform: one raw impression in, zero or one cleaned out.
-/// The output event's timestamp is the record's parsed `ts`.
-pub fn clean(mut event: Event) -> Result<Option<Event>, Error> {
-    let mut out = Vec::with_capacity(event.value.len());
-    match clean_impression_into(&event.value, &mut out) {
-        Ok(Some(ts)) => {
-            event.value = out;
-            event.timestamp = ts;
-            Ok(Some(event))
-        }
-        Ok(None) => Ok(None),
-        Err(e) => Err(Error::new(e.to_string())),
-    }
+/// The output event's timestamp is the record's parsed `ts`. The cleaned
+/// line is written straight into the batch's output column.
+pub fn clean(event: EventRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error> {
+    out.emit_with(event.key, |buf| clean_impression_into(event.value, buf))
+        .map_err(|e| Error::new(e.to_string()))?;
+    Ok(())
 }
 
 streamhost_sdk::transform!(clean);

@@ -1,10 +1,8 @@
-"""The event record and its helpers.
+"""The event a plugin sees, and its helpers.
 
-Inside a component, ``Event`` and ``Header`` *are* the record classes that
-componentize-py generated for the WIT contract, extended with the helpers
-below, so a batch reaches ``process_event`` and goes back without a copy.
-On plain CPython (unit tests) they are ordinary classes with the same
-fields in the same order.
+The WIT moves a batch as columns (``event-batch``); the adapter cuts it
+into these plain objects, one per event, and packs the results back. The
+same classes serve unit tests on plain CPython.
 """
 
 import json as _json
@@ -17,27 +15,29 @@ _DECODER = _json.JSONDecoder()
 
 
 class _EventHelpers:
-    """Methods shared by the native and the component ``Event``.
+    """The helpers of ``Event``.
 
     Fields: ``key`` (bytes or None), ``value`` (bytes, JSON by convention),
     ``timestamp`` (int, ms since the Unix epoch), ``headers`` (list of Header).
     """
 
+    __slots__ = ()
+
     @property
     def json(self):
         """The payload parsed as JSON; parsed on first use and cached for as
         long as ``value`` is the same object."""
-        cache = self.__dict__.get("_json_cache")
+        cache = self._json_cache
         if cache is not None and cache[0] is self.value:
             return cache[1]
         parsed = loads(self.value)
-        self.__dict__["_json_cache"] = (self.value, parsed)
+        self._json_cache = (self.value, parsed)
         return parsed
 
     def set_json(self, obj):
         """Replaces the payload with ``obj`` as compact UTF-8 JSON."""
         self.value = dumps(obj)
-        self.__dict__["_json_cache"] = (self.value, obj)
+        self._json_cache = (self.value, obj)
         return self
 
     def with_json(self, obj):
@@ -93,19 +93,10 @@ def loads(data):
     return obj
 
 
-def _event_init(self, key=None, value=b"", timestamp=0, headers=None):
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    self.key = key
-    self.value = value
-    self.timestamp = timestamp
-    self.headers = headers if headers is not None else []
+class Header:
+    """One header: a name (str) and a raw value (bytes; a str is encoded)."""
 
-
-class _NativeHeader:
-    """One header: a name (str) and a raw value (bytes)."""
+    __slots__ = ("name", "value")
 
     def __init__(self, name, value):
         self.name = name
@@ -118,11 +109,22 @@ class _NativeHeader:
         return f"Header(name={self.name!r}, value={self.value!r})"
 
 
-class _NativeEvent(_EventHelpers):
+class Event(_EventHelpers):
     """One event: ``Event(key=None, value=b"", timestamp=0, headers=None)``.
     A ``str`` value or key is encoded as UTF-8."""
 
-    __init__ = _event_init
+    __slots__ = ("key", "value", "timestamp", "headers", "_json_cache")
+
+    def __init__(self, key=None, value=b"", timestamp=0, headers=None):
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+        self.headers = headers if headers is not None else []
+        self._json_cache = None
 
     def __eq__(self, other):
         fields = ("key", "value", "timestamp", "headers")
@@ -132,24 +134,16 @@ class _NativeEvent(_EventHelpers):
         return f"Event(key={self.key!r}, value={self.value!r}, timestamp={self.timestamp!r}, headers={self.headers!r})"
 
 
-def _extend_generated(event_cls):
-    """Grafts the helpers onto the generated record class; its field order
-    (key, value, timestamp, headers) is the one ``_event_init`` takes."""
-    for name, attr in vars(_EventHelpers).items():
-        if not name.startswith("__"):
-            setattr(event_cls, name, attr)
-    event_cls.__init__ = _event_init
-    return event_cls
+def _event(key, value, timestamp, headers):
+    """An Event from fields already of the right types (the adapter's fast
+    path: no encoding checks)."""
+    e = _new_event(Event)
+    e.key = key
+    e.value = value
+    e.timestamp = timestamp
+    e.headers = headers
+    e._json_cache = None
+    return e
 
 
-try:  # Inside a component built by componentize-py.
-    from wit_world.imports import types as _wit_types
-except ImportError:  # Plain CPython.
-    _wit_types = None
-
-if _wit_types is not None:
-    Event = _extend_generated(_wit_types.Event)
-    Header = _wit_types.Header
-else:
-    Event = _NativeEvent
-    Header = _NativeHeader
+_new_event = object.__new__

@@ -8,8 +8,8 @@ from streamhost import _adapter, log
 from . import fakes
 
 
-def wit_event(value, ts=0, key=None, headers=None):
-    return fakes.Event(key, value, ts, headers or [])
+def event(value, ts=0, key=None, headers=None):
+    return streamhost.Event(key, value, ts, headers or [])
 
 
 class Upper(streamhost.Transform):
@@ -44,40 +44,63 @@ class TransformWorldTest(unittest.TestCase):
         self.plugin = Upper()
         self.world = _adapter.transform_world(self.plugin, fakes.namespace())()
 
-    def test_one_outcome_per_event_in_order(self):
+    def through(self, events, world=None):
+        out = (world or self.world).process(fakes.pack(events))
+        self.assertIsInstance(out, fakes.TransformOutput)
+        return fakes.unpack(out, len(events))
+
+    def test_each_event_is_accounted_for_in_order(self):
         kinds = ["keep", "drop", "split", "fail", "reject", "keep"]
-        batch = [wit_event(f'{{"kind":"{k}"}}'.encode(), ts=i) for i, k in enumerate(kinds)]
-        out = self.world.process(batch)
-        self.assertEqual(len(out), len(kinds))
-        self.assertIsInstance(out[0], fakes.Ok)
-        self.assertIs(out[0].value[0], batch[0])  # passed through without a copy
-        self.assertEqual(out[1], fakes.Ok([]))
-        self.assertEqual([e.value for e in out[2].value], [b'{"part":0}', b'{"part":1}', b'{"part":2}'])
-        self.assertTrue(all(e.timestamp == 2 for e in out[2].value))
+        batch = [event(f'{{"kind":"{k}"}}'.encode(), ts=i) for i, k in enumerate(kinds)]
+        out = self.through(batch)
+        self.assertEqual(out[0], [batch[0]])
+        self.assertEqual(out[1], [])
+        self.assertEqual([e.value for e in out[2]], [b'{"part":0}', b'{"part":1}', b'{"part":2}'])
+        self.assertTrue(all(e.timestamp == 2 for e in out[2]))
         self.assertIsInstance(out[3], fakes.Err)
         self.assertRegex(out[3].value, r"^ValueError: bad record \(test_adapter\.py:\d+\)$")
         self.assertEqual(out[4], fakes.Err("rejected on purpose"))
-        self.assertIs(out[5].value[0], batch[5])
+        self.assertEqual(out[5], [batch[5]])
+
+    def test_keys_headers_and_timestamps_cross_both_ways(self):
+        batch = [
+            event(b'{"kind":"keep"}', ts=-3, key=b"k1", headers=[streamhost.Header("a", b"1"), streamhost.Header("b", b"")]),
+            event(b'{"kind":"keep"}', ts=2**63 - 1),
+            event(b'{"kind":"keep"}', ts=0, key=b""),
+        ]
+        seen = []
+
+        class Spy(streamhost.Transform):
+            def process_event(self, e):
+                seen.append((e.key, e.timestamp, [(h.name, h.value) for h in e.headers]))
+                return e
+
+        out = self.through(batch, _adapter.transform_world(Spy(), fakes.namespace())())
+        self.assertEqual(seen, [(b"k1", -3, [("a", b"1"), ("b", b"")]), (None, 2**63 - 1, []), (b"", 0, [])])
+        self.assertEqual([o[0] for o in out], batch)
+        self.assertEqual(out[2][0].key, b"", "an empty key stays a key")
 
     def test_wrong_results_fail_their_event_only(self):
-        out = self.world.process([wit_event(b'{"kind":"dict"}'), wit_event(b'{"kind":"bad-ts"}'), wit_event(b"{}")])
+        out = self.through([event(b'{"kind":"dict"}'), event(b'{"kind":"bad-ts"}'), event(b"{}")])
         self.assertIn("process_event returned dict", out[0].value)
         self.assertIn("timestamp must be a 64-bit int", out[1].value)
-        self.assertIsInstance(out[2], fakes.Ok)
+        self.assertEqual(len(out[2]), 1)
 
-    def test_outputs_are_binding_records(self):
-        out = self.world.process([wit_event(b'{"kind":"native"}'), wit_event(b'{"kind":"text-value"}')])
-        native = out[0].value[0]
-        self.assertIs(type(native), fakes.Event)
+    def test_str_fields_are_encoded(self):
+        out = self.through([event(b'{"kind":"native"}'), event(b'{"kind":"text-value"}')])
+        native = out[0][0]
         self.assertEqual((native.value, native.timestamp), (b"from a str", 4))
-        self.assertEqual(native.headers, [fakes.Header("h", b"v")])
-        self.assertIs(type(native.headers[0]), fakes.Header)
-        self.assertEqual(out[1].value[0].value, b"text")
+        self.assertEqual(native.headers, [streamhost.Header("h", b"v")])
+        self.assertEqual(out[1][0].value, b"text")
 
     def test_invalid_json_is_that_events_error(self):
-        out = self.world.process([wit_event(b"{oops"), wit_event(b"{}")])
+        out = self.through([event(b"{oops"), event(b"{}")])
         self.assertRegex(out[0].value, r"^JSONDecodeError: .* \(test_adapter\.py:\d+\)$")
-        self.assertIsInstance(out[1], fakes.Ok)
+        self.assertEqual(len(out[1]), 1)
+
+    def test_an_empty_batch_gives_empty_columns(self):
+        out = self.world.process(fakes.pack([]))
+        self.assertEqual((out.events.values.data, out.events.values.ends, out.origins, out.errors), (b"", [], [], []))
 
     def test_init_parses_config(self):
         self.world.init('{"a": [1]}')
@@ -102,7 +125,7 @@ class TransformWorldTest(unittest.TestCase):
 
     def test_a_transform_without_process_event_fails_each_event(self):
         world = _adapter.transform_world(streamhost.Transform(), fakes.namespace())()
-        out = world.process([wit_event(b"{}")])
+        out = self.through([event(b"{}")], world)
         self.assertIn("NotImplementedError", out[0].value)
 
 

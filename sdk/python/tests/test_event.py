@@ -1,10 +1,7 @@
-import dataclasses
 import unittest
 
 from streamhost import Event, Header
-from streamhost.event import _extend_generated
 
-from . import fakes
 
 
 class NativeEventTest(unittest.TestCase):
@@ -49,27 +46,12 @@ class NativeEventTest(unittest.TestCase):
         self.assertEqual(e.header("h"), b"v2")
 
 
-class GeneratedEventTest(unittest.TestCase):
-    """Inside a component the generated dataclass is extended in place."""
-
-    def setUp(self):
-        self.cls = dataclasses.make_dataclass(
-            "Event", [("key", object), ("value", bytes), ("timestamp", int), ("headers", list)]
-        )
-        _extend_generated(self.cls)
-
-    def test_positional_construction_as_the_bindings_do(self):
-        e = self.cls(None, b'{"a":1}', 9, [])
+class SlotsTest(unittest.TestCase):
+    def test_events_are_slotted_and_the_json_cache_is_not_a_field(self):
+        e = Event(None, b'{"a":1}', 9, [])
         self.assertEqual(e.json, {"a": 1})
-        self.assertEqual(e.timestamp, 9)
-
-    def test_helpers_and_defaults(self):
-        e = self.cls(value="x")
-        self.assertEqual((e.key, e.value, e.timestamp, e.headers), (None, b"x", 0, []))
-        f = e.with_json({"y": 2})
-        self.assertIsInstance(f, self.cls)
-        self.assertEqual(f.value, b'{"y":2}')
-        self.assertEqual(e, self.cls(None, b"x", 0, []))  # the json cache is not a field
+        self.assertFalse(hasattr(e, "__dict__"))
+        self.assertEqual(e, Event(None, b'{"a":1}', 9, []))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ pub mod udf {
         pub_export_macro: true,
         export_macro_name: "export",
         with: {
-            "streamhost:plugin/types@0.1.0": crate::bindings::transform::streamhost::plugin::types,
-            "streamhost:plugin/host@0.1.0": crate::bindings::transform::streamhost::plugin::host,
+            "streamhost:plugin/types@0.2.0": crate::bindings::transform::streamhost::plugin::types,
+            "streamhost:plugin/host@0.2.0": crate::bindings::transform::streamhost::plugin::host,
         },
     });
 }

@@ -1,13 +1,35 @@
-//! Helpers on the WIT `event` record.
+//! The event a plugin function sees.
 //!
-//! [`Event`] is the type wit-bindgen generates for the contract, so a batch
-//! reaches the plugin function without any conversion; these methods only
-//! make it pleasant to use (and work natively, for unit tests).
+//! The WIT moves a batch as columns (`event-batch`); the transform macro
+//! cuts it into these plain structs, one per event, and packs the
+//! function's results back (see `transform::process_columns`). Everything
+//! here works natively, for unit tests.
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::types::{Event, Header};
 use crate::Error;
+
+/// One event: an optional key, a payload, an event time and headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Optional partitioning / join key, raw bytes.
+    pub key: Option<Vec<u8>>,
+    /// The payload; JSON (UTF-8) by convention.
+    pub value: Vec<u8>,
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Free-form metadata carried along with the event.
+    pub headers: Vec<Header>,
+}
+
+/// One header of an event: a name and a raw value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Header name (case-sensitive).
+    pub name: String,
+    /// Raw header value.
+    pub value: Vec<u8>,
+}
 
 impl Event {
     /// An event with this payload, no key, no headers and timestamp 0.

@@ -29,12 +29,14 @@
 // The bindings are generated code; their docs come from the WIT.
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod columns;
 mod error;
 mod event;
 pub mod log;
 pub mod transform;
 pub mod udf;
 
-pub use bindings::types::{Event, Header};
+pub use event::{Event, Header};
 pub use error::Error;
+pub use columns::{Emitter, EventRef};
 pub use transform::{process_batch, IntoEvents, Outcome};

@@ -2,6 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::columns::TransformFn;
 use crate::{Error, Event};
 
 /// What a transform made of one input event: output events, or the error
@@ -32,19 +33,14 @@ impl IntoEvents for Vec<Event> {
     }
 }
 
-/// Runs `f` over every event of `batch`, one outcome per event in order.
-/// An error fails its own event only. (A panic aborts the instance, which
-/// the host contains; the batch is then retried or dead-lettered there.)
-pub fn process_batch<R, F>(batch: Vec<Event>, mut f: F) -> Vec<Outcome>
-where
-    R: IntoEvents,
-    F: FnMut(Event) -> Result<R, Error>,
-{
-    let mut out = Vec::with_capacity(batch.len());
-    for event in batch {
-        out.push(f(event).map(IntoEvents::into_events).map_err(Error::into_message));
-    }
-    out
+/// Runs `f` over every event of `batch`, one outcome per event in order,
+/// through the same columnar path the component export takes. An error
+/// fails its own event only. (A panic aborts the instance, which the host
+/// contains; the batch is then retried or dead-lettered there.) This is the
+/// way to unit-test a transform natively, in either shape.
+pub fn process_batch<M, F: TransformFn<M>>(batch: Vec<Event>, f: F) -> Vec<Outcome> {
+    let n = batch.len();
+    crate::columns::unpack(crate::columns::process_columns(crate::columns::pack(batch), f), n)
 }
 
 /// Parses the `init` config (JSON text) into `C` and hands it to `f`.
@@ -84,6 +80,25 @@ pub fn no_init(_config: serde_json::Value) -> Result<(), Error> {
 /// # fn main() {}
 /// ```
 ///
+/// On a hot path the function can instead borrow its input from the batch
+/// and write its output payload in place, saving two copies and two
+/// allocations per event:
+///
+/// ```
+/// use streamhost_sdk::{Emitter, Error, EventRef};
+///
+/// fn upper(e: EventRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error> {
+///     out.emit_with(e.key, |buf| {
+///         buf.extend(e.value.iter().map(u8::to_ascii_uppercase));
+///         Ok::<_, Error>(Some(e.timestamp))
+///     })?;
+///     Ok(())
+/// }
+///
+/// streamhost_sdk::transform!(upper);
+/// # fn main() {}
+/// ```
+///
 /// The function stays an ordinary Rust function, so it is unit-testable
 /// natively; only wasm builds emit the component exports.
 #[macro_export]
@@ -101,8 +116,8 @@ macro_rules! transform {
                     $crate::transform::run_init(&config, $init)
                 }
 
-                fn process(batch: ::std::vec::Vec<$crate::Event>) -> ::std::vec::Vec<$crate::transform::Outcome> {
-                    $crate::transform::process_batch(batch, $process)
+                fn process(batch: $crate::bindings::types::EventBatch) -> $crate::bindings::types::TransformOutput {
+                    $crate::columns::process_columns(batch, $process)
                 }
             }
 

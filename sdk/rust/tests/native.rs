@@ -51,6 +51,91 @@ fn a_batch_gets_one_outcome_per_event_and_errors_stay_alone() {
     assert_eq!(dropped, vec![Ok(vec![])]);
 }
 
+#[test]
+fn the_columnar_export_cuts_events_out_and_packs_outputs_with_their_origin() {
+    use streamhost_sdk::bindings::types::{BatchHeader, ByteColumn, EventBatch};
+    use streamhost_sdk::columns::process_columns;
+    // Three inputs: "2" keyed "k" with a header, "x" keyless, "1" with an empty key.
+    let batch = EventBatch {
+        values: ByteColumn { data: b"2x1".to_vec(), ends: vec![1, 2, 3] },
+        keys: ByteColumn { data: b"k".to_vec(), ends: vec![1, 1, 1] },
+        keyless: vec![1],
+        timestamps: vec![10, 20, 30],
+        headers: vec![BatchHeader { event: 0, name: "h".into(), value: b"v".to_vec() }],
+    };
+    let mut seen = Vec::new();
+    let out = process_columns(batch, |e: Event| {
+        seen.push((e.key.clone(), e.timestamp, e.headers.len()));
+        let n: usize = e.value_str()?.parse()?;
+        Ok::<_, Error>((0..n).map(|i| e.clone().with_value(format!("{i}")).with_timestamp(e.timestamp + i as i64)).collect::<Vec<_>>())
+    });
+    assert_eq!(seen, vec![(Some(b"k".to_vec()), 10, 1), (None, 20, 0), (Some(vec![]), 30, 0)]);
+    assert_eq!(out.origins, vec![0, 0, 2]);
+    assert_eq!(out.events.values.data, b"010");
+    assert_eq!(out.events.values.ends, vec![1, 2, 3]);
+    assert_eq!(out.events.keys.data, b"kk");
+    assert_eq!(out.events.keys.ends, vec![1, 2, 2]);
+    assert!(out.events.keyless.is_empty(), "an empty key is still a key");
+    assert_eq!(out.events.timestamps, vec![10, 11, 30]);
+    assert_eq!(out.events.headers.iter().map(|h| h.event).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!((out.errors[0].event, out.errors[0].message.as_str()), (1, "invalid digit found in string"));
+}
+
+#[test]
+fn zero_copy_functions_write_in_place_and_a_failure_takes_its_outputs_back() {
+    use streamhost_sdk::{Emitter, EventRef};
+    // "n:text": emit n copies of text, then fail if text is "boom";
+    // "skip": write something, then decide to emit nothing.
+    fn f(e: EventRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error> {
+        let text = e.value_str()?;
+        if text == "skip" {
+            assert!(!out.emit_with(e.key, |buf| {
+                buf.extend_from_slice(b"garbage");
+                Ok::<_, Error>(None)
+            })?);
+            return Ok(());
+        }
+        let (n, body) = text.split_once(':').ok_or_else(|| Error::new("no colon"))?;
+        for i in 0..n.parse::<i64>()? {
+            out.emit_with(e.key, |buf| {
+                buf.extend_from_slice(body.as_bytes());
+                Ok::<_, Error>(Some(e.timestamp + i))
+            })?;
+            out.header("copy", i.to_string().as_bytes());
+        }
+        if body == "boom" {
+            out.emit_with(None, |buf| {
+                buf.extend_from_slice(b"half-written");
+                Err(Error::new("exploded mid-write"))
+            })?;
+        }
+        Ok(())
+    }
+    let batch = vec![
+        Event::new("2:a").with_key("k").with_timestamp(100),
+        Event::new("3:boom"),
+        Event::new("skip"),
+        Event::new("1:b").with_timestamp(7),
+    ];
+    let out = process_batch(batch, f);
+    let a = out[0].as_ref().unwrap();
+    assert_eq!(a.iter().map(|e| (e.value.as_slice(), e.timestamp)).collect::<Vec<_>>(), vec![(&b"a"[..], 100), (&b"a"[..], 101)]);
+    assert!(a.iter().all(|e| e.key.as_deref() == Some(&b"k"[..])));
+    assert_eq!(a[1].headers, vec![Header { name: "copy".into(), value: b"1".to_vec() }]);
+    assert_eq!(out[1], Err("exploded mid-write".to_string()), "three copies were emitted, then taken back");
+    assert_eq!(out[2], Ok(vec![]));
+    let b = &out[3].as_ref().unwrap()[0];
+    assert_eq!((b.value.as_slice(), b.timestamp, b.key.as_ref()), (&b"b"[..], 7, None));
+    // The owned view used in native tests sees the same fields.
+    let owned = Event::new("x").with_key("k");
+    let mut owned = owned;
+    owned.set_header("h", "v");
+    let view = EventRef::of(&owned);
+    assert_eq!((view.key, view.value, view.header("h")), (Some(&b"k"[..]), &b"x"[..], Some(&b"v"[..])));
+    assert_eq!(view.to_event(), owned);
+}
+
 #[derive(Deserialize)]
 struct Config {
     threshold: u32,

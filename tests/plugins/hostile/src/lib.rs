@@ -11,6 +11,11 @@
 //! - `state`: return one event whose value is how many events this instance
 //!   processed since `init` (shows whether the instance was rebuilt);
 //! - `log`: call the host's `log` and echo.
+//! - `contract`: answer the whole batch with a broken layout (an output
+//!   whose origin is past the batch), which the host must refuse.
+//!
+//! It uses the raw wit-bindgen bindings (not the SDK), so it can break the
+//! contract.
 //!
 //! Anything else (including non-JSON values) is echoed. `init` takes
 //! `{"init": "error"|"panic"|"loop"}` to misbehave at load time.
@@ -22,8 +27,20 @@ wit_bindgen::generate!({
 
 use std::cell::Cell;
 
-// `Event` and `EventOutcome` are defined by generate! (the world `use`s them).
 use streamhost::plugin::host::{log, Level};
+// `EventBatch` and `TransformOutput` come from generate! (the world uses them).
+use streamhost::plugin::types::{BatchHeader, ByteColumn, EventError};
+
+/// One event, owned (the WIT moves them as columns).
+#[derive(Clone)]
+struct Event {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    timestamp: i64,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+type EventOutcome = Result<Vec<Event>, String>;
 
 thread_local! {
     /// Events seen by this instance since `init`.
@@ -44,9 +61,68 @@ impl Guest for Hostile {
         }
     }
 
-    fn process(batch: Vec<Event>) -> Vec<EventOutcome> {
-        batch.into_iter().map(behave).collect()
+    fn process(batch: EventBatch) -> TransformOutput {
+        let events = unpack(batch);
+        let n = events.len() as u32;
+        let broken = events.iter().any(|e| e.value.starts_with(br#"{"do":"contract"#));
+        let mut out = pack(events.into_iter().map(behave).collect());
+        if broken {
+            out.origins.push(n);
+            let ends = &mut out.events.values.ends;
+            ends.push(ends.last().copied().unwrap_or(0));
+            out.events.keys.ends.push(out.events.keys.data.len() as u32);
+            out.events.timestamps.push(0);
+        }
+        out
     }
+}
+
+fn unpack(batch: EventBatch) -> Vec<Event> {
+    let item = |c: &ByteColumn, i: usize| {
+        let start = if i == 0 { 0 } else { c.ends[i - 1] as usize };
+        c.data[start..c.ends[i] as usize].to_vec()
+    };
+    (0..batch.timestamps.len())
+        .map(|i| Event {
+            key: (!batch.keyless.contains(&(i as u32))).then(|| item(&batch.keys, i)),
+            value: item(&batch.values, i),
+            timestamp: batch.timestamps[i],
+            headers: batch
+                .headers
+                .iter()
+                .filter(|h| h.event == i as u32)
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+fn pack(outcomes: Vec<EventOutcome>) -> TransformOutput {
+    let column = || ByteColumn { data: Vec::new(), ends: Vec::new() };
+    let mut events =
+        EventBatch { values: column(), keys: column(), keyless: Vec::new(), timestamps: Vec::new(), headers: Vec::new() };
+    let (mut origins, mut errors) = (Vec::new(), Vec::new());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok(outputs) => {
+                for e in outputs {
+                    let index = events.timestamps.len() as u32;
+                    events.values.data.extend_from_slice(&e.value);
+                    events.values.ends.push(events.values.data.len() as u32);
+                    match e.key {
+                        Some(k) => events.keys.data.extend_from_slice(&k),
+                        None => events.keyless.push(index),
+                    }
+                    events.keys.ends.push(events.keys.data.len() as u32);
+                    events.timestamps.push(e.timestamp);
+                    events.headers.extend(e.headers.into_iter().map(|(name, value)| BatchHeader { event: index, name, value }));
+                    origins.push(i as u32);
+                }
+            }
+            Err(message) => errors.push(EventError { event: i as u32, message }),
+        }
+    }
+    TransformOutput { events, origins, errors }
 }
 
 fn behave(event: Event) -> EventOutcome {
