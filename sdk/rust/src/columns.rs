@@ -307,11 +307,15 @@ pub(crate) fn pack(events: Vec<Event>) -> EventBatch {
 pub(crate) fn unpack(output: TransformOutput, inputs: usize) -> Vec<crate::Outcome> {
     let TransformOutput { events, origins, errors } = output;
     let mut outcomes: Vec<crate::Outcome> = (0..inputs).map(|_| Ok(Vec::new())).collect();
+    let mut keyless = vec![false; origins.len()];
+    for &i in &events.keyless {
+        keyless[i as usize] = true;
+    }
     let (mut value_start, mut key_start) = (0usize, 0usize);
     for (i, (&origin, &timestamp)) in origins.iter().zip(&events.timestamps).enumerate() {
         let (value_end, key_end) = (events.values.ends[i] as usize, events.keys.ends[i] as usize);
         let event = Event {
-            key: (!events.keyless.contains(&(i as u32))).then(|| events.keys.data[key_start..key_end].to_vec()),
+            key: (!keyless[i]).then(|| events.keys.data[key_start..key_end].to_vec()),
             value: events.values.data[value_start..value_end].to_vec(),
             timestamp,
             headers: events
