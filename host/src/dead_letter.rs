@@ -32,6 +32,9 @@ pub enum DeadKind {
     PluginLimit,
     /// A step could not apply to this event (e.g. a UDF step on a non-object).
     StepError,
+    /// Arrived after the watermark passed the time it needed (its window
+    /// had closed), beyond the allowed lateness.
+    Late,
 }
 
 /// One refused event, ready to be written.

@@ -12,4 +12,5 @@ pub mod record_schema;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod step;

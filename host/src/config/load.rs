@@ -286,6 +286,31 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
                 err(root.key("steps").key(name).key("output"), "must name a field".into());
             }
         }
+        if let StepConfig::WindowJoin(j) = step {
+            let at = root.key("steps").key(name);
+            if j.inputs.len() < 2 {
+                err(at.key("inputs"), "a join needs a main input and at least one other".into());
+            }
+            for (input, path) in &j.keys {
+                if !j.inputs.contains(input) {
+                    err(at.key("keys").key(input), format!("`{input}` is not one of this step's inputs"));
+                } else if !path.starts_with("$.") || path.len() < 3 || path[2..].split('.').any(str::is_empty) {
+                    err(at.key("keys").key(input), format!("`{path}` is not a field path such as `$.request_id`"));
+                }
+            }
+            if j.window.end_ms < j.window.start_ms {
+                err(at.key("window"), format!("end_ms ({}) is before start_ms ({})", j.window.end_ms, j.window.start_ms));
+            }
+            if j.bucket_ms == Some(0) {
+                err(at.key("bucket_ms"), "must be at least 1".into());
+            }
+            let crate::config::JoinerConfig::Merge { prefixes } = &j.joiner;
+            for input in prefixes.keys() {
+                if !j.inputs[1..].contains(input) {
+                    err(at.key("joiner").key("prefixes").key(input), format!("`{input}` is not one of this join's other inputs"));
+                }
+            }
+        }
     }
     for (name, sink) in &c.sinks {
         check_inputs("sinks", name, sink.inputs(), &mut err);

@@ -59,12 +59,38 @@ pub struct Settings {
     /// Directory for precompiled plugin artifacts (default: the user's cache
     /// directory, `~/.cache/streamhost/artifacts`).
     pub artifact_cache: Option<PathBuf>,
+    /// Where stateful steps (joins) keep their state.
+    pub state: StateSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { batch_size: 1024, batch_linger_ms: 100, channel_batches: 4, artifact_cache: None }
+        Settings { batch_size: 1024, batch_linger_ms: 100, channel_batches: 4, artifact_cache: None, state: StateSettings::default() }
     }
+}
+
+/// The state of stateful steps (joins). Opened only if a step has state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// Which backend holds it.
+    pub backend: StateBackendKind,
+    /// Directory of the on-disk state (default: `state` next to
+    /// pipeline.json).
+    pub dir: Option<PathBuf>,
+    /// Tuning of the RocksDB backend (memory bounds).
+    pub rocksdb: crate::state::RocksOptions,
+}
+
+/// The state backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendKind {
+    /// RocksDB in a local directory: state larger than memory, bounded RAM.
+    #[default]
+    Rocksdb,
+    /// Ordered maps in memory: fast, bounded by RAM.
+    Memory,
 }
 
 /// A plugin: a WebAssembly component, or a plugin source folder built on demand.
@@ -201,6 +227,15 @@ pub enum SourceConfig {
     },
 }
 
+impl SourceConfig {
+    /// The settings every source has.
+    pub fn common(&self) -> &SourceCommon {
+        match self {
+            SourceConfig::File { common, .. } | SourceConfig::Stdin { common } | SourceConfig::Generator { common, .. } => common,
+        }
+    }
+}
+
 /// Settings every source has.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -209,8 +244,9 @@ pub struct SourceCommon {
     /// dead-letter sink before any step sees it.
     #[serde(default)]
     pub schema: Option<RecordSchema>,
-    /// Top-level field holding the event time in milliseconds (default: the
-    /// time the record was read).
+    /// Top-level field holding the event time: milliseconds since the Unix
+    /// epoch (default: the time the record was read, which makes event time
+    /// processing time).
     #[serde(default)]
     pub timestamp_field: Option<String>,
     /// Top-level field whose value becomes the event key.
@@ -220,6 +256,18 @@ pub struct SourceCommon {
     /// (default 1 MiB).
     #[serde(default)]
     pub max_record_bytes: Option<usize>,
+    /// How far out of order event times may arrive, in milliseconds. The
+    /// source's watermark trails the largest event time it has read by this
+    /// much: it promises that no event at or before the watermark follows.
+    /// Events that break the promise are late (see `window_join`).
+    #[serde(default)]
+    pub max_out_of_orderness_ms: u64,
+    /// A source that sends nothing for this many milliseconds is idle: it no
+    /// longer holds back the watermark of the steps it feeds, so one quiet
+    /// stream cannot freeze a join. It takes part again with its next event.
+    /// Default: never idle.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 impl SourceCommon {
@@ -316,6 +364,100 @@ pub enum StepConfig {
         /// Registered name of the native transform.
         name: String,
     },
+    /// Joins a main input with one or more other inputs on a key, within a
+    /// window of event time relative to each main event (see
+    /// docs/window-join.md for the exact semantics).
+    WindowJoin(WindowJoinConfig),
+}
+
+/// The settings of a `window-join` step.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowJoinConfig {
+    /// The first input is the main one (e.g. impressions); the others are
+    /// joined to it (e.g. clicks, likes).
+    pub inputs: Vec<String>,
+    /// The join key of each input, by input name: a field path such as
+    /// `$.request_id` (a string is its text, a number or boolean its JSON
+    /// text). An input not listed joins on its event key.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// The window, relative to each main event's time.
+    pub window: JoinWindow,
+    /// `inner`: main events without a match are not emitted; `left`: they
+    /// are, marked unmatched.
+    #[serde(default)]
+    pub mode: JoinMode,
+    /// When joined events are emitted.
+    #[serde(default)]
+    pub emit: EmitPolicy,
+    /// How long after a window's end (in watermark terms) it stays open for
+    /// late events; firing waits as long.
+    #[serde(default)]
+    pub allowed_lateness_ms: u64,
+    /// Width of the time buckets the other inputs' state is laid out in
+    /// (default: the window's length). Expiry deletes whole buckets.
+    #[serde(default)]
+    pub bucket_ms: Option<u64>,
+    /// How a main event and its matches become output events.
+    #[serde(default)]
+    pub joiner: JoinerConfig,
+}
+
+/// A window of event time relative to a main event at time `t`: other events
+/// at times `t + start_ms ..= t + end_ms` (both bounds inclusive) match.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinWindow {
+    /// Start of the window relative to the main event, in ms (may be negative).
+    pub start_ms: i64,
+    /// End of the window relative to the main event, in ms (at least `start_ms`).
+    pub end_ms: i64,
+}
+
+/// Which main events a join emits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinMode {
+    /// Only main events with at least one match.
+    #[default]
+    Inner,
+    /// Every main event; those without a match are emitted unmatched.
+    Left,
+}
+
+/// When a join emits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmitPolicy {
+    /// Each main event once, when the watermark passes its window's end, with
+    /// all its matches.
+    #[default]
+    OnWindowEnd,
+    /// One output per (main, match) pair as soon as both have arrived; in
+    /// `left` mode an unmatched main event is emitted at its window's end.
+    OnMatch,
+}
+
+/// How a main event and its matches become output events.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum JoinerConfig {
+    /// Merges the JSON objects into one: the main event's fields as they are,
+    /// each other input's fields under a prefix (default `INPUT.`), a later
+    /// match overwriting an earlier one's fields, plus `PREFIXcount`, the
+    /// number of matches of that input.
+    Merge {
+        /// Field-name prefix per other input, by input name.
+        #[serde(default)]
+        prefixes: BTreeMap<String, String>,
+    },
+}
+
+impl Default for JoinerConfig {
+    fn default() -> Self {
+        JoinerConfig::Merge { prefixes: BTreeMap::new() }
+    }
 }
 
 impl StepConfig {
@@ -323,14 +465,15 @@ impl StepConfig {
         match self {
             StepConfig::Transform { inputs, .. }
             | StepConfig::Udf { inputs, .. }
-            | StepConfig::Native { inputs, .. } => inputs,
+            | StepConfig::Native { inputs, .. }
+            | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. }) => inputs,
         }
     }
 
     pub fn plugin(&self) -> Option<&str> {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
-            StepConfig::Native { .. } => None,
+            StepConfig::Native { .. } | StepConfig::WindowJoin(_) => None,
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::plugin::{LoadedPlugin, PluginRuntime, RuntimeOptions};
 use crate::sink::{build_sink, Sink};
 use crate::source::{build_source, Source};
-use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep};
+use crate::state::StateBackend;
+use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep, WindowJoin};
 
 /// Library-level knobs of a build.
 #[derive(Clone, Default)]
@@ -27,8 +28,16 @@ pub struct BuildOptions {
 /// Where a node's output goes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Consumer {
-    Step(usize),
+    /// Input `port` (position in the step's `inputs`) of step `step`.
+    Step { step: usize, port: usize },
     Sink(usize),
+}
+
+/// Where a step's input comes from (for watermarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Producer {
+    Source(usize),
+    Step(usize),
 }
 
 pub(crate) struct StepNode {
@@ -36,6 +45,7 @@ pub(crate) struct StepNode {
     pub op: Box<dyn Operator>,
     pub stats: Arc<NodeStats>,
     pub consumers: Vec<Consumer>,
+    pub producers: Vec<Producer>,
 }
 
 pub(crate) struct SinkNode {
@@ -49,6 +59,8 @@ pub(crate) struct SourceNode {
     pub source: Option<Box<dyn Source>>,
     pub stats: Arc<NodeStats>,
     pub consumers: Vec<Consumer>,
+    pub out_of_orderness_ms: u64,
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// A pipeline ready to run.
@@ -63,6 +75,10 @@ pub struct Pipeline {
     pub(crate) linger_ms: u64,
     pub(crate) channel_batches: usize,
     pub(crate) progress: bool,
+    /// Watermarks of sources and steps while running.
+    pub(crate) clock: super::watermarks::Watermarks,
+    /// The state of stateful steps.
+    pub(crate) state: Box<dyn StateBackend>,
     /// The loaded plugins, by name (kept for stats and, later, swaps).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
 }
@@ -163,6 +179,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 let args = args.iter().map(UdfArg::parse).collect();
                 Box::new(UdfStep::new(name, plugin, function, args, output, runner))
             }
+            StepConfig::WindowJoin(j) => Box::new(WindowJoin::new(name, j)),
             StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
                 Some(f) => Box::new(NativeStep::new(name, f)),
                 None => {
@@ -171,7 +188,13 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 }
             },
         };
-        steps.push(StepNode { name: name.to_string(), op, stats: NodeStats::new(name, NodeKind::Step), consumers: Vec::new() });
+        steps.push(StepNode {
+            name: name.to_string(),
+            op,
+            stats: NodeStats::new(name, NodeKind::Step),
+            consumers: Vec::new(),
+            producers: Vec::new(),
+        });
     }
     if !errors.is_empty() {
         return Err(p.errors(errors).into());
@@ -184,26 +207,46 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let mut sources: Vec<SourceNode> = c
         .sources
         .iter()
-        .map(|(name, sc)| SourceNode { name: name.clone(), source: Some(build_source(name, sc, resolve)), stats: NodeStats::new(name, NodeKind::Source), consumers: Vec::new() })
+        .map(|(name, sc)| SourceNode {
+            name: name.clone(),
+            source: Some(build_source(name, sc, resolve)),
+            stats: NodeStats::new(name, NodeKind::Source),
+            consumers: Vec::new(),
+            out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
+            idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
+        })
         .collect();
 
     // Wire consumers: each input names a source or a step.
-    let mut wire = |input: &str, consumer: Consumer| {
-        if let Some(s) = sources.iter_mut().find(|s| s.name == input) {
-            s.consumers.push(consumer);
-        } else if let Some(s) = steps.iter_mut().find(|s| s.name == input) {
-            s.consumers.push(consumer);
+    let mut wire = |input: &str, consumer: Consumer| -> Option<Producer> {
+        if let Some(i) = sources.iter().position(|s| s.name == input) {
+            sources[i].consumers.push(consumer);
+            Some(Producer::Source(i))
+        } else if let Some(i) = steps.iter().position(|s| s.name == input) {
+            steps[i].consumers.push(consumer);
+            Some(Producer::Step(i))
+        } else {
+            None
         }
     };
+    let mut producers = vec![Vec::new(); order.len()];
     for (i, name) in order.iter().enumerate() {
-        for input in c.steps[*name].inputs() {
-            wire(input, Consumer::Step(i));
+        for (port, input) in c.steps[*name].inputs().iter().enumerate() {
+            producers[i].extend(wire(input, Consumer::Step { step: i, port }));
         }
     }
     for (i, (_, sc)) in c.sinks.iter().enumerate() {
         for input in sc.inputs() {
             wire(input, Consumer::Sink(i));
         }
+    }
+    for (step, p) in steps.iter_mut().zip(producers) {
+        step.producers = p;
+    }
+
+    let mut state = open_state(p)?;
+    for step in &mut steps {
+        step.op.open_state(&mut *state).map_err(|e| RunError::State(format!("step `{}`: {e}", step.name)))?;
     }
 
     let dead = match &c.dead_letter {
@@ -222,8 +265,32 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         linger_ms: c.settings.batch_linger_ms,
         channel_batches: c.settings.channel_batches,
         progress: opts.progress,
+        clock: super::watermarks::Watermarks::new(Vec::new(), 0),
+        state,
         plugins,
     })
+}
+
+/// The pipeline's state backend: RocksDB (or memory, as configured) when a
+/// step keeps state, else an empty in-memory one. Until checkpoints land a
+/// run starts from empty state, so an existing state directory is cleared.
+fn open_state(p: &LoadedPipeline) -> Result<Box<dyn StateBackend>, RunError> {
+    let settings = &p.config.settings.state;
+    let stateful = p.config.steps.values().any(|s| matches!(s, StepConfig::WindowJoin(_)));
+    if !stateful || settings.backend == crate::config::StateBackendKind::Memory {
+        return Ok(crate::state::open_memory());
+    }
+    let dir = settings.dir.as_ref().map_or_else(|| p.base_dir.join("state"), |d| p.resolve(d));
+    if dir.exists() {
+        // Only ever clear a state directory (RocksDB's CURRENT file) or an
+        // empty one: `dir` may be mistyped.
+        let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty && !dir.join("CURRENT").is_file() {
+            return Err(RunError::State(format!("{} exists and is not a state directory; refusing to clear it", dir.display())));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| RunError::State(format!("cannot clear {}: {e}", dir.display())))?;
+    }
+    crate::state::open_rocksdb(&dir, &settings.rocksdb).map_err(|e| RunError::State(e.to_string()))
 }
 
 fn open_dead(path: &Path) -> Result<DeadLetterWriter, RunError> {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::build::{Consumer, Pipeline};
+use super::watermarks::Watermarks;
 use super::stats::{snapshot, spawn_progress, RunSummary};
 use super::RunError;
 use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
-use crate::source::{Emitter, SourceMessage};
+use crate::source::{Emitter, SourceMessage, END_OF_TIME};
 use crate::step::StepContext;
 
 impl Pipeline {
@@ -22,7 +23,8 @@ impl Pipeline {
         let mut threads = Vec::new();
         for (i, s) in self.sources.iter_mut().enumerate() {
             let source = s.source.take().expect("a pipeline runs once");
-            let mut emitter = Emitter::new(i, &s.name, tx.clone(), self.batch_size, Duration::from_millis(self.linger_ms));
+            let mut emitter = Emitter::new(i, &s.name, tx.clone(), self.batch_size, Duration::from_millis(self.linger_ms))
+                .with_out_of_orderness(s.out_of_orderness_ms);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("source-{}", s.name))
@@ -47,9 +49,32 @@ impl Pipeline {
 
         let mut errors = Vec::new();
         let mut live = n_sources;
+        self.clock = Watermarks::new(self.sources.iter().map(|s| s.idle_timeout).collect(), self.steps.len());
+        // Without idle timeouts there is nothing to check between messages.
+        let tick = self.clock.shortest_idle_timeout().map(|t| (t / 4).max(Duration::from_millis(1)));
         let result = (|| {
             while live > 0 {
-                let Ok((i, msg)) = rx.recv() else { break };
+                let received = match tick {
+                    Some(tick) => match rx.recv_timeout(tick) {
+                        Ok(m) => Some(m),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match rx.recv() {
+                        Ok(m) => Some(m),
+                        Err(_) => break,
+                    },
+                };
+                let now = Instant::now();
+                let Some((i, msg)) = received else {
+                    if self.clock.check_idle(now) {
+                        self.advance_watermarks()?;
+                    }
+                    continue;
+                };
+                if self.clock.heard_from(i, now) {
+                    self.advance_watermarks()?;
+                }
                 match msg {
                     SourceMessage::Batch(batch) => {
                         let src = &self.sources[i];
@@ -64,18 +89,30 @@ impl Pipeline {
                         src.stats.dead.fetch_add(dead.len() as u64, Relaxed);
                         self.write_dead(&dead)?;
                     }
+                    SourceMessage::Watermark(wm) => {
+                        self.clock.advance_source(i, wm);
+                        self.advance_watermarks()?;
+                    }
                     SourceMessage::End(r) => {
                         live -= 1;
                         if let Err(e) = r {
                             errors.push(e);
                         }
+                        self.clock.advance_source(i, END_OF_TIME);
+                        self.advance_watermarks()?;
                     }
+                }
+                if tick.is_some() && self.clock.check_idle(now) {
+                    self.advance_watermarks()?;
                 }
             }
             // Let stateful steps emit what they hold, upstream first.
             for i in 0..self.steps.len() {
                 let mut dead = Vec::new();
-                let out = self.steps[i].op.close(&mut StepContext { dead: &mut dead });
+                let watermark = self.clock.step_input(i);
+                let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
+                let out = self.steps[i].op.close(&mut ctx);
+                check(ctx.failed)?;
                 self.after_step(i, out, dead)?;
             }
             for s in &mut self.sinks {
@@ -124,13 +161,45 @@ impl Pipeline {
                 s.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
                 Ok(())
             }
-            Consumer::Step(i) => {
+            Consumer::Step { step: i, port } => {
                 self.steps[i].stats.events_in.fetch_add(batch.len() as u64, Relaxed);
                 let mut dead = Vec::new();
-                let out = self.steps[i].op.process_batch(batch, &mut StepContext { dead: &mut dead });
+                let watermark = self.clock.step_input(i);
+                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
+                let out = self.steps[i].op.process_batch(batch, &mut ctx);
+                check(ctx.failed)?;
                 self.after_step(i, out, dead)
             }
         }
+    }
+
+    /// Brings every step's watermark up to date, in topological order: a
+    /// step whose input watermark advanced emits what that completes (its
+    /// output goes downstream before the downstream watermark moves).
+    fn advance_watermarks(&mut self) -> Result<(), RunError> {
+        for j in 0..self.steps.len() {
+            let (input, idle) = self.clock.input_of(j, &self.steps[j].producers);
+            if input > self.clock.step_input(j) {
+                // Emit what the new watermark completes, a batch at a time,
+                // before the step's own watermark moves.
+                loop {
+                    let mut dead = Vec::new();
+                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark: input, state: &mut *self.state, failed: None };
+                    let out = self.steps[j].op.on_watermark(input, &mut ctx);
+                    check(ctx.failed)?;
+                    let done = out.is_empty();
+                    self.after_step(j, out, dead)?;
+                    if done {
+                        break;
+                    }
+                }
+                let output = self.steps[j].op.output_watermark(input);
+                self.clock.set_step(j, input, output, idle);
+            } else {
+                self.clock.set_step_idle(j, idle);
+            }
+        }
+        Ok(())
     }
 
     fn after_step(&mut self, i: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
@@ -154,4 +223,9 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A step's fatal error, as the run's.
+fn check(failed: Option<String>) -> Result<(), RunError> {
+    failed.map_or(Ok(()), |e| Err(RunError::Step(e)))
 }

@@ -8,6 +8,7 @@
 mod build;
 mod driver;
 mod stats;
+mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use stats::{NodeKind, NodeStats, RunSummary};
@@ -27,4 +28,8 @@ pub enum RunError {
     DeadLetter { path: String, error: std::io::Error },
     #[error("source thread: {0}")]
     Thread(String),
+    #[error("state: {0}")]
+    State(String),
+    #[error("{0}")]
+    Step(String),
 }

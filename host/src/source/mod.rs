@@ -31,9 +31,16 @@ pub enum SourceMessage {
     Batch(Batch),
     /// Records refused before any step saw them.
     Rejected(Vec<DeadLetter>),
+    /// The source's watermark advanced: no event at or before this time
+    /// (ms) follows. Sent after the batch that advanced it.
+    Watermark(i64),
     /// The source is exhausted (or failed: the error has been reported).
+    /// Its watermark is then the end of time.
     End(Result<(), String>),
 }
+
+/// The watermark that means "no more events at all".
+pub const END_OF_TIME: i64 = i64::MAX;
 
 /// A running source: reads until exhausted or until the pipeline hangs up.
 pub trait Source: Send {
@@ -64,6 +71,12 @@ pub struct Emitter {
     batch_size: usize,
     linger: Duration,
     oldest: Option<Instant>,
+    /// Bounded out-of-orderness of event times, in ms.
+    out_of_orderness: i64,
+    /// Largest event time pushed so far.
+    max_time: Option<i64>,
+    /// Last watermark sent.
+    watermark: i64,
     /// Set when the pipeline thread has gone away: stop reading.
     pub closed: bool,
 }
@@ -79,8 +92,17 @@ impl Emitter {
             batch_size,
             linger,
             oldest: None,
+            out_of_orderness: 0,
+            max_time: None,
+            watermark: i64::MIN,
             closed: false,
         }
+    }
+
+    /// Sets the bounded out-of-orderness the watermark allows for.
+    pub fn with_out_of_orderness(mut self, ms: u64) -> Self {
+        self.out_of_orderness = ms.min(i64::MAX as u64) as i64;
+        self
     }
 
     pub fn origin(&self, position: u64) -> Origin {
@@ -95,6 +117,7 @@ impl Emitter {
         if self.oldest.is_none() {
             self.oldest = Some(Instant::now());
         }
+        self.max_time = Some(self.max_time.map_or(event.timestamp, |t| t.max(event.timestamp)));
         let origin = self.origin(position);
         self.batch.push(event, origin);
         if self.batch.len() >= self.batch_size {
@@ -133,6 +156,14 @@ impl Emitter {
         if !self.batch.is_empty() {
             let b = std::mem::replace(&mut self.batch, Batch::with_capacity(self.batch_size));
             self.send(SourceMessage::Batch(b));
+        }
+        // W = max time - out-of-orderness - 1: events at W are already late.
+        if let Some(max) = self.max_time {
+            let watermark = max.saturating_sub(self.out_of_orderness).saturating_sub(1);
+            if watermark > self.watermark {
+                self.watermark = watermark;
+                self.send(SourceMessage::Watermark(watermark));
+            }
         }
     }
 

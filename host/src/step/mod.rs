@@ -4,6 +4,7 @@
 mod native;
 mod transform;
 mod udf;
+mod window_join;
 
 use crate::dead_letter::{DeadKind, DeadLetter};
 use crate::event::{Batch, Event, Origin};
@@ -12,14 +13,32 @@ use crate::plugin::FailureKind;
 pub use native::{NativeFn, NativeRegistry, NativeStep};
 pub use transform::TransformStep;
 pub use udf::{UdfArg, UdfStep};
+pub use window_join::WindowJoin;
+
+use crate::state::{StateBackend, StateError};
 
 /// What a step can reach besides its input.
 pub struct StepContext<'a> {
     /// Events this step refuses, with their reasons.
     pub dead: &'a mut Vec<DeadLetter>,
+    /// Which of the step's `inputs` (by position) the batch came from.
+    pub input: usize,
+    /// The step's input watermark: the minimum over its (non-idle) inputs.
+    /// An event at or before it is late.
+    pub watermark: i64,
+    /// The pipeline's state: the only storage a step may use.
+    pub state: &'a mut dyn StateBackend,
+    /// Set by a step that cannot go on (its state failed): the run stops
+    /// with this error.
+    pub failed: Option<String>,
 }
 
 impl StepContext<'_> {
+    /// Stops the run with `error` (after this call returns).
+    pub fn fail(&mut self, error: String) {
+        self.failed.get_or_insert(error);
+    }
+
     /// Dead-letters `event` (from `origin`), refused by `step` (through `plugin`).
     pub fn refuse(&mut self, step: &str, plugin: Option<&str>, kind: DeadKind, reason: String, origin: Origin, event: Event) {
         self.dead.push(DeadLetter { kind, reason, origin, step: Some(step.to_string()), plugin: plugin.map(String::from), event });
@@ -30,9 +49,31 @@ impl StepContext<'_> {
 /// stateful operators (windows, joins) can be added without touching the
 /// pipeline driver.
 pub trait Operator: Send {
-    /// Processes one batch. Every input event must end up in the output, in
-    /// `ctx.dead`, or be deliberately filtered out.
+    /// Opens the step's tables, once, before any batch.
+    fn open_state(&mut self, _state: &mut dyn StateBackend) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Processes one batch from input `ctx.input`. Every input event must end
+    /// up in the output, in `ctx.dead`, in the operator's state, or be
+    /// deliberately filtered out.
     fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch;
+
+    /// The input watermark advanced to `watermark` (also in
+    /// `ctx.watermark`): emit what it completes. The end of input is the
+    /// watermark `source::END_OF_TIME`. The driver calls again with the same
+    /// watermark until the batch returned is empty, so an operator may emit
+    /// a large backlog a bounded batch at a time.
+    fn on_watermark(&mut self, _watermark: i64, _ctx: &mut StepContext<'_>) -> Batch {
+        Batch::default()
+    }
+
+    /// The watermark this step promises downstream given its input
+    /// watermark. A step that holds events back (a delayed join) holds its
+    /// output watermark back to before the oldest event it may still emit.
+    fn output_watermark(&self, input: i64) -> i64 {
+        input
+    }
 
     /// Called once when all inputs are exhausted; may emit what it held.
     fn close(&mut self, _ctx: &mut StepContext<'_>) -> Batch {

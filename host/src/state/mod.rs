@@ -1,0 +1,199 @@
+//! The state API: the only way operators reach storage.
+//!
+//! A [`StateBackend`] holds named **tables**, each an ordered map from byte keys to byte
+//! values (lexicographic byte order). Two backends implement it: [`open_memory`] (a
+//! `BTreeMap` per table, for tests and small state) and [`open_rocksdb`] (one RocksDB
+//! column family per table, for state larger than memory). Nothing outside this module
+//! names RocksDB.
+//!
+//! # What the API guarantees
+//!
+//! - **Batched writes.** `put`, `delete` and `delete_range` are buffered in one write batch
+//!   until [`StateBackend::commit`], which applies them atomically and in the order they
+//!   were made (a `put` after a `delete_range` covering its key survives; a `put` before it
+//!   does not). Either the whole batch is applied or, if `commit` fails, none of it.
+//! - **Reads see committed data only.** `get` and `scan` never see the pending batch. An
+//!   operator that needs read-your-writes within a batch keeps those writes itself.
+//! - `open_table` is not part of the batch: it creates the table at once. A [`TableId`] is
+//!   valid only on the backend that returned it; after a restore, open the tables again by
+//!   name.
+//!
+//! # Durability comes from checkpoints, not from a log
+//!
+//! The RocksDB backend writes with its write-ahead log **disabled**. A committed batch lives
+//! in a memtable until RocksDB flushes it, so a process crash loses the batches committed
+//! since the last flush; a clean drop of the backend flushes them. This is deliberate: after
+//! a crash a pipeline restores its last [checkpoint](StateBackend::checkpoint) and replays
+//! its sources from the positions recorded with it, so state written after that checkpoint
+//! is recomputed anyway and a log of it would be dead weight (one more write of every byte).
+//! A checkpoint is the unit of durability: it flushes the memtables and is complete on disk
+//! when `checkpoint` returns.
+//!
+//! # Checkpoints are incremental on disk
+//!
+//! RocksDB keeps data in immutable SST files. A checkpoint of the RocksDB backend (RocksDB's
+//! `Checkpoint`) hard-links the live SST files into the checkpoint folder and copies only
+//! the small metadata files, so a checkpoint costs a flush plus the metadata, and successive
+//! checkpoints share every SST file that did not change between them: only files written by
+//! flushes and compactions since the previous checkpoint take new space. Hard links need
+//! the checkpoint folder on the same file system as the database; elsewhere RocksDB copies
+//! the files (correct, not incremental). [`restore_rocksdb`] hard-links the SST files back
+//! the same way. The memory backend writes its maps to one file ([`restore_memory`] reads it
+//! back): a full copy each time, which suits the small state it is meant for.
+//!
+//! # Memory
+//!
+//! The RocksDB backend's memory is bounded by [`RocksOptions`]: a shared LRU block cache
+//! (which also holds index and filter blocks), bounded write buffers and a bounded number of
+//! open files, so state many times larger than RAM works. [`StateBackend::stats`] reports
+//! what is on disk and in memory.
+
+mod memory;
+mod options;
+mod rocks;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use memory::{open_memory, restore_memory};
+pub use options::{Compression, RocksOptions};
+pub use rocks::{open_rocksdb, restore_rocksdb};
+
+/// Identifies a table opened on a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableId(u32);
+
+impl TableId {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Keyed storage for operators. See the [module documentation](self) for the guarantees.
+pub trait StateBackend: Send {
+    /// Opens (creating if needed) a named table: an ordered map from byte keys to byte values
+    /// (lexicographic order). Opening the same name again returns the same id.
+    fn open_table(&mut self, name: &str) -> Result<TableId, StateError>;
+
+    /// Writes are buffered (one write batch) until `commit`; reads (`get`, `scan`) see
+    /// committed data only.
+    fn put(&mut self, table: TableId, key: &[u8], value: &[u8]) -> Result<(), StateError>;
+
+    /// Deletes `key` (buffered until `commit`).
+    fn delete(&mut self, table: TableId, key: &[u8]) -> Result<(), StateError>;
+
+    /// Deletes every key in [start, end) (buffered until `commit`). An empty range
+    /// (`start >= end`) deletes nothing.
+    fn delete_range(&mut self, table: TableId, start: &[u8], end: &[u8]) -> Result<(), StateError>;
+
+    /// Applies the buffered writes atomically, in the order they were made.
+    fn commit(&mut self) -> Result<(), StateError>;
+
+    /// The committed value of `key`, if any.
+    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Visits keys in [start, end) in ascending order (end = None: to the end of the table)
+    /// until `visit` returns false. Sees committed data only.
+    fn scan(
+        &self,
+        table: TableId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError>;
+
+    /// Writes a consistent snapshot of the committed state into `dir`, which must not exist
+    /// yet (its parent is created if needed). The pending batch is neither included nor
+    /// discarded. RocksDB: hard-linked SST files, so repeated checkpoints are incremental
+    /// on disk.
+    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
+
+    /// Sizes for benchmarks and metrics.
+    fn stats(&self) -> StateStats;
+}
+
+/// Sizes of a backend's state, approximate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateStats {
+    /// Bytes of the backend's files (RocksDB: its folder; files hard-linked into
+    /// checkpoints count in full). 0 for the memory backend.
+    pub bytes_on_disk: u64,
+    /// Bytes held in memory: RocksDB's memtables, table readers and block cache usage; the
+    /// maps' size (keys, values and a per-entry overhead) for the memory backend.
+    pub bytes_in_memory: u64,
+    /// Estimated number of keys over all tables (RocksDB's estimate counts a key rewritten
+    /// but not yet compacted more than once).
+    pub keys_estimate: u64,
+}
+
+/// An error of the state layer. Every message names the operation and, where there is
+/// one, the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state: {op} {}: {source}", path.display())]
+    Io { op: String, path: PathBuf, source: std::io::Error },
+    #[error("state: rocksdb {op} in {}: {message}", path.display())]
+    Rocks { op: String, path: PathBuf, message: String },
+    #[error("state: checkpoint {}: already exists (a checkpoint never overwrites one)", path.display())]
+    CheckpointExists { path: PathBuf },
+    #[error("state: restore from {}: not a checkpoint ({reason})", path.display())]
+    NotACheckpoint { path: PathBuf, reason: String },
+    #[error("state: restore from {}: corrupt checkpoint: {reason}", path.display())]
+    CorruptCheckpoint { path: PathBuf, reason: String },
+    #[error("state: {op} on {backend}: table {table:?} was not opened on this backend")]
+    UnknownTable { op: &'static str, backend: Backend, table: TableId },
+    #[error("state: open table {name:?} on {backend}: {reason}")]
+    InvalidTableName { name: String, backend: Backend, reason: &'static str },
+}
+
+/// Which backend an error comes from (for messages).
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Memory,
+    Rocks(PathBuf),
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Memory => f.write_str("the memory backend"),
+            Backend::Rocks(path) => write!(f, "rocksdb {}", path.display()),
+        }
+    }
+}
+
+impl StateError {
+    fn io(op: impl Into<String>, path: &Path, source: std::io::Error) -> Self {
+        StateError::Io { op: op.into(), path: path.to_path_buf(), source }
+    }
+}
+
+/// Names that cannot be a table: the empty name.
+fn check_table_name(name: &str, backend: impl FnOnce() -> Backend) -> Result<(), StateError> {
+    if name.is_empty() {
+        return Err(StateError::InvalidTableName { name: name.into(), backend: backend(), reason: "empty name" });
+    }
+    Ok(())
+}
+
+/// Refuses an existing checkpoint folder and creates its parent.
+fn prepare_checkpoint_dir(dir: &Path) -> Result<(), StateError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => return Err(StateError::CheckpointExists { path: dir.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StateError::io("checkpoint: inspect", dir, e)),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| StateError::io("checkpoint: create parent folder", parent, e))?;
+    }
+    Ok(())
+}
+
+/// Makes `path`'s creation or rename durable by syncing its parent folder.
+fn sync_parent(path: &Path) -> Result<(), StateError> {
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p,
+        None => Path::new("."),
+    };
+    std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(|e| StateError::io("sync folder", parent, e))
+}

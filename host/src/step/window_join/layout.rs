@@ -1,0 +1,222 @@
+//! How join state is laid out in ordered byte-keyed tables.
+//!
+//! - `main`: `fire_time ++ seq` → the main event. Everything whose window has
+//!   ended by watermark W is the prefix of the table up to W: firing is one
+//!   ordered scan, and cleaning up one range delete.
+//! - one table per other input: `bucket ++ key_len ++ key ++ time ++ seq` →
+//!   the event. A main event's matches are found with one range scan per
+//!   bucket its window covers (two, with the default bucket = window
+//!   length); a bucket whose events can no longer match any window is
+//!   dropped with one range delete.
+//!
+//! Times are big-endian with the sign bit flipped, so byte order is time
+//! order; `seq` (per join, increasing) keeps equal times apart and in
+//! arrival order. Writing an event is one put: no read-modify-write.
+
+use crate::event::{Event, Header, Origin};
+
+/// Order-preserving encoding of an event time.
+pub(crate) fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub(crate) fn time_from(bytes: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
+}
+
+/// Key of a main event: its firing time, then its sequence number.
+pub(crate) fn main_key(fire_time: i64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&time_bytes(fire_time));
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The exclusive end of every main key firing at or before `t`.
+pub(crate) fn main_end(t: i64) -> Vec<u8> {
+    let mut k = time_bytes(t).to_vec();
+    k.extend_from_slice(&[0xFF; 9]);
+    k
+}
+
+/// `bucket ++ key_len ++ key`: where one key's events of one bucket start.
+pub(crate) fn bucket_prefix(bucket: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + 4 + key.len() + 16);
+    k.extend_from_slice(&time_bytes(bucket));
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Key of an event of an other input.
+pub(crate) fn other_key(bucket: i64, key: &[u8], time: i64, seq: u64) -> Vec<u8> {
+    let mut k = bucket_prefix(bucket, key);
+    k.extend_from_slice(&time_bytes(time));
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The range of one key's events at times `lo..=hi` within a bucket.
+pub(crate) fn other_range(bucket: i64, key: &[u8], lo: i64, hi: i64) -> (Vec<u8>, Vec<u8>) {
+    let prefix = bucket_prefix(bucket, key);
+    let mut start = prefix.clone();
+    start.extend_from_slice(&time_bytes(lo));
+    let mut end = prefix;
+    end.extend_from_slice(&time_bytes(hi));
+    end.extend_from_slice(&[0xFF; 9]);
+    (start, end)
+}
+
+/// The exclusive end of every bucket before `bucket`.
+pub(crate) fn buckets_before(bucket: i64) -> [u8; 8] {
+    time_bytes(bucket)
+}
+
+/// The bucket of time `t` for buckets `width` ms wide.
+pub(crate) fn bucket_of(t: i64, width: i64) -> i64 {
+    t.div_euclid(width)
+}
+
+/// An event in state, with what the join needs again when it fires.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Stored {
+    pub event: Event,
+    pub origin: Origin,
+    pub join_key: Vec<u8>,
+}
+
+/// A compact binary encoding (state is written once per event and read
+/// once when it fires: no need for a self-describing format).
+pub(crate) fn encode(s: &Stored) -> Vec<u8> {
+    let e = &s.event;
+    let mut out = Vec::with_capacity(40 + e.value.len() + s.join_key.len() + s.origin.source.len());
+    out.push(1); // format version
+    out.extend_from_slice(&e.timestamp.to_le_bytes());
+    out.extend_from_slice(&s.origin.position.to_le_bytes());
+    put_bytes(&mut out, s.origin.source.as_bytes());
+    put_bytes(&mut out, &s.join_key);
+    match &e.key {
+        Some(k) => {
+            out.push(1);
+            put_bytes(&mut out, k);
+        }
+        None => out.push(0),
+    }
+    put_bytes(&mut out, &e.value);
+    out.extend_from_slice(&(e.headers.len() as u32).to_le_bytes());
+    for h in &e.headers {
+        put_bytes(&mut out, h.name.as_bytes());
+        put_bytes(&mut out, &h.value);
+    }
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Decodes what [`encode`] wrote; `None` if the bytes are not such a record
+/// (state written by another version, or damaged).
+pub(crate) fn decode(bytes: &[u8]) -> Option<Stored> {
+    let mut r = Reader(bytes);
+    if r.take(1)? != [1] {
+        return None;
+    }
+    let timestamp = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let position = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let source: std::sync::Arc<str> = std::str::from_utf8(r.bytes()?).ok()?.into();
+    let join_key = r.bytes()?.to_vec();
+    let key = match r.take(1)?[0] {
+        0 => None,
+        _ => Some(r.bytes()?.to_vec()),
+    };
+    let value = r.bytes()?.to_vec();
+    let n = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
+    let mut headers = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let name = std::str::from_utf8(r.bytes()?).ok()?.to_string();
+        headers.push(Header { name, value: r.bytes()?.to_vec() });
+    }
+    Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position }, join_key })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn time_bytes_keep_time_order(a in any::<i64>(), b in any::<i64>()) {
+            prop_assert_eq!(a.cmp(&b), time_bytes(a).cmp(&time_bytes(b)));
+            prop_assert_eq!(time_from(&time_bytes(a)), a);
+        }
+
+        #[test]
+        fn an_others_range_holds_exactly_its_key_and_times(
+            bucket in -3i64..3, key in proptest::collection::vec(any::<u8>(), 0..6),
+            other in proptest::collection::vec(any::<u8>(), 0..6),
+            lo in -5i64..5, len in 0i64..5, t in -8i64..12, seq in any::<u64>(),
+        ) {
+            let hi = lo + len;
+            let (start, end) = other_range(bucket, &key, lo, hi);
+            let mine = other_key(bucket, &key, t, seq);
+            prop_assert_eq!(start <= mine && mine < end, lo <= t && t <= hi);
+            if other != key {
+                let theirs = other_key(bucket, &other, t, seq);
+                prop_assert!(!(start <= theirs && theirs < end), "another key never falls in the range");
+            }
+            let later = other_key(bucket + 1, &key, t, seq);
+            prop_assert!(later >= end, "the next bucket comes after");
+        }
+
+        #[test]
+        fn main_keys_up_to_t_are_before_main_end(fire in any::<i64>(), seq in any::<u64>(), t in any::<i64>()) {
+            prop_assert_eq!(main_key(fire, seq).as_slice() < main_end(t).as_slice(), fire <= t);
+        }
+
+        #[test]
+        fn stored_events_round_trip(
+            value in proptest::collection::vec(any::<u8>(), 0..50), key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5)),
+            ts in any::<i64>(), pos in any::<u64>(), jk in proptest::collection::vec(any::<u8>(), 0..5), hname in ".{0,5}",
+        ) {
+            let s = Stored {
+                event: Event { key, value, timestamp: ts, headers: vec![Header { name: hname, value: vec![1, 2] }] },
+                origin: Origin { source: "src".into(), position: pos },
+                join_key: jk,
+            };
+            prop_assert_eq!(decode(&encode(&s)), Some(s.clone()));
+            let bytes = encode(&s);
+            prop_assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "truncated is refused");
+        }
+    }
+
+    #[test]
+    fn buckets_floor_towards_minus_infinity() {
+        assert_eq!(bucket_of(0, 10), 0);
+        assert_eq!(bucket_of(9, 10), 0);
+        assert_eq!(bucket_of(-1, 10), -1);
+        assert!(buckets_before(1).as_slice() > other_key(0, b"k", 9, u64::MAX).as_slice());
+    }
+}

@@ -1,0 +1,391 @@
+//! `window-join`: joins a main input with other inputs on a key, within a
+//! window of event time relative to each main event; emits when the
+//! watermark closes a window (or on each match). Semantics: docs/window-join.md.
+//!
+//! Timers are not per record: the main events wait in a table ordered by
+//! the time they fire, so a watermark fires a prefix of it (one scan, one
+//! range delete); see [`layout`].
+
+mod layout;
+mod merge;
+#[cfg(test)]
+mod tests;
+
+use serde_json::Value;
+
+use super::{Operator, StepContext};
+use crate::config::{EmitPolicy, JoinMode, JoinerConfig, WindowJoinConfig};
+use crate::dead_letter::DeadKind;
+use crate::event::{Batch, Event, Origin};
+use crate::state::{StateBackend, StateError, TableId};
+use layout::{bucket_of, decode, encode, main_end, main_key, other_key, other_range, Stored};
+use merge::MergeJoiner;
+
+/// Main events fired per call of `on_watermark` (bounds the output batch).
+const FIRE_CHUNK: usize = 1024;
+
+/// The join's tables (opened on the pipeline's state backend).
+struct Tables {
+    /// fire time ++ seq → main event.
+    main: TableId,
+    /// Per other input: bucket ++ key ++ time ++ seq → event.
+    others: Vec<TableId>,
+    /// `on-match` only: bucket ++ key ++ time ++ seq → main key, to find
+    /// the waiting main events an arriving other event matches.
+    main_by_key: TableId,
+    /// `on-match` + `left`: main key → "" once the main event has matched.
+    matched: TableId,
+    /// Counters that must survive a restart (`seq`).
+    meta: TableId,
+}
+
+pub struct WindowJoin {
+    name: String,
+    inputs: Vec<String>,
+    /// Field path of each input's key; `None`: the event key.
+    key_paths: Vec<Option<Vec<String>>>,
+    start: i64,
+    end: i64,
+    lateness: i64,
+    bucket: i64,
+    mode: JoinMode,
+    emit: EmitPolicy,
+    joiner: MergeJoiner,
+    tables: Option<Tables>,
+    seq: u64,
+    /// Other-input buckets below this one are deleted.
+    expired_below: i64,
+    /// Fire time of the earliest waiting main event (for the output watermark).
+    earliest_fire: Option<i64>,
+}
+
+impl WindowJoin {
+    pub fn new(name: &str, cfg: &WindowJoinConfig) -> Self {
+        let key_paths = cfg
+            .inputs
+            .iter()
+            .map(|i| cfg.keys.get(i).map(|p| p.trim_start_matches("$.").split('.').map(String::from).collect()))
+            .collect();
+        let JoinerConfig::Merge { prefixes } = &cfg.joiner;
+        let prefixes = cfg.inputs[1..].iter().map(|i| prefixes.get(i).cloned().unwrap_or_else(|| format!("{i}."))).collect();
+        let length = cfg.window.end_ms.saturating_sub(cfg.window.start_ms).max(1);
+        WindowJoin {
+            name: name.to_string(),
+            inputs: cfg.inputs.clone(),
+            key_paths,
+            start: cfg.window.start_ms,
+            end: cfg.window.end_ms,
+            lateness: cfg.allowed_lateness_ms.min(i64::MAX as u64) as i64,
+            bucket: cfg.bucket_ms.map_or(length, |b| b.clamp(1, i64::MAX as u64) as i64),
+            mode: cfg.mode,
+            emit: cfg.emit,
+            joiner: MergeJoiner::new(prefixes),
+            tables: None,
+            seq: 0,
+            expired_below: i64::MIN,
+            earliest_fire: None,
+        }
+    }
+
+    /// When a main event at `t` fires: its window's end plus the lateness.
+    fn fire_time(&self, t: i64) -> i64 {
+        t.saturating_add(self.end).saturating_add(self.lateness)
+    }
+
+    /// When an other event at `t` can no longer match any window: the fire
+    /// time of the latest main event it could match (`t - start`).
+    fn other_done_time(&self, t: i64) -> i64 {
+        self.fire_time(t.saturating_sub(self.start))
+    }
+
+    /// The join key of `event` from input `port`, or why there is none.
+    fn join_key(&self, port: usize, event: &Event) -> Result<Vec<u8>, String> {
+        let Some(path) = &self.key_paths[port] else {
+            return event.key.clone().ok_or_else(|| "no event key to join on".to_string());
+        };
+        let value: Value = serde_json::from_slice(&event.value).map_err(|e| format!("not JSON: {e}"))?;
+        if !value.is_object() {
+            return Err("not a JSON object".into());
+        }
+        let mut cur = &value;
+        for seg in path {
+            cur = cur.get(seg).ok_or_else(|| format!("no join key: field `$.{}` is missing", path.join(".")))?;
+        }
+        match cur {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Null => Err(format!("no join key: field `$.{}` is null", path.join("."))),
+            Value::Number(_) | Value::Bool(_) => Ok(cur.to_string().into_bytes()),
+            _ => Err(format!("join key `$.{}` is not a string, number or boolean", path.join("."))),
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn tables(&self) -> &Tables {
+        self.tables.as_ref().expect("open_state runs before any batch")
+    }
+
+    /// The matches of `main` in every other input, grouped by input, in
+    /// time (then arrival) order.
+    fn matches_of(&self, state: &dyn StateBackend, main: &Stored) -> Result<Vec<Vec<Stored>>, StateError> {
+        let t = main.event.timestamp;
+        let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
+        let mut groups = Vec::with_capacity(self.tables().others.len());
+        for &table in &self.tables().others {
+            let mut group = Vec::new();
+            for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
+                let (from, to) = other_range(b, &main.join_key, lo, hi);
+                state.scan(table, &from, Some(&to), &mut |_, v| {
+                    group.extend(decode(v));
+                    true
+                })?;
+            }
+            groups.push(group);
+        }
+        Ok(groups)
+    }
+
+    /// The joined output of `main` with `matches`, or a dead letter.
+    fn output(&self, main: &Stored, matches: &[Vec<Stored>], out: &mut Batch, ctx: &mut StepContext<'_>) {
+        match self.joiner.join(main, matches) {
+            Ok(event) => out.push(event, main.origin.clone()),
+            Err(reason) => ctx.refuse(&self.name, None, DeadKind::StepError, reason, main.origin.clone(), main.event.clone()),
+        }
+    }
+
+    fn arrive(&mut self, port: usize, event: Event, origin: Origin, out: &mut Batch, ctx: &mut StepContext<'_>) -> Result<(), StateError> {
+        let t = event.timestamp;
+        let join_key = match self.join_key(port, &event) {
+            Ok(k) => k,
+            Err(reason) => {
+                let reason = format!("input `{}`: {reason}", self.inputs[port]);
+                ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
+                return Ok(());
+            }
+        };
+        // The default joiner merges objects: refuse anything else now, not
+        // when the window fires an hour later.
+        if !matches!(serde_json::from_slice::<Value>(&event.value), Ok(Value::Object(_))) {
+            let reason = format!("input `{}`: the value is not a JSON object", self.inputs[port]);
+            ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
+            return Ok(());
+        }
+        let done = if port == 0 { self.fire_time(t) } else { self.other_done_time(t) };
+        if done <= ctx.watermark {
+            let reason = if port == 0 {
+                format!("late: its window [{}, {}] closed (watermark {})", t.saturating_add(self.start), t.saturating_add(self.end), ctx.watermark)
+            } else {
+                format!("late: every window it could join closed (watermark {})", ctx.watermark)
+            };
+            ctx.refuse(&self.name, None, DeadKind::Late, reason, origin, event);
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        let stored = Stored { event, origin, join_key };
+        let bytes = encode(&stored);
+        let tables = self.tables();
+        let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
+        if port == 0 {
+            let key = main_key(done, seq);
+            ctx.state.put(main_table, &key, &bytes)?;
+            self.earliest_fire = Some(self.earliest_fire.map_or(done, |f| f.min(done)));
+            if self.emit == EmitPolicy::OnMatch {
+                let index = other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq);
+                ctx.state.put(main_by_key, &index, &key)?;
+                let groups = self.matches_of(&*ctx.state, &stored)?;
+                let mut any = false;
+                for (k, group) in groups.iter().enumerate() {
+                    for m in group {
+                        any = true;
+                        self.output(&stored, &single(groups.len(), k, m), out, ctx);
+                    }
+                }
+                if any {
+                    ctx.state.put(matched, &key, b"")?;
+                }
+            }
+        } else {
+            let table = self.tables().others[port - 1];
+            ctx.state.put(table, &other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq), &bytes)?;
+            if self.emit == EmitPolicy::OnMatch {
+                // Waiting main events this one falls in the window of:
+                // main times in [t - end, t - start].
+                let (lo, hi) = (t.saturating_sub(self.end), t.saturating_sub(self.start));
+                let mut mains = Vec::new();
+                for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
+                    let (from, to) = other_range(b, &stored.join_key, lo, hi);
+                    ctx.state.scan(main_by_key, &from, Some(&to), &mut |_, main_key| {
+                        mains.push(main_key.to_vec());
+                        true
+                    })?;
+                }
+                let n = self.tables().others.len();
+                for key in mains {
+                    if let Some(main) = ctx.state.get(main_table, &key)?.as_deref().and_then(decode) {
+                        self.output(&main, &single(n, port - 1, &stored), out, ctx);
+                        ctx.state.put(matched, &key, b"")?;
+                    }
+                }
+            }
+        }
+        if self.emit == EmitPolicy::OnMatch {
+            // Matching reads committed state: make this event visible to the
+            // next one of the batch.
+            self.save_seq(ctx.state)?;
+            ctx.state.commit()?;
+        }
+        Ok(())
+    }
+
+    fn save_seq(&self, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        state.put(self.tables().meta, b"seq", &self.seq.to_le_bytes())
+    }
+
+    /// Fires up to [`FIRE_CHUNK`] main events whose fire time is at or
+    /// before `watermark`; returns their outputs and whether more may wait.
+    fn fire(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Result<(Batch, bool), StateError> {
+        let tables = self.tables();
+        let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
+        let mut due: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        ctx.state.scan(main_table, &[], Some(&main_end(watermark)), &mut |k, v| {
+            due.push((k.to_vec(), v.to_vec()));
+            due.len() < FIRE_CHUNK
+        })?;
+        let mut out = Batch::with_capacity(due.len());
+        for (key, bytes) in &due {
+            let Some(main) = decode(bytes) else { continue };
+            match self.emit {
+                EmitPolicy::OnWindowEnd => {
+                    let groups = self.matches_of(&*ctx.state, &main)?;
+                    if self.mode == JoinMode::Left || groups.iter().any(|g| !g.is_empty()) {
+                        self.output(&main, &groups, &mut out, ctx);
+                    }
+                }
+                EmitPolicy::OnMatch => {
+                    let was_matched = ctx.state.get(matched, key)?.is_some();
+                    if self.mode == JoinMode::Left && !was_matched {
+                        let empty = vec![Vec::new(); self.tables().others.len()];
+                        self.output(&main, &empty, &mut out, ctx);
+                    }
+                    let t = main.event.timestamp;
+                    let seq = u64::from_be_bytes(key[8..16].try_into().expect("main keys are 16 bytes"));
+                    ctx.state.delete(main_by_key, &other_key(bucket_of(t, self.bucket), &main.join_key, t, seq))?;
+                    ctx.state.delete(matched, key)?;
+                }
+            }
+        }
+        let more = due.len() == FIRE_CHUNK;
+        if let Some((last, _)) = due.last() {
+            let mut end = last.clone();
+            end.push(0);
+            ctx.state.delete_range(main_table, &[], &end)?;
+        }
+        if !more {
+            self.expire_others(watermark, ctx.state)?;
+        }
+        ctx.state.commit()?;
+        if !more {
+            self.earliest_fire = None;
+            ctx.state.scan(main_table, &[], None, &mut |k, _| {
+                self.earliest_fire = Some(layout::time_from(k));
+                false
+            })?;
+        }
+        Ok((out, more))
+    }
+
+    /// Deletes the other-input buckets no window can reach any more: bucket
+    /// `b` holds times up to `(b + 1) * width - 1`, done at
+    /// `other_done_time` of that.
+    fn expire_others(&mut self, watermark: i64, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        // Largest b with other_done_time((b + 1) * width - 1) <= watermark.
+        let slack = i128::from(self.end) - i128::from(self.start) + i128::from(self.lateness);
+        let last_time = i128::from(watermark) - slack; // latest other time that is done
+        let below = (last_time + 1).div_euclid(i128::from(self.bucket)); // buckets < below are done
+        let below = below.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if below > self.expired_below {
+            for &table in &self.tables().others {
+                state.delete_range(table, &[], &layout::buckets_before(below))?;
+            }
+            self.expired_below = below;
+        }
+        Ok(())
+    }
+}
+
+/// Match groups with one event, `m`, in group `k` of `n`.
+fn single(n: usize, k: usize, m: &Stored) -> Vec<Vec<Stored>> {
+    let mut groups = vec![Vec::new(); n];
+    groups[k].push(m.clone());
+    groups
+}
+
+impl Operator for WindowJoin {
+    fn open_state(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        let name = &self.name;
+        let others = self.inputs[1..]
+            .iter()
+            .map(|i| state.open_table(&format!("{name}/other/{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tables = Tables {
+            main: state.open_table(&format!("{name}/main"))?,
+            others,
+            main_by_key: state.open_table(&format!("{name}/main-by-key"))?,
+            matched: state.open_table(&format!("{name}/matched"))?,
+            meta: state.open_table(&format!("{name}/meta"))?,
+        };
+        if let Some(seq) = state.get(tables.meta, b"seq")? {
+            self.seq = u64::from_le_bytes(seq.as_slice().try_into().unwrap_or([0; 8]));
+        }
+        state.scan(tables.main, &[], None, &mut |k, _| {
+            self.earliest_fire = Some(layout::time_from(k));
+            false
+        })?;
+        self.tables = Some(tables);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
+        let port = ctx.input;
+        let mut out = Batch::default();
+        for (event, origin) in input.events.into_iter().zip(input.origins) {
+            if let Err(e) = self.arrive(port, event, origin, &mut out, ctx) {
+                ctx.fail(format!("step `{}`: state: {e}", self.name));
+                return out;
+            }
+        }
+        if self.emit == EmitPolicy::OnWindowEnd {
+            if let Err(e) = self.save_seq(ctx.state).and_then(|()| ctx.state.commit()) {
+                ctx.fail(format!("step `{}`: state: {e}", self.name));
+            }
+        }
+        out
+    }
+
+    fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {
+        loop {
+            match self.fire(watermark, ctx) {
+                // A chunk of inner-join misses outputs nothing: go on, since
+                // an empty batch tells the driver that nothing more is due.
+                Ok((out, more)) if out.is_empty() && more => continue,
+                Ok((out, _)) => return out,
+                Err(e) => {
+                    ctx.fail(format!("step `{}`: state: {e}", self.name));
+                    return Batch::default();
+                }
+            }
+        }
+    }
+
+    fn output_watermark(&self, input: i64) -> i64 {
+        // Outputs carry their main event's time: hold the watermark before
+        // the earliest main event still waiting.
+        match self.earliest_fire {
+            Some(fire) => input.min(fire.saturating_sub(self.end).saturating_sub(self.lateness).saturating_sub(1)),
+            None => input,
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The join against a nested-loop reference over random, out-of-order
+//! inputs: both modes, both emit policies, two and three inputs, late
+//! events, on both state backends.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::WindowJoin;
+use crate::config::{EmitPolicy, JoinMode, JoinWindow, JoinerConfig, WindowJoinConfig};
+use crate::dead_letter::{DeadKind, DeadLetter};
+use crate::event::{Batch, Event, Origin};
+use crate::state::StateBackend;
+use crate::step::{Operator, StepContext};
+
+/// One step of a scenario: an event arriving on an input, or the watermark
+/// advancing.
+#[derive(Clone, Debug)]
+enum Op {
+    Event { port: usize, key: u8, time: i64 },
+    Watermark(i64),
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    inputs: usize,
+    start: i64,
+    end: i64,
+    lateness: i64,
+    bucket: Option<u64>,
+    mode: JoinMode,
+    emit: EmitPolicy,
+    ops: Vec<Op>,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    let ops = proptest::collection::vec(
+        prop_oneof![
+            4 => (0usize..3, 0u8..3, 0i64..60).prop_map(|(port, key, time)| Op::Event { port, key, time }),
+            1 => (0i64..70).prop_map(Op::Watermark),
+        ],
+        0..60,
+    );
+    (
+        2usize..=3,
+        -5i64..5,
+        0i64..15,
+        0i64..4,
+        proptest::option::of(1u64..12),
+        prop_oneof![Just(JoinMode::Inner), Just(JoinMode::Left)],
+        prop_oneof![Just(EmitPolicy::OnWindowEnd), Just(EmitPolicy::OnMatch)],
+        ops,
+    )
+        .prop_map(|(inputs, start, len, lateness, bucket, mode, emit, ops)| {
+            let ops = ops
+                .into_iter()
+                .map(|op| match op {
+                    Op::Event { port, key, time } => Op::Event { port: port % inputs, key, time },
+                    w => w,
+                })
+                .collect();
+            Scenario { inputs, start, end: start + len, lateness, bucket, mode, emit, ops }
+        })
+}
+
+fn names(n: usize) -> Vec<String> {
+    ["imp", "click", "like"][..n].iter().map(|s| s.to_string()).collect()
+}
+
+fn config(s: &Scenario) -> WindowJoinConfig {
+    let inputs = names(s.inputs);
+    WindowJoinConfig {
+        keys: inputs.iter().map(|i| (i.clone(), "$.k".to_string())).collect(),
+        inputs,
+        window: JoinWindow { start_ms: s.start, end_ms: s.end },
+        mode: s.mode,
+        emit: s.emit,
+        allowed_lateness_ms: s.lateness as u64,
+        bucket_ms: s.bucket,
+        joiner: JoinerConfig::Merge { prefixes: BTreeMap::new() },
+    }
+}
+
+/// The value of the `n`th event of a scenario.
+fn value(n: usize, port: usize, key: u8) -> Vec<u8> {
+    json!({"k": format!("k{key}"), "n": n, "from": port}).to_string().into_bytes()
+}
+
+/// What the join did: outputs (value, time) after each op, and the numbers
+/// of the events dead-lettered as late.
+#[derive(Debug, PartialEq)]
+struct Trace {
+    outputs: Vec<Vec<(Value, i64)>>,
+    late: Vec<usize>,
+}
+
+fn run_join(s: &Scenario, state: &mut dyn StateBackend) -> Trace {
+    let mut join = WindowJoin::new("j", &config(s));
+    join.open_state(state).unwrap();
+    let mut watermark = i64::MIN;
+    let mut trace = Trace { outputs: Vec::new(), late: Vec::new() };
+    let ops = s.ops.iter().cloned().chain([Op::Watermark(i64::MAX)]);
+    for (n, op) in ops.enumerate() {
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut out = Vec::new();
+        match op {
+            Op::Event { port, key, time } => {
+                let mut batch = Batch::default();
+                let event = Event { key: None, value: value(n, port, key), timestamp: time, headers: vec![] };
+                batch.push(event, Origin { source: "s".into(), position: n as u64 });
+                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *state, failed: None };
+                out.push(join.process_batch(batch, &mut ctx));
+                assert_eq!(ctx.failed, None);
+            }
+            Op::Watermark(w) if w > watermark => {
+                watermark = w;
+                for round in 0.. {
+                    assert!(round < 1000, "on_watermark({w}) never runs dry");
+                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *state, failed: None };
+                    let batch = join.on_watermark(w, &mut ctx);
+                    assert_eq!(ctx.failed, None);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    out.push(batch);
+                }
+            }
+            Op::Watermark(_) => {}
+        }
+        for d in dead {
+            assert_eq!(d.kind, DeadKind::Late, "{}", d.reason);
+            trace.late.push(d.origin.position as usize);
+        }
+        trace.outputs.push(
+            out.into_iter()
+                .flat_map(|b| b.events)
+                .map(|e| (serde_json::from_slice(&e.value).unwrap(), e.timestamp))
+                .collect(),
+        );
+    }
+    trace
+}
+
+/// The nested-loop reference: every arrived event in a list, matches found
+/// by scanning all of them.
+fn reference(s: &Scenario) -> Trace {
+    struct Arrived {
+        n: usize,
+        port: usize,
+        key: u8,
+        time: i64,
+        /// For main events: fired already.
+        fired: bool,
+        /// For main events: matched already (on-match).
+        matched: bool,
+    }
+    let fire = |t: i64| t + s.end + s.lateness;
+    let done = |t: i64| fire(t - s.start);
+    let inputs = names(s.inputs);
+    let merged = |m: &Arrived, groups: &[Vec<&Arrived>]| -> (Value, i64) {
+        let mut obj = serde_json::from_slice::<Value>(&value(m.n, 0, m.key)).unwrap();
+        for (k, group) in groups.iter().enumerate() {
+            let prefix = format!("{}.", inputs[k + 1]);
+            for o in group {
+                let v: Value = serde_json::from_slice(&value(o.n, o.port, o.key)).unwrap();
+                for (f, x) in v.as_object().unwrap() {
+                    obj[format!("{prefix}{f}")] = x.clone();
+                }
+            }
+            obj[format!("{prefix}count")] = json!(group.len());
+        }
+        (obj, m.time)
+    };
+    let matches = |m: &Arrived, o: &Arrived| o.port > 0 && o.key == m.key && m.time + s.start <= o.time && o.time <= m.time + s.end;
+    // Matches of a main event: by input, then time, then arrival.
+    let groups_of = |m: &Arrived, all: &[Arrived]| -> Vec<Vec<usize>> {
+        (1..s.inputs)
+            .map(|port| {
+                let mut g: Vec<usize> = (0..all.len()).filter(|&i| all[i].port == port && matches(m, &all[i])).collect();
+                g.sort_by_key(|&i| (all[i].time, all[i].n));
+                g
+            })
+            .collect()
+    };
+
+    let mut all: Vec<Arrived> = Vec::new();
+    let mut watermark = i64::MIN;
+    let mut trace = Trace { outputs: Vec::new(), late: Vec::new() };
+    let ops = s.ops.iter().cloned().chain([Op::Watermark(i64::MAX)]);
+    for (n, op) in ops.enumerate() {
+        let mut out = Vec::new();
+        match op {
+            Op::Event { port, key, time } => {
+                let late = if port == 0 { fire(time) <= watermark } else { done(time) <= watermark };
+                if late {
+                    trace.late.push(n);
+                } else {
+                    let me = Arrived { n, port, key, time, fired: false, matched: false };
+                    if s.emit == EmitPolicy::OnMatch {
+                        if port == 0 {
+                            let groups = groups_of(&me, &all);
+                            for (k, g) in groups.iter().enumerate() {
+                                for &i in g {
+                                    let mut single: Vec<Vec<&Arrived>> = vec![Vec::new(); s.inputs - 1];
+                                    single[k].push(&all[i]);
+                                    out.push(merged(&me, &single));
+                                }
+                            }
+                            let any = groups.iter().any(|g| !g.is_empty());
+                            all.push(Arrived { matched: any, ..me });
+                        } else {
+                            let mut mains: Vec<usize> =
+                                (0..all.len()).filter(|&i| all[i].port == 0 && !all[i].fired && matches(&all[i], &me)).collect();
+                            mains.sort_by_key(|&i| (all[i].time, all[i].n));
+                            for i in mains {
+                                let mut single: Vec<Vec<&Arrived>> = vec![Vec::new(); s.inputs - 1];
+                                single[port - 1].push(&me);
+                                out.push(merged(&all[i], &single));
+                                all[i].matched = true;
+                            }
+                            all.push(me);
+                        }
+                    } else {
+                        all.push(me);
+                    }
+                }
+            }
+            Op::Watermark(w) if w > watermark => {
+                watermark = w;
+                let mut due: Vec<usize> = (0..all.len()).filter(|&i| all[i].port == 0 && !all[i].fired && fire(all[i].time) <= w).collect();
+                due.sort_by_key(|&i| (fire(all[i].time), all[i].n));
+                for i in due {
+                    let m = &all[i];
+                    match s.emit {
+                        EmitPolicy::OnWindowEnd => {
+                            let groups: Vec<Vec<&Arrived>> =
+                                groups_of(m, &all).into_iter().map(|g| g.into_iter().map(|j| &all[j]).collect()).collect();
+                            if s.mode == JoinMode::Left || groups.iter().any(|g| !g.is_empty()) {
+                                out.push(merged(m, &groups));
+                            }
+                        }
+                        EmitPolicy::OnMatch => {
+                            if s.mode == JoinMode::Left && !m.matched {
+                                out.push(merged(m, &vec![Vec::new(); s.inputs - 1]));
+                            }
+                        }
+                    }
+                    all[i].fired = true;
+                }
+            }
+            Op::Watermark(_) => {}
+        }
+        trace.outputs.push(out);
+    }
+    trace
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_join_equals_the_nested_loop_reference_in_memory(s in scenario()) {
+        let mut state = crate::state::open_memory();
+        prop_assert_eq!(run_join(&s, &mut *state), reference(&s));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_join_equals_the_nested_loop_reference_on_rocksdb(s in scenario()) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = crate::state::open_rocksdb(&dir.path().join("db"), &Default::default()).unwrap();
+        prop_assert_eq!(run_join(&s, &mut *state), reference(&s));
+    }
+}
+
+#[test]
+fn a_three_way_join_fires_at_window_end_with_every_match() {
+    // Impression at 100 (window [100, 160]); two clicks and a like inside,
+    // a click outside, a click for another request.
+    let s = Scenario {
+        inputs: 3,
+        start: 0,
+        end: 60,
+        lateness: 0,
+        bucket: None,
+        mode: JoinMode::Left,
+        emit: EmitPolicy::OnWindowEnd,
+        ops: vec![
+            Op::Event { port: 1, key: 1, time: 110 },
+            Op::Event { port: 0, key: 1, time: 100 },
+            Op::Event { port: 2, key: 1, time: 160 },
+            Op::Event { port: 1, key: 1, time: 161 },
+            Op::Event { port: 1, key: 2, time: 120 },
+            Op::Event { port: 1, key: 1, time: 100 },
+            Op::Watermark(159),
+            Op::Watermark(160),
+            Op::Event { port: 0, key: 1, time: 90 },
+        ],
+    };
+    let mut state = crate::state::open_memory();
+    let trace = run_join(&s, &mut *state);
+    assert!(trace.outputs[..7].iter().all(Vec::is_empty), "nothing before the window closes: {:?}", trace.outputs);
+    let (out, t) = &trace.outputs[7][0];
+    assert_eq!(*t, 100);
+    assert_eq!(out["click.count"], 2, "110 and 100 (inclusive start), not 161 or another key: {out}");
+    assert_eq!(out["click.n"], 0, "the later match (110, arrived first) wins the merge");
+    assert_eq!(out["like.count"], 1, "160 is inside (inclusive end)");
+    assert_eq!(trace.late, vec![8], "a main event whose window closed is late");
+    assert_eq!(trace, reference(&s));
+}
