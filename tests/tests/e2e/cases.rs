@@ -61,3 +61,42 @@ fn clean_clicks_python() {
 fn udf_chain_branch() {
     run_case("udf-chain-branch");
 }
+
+#[test]
+fn window_join_left() {
+    // Impressions LEFT JOIN clicks within [0, 1 h] on request_id, on
+    // RocksDB: matched and unmatched impressions once each, the window's end
+    // inclusive, a click 1 ms late for its window ignored, a click without a
+    // key dead-lettered.
+    run_case("window-join-left");
+}
+
+#[test]
+fn training_join_example() {
+    // examples/training-join: cleaned impressions LEFT JOIN cleaned clicks
+    // within an hour. Each impression the cleaner keeps comes out once,
+    // with the number of its (non-bot) clicks in the window, counted here
+    // from the raw data by a nested loop.
+    let dir = repo().join("examples/training-join");
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    let summary = run_pipeline(&dir.join("pipeline.json"));
+    assert!(summary.errors.is_empty(), "{summary}");
+    let read = |p: &str| -> Vec<serde_json::Value> { lines(&dir.join(p)).iter().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (imps, clicks, samples) = (read("data/impressions.jsonl"), read("data/clicks.jsonl"), read("out/samples.jsonl"));
+    let kept: Vec<&serde_json::Value> = imps.iter().filter(|i| i.get("user_id").is_some()).collect();
+    assert_eq!(samples.len(), kept.len(), "one sample per clean impression");
+    let mut positives = 0;
+    for imp in kept {
+        let (rid, t) = (&imp["request_id"], imp["ts"].as_i64().unwrap());
+        let want = clicks
+            .iter()
+            .filter(|c| &c["request_id"] == rid && !c["user_agent"].as_str().unwrap_or("").contains("bot"))
+            .filter(|c| (t..=t + 3_600_000).contains(&c["ts"].as_i64().unwrap()))
+            .count();
+        let got: Vec<&serde_json::Value> = samples.iter().filter(|s| &s["request_id"] == rid).collect();
+        assert_eq!(got.len(), 1, "{rid} comes out exactly once");
+        assert_eq!(got[0]["click_count"], want, "{rid}");
+        positives += usize::from(want > 0);
+    }
+    assert!(positives > 20, "the example has positives and negatives ({positives} positives)");
+}
