@@ -1,7 +1,6 @@
 //! The dead-letter sink: every event the pipeline refuses is written here,
 //! whole, with where it came from and why, so nothing is lost silently.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -9,6 +8,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::event::{Event, Origin};
+use crate::sink::committed::{CommittedFile, Output, Stream};
 
 /// Why an event was dead-lettered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -76,22 +76,26 @@ struct Line<'a> {
 
 /// Where dead letters go.
 pub struct DeadLetterWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Output>,
     path: Option<PathBuf>,
     count: u64,
 }
 
 impl DeadLetterWriter {
-    pub fn file(path: &Path) -> io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let f = File::create(path)?;
-        Ok(DeadLetterWriter { out: BufWriter::new(Box::new(f)), path: Some(path.to_path_buf()), count: 0 })
+    /// A file of dead letters; `resume`: its committed length and count at
+    /// the checkpoint the run resumes from (the file is cut back to it).
+    pub fn file(path: &Path, resume: Option<(u64, u64)>) -> io::Result<Self> {
+        let out = CommittedFile::open(path, resume.map(|(len, _)| len))?;
+        Ok(DeadLetterWriter { out: Box::new(out), path: Some(path.to_path_buf()), count: resume.map_or(0, |(_, n)| n) })
     }
 
     pub fn stderr() -> Self {
-        DeadLetterWriter { out: BufWriter::new(Box::new(io::stderr())), path: None, count: 0 }
+        DeadLetterWriter { out: Box::new(Stream(BufWriter::new(io::stderr()))), path: None, count: 0 }
+    }
+
+    /// Makes the dead letters durable; the committed length of the file.
+    pub fn commit(&mut self) -> io::Result<Option<u64>> {
+        self.out.commit()
     }
 
     pub fn path(&self) -> Option<&Path> {

@@ -23,6 +23,10 @@ enum Command {
     Run {
         /// The pipeline.json file.
         pipeline: PathBuf,
+        /// Start over: delete the pipeline's checkpoints and state instead of
+        /// resuming from its last checkpoint.
+        #[arg(long)]
+        fresh: bool,
         /// Never show the live progress line (it is shown when stderr is a terminal).
         #[arg(long)]
         no_progress: bool,
@@ -108,12 +112,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: ok", pipeline.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { pipeline, no_progress } => {
+        Command::Run { pipeline, fresh, no_progress } => {
             let p = match load_pipeline(&pipeline) {
                 Ok(p) => p,
                 Err(e) => return Ok(invalid(&e)),
             };
-            let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), ..Default::default() };
+            let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
             let built = match build_pipeline(&p, opts) {
                 Ok(b) => b,
                 Err(RunError::Config(e)) => return Ok(invalid(&e)),

@@ -6,7 +6,7 @@
 //! A plugin folder holds a `plugin.toml`:
 //! ```toml
 //! name = "impression-cleaner"   # optional, default: folder name
-//! world = "transform"           # or "udf"
+//! world = "transform"           # or "udf", "joiner"
 //! ```
 //! and the language is recognised by `Cargo.toml`, `go.mod` or `app.py`.
 
@@ -24,7 +24,7 @@ pub use componentize::{componentize_core_module, WIT_SOURCE};
 /// Errors of building a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}: no plugin.toml (a plugin folder needs one with `world = \"transform\"` or `\"udf\"`)")]
+    #[error("{0}: no plugin.toml (a plugin folder needs one with `world = \"transform\"`, `\"udf\"` or `\"joiner\"`)")]
     NoManifest(PathBuf),
     #[error("{path}: invalid plugin.toml: {message}")]
     BadManifest { path: PathBuf, message: String },
@@ -91,7 +91,8 @@ pub fn read_manifest(dir: &Path) -> Result<PluginManifest, BuildError> {
                 world = Some(match v {
                     "transform" => WorldName::Transform,
                     "udf" => WorldName::Udf,
-                    other => return Err(bad(format!("line {}: unknown world {other:?} (transform, udf)", i + 1))),
+                    "joiner" => WorldName::Joiner,
+                    other => return Err(bad(format!("line {}: unknown world {other:?} (transform, udf, joiner)", i + 1))),
                 })
             }
             other => return Err(bad(format!("line {}: unknown key {other:?} (name, world)", i + 1))),

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::locate::{line_col, locate, JsonPath};
-use super::{PipelineConfig, SourceConfig, StepConfig, WorldName};
+use super::{PipelineConfig, SourceConfig, StepConfig};
 
 /// One problem in a pipeline.json, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,9 +231,16 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         err(root.key("settings").key("channel_batches"), "must be at least 1".into());
     }
     for (name, s) in &c.sources {
-        if let SourceConfig::Generator { dirty_ratio, .. } = s {
+        if let SourceConfig::Generator { dirty_ratio, event_time, impressions, .. } = s {
             if !(0.0..=1.0).contains(dirty_ratio) {
                 err(root.key("sources").key(name).key("dirty_ratio"), "must be between 0 and 1".into());
+            }
+            let step = |v: f64| v.is_finite() && v > 0.0;
+            if event_time.is_some_and(|t| !step(t.step_ms)) {
+                err(root.key("sources").key(name).key("event_time").key("step_ms"), "must be a number greater than 0".into());
+            }
+            if impressions.is_some_and(|t| !step(t.step_ms)) {
+                err(root.key("sources").key(name).key("impressions").key("step_ms"), "must be a number greater than 0".into());
             }
         }
     }
@@ -264,18 +271,19 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     for (name, step) in &c.steps {
         check_inputs("steps", name, step.inputs(), &mut err);
         if let Some(plugin) = step.plugin() {
-            let want = match step {
-                StepConfig::Udf { .. } => WorldName::Udf,
-                _ => WorldName::Transform,
+            let want = step.plugin_world();
+            let at = match step {
+                StepConfig::WindowJoin(_) => root.key("steps").key(name).key("joiner").key("plugin"),
+                _ => root.key("steps").key(name).key("plugin"),
             };
             match c.plugins.get(plugin) {
                 None if broken.contains(plugin) => {}
                 None => {
                     let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
-                    err(root.key("steps").key(name).key("plugin"), format!("unknown plugin `{plugin}` (known: {})", known.join(", ")))
+                    err(at, format!("unknown plugin `{plugin}` (known: {})", known.join(", ")))
                 }
                 Some(p) if p.world.is_some_and(|w| w != want) => err(
-                    root.key("steps").key(name).key("plugin"),
+                    at,
                     format!("plugin `{plugin}` is declared as world `{}` but this step needs `{}`", p.world.unwrap().as_str(), want.as_str()),
                 ),
                 Some(_) => {}
@@ -291,11 +299,30 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             if j.inputs.len() < 2 {
                 err(at.key("inputs"), "a join needs a main input and at least one other".into());
             }
-            for (input, path) in &j.keys {
+            for (input, key) in &j.keys {
+                let at = at.key("keys").key(input);
                 if !j.inputs.contains(input) {
-                    err(at.key("keys").key(input), format!("`{input}` is not one of this step's inputs"));
-                } else if !path.starts_with("$.") || path.len() < 3 || path[2..].split('.').any(str::is_empty) {
-                    err(at.key("keys").key(input), format!("`{path}` is not a field path such as `$.request_id`"));
+                    err(at, format!("`{input}` is not one of this step's inputs"));
+                    continue;
+                }
+                match key {
+                    crate::config::JoinKey::Field(path) => {
+                        if !path.starts_with("$.") || path.len() < 3 || path[2..].split('.').any(str::is_empty) {
+                            err(at, format!("`{path}` is not a field path such as `$.request_id`"));
+                        }
+                    }
+                    crate::config::JoinKey::Udf(udf) => match c.plugins.get(&udf.plugin) {
+                        None if broken.contains(&udf.plugin) => {}
+                        None => {
+                            let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
+                            err(at.key("plugin"), format!("unknown plugin `{}` (known: {})", udf.plugin, known.join(", ")))
+                        }
+                        Some(p) if p.world.is_some_and(|w| w != crate::config::WorldName::Udf) => err(
+                            at.key("plugin"),
+                            format!("plugin `{}` is declared as world `{}` but a join key needs `udf`", udf.plugin, p.world.unwrap().as_str()),
+                        ),
+                        Some(_) => {}
+                    },
                 }
             }
             if j.window.end_ms < j.window.start_ms {
@@ -304,8 +331,11 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             if j.bucket_ms == Some(0) {
                 err(at.key("bucket_ms"), "must be at least 1".into());
             }
-            let crate::config::JoinerConfig::Merge { prefixes } = &j.joiner;
-            for input in prefixes.keys() {
+            let prefixes = match &j.joiner {
+                crate::config::JoinerConfig::Merge { prefixes } => Some(prefixes),
+                crate::config::JoinerConfig::Plugin { .. } => None,
+            };
+            for input in prefixes.into_iter().flat_map(|p| p.keys()) {
                 if !j.inputs[1..].contains(input) {
                     err(at.key("joiner").key("prefixes").key(input), format!("`{input}` is not one of this join's other inputs"));
                 }
@@ -430,6 +460,30 @@ mod tests {
         assert!(msgs.iter().any(|m| m.contains("cycle: a -> b -> a")), "{msgs:#?}");
         let cyc = e.iter().find(|e| e.message.starts_with("cycle")).unwrap();
         assert_eq!(cyc.line, 4);
+    }
+
+    #[test]
+    fn a_plugin_joiner_must_name_a_known_joiner_plugin() {
+        let text = r#"{
+  "plugins": {"t": {"path": "t.wasm", "world": "transform"}, "j": {"path": "j.wasm", "world": "joiner"}},
+  "sources": {"a": {"type": "stdin"}, "b": {"type": "stdin"}},
+  "steps": {
+    "ghost": {"type": "window-join", "inputs": ["a", "b"], "window": {"start_ms": 0, "end_ms": 1},
+              "joiner": {"type": "plugin", "plugin": "nope"}},
+    "wrong": {"type": "window-join", "inputs": ["a", "b"], "window": {"start_ms": 0, "end_ms": 1},
+              "joiner": {"type": "plugin", "plugin": "t"}},
+    "right": {"type": "window-join", "inputs": ["a", "b"], "window": {"start_ms": 0, "end_ms": 1},
+              "joiner": {"type": "plugin", "plugin": "j"}},
+    "misuse": {"type": "transform", "plugin": "j", "inputs": ["a"]}
+  },
+  "sinks": {"out": {"type": "null", "inputs": ["ghost", "wrong", "right", "misuse"]}}
+}"#;
+        let msgs: Vec<String> = errors(text).iter().map(|e| format!("{} {}", e.path, e.message)).collect();
+        assert!(msgs.iter().any(|m| m.starts_with("$.steps.ghost.joiner.plugin unknown plugin `nope`")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.starts_with("$.steps.wrong.joiner.plugin plugin `t` is declared as world `transform` but this step needs `joiner`")), "{msgs:#?}");
+        assert!(msgs.iter().any(|m| m.starts_with("$.steps.misuse.plugin plugin `j` is declared as world `joiner` but this step needs `transform`")), "{msgs:#?}");
+        assert!(!msgs.iter().any(|m| m.contains("steps.right")), "{msgs:#?}");
+        assert_eq!(msgs.len(), 3, "{msgs:#?}");
     }
 
     #[test]

@@ -61,11 +61,41 @@ pub struct Settings {
     pub artifact_cache: Option<PathBuf>,
     /// Where stateful steps (joins) keep their state.
     pub state: StateSettings,
+    /// Periodic checkpoints (off when absent). With them a run resumes from
+    /// its last checkpoint automatically (`streamhost run --fresh` starts
+    /// over), and file sinks are exactly once across a crash.
+    pub checkpoint: Option<CheckpointSettings>,
+}
+
+/// Periodic consistent snapshots of state, source positions and sink commits.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSettings {
+    /// Milliseconds between two checkpoints.
+    pub interval_ms: u64,
+    /// Directory of the checkpoints (default: `checkpoints` next to
+    /// pipeline.json).
+    pub dir: Option<PathBuf>,
+    /// How many complete checkpoints are kept.
+    pub keep: usize,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        CheckpointSettings { interval_ms: 10_000, dir: None, keep: 2 }
+    }
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { batch_size: 1024, batch_linger_ms: 100, channel_batches: 4, artifact_cache: None, state: StateSettings::default() }
+        Settings {
+            batch_size: 1024,
+            batch_linger_ms: 100,
+            channel_batches: 4,
+            artifact_cache: None,
+            state: StateSettings::default(),
+            checkpoint: None,
+        }
     }
 }
 
@@ -122,6 +152,9 @@ pub enum WorldName {
     Transform,
     /// Scalar functions called by name.
     Udf,
+    /// Turns a main event and its window-join matches into output events
+    /// (a `window-join` step's `joiner`).
+    Joiner,
 }
 
 impl WorldName {
@@ -129,6 +162,7 @@ impl WorldName {
         match self {
             WorldName::Transform => "transform",
             WorldName::Udf => "udf",
+            WorldName::Joiner => "joiner",
         }
     }
 }
@@ -219,12 +253,68 @@ pub enum SourceConfig {
         #[serde(default)]
         count: Option<u64>,
         /// Fraction (0..1) of generated records that are dirty: fields the
-        /// cleaner must normalise or reject.
+        /// cleaner must normalise or reject (`impression` and `click` only).
         #[serde(default)]
         dirty_ratio: f64,
+        /// Synthetic event time: event `i` is at `start_ms + i × step_ms`
+        /// (the `ts` field, and the event time unless `timestamp_field` says
+        /// otherwise). Default: 1 ms apart from 2023-11-14T22:13:20Z.
+        #[serde(default)]
+        event_time: Option<GeneratorEventTime>,
+        /// `join-click` only: the `join-impression` stream the clicks refer
+        /// to (its event-time grid and count). Default: the grid of
+        /// `event_time` with a step 7.5 times smaller (20 clicks per 150
+        /// impressions), no count limit.
+        #[serde(default)]
+        impressions: Option<JoinImpressions>,
         #[serde(flatten)]
         common: SourceCommon,
     },
+}
+
+/// The synthetic event time of a generator: event `i` is at
+/// `start_ms + floor(i × step_ms)`, so a run of a few million events can
+/// cover hours of event time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorEventTime {
+    /// Time of event 0, in ms since the Unix epoch (default
+    /// 1700000000000, 2023-11-14T22:13:20Z).
+    #[serde(default = "base_time_ms")]
+    pub start_ms: i64,
+    /// Event-time distance between two consecutive events, in ms (may be
+    /// fractional; greater than 0).
+    pub step_ms: f64,
+}
+
+fn base_time_ms() -> i64 {
+    crate::source::BASE_TIME_MS
+}
+
+/// For `join-click`: the `join-impression` stream whose `request_id`s the
+/// clicks carry. Click `i` at time `tc` refers to impression `j`, picked
+/// from the seed and `i` among the impressions at times
+/// `tc - max_delay_ms ..= tc` (computed from indices alone: the two
+/// generators share nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinImpressions {
+    /// Time of impression 0, in ms (default 1700000000000).
+    #[serde(default = "base_time_ms")]
+    pub start_ms: i64,
+    /// Event-time step of the impressions, in ms (greater than 0).
+    pub step_ms: f64,
+    /// Number of impressions generated (clicks never refer past it).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// How long after its impression a click may come, in ms (default
+    /// 1800000, 30 minutes).
+    #[serde(default = "thirty_minutes")]
+    pub max_delay_ms: u64,
+}
+
+fn thirty_minutes() -> u64 {
+    1_800_000
 }
 
 impl SourceConfig {
@@ -285,6 +375,15 @@ pub enum GeneratorShape {
     Impression,
     /// A raw click log line.
     Click,
+    /// For the training-data join: an impression of about 300 bytes with a
+    /// unique `request_id` (`q` and the impression's index in 12 digits),
+    /// `ts`, `user_id`, `item_id` and a `features` object. User and item
+    /// derive from the index, so the matching clicks carry the same ones.
+    JoinImpression,
+    /// For the training-data join: a click of about 300 bytes with `ts`,
+    /// `dwell_ms` and the `request_id` (and user and item) of an impression
+    /// 0 to `impressions.max_delay_ms` before it (see `impressions`).
+    JoinClick,
 }
 
 /// The expected fields of a JSON object record.
@@ -379,9 +478,10 @@ pub struct WindowJoinConfig {
     pub inputs: Vec<String>,
     /// The join key of each input, by input name: a field path such as
     /// `$.request_id` (a string is its text, a number or boolean its JSON
-    /// text). An input not listed joins on its event key.
+    /// text), or a UDF computing it. An input not listed joins on its event
+    /// key.
     #[serde(default)]
-    pub keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, JoinKey>,
     /// The window, relative to each main event's time.
     pub window: JoinWindow,
     /// `inner`: main events without a match are not emitted; `left`: they
@@ -402,6 +502,32 @@ pub struct WindowJoinConfig {
     /// How a main event and its matches become output events.
     #[serde(default)]
     pub joiner: JoinerConfig,
+}
+
+/// How an input's join key is found.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum JoinKey {
+    /// A field path such as `$.request_id`.
+    Field(String),
+    /// A function of a `udf` plugin, called once per batch with a row of
+    /// arguments per event; its result is the key (a string its text, bytes
+    /// as they are, other scalars their JSON text; null: no key).
+    Udf(UdfKeyConfig),
+}
+
+/// A join key computed by a UDF.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UdfKeyConfig {
+    /// Name of a `udf` plugin in `plugins`.
+    pub plugin: String,
+    /// Function to call.
+    pub function: String,
+    /// Arguments: a string starting with `$.` is a field path of the event,
+    /// anything else a literal.
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
 }
 
 /// A window of event time relative to a main event at time `t`: other events
@@ -452,6 +578,15 @@ pub enum JoinerConfig {
         #[serde(default)]
         prefixes: BTreeMap<String, String>,
     },
+    /// A `joiner` plugin (world `joiner` of wit/plugin.wit) makes the
+    /// output: it is called with batches of main events and all their
+    /// matches, and returns zero or more events per main event (e.g. one
+    /// training sample, labelled by whether a click matched). An error or a
+    /// trap dead-letters that main event alone.
+    Plugin {
+        /// Name of the plugin, from `plugins`; its world must be `joiner`.
+        plugin: String,
+    },
 }
 
 impl Default for JoinerConfig {
@@ -470,9 +605,20 @@ impl StepConfig {
         }
     }
 
+    /// The world the plugin named by [`StepConfig::plugin`] must export.
+    pub fn plugin_world(&self) -> WorldName {
+        match self {
+            StepConfig::Udf { .. } => WorldName::Udf,
+            StepConfig::WindowJoin(_) => WorldName::Joiner,
+            StepConfig::Transform { .. } | StepConfig::Native { .. } => WorldName::Transform,
+        }
+    }
+
+    /// The plugin this step calls, if any (a window join's plugin joiner).
     pub fn plugin(&self) -> Option<&str> {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
+            StepConfig::WindowJoin(WindowJoinConfig { joiner: JoinerConfig::Plugin { plugin }, .. }) => Some(plugin),
             StepConfig::Native { .. } | StepConfig::WindowJoin(_) => None,
         }
     }

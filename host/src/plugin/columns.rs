@@ -26,6 +26,11 @@ pub(crate) fn empty_batch() -> EventBatch {
 /// Replaces the contents of `batch` with the columns of `events`, reusing
 /// its buffers (a runner packs every batch into the same one).
 pub(crate) fn pack_into(batch: &mut EventBatch, events: &[Event]) {
+    pack_iter(batch, events);
+}
+
+/// [`pack_into`] for events that are not in one slice (a joiner's matches).
+pub(crate) fn pack_iter<'a>(batch: &mut EventBatch, events: impl IntoIterator<Item = &'a Event>) {
     let EventBatch { values, keys, keyless, timestamps, headers } = batch;
     for column in [&mut *values, &mut *keys] {
         column.data.clear();
@@ -34,7 +39,7 @@ pub(crate) fn pack_into(batch: &mut EventBatch, events: &[Event]) {
     keyless.clear();
     timestamps.clear();
     headers.clear();
-    for (i, event) in events.iter().enumerate() {
+    for (i, event) in events.into_iter().enumerate() {
         push_item(values, &event.value);
         match &event.key {
             Some(key) => push_item(keys, key),

@@ -9,7 +9,7 @@ use wasmtime::{Store, Trap};
 use super::loaded::{LoadedPlugin, WorldPre};
 use super::outcome::{Failure, FailureKind, PluginStats};
 use super::sandbox::StoreState;
-use super::wit::{Transform, Udf};
+use super::wit::{Joiner, Transform, Udf};
 
 /// The generated bindings of a world, as the supervisor needs them.
 pub(crate) trait WorldBindings: Sized + Send + 'static {
@@ -31,49 +31,38 @@ pub(crate) struct Live<B> {
 pub(crate) enum Spare {
     Transform(Live<Transform>),
     Udf(Live<Udf>),
+    Joiner(Live<Joiner>),
 }
 
-impl WorldBindings for Transform {
-    fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String> {
-        match pre {
-            WorldPre::Transform(pre) => pre.instantiate(store).map_err(|e| format!("{e:#}")),
-            WorldPre::Udf(_) => Err("the plugin is a udf, not a transform".into()),
+/// Implements [`WorldBindings`] for the bindings of one world.
+macro_rules! world_bindings {
+    ($bindings:ident, $variant:ident, $name:literal) => {
+        impl WorldBindings for $bindings {
+            fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String> {
+                match pre {
+                    WorldPre::$variant(pre) => pre.instantiate(store).map_err(|e| format!("{e:#}")),
+                    other => Err(format!("the plugin is a {}, not a {}", other.world().as_str(), $name)),
+                }
+            }
+            fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+                self.call_init(store, config)
+            }
+            fn into_spare(live: Live<Self>) -> Spare {
+                Spare::$variant(live)
+            }
+            fn from_spare(spare: Spare) -> Option<Live<Self>> {
+                match spare {
+                    Spare::$variant(live) => Some(live),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
-        self.call_init(store, config)
-    }
-    fn into_spare(live: Live<Self>) -> Spare {
-        Spare::Transform(live)
-    }
-    fn from_spare(spare: Spare) -> Option<Live<Self>> {
-        match spare {
-            Spare::Transform(live) => Some(live),
-            Spare::Udf(_) => None,
-        }
-    }
+    };
 }
 
-impl WorldBindings for Udf {
-    fn instantiate(pre: &WorldPre, store: &mut Store<StoreState>) -> Result<Self, String> {
-        match pre {
-            WorldPre::Udf(pre) => pre.instantiate(store).map_err(|e| format!("{e:#}")),
-            WorldPre::Transform(_) => Err("the plugin is a transform, not a udf".into()),
-        }
-    }
-    fn init(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
-        self.call_init(store, config)
-    }
-    fn into_spare(live: Live<Self>) -> Spare {
-        Spare::Udf(live)
-    }
-    fn from_spare(spare: Spare) -> Option<Live<Self>> {
-        match spare {
-            Spare::Udf(live) => Some(live),
-            Spare::Transform(_) => None,
-        }
-    }
-}
+world_bindings!(Transform, Transform, "transform");
+world_bindings!(Udf, Udf, "udf");
+world_bindings!(Joiner, Joiner, "joiner");
 
 /// Creates a store, instantiates the plugin and calls `init(config)` under
 /// the plugin's time budget.

@@ -11,7 +11,8 @@ use super::outcome::PluginStats;
 use super::sandbox::StoreState;
 use super::transform::TransformRunner;
 use super::udf::UdfRunner;
-use super::wit::{TransformPre, UdfPre};
+use super::joiner::JoinerRunner;
+use super::wit::{JoinerPre, TransformPre, UdfPre};
 use super::PluginError;
 use crate::config::{PluginGrants, PluginLimits, WorldName};
 
@@ -19,6 +20,17 @@ use crate::config::{PluginGrants, PluginLimits, WorldName};
 pub(crate) enum WorldPre {
     Transform(TransformPre<StoreState>),
     Udf(UdfPre<StoreState>),
+    Joiner(JoinerPre<StoreState>),
+}
+
+impl WorldPre {
+    pub(crate) fn world(&self) -> WorldName {
+        match self {
+            WorldPre::Transform(_) => WorldName::Transform,
+            WorldPre::Udf(_) => WorldName::Udf,
+            WorldPre::Joiner(_) => WorldName::Joiner,
+        }
+    }
 }
 
 /// Where `load` got the compiled code from.
@@ -123,6 +135,12 @@ impl LoadedPlugin {
         self.expect_world(WorldName::Udf)?;
         let supervisor = Supervisor::new(self.clone()).map_err(|f| self.init_error(&f))?;
         UdfRunner::new(supervisor).map_err(|f| self.init_error(&f))
+    }
+
+    /// A joiner runner with its own instance (instantiated and initialised).
+    pub fn joiner(self: &Arc<Self>) -> Result<JoinerRunner, PluginError> {
+        self.expect_world(WorldName::Joiner)?;
+        Supervisor::new(self.clone()).map(JoinerRunner::new).map_err(|f| self.init_error(&f))
     }
 
     fn expect_world(&self, expected: WorldName) -> Result<(), PluginError> {

@@ -3,8 +3,8 @@
 //! One [`PluginRuntime`] per process owns the wasmtime `Engine`, the epoch
 //! ticker that enforces time budgets, and the cache of precompiled
 //! artifacts. [`PluginRuntime::load`] turns a component file into a
-//! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`] or
-//! [`UdfRunner`] (one `Store` and instance each) from it.
+//! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`],
+//! [`UdfRunner`] or [`JoinerRunner`] (one `Store` and instance each) from it.
 //!
 //! Sandbox: a plugin sees only the `host` interface of `wit/plugin.wit` and,
 //! if it imports WASI (Python, Go), a WASI context with nothing in it unless
@@ -15,6 +15,7 @@ mod artifact_cache;
 mod columns;
 mod engine;
 mod instance;
+mod joiner;
 mod loaded;
 mod outcome;
 mod sandbox;
@@ -39,6 +40,7 @@ use instance::{start, WorldBindings};
 use loaded::WorldPre;
 use sandbox::StoreState;
 
+pub use joiner::{JoinCase, JoinerRunner};
 pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
 pub use outcome::{Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
 pub use transform::TransformRunner;
@@ -55,7 +57,7 @@ pub enum PluginError {
     NotAComponent(PathBuf),
     #[error("plugin {plugin}: cannot compile {path}: {message}")]
     Compile { plugin: String, path: PathBuf, message: String },
-    #[error("plugin {plugin}: exports neither world of wit/plugin.wit (transform: `process`; udf: `functions` and `call`); it exports: {exports}")]
+    #[error("plugin {plugin}: exports no world of wit/plugin.wit (transform: `process`; udf: `functions` and `call`; joiner: `join`); it exports: {exports}")]
     NotAPlugin { plugin: String, exports: String },
     #[error("plugin {plugin}: pipeline.json declares world {}, but the component implements {}", expected.as_str(), found.as_str())]
     WrongWorld { plugin: String, expected: WorldName, found: WorldName },
@@ -184,6 +186,7 @@ impl PluginRuntime {
         let spare = match world {
             WorldName::Transform => first_instance::<wit::Transform>(&plugin)?,
             WorldName::Udf => first_instance::<wit::Udf>(&plugin)?,
+            WorldName::Joiner => first_instance::<wit::Joiner>(&plugin)?,
         };
         plugin.timings.first_instance = instantiated.elapsed();
         plugin.spare = Mutex::new(Some(spare));
@@ -254,6 +257,7 @@ impl PluginRuntime {
         Ok(match world {
             WorldName::Transform => WorldPre::Transform(wit::TransformPre::new(instance_pre).map_err(mismatch)?),
             WorldName::Udf => WorldPre::Udf(wit::UdfPre::new(instance_pre).map_err(mismatch)?),
+            WorldName::Joiner => WorldPre::Joiner(wit::JoinerPre::new(instance_pre).map_err(mismatch)?),
         })
     }
 }
@@ -266,6 +270,7 @@ const _: () = {
     send_sync::<PluginRuntime>();
     send::<TransformRunner>();
     send::<UdfRunner>();
+    send::<JoinerRunner>();
 };
 
 fn first_instance<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<instance::Spare, PluginError> {
@@ -282,9 +287,10 @@ fn is_component(bytes: &[u8]) -> bool {
 fn detect_world(engine: &Engine, component: &Component, name: &str) -> Result<WorldName, PluginError> {
     let ty = component.component_type();
     let exports = |n: &str| ty.get_export(engine, n).is_some();
-    match (exports("process"), exports("functions") && exports("call")) {
-        (true, false) => Ok(WorldName::Transform),
-        (false, true) => Ok(WorldName::Udf),
+    match (exports("process"), exports("functions") && exports("call"), exports("join")) {
+        (true, false, false) => Ok(WorldName::Transform),
+        (false, true, false) => Ok(WorldName::Udf),
+        (false, false, true) => Ok(WorldName::Joiner),
         _ => {
             let names: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
             Err(PluginError::NotAPlugin { plugin: name.into(), exports: names.join(", ") })

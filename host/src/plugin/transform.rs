@@ -89,27 +89,31 @@ impl TransformRunner {
     }
 
     fn count(&self, outcomes: &[Outcome]) {
-        let stats = self.supervisor.stats();
-        let mut out = 0u64;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Ok(events) => out += events.len() as u64,
-                Outcome::Failed(f) => stats.count_failure(f.kind),
-            }
-        }
-        PluginStats::add(&stats.events_out, out);
+        count_outcomes(self.supervisor.stats(), outcomes);
     }
 }
 
+/// Counts outputs and failures of a batch's outcomes in the plugin's stats.
+pub(super) fn count_outcomes(stats: &PluginStats, outcomes: &[Outcome]) {
+    let mut out = 0u64;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Ok(events) => out += events.len() as u64,
+            Outcome::Failed(f) => stats.count_failure(f.kind),
+        }
+    }
+    PluginStats::add(&stats.events_out, out);
+}
+
 /// The output limits of one batch: events per input, bytes per batch.
-struct OutputBudget {
+pub(super) struct OutputBudget {
     max_outputs: usize,
     bytes_left: usize,
     max_bytes: usize,
 }
 
 impl OutputBudget {
-    fn new(plugin: &LoadedPlugin) -> Self {
+    pub(super) fn new(plugin: &LoadedPlugin) -> Self {
         let limits = plugin.limits();
         OutputBudget {
             max_outputs: limits.max_outputs_per_event,
@@ -120,7 +124,7 @@ impl OutputBudget {
 
     /// Turns one raw outcome into an [`Outcome`], failing it when its outputs
     /// break a limit. Outputs of a failed input do not use up the budget.
-    fn check(&mut self, raw: Result<Vec<Event>, String>) -> Outcome {
+    pub(super) fn check(&mut self, raw: Result<Vec<Event>, String>) -> Outcome {
         let events = match raw {
             Ok(events) => events,
             Err(message) => return Outcome::Failed(Failure::new(FailureKind::Error, message)),

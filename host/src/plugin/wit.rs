@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/plugin.wit`.
 //!
-//! Both worlds share the `types` and `host` interfaces; the `udf` bindings
-//! reuse the ones generated for `transform`.
+//! Every world shares the `types` and `host` interfaces; the `udf` and
+//! `joiner` bindings reuse the ones generated for `transform`.
 
 mod transform_world {
     wasmtime::component::bindgen!({
@@ -23,10 +23,22 @@ mod udf_world {
     });
 }
 
+mod joiner_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "joiner",
+        with: {
+            "streamhost:plugin/types": super::transform_world::streamhost::plugin::types,
+            "streamhost:plugin/host": super::transform_world::streamhost::plugin::host,
+        },
+    });
+}
+
 pub use transform_world::streamhost::plugin::host::{self as host_api, Level};
 pub use transform_world::streamhost::plugin::types::{
     self as types_api, BatchHeader, ByteColumn, EventBatch, EventError, FunctionSignature, Scalar, ScalarType,
     TransformOutput,
 };
 pub use transform_world::{Transform, TransformPre};
+pub use joiner_world::{Joiner, JoinerPre};
 pub use udf_world::{Udf, UdfPre};

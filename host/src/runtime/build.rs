@@ -13,6 +13,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::plugin::{LoadedPlugin, PluginRuntime, RuntimeOptions};
 use crate::sink::{build_sink, Sink};
 use crate::source::{build_source, Source};
+use super::checkpoint::{Checkpoints, Found};
 use crate::state::StateBackend;
 use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep, WindowJoin};
 
@@ -23,6 +24,8 @@ pub struct BuildOptions {
     pub natives: NativeRegistry,
     /// Show the live progress line on stderr.
     pub progress: bool,
+    /// Ignore (and delete) existing checkpoints and state: start over.
+    pub fresh: bool,
 }
 
 /// Where a node's output goes.
@@ -61,6 +64,8 @@ pub(crate) struct SourceNode {
     pub consumers: Vec<Consumer>,
     pub out_of_orderness_ms: u64,
     pub idle_timeout: Option<std::time::Duration>,
+    /// Where it resumes, after a restore.
+    pub resume: Option<super::SourceMark>,
 }
 
 /// A pipeline ready to run.
@@ -79,6 +84,8 @@ pub struct Pipeline {
     pub(crate) clock: super::watermarks::Watermarks,
     /// The state of stateful steps.
     pub(crate) state: Box<dyn StateBackend>,
+    /// Periodic checkpoints, when configured: where, how often, the next id.
+    pub(crate) checkpoints: Option<super::checkpoint::Schedule>,
     /// The loaded plugins, by name (kept for stats and, later, swaps).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
 }
@@ -109,15 +116,29 @@ pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BT
             Ok(plugin) => {
                 // A step must use the plugin as the world it really exports.
                 for (step, sc) in &p.config.steps {
-                    let want = match sc {
-                        StepConfig::Udf { .. } => crate::config::WorldName::Udf,
-                        _ => crate::config::WorldName::Transform,
-                    };
+                    let want = sc.plugin_world();
                     if sc.plugin() == Some(name.as_str()) && plugin.world() != want {
+                        let at = JsonPath::root().key("steps").key(step);
+                        let at = match sc {
+                            StepConfig::WindowJoin(_) => at.key("joiner").key("plugin"),
+                            _ => at.key("plugin"),
+                        };
                         errors.push(p.error_at(
-                            &JsonPath::root().key("steps").key(step).key("plugin"),
+                            &at,
                             format!("plugin `{name}` exports world `{}` but this step needs `{}`", plugin.world().as_str(), want.as_str()),
                         ));
+                    }
+                    if let StepConfig::WindowJoin(j) = sc {
+                        for (input, key) in &j.keys {
+                            if let crate::config::JoinKey::Udf(u) = key {
+                                if &u.plugin == name && plugin.world() != crate::config::WorldName::Udf {
+                                    errors.push(p.error_at(
+                                        &JsonPath::root().key("steps").key(step).key("keys").key(input).key("plugin"),
+                                        format!("plugin `{name}` exports world `{}` but a join key needs `udf`", plugin.world().as_str()),
+                                    ));
+                                }
+                            }
+                        }
                     }
                 }
                 loaded.insert(name.clone(), plugin);
@@ -138,6 +159,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let resolve = |path: &Path| p.resolve(path);
     let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?;
     let plugins = prepare_plugins(p, &runtime)?;
+    let (schedule, resume) = checkpoints(p, opts.fresh)?;
 
     // Steps in topological order (the graph was checked to be acyclic).
     let mut order: Vec<&str> = Vec::new();
@@ -179,7 +201,30 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 let args = args.iter().map(UdfArg::parse).collect();
                 Box::new(UdfStep::new(name, plugin, function, args, output, runner))
             }
-            StepConfig::WindowJoin(j) => Box::new(WindowJoin::new(name, j)),
+            StepConfig::WindowJoin(j) => {
+                let join = match &j.joiner {
+                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, plugins[plugin].joiner()?),
+                    crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
+                };
+                // Join keys computed by UDFs: check the function, give the join a runner.
+                let mut runners = BTreeMap::new();
+                for (input, key) in &j.keys {
+                    let crate::config::JoinKey::Udf(u) = key else { continue };
+                    let runner = plugins[&u.plugin].udf()?;
+                    let at = at.key("keys").key(input);
+                    match runner.functions().iter().find(|f| f.name == u.function) {
+                        None => errors.push(p.error_at(&at.key("function"), format!("plugin `{}` has no function `{}`", u.plugin, u.function))),
+                        Some(sig) if sig.params.len() != u.args.len() => errors.push(p.error_at(
+                            &at.key("args"),
+                            format!("`{}` takes {} arguments, {} given", u.function, sig.params.len(), u.args.len()),
+                        )),
+                        Some(_) => {
+                            runners.insert(input.clone(), runner);
+                        }
+                    }
+                }
+                Box::new(join.with_key_udfs(runners))
+            }
             StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
                 Some(f) => Box::new(NativeStep::new(name, f)),
                 None => {
@@ -202,20 +247,25 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
 
     let mut sinks = Vec::new();
     for (name, sc) in &c.sinks {
-        sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve)?, stats: NodeStats::new(name, NodeKind::Sink) });
+        let committed = resume.as_ref().and_then(|r| r.meta.sinks.get(name).copied());
+        sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve, committed)?, stats: NodeStats::new(name, NodeKind::Sink) });
     }
     let mut sources: Vec<SourceNode> = c
         .sources
         .iter()
-        .map(|(name, sc)| SourceNode {
-            name: name.clone(),
-            source: Some(build_source(name, sc, resolve)),
-            stats: NodeStats::new(name, NodeKind::Source),
-            consumers: Vec::new(),
-            out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
-            idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
+        .map(|(name, sc)| {
+            let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).copied());
+            Ok(SourceNode {
+                name: name.clone(),
+                source: Some(resumed_source(name, sc, &resolve, mark.as_ref())?),
+                resume: mark,
+                stats: NodeStats::new(name, NodeKind::Source),
+                consumers: Vec::new(),
+                out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
+                idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
+            })
         })
-        .collect();
+        .collect::<Result<_, RunError>>()?;
 
     // Wire consumers: each input names a source or a step.
     let mut wire = |input: &str, consumer: Consumer| -> Option<Producer> {
@@ -244,15 +294,16 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         step.producers = p;
     }
 
-    let mut state = open_state(p)?;
+    let mut state = open_state(p, resume.as_ref())?;
     for step in &mut steps {
         step.op.open_state(&mut *state).map_err(|e| RunError::State(format!("step `{}`: {e}", step.name)))?;
     }
 
+    let dead_resume = resume.as_ref().and_then(|r| r.meta.dead_letter.map(|len| (len, r.meta.dead_count)));
     let dead = match &c.dead_letter {
         Some(DeadLetterConfig::Stderr) => DeadLetterWriter::stderr(),
-        Some(DeadLetterConfig::File { path }) => open_dead(&p.resolve(path))?,
-        None => open_dead(&p.base_dir.join("dead-letter.jsonl"))?,
+        Some(DeadLetterConfig::File { path }) => open_dead(&p.resolve(path), dead_resume)?,
+        None => open_dead(&p.base_dir.join("dead-letter.jsonl"), dead_resume)?,
     };
 
     Ok(Pipeline {
@@ -267,6 +318,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         progress: opts.progress,
         clock: super::watermarks::Watermarks::new(Vec::new(), 0),
         state,
+        checkpoints: schedule,
         plugins,
     })
 }
@@ -274,13 +326,20 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
 /// The pipeline's state backend: RocksDB (or memory, as configured) when a
 /// step keeps state, else an empty in-memory one. Until checkpoints land a
 /// run starts from empty state, so an existing state directory is cleared.
-fn open_state(p: &LoadedPipeline) -> Result<Box<dyn StateBackend>, RunError> {
+fn open_state(p: &LoadedPipeline, resume: Option<&Found>) -> Result<Box<dyn StateBackend>, RunError> {
     let settings = &p.config.settings.state;
     let stateful = p.config.steps.values().any(|s| matches!(s, StepConfig::WindowJoin(_)));
+    let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
     if !stateful || settings.backend == crate::config::StateBackendKind::Memory {
-        return Ok(crate::state::open_memory());
+        return match resume {
+            Some(found) if stateful => crate::state::restore_memory(&found.dir.join("state")).map_err(state_err),
+            _ => Ok(crate::state::open_memory()),
+        };
     }
     let dir = settings.dir.as_ref().map_or_else(|| p.base_dir.join("state"), |d| p.resolve(d));
+    if let Some(found) = resume {
+        return crate::state::restore_rocksdb(&found.dir.join("state"), &dir, &settings.rocksdb).map_err(state_err);
+    }
     if dir.exists() {
         // Only ever clear a state directory (RocksDB's CURRENT file) or an
         // empty one: `dir` may be mistyped.
@@ -293,6 +352,44 @@ fn open_state(p: &LoadedPipeline) -> Result<Box<dyn StateBackend>, RunError> {
     crate::state::open_rocksdb(&dir, &settings.rocksdb).map_err(|e| RunError::State(e.to_string()))
 }
 
-fn open_dead(path: &Path) -> Result<DeadLetterWriter, RunError> {
-    DeadLetterWriter::file(path).map_err(|error| RunError::DeadLetter { path: path.display().to_string(), error })
+/// A source, resuming at its checkpoint mark if there is one.
+fn resumed_source(
+    name: &str,
+    config: &crate::config::SourceConfig,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    mark: Option<&super::SourceMark>,
+) -> Result<Box<dyn Source>, RunError> {
+    use crate::config::SourceConfig;
+    let Some(mark) = mark.filter(|m| m.resume.offset > 0) else { return Ok(build_source(name, config, resolve)) };
+    match config {
+        SourceConfig::File { path, common } => {
+            Ok(Box::new(crate::source::LineSource::file(name, resolve(path), common).resuming(mark.resume)))
+        }
+        // Standard input cannot be read again: go on with what comes next.
+        SourceConfig::Stdin { .. } => Ok(build_source(name, config, resolve)),
+        SourceConfig::Generator { .. } => Err(RunError::State(format!(
+            "source `{name}`: a generator cannot resume from a checkpoint yet; run with --fresh"
+        ))),
+    }
+}
+
+/// The checkpoint schedule, and the checkpoint to resume from (none with
+/// `fresh`, which deletes them all).
+fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpoint::Schedule>, Option<Found>), RunError> {
+    let Some(cs) = &p.config.settings.checkpoint else { return Ok((None, None)) };
+    let dir = cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d));
+    let store = Checkpoints::new(dir, cs.keep);
+    let err = |e: String| RunError::State(format!("checkpoints: {e}"));
+    if fresh {
+        store.clear().map_err(err)?;
+    }
+    let found = store.latest().map_err(err)?;
+    store.remove_incomplete().map_err(err)?;
+    let next_id = found.as_ref().map_or(1, |f| f.meta.id + 1);
+    let schedule = super::checkpoint::Schedule::new(store, std::time::Duration::from_millis(cs.interval_ms), next_id);
+    Ok((Some(schedule), found))
+}
+
+fn open_dead(path: &Path, resume: Option<(u64, u64)>) -> Result<DeadLetterWriter, RunError> {
+    DeadLetterWriter::file(path, resume).map_err(|error| RunError::DeadLetter { path: path.display().to_string(), error })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::build::{Consumer, Pipeline};
+use super::checkpoint::{CheckpointMeta, SourceMark};
 use super::watermarks::Watermarks;
 use super::stats::{snapshot, spawn_progress, RunSummary};
 use super::RunError;
@@ -25,6 +26,9 @@ impl Pipeline {
             let source = s.source.take().expect("a pipeline runs once");
             let mut emitter = Emitter::new(i, &s.name, tx.clone(), self.batch_size, Duration::from_millis(self.linger_ms))
                 .with_out_of_orderness(s.out_of_orderness_ms);
+            if let Some(mark) = s.resume {
+                emitter = emitter.resume_at(mark.resume, mark.watermark);
+            }
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("source-{}", s.name))
@@ -45,14 +49,29 @@ impl Pipeline {
             .chain(self.sinks.iter().map(|s| s.stats.clone()))
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let progress = self.progress.then(|| spawn_progress(all_stats.clone(), stop.clone()));
+        let progress_line = self.progress.then(|| spawn_progress(all_stats.clone(), stop.clone()));
 
         let mut errors = Vec::new();
         let mut live = n_sources;
         self.clock = Watermarks::new(self.sources.iter().map(|s| s.idle_timeout).collect(), self.steps.len());
+        // Sources whose last data message is not yet covered by a progress report.
+        let mut unreported = vec![false; n_sources];
+        // After a restore: where each source stands.
+        let mut progress: Vec<SourceMark> = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let mark = match s.resume {
+                Some(mark) => {
+                    self.clock.advance_source(i, mark.watermark);
+                    SourceMark { ended: false, ..mark }
+                }
+                None => SourceMark { watermark: i64::MIN, ..Default::default() },
+            };
+            progress.push(mark);
+        }
         // Without idle timeouts there is nothing to check between messages.
         let tick = self.clock.shortest_idle_timeout().map(|t| (t / 4).max(Duration::from_millis(1)));
-        let result = (|| {
+        let result: Result<(), RunError> = (|| {
+            self.advance_watermarks()?;
             while live > 0 {
                 let received = match tick {
                     Some(tick) => match rx.recv_timeout(tick) {
@@ -69,12 +88,17 @@ impl Pipeline {
                 let Some((i, msg)) = received else {
                     if self.clock.check_idle(now) {
                         self.advance_watermarks()?;
+                        self.flush_outputs()?;
                     }
                     continue;
                 };
                 if self.clock.heard_from(i, now) {
                     self.advance_watermarks()?;
                 }
+                let msg_kind = match &msg {
+                    SourceMessage::Batch(_) | SourceMessage::Rejected(_) => Kind::Data,
+                    _ => Kind::Control,
+                };
                 match msg {
                     SourceMessage::Batch(batch) => {
                         let src = &self.sources[i];
@@ -93,17 +117,37 @@ impl Pipeline {
                         self.clock.advance_source(i, wm);
                         self.advance_watermarks()?;
                     }
+                    SourceMessage::Progress(point) => {
+                        progress[i].resume = point;
+                        unreported[i] = false;
+                    }
                     SourceMessage::End(r) => {
+                        unreported[i] = false;
                         live -= 1;
                         if let Err(e) = r {
                             errors.push(e);
                         }
                         self.clock.advance_source(i, END_OF_TIME);
+                        progress[i].ended = true;
                         self.advance_watermarks()?;
                     }
                 }
+                if matches!(msg_kind, Kind::Data) {
+                    unreported[i] = true;
+                }
+                // A source's flush (dead letters, batch, watermark, progress)
+                // is one unit: between its data and its progress report the
+                // state is ahead of the position a checkpoint would record.
+                if !unreported.iter().any(|u| *u) && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
+                    self.checkpoint(&mut progress)?;
+                }
                 if tick.is_some() && self.clock.check_idle(now) {
                     self.advance_watermarks()?;
+                }
+                // Nothing more waiting: hand buffered output over now, so a
+                // slow or live stream's results do not sit in a buffer.
+                if rx.is_empty() {
+                    self.flush_outputs()?;
                 }
             }
             // Let stateful steps emit what they hold, upstream first.
@@ -119,10 +163,16 @@ impl Pipeline {
                 s.sink.flush()?;
             }
             let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
-            self.dead.flush().map_err(|error| RunError::DeadLetter { path, error })
+            self.dead.flush().map_err(|error| RunError::DeadLetter { path, error })?;
+            // The last checkpoint covers the whole run: a restart finds
+            // nothing left to do.
+            if self.checkpoints.is_some() {
+                self.checkpoint(&mut progress)?;
+            }
+            Ok(())
         })();
         stop.store(true, Relaxed);
-        if let Some(p) = progress {
+        if let Some(p) = progress_line {
             let _ = p.join();
         }
         drop(rx);
@@ -173,6 +223,43 @@ impl Pipeline {
         }
     }
 
+    /// Flushes sinks and dead letters (not a commit: no fsync).
+    fn flush_outputs(&mut self) -> Result<(), RunError> {
+        for s in &mut self.sinks {
+            s.sink.flush()?;
+        }
+        let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
+        self.dead.flush().map_err(|error| RunError::DeadLetter { path, error })
+    }
+
+    /// Takes a checkpoint: sinks and dead letters committed, then the state's
+    /// snapshot, then the record that completes it (see `checkpoint.rs`).
+    fn checkpoint(&mut self, progress: &mut [SourceMark]) -> Result<(), RunError> {
+        let Some(schedule) = self.checkpoints.as_mut() else { return Ok(()) };
+        let id = schedule.start();
+        let folder = schedule.store.folder(id);
+        let mut meta = CheckpointMeta { id, ..Default::default() };
+        for s in &mut self.sinks {
+            if let Some(len) = s.sink.commit()? {
+                meta.sinks.insert(s.name.clone(), len);
+            }
+        }
+        let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
+        meta.dead_letter = self.dead.commit().map_err(|error| RunError::DeadLetter { path, error })?;
+        meta.dead_count = self.dead.count();
+        let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
+        self.state.commit().map_err(state_err)?;
+        self.state.checkpoint(&folder.join("state")).map_err(state_err)?;
+        for (i, s) in self.sources.iter().enumerate() {
+            progress[i].watermark = self.clock.source_watermark(i);
+            meta.sources.insert(s.name.clone(), progress[i]);
+        }
+        let schedule = self.checkpoints.as_ref().expect("checked above");
+        schedule.store.complete(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
+        tracing::debug!(id, dir = %folder.display(), "checkpoint complete");
+        Ok(())
+    }
+
     /// Brings every step's watermark up to date, in topological order: a
     /// step whose input watermark advanced emits what that completes (its
     /// output goes downstream before the downstream watermark moves).
@@ -180,6 +267,7 @@ impl Pipeline {
         for j in 0..self.steps.len() {
             let (input, idle) = self.clock.input_of(j, &self.steps[j].producers);
             if input > self.clock.step_input(j) {
+                self.steps[j].stats.watermark.store(input, Relaxed);
                 // Emit what the new watermark completes, a batch at a time,
                 // before the step's own watermark moves.
                 loop {
@@ -228,4 +316,10 @@ impl Pipeline {
 /// A step's fatal error, as the run's.
 fn check(failed: Option<String>) -> Result<(), RunError> {
     failed.map_or(Ok(()), |e| Err(RunError::Step(e)))
+}
+
+/// What a source message is, for checkpoint timing.
+enum Kind {
+    Data,
+    Control,
 }

@@ -6,11 +6,13 @@
 //! executor, and a hot swap can happen between two batches.
 
 mod build;
+mod checkpoint;
 mod driver;
 mod stats;
 mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
+pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
 pub use stats::{NodeKind, NodeStats, RunSummary};
 
 use crate::config::ConfigErrors;

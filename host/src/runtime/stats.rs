@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +22,32 @@ pub struct NodeStats {
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub dead: AtomicU64,
+    /// Steps: the input watermark the step was last advanced to, set before
+    /// the step fires what it completes (`i64::MIN` before any).
+    pub watermark: AtomicI64,
 }
 
 impl NodeStats {
     pub fn new(name: &str, kind: NodeKind) -> Arc<Self> {
-        Arc::new(NodeStats { name: name.into(), kind, events_in: AtomicU64::new(0), events_out: AtomicU64::new(0), dead: AtomicU64::new(0) })
+        Arc::new(NodeStats {
+            name: name.into(),
+            kind,
+            events_in: AtomicU64::new(0),
+            events_out: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        })
+    }
+}
+
+impl super::Pipeline {
+    /// The live counters of the source, step or sink `name` (for benchmarks
+    /// and probes that watch a run from another thread or a native step).
+    pub fn node_stats(&self, name: &str) -> Option<Arc<NodeStats>> {
+        let sources = self.sources.iter().map(|s| &s.stats);
+        let steps = self.steps.iter().map(|s| &s.stats);
+        let sinks = self.sinks.iter().map(|s| &s.stats);
+        sources.chain(steps).chain(sinks).find(|s| s.name == name).cloned()
     }
 }
 

@@ -102,6 +102,10 @@ impl Watermarks {
         }
     }
 
+    pub(crate) fn source_watermark(&self, i: usize) -> i64 {
+        self.sources[i].watermark
+    }
+
     pub(crate) fn step_input(&self, j: usize) -> i64 {
         self.steps[j].input
     }

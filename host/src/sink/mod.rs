@@ -1,9 +1,14 @@
 //! Sinks: where a pipeline's results go. They are written on the pipeline
-//! thread, buffered, and flushed at the end of the run.
+//! thread, buffered, committed at each checkpoint and flushed at the end of
+//! the run. File sinks are exactly once across a crash (see [`committed`]);
+//! stdout is at least once.
 
-use std::fs::File;
+pub mod committed;
+
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use committed::{CommittedFile, Output, Stream};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -22,25 +27,31 @@ pub enum SinkError {
 pub trait Sink: Send {
     fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Makes everything written so far durable (a checkpoint). Returns the
+    /// committed length a restore cuts a file back to; `None` for sinks that
+    /// cannot roll back.
+    fn commit(&mut self) -> Result<Option<u64>, SinkError> {
+        self.flush()?;
+        Ok(None)
+    }
     /// Human-readable target for summaries (a path, `stdout`).
     fn target(&self) -> String;
 }
 
-pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf) -> Result<Box<dyn Sink>, SinkError> {
+/// Builds a sink; `resume` is the committed length of its file at the
+/// checkpoint the run resumes from.
+pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf, resume: Option<u64>) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
         SinkConfig::File { path, format, .. } => {
             let path = resolve(path);
             let io_err = |error| SinkError::Io { sink: name.into(), target: path.display().to_string(), error };
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err)?;
-            }
-            let f = File::create(&path).map_err(io_err)?;
-            Box::new(LineSink { name: name.into(), target: path.display().to_string(), out: BufWriter::with_capacity(1 << 20, Box::new(f)), format: *format })
+            let out = CommittedFile::open(&path, resume).map_err(io_err)?;
+            Box::new(LineSink { name: name.into(), target: path.display().to_string(), out: Box::new(out), format: *format })
         }
         SinkConfig::Stdout { format, .. } => Box::new(LineSink {
             name: name.into(),
             target: "stdout".into(),
-            out: BufWriter::with_capacity(1 << 16, Box::new(io::stdout())),
+            out: Box::new(Stream(BufWriter::with_capacity(1 << 16, io::stdout()))),
             format: *format,
         }),
         SinkConfig::Null { .. } => Box::new(NullSink),
@@ -51,7 +62,7 @@ pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> Pa
 struct LineSink {
     name: String,
     target: String,
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Output>,
     format: SinkFormat,
 }
 
@@ -109,6 +120,10 @@ impl Sink for LineSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|error| SinkError::Io { sink: self.name.clone(), target: self.target.clone(), error })
+    }
+
+    fn commit(&mut self) -> Result<Option<u64>, SinkError> {
+        self.out.commit().map_err(|error| SinkError::Io { sink: self.name.clone(), target: self.target.clone(), error })
     }
 
     fn target(&self) -> String {

@@ -15,7 +15,10 @@ use crate::dead_letter::DeadLetter;
 use crate::event::{Batch, Event, Origin};
 use crate::record_schema::RecordCheck;
 
-pub use generator::{write_record, Generator, GeneratorParams, BASE_TIME_MS};
+pub use generator::{
+    event_time_at, request_id, write_join_record, write_record, ClickTargets, Generator, GeneratorParams, BASE_TIME_MS,
+    CLICKS_PER_IMPRESSION,
+};
 pub use lines::LineSource;
 
 /// Errors that stop a source.
@@ -34,6 +37,9 @@ pub enum SourceMessage {
     /// The source's watermark advanced: no event at or before this time
     /// (ms) follows. Sent after the batch that advanced it.
     Watermark(i64),
+    /// Everything up to this point of the input has been sent (a checkpoint
+    /// resumes a source here).
+    Progress(crate::runtime::ResumePoint),
     /// The source is exhausted (or failed: the error has been reported).
     /// Its watermark is then the end of time.
     End(Result<(), String>),
@@ -52,11 +58,21 @@ pub fn build_source(name: &str, config: &SourceConfig, resolve: impl Fn(&std::pa
     match config {
         SourceConfig::File { path, common } => Box::new(LineSource::file(name, resolve(path), common)),
         SourceConfig::Stdin { common } => Box::new(LineSource::stdin(name, common)),
-        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, common } => Box::new(Generator::new(
-            name,
-            GeneratorParams { shape: *shape, seed: *seed, rate: *rate, count: *count, dirty_ratio: *dirty_ratio },
-            common,
-        )),
+        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, event_time, impressions, common } => {
+            Box::new(Generator::new(
+                name,
+                GeneratorParams {
+                    shape: *shape,
+                    seed: *seed,
+                    rate: *rate,
+                    count: *count,
+                    dirty_ratio: *dirty_ratio,
+                    event_time: *event_time,
+                    impressions: *impressions,
+                },
+                common,
+            ))
+        }
     }
 }
 
@@ -77,6 +93,9 @@ pub struct Emitter {
     max_time: Option<i64>,
     /// Last watermark sent.
     watermark: i64,
+    /// The input consumed so far, and what of it was last reported.
+    point: crate::runtime::ResumePoint,
+    sent_point: crate::runtime::ResumePoint,
     /// Set when the pipeline thread has gone away: stop reading.
     pub closed: bool,
 }
@@ -95,8 +114,28 @@ impl Emitter {
             out_of_orderness: 0,
             max_time: None,
             watermark: i64::MIN,
+            point: Default::default(),
+            sent_point: Default::default(),
             closed: false,
         }
+    }
+
+    /// Resumes at a checkpoint: from `point`, with the watermark it had
+    /// (events at or before it stay late).
+    pub fn resume_at(mut self, point: crate::runtime::ResumePoint, watermark: i64) -> Self {
+        self.point = point;
+        self.sent_point = point;
+        self.watermark = watermark;
+        if watermark > i64::MIN {
+            self.max_time = Some(watermark.saturating_add(self.out_of_orderness).saturating_add(1));
+        }
+        self
+    }
+
+    /// The source consumed its input up to `point` (called after each
+    /// record, kept or not).
+    pub fn consumed(&mut self, point: crate::runtime::ResumePoint) {
+        self.point = point;
     }
 
     /// Sets the bounded out-of-orderness the watermark allows for.
@@ -164,6 +203,10 @@ impl Emitter {
                 self.watermark = watermark;
                 self.send(SourceMessage::Watermark(watermark));
             }
+        }
+        if self.point != self.sent_point {
+            self.sent_point = self.point;
+            self.send(SourceMessage::Progress(self.point));
         }
     }
 

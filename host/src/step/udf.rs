@@ -26,7 +26,7 @@ impl UdfArg {
         }
     }
 
-    fn eval(&self, obj: &Map<String, Value>) -> Scalar {
+    pub(crate) fn eval(&self, obj: &Map<String, Value>) -> Scalar {
         match self {
             UdfArg::Literal(s) => s.clone(),
             UdfArg::Field(path) => {

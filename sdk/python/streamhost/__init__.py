@@ -19,7 +19,8 @@ and an ``app.py``::
 Raising an exception rejects that event alone (the host dead-letters it with
 the exception text); the rest of the batch goes on. A UDF plugin
 (``world = "udf"``) subclasses :class:`Udf` and marks typed methods with
-:func:`function`.
+:func:`function`. A joiner (``world = "joiner"``, the output of a window join)
+subclasses :class:`Joiner` and defines ``join(self, main, matches)``.
 
 ``streamhost plugin build DIR`` turns the folder into a component with
 componentize-py; this package is bundled in, and adapts the class to the
@@ -29,6 +30,6 @@ CPython, so plugins are unit-testable with ``unittest``.
 
 from . import log
 from .event import Event, Header
-from .plugin import PluginError, Transform, Udf, function
+from .plugin import Joiner, PluginError, Transform, Udf, function
 
-__all__ = ["Event", "Header", "PluginError", "Transform", "Udf", "function", "log"]
+__all__ = ["Event", "Header", "Joiner", "PluginError", "Transform", "Udf", "function", "log"]

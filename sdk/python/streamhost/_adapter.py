@@ -11,10 +11,10 @@ import json
 import os
 
 from .event import Event, Header, _event
-from .plugin import ANY, BOOLEAN, BYTES, FLOAT, INT, NULL, STR, PluginError, Transform, Udf, udf_functions
+from .plugin import ANY, BOOLEAN, BYTES, FLOAT, INT, NULL, STR, Joiner, PluginError, Transform, Udf, udf_functions
 
 # The generated classes (of `wit_world.imports.types`) the adapters use; the
-# udf ones are absent from a transform build and the other way round.
+# udf ones are absent from a transform or joiner build and the other way round.
 BINDING_TYPES = (
     "ByteColumn", "BatchHeader", "EventBatch", "EventError", "TransformOutput", "FunctionSignature", "ScalarType",
     "Scalar_Null", "Scalar_Boolean", "Scalar_Int", "Scalar_Float", "Scalar_Str", "Scalar_Bytes",
@@ -31,7 +31,7 @@ class BindingError(Exception):
 def find_plugin_class(module, world):
     """The plugin class of ``module``: its ``Plugin`` attribute, else the one
     subclass of the world's base class defined there."""
-    base = Transform if world == "transform" else Udf
+    base = {"transform": Transform, "udf": Udf, "joiner": Joiner}[world]
     cls = getattr(module, "Plugin", None)
     if cls is None:
         candidates = [
@@ -100,6 +100,54 @@ def transform_world(plugin, wit):
         run_init(plugin, config, Err)
 
     return type("WitWorld", (wit.WitWorld,), {"init": init, "process": process})
+
+
+def joiner_world(plugin, wit):
+    """A ``WitWorld`` class for the joiner world around ``plugin``."""
+    Err = wit.Err
+
+    def join(self, inputs, mains, matches, match_mains, match_inputs):
+        return join_columns(plugin.join, inputs, mains, matches, match_mains, match_inputs, wit)
+
+    def init(self, config):
+        run_init(plugin, config, Err)
+
+    return type("WitWorld", (wit.WitWorld,), {"init": init, "join": join})
+
+
+def join_columns(join, inputs, mains, matches, match_mains, match_inputs, wit):
+    """Runs ``join(main, {input: [match, ...]})`` over every main event of a
+    joiner call and packs the results into a ``transform-output`` (origins
+    are main indices). Matches out of range are ignored (the host never
+    sends them)."""
+    n = len(mains.timestamps)
+    groups = [{name: [] for name in inputs} for _ in range(n)]
+    names = list(inputs)
+    for event, m, k in zip(batch_events(matches), match_mains, match_inputs):
+        if m < n and k < len(names):
+            groups[m][names[k]].append(event)
+    per_main = iter(groups)
+    # process_columns calls its function once per main event, in order.
+    return process_columns(lambda main: join(main, next(per_main)), mains, wit)
+
+
+def batch_events(batch):
+    """The events of a columnar ``event-batch``, as a list of Events."""
+    values, keys = batch.values, batch.keys
+    data, ends = values.data, values.ends
+    key_data, key_ends = keys.data, keys.ends
+    keyless = set(batch.keyless)
+    headers_of = {}
+    for h in batch.headers:
+        headers_of.setdefault(h.event, []).append(Header(h.name, h.value))
+    out = []
+    start = kstart = 0
+    for i, ts in enumerate(batch.timestamps):
+        end = ends[i] if i < len(ends) else start
+        kend = key_ends[i] if i < len(key_ends) else kstart
+        out.append(_event(None if i in keyless else key_data[kstart:kend], data[start:end], ts, headers_of.get(i) or []))
+        start, kstart = end, kend
+    return out
 
 
 def process_columns(process_event, batch, wit):

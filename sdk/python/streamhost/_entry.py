@@ -29,7 +29,12 @@ def _host_sink(level, message, fields):
 
 log.set_sink(_host_sink)
 
-_world = "transform" if hasattr(_wit_world.WitWorld, "process") else "udf"
+if hasattr(_wit_world.WitWorld, "process"):
+    _world = "transform"
+elif hasattr(_wit_world.WitWorld, "join"):
+    _world = "joiner"
+else:
+    _world = "udf"
 _wit = _types.SimpleNamespace(
     Ok=_cpt.Ok,
     Err=_cpt.Err,
@@ -40,5 +45,7 @@ _plugin = _adapter.find_plugin_class(_app, _world)()
 
 if _world == "transform":
     WitWorld = _adapter.transform_world(_plugin, _wit)
+elif _world == "joiner":
+    WitWorld = _adapter.joiner_world(_plugin, _wit)
 else:
     WitWorld = _adapter.udf_world(_plugin, _wit)

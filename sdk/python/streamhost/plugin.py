@@ -28,6 +28,25 @@ class Transform:
         raise NotImplementedError("a Transform must define process_event(self, event)")
 
 
+class Joiner:
+    """The output of a window join (``world = "joiner"``): a main event and
+    its matches in, zero or more events out.
+
+    Override :meth:`join`; optionally :meth:`init`.
+    """
+
+    def init(self, config):
+        """As :meth:`Transform.init`."""
+
+    def join(self, main, matches):
+        """Joins the main event ``main`` with ``matches``, a dict from each
+        other input's name (in the step's order, every one present) to the
+        list of its matching events, in time order. Returns an event, a list
+        of events or None (no output for this main event). Raising fails
+        (dead-letters) this main event alone."""
+        raise NotImplementedError("a Joiner must define join(self, main, matches)")
+
+
 class Udf:
     """Scalar user-defined functions (``world = "udf"``).
 

@@ -1,4 +1,4 @@
-//! The wit-bindgen bindings of both worlds, generated once here so plugin
+//! The wit-bindgen bindings of every world, generated once here so plugin
 //! crates carry no WIT of their own.
 //!
 //! With `pub_export_macro`, wit-bindgen puts only the world's *imports* in
@@ -23,6 +23,20 @@ pub mod udf {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "streamhost:plugin/udf",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        with: {
+            "streamhost:plugin/types@0.2.0": crate::bindings::transform::streamhost::plugin::types,
+            "streamhost:plugin/host@0.2.0": crate::bindings::transform::streamhost::plugin::host,
+        },
+    });
+}
+
+/// Bindings of the `joiner` world, reusing the `transform` world's types.
+pub mod joiner {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "streamhost:plugin/joiner",
         pub_export_macro: true,
         export_macro_name: "export",
         with: {

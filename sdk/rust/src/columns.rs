@@ -76,8 +76,8 @@ impl<'a> EventRef<'a> {
 
 /// Where a function puts the outputs of the input event it was called with.
 pub struct Emitter<'w> {
-    out: &'w mut ColumnWriter,
-    origin: u32,
+    pub(crate) out: &'w mut ColumnWriter,
+    pub(crate) origin: u32,
 }
 
 impl Emitter<'_> {
@@ -218,7 +218,7 @@ pub struct ColumnWriter {
 
 /// Lengths of the columns at some point, to rewind to.
 #[derive(Clone, Copy)]
-struct Mark {
+pub(crate) struct Mark {
     events: usize,
     values: usize,
     keys: usize,
@@ -227,7 +227,7 @@ struct Mark {
 }
 
 impl ColumnWriter {
-    fn with_capacity(n: usize, value_bytes: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize, value_bytes: usize) -> Self {
         ColumnWriter {
             values: ByteColumn { data: Vec::with_capacity(value_bytes), ends: Vec::with_capacity(n) },
             keys: ByteColumn { data: Vec::new(), ends: Vec::with_capacity(n) },
@@ -258,7 +258,7 @@ impl ColumnWriter {
         self.headers.extend(headers.into_iter().map(|h| BatchHeader { event, name: h.name, value: h.value }));
     }
 
-    fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark {
             events: self.timestamps.len(),
             values: self.values.data.len(),
@@ -268,7 +268,7 @@ impl ColumnWriter {
         }
     }
 
-    fn rewind(&mut self, mark: Mark) {
+    pub(crate) fn rewind(&mut self, mark: Mark) {
         self.values.data.truncate(mark.values);
         self.values.ends.truncate(mark.events);
         self.keys.data.truncate(mark.keys);
@@ -279,7 +279,12 @@ impl ColumnWriter {
         self.origins.truncate(mark.events);
     }
 
-    fn finish(self) -> TransformOutput {
+    /// Records that input `event` failed (after rewinding its outputs).
+    pub(crate) fn error(&mut self, event: u32, message: String) {
+        self.errors.push(EventError { event, message });
+    }
+
+    pub(crate) fn finish(self) -> TransformOutput {
         TransformOutput {
             events: EventBatch {
                 values: self.values,
@@ -334,4 +339,35 @@ pub(crate) fn unpack(output: TransformOutput, inputs: usize) -> Vec<crate::Outco
         outcomes[error.event as usize] = Err(error.message);
     }
     outcomes
+}
+
+/// Every event of a columnar batch, owned. Tolerates a malformed batch (the
+/// host never sends one): missing items are empty.
+pub(crate) fn owned_events(batch: &EventBatch) -> Vec<Event> {
+    let EventBatch { values, keys, keyless, timestamps, headers } = batch;
+    let (mut value_start, mut key_start) = (0usize, 0usize);
+    let mut keyless = keyless.iter().copied().peekable();
+    let mut events: Vec<Event> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &timestamp)| {
+            let value_end = values.ends.get(i).map_or(value_start, |&e| e as usize);
+            let key_end = keys.ends.get(i).map_or(key_start, |&e| e as usize);
+            let has_key = keyless.next_if_eq(&(i as u32)).is_none();
+            let event = Event {
+                key: has_key.then(|| slice(&keys.data, key_start, key_end).to_vec()),
+                value: slice(&values.data, value_start, value_end).to_vec(),
+                timestamp,
+                headers: Vec::new(),
+            };
+            (value_start, key_start) = (value_end, key_end);
+            event
+        })
+        .collect();
+    for h in headers {
+        if let Some(event) = events.get_mut(h.event as usize) {
+            event.headers.push(Header { name: h.name.clone(), value: h.value.clone() });
+        }
+    }
+    events
 }

@@ -16,7 +16,9 @@
 //! # fn main() {}
 //! ```
 //!
-//! and a UDF plugin is a list of typed functions ([`udf!`]). The macros hide
+//! a UDF plugin is a list of typed functions ([`udf!`]), and a joiner (the
+//! output of a window join) is one function over a main event and its
+//! [`joiner::Matches`] ([`joiner!`]). The macros hide
 //! the wit-bindgen glue: bindings are generated once, in this crate, from
 //! the repository's `wit/plugin.wit`. Everything except the component
 //! exports also builds natively, so plugin functions are unit-testable with
@@ -27,11 +29,13 @@
 //! reject one event instead.
 
 // The bindings are generated code; their docs come from the WIT.
-#[allow(missing_docs)]
+// The joiner world's export lowers to many flat parameters.
+#[allow(missing_docs, clippy::too_many_arguments)]
 pub mod bindings;
 pub mod columns;
 mod error;
 mod event;
+pub mod joiner;
 pub mod log;
 pub mod transform;
 pub mod udf;

@@ -13,16 +13,54 @@ mod tests;
 
 use serde_json::Value;
 
-use super::{Operator, StepContext};
-use crate::config::{EmitPolicy, JoinMode, JoinerConfig, WindowJoinConfig};
+use super::udf::{scalar_to_json, UdfArg};
+use super::{dead_kind, Operator, StepContext};
+use crate::config::{EmitPolicy, JoinKey, JoinMode, JoinerConfig, WindowJoinConfig};
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
+use crate::plugin::{JoinCase, JoinerRunner, Outcome, Scalar, UdfRunner};
 use crate::state::{StateBackend, StateError, TableId};
 use layout::{bucket_of, decode, encode, main_end, main_key, other_key, other_range, Stored};
 use merge::MergeJoiner;
 
-/// Main events fired per call of `on_watermark` (bounds the output batch).
+/// How an input's join key is found.
+enum KeySpec {
+    /// The event key.
+    EventKey,
+    /// A field path, split.
+    Field(Vec<String>),
+    /// A UDF function of the event's fields (its runner is given at build).
+    Udf { function: String, args: Vec<UdfArg>, runner: Option<Box<UdfRunner>> },
+}
+
+/// Main events fired per call of `on_watermark` (bounds the output batch),
+/// and the most cases handed to a joiner plugin in one call.
 const FIRE_CHUNK: usize = 1024;
+
+/// What makes a main event and its matches into output events.
+enum Joiner {
+    /// The built-in JSON merge (`JoinerConfig::Merge`).
+    Merge(MergeJoiner),
+    /// A `joiner` plugin, with the plugin's name (for dead letters).
+    Plugin(Box<JoinerRunner>, String),
+}
+
+/// Joined cases waiting for the joiner: the joiner is called once per
+/// batch of them (a fired chunk, or one input batch's on-match pairs), not
+/// once per case.
+#[derive(Default)]
+struct Pending {
+    mains: Vec<Stored>,
+    /// (index in `mains`, matches grouped by other input).
+    cases: Vec<(usize, Vec<Vec<Stored>>)>,
+}
+
+impl Pending {
+    fn add_main(&mut self, main: Stored) -> usize {
+        self.mains.push(main);
+        self.mains.len() - 1
+    }
+}
 
 /// The join's tables (opened on the pipeline's state backend).
 struct Tables {
@@ -43,14 +81,15 @@ pub struct WindowJoin {
     name: String,
     inputs: Vec<String>,
     /// Field path of each input's key; `None`: the event key.
-    key_paths: Vec<Option<Vec<String>>>,
+    keys: Vec<KeySpec>,
     start: i64,
     end: i64,
     lateness: i64,
     bucket: i64,
     mode: JoinMode,
     emit: EmitPolicy,
-    joiner: MergeJoiner,
+    joiner: Joiner,
+    pending: Pending,
     tables: Option<Tables>,
     seq: u64,
     /// Other-input buckets below this one are deleted.
@@ -60,26 +99,48 @@ pub struct WindowJoin {
 }
 
 impl WindowJoin {
+    /// A join with the built-in merge joiner (`JoinerConfig::Merge`; a
+    /// plugin joiner needs its runner: [`WindowJoin::with_plugin`]).
     pub fn new(name: &str, cfg: &WindowJoinConfig) -> Self {
-        let key_paths = cfg
+        let prefixes = match &cfg.joiner {
+            JoinerConfig::Merge { prefixes } => prefixes.clone(),
+            JoinerConfig::Plugin { .. } => {
+                debug_assert!(false, "a plugin joiner is built with WindowJoin::with_plugin");
+                Default::default()
+            }
+        };
+        let prefixes = cfg.inputs[1..].iter().map(|i| prefixes.get(i).cloned().unwrap_or_else(|| format!("{i}."))).collect();
+        Self::with_joiner(name, cfg, Joiner::Merge(MergeJoiner::new(prefixes)))
+    }
+
+    /// A join whose output is made by the `joiner` plugin `plugin`.
+    pub fn with_plugin(name: &str, cfg: &WindowJoinConfig, plugin: &str, runner: JoinerRunner) -> Self {
+        Self::with_joiner(name, cfg, Joiner::Plugin(Box::new(runner), plugin.to_string()))
+    }
+
+    fn with_joiner(name: &str, cfg: &WindowJoinConfig, joiner: Joiner) -> Self {
+        let keys = cfg
             .inputs
             .iter()
-            .map(|i| cfg.keys.get(i).map(|p| p.trim_start_matches("$.").split('.').map(String::from).collect()))
+            .map(|i| match cfg.keys.get(i) {
+                None => KeySpec::EventKey,
+                Some(JoinKey::Field(p)) => KeySpec::Field(p.trim_start_matches("$.").split('.').map(String::from).collect()),
+                Some(JoinKey::Udf(u)) => KeySpec::Udf { function: u.function.clone(), args: u.args.iter().map(UdfArg::parse).collect(), runner: None },
+            })
             .collect();
-        let JoinerConfig::Merge { prefixes } = &cfg.joiner;
-        let prefixes = cfg.inputs[1..].iter().map(|i| prefixes.get(i).cloned().unwrap_or_else(|| format!("{i}."))).collect();
         let length = cfg.window.end_ms.saturating_sub(cfg.window.start_ms).max(1);
         WindowJoin {
             name: name.to_string(),
             inputs: cfg.inputs.clone(),
-            key_paths,
+            keys,
             start: cfg.window.start_ms,
             end: cfg.window.end_ms,
             lateness: cfg.allowed_lateness_ms.min(i64::MAX as u64) as i64,
             bucket: cfg.bucket_ms.map_or(length, |b| b.clamp(1, i64::MAX as u64) as i64),
             mode: cfg.mode,
             emit: cfg.emit,
-            joiner: MergeJoiner::new(prefixes),
+            joiner,
+            pending: Pending::default(),
             tables: None,
             seq: 0,
             expired_below: i64::MIN,
@@ -98,10 +159,55 @@ impl WindowJoin {
         self.fire_time(t.saturating_sub(self.start))
     }
 
-    /// The join key of `event` from input `port`, or why there is none.
+    /// Gives the inputs whose keys a UDF computes their runners (by input name).
+    pub fn with_key_udfs(mut self, mut runners: std::collections::BTreeMap<String, UdfRunner>) -> Self {
+        for (input, key) in self.inputs.iter().zip(&mut self.keys) {
+            if let KeySpec::Udf { runner, .. } = key {
+                *runner = runners.remove(input).map(Box::new);
+            }
+        }
+        self
+    }
+
+    /// The keys of a batch from input `port` computed by a UDF: one call for
+    /// the batch. `None` when the input's key is not a UDF's.
+    fn udf_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<Result<Vec<u8>, (DeadKind, String)>>> {
+        let KeySpec::Udf { function, args, runner } = &mut self.keys[port] else { return None };
+        let mut keys: Vec<Result<Vec<u8>, (DeadKind, String)>> = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(events.len());
+        let mut called = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            match serde_json::from_slice::<Value>(&e.value) {
+                Ok(Value::Object(obj)) => {
+                    rows.push(args.iter().map(|a| a.eval(&obj)).collect::<Vec<_>>());
+                    called.push(i);
+                    keys.push(Err((DeadKind::StepError, String::new())));
+                }
+                _ => keys.push(Err((DeadKind::StepError, "a UDF key needs a JSON object".into()))),
+            }
+        }
+        let Some(runner) = runner else {
+            return Some(events.iter().map(|_| Err((DeadKind::StepError, "the key's UDF plugin is not loaded".into()))).collect());
+        };
+        for (i, result) in called.into_iter().zip(runner.call(function, &rows)) {
+            keys[i] = match result {
+                Ok(Scalar::Null) => Err((DeadKind::StepError, format!("no join key: `{function}` returned null"))),
+                Ok(Scalar::Str(s)) => Ok(s.into_bytes()),
+                Ok(Scalar::Bytes(b)) => Ok(b),
+                Ok(other) => Ok(scalar_to_json(other).to_string().into_bytes()),
+                Err(f) => Err((dead_kind(f.kind), format!("join key: {}", f.message))),
+            };
+        }
+        Some(keys)
+    }
+
+    /// The join key of `event` from input `port` (a field or the event key),
+    /// or why there is none.
     fn join_key(&self, port: usize, event: &Event) -> Result<Vec<u8>, String> {
-        let Some(path) = &self.key_paths[port] else {
-            return event.key.clone().ok_or_else(|| "no event key to join on".to_string());
+        let path = match &self.keys[port] {
+            KeySpec::Field(path) => path,
+            KeySpec::EventKey => return event.key.clone().ok_or_else(|| "no event key to join on".to_string()),
+            KeySpec::Udf { .. } => return Err("the key's UDF was not called".into()),
         };
         let value: Value = serde_json::from_slice(&event.value).map_err(|e| format!("not JSON: {e}"))?;
         if !value.is_object() {
@@ -148,27 +254,80 @@ impl WindowJoin {
         Ok(groups)
     }
 
-    /// The joined output of `main` with `matches`, or a dead letter.
-    fn output(&self, main: &Stored, matches: &[Vec<Stored>], out: &mut Batch, ctx: &mut StepContext<'_>) {
-        match self.joiner.join(main, matches) {
-            Ok(event) => out.push(event, main.origin.clone()),
-            Err(reason) => ctx.refuse(&self.name, None, DeadKind::StepError, reason, main.origin.clone(), main.event.clone()),
+    /// Hands every pending case to the joiner (a plugin: one call per
+    /// [`FIRE_CHUNK`] cases) and appends the outputs to `out`, in case
+    /// order; a main event whose join fails is dead-lettered.
+    fn flush(&mut self, out: &mut Batch, ctx: &mut StepContext<'_>) {
+        let pending = std::mem::take(&mut self.pending);
+        match &mut self.joiner {
+            Joiner::Merge(merge) => {
+                for (i, groups) in &pending.cases {
+                    let main = &pending.mains[*i];
+                    match merge.join(main, groups) {
+                        Ok(event) => out.push(event, main.origin.clone()),
+                        Err(reason) => {
+                            ctx.refuse(&self.name, None, DeadKind::StepError, reason, main.origin.clone(), main.event.clone())
+                        }
+                    }
+                }
+            }
+            Joiner::Plugin(runner, plugin) => {
+                for chunk in pending.cases.chunks(FIRE_CHUNK) {
+                    let cases: Vec<JoinCase<'_>> = chunk
+                        .iter()
+                        .map(|(i, groups)| JoinCase {
+                            main: &pending.mains[*i].event,
+                            matches: groups.iter().map(|g| g.iter().map(|m| &m.event).collect()).collect(),
+                        })
+                        .collect();
+                    let outcomes = runner.join(&self.inputs[1..], &cases);
+                    for ((i, _), outcome) in chunk.iter().zip(outcomes) {
+                        let main = &pending.mains[*i];
+                        match outcome {
+                            Outcome::Ok(events) => {
+                                for event in events {
+                                    out.push(event, main.origin.clone());
+                                }
+                            }
+                            Outcome::Failed(f) => ctx.refuse(
+                                &self.name,
+                                Some(plugin),
+                                dead_kind(f.kind),
+                                f.message,
+                                main.origin.clone(),
+                                main.event.clone(),
+                            ),
+                        }
+                    }
+                }
+            }
         }
     }
 
-    fn arrive(&mut self, port: usize, event: Event, origin: Origin, out: &mut Batch, ctx: &mut StepContext<'_>) -> Result<(), StateError> {
+    fn arrive(
+        &mut self,
+        port: usize,
+        event: Event,
+        origin: Origin,
+        key: Option<Result<Vec<u8>, (DeadKind, String)>>,
+        ctx: &mut StepContext<'_>,
+    ) -> Result<(), StateError> {
         let t = event.timestamp;
-        let join_key = match self.join_key(port, &event) {
+        let key = key.unwrap_or_else(|| self.join_key(port, &event).map_err(|reason| (DeadKind::StepError, reason)));
+        let join_key = match key {
             Ok(k) => k,
-            Err(reason) => {
+            Err((kind, reason)) => {
                 let reason = format!("input `{}`: {reason}", self.inputs[port]);
-                ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
+                ctx.refuse(&self.name, None, kind, reason, origin, event);
                 return Ok(());
             }
         };
         // The default joiner merges objects: refuse anything else now, not
-        // when the window fires an hour later.
-        if !matches!(serde_json::from_slice::<Value>(&event.value), Ok(Value::Object(_))) {
+        // when the window fires an hour later. (A plugin joiner takes any
+        // value.)
+        if matches!(self.joiner, Joiner::Merge(_))
+            && !matches!(serde_json::from_slice::<Value>(&event.value), Ok(Value::Object(_)))
+        {
             let reason = format!("input `{}`: the value is not a JSON object", self.inputs[port]);
             ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
             return Ok(());
@@ -196,14 +355,13 @@ impl WindowJoin {
                 let index = other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq);
                 ctx.state.put(main_by_key, &index, &key)?;
                 let groups = self.matches_of(&*ctx.state, &stored)?;
-                let mut any = false;
-                for (k, group) in groups.iter().enumerate() {
-                    for m in group {
-                        any = true;
-                        self.output(&stored, &single(groups.len(), k, m), out, ctx);
+                if groups.iter().any(|g| !g.is_empty()) {
+                    let main = self.pending.add_main(stored.clone());
+                    for (k, group) in groups.iter().enumerate() {
+                        for m in group {
+                            self.pending.cases.push((main, single(groups.len(), k, m)));
+                        }
                     }
-                }
-                if any {
                     ctx.state.put(matched, &key, b"")?;
                 }
             }
@@ -225,7 +383,8 @@ impl WindowJoin {
                 let n = self.tables().others.len();
                 for key in mains {
                     if let Some(main) = ctx.state.get(main_table, &key)?.as_deref().and_then(decode) {
-                        self.output(&main, &single(n, port - 1, &stored), out, ctx);
+                        let main = self.pending.add_main(main);
+                        self.pending.cases.push((main, single(n, port - 1, &stored)));
                         ctx.state.put(matched, &key, b"")?;
                     }
                 }
@@ -261,22 +420,25 @@ impl WindowJoin {
                 EmitPolicy::OnWindowEnd => {
                     let groups = self.matches_of(&*ctx.state, &main)?;
                     if self.mode == JoinMode::Left || groups.iter().any(|g| !g.is_empty()) {
-                        self.output(&main, &groups, &mut out, ctx);
+                        let main = self.pending.add_main(main);
+                        self.pending.cases.push((main, groups));
                     }
                 }
                 EmitPolicy::OnMatch => {
                     let was_matched = ctx.state.get(matched, key)?.is_some();
-                    if self.mode == JoinMode::Left && !was_matched {
-                        let empty = vec![Vec::new(); self.tables().others.len()];
-                        self.output(&main, &empty, &mut out, ctx);
-                    }
                     let t = main.event.timestamp;
                     let seq = u64::from_be_bytes(key[8..16].try_into().expect("main keys are 16 bytes"));
                     ctx.state.delete(main_by_key, &other_key(bucket_of(t, self.bucket), &main.join_key, t, seq))?;
                     ctx.state.delete(matched, key)?;
+                    if self.mode == JoinMode::Left && !was_matched {
+                        let empty = vec![Vec::new(); self.tables().others.len()];
+                        let main = self.pending.add_main(main);
+                        self.pending.cases.push((main, empty));
+                    }
                 }
             }
         }
+        self.flush(&mut out, ctx);
         let more = due.len() == FIRE_CHUNK;
         if let Some((last, _)) = due.last() {
             let mut end = last.clone();
@@ -351,12 +513,17 @@ impl Operator for WindowJoin {
     fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
         let port = ctx.input;
         let mut out = Batch::default();
+        let mut keys = self.udf_keys(port, &input.events).map(Vec::into_iter);
         for (event, origin) in input.events.into_iter().zip(input.origins) {
-            if let Err(e) = self.arrive(port, event, origin, &mut out, ctx) {
+            let key = keys.as_mut().and_then(Iterator::next);
+            if let Err(e) = self.arrive(port, event, origin, key, ctx) {
                 ctx.fail(format!("step `{}`: state: {e}", self.name));
+                self.pending = Pending::default();
                 return out;
             }
         }
+        // The on-match pairs of the whole batch: one joiner call.
+        self.flush(&mut out, ctx);
         if self.emit == EmitPolicy::OnWindowEnd {
             if let Err(e) = self.save_seq(ctx.state).and_then(|()| ctx.state.commit()) {
                 ctx.fail(format!("step `{}`: state: {e}", self.name));
@@ -374,6 +541,7 @@ impl Operator for WindowJoin {
                 Ok((out, _)) => return out,
                 Err(e) => {
                     ctx.fail(format!("step `{}`: state: {e}", self.name));
+                    self.pending = Pending::default();
                     return Batch::default();
                 }
             }

@@ -71,7 +71,7 @@ fn names(n: usize) -> Vec<String> {
 fn config(s: &Scenario) -> WindowJoinConfig {
     let inputs = names(s.inputs);
     WindowJoinConfig {
-        keys: inputs.iter().map(|i| (i.clone(), "$.k".to_string())).collect(),
+        keys: inputs.iter().map(|i| (i.clone(), crate::config::JoinKey::Field("$.k".to_string()))).collect(),
         inputs,
         window: JoinWindow { start_ms: s.start, end_ms: s.end },
         mode: s.mode,

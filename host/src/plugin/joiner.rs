@@ -1,0 +1,126 @@
+//! Runs batches of window-join cases (a main event and its matches) through
+//! a `joiner` plugin instance.
+
+use std::sync::Arc;
+
+use super::columns::{empty_batch, pack_iter, unpack, RawOutcomes};
+use super::instance::Supervisor;
+use super::loaded::LoadedPlugin;
+use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
+use super::transform::{count_outcomes, OutputBudget};
+use super::wit::{EventBatch, Joiner, TransformOutput};
+use crate::event::Event;
+
+/// One main event and its matches, grouped by other input (in the order of
+/// the `inputs` handed to [`JoinerRunner::join`]), each group in time order.
+#[derive(Clone, Debug)]
+pub struct JoinCase<'a> {
+    pub main: &'a Event,
+    pub matches: Vec<Vec<&'a Event>>,
+}
+
+/// One instance of a joiner plugin (one `Store`). Not shared.
+pub struct JoinerRunner {
+    supervisor: Supervisor<Joiner>,
+    /// The columns every call is packed into (buffers reused).
+    mains: EventBatch,
+    matches: EventBatch,
+    match_mains: Vec<u32>,
+    match_inputs: Vec<u32>,
+}
+
+impl JoinerRunner {
+    pub(crate) fn new(supervisor: Supervisor<Joiner>) -> Self {
+        JoinerRunner {
+            supervisor,
+            mains: empty_batch(),
+            matches: empty_batch(),
+            match_mains: Vec::new(),
+            match_inputs: Vec::new(),
+        }
+    }
+
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        self.supervisor.plugin()
+    }
+
+    /// Exactly one outcome per case, in order: the main event's output
+    /// events, or its failure. One call for the whole slice; if it traps,
+    /// times out or breaks the contract, the instance is rebuilt and the
+    /// cases retried one by one, so only the culprits fail. Output limits
+    /// (per main event, per call) are checked here, on the host.
+    pub fn join(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) -> Vec<Outcome> {
+        if cases.is_empty() {
+            return Vec::new();
+        }
+        self.supervisor.begin_batch();
+        PluginStats::add(&self.supervisor.stats().events_in, cases.len() as u64);
+        self.pack(cases);
+        let outcomes = match self.call(inputs).map(|output| unpack(output, cases.len())) {
+            Ok(Ok(raw)) => self.check_limits(raw),
+            Ok(Err(violation)) => {
+                tracing::warn!(
+                    plugin = self.plugin().name(),
+                    mains = cases.len(),
+                    %violation,
+                    "the joiner broke the contract; retrying main event by main event"
+                );
+                self.isolate(inputs, cases)
+            }
+            Err(failure) => {
+                tracing::debug!(plugin = self.plugin().name(), %failure, "join call failed; retrying main event by main event");
+                self.isolate(inputs, cases)
+            }
+        };
+        count_outcomes(self.supervisor.stats(), &outcomes);
+        outcomes
+    }
+
+    /// Lays `cases` out as the WIT's columns.
+    fn pack(&mut self, cases: &[JoinCase<'_>]) {
+        pack_iter(&mut self.mains, cases.iter().map(|c| c.main));
+        self.match_mains.clear();
+        self.match_inputs.clear();
+        for (i, case) in cases.iter().enumerate() {
+            for (k, group) in case.matches.iter().enumerate() {
+                self.match_mains.extend(std::iter::repeat_n(i as u32, group.len()));
+                self.match_inputs.extend(std::iter::repeat_n(k as u32, group.len()));
+            }
+        }
+        pack_iter(&mut self.matches, cases.iter().flat_map(|c| c.matches.iter().flatten().copied()));
+    }
+
+    fn call(&mut self, inputs: &[String]) -> Result<TransformOutput, Failure> {
+        let (mains, matches, match_mains, match_inputs) = (&self.mains, &self.matches, &self.match_mains, &self.match_inputs);
+        self.supervisor
+            .call(|plugin, store| plugin.call_join(store, inputs, mains, matches, match_mains, match_inputs))
+    }
+
+    /// Joins each case alone, so a trap fails only its main event.
+    fn isolate(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) -> Vec<Outcome> {
+        PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+        let mut budget = OutputBudget::new(self.plugin());
+        cases
+            .iter()
+            .map(|case| {
+                self.pack(std::slice::from_ref(case));
+                match self.call(inputs).map(|o| unpack(o, 1)) {
+                    Ok(Ok(raw)) => raw.into_iter().next().map_or_else(
+                        || Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")),
+                        |r| budget.check(r),
+                    ),
+                    Ok(Err(violation)) => Outcome::Failed(Failure::new(
+                        FailureKind::Trap,
+                        format!("the plugin broke the contract: {violation}"),
+                    )),
+                    Err(failure) => Outcome::Failed(failure),
+                }
+            })
+            .collect()
+    }
+
+    fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {
+        let mut budget = OutputBudget::new(self.plugin());
+        raw.into_iter().map(|r| budget.check(r)).collect()
+    }
+}

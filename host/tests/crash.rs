@@ -1,0 +1,160 @@
+//! Crash consistency: a window join on RocksDB with checkpoints, killed with
+//! SIGKILL at random moments and restarted until its input is consumed,
+//! must produce exactly what an uninterrupted run produces: nothing lost,
+//! nothing duplicated, in its sink and in its dead letters.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+fn streamhost() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamhost"))
+}
+
+/// Impressions and clicks, each file in event-time order (so no event is
+/// late whatever the interleaving of the two sources), with some clicks
+/// without a request_id (dead-lettered).
+fn write_inputs(dir: &Path, impressions: usize) {
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+    let base = 1_700_000_000_000i64;
+    let step = 400; // ms between impressions: 9000 per hour
+    let mut imp = std::io::BufWriter::new(std::fs::File::create(dir.join("impressions.jsonl")).unwrap());
+    for i in 0..impressions {
+        writeln!(imp, r#"{{"ts":{},"request_id":"r{i}","user_id":"u{}","item_id":"i{}","pos":{}}}"#, base + i as i64 * step, i % 97, i % 1013, i % 30).unwrap();
+    }
+    let mut clicks: Vec<(i64, String)> = Vec::new();
+    for i in 0..impressions {
+        if rng.random_range(0..100) < 14 {
+            let t = base + i as i64 * step + rng.random_range(0..1_800_000);
+            clicks.push((t, format!(r#"{{"ts":{t},"request_id":"r{i}","dwell_ms":{}}}"#, rng.random_range(1..60_000))));
+        }
+        if rng.random_range(0..1000) == 0 {
+            let t = base + i as i64 * step;
+            clicks.push((t, format!(r#"{{"ts":{t},"dwell_ms":1}}"#)));
+        }
+    }
+    clicks.sort_by_key(|c| c.0);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("clicks.jsonl")).unwrap());
+    for (_, line) in clicks {
+        writeln!(out, "{line}").unwrap();
+    }
+}
+
+fn write_pipeline(dir: &Path) -> PathBuf {
+    let pipeline = serde_json::json!({
+        "sources": {
+            "impressions": { "type": "file", "path": "impressions.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 },
+            "clicks": { "type": "file", "path": "clicks.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 }
+        },
+        "steps": {
+            "samples": {
+                "type": "window-join", "inputs": ["impressions", "clicks"],
+                "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
+                "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left"
+            }
+        },
+        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
+        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
+        "settings": {
+            "batch_size": 256,
+            "state": { "dir": "out/state" },
+            "checkpoint": { "interval_ms": 40, "dir": "out/checkpoints" }
+        }
+    });
+    let path = dir.join("pipeline.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&pipeline).unwrap()).unwrap();
+    path
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() {
+    let reference = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    for dir in [reference.path(), crashed.path()] {
+        write_inputs(dir, 120_000);
+    }
+
+    let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+
+    let pipeline = write_pipeline(crashed.path());
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
+    let (mut kills, mut runs) = (0, 0);
+    let started = Instant::now();
+    loop {
+        runs += 1;
+        assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
+        let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(Stdio::piped()).spawn().unwrap();
+        // Let it run a random while, some kills early (opening state, the
+        // first reads), some late; later runs get longer, so a slow machine
+        // still reaches the end.
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(20..700) + 25 * runs);
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "run {runs} failed: {err}");
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 3, "the run finished before it could be killed often enough ({kills} kills): make the input larger");
+
+    for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
+        let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
+        assert_eq!(got.len(), want.len(), "{file}: {} lines after {kills} kills, {} without", got.len(), want.len());
+        assert!(got == want, "{file} differs from the uninterrupted run's after {kills} kills");
+    }
+    let samples = sorted_lines(&reference.path().join("out/samples.jsonl"));
+    assert_eq!(samples.len(), 120_000, "every impression once");
+    eprintln!("{kills} kills over {runs} runs in {:?}", started.elapsed());
+}
+
+#[test]
+fn fresh_starts_over_and_a_finished_run_resumes_to_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), 2_000);
+    let pipeline = write_pipeline(dir.path());
+    let run = |fresh: bool| {
+        let mut cmd = streamhost();
+        cmd.arg("run").arg("--no-progress");
+        if fresh {
+            cmd.arg("--fresh");
+        }
+        let out = cmd.arg(&pipeline).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        sorted_lines(&dir.path().join("out/samples.jsonl"))
+    };
+    let first = run(false);
+    assert_eq!(first.len(), 2_000);
+    assert_eq!(run(false), first, "resuming after the final checkpoint adds nothing");
+    assert_eq!(run(true), first, "--fresh recomputes the same output from scratch");
+    // A sink file cut behind the pipeline's back is refused, not guessed at.
+    std::fs::write(dir.path().join("out/samples.jsonl"), "").unwrap();
+    let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fresh"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,454 @@
+//! SJoin: the recommender's training-data join, end to end through the
+//! runtime: impressions LEFT JOIN clicks on `request_id` within 1 h of each
+//! impression, emitted when the window ends.
+//!
+//! ```text
+//! generator join-impression ─┐
+//!                            ├─ window-join (left, on-window-end) ─ probe (native) ─ null
+//! generator join-click ──────┘
+//! ```
+//!
+//! Event time is synthetic and compressed (`event_time.step_ms` of the
+//! generators), so a few million impressions cover several hours: by default
+//! the run covers `--hours 4` of event time whatever `--events` is, so a
+//! larger run keeps more events per window in state. Clicks: 20 per 150
+//! impressions, each 0-30 min after the impression it refers to.
+//!
+//! Run (both backends, each in its own child process so their peak RSS is
+//! their own):
+//!
+//! ```text
+//! cargo bench -p streamhost-tests --bench sjoin -- --events 2000000
+//! cargo test --release -p streamhost-tests --bench sjoin -- --events 200000 --backend memory
+//! cargo bench -p streamhost-tests --bench sjoin -- --events 25000000 --backend rocksdb --hours 2.5 --block-cache-mb 32
+//! ```
+//!
+//! Options: `--events N` impressions (default 2,000,000; clicks are
+//! N × 20 / 150), `--backend memory|rocksdb|both`, `--hours H` event time
+//! covered (default 4), `--block-cache-mb M` (default 32),
+//! `--write-buffer-mb M` (default 32), `--state-dir DIR` (default a
+//! temporary folder), `--no-ts-field` (event time set by the generator
+//! directly instead of parsed back from `ts` by the source's
+//! `timestamp_field`).
+//!
+//! Reported per backend: input and output events/s, the output checked
+//! (every impression exactly once, the matches exactly those the
+//! generators' indices imply), peak RSS (VmHWM), state on disk (the state
+//! folder's allocated blocks, sampled every 250 ms; its peak), and the
+//! emission lag: for each output, in event time, how far the join's input
+//! watermark was past the impression's window end when it was emitted (read
+//! from the join step's `NodeStats::watermark`, which the driver sets before
+//! it fires), and in wall-clock time, how long after the first output of the
+//! same firing round the output reached the probe.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use streamhost::config::GeneratorEventTime;
+use streamhost::event::Event;
+use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats};
+use streamhost::source::{event_time_at, ClickTargets, BASE_TIME_MS, END_OF_TIME};
+use streamhost::step::{NativeFn, NativeRegistry};
+
+const WINDOW_MS: i64 = 3_600_000;
+const OUT_OF_ORDERNESS_MS: u64 = 5_000;
+const IMP_SEED: u64 = 1;
+const CLK_SEED: u64 = 2;
+
+#[derive(Clone, Debug)]
+struct Args {
+    events: u64,
+    backend: String,
+    hours: f64,
+    block_cache_mb: u64,
+    write_buffer_mb: u64,
+    state_dir: Option<PathBuf>,
+    ts_field: bool,
+    child: bool,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let get = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).cloned();
+    let num = |name: &str, default: f64| get(name).map_or(default, |v| v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name} {v}: not a number")));
+    Args {
+        events: num("--events", 2_000_000.0) as u64,
+        backend: get("--backend").unwrap_or_else(|| "both".into()),
+        hours: num("--hours", 4.0),
+        block_cache_mb: num("--block-cache-mb", 32.0) as u64,
+        write_buffer_mb: num("--write-buffer-mb", 32.0) as u64,
+        state_dir: get("--state-dir").map(PathBuf::from),
+        ts_field: !argv.iter().any(|a| a == "--no-ts-field"),
+        child: argv.iter().any(|a| a == "--child"),
+    }
+}
+
+/// The impressions' event-time step: N impressions cover `hours`.
+fn imp_step_ms(a: &Args) -> f64 {
+    a.hours * 3_600_000.0 / a.events.max(1) as f64
+}
+
+fn clicks_of(n: u64) -> u64 {
+    n * 20 / 150
+}
+
+fn main() {
+    let a = parse_args();
+    if a.child || a.backend != "both" {
+        let r = run_backend(&a);
+        println!("RESULT {}", serde_json::to_string(&r).unwrap());
+        return;
+    }
+    // One child per backend: each peak RSS is its own.
+    let exe = std::env::current_exe().unwrap();
+    let mut results = Vec::new();
+    for backend in ["memory", "rocksdb"] {
+        let mut argv: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(i) = argv.iter().position(|x| x == "--backend") {
+            argv.drain(i..(i + 2).min(argv.len()));
+        }
+        argv.extend(["--child".into(), "--backend".into(), backend.into()]);
+        let mut child = Command::new(&exe).args(&argv).stdout(Stdio::piped()).spawn().expect("re-run the bench binary");
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            match line.strip_prefix("RESULT ") {
+                Some(json) => results.push(serde_json::from_str::<serde_json::Value>(json).unwrap()),
+                None => println!("{line}"),
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the {backend} run failed: {status}");
+    }
+    println!();
+    println!("{:<10} {:>12} {:>12} {:>10} {:>12} {:>14} {:>14}", "backend", "input ev/s", "output ev/s", "peak RSS", "state disk", "lag p50 (ev)", "lag max (ev)");
+    for r in &results {
+        println!(
+            "{:<10} {:>12.0} {:>12.0} {:>8.0}Mi {:>10.0}Mi {:>12}ms {:>12}ms",
+            r["backend"].as_str().unwrap(),
+            r["input_per_s"].as_f64().unwrap(),
+            r["output_per_s"].as_f64().unwrap(),
+            r["peak_rss_mib"].as_f64().unwrap(),
+            r["state_disk_peak_mib"].as_f64().unwrap(),
+            r["lag_event_ms_p50"],
+            r["lag_event_ms_max"],
+        );
+    }
+}
+
+/// What the probe after the join sees.
+#[derive(Default)]
+struct Probe {
+    outputs: u64,
+    /// Outputs with at least one click, and the clicks they carry.
+    matched: u64,
+    clicks: u64,
+    /// Impressions seen (by index from the request id), to find duplicates.
+    seen: Vec<u64>,
+    duplicates: u64,
+    unparsed: u64,
+    /// Outputs emitted at the end of input (watermark = end of time): no lag
+    /// to measure.
+    at_end: u64,
+    /// Event-time lag histogram: W - window end, in ms, by power of two
+    /// (bucket 0: 0 ms; bucket k: [2^(k-1), 2^k), the last one open); negative
+    /// lags counted apart.
+    lag_hist: [u64; 32],
+    lag_negative: u64,
+    lag_max: i64,
+    lag_sum: i128,
+    /// Wall-clock delay from the first output of the firing round, in µs.
+    wall_hist: [u64; 32],
+    wall_max_us: u64,
+    round_watermark: i64,
+    round_start: Option<Instant>,
+}
+
+fn log2_bucket(v: u64) -> usize {
+    if v == 0 { 0 } else { (64 - v.leading_zeros() as usize).min(31) }
+}
+
+/// The value at quantile `q` of a log2 histogram (the bucket's upper bound).
+fn quantile(hist: &[u64; 32], q: f64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let want = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (k, n) in hist.iter().enumerate() {
+        acc += n;
+        if acc >= want {
+            return if k == 0 { 0 } else { (1u64 << k) - 1 };
+        }
+    }
+    u64::MAX
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+fn number_after(v: &[u8], field: &[u8]) -> Option<u64> {
+    let at = find(v, field)? + field.len();
+    let digits = v[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&v[at..at + digits]).ok()?.parse().ok()
+}
+
+impl Probe {
+    fn observe(&mut self, e: &Event, watermark: i64) {
+        self.outputs += 1;
+        let v = &e.value;
+        match (number_after(v, b"\"request_id\":\"q"), number_after(v, b"\"click.count\":")) {
+            (Some(j), Some(clicks)) => {
+                let (w, bit) = ((j / 64) as usize, 1u64 << (j % 64));
+                if w >= self.seen.len() {
+                    self.seen.resize(w + 1, 0);
+                }
+                if self.seen[w] & bit != 0 {
+                    self.duplicates += 1;
+                }
+                self.seen[w] |= bit;
+                if clicks > 0 {
+                    self.matched += 1;
+                    self.clicks += clicks;
+                }
+            }
+            _ => self.unparsed += 1,
+        }
+        if watermark == END_OF_TIME {
+            // Fired because the inputs ended, not because event time moved.
+            self.at_end += 1;
+            return;
+        }
+        let lag = watermark.saturating_sub(e.timestamp.saturating_add(WINDOW_MS));
+        if lag < 0 {
+            self.lag_negative += 1;
+        } else {
+            self.lag_hist[log2_bucket(lag as u64)] += 1;
+            self.lag_max = self.lag_max.max(lag);
+            self.lag_sum += lag as i128;
+        }
+        let now = Instant::now();
+        if self.round_start.is_none() || watermark != self.round_watermark {
+            self.round_watermark = watermark;
+            self.round_start = Some(now);
+        }
+        let us = now.duration_since(self.round_start.unwrap()).as_micros() as u64;
+        self.wall_hist[log2_bucket(us)] += 1;
+        self.wall_max_us = self.wall_max_us.max(us);
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes allocated on disk under `dir` (and the files' apparent size).
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut blocks = 0;
+    let mut apparent = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                blocks += m.blocks() * 512;
+                apparent += m.len();
+            }
+        }
+    }
+    (blocks, apparent)
+}
+
+fn run_backend(a: &Args) -> serde_json::Value {
+    let backend = a.backend.as_str();
+    assert!(matches!(backend, "memory" | "rocksdb"), "--backend memory|rocksdb|both, not {backend}");
+    let n = a.events;
+    let n_clicks = clicks_of(n);
+    let step = imp_step_ms(a);
+    let imp_grid = GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: step };
+    let clk_grid = GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: step * 7.5 };
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = a.state_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
+    let ts = if a.ts_field { json!("ts") } else { serde_json::Value::Null };
+    let config = json!({
+        "name": format!("sjoin-{backend}"),
+        "sources": {
+            "imp": {
+                "type": "generator", "shape": "join-impression", "seed": IMP_SEED, "count": n,
+                "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step},
+                "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
+            },
+            "clk": {
+                "type": "generator", "shape": "join-click", "seed": CLK_SEED, "count": n_clicks,
+                "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step * 7.5},
+                "impressions": {"start_ms": BASE_TIME_MS, "step_ms": step, "count": n},
+                "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
+            }
+        },
+        "steps": {
+            "join": {
+                "type": "window-join", "inputs": ["imp", "clk"],
+                "keys": {"imp": "$.request_id", "clk": "$.request_id"},
+                "window": {"start_ms": 0, "end_ms": WINDOW_MS},
+                "mode": "left", "emit": "on-window-end",
+                "joiner": {"type": "merge", "prefixes": {"clk": "click."}}
+            },
+            "probe": {"type": "native", "inputs": ["join"], "name": "sjoin-probe"}
+        },
+        "sinks": {"null": {"type": "null", "inputs": ["probe"]}},
+        "dead_letter": {"type": "file", "path": "dead.jsonl"},
+        "settings": {"state": {
+            "backend": backend, "dir": state_dir,
+            "rocksdb": {"block_cache_mb": a.block_cache_mb, "write_buffer_mb": a.write_buffer_mb}
+        }}
+    });
+    let path = streamhost_tests::write_pipeline(tmp.path(), &config);
+    let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
+
+    // The probe: counts and checks outputs, measures the emission lag
+    // against the join's input watermark, and passes every output on.
+    let probe = Arc::new(Mutex::new(Probe::default()));
+    let join_stats: Arc<OnceLock<Arc<NodeStats>>> = Arc::new(OnceLock::new());
+    let mut natives = NativeRegistry::default();
+    {
+        let (probe, join_stats) = (probe.clone(), join_stats.clone());
+        natives.register("sjoin-probe", move || -> NativeFn {
+            let (probe, join_stats) = (probe.clone(), join_stats.clone());
+            Box::new(move |e: &Event| {
+                let w = join_stats.get().map_or(i64::MIN, |s| s.watermark.load(Relaxed));
+                probe.lock().unwrap().observe(e, w);
+                Ok(vec![e.clone()])
+            })
+        });
+    }
+    let pipeline = build_pipeline(&loaded, BuildOptions { natives, progress: true, ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
+    join_stats.set(pipeline.node_stats("join").expect("the join step")).ok();
+
+    // Sample the state folder's size and the RSS while it runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let disk_peak = Arc::new(AtomicU64::new(0));
+    let apparent_peak = Arc::new(AtomicU64::new(0));
+    let rss_at_disk_peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, disk_peak, apparent_peak, rss_at_disk_peak, dir) =
+            (stop.clone(), disk_peak.clone(), apparent_peak.clone(), rss_at_disk_peak.clone(), state_dir.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                let (blocks, apparent) = disk_usage(&dir);
+                if blocks > disk_peak.load(Relaxed) {
+                    disk_peak.store(blocks, Relaxed);
+                    rss_at_disk_peak.store(status_kib("VmRSS:") * 1024, Relaxed);
+                }
+                apparent_peak.fetch_max(apparent, Relaxed);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let summary = pipeline.run().unwrap_or_else(|e| panic!("{e}"));
+    stop.store(true, Relaxed);
+    sampler.join().unwrap();
+    let secs = summary.elapsed.as_secs_f64();
+    let peak_rss = status_kib("VmHWM:") * 1024;
+
+    let node = |name: &str| summary.node(name).unwrap_or_else(|| panic!("no node {name}"));
+    let input = node("imp").events_out + node("clk").events_out;
+    let join = node("join");
+    let sink_in = node("null").events_in;
+    let p = probe.lock().unwrap();
+
+    // What the generators imply: each click refers to one impression; the
+    // matched impressions are the distinct ones referred to.
+    let targets = ClickTargets::new(Some(&clk_grid), Some(&streamhost::config::JoinImpressions {
+        start_ms: BASE_TIME_MS,
+        step_ms: step,
+        count: Some(n),
+        max_delay_ms: 1_800_000,
+    }));
+    let mut referred = vec![0u64; (n as usize).div_ceil(64)];
+    let mut with_target = 0u64;
+    for i in 0..n_clicks {
+        if let Some(j) = targets.target(CLK_SEED, i, event_time_at(Some(&clk_grid), i)) {
+            with_target += 1;
+            referred[(j / 64) as usize] |= 1 << (j % 64);
+        }
+    }
+    let expected_matched: u64 = referred.iter().map(|w| u64::from(w.count_ones())).sum();
+    let last_imp = event_time_at(Some(&imp_grid), n.saturating_sub(1));
+
+    let measured = p.outputs - p.lag_negative - p.at_end;
+    let lag_mean = if measured > 0 { (p.lag_sum / i128::from(measured)) as i64 } else { 0 };
+    let r = json!({
+        "backend": backend,
+        "impressions": n, "clicks": n_clicks,
+        "event_time_hours": (last_imp - BASE_TIME_MS) as f64 / 3_600_000.0,
+        "seconds": secs,
+        "input_events": input,
+        "input_per_s": input as f64 / secs,
+        "outputs": p.outputs,
+        "output_per_s": p.outputs as f64 / secs,
+        "matched": p.matched, "expected_matched": expected_matched,
+        "clicks_in_outputs": p.clicks, "clicks_with_an_impression": with_target,
+        "duplicates": p.duplicates, "unparsed": p.unparsed,
+        "dead_lettered": summary.dead_lettered,
+        "peak_rss_mib": peak_rss as f64 / 1048576.0,
+        "state_disk_peak_mib": disk_peak.load(Relaxed) as f64 / 1048576.0,
+        "state_apparent_peak_mib": apparent_peak.load(Relaxed) as f64 / 1048576.0,
+        "rss_at_disk_peak_mib": rss_at_disk_peak.load(Relaxed) as f64 / 1048576.0,
+        "lag_event_ms_p50": quantile(&p.lag_hist, 0.5),
+        "lag_event_ms_p99": quantile(&p.lag_hist, 0.99),
+        "lag_event_ms_max": p.lag_max,
+        "lag_event_ms_mean": lag_mean,
+        "lag_negative": p.lag_negative,
+        "emitted_at_end_of_input": p.at_end,
+        "lag_wall_us_p50": quantile(&p.wall_hist, 0.5),
+        "lag_wall_us_p99": quantile(&p.wall_hist, 0.99),
+        "lag_wall_us_max": p.wall_max_us,
+        "event_time_ms_per_wall_s": (last_imp - BASE_TIME_MS) as f64 / secs,
+    });
+    println!("--- sjoin, backend {backend}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", r["event_time_hours"].as_f64().unwrap());
+    println!("  elapsed               {secs:.2} s");
+    println!("  input                 {:.0} events/s ({input} events)", r["input_per_s"].as_f64().unwrap());
+    println!("  output                {:.0} events/s ({} events, sink got {sink_in}, join out {})", r["output_per_s"].as_f64().unwrap(), p.outputs, join.events_out);
+    println!("  matched impressions   {} (expected {expected_matched}), clicks joined {} of {with_target}", p.matched, p.clicks);
+    println!("  peak RSS (VmHWM)      {:.0} MiB", r["peak_rss_mib"].as_f64().unwrap());
+    println!(
+        "  state on disk, peak   {:.0} MiB allocated ({:.0} MiB apparent; RSS then {:.0} MiB)",
+        r["state_disk_peak_mib"].as_f64().unwrap(),
+        r["state_apparent_peak_mib"].as_f64().unwrap(),
+        r["rss_at_disk_peak_mib"].as_f64().unwrap()
+    );
+    println!(
+        "  emission lag, event time (join input watermark - window end), {measured} outputs: p50 <= {} ms, p99 <= {} ms, max {} ms, mean {lag_mean} ms; {} more fired at the end of input",
+        r["lag_event_ms_p50"], r["lag_event_ms_p99"], p.lag_max, p.at_end
+    );
+    println!(
+        "  emission lag, wall clock after the firing round's first output: p50 <= {} us, p99 <= {} us, max {} us",
+        r["lag_wall_us_p50"], r["lag_wall_us_p99"], p.wall_max_us
+    );
+    println!("  event time advanced   {:.0} ms per wall second", r["event_time_ms_per_wall_s"].as_f64().unwrap());
+
+    // A fast wrong answer is no result.
+    assert_eq!(summary.dead_lettered, 0, "dead letters (see {})", tmp.path().join("dead.jsonl").display());
+    assert_eq!(p.unparsed, 0, "outputs without a request id or click count");
+    assert_eq!(p.duplicates, 0, "an impression came out twice");
+    assert_eq!(p.outputs, n, "every impression comes out exactly once");
+    assert_eq!(sink_in, n, "the sink got every output");
+    assert_eq!(p.matched, expected_matched, "matched impressions");
+    assert_eq!(p.clicks, with_target, "every click with an impression before it is joined");
+    assert_eq!(p.lag_negative, 0, "an output before the watermark passed its window end");
+    r
+}
