@@ -192,7 +192,13 @@ fn type_name(ty: FieldType) -> &'static str {
 }
 
 /// Top-level members of an object: keys borrowed when unescaped, values raw.
-struct TopLevel<'a>(HashMap<Cow<'a, str>, &'a RawValue>);
+pub(crate) struct TopLevel<'a>(pub(crate) HashMap<Cow<'a, str>, &'a RawValue>);
+
+/// The top-level members of a JSON object, values unparsed; an error if
+/// `bytes` is not one.
+pub(crate) fn top_level(bytes: &[u8]) -> Result<TopLevel<'_>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -13,6 +13,8 @@ mod tests;
 
 use serde_json::Value;
 
+use crate::record_schema::top_level;
+
 use super::udf::{scalar_to_json, UdfArg};
 use super::{dead_kind, Operator, StepContext};
 use crate::config::{EmitPolicy, JoinKey, JoinMode, JoinerConfig, WindowJoinConfig};
@@ -96,6 +98,8 @@ pub struct WindowJoin {
     expired_below: i64,
     /// Fire time of the earliest waiting main event (for the output watermark).
     earliest_fire: Option<i64>,
+    /// Main keys below this have fired and been deleted.
+    fired_below: Vec<u8>,
 }
 
 impl WindowJoin {
@@ -145,6 +149,7 @@ impl WindowJoin {
             seq: 0,
             expired_below: i64::MIN,
             earliest_fire: None,
+            fired_below: Vec::new(),
         }
     }
 
@@ -209,21 +214,26 @@ impl WindowJoin {
             KeySpec::EventKey => return event.key.clone().ok_or_else(|| "no event key to join on".to_string()),
             KeySpec::Udf { .. } => return Err("the key's UDF was not called".into()),
         };
-        let value: Value = serde_json::from_slice(&event.value).map_err(|e| format!("not JSON: {e}"))?;
-        if !value.is_object() {
-            return Err("not a JSON object".into());
+        // Borrowed, top level only: members are not parsed unless on the path.
+        let dotted = || path.join(".");
+        let mut raw: &serde_json::value::RawValue = {
+            let top = top_level(&event.value).map_err(|e| format!("not a JSON object: {e}"))?;
+            top.0.get(path[0].as_str()).copied().ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?
+        };
+        for seg in &path[1..] {
+            let inner = top_level(raw.get().as_bytes()).map_err(|_| format!("no join key: `$.{}` is not inside an object", dotted()))?;
+            raw = inner.0.get(seg.as_str()).copied().ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?;
         }
-        let mut cur = &value;
-        for seg in path {
-            cur = cur.get(seg).ok_or_else(|| format!("no join key: field `$.{}` is missing", path.join(".")))?;
-        }
-        match cur {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
-            Value::Null => Err(format!("no join key: field `$.{}` is null", path.join("."))),
-            Value::Number(_) | Value::Bool(_) => Ok(cur.to_string().into_bytes()),
-            _ => Err(format!("join key `$.{}` is not a string, number or boolean", path.join("."))),
+        let text = raw.get();
+        match text.as_bytes()[0] {
+            b'"' => serde_json::from_str::<String>(text).map(String::into_bytes).map_err(|e| e.to_string()),
+            b'n' => Err(format!("no join key: field `$.{}` is null", dotted())),
+            b'{' | b'[' => Err(format!("join key `$.{}` is not a string, number or boolean", dotted())),
+            // Numbers in their canonical JSON text (1.50 and 1.5 join).
+            _ => serde_json::from_str::<Value>(text).map(|v| v.to_string().into_bytes()).map_err(|e| e.to_string()),
         }
     }
+
 
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
@@ -325,9 +335,8 @@ impl WindowJoin {
         // The default joiner merges objects: refuse anything else now, not
         // when the window fires an hour later. (A plugin joiner takes any
         // value.)
-        if matches!(self.joiner, Joiner::Merge(_))
-            && !matches!(serde_json::from_slice::<Value>(&event.value), Ok(Value::Object(_)))
-        {
+        let needs_object = matches!(self.joiner, Joiner::Merge(_)) && matches!(self.keys[port], KeySpec::EventKey);
+        if needs_object && crate::record_schema::top_level(&event.value).is_err() {
             let reason = format!("input `{}`: the value is not a JSON object", self.inputs[port]);
             ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
             return Ok(());
@@ -409,7 +418,9 @@ impl WindowJoin {
         let tables = self.tables();
         let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
         let mut due: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        ctx.state.scan(main_table, &[], Some(&main_end(watermark)), &mut |k, v| {
+        // Start past what earlier firings deleted: a scan from the table's
+        // start would step over all their tombstones.
+        ctx.state.scan(main_table, &self.fired_below, Some(&main_end(watermark)), &mut |k, v| {
             due.push((k.to_vec(), v.to_vec()));
             due.len() < FIRE_CHUNK
         })?;
@@ -440,18 +451,26 @@ impl WindowJoin {
         }
         self.flush(&mut out, ctx);
         let more = due.len() == FIRE_CHUNK;
+        // Point deletes: range tombstones would pile up in RocksDB's
+        // memtable, and every new iterator re-sorts them all.
+        for (key, _) in &due {
+            ctx.state.delete(main_table, key)?;
+        }
         if let Some((last, _)) = due.last() {
-            let mut end = last.clone();
-            end.push(0);
-            ctx.state.delete_range(main_table, &[], &end)?;
+            self.fired_below = last.clone();
+            self.fired_below.push(0);
         }
         if !more {
             self.expire_others(watermark, ctx.state)?;
         }
         ctx.state.commit()?;
         if !more {
+            // Every main event firing at or before the watermark is gone,
+            // and none can arrive (it would be late).
+            self.fired_below = self.fired_below.clone().max(main_end(watermark));
             self.earliest_fire = None;
-            ctx.state.scan(main_table, &[], None, &mut |k, _| {
+            let from = self.fired_below.clone();
+            ctx.state.scan(main_table, &from, None, &mut |k, _| {
                 self.earliest_fire = Some(layout::time_from(k));
                 false
             })?;
