@@ -69,6 +69,45 @@ fn write_pipeline(dir: &Path) -> PathBuf {
     path
 }
 
+/// Runs `pipeline`, killing it (SIGKILL) at random moments and restarting
+/// it until one run finishes by itself: (kills, runs, time taken).
+fn crash_until_done(pipeline: &Path) -> (u32, u32, Duration) {
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
+    let (mut kills, mut runs) = (0u32, 0u32);
+    let started = Instant::now();
+    loop {
+        runs += 1;
+        assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
+        let mut child = streamhost().arg("run").arg("--no-progress").arg(pipeline).stderr(Stdio::piped()).spawn().unwrap();
+        // Let it run a random while, some kills early (opening state, the
+        // first reads), some late; later runs get longer, so a slow machine
+        // still reaches the end.
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(20..700) + 25 * u64::from(runs));
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "run {runs} failed: {err}");
+                return (kills, runs, started.elapsed());
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+}
+
 fn sorted_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
     lines.sort();
@@ -87,40 +126,7 @@ fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() 
     assert!(status.success());
 
     let pipeline = write_pipeline(crashed.path());
-    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
-    let (mut kills, mut runs) = (0, 0);
-    let started = Instant::now();
-    loop {
-        runs += 1;
-        assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
-        let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(Stdio::piped()).spawn().unwrap();
-        // Let it run a random while, some kills early (opening state, the
-        // first reads), some late; later runs get longer, so a slow machine
-        // still reaches the end.
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(20..700) + 25 * runs);
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        match finished {
-            Some(status) => {
-                let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-                assert!(status.success(), "run {runs} failed: {err}");
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let (kills, runs, took) = crash_until_done(&pipeline);
     assert!(kills >= 3, "the run finished before it could be killed often enough ({kills} kills): make the input larger");
 
     for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
@@ -130,7 +136,7 @@ fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() 
     }
     let samples = sorted_lines(&reference.path().join("out/samples.jsonl"));
     assert_eq!(samples.len(), 120_000, "every impression once");
-    eprintln!("{kills} kills over {runs} runs in {:?}", started.elapsed());
+    eprintln!("{kills} kills over {runs} runs in {took:?}");
 }
 
 #[test]
@@ -157,4 +163,40 @@ fn fresh_starts_over_and_a_finished_run_resumes_to_nothing() {
     let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fresh"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_generator_resumes_where_its_checkpoint_left_it() {
+    // Generated impressions and clicks (the SJoin shapes) instead of files:
+    // a resumed generator regenerates and skips what it had handed over.
+    let pipeline = |dir: &Path| {
+        let generator = |shape: &str, count: u64, step: f64| {
+            serde_json::json!({ "type": "generator", "shape": shape, "seed": 5, "count": count,
+                "event_time": { "start_ms": 1_700_000_000_000i64, "step_ms": step },
+                "timestamp_field": "ts", "max_out_of_orderness_ms": 5000 })
+        };
+        let p = serde_json::json!({
+            "sources": { "impressions": generator("join-impression", 80_000, 200.0), "clicks": generator("join-click", 10_000, 1500.0) },
+            "steps": { "samples": { "type": "window-join", "inputs": ["impressions", "clicks"],
+                "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
+                "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
+            "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
+            "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
+            "settings": { "batch_size": 256, "state": { "dir": "out/state" },
+                "checkpoint": { "interval_ms": 40, "dir": "out/checkpoints" } }
+        });
+        let path = dir.join("pipeline.json");
+        std::fs::write(&path, p.to_string()).unwrap();
+        path
+    };
+    let (reference, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let status = streamhost().arg("run").arg("--no-progress").arg(pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let (kills, runs, took) = crash_until_done(&pipeline(crashed.path()));
+    eprintln!("{kills} kills over {runs} runs in {took:?}");
+    assert!(kills >= 2, "too few kills ({kills}) to prove anything");
+    let file = "out/samples.jsonl";
+    let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
+    assert_eq!(want.len(), 80_000);
+    assert!(got == want, "{} lines after {kills} kills, {} without", got.len(), want.len());
 }

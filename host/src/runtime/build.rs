@@ -367,9 +367,18 @@ fn resumed_source(
         }
         // Standard input cannot be read again: go on with what comes next.
         SourceConfig::Stdin { .. } => Ok(build_source(name, config, resolve)),
-        SourceConfig::Generator { .. } => Err(RunError::State(format!(
-            "source `{name}`: a generator cannot resume from a checkpoint yet; run with --fresh"
-        ))),
+        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, event_time, impressions, common } => {
+            let params = crate::source::GeneratorParams {
+                shape: *shape,
+                seed: *seed,
+                rate: *rate,
+                count: *count,
+                dirty_ratio: *dirty_ratio,
+                event_time: *event_time,
+                impressions: *impressions,
+            };
+            Ok(Box::new(crate::source::Generator::new(name, params, common).resuming(mark.resume.offset)))
+        }
     }
 }
 

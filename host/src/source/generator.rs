@@ -124,11 +124,20 @@ pub struct Generator {
     params: GeneratorParams,
     check: RecordCheck,
     max_bytes: usize,
+    /// Records already handed over before a checkpoint (regenerated and
+    /// skipped, so the sequence is the same as without the interruption).
+    resume: u64,
 }
 
 impl Generator {
     pub fn new(_name: &str, params: GeneratorParams, common: &SourceCommon) -> Self {
-        Generator { params, check: RecordCheck::new(common), max_bytes: common.max_record_bytes() }
+        Generator { params, check: RecordCheck::new(common), max_bytes: common.max_record_bytes(), resume: 0 }
+    }
+
+    /// Starts after the first `records` records (a checkpoint's position).
+    pub fn resuming(mut self, records: u64) -> Self {
+        self.resume = records;
+        self
     }
 }
 
@@ -139,8 +148,8 @@ impl Source for Generator {
         let start = Instant::now();
         let mut seq = 0u64;
         while self.params.count.is_none_or(|c| seq < c) && !out.closed {
-            if self.params.rate > 0 {
-                let due = (start.elapsed().as_secs_f64() * self.params.rate as f64) as u64;
+            if self.params.rate > 0 && seq >= self.resume {
+                let due = self.resume + (start.elapsed().as_secs_f64() * self.params.rate as f64) as u64;
                 if seq >= due {
                     out.maybe_flush();
                     std::thread::sleep(Duration::from_micros(500));
@@ -157,8 +166,14 @@ impl Source for Generator {
                     write_join_record(&mut raw, self.params.shape, &mut rng, self.params.seed, seq, ts, &targets)
                 }
             }
-            admit(out, &self.check, self.max_bytes, raw, seq + 1, ts);
             seq += 1;
+            // The random stream must advance exactly as in the first run,
+            // so skipped records are generated, then dropped.
+            if seq <= self.resume {
+                continue;
+            }
+            out.consumed(crate::runtime::ResumePoint { offset: seq, line: seq });
+            admit(out, &self.check, self.max_bytes, raw, seq, ts);
         }
         Ok(())
     }
