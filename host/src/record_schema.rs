@@ -220,6 +220,35 @@ impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     }
 }
 
+/// The members of a JSON object in their order, keys borrowed when
+/// unescaped, values raw.
+pub(crate) struct Members<'a>(pub(crate) Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// The members of the JSON object `bytes`, in order; an error if it is not one.
+pub(crate) fn members(bytes: &[u8]) -> Result<Members<'_>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    fields.push((k.0, m.next_value()?));
+                }
+                Ok(Members(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 struct Key<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {

@@ -102,6 +102,25 @@ pub trait StateBackend: Send {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError>;
 
+    /// Visits the keys of each range `[start, end)` of `ranges`, in order,
+    /// calling `visit(range index, key, value)`. Like one `scan` per range,
+    /// but a backend may serve them all with one cursor (RocksDB: one
+    /// iterator, a seek per range, instead of an iterator per range).
+    fn scan_ranges(
+        &self,
+        table: TableId,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        visit: &mut dyn FnMut(usize, &[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        for (i, (start, end)) in ranges.iter().enumerate() {
+            self.scan(table, start, Some(end), &mut |k, v| {
+                visit(i, k, v);
+                true
+            })?;
+        }
+        Ok(())
+    }
+
     /// Writes a consistent snapshot of the committed state into `dir`, which must not exist
     /// yet (its parent is created if needed). The pending batch is neither included nor
     /// discarded. RocksDB: hard-linked SST files, so repeated checkpoints are incremental

@@ -303,6 +303,27 @@ impl StateBackend for RocksBackend {
         iter.status().map_err(|e| self.error(format!("scan of table {:?}", self.tables[table.index()]), e))
     }
 
+    fn scan_ranges(
+        &self,
+        table: TableId,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        visit: &mut dyn FnMut(usize, &[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        let cf = self.cf("scan", table)?;
+        let mut iter = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
+        for (i, (start, end)) in ranges.iter().enumerate() {
+            iter.seek(start);
+            while let Some((key, value)) = iter.item() {
+                if key >= end.as_slice() {
+                    break;
+                }
+                visit(i, key, value);
+                iter.next();
+            }
+        }
+        iter.status().map_err(|e| self.error(format!("scan of table {:?}", self.tables[table.index()]), e))
+    }
+
     fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
         prepare_checkpoint_dir(dir)?;
         // Flushes the memtables (the WAL is off, so they hold every commit since the last

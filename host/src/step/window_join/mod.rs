@@ -244,6 +244,27 @@ impl WindowJoin {
         self.tables.as_ref().expect("open_state runs before any batch")
     }
 
+    /// The matches of each of `mains` (like [`Self::matches_of`]), looked up
+    /// with one cursor per other input for the whole chunk.
+    fn matches_of_all(&self, state: &dyn StateBackend, mains: &[&Stored]) -> Result<Vec<Vec<Vec<Stored>>>, StateError> {
+        let others = &self.tables().others;
+        let mut ranges = Vec::new();
+        let mut owner = Vec::new();
+        for (i, main) in mains.iter().enumerate() {
+            let t = main.event.timestamp;
+            let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
+            for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
+                ranges.push(other_range(b, &main.join_key, lo, hi));
+                owner.push(i);
+            }
+        }
+        let mut all: Vec<Vec<Vec<Stored>>> = mains.iter().map(|_| vec![Vec::new(); others.len()]).collect();
+        for (k, &table) in others.iter().enumerate() {
+            state.scan_ranges(table, &ranges, &mut |r, _, v| all[owner[r]][k].extend(decode(v)))?;
+        }
+        Ok(all)
+    }
+
     /// The matches of `main` in every other input, grouped by input, in
     /// time (then arrival) order.
     fn matches_of(&self, state: &dyn StateBackend, main: &Stored) -> Result<Vec<Vec<Stored>>, StateError> {
@@ -425,11 +446,18 @@ impl WindowJoin {
             due.len() < FIRE_CHUNK
         })?;
         let mut out = Batch::with_capacity(due.len());
-        for (key, bytes) in &due {
-            let Some(main) = decode(bytes) else { continue };
+        let decoded: Vec<Option<Stored>> = due.iter().map(|(_, bytes)| decode(bytes)).collect();
+        let mut found = if self.emit == EmitPolicy::OnWindowEnd {
+            let mains: Vec<&Stored> = decoded.iter().flatten().collect();
+            self.matches_of_all(&*ctx.state, &mains)?.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        for ((key, _), main) in due.iter().zip(decoded) {
+            let Some(main) = main else { continue };
             match self.emit {
                 EmitPolicy::OnWindowEnd => {
-                    let groups = self.matches_of(&*ctx.state, &main)?;
+                    let groups = found.next().unwrap_or_default();
                     if self.mode == JoinMode::Left || groups.iter().any(|g| !g.is_empty()) {
                         let main = self.pending.add_main(main);
                         self.pending.cases.push((main, groups));
