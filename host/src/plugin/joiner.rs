@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::columns::{empty_batch, pack_iter, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
-use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
-use super::transform::{count_outcomes, OutputBudget};
+use super::outcome::{Failure, Outcome, PluginStats};
+use super::transform::{count_outcomes, single_outcome, OutputBudget};
 use super::wit::{EventBatch, Joiner, TransformOutput};
 use crate::event::Event;
 
@@ -104,17 +104,7 @@ impl JoinerRunner {
             .iter()
             .map(|case| {
                 self.pack(std::slice::from_ref(case));
-                match self.call(inputs).map(|o| unpack(o, 1)) {
-                    Ok(Ok(raw)) => raw.into_iter().next().map_or_else(
-                        || Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")),
-                        |r| budget.check(r),
-                    ),
-                    Ok(Err(violation)) => Outcome::Failed(Failure::new(
-                        FailureKind::Trap,
-                        format!("the plugin broke the contract: {violation}"),
-                    )),
-                    Err(failure) => Outcome::Failed(failure),
-                }
+                single_outcome(self.call(inputs), &mut budget)
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use super::columns::{empty_batch, pack_into, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
-use super::wit::{EventBatch, Transform};
+use super::wit::{EventBatch, Transform, TransformOutput};
 use crate::event::Event;
 
 /// One instance of a transform plugin (one `Store`). Not shared: give each
@@ -68,17 +68,7 @@ impl TransformRunner {
             .map(|event| {
                 pack_into(&mut self.columns, std::slice::from_ref(event));
                 let one = &self.columns;
-                match self.supervisor.call(|plugin, store| plugin.call_process(store, one)).map(|o| unpack(o, 1)) {
-                    Ok(Ok(raw)) => raw.into_iter().next().map_or_else(
-                        || Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")),
-                        |r| budget.check(r),
-                    ),
-                    Ok(Err(violation)) => Outcome::Failed(Failure::new(
-                        FailureKind::Trap,
-                        format!("the plugin broke the contract: {violation}"),
-                    )),
-                    Err(failure) => Outcome::Failed(failure),
-                }
+                single_outcome(self.supervisor.call(|plugin, store| plugin.call_process(store, one)), &mut budget)
             })
             .collect()
     }
@@ -94,6 +84,18 @@ impl TransformRunner {
 }
 
 /// Counts outputs and failures of a batch's outcomes in the plugin's stats.
+/// The outcome of a call made for one input alone (the record-by-record
+/// retry): its result, a contract violation, or the call's failure.
+pub(super) fn single_outcome(result: Result<TransformOutput, Failure>, budget: &mut OutputBudget) -> Outcome {
+    match result.map(|o| unpack(o, 1)) {
+        Ok(Ok(raw)) => {
+            raw.into_iter().next().map_or_else(|| Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")), |r| budget.check(r))
+        }
+        Ok(Err(violation)) => Outcome::Failed(Failure::new(FailureKind::Trap, format!("the plugin broke the contract: {violation}"))),
+        Err(failure) => Outcome::Failed(failure),
+    }
+}
+
 pub(super) fn count_outcomes(stats: &PluginStats, outcomes: &[Outcome]) {
     let mut out = 0u64;
     for outcome in outcomes {

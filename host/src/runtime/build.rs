@@ -255,17 +255,17 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .iter()
         .map(|(name, sc)| {
             let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).copied());
-            Ok(SourceNode {
+            SourceNode {
                 name: name.clone(),
-                source: Some(resumed_source(name, sc, &resolve, mark.as_ref())?),
+                source: Some(build_source(name, sc, resolve, mark.map(|m| m.resume))),
                 resume: mark,
                 stats: NodeStats::new(name, NodeKind::Source),
                 consumers: Vec::new(),
                 out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
                 idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
-            })
+            }
         })
-        .collect::<Result<_, RunError>>()?;
+        .collect();
 
     // Wire consumers: each input names a source or a step.
     let mut wire = |input: &str, consumer: Consumer| -> Option<Producer> {
@@ -350,36 +350,6 @@ fn open_state(p: &LoadedPipeline, resume: Option<&Found>) -> Result<Box<dyn Stat
         std::fs::remove_dir_all(&dir).map_err(|e| RunError::State(format!("cannot clear {}: {e}", dir.display())))?;
     }
     crate::state::open_rocksdb(&dir, &settings.rocksdb).map_err(|e| RunError::State(e.to_string()))
-}
-
-/// A source, resuming at its checkpoint mark if there is one.
-fn resumed_source(
-    name: &str,
-    config: &crate::config::SourceConfig,
-    resolve: &dyn Fn(&Path) -> PathBuf,
-    mark: Option<&super::SourceMark>,
-) -> Result<Box<dyn Source>, RunError> {
-    use crate::config::SourceConfig;
-    let Some(mark) = mark.filter(|m| m.resume.offset > 0) else { return Ok(build_source(name, config, resolve)) };
-    match config {
-        SourceConfig::File { path, common } => {
-            Ok(Box::new(crate::source::LineSource::file(name, resolve(path), common).resuming(mark.resume)))
-        }
-        // Standard input cannot be read again: go on with what comes next.
-        SourceConfig::Stdin { .. } => Ok(build_source(name, config, resolve)),
-        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, event_time, impressions, common } => {
-            let params = crate::source::GeneratorParams {
-                shape: *shape,
-                seed: *seed,
-                rate: *rate,
-                count: *count,
-                dirty_ratio: *dirty_ratio,
-                event_time: *event_time,
-                impressions: *impressions,
-            };
-            Ok(Box::new(crate::source::Generator::new(name, params, common).resuming(mark.resume.offset)))
-        }
-    }
 }
 
 /// The checkpoint schedule, and the checkpoint to resume from (none with

@@ -54,24 +54,30 @@ pub trait Source: Send {
 }
 
 /// Builds the source described by `config`.
-pub fn build_source(name: &str, config: &SourceConfig, resolve: impl Fn(&std::path::Path) -> std::path::PathBuf) -> Box<dyn Source> {
+/// Builds the source described by `config`; `resume` is where a checkpoint
+/// left it (standard input cannot be read again and goes on with what
+/// comes next).
+pub fn build_source(
+    name: &str,
+    config: &SourceConfig,
+    resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
+    resume: Option<crate::runtime::ResumePoint>,
+) -> Box<dyn Source> {
+    let resume = resume.unwrap_or_default();
     match config {
-        SourceConfig::File { path, common } => Box::new(LineSource::file(name, resolve(path), common)),
+        SourceConfig::File { path, common } => Box::new(LineSource::file(name, resolve(path), common).resuming(resume)),
         SourceConfig::Stdin { common } => Box::new(LineSource::stdin(name, common)),
         SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, event_time, impressions, common } => {
-            Box::new(Generator::new(
-                name,
-                GeneratorParams {
-                    shape: *shape,
-                    seed: *seed,
-                    rate: *rate,
-                    count: *count,
-                    dirty_ratio: *dirty_ratio,
-                    event_time: *event_time,
-                    impressions: *impressions,
-                },
-                common,
-            ))
+            let params = GeneratorParams {
+                shape: *shape,
+                seed: *seed,
+                rate: *rate,
+                count: *count,
+                dirty_ratio: *dirty_ratio,
+                event_time: *event_time,
+                impressions: *impressions,
+            };
+            Box::new(Generator::new(name, params, common).resuming(resume.offset))
         }
     }
 }
