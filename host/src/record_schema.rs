@@ -194,11 +194,6 @@ fn type_name(ty: FieldType) -> &'static str {
 /// Top-level members of an object: keys borrowed when unescaped, values raw.
 pub(crate) struct TopLevel<'a>(pub(crate) HashMap<Cow<'a, str>, &'a RawValue>);
 
-/// The top-level members of a JSON object, values unparsed; an error if
-/// `bytes` is not one.
-pub(crate) fn top_level(bytes: &[u8]) -> Result<TopLevel<'_>, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
 
 impl<'de: 'a, 'a> Deserialize<'de> for TopLevel<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -247,6 +242,72 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
         }
         d.deserialize_map(V)
     }
+}
+
+/// The raw value of the top-level member `name` of the JSON object `bytes`
+/// (the last one if the name repeats), checking the whole object is
+/// well-formed but parsing no other value into anything: no map, no
+/// allocation unless a key has escapes. Also appends every member's name
+/// to `names` (in order) when given: one pass for the value and the names.
+pub(crate) fn member_and_names<'a>(
+    bytes: &'a [u8],
+    name: &str,
+    names: Option<&mut Vec<Cow<'a, str>>>,
+) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    struct V<'n, 'v, 'a>(&'n str, Option<&'v mut Vec<Cow<'a, str>>>);
+    impl<'de> Visitor<'de> for V<'_, '_, 'de> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = m.next_key::<Key<'de>>()? {
+                if k.0 == self.0 {
+                    found = Some(m.next_value::<&'de RawValue>()?);
+                } else {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+                if let Some(names) = self.1.as_deref_mut() {
+                    names.push(k.0);
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = de.deserialize_map(V(name, names))?;
+    de.end()?;
+    Ok(found)
+}
+
+/// Whether `bytes` is one well-formed JSON object.
+pub(crate) fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+/// Appends the names of the top-level members of the JSON object `bytes`
+/// to `names`, in order, checking the object is well-formed; values are
+/// skipped, not kept.
+pub(crate) fn member_names<'a>(bytes: &'a [u8], names: &mut Vec<Cow<'a, str>>) -> Result<(), serde_json::Error> {
+    struct V<'v, 'a>(&'v mut Vec<Cow<'a, str>>);
+    impl<'de> Visitor<'de> for V<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key::<Key<'de>>()? {
+                m.next_value::<serde::de::IgnoredAny>()?;
+                self.0.push(k.0);
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(V(names))?;
+    de.end()
 }
 
 struct Key<'a>(Cow<'a, str>);
@@ -303,6 +364,27 @@ mod tests {
         assert!(reason(b"[not an object]").starts_with("malformed JSON"));
         assert!(reason(br#"{"u": "x""#).starts_with("malformed JSON"));
         assert!(reason(b"{\"u\": \"\xff\"}").starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn member_finds_one_field_and_checks_the_rest() {
+        let member = |raw, name| member_and_names(raw, name, None);
+        let raw = br#"{"a": {"x": [1, "}"]}, "b\u0041": 2, "c": "v", "a": 3}"#;
+        assert_eq!(member(raw, "c").unwrap().map(RawValue::get), Some(r#""v""#));
+        assert_eq!(member(raw, "bA").unwrap().map(RawValue::get), Some("2"), "escaped keys compare unescaped");
+        assert_eq!(member(raw, "a").unwrap().map(RawValue::get), Some("3"), "the last of a repeated name");
+        assert!(member(raw, "z").unwrap().is_none());
+        assert!(member(br#"{"c": "v", "d": }"#, "c").is_err(), "a malformed rest is an error");
+        assert!(member(br#"{"c": 1} x"#, "c").is_err(), "trailing bytes are an error");
+        assert!(member(b"[1]", "c").is_err());
+        let mut names = Vec::new();
+        member_names(raw, &mut names).unwrap();
+        assert_eq!(names, ["a", "bA", "c", "a"]);
+        let mut both = Vec::new();
+        assert_eq!(member_and_names(raw, "c", Some(&mut both)).unwrap().map(RawValue::get), Some(r#""v""#));
+        assert_eq!(both, names);
+        assert!(member_names(br#"{"a": [}"#, &mut Vec::new()).is_err());
+        assert!(is_object(br#" {"a": [1]} "#) && !is_object(b"[1]") && !is_object(br#"{"a": }"#) && !is_object(b""));
     }
 
     #[test]

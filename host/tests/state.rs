@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use streamhost::state::{
     open_memory, open_rocksdb, restore_memory, restore_rocksdb, Compression, RocksOptions, StateBackend, StateError,
-    TableId,
+    TableId, TableOptions,
 };
 
 const TABLES: [&str; 3] = ["a", "users", "t-2"];
@@ -433,6 +433,53 @@ fn rocksdb_reopens_its_data_after_a_clean_close() {
     assert_eq!(b.get(t, b"k000042").unwrap().as_deref(), Some(b"v-42".as_slice()));
     assert_eq!(b.get(t, b"uncommitted").unwrap(), None);
     assert_eq!(dump(b.as_ref(), &[t])[0].len(), 100);
+}
+
+/// Range lookups within a prefix on a table with prefix bloom filters give what the
+/// memory backend gives, through flushes to SST files, a reopen (the table keeps its
+/// prefix options even when reopened without them) and range deletes.
+#[test]
+fn prefixed_tables_answer_range_lookups_like_plain_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("db");
+    let opts = TableOptions { range_prefix_len: Some(4) };
+    let key = |p: u32, i: u32| [p.to_be_bytes(), i.to_be_bytes()].concat();
+    let write = |b: &mut dyn StateBackend, t: TableId| {
+        // Prefixes 0, 3, 6, ...: a lookup of prefix 1 finds nothing (a bloom miss).
+        for i in 0..3000u32 {
+            b.put(t, &key(i % 50 * 3, i), format!("v{i}").as_bytes()).unwrap();
+            if i % 500 == 499 {
+                b.commit().unwrap();
+            }
+        }
+        b.delete_range(t, &key(30, 0), &key(33, 0)).unwrap();
+        b.commit().unwrap();
+    };
+    let ranges: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..160u32).map(|p| (key(p, p * 7 % 1000), key(p, 2000 + p % 900))).collect();
+    let lookup = |b: &dyn StateBackend, t: TableId| {
+        let mut got = Vec::new();
+        b.scan_ranges(t, &ranges, &mut |r, k, v| got.push((r, k.to_vec(), v.to_vec()))).unwrap();
+        got
+    };
+    let mut memory = open_memory();
+    let mt = memory.open_table("t").unwrap();
+    write(memory.as_mut(), mt);
+    let expected = lookup(memory.as_ref(), mt);
+    assert!(expected.len() > 100 && expected.iter().all(|(r, ..)| *r % 3 == 0 && *r / 3 != 10));
+
+    // Tiny write buffers: most of it ends up in SST files.
+    let mut rocks = open_rocksdb(&dir, &small_rocks()).unwrap();
+    let t = rocks.open_table_with("t", opts).unwrap();
+    write(rocks.as_mut(), t);
+    assert_eq!(lookup(rocks.as_ref(), t), expected);
+    let all = |b: &dyn StateBackend, t: TableId| dump(b, &[t]).remove(0);
+    assert_eq!(all(rocks.as_ref(), t), all(memory.as_ref(), mt), "a full scan crosses prefixes");
+    drop(rocks);
+    let mut rocks = open_rocksdb(&dir, &small_rocks()).unwrap();
+    let t = rocks.open_table("t").unwrap();
+    assert_eq!(lookup(rocks.as_ref(), t), expected, "after a reopen");
+    assert!(rocks.open_table("t#range-prefix=4").is_err(), "the suffix is the backend's own");
 }
 
 #[test]

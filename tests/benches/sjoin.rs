@@ -244,6 +244,16 @@ impl Probe {
     }
 }
 
+/// utime + stime of a /proc stat file, in seconds.
+fn cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -358,7 +368,12 @@ fn run_backend(a: &Args) -> serde_json::Value {
             }
         })
     };
+    let (cpu_before, thread_before) = (cpu_seconds("/proc/self/stat"), cpu_seconds("/proc/thread-self/stat"));
     let summary = pipeline.run().unwrap_or_else(|e| panic!("{e}"));
+    // This thread ran the pipeline (every step); CPU time is steadier than
+    // wall time on a shared machine.
+    let pipeline_cpu = cpu_seconds("/proc/thread-self/stat") - thread_before;
+    let process_cpu = cpu_seconds("/proc/self/stat") - cpu_before;
     stop.store(true, Relaxed);
     sampler.join().unwrap();
     let secs = summary.elapsed.as_secs_f64();
@@ -418,12 +433,19 @@ fn run_backend(a: &Args) -> serde_json::Value {
         "lag_wall_us_p99": quantile(&p.wall_hist, 0.99),
         "lag_wall_us_max": p.wall_max_us,
         "event_time_ms_per_wall_s": (last_imp - BASE_TIME_MS) as f64 / secs,
+        "pipeline_thread_cpu_s": pipeline_cpu,
+        "process_cpu_s": process_cpu,
+        "input_per_pipeline_cpu_s": input as f64 / pipeline_cpu.max(0.01),
     });
     println!("--- sjoin, backend {backend}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", r["event_time_hours"].as_f64().unwrap());
     println!("  elapsed               {secs:.2} s");
     println!("  input                 {:.0} events/s ({input} events)", r["input_per_s"].as_f64().unwrap());
     println!("  output                {:.0} events/s ({} events, sink got {sink_in}, join out {})", r["output_per_s"].as_f64().unwrap(), p.outputs, join.events_out);
     println!("  matched impressions   {} (expected {expected_matched}), clicks joined {} of {with_target}", p.matched, p.clicks);
+    println!(
+        "  CPU                   pipeline thread {pipeline_cpu:.1} s ({:.0} input events per CPU-second), process {process_cpu:.1} s",
+        r["input_per_pipeline_cpu_s"].as_f64().unwrap()
+    );
     println!("  peak RSS (VmHWM)      {:.0} MiB", r["peak_rss_mib"].as_f64().unwrap());
     println!(
         "  state on disk, peak   {:.0} MiB allocated ({:.0} MiB apparent; RSS then {:.0} MiB)",

@@ -14,7 +14,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::{
-    check_table_name, prepare_checkpoint_dir, sync_parent, Backend, StateBackend, StateError, StateStats, TableId,
+    check_table_name, prepare_checkpoint_dir, sync_parent, Backend, StateBackend, StateError, StateStats, TableId, TableOptions,
 };
 
 const MAGIC: &[u8; 8] = b"SHSTATE1";
@@ -142,7 +142,7 @@ impl MemoryBackend {
 }
 
 impl StateBackend for MemoryBackend {
-    fn open_table(&mut self, name: &str) -> Result<TableId, StateError> {
+    fn open_table_with(&mut self, name: &str, _: TableOptions) -> Result<TableId, StateError> {
         check_table_name(name, || Backend::Memory)?;
         if let Some(&id) = self.names.get(name) {
             return Ok(TableId(id));

@@ -69,11 +69,26 @@ impl TableId {
     }
 }
 
+/// How a table is read: hints a backend may index by. Results never depend on them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Every range given to `scan_ranges` lies within keys sharing their first
+    /// `range_prefix_len` bytes (and every key is at least that long). RocksDB keeps a
+    /// bloom filter of these prefixes, so a range holding no key costs no block read.
+    pub range_prefix_len: Option<usize>,
+}
+
 /// Keyed storage for operators. See the [module documentation](self) for the guarantees.
 pub trait StateBackend: Send {
     /// Opens (creating if needed) a named table: an ordered map from byte keys to byte values
     /// (lexicographic order). Opening the same name again returns the same id.
-    fn open_table(&mut self, name: &str) -> Result<TableId, StateError>;
+    fn open_table(&mut self, name: &str) -> Result<TableId, StateError> {
+        self.open_table_with(name, TableOptions::default())
+    }
+
+    /// [`StateBackend::open_table`] with hints on how the table is read. A table's options
+    /// are fixed when it is created (a later open with other options gets the first ones).
+    fn open_table_with(&mut self, name: &str, options: TableOptions) -> Result<TableId, StateError>;
 
     /// Writes are buffered (one write batch) until `commit`; reads (`get`, `scan`) see
     /// committed data only.

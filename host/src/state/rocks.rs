@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, SliceTransform,
     WriteBatch, WriteOptions, DB,
 };
 
 use super::{
     check_table_name, prepare_checkpoint_dir, sync_parent, Backend, Compression, RocksOptions, StateBackend,
-    StateError, StateStats, TableId,
+    StateError, StateStats, TableId, TableOptions,
 };
 
 /// Opens the RocksDB state in `dir` with every table it holds, or creates an empty one
@@ -94,13 +94,15 @@ struct RocksBackend {
     // Declared first: dropped (closed, memtables flushed) before the rest.
     db: DB,
     cache: Cache,
-    /// Options of every column family, for tables created later.
-    cf_options: Options,
+    /// What column families are built from, for tables created later.
+    cf_recipe: CfRecipe,
     path: PathBuf,
     /// Every column family in the database, opened as a table or not (for stats).
     families: Vec<String>,
-    /// Tables by id, and ids by name.
+    /// Tables by id (their column family's name), and ids by table name.
     tables: Vec<String>,
+    /// Each table's `TableOptions::range_prefix_len`, by id.
+    prefixes: Vec<Option<usize>>,
     ids: HashMap<String, u32>,
     batch: WriteBatch,
     write_options: WriteOptions,
@@ -117,7 +119,7 @@ impl RocksBackend {
         } else {
             vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string()]
         };
-        let (db, cf_options) = match try_open(dir, options, options.compression, &cache, &families) {
+        let (db, cf_recipe) = match try_open(dir, options, options.compression, &cache, &families) {
             Err(e) if options.compression != Compression::None && e.contains("not linked with the binary") => {
                 tracing::warn!(
                     "state: the RocksDB library lacks {:?} compression ({e}); {} uses no compression",
@@ -135,10 +137,11 @@ impl RocksBackend {
         Ok(RocksBackend {
             db,
             cache,
-            cf_options,
+            cf_recipe,
             path: dir.to_path_buf(),
             families,
             tables: Vec::new(),
+            prefixes: Vec::new(),
             ids: HashMap::new(),
             batch: WriteBatch::default(),
             write_options,
@@ -179,63 +182,112 @@ fn try_open(
     compression: Compression,
     cache: &Cache,
     families: &[String],
-) -> Result<(DB, Options), String> {
-    let (db_options, cf_options) = build_options(options, compression, cache);
-    let descriptors = families.iter().map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
-    let db = DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(rocksdb::Error::into_string)?;
-    Ok((db, cf_options))
+) -> Result<(DB, CfRecipe), String> {
+    let recipe = CfRecipe { options: options.clone(), compression, cache: cache.clone() };
+    let descriptors = families.iter().map(|name| ColumnFamilyDescriptor::new(name, recipe.build(prefix_of_family(name))));
+    let db = DB::open_cf_descriptors(&recipe.db_options(), dir, descriptors).map_err(rocksdb::Error::into_string)?;
+    Ok((db, recipe))
 }
 
-/// The database's options and every column family's options.
-fn build_options(options: &RocksOptions, compression: Compression, cache: &Cache) -> (Options, Options) {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    // Index and filter blocks in the cache, so they are bounded by it instead of growing
-    // with the number of SST files; level 0's stay pinned (they are read on every lookup).
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    table.set_bloom_filter(10.0, false);
-    table.set_block_size(16 << 10);
-    table.set_format_version(5);
+/// A table's column family: its name, with the range prefix length when it has one, so
+/// the database opens it again with the same prefix extractor.
+fn family_name(table: &str, options: TableOptions) -> String {
+    match options.range_prefix_len {
+        Some(n) => format!("{table}{PREFIX_MARK}{n}"),
+        None => table.to_string(),
+    }
+}
 
-    let mut cf = Options::default();
-    cf.set_block_based_table_factory(&table);
-    cf.set_write_buffer_size(options.write_buffer_bytes());
-    cf.set_max_write_buffer_number(options.max_write_buffers());
-    cf.set_level_compaction_dynamic_level_bytes(true);
-    cf.set_compression_type(match compression {
-        Compression::Lz4 => DBCompressionType::Lz4,
-        Compression::Zstd => DBCompressionType::Zstd,
-        Compression::None => DBCompressionType::None,
-    });
+const PREFIX_MARK: &str = "#range-prefix=";
 
-    let mut db = cf.clone();
-    db.create_if_missing(true);
-    db.create_missing_column_families(true);
-    db.set_max_open_files(options.max_open_files());
-    db.set_db_write_buffer_size(options.total_write_buffer_bytes());
-    db.set_max_background_jobs(2);
-    db.set_bytes_per_sync(1 << 20);
-    // Without a WAL, flushing all column families together keeps what is on disk a
-    // consistent prefix of the commits, even across tables.
-    db.set_atomic_flush(true);
-    (db, cf)
+fn table_of_family(family: &str) -> &str {
+    family.rsplit_once(PREFIX_MARK).map_or(family, |(table, _)| table)
+}
+
+fn prefix_of_family(family: &str) -> Option<usize> {
+    family.rsplit_once(PREFIX_MARK).and_then(|(_, n)| n.parse().ok())
+}
+
+/// What every column family's options are made of.
+struct CfRecipe {
+    options: RocksOptions,
+    compression: Compression,
+    cache: Cache,
+}
+
+impl CfRecipe {
+    /// A column family's options; with a range prefix, RocksDB filters seeks by a bloom
+    /// filter of key prefixes (in SST files and in the memtable).
+    fn build(&self, range_prefix: Option<usize>) -> Options {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        // Index and filter blocks in the cache, so they are bounded by it instead of growing
+        // with the number of SST files; level 0's stay pinned (they are read on every lookup).
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_bloom_filter(10.0, false);
+        table.set_block_size(16 << 10);
+        table.set_format_version(5);
+
+        let mut cf = Options::default();
+        cf.set_write_buffer_size(self.options.write_buffer_bytes());
+        cf.set_max_write_buffer_number(self.options.max_write_buffers());
+        cf.set_level_compaction_dynamic_level_bytes(true);
+        cf.set_compression_type(match self.compression {
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Zstd => DBCompressionType::Zstd,
+            Compression::None => DBCompressionType::None,
+        });
+        if let Some(n) = range_prefix {
+            // Such tables are read by range within a prefix, never by whole key.
+            table.set_whole_key_filtering(false);
+            cf.set_prefix_extractor(SliceTransform::create_fixed_prefix(n));
+            cf.set_memtable_prefix_bloom_ratio(0.05);
+        }
+        cf.set_block_based_table_factory(&table);
+        cf
+    }
+
+    /// The database's options.
+    fn db_options(&self) -> Options {
+        let mut db = self.build(None);
+        db.create_if_missing(true);
+        db.create_missing_column_families(true);
+        db.set_max_open_files(self.options.max_open_files());
+        db.set_db_write_buffer_size(self.options.total_write_buffer_bytes());
+        db.set_max_background_jobs(2);
+        db.set_bytes_per_sync(1 << 20);
+        // Without a WAL, flushing all column families together keeps what is on disk a
+        // consistent prefix of the commits, even across tables.
+        db.set_atomic_flush(true);
+        db
+    }
 }
 
 impl StateBackend for RocksBackend {
-    fn open_table(&mut self, name: &str) -> Result<TableId, StateError> {
+    fn open_table_with(&mut self, name: &str, options: TableOptions) -> Result<TableId, StateError> {
         check_table_name(name, || self.backend())?;
         if let Some(&id) = self.ids.get(name) {
             return Ok(TableId(id));
         }
-        if self.db.cf_handle(name).is_none() {
-            self.db
-                .create_cf(name, &self.cf_options)
-                .map_err(|e| rocks_error(format!("open table {name:?}"), &self.path, e))?;
-            self.families.push(name.to_string());
+        // A table keeps the options it was created with.
+        if name.contains(PREFIX_MARK) {
+            return Err(StateError::InvalidTableName { name: name.into(), backend: self.backend(), reason: "contains `#range-prefix=`" });
         }
+        let family = match self.families.iter().find(|f| table_of_family(f) == name).cloned() {
+            Some(f) => f,
+            None => {
+                let family = family_name(name, options);
+                self.db
+                    .create_cf(&family, &self.cf_recipe.build(options.range_prefix_len))
+                    .map_err(|e| rocks_error(format!("open table {name:?}"), &self.path, e))?;
+                self.families.push(family.clone());
+                family
+            }
+        };
         let id = self.tables.len() as u32;
-        self.tables.push(name.to_string());
+        self.prefixes.push(prefix_of_family(&family));
+        self.tables.push(family);
         self.ids.insert(name.to_string(), id);
         Ok(TableId(id))
     }
@@ -286,6 +338,8 @@ impl StateBackend for RocksBackend {
     ) -> Result<(), StateError> {
         let cf = self.cf("scan", table)?;
         let mut read_options = ReadOptions::default();
+        // A scan may cross prefixes: not in prefix mode.
+        read_options.set_total_order_seek(true);
         if let Some(end) = end {
             if end <= start {
                 return Ok(());
@@ -310,7 +364,13 @@ impl StateBackend for RocksBackend {
         visit: &mut dyn FnMut(usize, &[u8], &[u8]),
     ) -> Result<(), StateError> {
         let cf = self.cf("scan", table)?;
-        let mut iter = self.db.raw_iterator_cf_opt(cf, ReadOptions::default());
+        let mut read_options = ReadOptions::default();
+        match self.prefixes.get(table.index()).copied().flatten() {
+            // Each range lies within one prefix: seeks consult the prefix bloom filters.
+            Some(_) => read_options.set_prefix_same_as_start(true),
+            None => read_options.set_total_order_seek(true),
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(cf, read_options);
         for (i, (start, end)) in ranges.iter().enumerate() {
             iter.seek(start);
             while let Some((key, value)) = iter.item() {

@@ -3,11 +3,16 @@
 //! - `main`: `fire_time ++ seq` → the main event. Everything whose window has
 //!   ended by watermark W is the prefix of the table up to W: firing is one
 //!   ordered scan, and cleaning up one range delete.
-//! - one table per other input: `bucket ++ key_len ++ key ++ time ++ seq` →
-//!   the event. A main event's matches are found with one range scan per
-//!   bucket its window covers (two, with the default bucket = window
-//!   length); a bucket whose events can no longer match any window is
-//!   dropped with one range delete.
+//! - one table per other input: `bucket ++ hash(key) ++ time ++ seq` →
+//!   the event (32 bytes). A main event's matches are found with one range
+//!   scan per bucket its window covers (two, with the default bucket =
+//!   window length); a bucket whose events can no longer match any window
+//!   is dropped with one range delete. `bucket ++ hash(key)` is a fixed
+//!   16-byte prefix that every scan stays within, so RocksDB's prefix bloom
+//!   filters answer most lookups of keys without matches (most
+//!   impressions get no click) without reading a block. The key itself is
+//!   in the value: a match is checked against it, so a hash collision
+//!   costs a read, never a wrong match.
 //!
 //! Times are big-endian with the sign bit flipped, so byte order is time
 //! order; `seq` (per join, increasing) keeps equal times apart and in
@@ -41,29 +46,48 @@ pub(crate) fn main_end(t: i64) -> Vec<u8> {
     k
 }
 
-/// `bucket ++ key_len ++ key`: where one key's events of one bucket start.
-pub(crate) fn bucket_prefix(bucket: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + 4 + key.len() + 16);
-    k.extend_from_slice(&time_bytes(bucket));
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    k.extend_from_slice(key);
+/// Length of the prefix shared by an other input's keys of one join key
+/// and bucket: `bucket ++ hash(key)`.
+pub(crate) const OTHER_PREFIX_LEN: usize = 16;
+
+/// The stable hash of a join key that other-input keys are ordered by.
+#[cfg(not(test))]
+fn key_hash(key: &[u8]) -> [u8; 8] {
+    xxhash_rust::xxh3::xxh3_64(key).to_be_bytes()
+}
+
+/// Unit tests hash by length alone: keys collide all the time, so the
+/// join's tests (against a nested-loop reference) prove collisions are
+/// resolved. (The end-to-end tests and the bench use the real hash.)
+#[cfg(test)]
+fn key_hash(key: &[u8]) -> [u8; 8] {
+    (key.len() as u64).to_be_bytes()
+}
+
+/// `bucket ++ hash(key)`: where one key's events of one bucket start.
+fn bucket_prefix(bucket: i64, key: &[u8]) -> [u8; OTHER_PREFIX_LEN] {
+    let mut k = [0u8; OTHER_PREFIX_LEN];
+    k[..8].copy_from_slice(&time_bytes(bucket));
+    k[8..].copy_from_slice(&key_hash(key));
     k
 }
 
 /// Key of an event of an other input.
-pub(crate) fn other_key(bucket: i64, key: &[u8], time: i64, seq: u64) -> Vec<u8> {
-    let mut k = bucket_prefix(bucket, key);
-    k.extend_from_slice(&time_bytes(time));
-    k.extend_from_slice(&seq.to_be_bytes());
+pub(crate) fn other_key(bucket: i64, key: &[u8], time: i64, seq: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&bucket_prefix(bucket, key));
+    k[16..24].copy_from_slice(&time_bytes(time));
+    k[24..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
-/// The range of one key's events at times `lo..=hi` within a bucket.
+/// The range of one key's events at times `lo..=hi` within a bucket (and
+/// of the keys whose hash collides with its; see the module docs).
 pub(crate) fn other_range(bucket: i64, key: &[u8], lo: i64, hi: i64) -> (Vec<u8>, Vec<u8>) {
     let prefix = bucket_prefix(bucket, key);
-    let mut start = prefix.clone();
+    let mut start = prefix.to_vec();
     start.extend_from_slice(&time_bytes(lo));
-    let mut end = prefix;
+    let mut end = prefix.to_vec();
     end.extend_from_slice(&time_bytes(hi));
     end.extend_from_slice(&[0xFF; 9]);
     (start, end)
@@ -85,32 +109,45 @@ pub(crate) struct Stored {
     pub event: Event,
     pub origin: Origin,
     pub join_key: Vec<u8>,
+    /// Set on arrival when the value is a JSON object whose member names
+    /// are unique and none starts with an output prefix of the merge
+    /// joiner: its names cannot collide, so firing need not parse it.
+    pub plain_names: bool,
 }
 
-/// A compact binary encoding (state is written once per event and read
-/// once when it fires: no need for a self-describing format).
+#[cfg(test)]
 pub(crate) fn encode(s: &Stored) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(s, &mut out);
+    out
+}
+
+/// A compact binary encoding, into `out` (cleared first, its allocation
+/// reused). State is written once per event and read once when it fires:
+/// no need for a self-describing format.
+pub(crate) fn encode_into(s: &Stored, out: &mut Vec<u8>) {
     let e = &s.event;
-    let mut out = Vec::with_capacity(40 + e.value.len() + s.join_key.len() + s.origin.source.len());
-    out.push(1); // format version
+    out.clear();
+    out.reserve(40 + e.value.len() + s.join_key.len() + s.origin.source.len());
+    out.push(2); // format version
+    out.push(u8::from(s.plain_names));
     out.extend_from_slice(&e.timestamp.to_le_bytes());
     out.extend_from_slice(&s.origin.position.to_le_bytes());
-    put_bytes(&mut out, s.origin.source.as_bytes());
-    put_bytes(&mut out, &s.join_key);
+    put_bytes(out, s.origin.source.as_bytes());
+    put_bytes(out, &s.join_key);
     match &e.key {
         Some(k) => {
             out.push(1);
-            put_bytes(&mut out, k);
+            put_bytes(out, k);
         }
         None => out.push(0),
     }
-    put_bytes(&mut out, &e.value);
+    put_bytes(out, &e.value);
     out.extend_from_slice(&(e.headers.len() as u32).to_le_bytes());
     for h in &e.headers {
-        put_bytes(&mut out, h.name.as_bytes());
-        put_bytes(&mut out, &h.value);
+        put_bytes(out, h.name.as_bytes());
+        put_bytes(out, &h.value);
     }
-    out
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -118,16 +155,39 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Decodes what [`encode`] wrote; `None` if the bytes are not such a record
+/// Decodes what [`encode_into`] wrote; `None` if the bytes are not such a record
 /// (state written by another version, or damaged).
 pub(crate) fn decode(bytes: &[u8]) -> Option<Stored> {
-    let mut r = Reader(bytes);
-    if r.take(1)? != [1] {
-        return None;
+    decode_in(bytes, &mut SourceNames::default())
+}
+
+/// Source names already decoded, shared: a fired chunk holds thousands of
+/// events from a handful of sources.
+#[derive(Default)]
+pub(crate) struct SourceNames(Vec<std::sync::Arc<str>>);
+
+impl SourceNames {
+    fn get(&mut self, name: &[u8]) -> Option<std::sync::Arc<str>> {
+        if let Some(known) = self.0.iter().find(|n| n.as_bytes() == name) {
+            return Some(known.clone());
+        }
+        let name: std::sync::Arc<str> = std::str::from_utf8(name).ok()?.into();
+        self.0.push(name.clone());
+        Some(name)
     }
+}
+
+/// [`decode`], sharing source names through `names`.
+pub(crate) fn decode_in(bytes: &[u8], names: &mut SourceNames) -> Option<Stored> {
+    let mut r = Reader(bytes);
+    let plain_names = match r.take(1)?[0] {
+        1 => false, // before the flags byte
+        2 => r.take(1)?[0] == 1,
+        _ => return None,
+    };
     let timestamp = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let position = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
-    let source: std::sync::Arc<str> = std::str::from_utf8(r.bytes()?).ok()?.into();
+    let source = names.get(r.bytes()?)?;
     let join_key = r.bytes()?.to_vec();
     let key = match r.take(1)?[0] {
         0 => None,
@@ -140,7 +200,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Stored> {
         let name = std::str::from_utf8(r.bytes()?).ok()?.to_string();
         headers.push(Header { name, value: r.bytes()?.to_vec() });
     }
-    Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position }, join_key })
+    Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position }, join_key, plain_names })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -181,13 +241,16 @@ mod tests {
         ) {
             let hi = lo + len;
             let (start, end) = other_range(bucket, &key, lo, hi);
-            let mine = other_key(bucket, &key, t, seq);
+            let (start, end) = (start.as_slice(), end.as_slice());
+            let mine = &other_key(bucket, &key, t, seq)[..];
             prop_assert_eq!(start <= mine && mine < end, lo <= t && t <= hi);
-            if other != key {
-                let theirs = other_key(bucket, &other, t, seq);
-                prop_assert!(!(start <= theirs && theirs < end), "another key never falls in the range");
+            if key_hash(&other) != key_hash(&key) {
+                let theirs = &other_key(bucket, &other, t, seq)[..];
+                prop_assert!(!(start <= theirs && theirs < end), "another key (another hash) never falls in the range");
             }
-            let later = other_key(bucket + 1, &key, t, seq);
+            prop_assert_eq!(&mine[..OTHER_PREFIX_LEN], &start[..OTHER_PREFIX_LEN], "one prefix per key and bucket");
+            prop_assert_eq!(&end[..OTHER_PREFIX_LEN], &start[..OTHER_PREFIX_LEN], "a range stays within its prefix");
+            let later = &other_key(bucket + 1, &key, t, seq)[..];
             prop_assert!(later >= end, "the next bucket comes after");
         }
 
@@ -200,11 +263,13 @@ mod tests {
         fn stored_events_round_trip(
             value in proptest::collection::vec(any::<u8>(), 0..50), key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5)),
             ts in any::<i64>(), pos in any::<u64>(), jk in proptest::collection::vec(any::<u8>(), 0..5), hname in ".{0,5}",
+            plain_names in any::<bool>(),
         ) {
             let s = Stored {
                 event: Event { key, value, timestamp: ts, headers: vec![Header { name: hname, value: vec![1, 2] }] },
                 origin: Origin { source: "src".into(), position: pos },
                 join_key: jk,
+                plain_names,
             };
             prop_assert_eq!(decode(&encode(&s)), Some(s.clone()));
             let bytes = encode(&s);

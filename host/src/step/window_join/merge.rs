@@ -1,5 +1,7 @@
 //! The built-in joiner: merges JSON objects, with a prefix per input.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::layout::Stored;
@@ -9,20 +11,43 @@ use crate::event::Event;
 pub(crate) struct MergeJoiner {
     /// Field-name prefix of each other input, in input order.
     prefixes: Vec<String>,
+    /// The same, JSON-escaped without the quotes (written as they are).
+    escaped: Vec<Vec<u8>>,
 }
 
 impl MergeJoiner {
     pub(crate) fn new(prefixes: Vec<String>) -> Self {
-        MergeJoiner { prefixes }
+        let escaped = prefixes
+            .iter()
+            .map(|p| {
+                let quoted = serde_json::to_vec(p).unwrap_or_else(|_| b"\"\"".to_vec());
+                quoted[1..quoted.len() - 1].to_vec()
+            })
+            .collect();
+        MergeJoiner { prefixes, escaped }
+    }
+
+    /// Whether an object with member `names` can never collide with a
+    /// match's prefixed names: its names are unique and none starts with
+    /// a prefix. Decided once on arrival (see `Stored::plain_names`).
+    pub(crate) fn plain(&self, names: &[Cow<'_, str>]) -> bool {
+        if names.iter().any(|n| self.prefixes.iter().any(|p| n.starts_with(p.as_str()))) {
+            return false;
+        }
+        let mut hashes: Vec<u64> = names.iter().map(|n| name_hash(b"", n.as_bytes())).collect();
+        hashes.sort_unstable();
+        hashes.windows(2).all(|w| w[0] != w[1])
     }
 
     /// The output for `main` and its matches, grouped by other input (in
     /// input order) and ordered by time within an input.
     pub(crate) fn join(&self, main: &Stored, matches: &[Vec<Stored>]) -> Result<Event, String> {
-        if let Some(value) = self.splice(main, matches) {
-            return Ok(Event { value, ..main.event.clone() });
-        }
-        self.join_parsed(main, matches)
+        let value = match self.splice(main, matches) {
+            Some(value) => value,
+            None => self.join_parsed(main, matches)?,
+        };
+        let e = &main.event;
+        Ok(Event { key: e.key.clone(), value, timestamp: e.timestamp, headers: e.headers.clone() })
     }
 
     /// The fast path: the main event's bytes with the matches' members
@@ -32,40 +57,47 @@ impl MergeJoiner {
     /// those.
     fn splice(&self, main: &Stored, matches: &[Vec<Stored>]) -> Option<Vec<u8>> {
         let bytes = &main.event.value;
-        let top = crate::record_schema::members(bytes).ok()?;
         let close = bytes.iter().rposition(|&b| b == b'}')?;
-        let mut names: std::collections::HashSet<String> = top.0.iter().map(|(k, _)| k.to_string()).collect();
-        if names.len() != top.0.len() {
-            return None; // a repeated name in the main object: let the parser decide
-        }
-        let mut out = Vec::with_capacity(bytes.len() + 64);
-        out.extend_from_slice(&bytes[..close]);
-        let mut first = top.0.is_empty();
-        let mut member = |out: &mut Vec<u8>, name: String, raw: &[u8]| -> Option<()> {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut *out, &name).ok()?;
-            out.push(b':');
-            out.extend_from_slice(raw);
-            names.insert(name).then_some(())
+        // Output names by hash: equal hashes (a repeat, or rarely a
+        // collision) send the case to the general path, so no name is
+        // ever written twice. A plain main event's names cannot collide
+        // with any match's, so they need not be read again.
+        let (mut hashes, mut first) = if main.plain_names {
+            (Vec::new(), bytes[..close].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+        } else {
+            let mut names = Vec::with_capacity(32);
+            crate::record_schema::member_names(bytes, &mut names).ok()?;
+            (names.iter().map(|n| name_hash(b"", n.as_bytes())).collect::<Vec<u64>>(), names.is_empty())
         };
-        for (prefix, group) in self.prefixes.iter().zip(matches) {
+        let extra: usize = matches.iter().flatten().map(|m| m.event.value.len()).sum();
+        let mut out = Vec::with_capacity(bytes.len() + extra + 32 * matches.len());
+        out.extend_from_slice(&bytes[..close]);
+        let mut count = String::new();
+        for ((prefix, escaped), group) in self.prefixes.iter().zip(&self.escaped).zip(matches) {
             for m in group {
                 let fields = crate::record_schema::members(&m.event.value).ok()?;
-                for (k, v) in fields.0 {
-                    member(&mut out, format!("{prefix}{k}"), v.get().as_bytes())?;
+                for (k, v) in &fields.0 {
+                    hashes.push(name_hash(prefix.as_bytes(), k.as_bytes()));
+                    write_name(&mut out, &mut first, prefix, escaped, k);
+                    out.extend_from_slice(v.get().as_bytes());
                 }
             }
-            member(&mut out, format!("{prefix}count"), group.len().to_string().as_bytes())?;
+            hashes.push(name_hash(prefix.as_bytes(), b"count"));
+            write_name(&mut out, &mut first, prefix, escaped, &Cow::Borrowed("count"));
+            count.clear();
+            std::fmt::Write::write_fmt(&mut count, format_args!("{}", group.len())).ok()?;
+            out.extend_from_slice(count.as_bytes());
         }
         out.push(b'}');
+        hashes.sort_unstable();
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
         Some(out)
     }
 
     /// The general path: parse, merge (later wins), serialise.
-    fn join_parsed(&self, main: &Stored, matches: &[Vec<Stored>]) -> Result<Event, String> {
+    fn join_parsed(&self, main: &Stored, matches: &[Vec<Stored>]) -> Result<Vec<u8>, String> {
         let mut out = object(&main.event.value).ok_or("the main event is not a JSON object")?;
         for (prefix, group) in self.prefixes.iter().zip(matches) {
             for m in group {
@@ -79,9 +111,39 @@ impl MergeJoiner {
             }
             out.insert(format!("{prefix}count"), Value::from(group.len()));
         }
-        let value = serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())?;
-        Ok(Event { value, ..main.event.clone() })
+        serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
     }
+}
+
+/// FNV-1a over `prefix ++ name`: the same for every split of the same
+/// output name (a main field `c.x` and a match field `x` with prefix `c.`).
+fn name_hash(prefix: &[u8], name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in prefix.iter().chain(name) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Writes `,"<prefix><name>":` (no comma before the first member).
+fn write_name(out: &mut Vec<u8>, first: &mut bool, prefix: &str, escaped_prefix: &[u8], name: &Cow<'_, str>) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    match name {
+        // Borrowed: the key had no escapes in its JSON text, so it is
+        // written back as it was.
+        Cow::Borrowed(raw) => {
+            out.push(b'"');
+            out.extend_from_slice(escaped_prefix);
+            out.extend_from_slice(raw.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(name) => {
+            let _ = serde_json::to_writer(&mut *out, &format!("{prefix}{name}"));
+        }
+    }
+    out.push(b':');
 }
 
 fn object(bytes: &[u8]) -> Option<Map<String, Value>> {
@@ -101,6 +163,7 @@ mod tests {
             event: Event { key: Some(b"k".to_vec()), value: value.as_bytes().to_vec(), timestamp: t, headers: vec![] },
             origin: Origin { source: "s".into(), position: 1 },
             join_key: b"r1".to_vec(),
+            plain_names: false,
         }
     }
 
@@ -122,21 +185,38 @@ mod tests {
     #[test]
     fn the_spliced_output_equals_the_parsed_one() {
         let j = MergeJoiner::new(vec!["c_".into()]);
-        let cases: [(&str, Vec<&str>); 5] = [
+        let cases: [(&str, Vec<&str>); 7] = [
             (r#"{"id":"r1","n":1.50,"o":{"a":[1,2]}}"#, vec![]),
             (r#" { "id" : "r1" } "#, vec![r#"{"dwell":3,"s":"a\"b"}"#]),
             ("{}", vec![r#"{"x":null}"#]),
             (r#"{"c_x":1}"#, vec![r#"{"x":2}"#]),                 // collides with a main field
             (r#"{"id":1}"#, vec![r#"{"x":1}"#, r#"{"x":2}"#]),    // a later match wins
+            (r#"{"c_count":1}"#, vec![]),                           // collides with the count
+            (r#"{"a\u0041":1,"q":"\n"}"#, vec![r#"{"b\"":[1,{"c":2}]}"#]), // escaped names
         ];
-        for (main, clicks) in cases {
-            let m = stored(main, 1);
-            let groups = vec![clicks.iter().map(|c| stored(c, 2)).collect::<Vec<_>>()];
-            let fast: Value = serde_json::from_slice(&j.join(&m, &groups).unwrap().value).unwrap();
-            let slow: Value = serde_json::from_slice(&j.join_parsed(&m, &groups).unwrap().value).unwrap();
-            assert_eq!(fast, slow, "{main} + {clicks:?}");
+        for j in [&j, &MergeJoiner::new(vec!["c\"".into()])] {
+            for (main, clicks) in &cases {
+                let m = stored(main, 1);
+                let groups = vec![clicks.iter().map(|c| stored(c, 2)).collect::<Vec<_>>()];
+                let fast: Value = serde_json::from_slice(&j.join(&m, &groups).unwrap().value).unwrap();
+                let slow: Value = serde_json::from_slice(&j.join_parsed(&m, &groups).unwrap()).unwrap();
+                assert_eq!(fast, slow, "{main} + {clicks:?}");
+                let mut names = Vec::new();
+                crate::record_schema::member_names(main.as_bytes(), &mut names).unwrap();
+                let plain = Stored { plain_names: j.plain(&names), ..m.clone() };
+                let known: Value = serde_json::from_slice(&j.join(&plain, &groups).unwrap().value).unwrap();
+                assert_eq!(known, slow, "{main} + {clicks:?}, names known on arrival");
+            }
         }
         let groups = vec![vec![stored(r#"{"x":1}"#, 2), stored(r#"{"x":2}"#, 3)]];
         assert!(j.splice(&stored("{}", 1), &groups).is_none(), "repeated names take the general path");
+        let names = |v: &'static str| {
+            let mut n = Vec::new();
+            crate::record_schema::member_names(v.as_bytes(), &mut n).unwrap();
+            n
+        };
+        assert!(j.plain(&names(r#"{"a":1,"b":2}"#)));
+        assert!(!j.plain(&names(r#"{"a":1,"a":2}"#)), "a repeated name");
+        assert!(!j.plain(&names(r#"{"a":1,"c_x":2}"#)), "a name with an output prefix");
     }
 }

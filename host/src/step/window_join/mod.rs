@@ -11,9 +11,10 @@ mod merge;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
-use crate::record_schema::top_level;
 
 use super::udf::{scalar_to_json, UdfArg};
 use super::{dead_kind, Operator, StepContext};
@@ -21,8 +22,8 @@ use crate::config::{EmitPolicy, JoinKey, JoinMode, JoinerConfig, WindowJoinConfi
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
 use crate::plugin::{JoinCase, JoinerRunner, Outcome, Scalar, UdfRunner};
-use crate::state::{StateBackend, StateError, TableId};
-use layout::{bucket_of, decode, encode, main_end, main_key, other_key, other_range, Stored};
+use crate::state::{StateBackend, StateError, TableId, TableOptions};
+use layout::{bucket_of, decode, decode_in, SourceNames, main_end, main_key, other_key, other_range, Stored};
 use merge::MergeJoiner;
 
 /// How an input's join key is found.
@@ -100,6 +101,8 @@ pub struct WindowJoin {
     earliest_fire: Option<i64>,
     /// Main keys below this have fired and been deleted.
     fired_below: Vec<u8>,
+    /// Reused for encoding each arriving event.
+    scratch: Vec<u8>,
 }
 
 impl WindowJoin {
@@ -150,6 +153,7 @@ impl WindowJoin {
             expired_below: i64::MIN,
             earliest_fire: None,
             fired_below: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -208,22 +212,29 @@ impl WindowJoin {
 
     /// The join key of `event` from input `port` (a field or the event key),
     /// or why there is none.
-    fn join_key(&self, port: usize, event: &Event) -> Result<Vec<u8>, String> {
+    /// Reading the top level for a field key also appends its member
+    /// names to `names`, when given.
+    fn join_key<'e>(&self, port: usize, event: &'e Event, mut names: Option<&mut Vec<Cow<'e, str>>>) -> Result<Vec<u8>, String> {
         let path = match &self.keys[port] {
             KeySpec::Field(path) => path,
             KeySpec::EventKey => return event.key.clone().ok_or_else(|| "no event key to join on".to_string()),
             KeySpec::Udf { .. } => return Err("the key's UDF was not called".into()),
         };
-        // Borrowed, top level only: members are not parsed unless on the path.
+        // One borrowed pass per level on the path: other members are
+        // checked but not kept.
         let dotted = || path.join(".");
-        let mut raw: &serde_json::value::RawValue = {
-            let top = top_level(&event.value).map_err(|e| format!("not a JSON object: {e}"))?;
-            top.0.get(path[0].as_str()).copied().ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?
-        };
-        for seg in &path[1..] {
-            let inner = top_level(raw.get().as_bytes()).map_err(|_| format!("no join key: `$.{}` is not inside an object", dotted()))?;
-            raw = inner.0.get(seg.as_str()).copied().ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?;
+        let mut bytes: &[u8] = &event.value;
+        let mut raw = None;
+        for (depth, seg) in path.iter().enumerate() {
+            let found = crate::record_schema::member_and_names(bytes, seg, names.take()).map_err(|e| match depth {
+                0 => format!("not a JSON object: {e}"),
+                _ => format!("no join key: `$.{}` is not inside an object", dotted()),
+            })?;
+            let found = found.ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?;
+            bytes = found.get().as_bytes();
+            raw = Some(found);
         }
+        let Some(raw) = raw else { return Err("an empty join key path".into()) };
         let text = raw.get();
         match text.as_bytes()[0] {
             b'"' => serde_json::from_str::<String>(text).map(String::into_bytes).map_err(|e| e.to_string()),
@@ -259,8 +270,14 @@ impl WindowJoin {
             }
         }
         let mut all: Vec<Vec<Vec<Stored>>> = mains.iter().map(|_| vec![Vec::new(); others.len()]).collect();
+        let mut names = SourceNames::default();
         for (k, &table) in others.iter().enumerate() {
-            state.scan_ranges(table, &ranges, &mut |r, _, v| all[owner[r]][k].extend(decode(v)))?;
+            state.scan_ranges(table, &ranges, &mut |r, _, v| {
+                // The range holds every key with the same hash: keep the main's own.
+                if let Some(m) = decode_in(v, &mut names).filter(|m| m.join_key == mains[owner[r]].join_key) {
+                    all[owner[r]][k].push(m);
+                }
+            })?;
         }
         Ok(all)
     }
@@ -270,16 +287,15 @@ impl WindowJoin {
     fn matches_of(&self, state: &dyn StateBackend, main: &Stored) -> Result<Vec<Vec<Stored>>, StateError> {
         let t = main.event.timestamp;
         let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
+        let ranges: Vec<_> = (bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket))
+            .map(|b| other_range(b, &main.join_key, lo, hi))
+            .collect();
         let mut groups = Vec::with_capacity(self.tables().others.len());
         for &table in &self.tables().others {
             let mut group = Vec::new();
-            for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
-                let (from, to) = other_range(b, &main.join_key, lo, hi);
-                state.scan(table, &from, Some(&to), &mut |_, v| {
-                    group.extend(decode(v));
-                    true
-                })?;
-            }
+            state.scan_ranges(table, &ranges, &mut |_, _, v| {
+                group.extend(decode(v).filter(|m| m.join_key == main.join_key));
+            })?;
             groups.push(group);
         }
         Ok(groups)
@@ -344,7 +360,17 @@ impl WindowJoin {
         ctx: &mut StepContext<'_>,
     ) -> Result<(), StateError> {
         let t = event.timestamp;
-        let key = key.unwrap_or_else(|| self.join_key(port, &event).map_err(|reason| (DeadKind::StepError, reason)));
+        let merge = match &self.joiner {
+            Joiner::Merge(m) => Some(m),
+            Joiner::Plugin(..) => None,
+        };
+        // A main event's names, for the merge joiner: read with the key
+        // when the key is a field, so firing need not read them again.
+        let want_names = port == 0 && merge.is_some();
+        let mut names = Vec::new();
+        let key = key.unwrap_or_else(|| {
+            self.join_key(port, &event, want_names.then_some(&mut names)).map_err(|reason| (DeadKind::StepError, reason))
+        });
         let join_key = match key {
             Ok(k) => k,
             Err((kind, reason)) => {
@@ -355,13 +381,22 @@ impl WindowJoin {
         };
         // The default joiner merges objects: refuse anything else now, not
         // when the window fires an hour later. (A plugin joiner takes any
-        // value.)
-        let needs_object = matches!(self.joiner, Joiner::Merge(_)) && matches!(self.keys[port], KeySpec::EventKey);
-        if needs_object && crate::record_schema::top_level(&event.value).is_err() {
+        // value. A field key was read from an object already.)
+        let key_read_object = matches!(self.keys[port], KeySpec::Field(_));
+        let object = if merge.is_none() || key_read_object {
+            true
+        } else if want_names {
+            crate::record_schema::member_names(&event.value, &mut names).is_ok()
+        } else {
+            crate::record_schema::is_object(&event.value)
+        };
+        if !object {
             let reason = format!("input `{}`: the value is not a JSON object", self.inputs[port]);
             ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
             return Ok(());
         }
+        let plain_names = want_names && merge.is_some_and(|m| m.plain(&names));
+        drop(names);
         let done = if port == 0 { self.fire_time(t) } else { self.other_done_time(t) };
         if done <= ctx.watermark {
             let reason = if port == 0 {
@@ -373,8 +408,9 @@ impl WindowJoin {
             return Ok(());
         }
         let seq = self.next_seq();
-        let stored = Stored { event, origin, join_key };
-        let bytes = encode(&stored);
+        let stored = Stored { event, origin, join_key, plain_names };
+        let mut bytes = std::mem::take(&mut self.scratch);
+        layout::encode_into(&stored, &mut bytes);
         let tables = self.tables();
         let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
         if port == 0 {
@@ -402,17 +438,16 @@ impl WindowJoin {
                 // Waiting main events this one falls in the window of:
                 // main times in [t - end, t - start].
                 let (lo, hi) = (t.saturating_sub(self.end), t.saturating_sub(self.start));
+                let ranges: Vec<_> = (bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket))
+                    .map(|b| other_range(b, &stored.join_key, lo, hi))
+                    .collect();
                 let mut mains = Vec::new();
-                for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
-                    let (from, to) = other_range(b, &stored.join_key, lo, hi);
-                    ctx.state.scan(main_by_key, &from, Some(&to), &mut |_, main_key| {
-                        mains.push(main_key.to_vec());
-                        true
-                    })?;
-                }
+                ctx.state.scan_ranges(main_by_key, &ranges, &mut |_, _, main_key| mains.push(main_key.to_vec()))?;
                 let n = self.tables().others.len();
                 for key in mains {
-                    if let Some(main) = ctx.state.get(main_table, &key)?.as_deref().and_then(decode) {
+                    let main = ctx.state.get(main_table, &key)?.as_deref().and_then(decode);
+                    // (The index is by key hash: skip another key's main event.)
+                    if let Some(main) = main.filter(|m| m.join_key == stored.join_key) {
                         let main = self.pending.add_main(main);
                         self.pending.cases.push((main, single(n, port - 1, &stored)));
                         ctx.state.put(matched, &key, b"")?;
@@ -420,6 +455,7 @@ impl WindowJoin {
                 }
             }
         }
+        self.scratch = bytes;
         if self.emit == EmitPolicy::OnMatch {
             // Matching reads committed state: make this event visible to the
             // next one of the batch.
@@ -438,22 +474,28 @@ impl WindowJoin {
     fn fire(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Result<(Batch, bool), StateError> {
         let tables = self.tables();
         let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
-        let mut due: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // (main key, the event; `None` if its bytes do not decode).
+        let mut due: Vec<([u8; 16], Option<Stored>)> = Vec::with_capacity(FIRE_CHUNK);
+        let mut names = layout::SourceNames::default();
         // Start past what earlier firings deleted: a scan from the table's
         // start would step over all their tombstones.
         ctx.state.scan(main_table, &self.fired_below, Some(&main_end(watermark)), &mut |k, v| {
-            due.push((k.to_vec(), v.to_vec()));
+            let mut key = [0u8; 16];
+            if k.len() == 16 {
+                key.copy_from_slice(k);
+            }
+            due.push((key, layout::decode_in(v, &mut names)));
             due.len() < FIRE_CHUNK
         })?;
         let mut out = Batch::with_capacity(due.len());
-        let decoded: Vec<Option<Stored>> = due.iter().map(|(_, bytes)| decode(bytes)).collect();
+        let (keys, decoded): (Vec<[u8; 16]>, Vec<Option<Stored>>) = due.into_iter().unzip();
         let mut found = if self.emit == EmitPolicy::OnWindowEnd {
             let mains: Vec<&Stored> = decoded.iter().flatten().collect();
             self.matches_of_all(&*ctx.state, &mains)?.into_iter()
         } else {
             Vec::new().into_iter()
         };
-        for ((key, _), main) in due.iter().zip(decoded) {
+        for (key, main) in keys.iter().zip(decoded) {
             let Some(main) = main else { continue };
             match self.emit {
                 EmitPolicy::OnWindowEnd => {
@@ -478,14 +520,14 @@ impl WindowJoin {
             }
         }
         self.flush(&mut out, ctx);
-        let more = due.len() == FIRE_CHUNK;
+        let more = keys.len() == FIRE_CHUNK;
         // Point deletes: range tombstones would pile up in RocksDB's
         // memtable, and every new iterator re-sorts them all.
-        for (key, _) in &due {
+        for key in &keys {
             ctx.state.delete(main_table, key)?;
         }
-        if let Some((last, _)) = due.last() {
-            self.fired_below = last.clone();
+        if let Some(last) = keys.last() {
+            self.fired_below = last.to_vec();
             self.fired_below.push(0);
         }
         if !more {
@@ -535,14 +577,15 @@ fn single(n: usize, k: usize, m: &Stored) -> Vec<Vec<Stored>> {
 impl Operator for WindowJoin {
     fn open_state(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
         let name = &self.name;
+        let by_prefix = TableOptions { range_prefix_len: Some(layout::OTHER_PREFIX_LEN) };
         let others = self.inputs[1..]
             .iter()
-            .map(|i| state.open_table(&format!("{name}/other/{i}")))
+            .map(|i| state.open_table_with(&format!("{name}/other/{i}"), by_prefix))
             .collect::<Result<Vec<_>, _>>()?;
         let tables = Tables {
             main: state.open_table(&format!("{name}/main"))?,
             others,
-            main_by_key: state.open_table(&format!("{name}/main-by-key"))?,
+            main_by_key: state.open_table_with(&format!("{name}/main-by-key"), by_prefix)?,
             matched: state.open_table(&format!("{name}/matched"))?,
             meta: state.open_table(&format!("{name}/meta"))?,
         };
