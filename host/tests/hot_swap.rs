@@ -326,3 +326,39 @@ fn a_udf_version_must_keep_the_functions_the_pipeline_calls() {
     let summary = built.run().unwrap();
     assert_eq!(summary.node("d").unwrap().events_out, 10);
 }
+
+#[test]
+fn a_window_join_takes_its_joiner_from_the_swapped_version() {
+    // (The swap of a joiner in a running join, with its state, is tested
+    // under load elsewhere; this checks the joiner runner follows its slot.)
+    let dir = tempfile::tempdir().unwrap();
+    let joiner = build("plugins/sample-joiner-rust", WorldName::Joiner);
+    std::fs::write(dir.path().join("imps.jsonl"), "{\"ts\":1000,\"request_id\":\"r1\",\"user_id\":\"u1\",\"item_id\":\"i1\"}\n").unwrap();
+    std::fs::write(dir.path().join("clicks.jsonl"), "{\"ts\":1500,\"request_id\":\"r1\",\"dwell_ms\":100}\n").unwrap();
+    let p = json!({
+        "plugins": { "j": { "path": joiner } },
+        "sources": {
+            "imps": { "type": "file", "path": "imps.jsonl", "timestamp_field": "ts" },
+            "clicks": { "type": "file", "path": "clicks.jsonl", "timestamp_field": "ts" }
+        },
+        "steps": { "s": { "type": "window-join", "inputs": ["imps", "clicks"],
+            "keys": { "imps": "$.request_id", "clicks": "$.request_id" },
+            "window": { "start_ms": 0, "end_ms": 5000 }, "mode": "left",
+            "joiner": { "type": "plugin", "plugin": "j" } } },
+        "sinks": { "out": { "type": "file", "path": "out.jsonl", "inputs": ["s"] } },
+        "settings": { "state": { "backend": "memory" } }
+    });
+    let path = dir.path().join("pipeline.json");
+    std::fs::write(&path, p.to_string()).unwrap();
+    let built = build_pipeline(&load_pipeline(&path).unwrap(), BuildOptions::default()).unwrap();
+    let swapper = built.swapper().clone();
+    let first = swapper.registry().slot("j").unwrap().current();
+    swapper.swap_file("j", &joiner, SwapOptions::default()).unwrap();
+    let summary = built.run().unwrap();
+    assert_eq!(summary.node("s").unwrap().events_out, 1);
+    let slot = swapper.registry().slot("j").unwrap();
+    assert_eq!(slot.current().plugin.stats().snapshot().events_in, 1, "the new version joined");
+    assert_eq!(first.plugin.stats().snapshot().events_in, 0, "the first version was never called");
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert!(out.contains("\"label\":1"), "{out}");
+}

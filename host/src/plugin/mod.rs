@@ -5,6 +5,8 @@
 //! artifacts. [`PluginRuntime::load`] turns a component file into a
 //! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`],
 //! [`UdfRunner`] or [`JoinerRunner`] (one `Store` and instance each) from it.
+//! A pipeline takes its runners from the [`PluginRegistry`] instead: those
+//! follow their plugin's hot swaps, switching version between batches.
 //!
 //! Sandbox: a plugin sees only the `host` interface of `wit/plugin.wit` and,
 //! if it imports WASI (Python, Go), a WASI context with nothing in it unless
