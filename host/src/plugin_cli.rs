@@ -59,7 +59,7 @@ pub fn list(args: &AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<20} {:<10} {:<14} {:>5} {:>10} {:>10} {:>8} {:>8} {:<14} {}", "name", "world", "version", "gen", "loaded", "calls", "errors", "traps", "previous", "history");
+    println!("{:<20} {:<10} {:<14} {:>5} {:>10} {:>10} {:>8} {:>8} {:<14} history", "name", "world", "version", "gen", "loaded", "calls", "errors", "traps", "previous");
     for p in &list.plugins {
         println!("{}", line(p));
     }

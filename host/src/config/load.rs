@@ -451,6 +451,21 @@ mod tests {
     }
 
     #[test]
+    fn swap_admin_api_off_loopback_needs_a_token() {
+        let with = |settings: &str| format!(r#"{{"sources": {{"in": {{"type": "stdin"}}}}, "sinks": {{"o": {{"type": "stdout", "inputs": ["in"]}}}}, "settings": {settings}}}"#);
+        let c = parse_pipeline(&with(r#"{"admin": {}}"#)).unwrap();
+        assert_eq!(c.settings.admin.map(|a| a.bind).as_deref(), Some("127.0.0.1:0"), "loopback and a free port by default");
+        assert!(parse_pipeline(&with(r#"{"admin": {"bind": "0.0.0.0:7000", "token": "t"}}"#)).is_ok());
+        let paths = |e: Vec<ConfigError>| e.into_iter().map(|e| e.path).collect::<Vec<_>>();
+        assert_eq!(paths(errors(&with(r#"{"admin": {"bind": "0.0.0.0:7000"}}"#))), ["$.settings.admin.token"]);
+        assert_eq!(paths(errors(&with(r#"{"admin": {"bind": "localhost"}}"#))), ["$.settings.admin.bind"]);
+        let rule = r#"{"hot_swap": {"rollback": {"window_events": 10, "min_events": 20, "max_failure_rate": 1.5}}}"#;
+        let mut found = paths(errors(&with(rule)));
+        found.sort();
+        assert_eq!(found, ["$.settings.hot_swap.rollback.max_failure_rate", "$.settings.hot_swap.rollback.min_events"]);
+    }
+
+    #[test]
     fn syntax_error_has_line_and_column() {
         let e = errors("{\n  \"sources\": {,\n}");
         assert_eq!(e.len(), 1);
