@@ -14,3 +14,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod step;
+pub mod swap;

@@ -1,4 +1,8 @@
-//! The `streamhost` command: run, validate, schema, plugin build.
+//! The `streamhost` command: run, validate, schema, plugin build, and the
+//! hot-swap verbs (plugin list|swap|rollback) that talk to a running
+//! pipeline's admin API.
+
+mod plugin_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -60,6 +64,39 @@ enum PluginCommand {
         /// Rebuild even when the component is newer than the sources.
         #[arg(long)]
         force: bool,
+    },
+    /// Lists the plugins of a running pipeline: version, load time, calls, errors, traps, swaps.
+    List {
+        #[command(flatten)]
+        admin: plugin_cli::AdminArgs,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Swaps a plugin of a running pipeline for a new version (no restart).
+    Swap {
+        /// The plugin's name in pipeline.json.
+        name: String,
+        /// A component (.wasm) or a plugin source folder (built first).
+        file: PathBuf,
+        /// The new version's `init` config, as JSON (default: the current version's).
+        #[arg(long)]
+        config: Option<String>,
+        /// Try the new version on a sample of the plugin's recent input first.
+        #[arg(long)]
+        canary: bool,
+        /// Keep running and swap again every time FILE changes.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        admin: plugin_cli::AdminArgs,
+    },
+    /// Puts a plugin's previous version back (a second rollback undoes the first).
+    Rollback {
+        /// The plugin's name in pipeline.json.
+        name: String,
+        #[command(flatten)]
+        admin: plugin_cli::AdminArgs,
     },
 }
 
@@ -127,6 +164,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Plugin { command: PluginCommand::List { admin, json } } => plugin_cli::list(&admin, json),
+        Command::Plugin { command: PluginCommand::Swap { name, file, config, canary, watch, admin } } => {
+            plugin_cli::swap(&admin, &name, &file, config.as_deref(), canary, watch)
+        }
+        Command::Plugin { command: PluginCommand::Rollback { name, admin } } => plugin_cli::rollback(&admin, &name),
         Command::Plugin { command: PluginCommand::Build { dir, output, force } } => {
             match streamhost::build::build_plugin(&dir, output.as_deref(), force) {
                 Ok(b) => {

@@ -213,6 +213,40 @@ fn check_shape(text: &str, root: Value, errors: &mut Vec<ConfigError>, broken: &
     typed(text, &root_path, full, errors)
 }
 
+/// The admin API's address and token, the rollback and canary rules.
+fn check_hot_swap(s: &crate::config::Settings, err: &mut dyn FnMut(JsonPath, String)) {
+    let at = JsonPath::root().key("settings");
+    if let Some(admin) = &s.admin {
+        let at = at.key("admin");
+        match admin.bind.parse::<std::net::SocketAddr>() {
+            Err(_) => err(at.key("bind"), format!("`{}` is not an IP:PORT address (e.g. 127.0.0.1:0)", admin.bind)),
+            Ok(addr) if !addr.ip().is_loopback() && admin.token.is_none() => err(
+                at.key("token"),
+                format!("the admin API binds to {addr}, which is not a loopback address: a token is required"),
+            ),
+            Ok(_) => {}
+        }
+        if admin.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            err(at.key("token"), "must not be empty".into());
+        }
+    }
+    let rate = |v: f64| (0.0..=1.0).contains(&v);
+    let rollback = &s.hot_swap.rollback;
+    let at = at.key("hot_swap");
+    if !rate(rollback.max_failure_rate) {
+        err(at.key("rollback").key("max_failure_rate"), "must be between 0 and 1".into());
+    }
+    if rollback.window_events == 0 {
+        err(at.key("rollback").key("window_events"), "must be at least 1".into());
+    }
+    if rollback.min_events > rollback.window_events {
+        err(at.key("rollback").key("min_events"), format!("must not exceed window_events ({})", rollback.window_events));
+    }
+    if !rate(s.hot_swap.canary.max_failure_rate) {
+        err(at.key("canary").key("max_failure_rate"), "must be between 0 and 1".into());
+    }
+}
+
 /// Names resolve, the DAG has no cycle, plugins are used as their world.
 fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors: &mut Vec<ConfigError>) {
     let root = JsonPath::root();
@@ -230,6 +264,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     if c.settings.channel_batches == 0 {
         err(root.key("settings").key("channel_batches"), "must be at least 1".into());
     }
+    check_hot_swap(&c.settings, &mut err);
     for (name, s) in &c.sources {
         if let SourceConfig::Generator { dirty_ratio, event_time, impressions, .. } = s {
             if !(0.0..=1.0).contains(dirty_ratio) {
@@ -413,6 +448,21 @@ mod tests {
     fn accepts_a_valid_pipeline() {
         let c = parse_pipeline(OK).unwrap();
         assert_eq!(c.steps["a"].inputs(), ["in"]);
+    }
+
+    #[test]
+    fn swap_admin_api_off_loopback_needs_a_token() {
+        let with = |settings: &str| format!(r#"{{"sources": {{"in": {{"type": "stdin"}}}}, "sinks": {{"o": {{"type": "stdout", "inputs": ["in"]}}}}, "settings": {settings}}}"#);
+        let c = parse_pipeline(&with(r#"{"admin": {}}"#)).unwrap();
+        assert_eq!(c.settings.admin.map(|a| a.bind).as_deref(), Some("127.0.0.1:0"), "loopback and a free port by default");
+        assert!(parse_pipeline(&with(r#"{"admin": {"bind": "0.0.0.0:7000", "token": "t"}}"#)).is_ok());
+        let paths = |e: Vec<ConfigError>| e.into_iter().map(|e| e.path).collect::<Vec<_>>();
+        assert_eq!(paths(errors(&with(r#"{"admin": {"bind": "0.0.0.0:7000"}}"#))), ["$.settings.admin.token"]);
+        assert_eq!(paths(errors(&with(r#"{"admin": {"bind": "localhost"}}"#))), ["$.settings.admin.bind"]);
+        let rule = r#"{"hot_swap": {"rollback": {"window_events": 10, "min_events": 20, "max_failure_rate": 1.5}}}"#;
+        let mut found = paths(errors(&with(rule)));
+        found.sort();
+        assert_eq!(found, ["$.settings.hot_swap.rollback.max_failure_rate", "$.settings.hot_swap.rollback.min_events"]);
     }
 
     #[test]

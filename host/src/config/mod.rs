@@ -65,6 +65,91 @@ pub struct Settings {
     /// its last checkpoint automatically (`streamhost run --fresh` starts
     /// over), and file sinks are exactly once across a crash.
     pub checkpoint: Option<CheckpointSettings>,
+    /// Hot swap of plugins in a running pipeline: the automatic rollback
+    /// rule and the canary (see docs/hot-swap.md).
+    pub hot_swap: HotSwapSettings,
+    /// The admin HTTP API (list, swap and roll back plugins of the running
+    /// pipeline). Off when absent.
+    pub admin: Option<AdminSettings>,
+}
+
+/// Hot swap: what makes a new plugin version be rolled back, and how it can
+/// be tried first on recent input.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotSwapSettings {
+    /// Automatic rollback of a new version that fails too often.
+    pub rollback: RollbackSettings,
+    /// Trying a new version on a sample of recent input before the swap.
+    pub canary: CanarySettings,
+}
+
+/// After a swap the new version is on probation for its first
+/// `window_events` inputs: once it has seen `min_events`, if the share of
+/// its inputs that failed (errors, traps, timeouts, out of memory, output
+/// limits) exceeds `max_failure_rate`, the previous version is put back.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollbackSettings {
+    /// Roll back automatically at all.
+    pub enabled: bool,
+    /// Inputs the new version stays on probation for.
+    pub window_events: u64,
+    /// Inputs seen before the failure rate is judged.
+    pub min_events: u64,
+    /// Failed inputs / inputs (0..1) above which the swap is rolled back.
+    pub max_failure_rate: f64,
+}
+
+impl Default for RollbackSettings {
+    fn default() -> Self {
+        RollbackSettings { enabled: true, window_events: 1000, min_events: 100, max_failure_rate: 0.5 }
+    }
+}
+
+/// The canary: before a swap the new version runs, in a store of its own and
+/// off the pipeline thread, on a sample of the plugin's recent input; the
+/// swap is refused if too much of it fails. Outputs are discarded.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanarySettings {
+    /// Run the canary on every swap (otherwise only when a swap asks for it).
+    pub always: bool,
+    /// Recent inputs kept per plugin (the sample).
+    pub sample_events: usize,
+    /// The sample is refreshed with (part of) one batch at most this often,
+    /// in milliseconds.
+    pub sample_every_ms: u64,
+    /// Failed inputs / sampled inputs (0..1) above which the swap is refused.
+    pub max_failure_rate: f64,
+}
+
+impl Default for CanarySettings {
+    fn default() -> Self {
+        CanarySettings { always: false, sample_events: 256, sample_every_ms: 500, max_failure_rate: 0.5 }
+    }
+}
+
+/// The admin HTTP API. Bound to the loopback address by default; binding to
+/// any other address requires a `token`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// `IP:PORT` to listen on; port 0 picks a free port (the address actually
+    /// bound is printed to stderr and written to `addr_file`).
+    pub bind: String,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    /// Required when `bind` is not a loopback address.
+    pub token: Option<String>,
+    /// File the bound address is written to while the pipeline runs
+    /// (default: `admin.addr` next to pipeline.json).
+    pub addr_file: Option<PathBuf>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings { bind: "127.0.0.1:0".into(), token: None, addr_file: None }
+    }
 }
 
 /// Periodic consistent snapshots of state, source positions and sink commits.
@@ -95,6 +180,8 @@ impl Default for Settings {
             artifact_cache: None,
             state: StateSettings::default(),
             checkpoint: None,
+            hot_swap: HotSwapSettings::default(),
+            admin: None,
         }
     }
 }

@@ -9,7 +9,8 @@ use wasmtime::{Store, Trap};
 use super::loaded::{LoadedPlugin, WorldPre};
 use super::outcome::{Failure, FailureKind, PluginStats};
 use super::sandbox::StoreState;
-use super::wit::{Joiner, Transform, Udf};
+use super::wit::{FunctionSignature, Joiner, Transform, Udf};
+use crate::config::WorldName;
 
 /// The generated bindings of a world, as the supervisor needs them.
 pub(crate) trait WorldBindings: Sized + Send + 'static {
@@ -88,6 +89,24 @@ pub(crate) fn start<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<Live<B>, 
     }
 }
 
+/// Starts a spare instance of `plugin`'s world (for the runner that will
+/// next switch to it).
+pub(crate) fn start_spare(plugin: &LoadedPlugin) -> Result<Spare, Failure> {
+    match plugin.world() {
+        WorldName::Transform => start::<Transform>(plugin).map(Spare::Transform),
+        WorldName::Udf => start::<Udf>(plugin).map(Spare::Udf),
+        WorldName::Joiner => start::<Joiner>(plugin).map(Spare::Joiner),
+    }
+}
+
+/// Asks a UDF instance for its function list (once, at load time: it does
+/// not count as a call in the plugin's stats).
+pub(crate) fn udf_functions(plugin: &LoadedPlugin, live: &mut Live<Udf>) -> Result<Vec<FunctionSignature>, Failure> {
+    arm(plugin, &mut live.store);
+    let result = live.bindings.call_functions(&mut live.store);
+    settle(plugin, &mut live.store, result)
+}
+
 /// Starts the time budget of one call: the epoch deadline stops wasm code,
 /// the call deadline bounds guest timers (host code, see `timers`).
 fn arm(plugin: &LoadedPlugin, store: &mut Store<StoreState>) {
@@ -130,6 +149,18 @@ impl<B: WorldBindings> Supervisor<B> {
         &self.plugin
     }
 
+    /// Moves to another version of the plugin (a hot swap), between
+    /// batches: the old instance is dropped, the new one is the version's
+    /// spare (started off the pipeline thread) or, failing that, started
+    /// now. If it cannot start, the failure surfaces on the next call, as
+    /// for a rebuild, and counts against the new version.
+    pub(crate) fn switch_to(&mut self, plugin: Arc<LoadedPlugin>) {
+        *self = Supervisor::new(plugin.clone()).unwrap_or_else(|f| {
+            tracing::warn!(plugin = plugin.name(), error = %f, "cannot start the new plugin version");
+            Supervisor { plugin, live: None, rebuild_failure: None }
+        });
+    }
+
     pub(crate) fn stats(&self) -> &PluginStats {
         self.plugin.stats()
     }
@@ -156,6 +187,7 @@ impl<B: WorldBindings> Supervisor<B> {
         let started = Instant::now();
         let result = f(&live.bindings, &mut live.store);
         PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        stats.mark_first_call();
         let settled = settle(&self.plugin, &mut live.store, result);
         if settled.is_err() {
             self.live = None;

@@ -7,6 +7,7 @@ use super::columns::{empty_batch, pack_iter, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, Outcome, PluginStats};
+use super::registry::{SampleBatch, Watch};
 use super::transform::{count_outcomes, single_outcome, OutputBudget};
 use super::wit::{EventBatch, Joiner, TransformOutput};
 use crate::event::Event;
@@ -27,6 +28,8 @@ pub struct JoinerRunner {
     matches: EventBatch,
     match_mains: Vec<u32>,
     match_inputs: Vec<u32>,
+    /// The registry slot it follows (hot swap), if any.
+    watch: Option<Watch>,
 }
 
 impl JoinerRunner {
@@ -37,7 +40,24 @@ impl JoinerRunner {
             matches: empty_batch(),
             match_mains: Vec::new(),
             match_inputs: Vec::new(),
+            watch: None,
         }
+    }
+
+    pub(crate) fn watching(mut self, watch: Watch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Between calls: switches to the slot's new version if it was swapped
+    /// (the join's state is the host's and stays as it is), and offers the
+    /// cases to the slot's sample.
+    fn follow_slot(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) {
+        let Some(watch) = &mut self.watch else { return };
+        if let Some(plugin) = watch.changed() {
+            self.supervisor.switch_to(plugin);
+        }
+        watch.sample(|max| SampleBatch::cases(inputs, cases, max));
     }
 
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
@@ -53,6 +73,7 @@ impl JoinerRunner {
         if cases.is_empty() {
             return Vec::new();
         }
+        self.follow_slot(inputs, cases);
         self.supervisor.begin_batch();
         PluginStats::add(&self.supervisor.stats().events_in, cases.len() as u64);
         self.pack(cases);

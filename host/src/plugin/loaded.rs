@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use wasmtime::Engine;
 
-use super::instance::{Spare, Supervisor};
+use super::instance::{start_spare, Spare, Supervisor};
 use super::outcome::PluginStats;
 use super::sandbox::StoreState;
 use super::transform::TransformRunner;
 use super::udf::UdfRunner;
 use super::joiner::JoinerRunner;
-use super::wit::{JoinerPre, TransformPre, UdfPre};
+use super::wit::{FunctionSignature, JoinerPre, TransformPre, UdfPre};
 use super::PluginError;
 use crate::config::{PluginGrants, PluginLimits, WorldName};
 
@@ -71,7 +71,11 @@ pub struct LoadedPlugin {
     pub(crate) deadline_ticks: u64,
     pub(crate) engine: Engine,
     pub(crate) pre: WorldPre,
-    pub(crate) spare: Mutex<Option<Spare>>,
+    /// Started instances waiting for a runner: the one `load` proved the
+    /// plugin with, and those [`LoadedPlugin::prestart`] adds before a swap.
+    pub(crate) spare: Mutex<Vec<Spare>>,
+    /// A UDF's functions, asked once at load time (empty for other worlds).
+    pub(crate) functions: Vec<FunctionSignature>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -124,6 +128,29 @@ impl LoadedPlugin {
         &self.grants
     }
 
+    /// The `init` config, as JSON text.
+    pub fn config_json(&self) -> &str {
+        &self.config_json
+    }
+
+    /// A UDF's functions, as it declared them (empty for other worlds).
+    pub fn functions(&self) -> &[FunctionSignature] {
+        &self.functions
+    }
+
+    /// Starts instances until `n` wait for runners, so that runners
+    /// switching to this version (a hot swap) find one ready instead of
+    /// instantiating on the pipeline thread.
+    pub fn prestart(&self, n: usize) -> Result<(), PluginError> {
+        while self.spare.lock().map(|s| s.len() < n).unwrap_or(false) {
+            let spare = start_spare(self).map_err(|f| self.init_error(&f))?;
+            if let Ok(mut spares) = self.spare.lock() {
+                spares.push(spare);
+            }
+        }
+        Ok(())
+    }
+
     /// A runner with its own instance (instantiated and initialised).
     pub fn transform(self: &Arc<Self>) -> Result<TransformRunner, PluginError> {
         self.expect_world(WorldName::Transform)?;
@@ -133,8 +160,7 @@ impl LoadedPlugin {
     /// A UDF runner with its own instance (instantiated and initialised).
     pub fn udf(self: &Arc<Self>) -> Result<UdfRunner, PluginError> {
         self.expect_world(WorldName::Udf)?;
-        let supervisor = Supervisor::new(self.clone()).map_err(|f| self.init_error(&f))?;
-        UdfRunner::new(supervisor).map_err(|f| self.init_error(&f))
+        Supervisor::new(self.clone()).map(UdfRunner::new).map_err(|f| self.init_error(&f))
     }
 
     /// A joiner runner with its own instance (instantiated and initialised).
@@ -167,15 +193,11 @@ impl LoadedPlugin {
         &self.pre
     }
 
-    pub(crate) fn config_json(&self) -> &str {
-        &self.config_json
-    }
-
     pub(crate) fn deadline_ticks(&self) -> u64 {
         self.deadline_ticks
     }
 
     pub(crate) fn take_spare(&self) -> Option<Spare> {
-        self.spare.lock().ok()?.take()
+        self.spare.lock().ok()?.pop()
     }
 }

@@ -5,6 +5,8 @@
 //! artifacts. [`PluginRuntime::load`] turns a component file into a
 //! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`],
 //! [`UdfRunner`] or [`JoinerRunner`] (one `Store` and instance each) from it.
+//! A pipeline takes its runners from the [`PluginRegistry`] instead: those
+//! follow their plugin's hot swaps, switching version between batches.
 //!
 //! Sandbox: a plugin sees only the `host` interface of `wit/plugin.wit` and,
 //! if it imports WASI (Python, Go), a WASI context with nothing in it unless
@@ -18,6 +20,7 @@ mod instance;
 mod joiner;
 mod loaded;
 mod outcome;
+pub mod registry;
 mod sandbox;
 mod timers;
 mod transform;
@@ -42,7 +45,8 @@ use sandbox::StoreState;
 
 pub use joiner::{JoinCase, JoinerRunner};
 pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
-pub use outcome::{Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
+pub use outcome::{unix_micros, Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
+pub use registry::{PluginRegistry, SampleBatch, SampleSettings, Slot, SwapAction, SwapRecord, Version};
 pub use transform::TransformRunner;
 pub use udf::UdfRunner;
 pub use crate::event::Event;
@@ -180,16 +184,22 @@ impl PluginRuntime {
             deadline_ticks: engine::deadline_ticks(limits.batch_timeout_ms),
             engine: self.engine.clone(),
             pre,
-            spare: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
+            functions: Vec::new(),
         };
         let instantiated = Instant::now();
         let spare = match world {
             WorldName::Transform => first_instance::<wit::Transform>(&plugin)?,
-            WorldName::Udf => first_instance::<wit::Udf>(&plugin)?,
+            WorldName::Udf => {
+                let mut live = start::<wit::Udf>(&plugin).map_err(|f| plugin.init_error(&f))?;
+                plugin.functions = instance::udf_functions(&plugin, &mut live)
+                    .map_err(|f| PluginError::Init(format!("plugin {name}: `functions` failed: {}", f.message)))?;
+                instance::Spare::Udf(live)
+            }
             WorldName::Joiner => first_instance::<wit::Joiner>(&plugin)?,
         };
         plugin.timings.first_instance = instantiated.elapsed();
-        plugin.spare = Mutex::new(Some(spare));
+        plugin.spare = Mutex::new(vec![spare]);
         tracing::info!(
             plugin = name,
             world = world.as_str(),

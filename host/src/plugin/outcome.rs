@@ -72,6 +72,8 @@ pub struct PluginStats {
     pub errors: AtomicU64,
     /// Inputs that trapped, timed out or ran out of memory.
     pub traps: AtomicU64,
+    /// Of `traps`, the inputs that timed out.
+    pub timeouts: AtomicU64,
     /// Inputs whose outputs broke a limit.
     pub limit_violations: AtomicU64,
     /// Batches that trapped and were retried record by record.
@@ -80,6 +82,10 @@ pub struct PluginStats {
     pub rebuilds: AtomicU64,
     /// Time spent inside plugin calls, in nanoseconds.
     pub busy_nanos: AtomicU64,
+    /// When the first call into the plugin returned, in microseconds since
+    /// the Unix epoch (0: none yet). After a hot swap this is when the new
+    /// version processed its first batch.
+    pub first_call_unix_us: AtomicU64,
 }
 
 /// A plain copy of [`PluginStats`].
@@ -90,10 +96,20 @@ pub struct PluginStatsSnapshot {
     pub events_out: u64,
     pub errors: u64,
     pub traps: u64,
+    pub timeouts: u64,
     pub limit_violations: u64,
     pub retried_batches: u64,
     pub rebuilds: u64,
     pub busy_nanos: u64,
+    pub first_call_unix_us: u64,
+}
+
+impl PluginStatsSnapshot {
+    /// Inputs that failed for any reason: errors, traps (with timeouts and
+    /// out of memory) and output limits.
+    pub fn failures(&self) -> u64 {
+        self.errors + self.traps + self.limit_violations
+    }
 }
 
 impl PluginStats {
@@ -105,10 +121,12 @@ impl PluginStats {
             events_out: get(&self.events_out),
             errors: get(&self.errors),
             traps: get(&self.traps),
+            timeouts: get(&self.timeouts),
             limit_violations: get(&self.limit_violations),
             retried_batches: get(&self.retried_batches),
             rebuilds: get(&self.rebuilds),
             busy_nanos: get(&self.busy_nanos),
+            first_call_unix_us: get(&self.first_call_unix_us),
         }
     }
 
@@ -116,8 +134,18 @@ impl PluginStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Records that a call returned, if it is the first one.
+    pub(crate) fn mark_first_call(&self) {
+        if self.first_call_unix_us.load(Ordering::Relaxed) == 0 {
+            self.first_call_unix_us.store(unix_micros(std::time::SystemTime::now()), Ordering::Relaxed);
+        }
+    }
+
     /// Counts one failed input under its kind.
     pub(crate) fn count_failure(&self, kind: FailureKind) {
+        if kind == FailureKind::Timeout {
+            Self::add(&self.timeouts, 1);
+        }
         let counter = match kind {
             FailureKind::Error => &self.errors,
             FailureKind::Limit => &self.limit_violations,
@@ -125,4 +153,9 @@ impl PluginStats {
         };
         Self::add(counter, 1);
     }
+}
+
+/// Microseconds since the Unix epoch (0 for a time before it).
+pub fn unix_micros(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

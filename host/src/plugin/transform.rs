@@ -6,6 +6,7 @@ use super::columns::{empty_batch, pack_into, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
+use super::registry::{SampleBatch, Watch};
 use super::wit::{EventBatch, Transform, TransformOutput};
 use crate::event::Event;
 
@@ -15,11 +16,28 @@ pub struct TransformRunner {
     supervisor: Supervisor<Transform>,
     /// The columns every batch is packed into (buffers reused).
     columns: EventBatch,
+    /// The registry slot it follows (hot swap), if any.
+    watch: Option<Watch>,
 }
 
 impl TransformRunner {
     pub(crate) fn new(supervisor: Supervisor<Transform>) -> Self {
-        TransformRunner { supervisor, columns: empty_batch() }
+        TransformRunner { supervisor, columns: empty_batch(), watch: None }
+    }
+
+    pub(crate) fn watching(mut self, watch: Watch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Between batches: switches to the slot's new version if it was
+    /// swapped, and offers the batch to the slot's sample.
+    fn follow_slot(&mut self, batch: &[Event]) {
+        let Some(watch) = &mut self.watch else { return };
+        if let Some(plugin) = watch.changed() {
+            self.supervisor.switch_to(plugin);
+        }
+        watch.sample(|max| SampleBatch::Events(batch[..batch.len().min(max)].to_vec()));
     }
 
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
@@ -34,6 +52,7 @@ impl TransformRunner {
         if batch.is_empty() {
             return Vec::new();
         }
+        self.follow_slot(batch);
         self.supervisor.begin_batch();
         PluginStats::add(&self.supervisor.stats().events_in, batch.len() as u64);
         pack_into(&mut self.columns, batch);

@@ -5,31 +5,48 @@ use std::sync::Arc;
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, PluginStats};
+use super::registry::{SampleBatch, Watch};
 use super::wit::{FunctionSignature, Scalar, Udf};
 
-/// One instance of a UDF plugin (one `Store`), with its function list.
+/// One instance of a UDF plugin (one `Store`).
 pub struct UdfRunner {
     supervisor: Supervisor<Udf>,
-    functions: Vec<FunctionSignature>,
+    /// The registry slot it follows (hot swap), if any.
+    watch: Option<Watch>,
 }
 
 impl UdfRunner {
-    pub(crate) fn new(mut supervisor: Supervisor<Udf>) -> Result<Self, Failure> {
-        let functions = supervisor.call(|plugin, store| plugin.call_functions(store))?;
-        Ok(UdfRunner { supervisor, functions })
+    pub(crate) fn new(supervisor: Supervisor<Udf>) -> Self {
+        UdfRunner { supervisor, watch: None }
+    }
+
+    pub(crate) fn watching(mut self, watch: Watch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Between batches: switches to the slot's new version if it was
+    /// swapped, and offers the rows to the slot's sample.
+    fn follow_slot(&mut self, function: &str, rows: &[Vec<Scalar>]) {
+        let Some(watch) = &mut self.watch else { return };
+        if let Some(plugin) = watch.changed() {
+            self.supervisor.switch_to(plugin);
+        }
+        watch.sample(|max| SampleBatch::Rows { function: function.to_string(), rows: rows[..rows.len().min(max)].to_vec() });
     }
 
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         self.supervisor.plugin()
     }
 
-    /// The functions the plugin exports, as it declared them.
+    /// The functions the plugin exports, as it declared them (asked once,
+    /// when the plugin was loaded).
     pub fn functions(&self) -> &[FunctionSignature] {
-        &self.functions
+        self.supervisor.plugin().functions()
     }
 
     pub fn function(&self, name: &str) -> Option<&FunctionSignature> {
-        self.functions.iter().find(|f| f.name == name)
+        self.functions().iter().find(|f| f.name == name)
     }
 
     /// One result per row, in order. As for transforms, a trap fails only
@@ -38,6 +55,7 @@ impl UdfRunner {
         if rows.is_empty() {
             return Vec::new();
         }
+        self.follow_slot(function, rows);
         let stats = self.supervisor.stats();
         PluginStats::add(&stats.events_in, rows.len() as u64);
         let results = if self.function(function).is_none() {

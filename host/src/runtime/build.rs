@@ -10,7 +10,8 @@ use super::RunError;
 use crate::config::{ConfigError, ConfigErrors, DeadLetterConfig, LoadedPipeline, StepConfig};
 use crate::config::locate::JsonPath;
 use crate::dead_letter::DeadLetterWriter;
-use crate::plugin::{LoadedPlugin, PluginRuntime, RuntimeOptions};
+use crate::plugin::{LoadedPlugin, PluginRegistry, PluginRuntime, RuntimeOptions, SampleSettings};
+use crate::swap::{AdminServer, Swapper};
 use crate::sink::{build_sink, Sink};
 use crate::source::{build_source, Source};
 use super::checkpoint::{Checkpoints, Found};
@@ -86,8 +87,25 @@ pub struct Pipeline {
     pub(crate) state: Box<dyn StateBackend>,
     /// Periodic checkpoints, when configured: where, how often, the next id.
     pub(crate) checkpoints: Option<super::checkpoint::Schedule>,
-    /// The loaded plugins, by name (kept for stats and, later, swaps).
+    /// The plugins as loaded at the start, by name (the versions running
+    /// now are in the swapper's registry).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Hot swap of the plugins (the admin API's back end).
+    pub(crate) swapper: Arc<Swapper>,
+    /// The admin API, when configured; stops when the pipeline is dropped.
+    pub(crate) admin: Option<AdminServer>,
+}
+
+impl Pipeline {
+    /// Swaps and rollbacks of this pipeline's plugins, from any thread.
+    pub fn swapper(&self) -> &Arc<Swapper> {
+        &self.swapper
+    }
+
+    /// The address the admin API listens on, when it is configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
 }
 
 /// Builds (if given a source folder) and loads every plugin of the pipeline,
@@ -157,8 +175,18 @@ pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BT
 pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline, RunError> {
     let c = &p.config;
     let resolve = |path: &Path| p.resolve(path);
-    let runtime = PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?;
+    let runtime = Arc::new(PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?);
     let plugins = prepare_plugins(p, &runtime)?;
+    let hot = &c.settings.hot_swap;
+    let sample = SampleSettings { sample_events: hot.canary.sample_events, sample_every_ms: hot.canary.sample_every_ms };
+    let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
+    let registry = Arc::new(PluginRegistry::new(configs, sample));
+    // Runners come from the registry: they follow their plugin's swaps.
+    let uses_function = |plugin: &str, function: &str| {
+        if let Some(slot) = registry.slot(plugin) {
+            slot.require_function(function);
+        }
+    };
     let (schedule, resume) = checkpoints(p, opts.fresh)?;
 
     // Steps in topological order (the graph was checked to be acyclic).
@@ -183,9 +211,10 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     for name in &order {
         let at = JsonPath::root().key("steps").key(name);
         let op: Box<dyn Operator> = match &c.steps[*name] {
-            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, plugins[plugin].transform()?)),
+            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
             StepConfig::Udf { plugin, function, args, output, .. } => {
-                let runner = plugins[plugin].udf()?;
+                let runner = registry.udf(plugin)?;
+                uses_function(plugin, function);
                 match runner.functions().iter().find(|f| &f.name == function) {
                     None => {
                         let known: Vec<&str> = runner.functions().iter().map(|f| f.name.as_str()).collect();
@@ -203,14 +232,15 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             }
             StepConfig::WindowJoin(j) => {
                 let join = match &j.joiner {
-                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, plugins[plugin].joiner()?),
+                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, registry.joiner(plugin)?),
                     crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
                 };
                 // Join keys computed by UDFs: check the function, give the join a runner.
                 let mut runners = BTreeMap::new();
                 for (input, key) in &j.keys {
                     let crate::config::JoinKey::Udf(u) = key else { continue };
-                    let runner = plugins[&u.plugin].udf()?;
+                    let runner = registry.udf(&u.plugin)?;
+                    uses_function(&u.plugin, &u.function);
                     let at = at.key("keys").key(input);
                     match runner.functions().iter().find(|f| f.name == u.function) {
                         None => errors.push(p.error_at(&at.key("function"), format!("plugin `{}` has no function `{}`", u.plugin, u.function))),
@@ -306,6 +336,16 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         None => open_dead(&p.base_dir.join("dead-letter.jsonl"), dead_resume)?,
     };
 
+    let swapper = Arc::new(Swapper::new(runtime, registry, hot.clone()));
+    let admin = match &c.settings.admin {
+        None => None,
+        Some(a) => {
+            let bind = a.bind.parse().map_err(|_| crate::swap::AdminError::Start(format!("bad address `{}`", a.bind)))?;
+            let addr_file = a.addr_file.as_ref().map_or_else(|| p.base_dir.join("admin.addr"), |f| p.resolve(f));
+            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone())?)
+        }
+    };
+
     Ok(Pipeline {
         name: c.name.clone(),
         sources,
@@ -320,6 +360,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         state,
         checkpoints: schedule,
         plugins,
+        swapper,
+        admin,
     })
 }
 

@@ -190,6 +190,7 @@ impl Pipeline {
             dead_letter_target: self.dead.path().map(Into::into),
             sink_targets: self.sinks.iter().map(|s| (s.name.clone(), s.sink.target())).collect(),
             errors,
+            plugins: self.swapper.registry().slots().map(|s| super::stats::PluginSummary::of(s)).collect(),
         })
     }
 

@@ -13,7 +13,7 @@ mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
-pub use stats::{NodeKind, NodeStats, RunSummary};
+pub use stats::{NodeKind, NodeStats, PluginSummary, RunSummary};
 
 use crate::config::ConfigErrors;
 
@@ -34,4 +34,6 @@ pub enum RunError {
     State(String),
     #[error("{0}")]
     Step(String),
+    #[error("{0}")]
+    Admin(#[from] crate::swap::AdminError),
 }

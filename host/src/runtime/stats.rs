@@ -63,6 +63,34 @@ pub struct RunSummary {
     pub sink_targets: Vec<(String, String)>,
     /// Source failures (e.g. a missing file); the run still completed the others.
     pub errors: Vec<String>,
+    /// Each plugin's version at the end and its swaps (hot swap).
+    pub plugins: Vec<PluginSummary>,
+}
+
+/// A plugin at the end of a run.
+#[derive(Clone, Debug)]
+pub struct PluginSummary {
+    pub name: String,
+    /// Hash of the version running at the end.
+    pub version: String,
+    pub swaps: u64,
+    pub rollbacks: u64,
+    pub auto_rollbacks: u64,
+    pub refused: u64,
+}
+
+impl PluginSummary {
+    pub(crate) fn of(slot: &crate::plugin::Slot) -> Self {
+        let st = slot.state();
+        PluginSummary {
+            name: slot.name().into(),
+            version: st.current.hash().into(),
+            swaps: st.counts.swaps,
+            rollbacks: st.counts.rollbacks,
+            auto_rollbacks: st.counts.auto_rollbacks,
+            refused: st.counts.refused,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -77,6 +105,10 @@ pub struct NodeSnapshot {
 impl RunSummary {
     pub fn node(&self, name: &str) -> Option<&NodeSnapshot> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&PluginSummary> {
+        self.plugins.iter().find(|p| p.name == name)
     }
 }
 
@@ -123,6 +155,18 @@ impl fmt::Display for RunSummary {
         match &self.dead_letter_target {
             Some(p) => writeln!(f, "  dead-lettered: {} (in {})", self.dead_lettered, p.display())?,
             None => writeln!(f, "  dead-lettered: {} (to stderr)", self.dead_lettered)?,
+        }
+        for p in self.plugins.iter().filter(|p| p.swaps + p.rollbacks + p.auto_rollbacks + p.refused > 0) {
+            writeln!(
+                f,
+                "  plugin `{}`: {} swaps, {} rollbacks, {} automatic rollbacks, {} refused; running {}",
+                p.name,
+                p.swaps,
+                p.rollbacks,
+                p.auto_rollbacks,
+                p.refused,
+                &p.version[..p.version.len().min(12)]
+            )?;
         }
         for e in &self.errors {
             writeln!(f, "  error: {e}")?;

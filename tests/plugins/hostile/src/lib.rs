@@ -18,14 +18,17 @@
 //! contract.
 //!
 //! Anything else (including non-JSON values) is echoed. `init` takes
-//! `{"init": "error"|"panic"|"loop"}` to misbehave at load time.
+//! `{"init": "error"|"panic"|"loop"}` to misbehave at load time,
+//! `{"always": "<behaviour>"}` to behave so for every event whatever it
+//! asks, and `{"tag": "<text>"}` to add `"tag": "<text>"` to every JSON
+//! object it outputs (the hot-swap tests tell versions apart by it).
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "transform",
 });
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use streamhost::plugin::host::{log, Level};
 // `EventBatch` and `TransformOutput` come from generate! (the world uses them).
@@ -45,6 +48,8 @@ type EventOutcome = Result<Vec<Event>, String>;
 thread_local! {
     /// Events seen by this instance since `init`.
     static SEEN: Cell<u64> = const { Cell::new(0) };
+    /// `always` and `tag` from the init config.
+    static CONFIG: RefCell<(Option<String>, Option<String>)> = const { RefCell::new((None, None)) };
 }
 
 struct Hostile;
@@ -53,6 +58,8 @@ impl Guest for Hostile {
     fn init(config: String) -> Result<(), String> {
         SEEN.with(|s| s.set(0));
         let config: serde_json::Value = serde_json::from_str(&config).map_err(|e| e.to_string())?;
+        let text = |field: &str| config.get(field).and_then(|v| v.as_str()).map(String::from);
+        CONFIG.with(|c| *c.borrow_mut() = (text("always"), text("tag")));
         match config.get("init").and_then(|v| v.as_str()) {
             Some("error") => Err("init refused on request".into()),
             Some("panic") => panic!("init panics on request"),
@@ -65,7 +72,17 @@ impl Guest for Hostile {
         let events = unpack(batch);
         let n = events.len() as u32;
         let broken = events.iter().any(|e| e.value.starts_with(br#"{"do":"contract"#));
-        let mut out = pack(events.into_iter().map(behave).collect());
+        let (always, tag) = CONFIG.with(|c| c.borrow().clone());
+        let mut out = pack(
+            events
+                .into_iter()
+                .map(|e| behave(e, always.as_deref()))
+                .map(|o| match &tag {
+                    Some(tag) => o.map(|events| events.into_iter().map(|e| Event { value: tagged(e.value, tag), ..e }).collect()),
+                    None => o,
+                })
+                .collect(),
+        );
         if broken {
             out.origins.push(n);
             let ends = &mut out.events.values.ends;
@@ -125,14 +142,24 @@ fn pack(outcomes: Vec<EventOutcome>) -> TransformOutput {
     TransformOutput { events, origins, errors }
 }
 
-fn behave(event: Event) -> EventOutcome {
+/// `{...}` with `"tag": tag` first; other values unchanged.
+fn tagged(mut value: Vec<u8>, tag: &str) -> Vec<u8> {
+    if value.first() == Some(&b'{') {
+        let empty = value[1..].trim_ascii_start().starts_with(b"}");
+        let field = format!("\"tag\":{}{}", serde_json::Value::from(tag), if empty { "" } else { "," });
+        value.splice(1..1, field.into_bytes());
+    }
+    value
+}
+
+fn behave(event: Event, always: Option<&str>) -> EventOutcome {
     let seen = SEEN.with(|s| {
         s.set(s.get() + 1);
         s.get()
     });
     let request: serde_json::Value = serde_json::from_slice(&event.value).unwrap_or(serde_json::Value::Null);
     let number = |field: &str, default: u64| request.get(field).and_then(|v| v.as_u64()).unwrap_or(default);
-    match request.get("do").and_then(|v| v.as_str()).unwrap_or("ok") {
+    match always.or_else(|| request.get("do").and_then(|v| v.as_str())).unwrap_or("ok") {
         "error" => Err("error on request".into()),
         "panic" => panic!("panic on request"),
         "loop" => spin_forever(),

@@ -1,0 +1,211 @@
+//! The admin HTTP API (axum), on a thread of its own with a current-thread
+//! tokio runtime. Handlers that compile run on tokio's blocking pool, so a
+//! swap never holds up the pipeline thread nor `GET /plugins`.
+//!
+//! Routes (docs/hot-swap.md): `GET /plugins`, `GET /plugins/{name}`,
+//! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
+//! component as the body, `POST /plugins/{name}/rollback`. Every error is
+//! `{"error": "..."}`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::api::ErrorBody;
+use super::{SwapError, SwapOptions, Swapper};
+
+/// The largest component accepted (Python components are ~20 MiB).
+const MAX_UPLOAD: usize = 512 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin API: cannot listen on {bind}: {source}")]
+    Bind { bind: SocketAddr, source: std::io::Error },
+    #[error("admin API: {0}")]
+    Start(String),
+}
+
+/// The running admin API. Dropping it stops the server and removes the
+/// address file.
+pub struct AdminServer {
+    addr: SocketAddr,
+    addr_file: Option<PathBuf>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl AdminServer {
+    /// Binds `bind` now (so a busy port is an error at start), serves on a
+    /// new thread, prints the bound address to stderr and writes it to
+    /// `addr_file`.
+    pub fn start(bind: SocketAddr, token: Option<String>, addr_file: Option<PathBuf>, swapper: Arc<Swapper>) -> Result<Self, AdminError> {
+        let listener = std::net::TcpListener::bind(bind).map_err(|source| AdminError::Bind { bind, source })?;
+        let addr = listener.local_addr().map_err(|source| AdminError::Bind { bind, source })?;
+        listener.set_nonblocking(true).map_err(|e| AdminError::Start(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdminError::Start(format!("tokio runtime: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(swapper, token);
+        std::thread::Builder::new()
+            .name("admin-api".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!(error = %e, "admin API: cannot listen"),
+                    };
+                    let stop = async {
+                        let _ = rx.await;
+                    };
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                        tracing::error!(error = %e, "admin API stopped");
+                    }
+                })
+            })
+            .map_err(|e| AdminError::Start(e.to_string()))?;
+        eprintln!("streamhost: admin API on http://{addr}");
+        if let Some(file) = &addr_file {
+            let written = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomically(file, &format!("{addr}\n")));
+            if let Err(e) = written {
+                tracing::warn!(file = %file.display(), error = %e, "cannot write the admin API's address");
+            }
+        }
+        Ok(AdminServer { addr, addr_file, shutdown: Some(tx) })
+    }
+
+    /// The address actually bound (the port is the real one with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(file) = &self.addr_file {
+            // Only our own address: another run may have taken the file over.
+            if std::fs::read_to_string(file).is_ok_and(|s| s.trim() == self.addr.to_string()) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn router(swapper: Arc<Swapper>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/plugins", get(list))
+        .route("/plugins/{name}", get(one))
+        .route("/plugins/{name}/swap", post(swap))
+        .route("/plugins/{name}/rollback", post(rollback))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (see docs/hot-swap.md)".into()) })
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(middleware::from_fn_with_state(Arc::new(token), auth))
+        .with_state(swapper)
+}
+
+/// With a token configured, every request must carry it.
+async fn auth(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
+    if let Some(expected) = token.as_deref() {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.trim().as_bytes(), expected.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong token: send `Authorization: Bearer <token>`".into());
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without stopping at the first difference (no timing hint).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list(State(swapper): State<Arc<Swapper>>) -> Response {
+    Json(swapper.list()).into_response()
+}
+
+async fn one(State(swapper): State<Arc<Swapper>>, name: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(name)) = name else { return error(StatusCode::BAD_REQUEST, "bad plugin name".into()) };
+    match swapper.view(&name) {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => swap_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SwapQuery {
+    /// The new version's `init` config, as JSON text.
+    config: Option<String>,
+    #[serde(default)]
+    canary: bool,
+}
+
+async fn swap(
+    State(swapper): State<Arc<Swapper>>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<SwapQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(Path(name)) = name else { return error(StatusCode::BAD_REQUEST, "bad plugin name".into()) };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query (expected `canary=true|false` and `config=<JSON>`): {e}")),
+    };
+    let body = match body {
+        Ok(b) if b.is_empty() => return error(StatusCode::BAD_REQUEST, "empty body: send the component's bytes".into()),
+        Ok(b) => b,
+        Err(e) => return error(e.status(), format!("cannot read the component: {e}")),
+    };
+    let config = match query.config.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("`config` is not JSON: {e}")),
+    };
+    let opts = SwapOptions { config, canary: query.canary };
+    match tokio::task::spawn_blocking(move || swapper.swap(&name, &body, opts)).await {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(e)) => swap_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the swap failed: {e}")),
+    }
+}
+
+async fn rollback(State(swapper): State<Arc<Swapper>>, name: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(name)) = name else { return error(StatusCode::BAD_REQUEST, "bad plugin name".into()) };
+    match tokio::task::spawn_blocking(move || swapper.rollback(&name)).await {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(e)) => swap_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the rollback failed: {e}")),
+    }
+}
+
+fn swap_error(e: SwapError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.to_string())
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(ErrorBody { error: message })).into_response()
+}

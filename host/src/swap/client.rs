@@ -1,0 +1,86 @@
+//! A client of the admin API (used by `streamhost plugin list|swap|rollback`).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::api::{ErrorBody, PluginList, RollbackResponse, SwapResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error (its `{"error": ...}` message).
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("cannot reach the admin API at {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+}
+
+/// Talks to one running pipeline's admin API.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// `addr` is `HOST:PORT` or `http://HOST:PORT`.
+    pub fn new(addr: &str, token: Option<String>) -> Self {
+        let addr = addr.trim().trim_end_matches('/');
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") { addr.to_string() } else { format!("http://{addr}") };
+        // Compiling a Python component can take a minute when uncached.
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        AdminClient { base, token, agent }
+    }
+
+    pub fn list(&self) -> Result<PluginList, ClientError> {
+        let url = format!("{}/plugins", self.base);
+        let request = self.auth(self.agent.get(&url));
+        self.answer(&url, request.call())
+    }
+
+    /// Uploads `component` as plugin `name`'s new version.
+    pub fn swap(&self, name: &str, component: &[u8], config: Option<&serde_json::Value>, canary: bool) -> Result<SwapResponse, ClientError> {
+        let url = format!("{}/plugins/{name}/swap", self.base);
+        let mut request = self.auth(self.agent.post(&url)).header("content-type", "application/wasm");
+        if canary {
+            request = request.query("canary", "true");
+        }
+        if let Some(config) = config {
+            request = request.query("config", config.to_string());
+        }
+        self.answer(&url, request.send(component))
+    }
+
+    pub fn rollback(&self, name: &str) -> Result<RollbackResponse, ClientError> {
+        let url = format!("{}/plugins/{name}/rollback", self.base);
+        let request = self.auth(self.agent.post(&url));
+        self.answer(&url, request.send_empty())
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => request.header("authorization", format!("Bearer {t}")),
+            None => request,
+        }
+    }
+
+    fn answer<T: DeserializeOwned>(&self, url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
+        let mut response = response.map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Decode { url: url.into(), message: e.to_string() })
+    }
+}
