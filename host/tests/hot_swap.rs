@@ -8,13 +8,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::build;
 use serde_json::{json, Value};
 use streamhost::config::{load_pipeline, WorldName};
-use streamhost::runtime::{build_pipeline, BuildOptions, RunSummary};
-use streamhost::swap::{AdminClient, ClientError, PluginView, SwapOptions, SwapError};
+use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats, RunSummary};
+use streamhost::swap::{AdminClient, ClientError, PluginView, SwapOptions, SwapError, Swapper};
 
 /// A pipeline: a `join-impression` generator (unique `request_id` per
 /// event) → transform `t` with plugin `h` → file sink, dead letters to a
@@ -49,13 +51,21 @@ struct Running {
 }
 
 fn start(path: &Path, token: Option<&str>) -> Running {
+    start_watching(path, token, &[]).0
+}
+
+/// [`start`], also returning the live counters of the nodes `watch` and
+/// the pipeline's swapper (to read each version's stats after the run).
+fn start_watching(path: &Path, token: Option<&str>, watch: &[&str]) -> (Running, Vec<Arc<NodeStats>>, Arc<Swapper>) {
     let p = load_pipeline(path).unwrap_or_else(|e| panic!("{e}"));
     let built = build_pipeline(&p, BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let addr = built.admin_addr().expect("the admin API is configured");
     let addr_file = path.parent().unwrap().join("admin.addr");
     assert_eq!(std::fs::read_to_string(&addr_file).unwrap().trim(), addr.to_string(), "the bound address is in admin.addr");
+    let nodes = watch.iter().map(|n| built.node_stats(n).unwrap_or_else(|| panic!("no node {n}"))).collect();
+    let swapper = built.swapper().clone();
     let run = std::thread::spawn(move || built.run().unwrap());
-    Running { client: AdminClient::new(&addr.to_string(), token.map(String::from)), run, addr_file }
+    (Running { client: AdminClient::new(&addr.to_string(), token.map(String::from)), run, addr_file }, nodes, swapper)
 }
 
 impl Running {
@@ -329,8 +339,9 @@ fn a_udf_version_must_keep_the_functions_the_pipeline_calls() {
 
 #[test]
 fn a_window_join_takes_its_joiner_from_the_swapped_version() {
-    // (The swap of a joiner in a running join, with its state, is tested
-    // under load elsewhere; this checks the joiner runner follows its slot.)
+    // (The swap of a joiner in a running join, with its state, is
+    // `a_joiner_swap_in_a_running_window_join_keeps_the_join_state`; this
+    // checks the joiner runner follows its slot.)
     let dir = tempfile::tempdir().unwrap();
     let joiner = build("plugins/sample-joiner-rust", WorldName::Joiner);
     std::fs::write(dir.path().join("imps.jsonl"), "{\"ts\":1000,\"request_id\":\"r1\",\"user_id\":\"u1\",\"item_id\":\"i1\"}\n").unwrap();
@@ -361,4 +372,154 @@ fn a_window_join_takes_its_joiner_from_the_swapped_version() {
     assert_eq!(first.plugin.stats().snapshot().events_in, 0, "the first version was never called");
     let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
     assert!(out.contains("\"label\":1"), "{out}");
+}
+
+/// Impressions of the join test, 10 ms of event time apart.
+const JOIN_IMPRESSIONS: u64 = 3_000;
+const JOIN_IMP_STEP_MS: f64 = 10.0;
+/// Clicks: 20 per 150 impressions over the same event time, each 0-4 s
+/// after the impression it refers to, so always inside its 5 s window.
+const JOIN_CLICKS: u64 = JOIN_IMPRESSIONS * 20 / 150;
+const JOIN_CLK_STEP_MS: f64 = JOIN_IMP_STEP_MS * 7.5;
+const JOIN_WINDOW_MS: i64 = 5_000;
+const JOIN_MAX_DELAY_MS: u64 = 4_000;
+const CLK_SEED: u64 = 2;
+
+/// `(clicks, dwell_ms)` each impression must come out with: the
+/// `join-click` generator's records regenerated from its seed and indices
+/// (the same function the source calls), each click given to the impression
+/// its `request_id` names. Also returns the impression each click refers to.
+fn expected_matches() -> (Vec<(u64, i64)>, Vec<Option<usize>>) {
+    use rand::SeedableRng;
+    use streamhost::config::{GeneratorEventTime, GeneratorShape, JoinImpressions};
+    use streamhost::source::{event_time_at, write_join_record, ClickTargets, BASE_TIME_MS};
+    let grid = GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: JOIN_CLK_STEP_MS };
+    let imps = JoinImpressions {
+        start_ms: BASE_TIME_MS,
+        step_ms: JOIN_IMP_STEP_MS,
+        count: Some(JOIN_IMPRESSIONS),
+        max_delay_ms: JOIN_MAX_DELAY_MS,
+    };
+    let targets = ClickTargets::new(Some(&grid), Some(&imps));
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(CLK_SEED);
+    let mut want = vec![(0u64, 0i64); JOIN_IMPRESSIONS as usize];
+    let mut refers = Vec::new();
+    for i in 0..JOIN_CLICKS {
+        let mut raw = Vec::new();
+        let tc = event_time_at(Some(&grid), i);
+        write_join_record(&mut raw, GeneratorShape::JoinClick, &mut rng, CLK_SEED, i, tc, &targets);
+        let click: Value = serde_json::from_slice(&raw).unwrap();
+        let j = click["request_id"].as_str().unwrap().strip_prefix('q').map(|d| d.parse::<usize>().unwrap());
+        if let Some(j) = j {
+            assert!(event_time_at(Some(&GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: JOIN_IMP_STEP_MS }), j as u64) + JOIN_WINDOW_MS >= tc);
+            want[j].0 += 1;
+            want[j].1 += click["dwell_ms"].as_i64().unwrap();
+        }
+        refers.push(j);
+    }
+    (want, refers)
+}
+
+#[test]
+fn a_joiner_swap_in_a_running_window_join_keeps_the_join_state() {
+    // impressions (fast) ─┐
+    //                     ├─ window-join (left, on-window-end, joiner plugin `j`) ─ file
+    // clicks (slow) ──────┘
+    // The clicks' watermark holds the join: impressions wait in its state
+    // until the clicks pass their window's end, about 3 s for the last ones.
+    // Version 1 of the sample joiner copies `page`, version 2 `device`.
+    let dir = tempfile::tempdir().unwrap();
+    let joiner = build("plugins/sample-joiner-rust", WorldName::Joiner);
+    let v1 = json!({"features": ["ts", "page"]});
+    let v2 = json!({"features": ["ts", "device"]});
+    let base = streamhost::source::BASE_TIME_MS;
+    let p = json!({
+        "plugins": { "j": { "path": joiner, "config": v1 } },
+        "sources": {
+            "impressions": { "type": "generator", "shape": "join-impression", "seed": 1, "count": JOIN_IMPRESSIONS,
+                "rate": 10_000, "event_time": { "start_ms": base, "step_ms": JOIN_IMP_STEP_MS }, "timestamp_field": "ts" },
+            "clicks": { "type": "generator", "shape": "join-click", "seed": CLK_SEED, "count": JOIN_CLICKS, "rate": 100,
+                "event_time": { "start_ms": base, "step_ms": JOIN_CLK_STEP_MS },
+                "impressions": { "start_ms": base, "step_ms": JOIN_IMP_STEP_MS, "count": JOIN_IMPRESSIONS, "max_delay_ms": JOIN_MAX_DELAY_MS },
+                "timestamp_field": "ts" }
+        },
+        "steps": { "join": { "type": "window-join", "inputs": ["impressions", "clicks"],
+            "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
+            "window": { "start_ms": 0, "end_ms": JOIN_WINDOW_MS }, "mode": "left", "emit": "on-window-end",
+            "joiner": { "type": "plugin", "plugin": "j" } } },
+        "sinks": { "out": { "type": "file", "path": "out.jsonl", "inputs": ["join"] } },
+        "dead_letter": { "type": "file", "path": "dead.jsonl" },
+        "settings": { "batch_size": 256, "batch_linger_ms": 5, "state": { "backend": "memory" }, "admin": {} }
+    });
+    let path = dir.path().join("pipeline.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&p).unwrap()).unwrap();
+    let (running, nodes, swapper) = start_watching(&path, None, &["impressions", "clicks", "out"]);
+    let [imps, clicks, out] = [&nodes[0], &nodes[1], &nodes[2]];
+
+    // Swap once every impression is in the join and version 1 has emitted
+    // some: the rest are in the join's state, with the clicks so far.
+    let until = Instant::now() + Duration::from_secs(60);
+    while imps.events_out.load(Relaxed) < JOIN_IMPRESSIONS || out.events_in.load(Relaxed) < 50 {
+        assert!(Instant::now() < until && !running.run.is_finished(), "the join never got going: {:#?}", running.plugin("j"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Read before the request: lower bounds of what the join had before
+    // the new version was published.
+    let out_before = out.events_in.load(Relaxed) as usize;
+    let clicks_before = clicks.events_out.load(Relaxed) as usize;
+    let swapped = running.client.swap("j", &std::fs::read(&joiner).unwrap(), Some(&v2), false).unwrap();
+    assert_eq!(swapped.generation, 1);
+    let view = running.plugin("j");
+    assert_eq!((view.world.as_str(), view.current.config.clone()), ("joiner", v2.clone()));
+    let summary = running.finish();
+
+    // Every impression exactly once (no dead letters here: every one has its ids).
+    assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap_or_default();
+    assert!(dead.is_empty(), "{dead}");
+    let outputs: Vec<Value> = std::fs::read_to_string(dir.path().join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let index = |v: &Value| v["request_id"].as_str().unwrap().trim_start_matches('q').parse::<usize>().unwrap();
+    let order: Vec<usize> = outputs.iter().map(index).collect();
+    assert_eq!(order, (0..JOIN_IMPRESSIONS as usize).collect::<Vec<_>>(), "each impression once, in order of window end");
+
+    // Which version made each output: v1 copies `page`, v2 `device`.
+    let version = |v: &Value| match (v.get("page").is_some(), v.get("device").is_some()) {
+        (true, false) => "v1",
+        (false, true) => "v2",
+        _ => panic!("made by neither version: {v}"),
+    };
+    let tags: Vec<String> = outputs.iter().map(|v| version(v).to_string()).collect();
+    assert_eq!(runs(&tags), ["v1", "v2"], "v1 up to the swap, v2 after it");
+    assert!(tags[..out_before].iter().all(|t| t == "v1"), "the {out_before} outputs written before the swap are v1's");
+    let first_v2 = tags.iter().position(|t| t == "v2").unwrap();
+
+    // State kept: every impression carries exactly the clicks the generator
+    // sent for it, including those fired by v2 from state built before the
+    // swap (all impressions had arrived), with clicks that arrived before it.
+    let (want, refers) = expected_matches();
+    for (j, v) in outputs.iter().enumerate() {
+        let got = (v["clicks"].as_u64().unwrap(), v["dwell_ms"].as_i64().unwrap());
+        assert_eq!(got, want[j], "impression {j} ({}): (clicks, dwell_ms)", tags[j]);
+        assert_eq!(v["label"].as_u64().unwrap(), u64::from(want[j].0 > 0));
+    }
+    let carried = refers[..clicks_before].iter().flatten().filter(|&&j| j >= first_v2).count();
+    let v2_with_clicks = (first_v2..outputs.len()).filter(|&j| want[j].0 > 0).count();
+    assert!(
+        carried > 0 && v2_with_clicks > 100,
+        "the swap came too late to test anything: {first_v2} impressions fired before it, {carried} clicks from \
+         before it matched later ones"
+    );
+
+    // Each version's own counters add up to the join's.
+    let slot = swapper.registry().slot("j").unwrap();
+    let (now, before) = (slot.current().plugin.stats().snapshot(), slot.previous().unwrap().plugin.stats().snapshot());
+    assert_eq!((before.events_in, before.events_out), (first_v2 as u64, first_v2 as u64));
+    assert_eq!(now.events_in, JOIN_IMPRESSIONS - first_v2 as u64);
+    assert_eq!(now.errors + now.traps + before.errors + before.traps, 0);
+    assert_eq!(summary.node("join").unwrap().events_out, JOIN_IMPRESSIONS);
+    assert_eq!(summary.plugin("j").unwrap().swaps, 1);
 }
