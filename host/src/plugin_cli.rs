@@ -114,6 +114,18 @@ pub fn swap(args: &AdminArgs, name: &str, file: &Path, config: Option<&str>, can
     }
 }
 
+/// Compiles the component into the artifact cache this machine's pipelines
+/// share, so the running pipeline finds it there: the compilation (hundreds
+/// of ms) happens here, before the upload, and the swap itself takes
+/// milliseconds. Best effort: on failure the pipeline compiles it.
+fn precompile(wasm: &Path) {
+    let runtime = streamhost::plugin::PluginRuntime::new(streamhost::plugin::RuntimeOptions::default());
+    match runtime.and_then(|r| r.precompile(wasm)) {
+        Ok(artifact) => tracing::debug!(?artifact, "precompiled {}", wasm.display()),
+        Err(e) => tracing::debug!("not precompiled ({e}); the pipeline compiles it"),
+    }
+}
+
 /// Builds FILE if it is a plugin folder, uploads the component.
 fn swap_once(client: &AdminClient, name: &str, file: &Path, config: Option<&serde_json::Value>, canary: bool) -> anyhow::Result<String> {
     let wasm = if file.is_dir() {
@@ -122,6 +134,9 @@ fn swap_once(client: &AdminClient, name: &str, file: &Path, config: Option<&serd
         file.to_path_buf()
     };
     let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    if client.is_local() {
+        precompile(&wasm);
+    }
     let r = client.swap(name, &bytes, config, canary)?;
     let t = &r.timings;
     let canary = r.canary.map_or(String::new(), |c| format!(", canary {} of {} failed", c.failures, c.events));

@@ -289,8 +289,6 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let n = a.events;
     let n_clicks = clicks_of(n);
     let step = imp_step_ms(a);
-    let imp_grid = GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: step };
-    let clk_grid = GeneratorEventTime { start_ms: BASE_TIME_MS, step_ms: step * 7.5 };
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = a.state_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
     let ts = if a.ts_field { json!("ts") } else { serde_json::Value::Null };
@@ -328,6 +326,19 @@ fn run_backend(a: &Args) -> serde_json::Value {
     });
     let path = streamhost_tests::write_pipeline(tmp.path(), &config);
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
+    // The grids as the generators got them: parsed back from pipeline.json,
+    // which may differ from `step` in the last bit (serde_json's default
+    // float parsing is not exactly round-trip), and at tens of millions of
+    // events a last bit moves some times by 1 ms.
+    let grid = |source: &str| match &loaded.config.sources[source] {
+        streamhost::config::SourceConfig::Generator { event_time: Some(g), .. } => g.clone(),
+        _ => unreachable!("{source} is a generator with an event-time grid"),
+    };
+    let (imp_grid, clk_grid): (GeneratorEventTime, GeneratorEventTime) = (grid("imp"), grid("clk"));
+    let imp_impressions = match &loaded.config.sources["clk"] {
+        streamhost::config::SourceConfig::Generator { impressions: Some(i), .. } => i.clone(),
+        _ => unreachable!("clk refers to the impression grid"),
+    };
 
     // The probe: counts and checks outputs, measures the emission lag
     // against the join's input watermark, and passes every output on.
@@ -387,12 +398,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
 
     // What the generators imply: each click refers to one impression; the
     // matched impressions are the distinct ones referred to.
-    let targets = ClickTargets::new(Some(&clk_grid), Some(&streamhost::config::JoinImpressions {
-        start_ms: BASE_TIME_MS,
-        step_ms: step,
-        count: Some(n),
-        max_delay_ms: 1_800_000,
-    }));
+    let targets = ClickTargets::new(Some(&clk_grid), Some(&imp_impressions));
     let mut referred = vec![0u64; (n as usize).div_ceil(64)];
     let mut with_target = 0u64;
     for i in 0..n_clicks {

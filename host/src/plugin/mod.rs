@@ -135,6 +135,23 @@ impl PluginRuntime {
         }
     }
 
+    /// Compiles `wasm` into the artifact cache unless it is there already,
+    /// so that a later `load` of the same content, by this process or by
+    /// another one sharing the cache (a running pipeline receiving it in a
+    /// hot swap), deserializes it instead of compiling it.
+    pub fn precompile(&self, wasm: &Path) -> Result<ArtifactSource, PluginError> {
+        let io = |e| PluginError::Io { path: wasm.to_path_buf(), source: e };
+        let mut file = std::fs::File::open(wasm).map_err(io)?;
+        let mut preamble = [0u8; 8];
+        if file.read_exact(&mut preamble).is_err() || !is_component(&preamble) {
+            return Err(PluginError::NotAComponent(wasm.to_path_buf()));
+        }
+        file.rewind().map_err(io)?;
+        let hash = artifact_cache::sha256_of(&mut file).map_err(io)?;
+        let name = wasm.file_stem().map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
+        self.component(&name, wasm, &hash).map(|(_, artifact)| artifact)
+    }
+
     /// Compiles (or loads the cached precompiled artifact), detects the
     /// world, links, builds the `InstancePre`, and instantiates once calling
     /// `init(config)` to prove the plugin loads. `expected` is the world

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, SliceTransform,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, SliceTransform,
     WriteBatch, WriteOptions, DB,
 };
 
@@ -223,8 +223,15 @@ impl CfRecipe {
         table.set_block_cache(&self.cache);
         // Index and filter blocks in the cache, so they are bounded by it instead of growing
         // with the number of SST files; level 0's stay pinned (they are read on every lookup).
+        // Partitioned: a lookup loads one small partition, not a file's whole filter and index
+        // (with state many times the cache, whole ones evict each other on every seek: measured
+        // at 1k lookups/s with 3 GB of state and a 32 MiB cache). The top levels stay pinned.
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
         table.set_bloom_filter(10.0, false);
         table.set_block_size(16 << 10);
         table.set_format_version(5);

@@ -38,6 +38,14 @@ impl AdminClient {
         AdminClient { base, token, agent }
     }
 
+    /// Whether the pipeline runs on this machine (a loopback address or
+    /// `localhost`), so it shares this machine's artifact cache.
+    pub fn is_local(&self) -> bool {
+        let host_port = self.base.split("://").nth(1).unwrap_or("");
+        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h).trim_matches(['[', ']']);
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn list(&self) -> Result<PluginList, ClientError> {
         let url = format!("{}/plugins", self.base);
         let request = self.auth(self.agent.get(&url));
@@ -82,5 +90,20 @@ impl AdminClient {
             return Err(ClientError::Api { status, message });
         }
         serde_json::from_str(&body).map_err(|e| ClientError::Decode { url: url.into(), message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AdminClient;
+
+    #[test]
+    fn loopback_addresses_are_local() {
+        for addr in ["127.0.0.1:80", "http://localhost:9", "[::1]:7", "http://127.0.0.2:1"] {
+            assert!(AdminClient::new(addr, None).is_local(), "{addr}");
+        }
+        for addr in ["10.0.0.1:80", "http://example.com:9", "0.0.0.0:1"] {
+            assert!(!AdminClient::new(addr, None).is_local(), "{addr}");
+        }
     }
 }
