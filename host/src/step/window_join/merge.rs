@@ -126,6 +126,8 @@ fn name_hash(prefix: &[u8], name: &[u8]) -> u64 {
 }
 
 /// Writes `,"<prefix><name>":` (no comma before the first member).
+// The `Cow` itself is the information: borrowed means unescaped in the input.
+#[allow(clippy::ptr_arg)]
 fn write_name(out: &mut Vec<u8>, first: &mut bool, prefix: &str, escaped_prefix: &[u8], name: &Cow<'_, str>) {
     if !std::mem::take(first) {
         out.push(b',');
