@@ -73,6 +73,20 @@ pub enum PluginError {
     Engine(String),
 }
 
+/// The content hash of the component file `wasm`, or why it is not one.
+/// Hashed in chunks: the whole content is read into memory only when it has
+/// to be compiled (Python components are ~18 MiB).
+fn component_hash(wasm: &Path) -> Result<String, PluginError> {
+    let io = |e| PluginError::Io { path: wasm.to_path_buf(), source: e };
+    let mut file = std::fs::File::open(wasm).map_err(io)?;
+    let mut preamble = [0u8; 8];
+    if file.read_exact(&mut preamble).is_err() || !is_component(&preamble) {
+        return Err(PluginError::NotAComponent(wasm.to_path_buf()));
+    }
+    file.rewind().map_err(io)?;
+    artifact_cache::sha256_of(&mut file).map_err(io)
+}
+
 /// Settings of a [`PluginRuntime`].
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
@@ -140,14 +154,7 @@ impl PluginRuntime {
     /// another one sharing the cache (a running pipeline receiving it in a
     /// hot swap), deserializes it instead of compiling it.
     pub fn precompile(&self, wasm: &Path) -> Result<ArtifactSource, PluginError> {
-        let io = |e| PluginError::Io { path: wasm.to_path_buf(), source: e };
-        let mut file = std::fs::File::open(wasm).map_err(io)?;
-        let mut preamble = [0u8; 8];
-        if file.read_exact(&mut preamble).is_err() || !is_component(&preamble) {
-            return Err(PluginError::NotAComponent(wasm.to_path_buf()));
-        }
-        file.rewind().map_err(io)?;
-        let hash = artifact_cache::sha256_of(&mut file).map_err(io)?;
+        let hash = component_hash(wasm)?;
         let name = wasm.file_stem().map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
         self.component(&name, wasm, &hash).map(|(_, artifact)| artifact)
     }
@@ -166,16 +173,7 @@ impl PluginRuntime {
         config: &serde_json::Value,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let started = Instant::now();
-        let io = |e| PluginError::Io { path: wasm.to_path_buf(), source: e };
-        // Hash the file in chunks: the whole content is read into memory only
-        // when it has to be compiled (Python components are ~18 MiB).
-        let mut file = std::fs::File::open(wasm).map_err(io)?;
-        let mut preamble = [0u8; 8];
-        if file.read_exact(&mut preamble).is_err() || !is_component(&preamble) {
-            return Err(PluginError::NotAComponent(wasm.to_path_buf()));
-        }
-        file.rewind().map_err(io)?;
-        let hash = artifact_cache::sha256_of(&mut file).map_err(io)?;
+        let hash = component_hash(wasm)?;
         let (component, artifact) = self.component(name, wasm, &hash)?;
         let compile = started.elapsed();
 
