@@ -178,6 +178,9 @@ pub enum StateError {
     UnknownTable { op: &'static str, backend: Backend, table: TableId },
     #[error("state: open table {name:?} on {backend}: {reason}")]
     InvalidTableName { name: String, backend: Backend, reason: &'static str },
+    /// State written by a version of an operator whose layout this one cannot read.
+    #[error("state of {owner}: {reason}; start over with `streamhost run --fresh`")]
+    Incompatible { owner: String, reason: String },
 }
 
 /// Which backend an error comes from (for messages).

@@ -567,6 +567,39 @@ impl WindowJoin {
     }
 }
 
+/// The version of the state layout (`layout.rs`), kept in the join's meta
+/// table: state written with another layout would be misread (its keys
+/// are not where this version looks), so it is refused instead.
+const STATE_LAYOUT: &[u8] = b"2";
+
+impl WindowJoin {
+    fn check_layout(&self, state: &mut dyn StateBackend, tables: &Tables) -> Result<(), StateError> {
+        let incompatible = |found: String| StateError::Incompatible {
+            owner: format!("window-join step `{}`", self.name),
+            reason: format!("written with state layout {found}, this version reads layout {}", String::from_utf8_lossy(STATE_LAYOUT)),
+        };
+        match state.get(tables.meta, b"layout")? {
+            Some(v) if v == STATE_LAYOUT => Ok(()),
+            Some(v) => Err(incompatible(String::from_utf8_lossy(&v).into_owned())),
+            None => {
+                // No marker: new state, or state from before markers (layout 1).
+                let mut any = false;
+                for &table in std::iter::once(&tables.main).chain(&tables.others) {
+                    state.scan(table, &[], None, &mut |_, _| {
+                        any = true;
+                        false
+                    })?;
+                }
+                if any {
+                    return Err(incompatible("1".into()));
+                }
+                state.put(tables.meta, b"layout", STATE_LAYOUT)?;
+                state.commit()
+            }
+        }
+    }
+}
+
 /// Match groups with one event, `m`, in group `k` of `n`.
 fn single(n: usize, k: usize, m: &Stored) -> Vec<Vec<Stored>> {
     let mut groups = vec![Vec::new(); n];
@@ -589,6 +622,7 @@ impl Operator for WindowJoin {
             matched: state.open_table(&format!("{name}/matched"))?,
             meta: state.open_table(&format!("{name}/meta"))?,
         };
+        self.check_layout(state, &tables)?;
         if let Some(seq) = state.get(tables.meta, b"seq")? {
             self.seq = u64::from_le_bytes(seq.as_slice().try_into().unwrap_or([0; 8]));
         }

@@ -312,3 +312,35 @@ fn a_three_way_join_fires_at_window_end_with_every_match() {
     assert_eq!(trace.late, vec![8], "a main event whose window closed is late");
     assert_eq!(trace, reference(&s));
 }
+
+#[test]
+fn state_of_another_layout_is_refused_not_misread() {
+    let s = Scenario {
+        inputs: 2,
+        start: 0,
+        end: 60,
+        lateness: 0,
+        bucket: None,
+        mode: JoinMode::Left,
+        emit: EmitPolicy::OnWindowEnd,
+        ops: vec![],
+    };
+    let cfg = config(&s);
+    let mut state = crate::state::open_memory();
+    WindowJoin::new("j", &cfg).open_state(state.as_mut()).unwrap();
+    // Reopening state this version wrote is fine.
+    WindowJoin::new("j", &cfg).open_state(state.as_mut()).unwrap();
+    // A marker of another layout is refused.
+    let meta = state.open_table("j/meta").unwrap();
+    state.put(meta, b"layout", b"9").unwrap();
+    state.commit().unwrap();
+    let err = WindowJoin::new("j", &cfg).open_state(state.as_mut()).unwrap_err().to_string();
+    assert!(err.contains("layout 9") && err.contains("--fresh"), "{err}");
+    // State without a marker (written before markers existed) is refused too.
+    let mut old = crate::state::open_memory();
+    let main = old.open_table("j/main").unwrap();
+    old.put(main, &[0; 16], b"an event of layout 1").unwrap();
+    old.commit().unwrap();
+    let err = WindowJoin::new("j", &cfg).open_state(old.as_mut()).unwrap_err().to_string();
+    assert!(err.contains("layout 1"), "{err}");
+}
