@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use streamhost::config::{load_pipeline, ConfigErrors};
-use streamhost::runtime::{build_pipeline, prepare_plugins, BuildOptions, RunError};
+use streamhost::runtime::{build_pipeline, prepare_plugins, BuildOptions, RunError, StopHandle};
 
 /// A stream processor whose per-business logic runs as sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -23,7 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a pipeline until its sources are exhausted.
+    /// Runs a pipeline until its sources are exhausted. SIGINT or SIGTERM
+    /// stops it gracefully (sources stopped, what is in flight drained, a
+    /// final checkpoint, sinks synced, exit 0); a second signal exits at once.
     Run {
         /// The pipeline.json file.
         pipeline: PathBuf,
@@ -120,6 +122,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The first SIGINT or SIGTERM stops the pipeline gracefully; a second one
+/// exits at once (128 + the signal; a restart resumes from the last
+/// checkpoint).
+fn stop_on_signals(stop: StopHandle, admin_file: Option<(PathBuf, std::net::SocketAddr)>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing the signal handlers")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut seen = 0;
+        for signal in signals.forever() {
+            seen += 1;
+            if seen == 1 {
+                eprintln!("streamhost: stopping: draining and checkpointing (signal again to exit at once)");
+                stop.stop();
+            } else {
+                eprintln!("streamhost: exiting at once; a restart resumes from the last checkpoint");
+                if let Some((file, addr)) = &admin_file {
+                    streamhost::swap::remove_addr_file(file, *addr);
+                }
+                std::process::exit(128 + signal);
+            }
+        }
+    })?;
+    Ok(())
+}
+
 fn invalid(e: &ConfigErrors) -> ExitCode {
     eprint!("{e}");
     ExitCode::from(INVALID)
@@ -160,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(RunError::Config(e)) => return Ok(invalid(&e)),
                 Err(e) => return Err(e.into()),
             };
+            stop_on_signals(built.stop_handle(), built.admin_addr_file())?;
             let summary = built.run()?;
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

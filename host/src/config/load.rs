@@ -247,6 +247,20 @@ fn check_hot_swap(s: &crate::config::Settings, err: &mut dyn FnMut(JsonPath, Str
     }
 }
 
+/// A source's `retry`: only with `on_error: "retry"`, and a sane backoff.
+fn check_retry(c: &super::SourceCommon, at: &JsonPath, err: &mut dyn FnMut(JsonPath, String)) {
+    let Some(r) = &c.retry else { return };
+    if c.on_error != super::OnSourceError::Retry {
+        err(at.key("retry"), "only used with `\"on_error\": \"retry\"`".into());
+    }
+    if r.initial_ms == 0 {
+        err(at.key("retry").key("initial_ms"), "must be at least 1".into());
+    }
+    if r.max_ms < r.initial_ms {
+        err(at.key("retry").key("max_ms"), format!("must be at least initial_ms ({})", r.initial_ms));
+    }
+}
+
 /// Names resolve, the DAG has no cycle, plugins are used as their world.
 fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors: &mut Vec<ConfigError>) {
     let root = JsonPath::root();
@@ -264,8 +278,12 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     if c.settings.channel_batches == 0 {
         err(root.key("settings").key("channel_batches"), "must be at least 1".into());
     }
+    if c.settings.channel_bytes == 0 {
+        err(root.key("settings").key("channel_bytes"), "must be at least 1".into());
+    }
     check_hot_swap(&c.settings, &mut err);
     for (name, s) in &c.sources {
+        check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator { dirty_ratio, event_time, impressions, .. } = s {
             if !(0.0..=1.0).contains(dirty_ratio) {
                 err(root.key("sources").key(name).key("dirty_ratio"), "must be between 0 and 1".into());

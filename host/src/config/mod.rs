@@ -56,6 +56,11 @@ pub struct Settings {
     pub batch_linger_ms: u64,
     /// Batches buffered between a source and the pipeline (backpressure bound).
     pub channel_batches: usize,
+    /// Bytes of events (values and keys) buffered between all sources and
+    /// the pipeline, at most (default 64 MiB): a source waits before sending
+    /// a batch that would exceed it. A single batch larger than the bound is
+    /// sent alone once nothing else is in flight.
+    pub channel_bytes: usize,
     /// Directory for precompiled plugin artifacts (default: the user's cache
     /// directory, `~/.cache/streamhost/artifacts`).
     pub artifact_cache: Option<PathBuf>,
@@ -177,6 +182,7 @@ impl Default for Settings {
             batch_size: 1024,
             batch_linger_ms: 100,
             channel_batches: 4,
+            channel_bytes: 64 << 20,
             artifact_cache: None,
             state: StateSettings::default(),
             checkpoint: None,
@@ -445,11 +451,61 @@ pub struct SourceCommon {
     /// Default: never idle.
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// What a read error of this source (a missing or unreadable file) does.
+    /// An error is never taken for the end of the input.
+    #[serde(default)]
+    pub on_error: OnSourceError,
+    /// The backoff of `on_error: "retry"` (these defaults when absent).
+    #[serde(default)]
+    pub retry: Option<RetrySettings>,
 }
 
 impl SourceCommon {
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes.unwrap_or(1 << 20)
+    }
+
+    /// The retry policy, when the source retries on errors.
+    pub fn retry_policy(&self) -> Option<RetrySettings> {
+        (self.on_error == OnSourceError::Retry).then(|| self.retry.clone().unwrap_or_default())
+    }
+}
+
+/// What a source's read error does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSourceError {
+    /// The pipeline fails: the other sources are stopped, what is in flight
+    /// is drained, a final checkpoint (with checkpoints on) records this
+    /// source as not finished at its position, and `run` exits non-zero
+    /// naming the error. A restart resumes the source where it stood.
+    #[default]
+    Fail,
+    /// The source is opened again at its position after a backoff (see
+    /// `retry`) while the pipeline waits; it holds back the watermarks it
+    /// feeds meanwhile, idle timeout or not. When the attempts run out, the
+    /// pipeline fails as with `fail`.
+    Retry,
+}
+
+/// Exponential backoff between attempts of a source that failed: the first
+/// wait is `initial_ms`, each next one twice the last, at most `max_ms`.
+/// Reading anything resets the backoff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// The first wait, in milliseconds (at least 1).
+    pub initial_ms: u64,
+    /// The longest wait, in milliseconds (at least `initial_ms`).
+    pub max_ms: u64,
+    /// Attempts after the first failure before the pipeline fails; 0
+    /// retries forever.
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings { initial_ms: 500, max_ms: 30_000, max_attempts: 10 }
     }
 }
 

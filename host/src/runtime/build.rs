@@ -13,7 +13,7 @@ use crate::dead_letter::DeadLetterWriter;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginRuntime, RuntimeOptions, SampleSettings};
 use crate::swap::{AdminServer, Swapper};
 use crate::sink::{build_sink, Sink};
-use crate::source::{build_source, Source};
+use crate::source::{build_source, Source, SourceFactory};
 use super::checkpoint::{Checkpoints, Found};
 use crate::state::StateBackend;
 use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep, WindowJoin};
@@ -67,6 +67,9 @@ pub(crate) struct SourceNode {
     pub idle_timeout: Option<std::time::Duration>,
     /// Where it resumes, after a restore.
     pub resume: Option<super::SourceMark>,
+    /// Makes it again at a position (`on_error: "retry"`).
+    pub factory: SourceFactory,
+    pub retry: Option<crate::config::RetrySettings>,
 }
 
 /// A pipeline ready to run.
@@ -80,7 +83,11 @@ pub struct Pipeline {
     pub(crate) batch_size: usize,
     pub(crate) linger_ms: u64,
     pub(crate) channel_batches: usize,
+    /// The byte bound of the source channel.
+    pub(crate) channel_bytes: usize,
     pub(crate) progress: bool,
+    /// Asks the run to stop gracefully.
+    pub(crate) stop: super::StopHandle,
     /// Watermarks of sources and steps while running.
     pub(crate) clock: super::watermarks::Watermarks,
     /// The state of stateful steps.
@@ -105,6 +112,17 @@ impl Pipeline {
     /// The address the admin API listens on, when it is configured.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin.as_ref().map(AdminServer::addr)
+    }
+
+    /// The admin API's address file and address, to remove the file on a
+    /// hard exit (a graceful end removes it itself).
+    pub fn admin_addr_file(&self) -> Option<(PathBuf, std::net::SocketAddr)> {
+        self.admin.as_ref().and_then(|a| a.addr_file().map(|f| (f.to_path_buf(), a.addr())))
+    }
+
+    /// Stops this pipeline gracefully from any thread (see [`super::StopHandle`]).
+    pub fn stop_handle(&self) -> super::StopHandle {
+        self.stop.clone()
     }
 }
 
@@ -285,10 +303,17 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .iter()
         .map(|(name, sc)| {
             let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).copied());
+            let (source_name, config, base) = (name.clone(), sc.clone(), p.base_dir.clone());
+            let factory: SourceFactory = Arc::new(move |point| {
+                let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
+                build_source(&source_name, &config, resolve, Some(point))
+            });
             SourceNode {
                 name: name.clone(),
                 source: Some(build_source(name, sc, resolve, mark.map(|m| m.resume))),
                 resume: mark,
+                factory,
+                retry: sc.common().retry_policy(),
                 stats: NodeStats::new(name, NodeKind::Source),
                 consumers: Vec::new(),
                 out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
@@ -355,7 +380,9 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         batch_size: c.settings.batch_size,
         linger_ms: c.settings.batch_linger_ms,
         channel_batches: c.settings.channel_batches,
+        channel_bytes: c.settings.channel_bytes,
         progress: opts.progress,
+        stop: super::StopHandle::new(),
         clock: super::watermarks::Watermarks::new(Vec::new(), 0),
         state,
         checkpoints: schedule,

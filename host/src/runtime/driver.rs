@@ -1,5 +1,6 @@
 //! The pipeline thread's loop: receive batches from the sources, push them
-//! through the DAG, write sinks and dead letters.
+//! through the DAG, write sinks and dead letters; stop gracefully on a
+//! request or a failed source.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -8,36 +9,46 @@ use std::time::{Duration, Instant};
 use super::build::{Consumer, Pipeline};
 use super::checkpoint::{CheckpointMeta, SourceMark};
 use super::watermarks::Watermarks;
-use super::stats::{snapshot, spawn_progress, RunSummary};
+use super::stats::{snapshot, spawn_progress, RunEnd, RunSummary};
 use super::RunError;
 use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
-use crate::source::{Emitter, SourceMessage, END_OF_TIME};
+use crate::source::{drive, message_bytes, ByteBudget, Emitter, SourceEnd, SourceMessage, END_OF_TIME};
 use crate::step::StepContext;
 
 impl Pipeline {
-    /// Runs until every source is exhausted, then flushes everything.
+    /// Runs until every source is exhausted, a source fails, or a stop is
+    /// asked for (`stop_handle`), then flushes everything. Stopped or
+    /// failed, the sources are halted, what they handed over is drained
+    /// through the DAG and a final checkpoint records them as not finished,
+    /// at their real watermarks: nothing is fired as if their input ended.
     pub fn run(mut self) -> Result<RunSummary, RunError> {
         let start = Instant::now();
         let n_sources = self.sources.len();
         let (tx, rx) = crossbeam_channel::bounded(self.channel_batches * n_sources);
+        let budget = Arc::new(ByteBudget::new(self.channel_bytes));
+        // Tells every source to stop: on a stop request or a failed source.
+        let halt = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, s) in self.sources.iter_mut().enumerate() {
             let source = s.source.take().expect("a pipeline runs once");
+            let (factory, retry) = (s.factory.clone(), s.retry.clone());
             let mut emitter = Emitter::new(i, &s.name, tx.clone(), self.batch_size, Duration::from_millis(self.linger_ms))
-                .with_out_of_orderness(s.out_of_orderness_ms);
+                .with_out_of_orderness(s.out_of_orderness_ms)
+                .with_halt(halt.clone())
+                .with_budget(budget.clone());
             if let Some(mark) = s.resume {
                 emitter = emitter.resume_at(mark.resume, mark.watermark);
             }
-            threads.push(
+            threads.push(Some(
                 std::thread::Builder::new()
                     .name(format!("source-{}", s.name))
                     .spawn(move || {
-                        let result = source.run(&mut emitter).map_err(|e| e.to_string());
-                        emitter.finish(result);
+                        let end = drive(source, &factory, retry.as_ref(), &mut emitter);
+                        emitter.finish(end);
                     })
                     .map_err(|e| RunError::Thread(e.to_string()))?,
-            );
+            ));
         }
         drop(tx);
 
@@ -53,6 +64,10 @@ impl Pipeline {
 
         let mut errors = Vec::new();
         let mut live = n_sources;
+        // How each source ended (None: still running).
+        let mut ends: Vec<Option<SourceEnd>> = vec![None; n_sources];
+        let mut halted_at: Option<Instant> = None;
+        let mut final_checkpoint = None;
         self.clock = Watermarks::new(self.sources.iter().map(|s| s.idle_timeout).collect(), self.steps.len());
         // Sources whose last data message is not yet covered by a progress report.
         let mut unreported = vec![false; n_sources];
@@ -70,28 +85,45 @@ impl Pipeline {
         }
         // Without idle timeouts there is nothing to check between messages.
         let tick = self.clock.shortest_idle_timeout().map(|t| (t / 4).max(Duration::from_millis(1)));
+        let stop_requests = self.stop.clone();
+        let mut woken = stop_requests.woken().clone();
         let result: Result<(), RunError> = (|| {
             self.advance_watermarks()?;
             while live > 0 {
-                let received = match tick {
-                    Some(tick) => match rx.recv_timeout(tick) {
-                        Ok(m) => Some(m),
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                    },
-                    None => match rx.recv() {
+                if halted_at.is_none() && (stop_requests.is_requested() || !errors.is_empty()) {
+                    let why = if errors.is_empty() { "a stop was asked for" } else { "a source failed" };
+                    tracing::info!("stopping the sources ({why}); draining what they hand over");
+                    halt.store(true, Relaxed);
+                    halted_at = Some(Instant::now());
+                    woken = crossbeam_channel::never();
+                }
+                if halted_at.is_some_and(|t| t.elapsed() >= STOP_GRACE) {
+                    let silent: Vec<&str> = (0..n_sources).filter(|i| ends[*i].is_none()).map(|i| self.sources[i].name.as_str()).collect();
+                    tracing::warn!(sources = %silent.join(", "), "sources did not stop in {STOP_GRACE:?}; leaving them");
+                    break;
+                }
+                let wait = match (tick, halted_at) {
+                    (_, Some(_)) => Duration::from_millis(100),
+                    (Some(tick), None) => tick,
+                    (None, None) => Duration::from_secs(3600),
+                };
+                let received = crossbeam_channel::select! {
+                    recv(rx) -> m => match m {
                         Ok(m) => Some(m),
                         Err(_) => break,
                     },
+                    recv(woken) -> _ => continue,
+                    default(wait) => None,
                 };
                 let now = Instant::now();
                 let Some((i, msg)) = received else {
-                    if self.clock.check_idle(now) {
+                    if tick.is_some() && self.clock.check_idle(now) {
                         self.advance_watermarks()?;
                         self.flush_outputs()?;
                     }
                     continue;
                 };
+                budget.release(message_bytes(&msg));
                 if self.clock.heard_from(i, now) {
                     self.advance_watermarks()?;
                 }
@@ -121,15 +153,25 @@ impl Pipeline {
                         progress[i].resume = point;
                         unreported[i] = false;
                     }
-                    SourceMessage::End(r) => {
+                    // Logged by the source; its data is still to come.
+                    SourceMessage::Retrying { .. } => self.clock.hold(i),
+                    SourceMessage::End(end) => {
                         unreported[i] = false;
                         live -= 1;
-                        if let Err(e) = r {
-                            errors.push(e);
+                        match &end {
+                            // Only an exhausted input ends event time.
+                            SourceEnd::Exhausted => {
+                                self.clock.advance_source(i, END_OF_TIME);
+                                progress[i].ended = true;
+                                self.advance_watermarks()?;
+                            }
+                            SourceEnd::Stopped => {}
+                            SourceEnd::Failed(e) => {
+                                tracing::error!(source = %self.sources[i].name, error = %e, "source failed");
+                                errors.push(e.clone());
+                            }
                         }
-                        self.clock.advance_source(i, END_OF_TIME);
-                        progress[i].ended = true;
-                        self.advance_watermarks()?;
+                        ends[i] = Some(end);
                     }
                 }
                 if matches!(msg_kind, Kind::Data) {
@@ -150,24 +192,29 @@ impl Pipeline {
                     self.flush_outputs()?;
                 }
             }
-            // Let stateful steps emit what they hold, upstream first.
-            for i in 0..self.steps.len() {
-                let mut dead = Vec::new();
-                let watermark = self.clock.step_input(i);
-                let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
-                let out = self.steps[i].op.close(&mut ctx);
-                check(ctx.failed)?;
-                self.after_step(i, out, dead)?;
+            // Only when every input is exhausted may stateful steps emit
+            // what they hold; a stopped run keeps it for the restart.
+            if ends.iter().all(|e| *e == Some(SourceEnd::Exhausted)) {
+                for i in 0..self.steps.len() {
+                    let mut dead = Vec::new();
+                    let watermark = self.clock.step_input(i);
+                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
+                    let out = self.steps[i].op.close(&mut ctx);
+                    check(ctx.failed)?;
+                    self.after_step(i, out, dead)?;
+                }
             }
-            for s in &mut self.sinks {
-                s.sink.flush()?;
-            }
-            let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
-            self.dead.flush().map_err(|error| RunError::DeadLetter { path, error })?;
-            // The last checkpoint covers the whole run: a restart finds
-            // nothing left to do.
-            if self.checkpoints.is_some() {
-                self.checkpoint(&mut progress)?;
+            if self.checkpoints.is_none() {
+                self.commit_outputs()?;
+            } else if unreported.iter().any(|u| *u) {
+                // A source left mid-flush: its position does not cover the
+                // data already processed; the last checkpoint stands.
+                self.commit_outputs()?;
+                tracing::warn!("no final checkpoint: a source did not finish handing over its data");
+            } else {
+                // The last checkpoint covers the whole run (a completed run
+                // leaves nothing to do; a stopped one goes on from here).
+                final_checkpoint = Some(self.checkpoint(&mut progress)?);
             }
             Ok(())
         })();
@@ -175,13 +222,28 @@ impl Pipeline {
         if let Some(p) = progress_line {
             let _ = p.join();
         }
+        // Sources still running (a fatal error, or one that did not stop)
+        // may be blocked in a read: tell them to stop and never wait for
+        // them; the process may exit under them.
+        halt.store(true, Relaxed);
+        budget.close();
         drop(rx);
-        for t in threads {
-            if t.join().is_err() {
-                errors.push("a source thread panicked".into());
+        for (i, t) in threads.iter_mut().enumerate() {
+            if ends[i].is_some() {
+                // It sent its last message and is returning.
+                if let Some(t) = t.take() {
+                    let _ = t.join();
+                }
             }
         }
         result?;
+        let end = if !errors.is_empty() {
+            RunEnd::Failed
+        } else if ends.iter().all(|e| *e == Some(SourceEnd::Exhausted)) {
+            RunEnd::Completed
+        } else {
+            RunEnd::Stopped
+        };
         Ok(RunSummary {
             name: self.name.clone(),
             elapsed: start.elapsed(),
@@ -189,6 +251,8 @@ impl Pipeline {
             dead_lettered: self.dead.count(),
             dead_letter_target: self.dead.path().map(Into::into),
             sink_targets: self.sinks.iter().map(|s| (s.name.clone(), s.sink.target())).collect(),
+            end,
+            final_checkpoint,
             errors,
             plugins: self.swapper.registry().slots().map(|s| super::stats::PluginSummary::of(s)).collect(),
         })
@@ -224,6 +288,15 @@ impl Pipeline {
         }
     }
 
+    /// Flushes and syncs sinks and dead letters (the end of a run).
+    fn commit_outputs(&mut self) -> Result<(), RunError> {
+        for s in &mut self.sinks {
+            s.sink.commit()?;
+        }
+        let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
+        self.dead.commit().map(drop).map_err(|error| RunError::DeadLetter { path, error })
+    }
+
     /// Flushes sinks and dead letters (not a commit: no fsync).
     fn flush_outputs(&mut self) -> Result<(), RunError> {
         for s in &mut self.sinks {
@@ -235,8 +308,9 @@ impl Pipeline {
 
     /// Takes a checkpoint: sinks and dead letters committed, then the state's
     /// snapshot, then the record that completes it (see `checkpoint.rs`).
-    fn checkpoint(&mut self, progress: &mut [SourceMark]) -> Result<(), RunError> {
-        let Some(schedule) = self.checkpoints.as_mut() else { return Ok(()) };
+    /// Returns its id.
+    fn checkpoint(&mut self, progress: &mut [SourceMark]) -> Result<u64, RunError> {
+        let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
         let mut meta = CheckpointMeta { id, ..Default::default() };
@@ -258,7 +332,7 @@ impl Pipeline {
         let schedule = self.checkpoints.as_ref().expect("checked above");
         schedule.store.complete(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
         tracing::debug!(id, dir = %folder.display(), "checkpoint complete");
-        Ok(())
+        Ok(id)
     }
 
     /// Brings every step's watermark up to date, in topological order: a
@@ -318,6 +392,9 @@ impl Pipeline {
 fn check(failed: Option<String>) -> Result<(), RunError> {
     failed.map_or(Ok(()), |e| Err(RunError::Step(e)))
 }
+
+/// How long a stop waits for the sources to hand over what they hold.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What a source message is, for checkpoint timing.
 enum Kind {

@@ -9,11 +9,13 @@ mod build;
 mod checkpoint;
 mod driver;
 mod stats;
+mod stop;
 mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
-pub use stats::{NodeKind, NodeStats, PluginSummary, RunSummary};
+pub use stats::{NodeKind, NodeStats, PluginSummary, RunEnd, RunSummary};
+pub use stop::StopHandle;
 
 use crate::config::ConfigErrors;
 

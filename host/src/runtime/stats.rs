@@ -61,10 +61,27 @@ pub struct RunSummary {
     pub dead_letter_target: Option<PathBuf>,
     /// Sink name to target (path or stdout).
     pub sink_targets: Vec<(String, String)>,
-    /// Source failures (e.g. a missing file); the run still completed the others.
+    /// How the run ended.
+    pub end: RunEnd,
+    /// The id of the checkpoint taken at the end (with checkpoints on).
+    pub final_checkpoint: Option<u64>,
+    /// Source failures (e.g. a missing file): each failed the run.
     pub errors: Vec<String>,
     /// Each plugin's version at the end and its swaps (hot swap).
     pub plugins: Vec<PluginSummary>,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every source was exhausted and everything was emitted.
+    Completed,
+    /// Stopped (a signal or a `StopHandle`): the sources have more; a
+    /// restart resumes from the final checkpoint.
+    Stopped,
+    /// A source failed (see `errors`); a restart resumes from the final
+    /// checkpoint once the cause is fixed.
+    Failed,
 }
 
 /// A plugin at the end of a run.
@@ -139,7 +156,12 @@ fn rate(n: u64, secs: f64) -> String {
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        writeln!(f, "streamhost: {} finished in {secs:.2}s", self.name.as_deref().unwrap_or("pipeline"))?;
+        let name = self.name.as_deref().unwrap_or("pipeline");
+        match self.end {
+            RunEnd::Completed => writeln!(f, "streamhost: {name} finished in {secs:.2}s")?,
+            RunEnd::Stopped => writeln!(f, "streamhost: {name} stopped after {secs:.2}s")?,
+            RunEnd::Failed => writeln!(f, "streamhost: {name} failed after {secs:.2}s")?,
+        }
         writeln!(f, "  {:<8} {:<24} {:>12} {:>12} {:>10} {:>12}", "kind", "name", "in", "out", "dead", "out rate")?;
         for n in &self.nodes {
             let kind = match n.kind {
@@ -170,6 +192,11 @@ impl fmt::Display for RunSummary {
         }
         for e in &self.errors {
             writeln!(f, "  error: {e}")?;
+        }
+        match (self.end, self.final_checkpoint) {
+            (RunEnd::Completed, _) => {}
+            (_, Some(id)) => writeln!(f, "  final checkpoint: {id}; running it again resumes from there")?,
+            (_, None) => writeln!(f, "  no checkpoint taken (checkpoints are off or a source did not answer); running it again starts over")?,
         }
         Ok(())
     }

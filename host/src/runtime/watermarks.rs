@@ -24,6 +24,8 @@ pub(crate) struct Watermarks {
 struct SourceClock {
     watermark: i64,
     idle: bool,
+    /// Failing and retried: never idle until it sends again.
+    held: bool,
     last_heard: Instant,
     idle_timeout: Option<Duration>,
 }
@@ -41,7 +43,7 @@ impl Watermarks {
         Watermarks {
             sources: idle_timeouts
                 .into_iter()
-                .map(|idle_timeout| SourceClock { watermark: START_OF_TIME, idle: false, last_heard: now, idle_timeout })
+                .map(|idle_timeout| SourceClock { watermark: START_OF_TIME, idle: false, held: false, last_heard: now, idle_timeout })
                 .collect(),
             steps: vec![StepClock { input: START_OF_TIME, output: START_OF_TIME, idle: false }; steps],
         }
@@ -52,7 +54,17 @@ impl Watermarks {
     pub(crate) fn heard_from(&mut self, i: usize, now: Instant) -> bool {
         let s = &mut self.sources[i];
         s.last_heard = now;
+        s.held = false;
         std::mem::replace(&mut s.idle, false)
+    }
+
+    /// Source `i` failed and is being retried: it holds back the watermark
+    /// of what it feeds until it sends again, idle timeout or not (its data
+    /// is still to come).
+    pub(crate) fn hold(&mut self, i: usize) {
+        let s = &mut self.sources[i];
+        s.held = true;
+        s.idle = false;
     }
 
     /// Source `i`'s watermark advanced (never moves back).
@@ -67,7 +79,7 @@ impl Watermarks {
         let mut changed = false;
         for s in &mut self.sources {
             if let Some(timeout) = s.idle_timeout {
-                if !s.idle && s.watermark != crate::source::END_OF_TIME && now.duration_since(s.last_heard) >= timeout {
+                if !s.idle && !s.held && s.watermark != crate::source::END_OF_TIME && now.duration_since(s.last_heard) >= timeout {
                     s.idle = true;
                     changed = true;
                 }
@@ -148,6 +160,21 @@ mod tests {
         // input watermark does not move back.
         assert!(w.heard_from(0, later));
         w.set_step(0, 500, 500, false);
+        assert_eq!(w.input_of(0, &producers), (500, false));
+    }
+
+    #[test]
+    fn a_source_being_retried_never_goes_idle_until_it_sends_again() {
+        let mut w = Watermarks::new(vec![Some(Duration::from_millis(1)), None], 1);
+        let producers = [Producer::Source(0), Producer::Source(1)];
+        w.advance_source(0, 10);
+        w.advance_source(1, 500);
+        w.hold(0);
+        assert!(!w.check_idle(Instant::now() + Duration::from_secs(60)), "a failing source is not idle");
+        assert_eq!(w.input_of(0, &producers), (10, false));
+        let now = Instant::now();
+        w.heard_from(0, now);
+        assert!(w.check_idle(now + Duration::from_millis(5)), "once it sent again, idleness applies again");
         assert_eq!(w.input_of(0, &producers), (500, false));
     }
 

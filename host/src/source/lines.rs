@@ -86,7 +86,10 @@ impl Source for LineSource {
                 }
                 self.read_all(f, false, out).map_err(|e| err(path.display().to_string(), e))
             }
-            Input::Stdin => self.read_all(io::stdin().lock(), true, out).map_err(|e| err("<stdin>".into(), e)),
+            // Read on a thread of its own, so a stop need not wait for input.
+            Input::Stdin => super::stdin::AbandonableStdin::open(out.halt_flag())
+                .and_then(|stdin| self.read_all(stdin, true, out))
+                .map_err(|e| err("<stdin>".into(), e)),
         }
     }
 }

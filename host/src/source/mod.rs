@@ -2,9 +2,12 @@
 //! and sends them (with the records it refused) to the pipeline thread over
 //! one bounded channel, which is how backpressure reaches it.
 
+mod budget;
 mod generator;
 mod lines;
+mod stdin;
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ pub use generator::{
     event_time_at, request_id, write_join_record, write_record, ClickTargets, Generator, GeneratorParams, BASE_TIME_MS,
     CLICKS_PER_IMPRESSION,
 };
+pub use budget::{message_bytes, ByteBudget};
 pub use lines::LineSource;
 
 /// Errors that stop a source.
@@ -40,9 +44,25 @@ pub enum SourceMessage {
     /// Everything up to this point of the input has been sent (a checkpoint
     /// resumes a source here).
     Progress(crate::runtime::ResumePoint),
-    /// The source is exhausted (or failed: the error has been reported).
-    /// Its watermark is then the end of time.
-    End(Result<(), String>),
+    /// The source failed and is opened again after `delay` (`on_error:
+    /// "retry"`): until it sends again it holds back the watermarks it
+    /// feeds, even past its idle timeout.
+    Retrying { error: String, delay: Duration },
+    /// The source's last message: why it ended. Only `Exhausted` makes its
+    /// watermark the end of time.
+    End(SourceEnd),
+}
+
+/// Why a source ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// Its input is exhausted: no more events, ever.
+    Exhausted,
+    /// It was stopped (a graceful stop of the pipeline): it has more to
+    /// read, and a restart goes on from its position.
+    Stopped,
+    /// It failed (after its retries, if any): not the end of its data.
+    Failed(String),
 }
 
 /// The watermark that means "no more events at all".
@@ -53,7 +73,6 @@ pub trait Source: Send {
     fn run(self: Box<Self>, out: &mut Emitter) -> Result<(), SourceError>;
 }
 
-/// Builds the source described by `config`.
 /// Builds the source described by `config`; `resume` is where a checkpoint
 /// left it (standard input cannot be read again and goes on with what
 /// comes next).
@@ -102,8 +121,13 @@ pub struct Emitter {
     /// The input consumed so far, and what of it was last reported.
     point: crate::runtime::ResumePoint,
     sent_point: crate::runtime::ResumePoint,
-    /// Set when the pipeline thread has gone away: stop reading.
+    /// Set when the pipeline thread has gone away or the source is told to
+    /// stop: stop reading.
     pub closed: bool,
+    /// Set by the pipeline thread when every source is to stop.
+    halt: Arc<AtomicBool>,
+    /// The byte bound of the channel, shared by all sources.
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl Emitter {
@@ -123,6 +147,41 @@ impl Emitter {
             point: Default::default(),
             sent_point: Default::default(),
             closed: false,
+            halt: Arc::new(AtomicBool::new(false)),
+            budget: None,
+        }
+    }
+
+    /// Stops the source (`closed`) once `halt` is set.
+    pub fn with_halt(mut self, halt: Arc<AtomicBool>) -> Self {
+        self.halt = halt;
+        self
+    }
+
+    /// Takes each batch's bytes from `budget` before sending it.
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether the source has been told to stop.
+    pub fn stopping(&self) -> bool {
+        self.halt.load(Relaxed)
+    }
+
+    /// The flag that tells the source to stop (for reads that wait).
+    pub fn halt_flag(&self) -> Arc<AtomicBool> {
+        self.halt.clone()
+    }
+
+    /// Where the source stands: the input consumed so far.
+    pub fn position(&self) -> crate::runtime::ResumePoint {
+        self.point
+    }
+
+    fn check_halt(&mut self) {
+        if self.halt.load(Relaxed) {
+            self.closed = true;
         }
     }
 
@@ -142,6 +201,7 @@ impl Emitter {
     /// record, kept or not).
     pub fn consumed(&mut self, point: crate::runtime::ResumePoint) {
         self.point = point;
+        self.check_halt();
     }
 
     /// Sets the bounded out-of-orderness the watermark allows for.
@@ -182,6 +242,7 @@ impl Emitter {
 
     /// Flushes when the oldest pending event has waited `linger`.
     pub fn maybe_flush(&mut self) {
+        self.check_halt();
         if self.oldest.is_some_and(|t| t.elapsed() >= self.linger) {
             self.flush();
         }
@@ -216,15 +277,94 @@ impl Emitter {
         }
     }
 
-    pub fn finish(&mut self, result: Result<(), String>) {
+    /// Hands over what is pending, then says why the source ended.
+    pub fn finish(&mut self, end: SourceEnd) {
         self.flush();
-        self.send(SourceMessage::End(result));
+        self.send(SourceMessage::End(end));
+    }
+
+    /// Hands over what is pending, then says the source will be retried.
+    fn retrying(&mut self, error: String, delay: Duration) {
+        self.flush();
+        self.send(SourceMessage::Retrying { error, delay });
+    }
+
+    /// Waits `delay`, or less when told to stop; false if told to stop.
+    fn backoff(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        false
     }
 
     fn send(&mut self, msg: SourceMessage) {
+        if let Some(budget) = &self.budget {
+            // Waits while the channel holds too many bytes; the pipeline
+            // thread gives them back as it takes each message.
+            if !budget.acquire(message_bytes(&msg)) {
+                self.closed = true;
+                return;
+            }
+        }
         if self.tx.send((self.index, msg)).is_err() {
             self.closed = true;
         }
+    }
+}
+
+/// Makes a source again, at a position (a retry after an error).
+pub type SourceFactory = Arc<dyn Fn(crate::runtime::ResumePoint) -> Box<dyn Source> + Send + Sync>;
+
+/// Runs `source` to its end on its thread: until exhausted, stopped or
+/// failed. With a retry policy a failed source is made again by `factory`
+/// at its position after a backoff; a panic is a failure like an error.
+pub fn drive(
+    mut source: Box<dyn Source>,
+    factory: &SourceFactory,
+    retry: Option<&crate::config::RetrySettings>,
+    out: &mut Emitter,
+) -> SourceEnd {
+    let mut attempt = 0u32;
+    let mut delay = retry.map_or(0, |r| r.initial_ms);
+    loop {
+        let before = out.point;
+        let emitter = &mut *out;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || source.run(emitter)));
+        // Told to stop: whatever the read returned, the input goes on.
+        if out.stopping() {
+            return SourceEnd::Stopped;
+        }
+        let error = match result {
+            Ok(Ok(())) => return SourceEnd::Exhausted,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => {
+                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                format!("source `{}` panicked: {}", out.name, what.unwrap_or_default())
+            }
+        };
+        let Some(r) = retry else { return SourceEnd::Failed(error) };
+        if out.point != before {
+            // It read something: a new failure starts the backoff over.
+            attempt = 0;
+            delay = r.initial_ms;
+        }
+        attempt += 1;
+        if r.max_attempts > 0 && attempt > r.max_attempts {
+            return SourceEnd::Failed(format!("{error} (gave up after {} retries)", r.max_attempts));
+        }
+        tracing::warn!(source = %out.name, %error, attempt, retry_in_ms = delay, "source failed; retrying from its position");
+        let wait = Duration::from_millis(delay);
+        out.retrying(error, wait);
+        if !out.backoff(wait) {
+            return SourceEnd::Stopped;
+        }
+        delay = delay.saturating_mul(2).min(r.max_ms.max(r.initial_ms));
+        source = factory(out.point);
     }
 }
 

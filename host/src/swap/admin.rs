@@ -94,6 +94,19 @@ impl AdminServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The file the address was written to.
+    pub fn addr_file(&self) -> Option<&std::path::Path> {
+        self.addr_file.as_deref()
+    }
+}
+
+/// Removes the address file `file` if it still holds `addr` (another run
+/// may have taken the file over).
+pub fn remove_addr_file(file: &std::path::Path, addr: SocketAddr) {
+    if std::fs::read_to_string(file).is_ok_and(|s| s.trim() == addr.to_string()) {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 impl Drop for AdminServer {
@@ -102,10 +115,7 @@ impl Drop for AdminServer {
             let _ = tx.send(());
         }
         if let Some(file) = &self.addr_file {
-            // Only our own address: another run may have taken the file over.
-            if std::fs::read_to_string(file).is_ok_and(|s| s.trim() == self.addr.to_string()) {
-                let _ = std::fs::remove_file(file);
-            }
+            remove_addr_file(file, self.addr);
         }
     }
 }

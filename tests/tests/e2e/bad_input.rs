@@ -59,7 +59,7 @@ fn every_bad_record_is_dead_lettered_with_its_line() {
 }
 
 #[test]
-fn a_missing_input_file_is_reported_and_the_other_sources_complete() {
+fn a_missing_input_file_fails_the_run_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ok.jsonl"), "{\"a\":1}\n{\"a\":2}\n").unwrap();
     let pipeline = write_pipeline(
@@ -70,7 +70,10 @@ fn a_missing_input_file_is_reported_and_the_other_sources_complete() {
         }),
     );
     let summary = run_pipeline(&pipeline);
-    assert_eq!(jsonl(&dir.path().join("out.jsonl")).len(), 2);
+    // A failed source is not the end of its data: the run fails (the other
+    // source is stopped, what it handed over is written).
+    assert_eq!(summary.end, streamhost::runtime::RunEnd::Failed, "{summary}");
+    assert!(jsonl(&dir.path().join("out.jsonl")).len() <= 2);
     assert_eq!(summary.errors.len(), 1, "{summary}");
     assert!(summary.errors[0].contains("nope.jsonl"), "{summary}");
 }
