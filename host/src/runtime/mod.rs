@@ -8,11 +8,13 @@
 mod build;
 mod checkpoint;
 mod driver;
+mod fingerprint;
 mod stats;
 mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
+pub use fingerprint::Fingerprints;
 pub use stats::{NodeKind, NodeStats, PluginSummary, RunSummary};
 
 use crate::config::ConfigErrors;
