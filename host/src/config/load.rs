@@ -399,8 +399,8 @@ fn bucket_problem(len: i64, bucket_ms: Option<u64>) -> Option<String> {
     if bucket == 0 {
         return Some("must be at least 1".into());
     }
-    if len / bucket > max_buckets {
-        let least = len.div_ceil(max_buckets);
+    let least = len.div_ceil(max_buckets);
+    if bucket < least {
         return Some(format!(
             "{bucket} ms cuts the {len} ms window into {} buckets: each main event would scan that many ranges; \
              use at least {least} (the window / {max_buckets}), or leave it out (default: the window's length)",
