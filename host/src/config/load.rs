@@ -381,8 +381,11 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             if j.window.end_ms < j.window.start_ms {
                 err(at.key("window"), format!("end_ms ({}) is before start_ms ({})", j.window.end_ms, j.window.start_ms));
             }
-            if j.bucket_ms == Some(0) {
-                err(at.key("bucket_ms"), "must be at least 1".into());
+            if let Some(problem) = j.window.end_ms.checked_sub(j.window.start_ms).and_then(|len| bucket_problem(len, j.bucket_ms)) {
+                err(at.key("bucket_ms"), problem);
+            }
+            if j.max_matches == 0 {
+                err(at.key("max_matches"), "must be at least 1".into());
             }
             let prefixes = match &j.joiner {
                 crate::config::JoinerConfig::Merge { prefixes } => Some(prefixes),
@@ -402,6 +405,34 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         let first = cycle[0].clone();
         err(root.key("steps").key(&first).key("inputs"), format!("cycle: {}", cycle.join(" -> ")));
     }
+}
+
+/// Why `bucket_ms` does not fit a window `len` ms long, if it does not:
+/// a main event scans one range per bucket its window covers, and an other
+/// event stays up to a bucket longer than its windows need it.
+fn bucket_problem(len: i64, bucket_ms: Option<u64>) -> Option<String> {
+    let bucket = bucket_ms?;
+    let len = u64::try_from(len).unwrap_or(0);
+    let max_buckets = crate::config::MAX_BUCKETS_PER_WINDOW;
+    if bucket == 0 {
+        return Some("must be at least 1".into());
+    }
+    let least = len.div_ceil(max_buckets);
+    if bucket < least {
+        return Some(format!(
+            "{bucket} ms cuts the {len} ms window into {} buckets: each main event would scan that many ranges; \
+             use at least {least} (the window / {max_buckets}), or leave it out (default: the window's length)",
+            len.div_ceil(bucket)
+        ));
+    }
+    let most = len.max(1000).saturating_mul(max_buckets);
+    if bucket > most {
+        return Some(format!(
+            "{bucket} ms is more than {max_buckets} times the window ({len} ms): other events would be kept up to a bucket \
+             longer than any window needs them; use at most {most}, or leave it out (default: the window's length)"
+        ));
+    }
+    None
 }
 
 /// A cycle among steps, as the list of names walked (first repeated at the end).
@@ -552,6 +583,29 @@ mod tests {
         assert!(msgs.iter().any(|m| m.starts_with("$.steps.misuse.plugin plugin `j` is declared as world `joiner` but this step needs `transform`")), "{msgs:#?}");
         assert!(!msgs.iter().any(|m| m.contains("steps.right")), "{msgs:#?}");
         assert_eq!(msgs.len(), 3, "{msgs:#?}");
+    }
+
+    #[test]
+    fn a_join_bucket_must_fit_its_window() {
+        let with = |bucket: &str| {
+            format!(
+                r#"{{
+  "sources": {{"a": {{"type": "stdin"}}, "b": {{"type": "stdin"}}}},
+  "steps": {{"j": {{"type": "window-join", "inputs": ["a", "b"], "window": {{"start_ms": 0, "end_ms": 3600000}},
+                  "bucket_ms": {bucket}}}}},
+  "sinks": {{"out": {{"type": "null", "inputs": ["j"]}}}}
+}}"#
+            )
+        };
+        for ok in ["56250", "3600000", "230400000"] {
+            assert!(parse_pipeline(&with(ok)).is_ok(), "bucket_ms {ok}");
+        }
+        for (bad, says) in [("0", "at least 1"), ("1000", "3600 buckets"), ("56249", "at least 56250"), ("230400001", "at most 230400000")] {
+            let e = errors(&with(bad));
+            assert_eq!(e.len(), 1, "{e:#?}");
+            assert_eq!((e[0].path.as_str(), e[0].line), ("$.steps.j.bucket_ms", 4), "{e:#?}");
+            assert!(e[0].message.contains(says), "bucket_ms {bad}: {}", e[0].message);
+        }
     }
 
     #[test]

@@ -639,13 +639,34 @@ pub struct WindowJoinConfig {
     #[serde(default)]
     pub allowed_lateness_ms: u64,
     /// Width of the time buckets the other inputs' state is laid out in
-    /// (default: the window's length). Expiry deletes whole buckets.
+    /// (default: the window's length). Expiry deletes whole buckets. A main
+    /// event scans one range per bucket its window covers, and an other event
+    /// is kept up to one bucket longer than its windows need it, so it must
+    /// be between window / 64 and 64 × window (a window shorter than 1 s
+    /// counting as 1 s for the upper bound).
     #[serde(default)]
     pub bucket_ms: Option<u64>,
     /// How a main event and its matches become output events.
     #[serde(default)]
     pub joiner: JoinerConfig,
+    /// The most matches of each other input joined to one main event
+    /// (default 1000): the earliest ones, in event-time then arrival order.
+    /// Matches past it are counted, not joined: the output says how many
+    /// (merge joiner: `PREFIXtruncated`; every joiner: the header
+    /// `streamhost-truncated`), and so do the step's stats and the run's
+    /// summary. Bounds the memory a hot key takes when its window fires.
+    #[serde(default = "default_max_matches")]
+    pub max_matches: usize,
 }
+
+fn default_max_matches() -> usize {
+    1000
+}
+
+/// The most buckets a join window may span (`bucket_ms` at least window / this):
+/// a main event scans one range per bucket, and `bucket_ms` at most this many
+/// windows (other events are kept up to a bucket past their last window).
+pub const MAX_BUCKETS_PER_WINDOW: u64 = 64;
 
 /// How an input's join key is found.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

@@ -15,6 +15,7 @@ use crate::swap::{AdminServer, Swapper};
 use crate::sink::{build_sink, Sink};
 use crate::source::{build_source, Source, SourceFactory};
 use super::checkpoint::{Checkpoints, Found};
+use super::fingerprint::Fingerprints;
 use crate::state::StateBackend;
 use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep, WindowJoin};
 
@@ -94,6 +95,8 @@ pub struct Pipeline {
     pub(crate) state: Box<dyn StateBackend>,
     /// Periodic checkpoints, when configured: where, how often, the next id.
     pub(crate) checkpoints: Option<super::checkpoint::Schedule>,
+    /// What its state and source positions mean (recorded in checkpoints).
+    pub(crate) fingerprint: Fingerprints,
     /// The plugins as loaded at the start, by name (the versions running
     /// now are in the swapper's registry).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
@@ -228,6 +231,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let mut steps = Vec::new();
     for name in &order {
         let at = JsonPath::root().key("steps").key(name);
+        let stats = NodeStats::new(name, NodeKind::Step);
         let op: Box<dyn Operator> = match &c.steps[*name] {
             StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
             StepConfig::Udf { plugin, function, args, output, .. } => {
@@ -271,7 +275,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                         }
                     }
                 }
-                Box::new(join.with_key_udfs(runners))
+                Box::new(join.with_key_udfs(runners).with_stats(stats.clone()))
             }
             StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
                 Some(f) => Box::new(NativeStep::new(name, f)),
@@ -284,13 +288,20 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         steps.push(StepNode {
             name: name.to_string(),
             op,
-            stats: NodeStats::new(name, NodeKind::Step),
+            stats,
             consumers: Vec::new(),
             producers: Vec::new(),
         });
     }
     if !errors.is_empty() {
         return Err(p.errors(errors).into());
+    }
+    let fingerprint = Fingerprints {
+        steps: steps.iter().filter_map(|s| s.op.state_fingerprint().map(|f| (s.name.clone(), f))).collect(),
+        sources: super::fingerprint::sources_of(p),
+    };
+    if let Some(found) = &resume {
+        check_restart(p, found, &fingerprint)?;
     }
 
     let mut sinks = Vec::new();
@@ -386,6 +397,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         clock: super::watermarks::Watermarks::new(Vec::new(), 0),
         state,
         checkpoints: schedule,
+        fingerprint,
         plugins,
         swapper,
         admin,
@@ -436,6 +448,22 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpo
     let next_id = found.as_ref().map_or(1, |f| f.meta.id + 1);
     let schedule = super::checkpoint::Schedule::new(store, std::time::Duration::from_millis(cs.interval_ms), next_id);
     Ok((Some(schedule), found))
+}
+
+/// Refuses to resume from `found` with a pipeline whose stateful steps or
+/// sources mean something else than when it was taken.
+fn check_restart(p: &LoadedPipeline, found: &Found, now: &Fingerprints) -> Result<(), RunError> {
+    let chk = format!("chk-{}", found.meta.id);
+    let Some(then) = &found.meta.fingerprint else {
+        tracing::warn!(checkpoint = %found.dir.display(), "the checkpoint predates fingerprints: changes to the pipeline since it was taken cannot be checked");
+        return Ok(());
+    };
+    let errors = super::fingerprint::changes(p, &chk, then, now);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(p.errors(errors).into())
+    }
 }
 
 fn open_dead(path: &Path, resume: Option<(u64, u64)>) -> Result<DeadLetterWriter, RunError> {

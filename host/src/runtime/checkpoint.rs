@@ -39,6 +39,11 @@ pub struct CheckpointMeta {
     pub dead_letter: Option<u64>,
     /// Dead letters written before the checkpoint (for the summary).
     pub dead_count: u64,
+    /// What the state and the positions mean (`fingerprint.rs`): a restart
+    /// with a pipeline that says otherwise is refused. `None` in records
+    /// written before fingerprints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<super::fingerprint::Fingerprints>,
 }
 
 /// A source's progress at a checkpoint.

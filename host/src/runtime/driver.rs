@@ -314,6 +314,7 @@ impl Pipeline {
         let id = schedule.start();
         let folder = schedule.store.folder(id);
         let mut meta = CheckpointMeta { id, ..Default::default() };
+        meta.fingerprint = Some(self.fingerprint.clone());
         for s in &mut self.sinks {
             if let Some(len) = s.sink.commit()? {
                 meta.sinks.insert(s.name.clone(), len);

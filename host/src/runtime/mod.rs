@@ -8,12 +8,14 @@
 mod build;
 mod checkpoint;
 mod driver;
+mod fingerprint;
 mod stats;
 mod stop;
 mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
+pub use fingerprint::Fingerprints;
 pub use stats::{NodeKind, NodeStats, PluginSummary, RunEnd, RunSummary};
 pub use stop::StopHandle;
 

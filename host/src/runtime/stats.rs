@@ -25,6 +25,11 @@ pub struct NodeStats {
     /// Steps: the input watermark the step was last advanced to, set before
     /// the step fires what it completes (`i64::MIN` before any).
     pub watermark: AtomicI64,
+    /// Window joins: events joined with only `max_matches` of their matches
+    /// (of some input), the rest left out.
+    pub over_max_matches: AtomicU64,
+    /// Window joins: matches left out by `max_matches`, over all events.
+    pub matches_not_joined: AtomicU64,
 }
 
 impl NodeStats {
@@ -36,6 +41,8 @@ impl NodeStats {
             events_out: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            over_max_matches: AtomicU64::new(0),
+            matches_not_joined: AtomicU64::new(0),
         })
     }
 }
@@ -117,6 +124,10 @@ pub struct NodeSnapshot {
     pub events_in: u64,
     pub events_out: u64,
     pub dead: u64,
+    /// Window joins: events over `max_matches` (see [`NodeStats`]).
+    pub over_max_matches: u64,
+    /// Window joins: matches left out by `max_matches`.
+    pub matches_not_joined: u64,
 }
 
 impl RunSummary {
@@ -138,6 +149,8 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
             events_in: n.events_in.load(Relaxed),
             events_out: n.events_out.load(Relaxed),
             dead: n.dead.load(Relaxed),
+            over_max_matches: n.over_max_matches.load(Relaxed),
+            matches_not_joined: n.matches_not_joined.load(Relaxed),
         })
         .collect()
 }
@@ -170,6 +183,13 @@ impl fmt::Display for RunSummary {
                 NodeKind::Sink => "sink",
             };
             writeln!(f, "  {kind:<8} {:<24} {:>12} {:>12} {:>10} {:>12}", n.name, n.events_in, n.events_out, n.dead, rate(n.events_out, secs))?;
+        }
+        for n in self.nodes.iter().filter(|n| n.over_max_matches > 0) {
+            writeln!(
+                f,
+                "  {}: {} events over max_matches ({} matches not joined; marked in the output)",
+                n.name, n.over_max_matches, n.matches_not_joined
+            )?;
         }
         for (sink, target) in &self.sink_targets {
             writeln!(f, "  output of sink `{sink}`: {target}")?;

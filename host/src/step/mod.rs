@@ -75,6 +75,14 @@ pub trait Operator: Send {
         input
     }
 
+    /// What this step's state means, for a stateful step: the parameters its
+    /// state was written under (as JSON mirroring the step's config, so a
+    /// difference names the config field). A checkpoint records it, and a
+    /// restart whose step says otherwise is refused (`runtime/fingerprint.rs`).
+    fn state_fingerprint(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Called once when all inputs are exhausted; may emit what it held.
     fn close(&mut self, _ctx: &mut StepContext<'_>) -> Batch {
         Batch::default()

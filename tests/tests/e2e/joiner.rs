@@ -172,3 +172,29 @@ fn a_join_key_can_be_computed_by_a_udf_plugin() {
     assert!(dead[0]["reason"].as_str().unwrap().contains("returned null"), "{dead:?}");
     assert_eq!(dead[0]["position"], 3);
 }
+
+/// `max_matches` applies before the joiner plugin is called: a hot
+/// impression with five clicks and a cap of three gets a sample of three
+/// clicks (the earliest), the header saying two were left out, and the
+/// summary counts them.
+#[test]
+fn a_plugin_joiner_gets_at_most_max_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("impressions.jsonl"), IMPRESSIONS).unwrap();
+    let clicks: String = (0..5).map(|i| format!("{{\"ts\":{},\"request_id\":\"r1\",\"dwell_ms\":{}}}\n", 1100 + i, 10 + i)).collect();
+    std::fs::write(dir.path().join("clicks.jsonl"), clicks).unwrap();
+    let mut p = pipeline("sample-joiner-rust", "plugins/sample-joiner-rust", "memory", "on-window-end");
+    p["steps"]["samples"]["max_matches"] = json!(3);
+    p["sinks"]["out"]["format"] = json!("envelope");
+    let summary = run_pipeline(&write_pipeline(dir.path(), &p));
+    assert!(summary.errors.is_empty(), "{summary}");
+    let step = summary.node("samples").unwrap();
+    assert_eq!((step.over_max_matches, step.matches_not_joined), (1, 2), "{summary}");
+    assert!(summary.to_string().contains("samples: 1 events over max_matches (2 matches not joined"), "{summary}");
+    let out = jsonl(&dir.path().join("out.jsonl"));
+    let r1 = out.iter().find(|e| e["value"]["request_id"] == "r1").expect("r1's sample");
+    assert_eq!((&r1["value"]["clicks"], &r1["value"]["dwell_ms"]), (&json!(3), &json!(10 + 11 + 12)), "{r1}");
+    assert_eq!(r1["headers"], json!([["streamhost-truncated", "{\"clicks\":2}"]]), "{r1}");
+    let r2 = out.iter().find(|e| e["value"]["request_id"] == "r2").expect("r2's sample");
+    assert!(r2.get("headers").is_none(), "{r2}");
+}

@@ -203,6 +203,22 @@ pub(crate) fn decode_in(bytes: &[u8], names: &mut SourceNames) -> Option<Stored>
     Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position }, join_key, plain_names })
 }
 
+/// The join key of a record [`encode_into`] wrote, read in place (no copy):
+/// matching a scanned record costs no decoding until it is kept.
+pub(crate) fn join_key_of(bytes: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader(bytes);
+    match r.take(1)?[0] {
+        1 => {}
+        2 => {
+            r.take(1)?;
+        }
+        _ => return None,
+    }
+    r.take(16)?; // timestamp, position
+    r.bytes()?; // source
+    r.bytes()
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -273,6 +289,7 @@ mod tests {
             };
             prop_assert_eq!(decode(&encode(&s)), Some(s.clone()));
             let bytes = encode(&s);
+            prop_assert_eq!(join_key_of(&bytes), Some(s.join_key.as_slice()));
             prop_assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "truncated is refused");
         }
     }

@@ -40,11 +40,13 @@ impl MergeJoiner {
     }
 
     /// The output for `main` and its matches, grouped by other input (in
-    /// input order) and ordered by time within an input.
-    pub(crate) fn join(&self, main: &Stored, matches: &[Vec<Stored>]) -> Result<Event, String> {
-        let value = match self.splice(main, matches) {
+    /// input order) and ordered by time within an input; `left_out[k]`
+    /// matches of input `k` were left out by `max_matches` (written as
+    /// `PREFIXtruncated` when not 0).
+    pub(crate) fn join(&self, main: &Stored, matches: &[Vec<Stored>], left_out: &[u64]) -> Result<Event, String> {
+        let value = match self.splice(main, matches, left_out) {
             Some(value) => value,
-            None => self.join_parsed(main, matches)?,
+            None => self.join_parsed(main, matches, left_out)?,
         };
         let e = &main.event;
         Ok(Event { key: e.key.clone(), value, timestamp: e.timestamp, headers: e.headers.clone() })
@@ -55,7 +57,7 @@ impl MergeJoiner {
     /// `None` when a name would repeat (a later match overwriting an
     /// earlier one's field, or a main field): [`Self::join_parsed`] resolves
     /// those.
-    fn splice(&self, main: &Stored, matches: &[Vec<Stored>]) -> Option<Vec<u8>> {
+    fn splice(&self, main: &Stored, matches: &[Vec<Stored>], left_out: &[u64]) -> Option<Vec<u8>> {
         let bytes = &main.event.value;
         let close = bytes.iter().rposition(|&b| b == b'}')?;
         // Output names by hash: equal hashes (a repeat, or rarely a
@@ -73,7 +75,7 @@ impl MergeJoiner {
         let mut out = Vec::with_capacity(bytes.len() + extra + 32 * matches.len());
         out.extend_from_slice(&bytes[..close]);
         let mut count = String::new();
-        for ((prefix, escaped), group) in self.prefixes.iter().zip(&self.escaped).zip(matches) {
+        for (k, ((prefix, escaped), group)) in self.prefixes.iter().zip(&self.escaped).zip(matches).enumerate() {
             for m in group {
                 let fields = crate::record_schema::members(&m.event.value).ok()?;
                 for (k, v) in &fields.0 {
@@ -87,6 +89,13 @@ impl MergeJoiner {
             count.clear();
             std::fmt::Write::write_fmt(&mut count, format_args!("{}", group.len())).ok()?;
             out.extend_from_slice(count.as_bytes());
+            if let Some(&n) = left_out.get(k).filter(|n| **n > 0) {
+                hashes.push(name_hash(prefix.as_bytes(), b"truncated"));
+                write_name(&mut out, &mut first, prefix, escaped, &Cow::Borrowed("truncated"));
+                count.clear();
+                std::fmt::Write::write_fmt(&mut count, format_args!("{n}")).ok()?;
+                out.extend_from_slice(count.as_bytes());
+            }
         }
         out.push(b'}');
         hashes.sort_unstable();
@@ -97,9 +106,9 @@ impl MergeJoiner {
     }
 
     /// The general path: parse, merge (later wins), serialise.
-    fn join_parsed(&self, main: &Stored, matches: &[Vec<Stored>]) -> Result<Vec<u8>, String> {
+    fn join_parsed(&self, main: &Stored, matches: &[Vec<Stored>], left_out: &[u64]) -> Result<Vec<u8>, String> {
         let mut out = object(&main.event.value).ok_or("the main event is not a JSON object")?;
-        for (prefix, group) in self.prefixes.iter().zip(matches) {
+        for (k, (prefix, group)) in self.prefixes.iter().zip(matches).enumerate() {
             for m in group {
                 // Checked on arrival; a value that is no longer an object
                 // (state from elsewhere) contributes nothing.
@@ -110,6 +119,9 @@ impl MergeJoiner {
                 }
             }
             out.insert(format!("{prefix}count"), Value::from(group.len()));
+            if let Some(&n) = left_out.get(k).filter(|n| **n > 0) {
+                out.insert(format!("{prefix}truncated"), Value::from(n));
+            }
         }
         serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
     }
@@ -174,14 +186,17 @@ mod tests {
         let j = MergeJoiner::new(vec!["click.".into(), "like.".into()]);
         let main = stored(r#"{"id":"r1","user":"u"}"#, 5);
         let clicks = vec![stored(r#"{"dwell":1,"x":true}"#, 6), stored(r#"{"dwell":2}"#, 7)];
-        let out = j.join(&main, &[clicks, vec![]]).unwrap();
+        let out = j.join(&main, &[clicks, vec![]], &[]).unwrap();
         let v: Value = serde_json::from_slice(&out.value).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"id":"r1","user":"u","click.dwell":2,"click.x":true,"click.count":2,"like.count":0})
         );
         assert_eq!((out.timestamp, out.key.as_deref()), (5, Some(&b"k"[..])), "time and key are the main event's");
-        assert!(j.join(&stored("[1]", 1), &[vec![], vec![]]).is_err());
+        assert!(j.join(&stored("[1]", 1), &[vec![], vec![]], &[]).is_err());
+        let capped = j.join(&main, &[vec![stored(r#"{"dwell":1}"#, 6)], vec![]], &[17, 0]).unwrap();
+        let v: Value = serde_json::from_slice(&capped.value).unwrap();
+        assert_eq!(v, serde_json::json!({"id":"r1","user":"u","click.dwell":1,"click.count":1,"click.truncated":17,"like.count":0}));
     }
 
     #[test]
@@ -200,18 +215,18 @@ mod tests {
             for (main, clicks) in &cases {
                 let m = stored(main, 1);
                 let groups = vec![clicks.iter().map(|c| stored(c, 2)).collect::<Vec<_>>()];
-                let fast: Value = serde_json::from_slice(&j.join(&m, &groups).unwrap().value).unwrap();
-                let slow: Value = serde_json::from_slice(&j.join_parsed(&m, &groups).unwrap()).unwrap();
+                let fast: Value = serde_json::from_slice(&j.join(&m, &groups, &[2]).unwrap().value).unwrap();
+                let slow: Value = serde_json::from_slice(&j.join_parsed(&m, &groups, &[2]).unwrap()).unwrap();
                 assert_eq!(fast, slow, "{main} + {clicks:?}");
                 let mut names = Vec::new();
                 crate::record_schema::member_names(main.as_bytes(), &mut names).unwrap();
                 let plain = Stored { plain_names: j.plain(&names), ..m.clone() };
-                let known: Value = serde_json::from_slice(&j.join(&plain, &groups).unwrap().value).unwrap();
+                let known: Value = serde_json::from_slice(&j.join(&plain, &groups, &[2]).unwrap().value).unwrap();
                 assert_eq!(known, slow, "{main} + {clicks:?}, names known on arrival");
             }
         }
         let groups = vec![vec![stored(r#"{"x":1}"#, 2), stored(r#"{"x":2}"#, 3)]];
-        assert!(j.splice(&stored("{}", 1), &groups).is_none(), "repeated names take the general path");
+        assert!(j.splice(&stored("{}", 1), &groups, &[]).is_none(), "repeated names take the general path");
         let names = |v: &'static str| {
             let mut n = Vec::new();
             crate::record_schema::member_names(v.as_bytes(), &mut n).unwrap();

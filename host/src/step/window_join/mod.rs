@@ -40,6 +40,21 @@ enum KeySpec {
 /// and the most cases handed to a joiner plugin in one call.
 const FIRE_CHUNK: usize = 1024;
 
+/// Bytes of matches one firing loads (per other input) before it stops
+/// taking more main events: with `max_matches` per main event, this bounds
+/// the memory (and the output batch) of a chunk of hot keys.
+#[cfg(not(test))]
+const FIRE_MATCH_BYTES: usize = 32 << 20;
+
+/// Unit tests cut firings after a few matches, so the comparisons with the
+/// reference model prove that a cut changes nothing.
+#[cfg(test)]
+const FIRE_MATCH_BYTES: usize = 256;
+
+/// The header naming, as a JSON object, how many events of each input were
+/// left out of an output's join by `max_matches`.
+pub const TRUNCATED_HEADER: &str = "streamhost-truncated";
+
 /// What makes a main event and its matches into output events.
 enum Joiner {
     /// The built-in JSON merge (`JoinerConfig::Merge`).
@@ -54,14 +69,37 @@ enum Joiner {
 #[derive(Default)]
 struct Pending {
     mains: Vec<Stored>,
+    /// Per main event: events left out by `max_matches`, as (input index
+    /// in `inputs`, count); empty when none were.
+    truncated: Vec<Vec<(usize, u64)>>,
     /// (index in `mains`, matches grouped by other input).
     cases: Vec<(usize, Vec<Vec<Stored>>)>,
 }
 
 impl Pending {
-    fn add_main(&mut self, main: Stored) -> usize {
+    fn add_main(&mut self, main: Stored, truncated: Vec<(usize, u64)>) -> usize {
         self.mains.push(main);
+        self.truncated.push(truncated);
         self.mains.len() - 1
+    }
+}
+
+/// A main event's matches, grouped by other input and capped at
+/// `max_matches` each, with the counts left out (per other input).
+#[derive(Clone, Default)]
+struct Matches {
+    groups: Vec<Vec<Stored>>,
+    left_out: Vec<u64>,
+}
+
+impl Matches {
+    fn new(others: usize) -> Self {
+        Matches { groups: vec![Vec::new(); others], left_out: vec![0; others] }
+    }
+
+    /// (input index in `inputs`, count) of the inputs with events left out.
+    fn truncated(&self) -> Vec<(usize, u64)> {
+        self.left_out.iter().enumerate().filter(|(_, n)| **n > 0).map(|(k, n)| (k + 1, *n)).collect()
     }
 }
 
@@ -103,21 +141,67 @@ pub struct WindowJoin {
     fired_below: Vec<u8>,
     /// Reused for encoding each arriving event.
     scratch: Vec<u8>,
+    /// What the state means (see [`Operator::state_fingerprint`]).
+    fingerprint: Value,
+    /// The most matches per other input joined to one main event.
+    max_matches: usize,
+    /// The step's counters (shared with the run's summary once built).
+    stats: std::sync::Arc<crate::runtime::NodeStats>,
+}
+
+/// The merge joiner's prefix of each other input (default `INPUT.`).
+fn merge_prefixes(cfg: &WindowJoinConfig) -> Vec<String> {
+    let empty = Default::default();
+    let prefixes = match &cfg.joiner {
+        JoinerConfig::Merge { prefixes } => prefixes,
+        JoinerConfig::Plugin { .. } => &empty,
+    };
+    cfg.inputs[1..].iter().map(|i| prefixes.get(i).cloned().unwrap_or_else(|| format!("{i}."))).collect()
+}
+
+/// The parameters the join's state is written under, shaped like its config
+/// (so a difference names the field): which events are kept (inputs, keys),
+/// where (bucket, layout), until when (window, lateness, mode, emit), and
+/// what was recorded for the joiner on arrival (merge: whether a main
+/// event's names can collide with the prefixes). Not the joiner plugin, its
+/// version or `max_matches`: those act when firing and may change.
+fn fingerprint(cfg: &WindowJoinConfig, bucket: i64) -> Value {
+    let keys: serde_json::Map<String, Value> = cfg
+        .inputs
+        .iter()
+        .map(|i| {
+            let key = cfg.keys.get(i).map_or_else(|| Value::from("(the event key)"), |k| serde_json::to_value(k).unwrap_or(Value::Null));
+            (i.clone(), key)
+        })
+        .collect();
+    let joiner = match &cfg.joiner {
+        JoinerConfig::Merge { .. } => {
+            let prefixes: serde_json::Map<String, Value> =
+                cfg.inputs[1..].iter().cloned().zip(merge_prefixes(cfg).into_iter().map(Value::from)).collect();
+            serde_json::json!({ "type": "merge", "prefixes": prefixes })
+        }
+        JoinerConfig::Plugin { .. } => serde_json::json!({ "type": "plugin" }),
+    };
+    serde_json::json!({
+        "type": "window-join",
+        "inputs": cfg.inputs,
+        "keys": keys,
+        "window": { "start_ms": cfg.window.start_ms, "end_ms": cfg.window.end_ms },
+        "bucket_ms": bucket,
+        "allowed_lateness_ms": cfg.allowed_lateness_ms,
+        "mode": cfg.mode,
+        "emit": cfg.emit,
+        "joiner": joiner,
+        "state_layout": String::from_utf8_lossy(STATE_LAYOUT),
+    })
 }
 
 impl WindowJoin {
     /// A join with the built-in merge joiner (`JoinerConfig::Merge`; a
     /// plugin joiner needs its runner: [`WindowJoin::with_plugin`]).
     pub fn new(name: &str, cfg: &WindowJoinConfig) -> Self {
-        let prefixes = match &cfg.joiner {
-            JoinerConfig::Merge { prefixes } => prefixes.clone(),
-            JoinerConfig::Plugin { .. } => {
-                debug_assert!(false, "a plugin joiner is built with WindowJoin::with_plugin");
-                Default::default()
-            }
-        };
-        let prefixes = cfg.inputs[1..].iter().map(|i| prefixes.get(i).cloned().unwrap_or_else(|| format!("{i}."))).collect();
-        Self::with_joiner(name, cfg, Joiner::Merge(MergeJoiner::new(prefixes)))
+        debug_assert!(matches!(cfg.joiner, JoinerConfig::Merge { .. }), "a plugin joiner is built with WindowJoin::with_plugin");
+        Self::with_joiner(name, cfg, Joiner::Merge(MergeJoiner::new(merge_prefixes(cfg))))
     }
 
     /// A join whose output is made by the `joiner` plugin `plugin`.
@@ -136,14 +220,18 @@ impl WindowJoin {
             })
             .collect();
         let length = cfg.window.end_ms.saturating_sub(cfg.window.start_ms).max(1);
+        let bucket = cfg.bucket_ms.map_or(length, |b| b.clamp(1, i64::MAX as u64) as i64);
         WindowJoin {
+            fingerprint: fingerprint(cfg, bucket),
+            max_matches: cfg.max_matches.max(1),
+            stats: crate::runtime::NodeStats::new(name, crate::runtime::NodeKind::Step),
             name: name.to_string(),
             inputs: cfg.inputs.clone(),
             keys,
             start: cfg.window.start_ms,
             end: cfg.window.end_ms,
             lateness: cfg.allowed_lateness_ms.min(i64::MAX as u64) as i64,
-            bucket: cfg.bucket_ms.map_or(length, |b| b.clamp(1, i64::MAX as u64) as i64),
+            bucket,
             mode: cfg.mode,
             emit: cfg.emit,
             joiner,
@@ -256,8 +344,10 @@ impl WindowJoin {
     }
 
     /// The matches of each of `mains` (like [`Self::matches_of`]), looked up
-    /// with one cursor per other input for the whole chunk.
-    fn matches_of_all(&self, state: &dyn StateBackend, mains: &[&Stored]) -> Result<Vec<Vec<Vec<Stored>>>, StateError> {
+    /// with one cursor per other input for the whole chunk. Stops taking
+    /// main events once [`FIRE_MATCH_BYTES`] of matches are loaded: the
+    /// result may be shorter than `mains` (the rest fire next time).
+    fn matches_of_all(&self, state: &dyn StateBackend, mains: &[&Stored]) -> Result<Vec<Matches>, StateError> {
         let others = &self.tables().others;
         let mut ranges = Vec::new();
         let mut owner = Vec::new();
@@ -269,48 +359,121 @@ impl WindowJoin {
                 owner.push(i);
             }
         }
-        let mut all: Vec<Vec<Vec<Stored>>> = mains.iter().map(|_| vec![Vec::new(); others.len()]).collect();
+        let mut all: Vec<Matches> = mains.iter().map(|_| Matches::new(others.len())).collect();
+        // Main events past `cut` are not taken this time.
+        let mut cut = mains.len();
         let mut names = SourceNames::default();
         for (k, &table) in others.iter().enumerate() {
+            let mut loaded = 0usize;
             state.scan_ranges(table, &ranges, &mut |r, _, v| {
+                let i = owner[r];
+                if i >= cut {
+                    return;
+                }
                 // The range holds every key with the same hash: keep the main's own.
-                if let Some(m) = decode_in(v, &mut names).filter(|m| m.join_key == mains[owner[r]].join_key) {
-                    all[owner[r]][k].push(m);
+                if layout::join_key_of(v) != Some(mains[i].join_key.as_slice()) {
+                    return;
+                }
+                let m = &mut all[i];
+                if m.groups[k].len() >= self.max_matches {
+                    m.left_out[k] += 1;
+                } else if let Some(found) = decode_in(v, &mut names) {
+                    loaded += v.len();
+                    m.groups[k].push(found);
+                    if loaded >= FIRE_MATCH_BYTES && i + 1 < cut {
+                        cut = i + 1;
+                    }
                 }
             })?;
+        }
+        all.truncate(cut);
+        for m in &all {
+            self.count_truncated(m.left_out.iter().sum());
         }
         Ok(all)
     }
 
     /// The matches of `main` in every other input, grouped by input, in
-    /// time (then arrival) order.
-    fn matches_of(&self, state: &dyn StateBackend, main: &Stored) -> Result<Vec<Vec<Stored>>, StateError> {
+    /// time (then arrival) order, at most `max_matches` each.
+    fn matches_of(&self, state: &dyn StateBackend, main: &Stored) -> Result<Matches, StateError> {
         let t = main.event.timestamp;
         let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
         let ranges: Vec<_> = (bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket))
             .map(|b| other_range(b, &main.join_key, lo, hi))
             .collect();
-        let mut groups = Vec::with_capacity(self.tables().others.len());
-        for &table in &self.tables().others {
-            let mut group = Vec::new();
+        let mut found = Matches::new(self.tables().others.len());
+        for (k, &table) in self.tables().others.iter().enumerate() {
             state.scan_ranges(table, &ranges, &mut |_, _, v| {
-                group.extend(decode(v).filter(|m| m.join_key == main.join_key));
+                if layout::join_key_of(v) != Some(main.join_key.as_slice()) {
+                    return;
+                }
+                if found.groups[k].len() >= self.max_matches {
+                    found.left_out[k] += 1;
+                } else {
+                    found.groups[k].extend(decode(v));
+                }
             })?;
-            groups.push(group);
         }
-        Ok(groups)
+        self.count_truncated(found.left_out.iter().sum());
+        Ok(found)
+    }
+
+    /// Counts one event whose join left `n` events out (if `n > 0`).
+    fn count_truncated(&self, n: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if n > 0 {
+            self.stats.over_max_matches.fetch_add(1, Relaxed);
+            self.stats.matches_not_joined.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Shares the step's counters with the run (its summary and stats).
+    pub fn with_stats(mut self, stats: std::sync::Arc<crate::runtime::NodeStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Hands every pending case to the joiner (a plugin: one call per
     /// [`FIRE_CHUNK`] cases) and appends the outputs to `out`, in case
     /// order; a main event whose join fails is dead-lettered.
     fn flush(&mut self, out: &mut Batch, ctx: &mut StepContext<'_>) {
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
+        // What `max_matches` left out is said on the main event (a plugin
+        // joiner sees it) and on every output made from it.
+        let headers: Vec<Option<crate::event::Header>> = pending
+            .truncated
+            .iter()
+            .map(|t| {
+                (!t.is_empty()).then(|| {
+                    let counts: serde_json::Map<String, Value> = t.iter().map(|(i, n)| (self.inputs[*i].clone(), Value::from(*n))).collect();
+                    crate::event::Header { name: TRUNCATED_HEADER.into(), value: Value::Object(counts).to_string().into_bytes() }
+                })
+            })
+            .collect();
+        for (main, header) in pending.mains.iter_mut().zip(&headers) {
+            main.event.headers.extend(header.clone());
+        }
+        let marked = |mut event: Event, i: usize| {
+            if let Some(h) = &headers[i] {
+                if !event.headers.iter().any(|e| e.name == TRUNCATED_HEADER) {
+                    event.headers.push(h.clone());
+                }
+            }
+            event
+        };
         match &mut self.joiner {
             Joiner::Merge(merge) => {
+                let mut left_out = Vec::new();
                 for (i, groups) in &pending.cases {
                     let main = &pending.mains[*i];
-                    match merge.join(main, groups) {
+                    left_out.clear();
+                    left_out.resize(groups.len(), 0);
+                    for (input, n) in &pending.truncated[*i] {
+                        if let Some(slot) = input.checked_sub(1).and_then(|k| left_out.get_mut(k)) {
+                            *slot = *n;
+                        }
+                    }
+                    match merge.join(main, groups, &left_out) {
                         Ok(event) => out.push(event, main.origin.clone()),
                         Err(reason) => {
                             ctx.refuse(&self.name, None, DeadKind::StepError, reason, main.origin.clone(), main.event.clone())
@@ -333,7 +496,7 @@ impl WindowJoin {
                         match outcome {
                             Outcome::Ok(events) => {
                                 for event in events {
-                                    out.push(event, main.origin.clone());
+                                    out.push(marked(event, *i), main.origin.clone());
                                 }
                             }
                             Outcome::Failed(f) => ctx.refuse(
@@ -420,9 +583,10 @@ impl WindowJoin {
             if self.emit == EmitPolicy::OnMatch {
                 let index = other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq);
                 ctx.state.put(main_by_key, &index, &key)?;
-                let groups = self.matches_of(&*ctx.state, &stored)?;
+                let matches = self.matches_of(&*ctx.state, &stored)?;
+                let groups = &matches.groups;
                 if groups.iter().any(|g| !g.is_empty()) {
-                    let main = self.pending.add_main(stored.clone());
+                    let main = self.pending.add_main(stored.clone(), matches.truncated());
                     for (k, group) in groups.iter().enumerate() {
                         for m in group {
                             self.pending.cases.push((main, single(groups.len(), k, m)));
@@ -444,13 +608,27 @@ impl WindowJoin {
                 let mut mains = Vec::new();
                 ctx.state.scan_ranges(main_by_key, &ranges, &mut |_, _, main_key| mains.push(main_key.to_vec()))?;
                 let n = self.tables().others.len();
+                // Pairs with the earliest `max_matches` of them; the rest are
+                // counted (and marked matched: they did match).
+                let (first, mut left_out) = (self.pending.mains.len(), 0u64);
                 for key in mains {
-                    let main = ctx.state.get(main_table, &key)?.as_deref().and_then(decode);
+                    let Some(bytes) = ctx.state.get(main_table, &key)? else { continue };
                     // (The index is by key hash: skip another key's main event.)
-                    if let Some(main) = main.filter(|m| m.join_key == stored.join_key) {
-                        let main = self.pending.add_main(main);
+                    if layout::join_key_of(&bytes) != Some(stored.join_key.as_slice()) {
+                        continue;
+                    }
+                    if self.pending.mains.len() - first >= self.max_matches {
+                        left_out += 1;
+                    } else if let Some(main) = decode(&bytes) {
+                        let main = self.pending.add_main(main, Vec::new());
                         self.pending.cases.push((main, single(n, port - 1, &stored)));
-                        ctx.state.put(matched, &key, b"")?;
+                    }
+                    ctx.state.put(matched, &key, b"")?;
+                }
+                if left_out > 0 {
+                    self.count_truncated(left_out);
+                    for t in &mut self.pending.truncated[first..] {
+                        *t = vec![(0, left_out)];
                     }
                 }
             }
@@ -488,10 +666,20 @@ impl WindowJoin {
             due.len() < FIRE_CHUNK
         })?;
         let mut out = Batch::with_capacity(due.len());
-        let (keys, decoded): (Vec<[u8; 16]>, Vec<Option<Stored>>) = due.into_iter().unzip();
+        let (mut keys, mut decoded): (Vec<[u8; 16]>, Vec<Option<Stored>>) = due.into_iter().unzip();
+        let mut more = keys.len() == FIRE_CHUNK;
         let mut found = if self.emit == EmitPolicy::OnWindowEnd {
             let mains: Vec<&Stored> = decoded.iter().flatten().collect();
-            self.matches_of_all(&*ctx.state, &mains)?.into_iter()
+            let found = self.matches_of_all(&*ctx.state, &mains)?;
+            if found.len() < mains.len() {
+                // Enough matches loaded: the main events past the last one
+                // taken fire on the next call.
+                let taken = decoded.iter().enumerate().filter(|(_, d)| d.is_some()).nth(found.len()).map_or(keys.len(), |(i, _)| i);
+                keys.truncate(taken);
+                decoded.truncate(taken);
+                more = true;
+            }
+            found.into_iter()
         } else {
             Vec::new().into_iter()
         };
@@ -499,10 +687,10 @@ impl WindowJoin {
             let Some(main) = main else { continue };
             match self.emit {
                 EmitPolicy::OnWindowEnd => {
-                    let groups = found.next().unwrap_or_default();
-                    if self.mode == JoinMode::Left || groups.iter().any(|g| !g.is_empty()) {
-                        let main = self.pending.add_main(main);
-                        self.pending.cases.push((main, groups));
+                    let matches = found.next().unwrap_or_default();
+                    if self.mode == JoinMode::Left || matches.groups.iter().any(|g| !g.is_empty()) {
+                        let main = self.pending.add_main(main, matches.truncated());
+                        self.pending.cases.push((main, matches.groups));
                     }
                 }
                 EmitPolicy::OnMatch => {
@@ -513,14 +701,13 @@ impl WindowJoin {
                     ctx.state.delete(matched, key)?;
                     if self.mode == JoinMode::Left && !was_matched {
                         let empty = vec![Vec::new(); self.tables().others.len()];
-                        let main = self.pending.add_main(main);
+                        let main = self.pending.add_main(main, Vec::new());
                         self.pending.cases.push((main, empty));
                     }
                 }
             }
         }
         self.flush(&mut out, ctx);
-        let more = keys.len() == FIRE_CHUNK;
         // Point deletes: range tombstones would pile up in RocksDB's
         // memtable, and every new iterator re-sorts them all.
         for key in &keys {
@@ -608,6 +795,10 @@ fn single(n: usize, k: usize, m: &Stored) -> Vec<Vec<Stored>> {
 }
 
 impl Operator for WindowJoin {
+    fn state_fingerprint(&self) -> Option<Value> {
+        Some(self.fingerprint.clone())
+    }
+
     fn open_state(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
         let name = &self.name;
         let by_prefix = TableOptions { range_prefix_len: Some(layout::OTHER_PREFIX_LEN) };

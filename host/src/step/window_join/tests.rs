@@ -79,6 +79,7 @@ fn config(s: &Scenario) -> WindowJoinConfig {
         allowed_lateness_ms: s.lateness as u64,
         bucket_ms: s.bucket,
         joiner: JoinerConfig::Merge { prefixes: BTreeMap::new() },
+        max_matches: 1000,
     }
 }
 
@@ -96,7 +97,10 @@ struct Trace {
 }
 
 fn run_join(s: &Scenario, state: &mut dyn StateBackend) -> Trace {
-    let mut join = WindowJoin::new("j", &config(s));
+    run_join_with(&mut WindowJoin::new("j", &config(s)), s, state)
+}
+
+fn run_join_with(join: &mut WindowJoin, s: &Scenario, state: &mut dyn StateBackend) -> Trace {
     join.open_state(state).unwrap();
     let mut watermark = i64::MIN;
     let mut trace = Trace { outputs: Vec::new(), late: Vec::new() };
@@ -343,4 +347,86 @@ fn state_of_another_layout_is_refused_not_misread() {
     old.commit().unwrap();
     let err = WindowJoin::new("j", &cfg).open_state(old.as_mut()).unwrap_err().to_string();
     assert!(err.contains("layout 1"), "{err}");
+}
+
+/// A hot key with `max_matches` 2: the earliest two matches per main event
+/// are joined, the rest counted and marked; in `on-match`, each arrival pairs
+/// with at most two events of the other side.
+#[test]
+fn max_matches_caps_a_hot_key_and_counts_the_rest() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let ev = |port, time| Op::Event { port, key: 1, time };
+    let window_end = Scenario {
+        inputs: 2,
+        start: 0,
+        end: 60,
+        lateness: 0,
+        bucket: Some(7),
+        mode: JoinMode::Left,
+        emit: EmitPolicy::OnWindowEnd,
+        // Matches of the main event at 5: 14, 10, 11, 13, 12 (before it), 20 (after).
+        ops: vec![ev(1, 14), ev(1, 10), ev(1, 11), ev(1, 13), ev(1, 12), ev(0, 5), ev(1, 20), ev(1, 90), Op::Watermark(65)],
+    };
+    let on_match = Scenario {
+        mode: JoinMode::Inner,
+        emit: EmitPolicy::OnMatch,
+        ops: vec![ev(1, 10), ev(1, 11), ev(1, 12), ev(0, 5), ev(0, 6), ev(0, 7), ev(0, 8), ev(1, 20)],
+        ..window_end.clone()
+    };
+    for rocks in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = match rocks {
+            true => crate::state::open_rocksdb(&dir.path().join("db"), &Default::default()).unwrap(),
+            false => crate::state::open_memory(),
+        };
+        let cfg = WindowJoinConfig { max_matches: 2, ..config(&window_end) };
+        let mut join = WindowJoin::new("j", &cfg);
+        let trace = run_join_with(&mut join, &window_end, &mut *state);
+        let outputs: Vec<&Value> = trace.outputs.iter().flatten().map(|(v, _)| v).collect();
+        assert_eq!(outputs.len(), 1, "{outputs:?}");
+        assert_eq!(outputs[0]["click.count"], 2, "rocksdb {rocks}: {}", outputs[0]);
+        assert_eq!(outputs[0]["click.truncated"], 4, "rocksdb {rocks}: {}", outputs[0]);
+        assert_eq!(outputs[0]["click.n"], 2, "the earliest two (10 and 11, the later one's fields last): {}", outputs[0]);
+        assert_eq!((join.stats.over_max_matches.load(Relaxed), join.stats.matches_not_joined.load(Relaxed)), (1, 4));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = match rocks {
+            true => crate::state::open_rocksdb(&dir.path().join("db"), &Default::default()).unwrap(),
+            false => crate::state::open_memory(),
+        };
+        let mut join = WindowJoin::new("j", &WindowJoinConfig { max_matches: 2, ..config(&on_match) });
+        let trace = run_join_with(&mut join, &on_match, &mut *state);
+        let pairs: Vec<usize> = trace.outputs.iter().map(Vec::len).collect();
+        // Each main event pairs with the clicks at 10 and 11 (12 left out);
+        // the click at 20 with the main events at 5 and 6 (7 and 8 left out).
+        assert_eq!(pairs, [0, 0, 0, 2, 2, 2, 2, 2, 0], "rocksdb {rocks}");
+        let last: Vec<i64> = trace.outputs[7].iter().map(|(_, t)| *t).collect();
+        assert_eq!(last, [5, 6], "the earliest main events");
+        assert_eq!((join.stats.over_max_matches.load(Relaxed), join.stats.matches_not_joined.load(Relaxed)), (5, 6));
+        let main_capped = &trace.outputs[3][0].0;
+        assert_eq!(main_capped["click.truncated"], 1, "{main_capped}");
+    }
+}
+
+#[test]
+fn the_fingerprint_names_what_the_state_depends_on_and_not_max_matches() {
+    let s = Scenario {
+        inputs: 2,
+        start: 0,
+        end: 60,
+        lateness: 0,
+        bucket: None,
+        mode: JoinMode::Left,
+        emit: EmitPolicy::OnWindowEnd,
+        ops: vec![],
+    };
+    let cfg = config(&s);
+    let fp = |cfg: &WindowJoinConfig| WindowJoin::new("j", cfg).state_fingerprint().unwrap();
+    let base = fp(&cfg);
+    assert_eq!(base["bucket_ms"], 60, "the effective bucket: {base}");
+    assert_eq!(base["joiner"], json!({"type": "merge", "prefixes": {"click": "click."}}));
+    assert_eq!(fp(&WindowJoinConfig { max_matches: 7, ..cfg.clone() }), base, "max_matches may change");
+    assert_ne!(fp(&WindowJoinConfig { bucket_ms: Some(30), ..cfg.clone() }), base);
+    assert_ne!(fp(&WindowJoinConfig { window: JoinWindow { start_ms: 0, end_ms: 30 }, ..cfg.clone() }), base);
+    assert_ne!(fp(&WindowJoinConfig { emit: EmitPolicy::OnMatch, ..cfg.clone() }), base);
 }
