@@ -29,8 +29,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::outcome::Failure;
-use crate::plugin::outcome::FailureKind;
+use super::outcome::{Failure, FailureKind};
 
 /// How many batch budgets the failed calls of one batch of `n` inputs may
 /// spend in all: 4 + 2 ⌈log2 n⌉.
@@ -96,7 +95,7 @@ pub(crate) fn isolate<M: Metered, T>(
         if let Some(stop) = stop_reason(meter, n, &last) {
             return give_up(meter, decided, stop);
         }
-        if let Some(failure) = try_range(meter, p..p + 1, &mut decided) {
+        if let Some(failure) = try_range(&mut *meter, p..p + 1, &mut decided[..]) {
             failed_probes += 1;
             decided[p] = Some(Err(failure.clone()));
             last = failure;
@@ -121,7 +120,7 @@ pub(crate) fn isolate<M: Metered, T>(
         if let Some(stop) = stop_reason(meter, n, &last) {
             return give_up(meter, decided, stop);
         }
-        if let Some(failure) = try_range(meter, range.clone(), &mut decided) {
+        if let Some(failure) = try_range(&mut *meter, range.clone(), &mut decided[..]) {
             if range.len() == 1 {
                 decided[range.start] = Some(Err(failure.clone()));
             } else {

@@ -90,7 +90,7 @@ fn a_plugin_timing_out_on_every_record_stalls_each_batch_for_four_budgets_only()
     let plugin = built.swapper().registry().slot("hostile").unwrap().current().plugin.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(built.run());
+        let _ = tx.send(built.run().map_err(|e| e.to_string()));
     });
     // A guard against a hang only: the run spends 40 budgets (8 s).
     let summary = rx.recv_timeout(Duration::from_secs(300)).expect("the run must finish").unwrap();
