@@ -64,6 +64,9 @@ pub struct Settings {
     /// Directory for precompiled plugin artifacts (default: the user's cache
     /// directory, `~/.cache/streamhost/artifacts`).
     pub artifact_cache: Option<PathBuf>,
+    /// Bound on the artifact cache's size, in MiB (default 1024): past it the
+    /// least recently used artifacts are removed, never one in use.
+    pub artifact_cache_max_mb: u64,
     /// Where stateful steps (joins) keep their state.
     pub state: StateSettings,
     /// Periodic checkpoints (off when absent). With them a run resumes from
@@ -80,13 +83,23 @@ pub struct Settings {
 
 /// Hot swap: what makes a new plugin version be rolled back, and how it can
 /// be tried first on recent input.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HotSwapSettings {
     /// Automatic rollback of a new version that fails too often.
     pub rollback: RollbackSettings,
     /// Trying a new version on a sample of recent input before the swap.
     pub canary: CanarySettings,
+    /// Uploaded components kept in `uploads/` of the artifact cache directory
+    /// (default 16): past it the least recently uploaded are removed, never
+    /// the current or previous version of a plugin of this pipeline.
+    pub max_uploads: usize,
+}
+
+impl Default for HotSwapSettings {
+    fn default() -> Self {
+        HotSwapSettings { rollback: RollbackSettings::default(), canary: CanarySettings::default(), max_uploads: 16 }
+    }
 }
 
 /// After a swap the new version is on probation for its first
@@ -184,6 +197,7 @@ impl Default for Settings {
             channel_batches: 4,
             channel_bytes: 64 << 20,
             artifact_cache: None,
+            artifact_cache_max_mb: 1024,
             state: StateSettings::default(),
             checkpoint: None,
             hot_swap: HotSwapSettings::default(),

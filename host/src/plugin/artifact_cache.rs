@@ -10,6 +10,13 @@
 //! the artifact; an artifact is used only if it matches (see
 //! [`ArtifactCache::load`]). Both files are written to a temporary name and
 //! renamed, so a reader never sees a partial file.
+//!
+//! The cache is bounded (`settings.artifact_cache_max_mb`, default
+//! [`DEFAULT_MAX_BYTES`]): after each new artifact, the least recently used
+//! ones (by modification time, refreshed on every hit) are removed until the
+//! artifacts fit, never one whose component is in use in this process. A
+//! process that mapped a removed artifact keeps its mapping (Linux unlinks the
+//! name, not the inode); it would only recompile on its next load.
 
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -20,8 +27,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+/// The artifact cache's default bound: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
 pub(crate) struct ArtifactCache {
     dir: PathBuf,
+    /// Bound on the artifacts' total size.
+    max_bytes: u64,
     /// Hex hash of the engine's compatibility settings (wasmtime version,
     /// target, compiler flags).
     engine_key: String,
@@ -31,7 +43,11 @@ impl ArtifactCache {
     pub(crate) fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        ArtifactCache { dir, engine_key: format!("{:016x}", hasher.finish()) }
+        ArtifactCache { dir, max_bytes: DEFAULT_MAX_BYTES, engine_key: format!("{:016x}", hasher.finish()) }
+    }
+
+    pub(crate) fn set_max_bytes(&mut self, bytes: u64) {
+        self.max_bytes = bytes;
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -66,7 +82,11 @@ impl ArtifactCache {
         // in the artifact. The directory is the user's own: whoever can write
         // there can already change the plugins themselves.
         match unsafe { Component::deserialize_file(engine, mappable_path(&file, &path)) } {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                // Recently used: the last to be pruned.
+                let _ = file.set_modified(std::time::SystemTime::now());
+                Some(component)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable precompiled artifact, recompiling");
                 self.remove(&path);
@@ -85,6 +105,40 @@ impl ArtifactCache {
             .and_then(|()| write_atomically(&self.dir, &checksum_path(&path), checksum.as_bytes()));
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the precompiled plugin");
+        }
+    }
+
+    /// Removes the least recently used artifacts until the cache fits its
+    /// bound, sparing those of `in_use` (content hashes). Other files of the
+    /// directory (`uploads/`, temporary files) are not counted or touched.
+    pub(crate) fn prune(&self, in_use: &std::collections::HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf, bool)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let path = e.path();
+                let name = path.file_name()?.to_str()?;
+                let hash = name.strip_suffix(".cwasm")?.split('-').next()?.to_string();
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                let checksum = std::fs::metadata(checksum_path(&path)).map_or(0, |m| m.len());
+                Some((meta.modified().ok()?, meta.len() + checksum, path, in_use.contains(&hash)))
+            })
+            .collect();
+        let mut total: u64 = artifacts.iter().map(|a| a.1).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        artifacts.sort_by_key(|a| a.0);
+        for (_, size, path, used) in artifacts {
+            if total <= self.max_bytes {
+                break;
+            }
+            if used {
+                continue;
+            }
+            tracing::info!(path = %path.display(), bytes = size, "artifact cache over its bound: removing the least recently used");
+            self.remove(&path);
+            total -= size;
         }
     }
 
@@ -150,6 +204,44 @@ pub(crate) fn default_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cache(dir: &Path, max_bytes: u64) -> ArtifactCache {
+        ArtifactCache { dir: dir.to_path_buf(), max_bytes, engine_key: "e".into() }
+    }
+
+    /// An artifact of `size` bytes used `age` seconds ago.
+    fn artifact(cache: &ArtifactCache, hash: &str, size: usize, age: u64) -> PathBuf {
+        cache.store(hash, &vec![0u8; size]);
+        let path = cache.path_for(hash);
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+        File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        path
+    }
+
+    #[test]
+    fn prune_removes_the_least_recently_used_but_never_what_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 artifacts of 1000 bytes (+ 64-byte checksums); room for 2.
+        let cache = cache(dir.path(), 2200);
+        let oldest_in_use = artifact(&cache, "a", 1000, 400);
+        let old = artifact(&cache, "b", 1000, 300);
+        let recent = artifact(&cache, "c", 1000, 200);
+        let newest = artifact(&cache, "d", 1000, 100);
+        std::fs::create_dir_all(dir.path().join("uploads")).unwrap();
+        std::fs::write(dir.path().join("uploads/x.wasm"), vec![0u8; 5000]).unwrap();
+
+        cache.prune(&["a".to_string()].into_iter().collect());
+        assert!(oldest_in_use.exists(), "in use: kept although the oldest");
+        assert!(!old.exists() && !checksum_path(&old).exists(), "the least recently used goes first");
+        assert!(!recent.exists(), "then the next one, until the cache fits");
+        assert!(newest.exists());
+        assert!(dir.path().join("uploads/x.wasm").exists(), "uploads are not the cache's");
+
+        // Under its bound, nothing is removed.
+        let roomy = super::tests::cache(dir.path(), 1 << 20);
+        roomy.prune(&Default::default());
+        assert!(oldest_in_use.exists() && newest.exists());
+    }
 
     #[test]
     fn checksum_is_of_the_whole_file() {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
+use super::isolation::Metered;
 use super::loaded::{LoadedPlugin, WorldPre};
 use super::outcome::{Failure, FailureKind, PluginStats};
 use super::sandbox::StoreState;
@@ -133,6 +134,9 @@ pub(crate) struct Supervisor<B: WorldBindings> {
     /// Why the last rebuild failed; set for the rest of the current batch so
     /// a plugin whose init keeps failing is not re-instantiated per record.
     rebuild_failure: Option<Failure>,
+    /// Time the failed calls of the current batch spent (a timeout counts as
+    /// one whole budget): what the isolation's budget is measured in.
+    failed_time: Duration,
 }
 
 impl<B: WorldBindings> Supervisor<B> {
@@ -142,7 +146,7 @@ impl<B: WorldBindings> Supervisor<B> {
             Some(live) => live,
             None => start::<B>(&plugin)?,
         };
-        Ok(Supervisor { plugin, live: Some(live), rebuild_failure: None })
+        Ok(Supervisor { plugin, live: Some(live), rebuild_failure: None, failed_time: Duration::ZERO })
     }
 
     pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
@@ -157,7 +161,7 @@ impl<B: WorldBindings> Supervisor<B> {
     pub(crate) fn switch_to(&mut self, plugin: Arc<LoadedPlugin>) {
         *self = Supervisor::new(plugin.clone()).unwrap_or_else(|f| {
             tracing::warn!(plugin = plugin.name(), error = %f, "cannot start the new plugin version");
-            Supervisor { plugin, live: None, rebuild_failure: None }
+            Supervisor { plugin, live: None, rebuild_failure: None, failed_time: Duration::ZERO }
         });
     }
 
@@ -168,12 +172,29 @@ impl<B: WorldBindings> Supervisor<B> {
     /// Call at the start of each batch: a rebuild may be attempted again.
     pub(crate) fn begin_batch(&mut self) {
         self.rebuild_failure = None;
+        self.failed_time = Duration::ZERO;
     }
 
     /// Runs one call into the plugin under the time budget. On a trap the
     /// instance is dropped (the next call rebuilds it) and the trap is
     /// returned classified.
     pub(crate) fn call<R>(
+        &mut self,
+        f: impl FnOnce(&B, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let started = Instant::now();
+        let result = self.call_live(f);
+        if let Err(failure) = &result {
+            self.failed_time += if failure.kind == FailureKind::Timeout { self.budget() } else { started.elapsed() };
+        }
+        result
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_millis(self.plugin.limits().batch_timeout_ms)
+    }
+
+    fn call_live<R>(
         &mut self,
         f: impl FnOnce(&B, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
@@ -217,6 +238,21 @@ impl<B: WorldBindings> Supervisor<B> {
                 Err(failure)
             }
         }
+    }
+}
+
+impl<B: WorldBindings> Metered for Supervisor<B> {
+    fn failed_time(&self) -> Duration {
+        self.failed_time
+    }
+    fn call_budget(&self) -> Duration {
+        self.budget()
+    }
+    fn broken(&self) -> bool {
+        self.rebuild_failure.is_some()
+    }
+    fn count_not_isolated(&self, n: usize) {
+        PluginStats::add(&self.stats().not_isolated, n as u64);
     }
 }
 

@@ -8,8 +8,9 @@ use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, Outcome, PluginStats};
 use super::registry::{SampleBatch, Watch};
-use super::transform::{count_outcomes, single_outcome, OutputBudget};
-use super::wit::{EventBatch, Joiner, TransformOutput};
+use super::isolation::isolate;
+use super::transform::{contract, count_outcomes, OutputBudget};
+use super::wit::{EventBatch, Joiner};
 use crate::event::Event;
 
 /// One main event and its matches, grouped by other input (in the order of
@@ -24,22 +25,54 @@ pub struct JoinCase<'a> {
 pub struct JoinerRunner {
     supervisor: Supervisor<Joiner>,
     /// The columns every call is packed into (buffers reused).
+    columns: JoinColumns,
+    /// The registry slot it follows (hot swap), if any.
+    watch: Option<Watch>,
+}
+
+/// The WIT's columns of a join call.
+struct JoinColumns {
     mains: EventBatch,
     matches: EventBatch,
     match_mains: Vec<u32>,
     match_inputs: Vec<u32>,
-    /// The registry slot it follows (hot swap), if any.
-    watch: Option<Watch>,
+}
+
+impl JoinColumns {
+    /// Lays `cases` out as the WIT's columns.
+    fn pack(&mut self, cases: &[JoinCase<'_>]) {
+        pack_iter(&mut self.mains, cases.iter().map(|c| c.main));
+        self.match_mains.clear();
+        self.match_inputs.clear();
+        for (i, case) in cases.iter().enumerate() {
+            for (k, group) in case.matches.iter().enumerate() {
+                self.match_mains.extend(std::iter::repeat_n(i as u32, group.len()));
+                self.match_inputs.extend(std::iter::repeat_n(k as u32, group.len()));
+            }
+        }
+        pack_iter(&mut self.matches, cases.iter().flat_map(|c| c.matches.iter().flatten().copied()));
+    }
+
+    /// One join call on `cases`: their raw outcomes, or the call's failure.
+    fn call(&mut self, supervisor: &mut Supervisor<Joiner>, inputs: &[String], cases: &[JoinCase<'_>]) -> Result<RawOutcomes, Failure> {
+        self.pack(cases);
+        let (mains, matches, match_mains, match_inputs) = (&self.mains, &self.matches, &self.match_mains, &self.match_inputs);
+        let output = supervisor
+            .call(|plugin, store| plugin.call_join(store, inputs, mains, matches, match_mains, match_inputs))?;
+        contract(unpack(output, cases.len()))
+    }
 }
 
 impl JoinerRunner {
     pub(crate) fn new(supervisor: Supervisor<Joiner>) -> Self {
         JoinerRunner {
             supervisor,
-            mains: empty_batch(),
-            matches: empty_batch(),
-            match_mains: Vec::new(),
-            match_inputs: Vec::new(),
+            columns: JoinColumns {
+                mains: empty_batch(),
+                matches: empty_batch(),
+                match_mains: Vec::new(),
+                match_inputs: Vec::new(),
+            },
             watch: None,
         }
     }
@@ -67,8 +100,9 @@ impl JoinerRunner {
     /// Exactly one outcome per case, in order: the main event's output
     /// events, or its failure. One call for the whole slice; if it traps,
     /// times out or breaks the contract, the instance is rebuilt and the
-    /// cases retried one by one, so only the culprits fail. Output limits
-    /// (per main event, per call) are checked here, on the host.
+    /// cases isolated by bisection within a budget (`isolation`), so only
+    /// the culprits fail. Output limits (per main event, per call) are
+    /// checked here, on the host.
     pub fn join(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) -> Vec<Outcome> {
         if cases.is_empty() {
             return Vec::new();
@@ -76,58 +110,21 @@ impl JoinerRunner {
         self.follow_slot(inputs, cases);
         self.supervisor.begin_batch();
         PluginStats::add(&self.supervisor.stats().events_in, cases.len() as u64);
-        self.pack(cases);
-        let outcomes = match self.call(inputs).map(|output| unpack(output, cases.len())) {
-            Ok(Ok(raw)) => self.check_limits(raw),
-            Ok(Err(violation)) => {
-                tracing::warn!(
-                    plugin = self.plugin().name(),
-                    mains = cases.len(),
-                    %violation,
-                    "the joiner broke the contract; retrying main event by main event"
-                );
-                self.isolate(inputs, cases)
-            }
+        let outcomes = match self.columns.call(&mut self.supervisor, inputs, cases) {
+            Ok(raw) => self.check_limits(raw),
             Err(failure) => {
-                tracing::debug!(plugin = self.plugin().name(), %failure, "join call failed; retrying main event by main event");
-                self.isolate(inputs, cases)
+                tracing::debug!(plugin = self.plugin().name(), mains = cases.len(), %failure, "join call failed; isolating");
+                PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+                let columns = &mut self.columns;
+                let results = isolate(&mut self.supervisor, cases.len(), failure, |supervisor, range| {
+                    columns.call(supervisor, inputs, &cases[range])
+                });
+                let mut budget = OutputBudget::new(self.plugin());
+                results.into_iter().map(|r| r.map_or_else(Outcome::Failed, |raw| budget.check(raw))).collect()
             }
         };
         count_outcomes(self.supervisor.stats(), &outcomes);
         outcomes
-    }
-
-    /// Lays `cases` out as the WIT's columns.
-    fn pack(&mut self, cases: &[JoinCase<'_>]) {
-        pack_iter(&mut self.mains, cases.iter().map(|c| c.main));
-        self.match_mains.clear();
-        self.match_inputs.clear();
-        for (i, case) in cases.iter().enumerate() {
-            for (k, group) in case.matches.iter().enumerate() {
-                self.match_mains.extend(std::iter::repeat_n(i as u32, group.len()));
-                self.match_inputs.extend(std::iter::repeat_n(k as u32, group.len()));
-            }
-        }
-        pack_iter(&mut self.matches, cases.iter().flat_map(|c| c.matches.iter().flatten().copied()));
-    }
-
-    fn call(&mut self, inputs: &[String]) -> Result<TransformOutput, Failure> {
-        let (mains, matches, match_mains, match_inputs) = (&self.mains, &self.matches, &self.match_mains, &self.match_inputs);
-        self.supervisor
-            .call(|plugin, store| plugin.call_join(store, inputs, mains, matches, match_mains, match_inputs))
-    }
-
-    /// Joins each case alone, so a trap fails only its main event.
-    fn isolate(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) -> Vec<Outcome> {
-        PluginStats::add(&self.supervisor.stats().retried_batches, 1);
-        let mut budget = OutputBudget::new(self.plugin());
-        cases
-            .iter()
-            .map(|case| {
-                self.pack(std::slice::from_ref(case));
-                single_outcome(self.call(inputs), &mut budget)
-            })
-            .collect()
     }
 
     fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {

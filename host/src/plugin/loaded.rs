@@ -71,6 +71,10 @@ pub struct LoadedPlugin {
     pub(crate) deadline_ticks: u64,
     pub(crate) engine: Engine,
     pub(crate) pre: WorldPre,
+    /// Keeps the compiled component in the runtime's map while this version
+    /// lives (the map holds it weakly). Held, never read.
+    #[allow(dead_code)]
+    pub(crate) component: Arc<wasmtime::component::Component>,
     /// Started instances waiting for a runner: the one `load` proved the
     /// plugin with, and those [`LoadedPlugin::prestart`] adds before a swap.
     pub(crate) spare: Mutex<Vec<Spare>>,

@@ -17,6 +17,7 @@ mod artifact_cache;
 mod columns;
 mod engine;
 mod instance;
+mod isolation;
 mod joiner;
 mod loaded;
 mod outcome;
@@ -31,7 +32,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -43,6 +44,7 @@ use instance::{start, WorldBindings};
 use loaded::WorldPre;
 use sandbox::StoreState;
 
+pub use isolation::failed_budgets;
 pub use joiner::{JoinCase, JoinerRunner};
 pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
 pub use outcome::{unix_micros, Failure, FailureKind, Outcome, PluginStats, PluginStatsSnapshot};
@@ -108,8 +110,11 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: artifact_cache::ArtifactCache,
-    /// Compiled components by content hash (one compilation per content).
-    components: Mutex<HashMap<String, Component>>,
+    /// Compiled components by content hash, while a loaded plugin uses them
+    /// (one compilation per content). Each `LoadedPlugin` holds the `Arc`:
+    /// once the last version using a component is dropped (a hot swap keeps
+    /// only a slot's current and previous versions), so is its code.
+    components: Mutex<HashMap<String, Weak<Component>>>,
     compiled: AtomicU64,
     disk_hits: AtomicU64,
     memory_hits: AtomicU64,
@@ -139,6 +144,33 @@ impl PluginRuntime {
 
     pub fn artifact_cache_dir(&self) -> &Path {
         self.cache.dir()
+    }
+
+    /// Bounds the on-disk artifact cache to `bytes` (least recently used
+    /// artifacts are removed first, never one a plugin of this runtime uses).
+    pub fn with_artifact_cache_max_bytes(mut self, bytes: u64) -> Self {
+        self.cache.set_max_bytes(bytes);
+        self
+    }
+
+    /// Compiled components alive in this runtime: those some loaded plugin
+    /// (a running version, the previous one kept for rollback, a canary)
+    /// still holds.
+    pub fn live_components(&self) -> usize {
+        self.in_use().len()
+    }
+
+    /// Prunes the artifact cache to its bound, sparing the components in use
+    /// (after a hot swap dropped a version, for instance).
+    pub fn prune_artifact_cache(&self) {
+        self.cache.prune(&self.in_use());
+    }
+
+    /// Content hashes of the compiled components alive (pruning the dead).
+    fn in_use(&self) -> std::collections::HashSet<String> {
+        let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, weak| weak.strong_count() > 0);
+        map.keys().cloned().collect()
     }
 
     pub fn artifact_counters(&self) -> ArtifactCounters {
@@ -199,6 +231,7 @@ impl PluginRuntime {
             deadline_ticks: engine::deadline_ticks(limits.batch_timeout_ms),
             engine: self.engine.clone(),
             pre,
+            component,
             spare: Mutex::new(Vec::new()),
             functions: Vec::new(),
         };
@@ -227,8 +260,8 @@ impl PluginRuntime {
 
     /// The compiled component for this content: from memory, from the disk
     /// cache, or compiled now (and cached).
-    fn component(&self, name: &str, path: &Path, hash: &str) -> Result<(Component, ArtifactSource), PluginError> {
-        if let Some(component) = self.components.lock().ok().and_then(|m| m.get(hash).cloned()) {
+    fn component(&self, name: &str, path: &Path, hash: &str) -> Result<(Arc<Component>, ArtifactSource), PluginError> {
+        if let Some(component) = self.components.lock().ok().and_then(|m| m.get(hash).and_then(Weak::upgrade)) {
             self.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((component, ArtifactSource::Memory));
         }
@@ -253,15 +286,22 @@ impl PluginRuntime {
                 }
                 let component = Component::new(&self.engine, &bytes).map_err(compile_err)?;
                 match component.serialize() {
-                    Ok(artifact) => self.cache.store(hash, &artifact),
+                    Ok(artifact) => {
+                        self.cache.store(hash, &artifact);
+                        let mut keep = self.in_use();
+                        keep.insert(hash.to_string());
+                        self.cache.prune(&keep);
+                    }
                     Err(e) => tracing::warn!(plugin = name, error = %e, "cannot serialize the compiled plugin"),
                 }
                 self.compiled.fetch_add(1, Ordering::Relaxed);
                 (component, ArtifactSource::Compiled)
             }
         };
+        let component = Arc::new(component);
         if let Ok(mut map) = self.components.lock() {
-            map.insert(hash.to_string(), component.clone());
+            map.retain(|_, weak| weak.strong_count() > 0);
+            map.insert(hash.to_string(), Arc::downgrade(&component));
         }
         Ok((component, source))
     }

@@ -62,7 +62,7 @@ impl FailureKind {
 /// Counters of one loaded plugin, shared by all its runners.
 #[derive(Debug, Default)]
 pub struct PluginStats {
-    /// Calls into the plugin (batches, plus single-record retries).
+    /// Calls into the plugin (batches, plus the calls isolating failed ones).
     pub calls: AtomicU64,
     /// Inputs handed to the plugin (events or UDF rows), retries not counted.
     pub events_in: AtomicU64,
@@ -76,8 +76,11 @@ pub struct PluginStats {
     pub timeouts: AtomicU64,
     /// Inputs whose outputs broke a limit.
     pub limit_violations: AtomicU64,
-    /// Batches that trapped and were retried record by record.
+    /// Batches that failed as a whole and were isolated (see `isolation`).
     pub retried_batches: AtomicU64,
+    /// Inputs failed without being isolated: the isolation of their batch
+    /// gave up (the plugin failed everything tried, or the budget ran out).
+    pub not_isolated: AtomicU64,
     /// Instances rebuilt after a trap.
     pub rebuilds: AtomicU64,
     /// Time spent inside plugin calls, in nanoseconds.
@@ -99,6 +102,7 @@ pub struct PluginStatsSnapshot {
     pub timeouts: u64,
     pub limit_violations: u64,
     pub retried_batches: u64,
+    pub not_isolated: u64,
     pub rebuilds: u64,
     pub busy_nanos: u64,
     pub first_call_unix_us: u64,
@@ -124,6 +128,7 @@ impl PluginStats {
             timeouts: get(&self.timeouts),
             limit_violations: get(&self.limit_violations),
             retried_batches: get(&self.retried_batches),
+            not_isolated: get(&self.not_isolated),
             rebuilds: get(&self.rebuilds),
             busy_nanos: get(&self.busy_nanos),
             first_call_unix_us: get(&self.first_call_unix_us),

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use super::columns::{empty_batch, pack_into, unpack, RawOutcomes};
 use super::instance::Supervisor;
+use super::isolation::isolate;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
 use super::registry::{SampleBatch, Watch};
-use super::wit::{EventBatch, Transform, TransformOutput};
+use super::wit::{EventBatch, Transform};
 use crate::event::Event;
 
 /// One instance of a transform plugin (one `Store`). Not shared: give each
@@ -45,9 +46,10 @@ impl TransformRunner {
     }
 
     /// Exactly one outcome per input event, in order. Never fails as a whole:
-    /// if the batch call traps (panic, timeout, out of memory) the instance is
-    /// rebuilt and the batch retried record by record, so only the culprits
-    /// fail. Output limits are checked here, on the host.
+    /// if the batch call traps (panic, timeout, out of memory) or breaks the
+    /// contract, the instance is rebuilt and the batch isolated by bisection
+    /// within a budget (`isolation`), so only the culprits fail. Output limits
+    /// are checked here, on the host.
     pub fn process(&mut self, batch: &[Event]) -> Vec<Outcome> {
         if batch.is_empty() {
             return Vec::new();
@@ -55,41 +57,32 @@ impl TransformRunner {
         self.follow_slot(batch);
         self.supervisor.begin_batch();
         PluginStats::add(&self.supervisor.stats().events_in, batch.len() as u64);
-        pack_into(&mut self.columns, batch);
-        let columns = &self.columns;
-        let result = self.supervisor.call(|plugin, store| plugin.call_process(store, columns));
-        let outcomes = match result.map(|output| unpack(output, batch.len())) {
-            Ok(Ok(raw)) => self.check_limits(raw),
-            Ok(Err(violation)) => {
-                tracing::warn!(
-                    plugin = self.plugin().name(),
-                    inputs = batch.len(),
-                    %violation,
-                    "the plugin broke the contract; retrying record by record"
-                );
-                self.isolate(batch)
-            }
+        let outcomes = match self.call_range(batch) {
+            Ok(raw) => self.check_limits(raw),
             Err(failure) => {
-                tracing::debug!(plugin = self.plugin().name(), %failure, "batch failed; retrying record by record");
-                self.isolate(batch)
+                tracing::debug!(plugin = self.plugin().name(), inputs = batch.len(), %failure, "batch failed; isolating");
+                self.isolate(batch, failure)
             }
         };
         self.count(&outcomes);
         outcomes
     }
 
-    /// Processes each event of `batch` alone, so a trap fails only its event.
-    fn isolate(&mut self, batch: &[Event]) -> Vec<Outcome> {
+    /// One call on `events`: their raw outcomes, or the call's failure (a
+    /// broken layout is a contract violation, failed like a trap).
+    fn call_range(&mut self, events: &[Event]) -> Result<RawOutcomes, Failure> {
+        call_events(&mut self.supervisor, &mut self.columns, events)
+    }
+
+    /// Finds the culprits of a failed batch (see `isolation`).
+    fn isolate(&mut self, batch: &[Event], failure: Failure) -> Vec<Outcome> {
         PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+        let columns = &mut self.columns;
+        let results = isolate(&mut self.supervisor, batch.len(), failure, |supervisor, range| {
+            call_events(supervisor, columns, &batch[range])
+        });
         let mut budget = OutputBudget::new(self.plugin());
-        batch
-            .iter()
-            .map(|event| {
-                pack_into(&mut self.columns, std::slice::from_ref(event));
-                let one = &self.columns;
-                single_outcome(self.supervisor.call(|plugin, store| plugin.call_process(store, one)), &mut budget)
-            })
-            .collect()
+        results.into_iter().map(|r| r.map_or_else(Outcome::Failed, |raw| budget.check(raw))).collect()
     }
 
     fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {
@@ -102,19 +95,20 @@ impl TransformRunner {
     }
 }
 
-/// Counts outputs and failures of a batch's outcomes in the plugin's stats.
-/// The outcome of a call made for one input alone (the record-by-record
-/// retry): its result, a contract violation, or the call's failure.
-pub(super) fn single_outcome(result: Result<TransformOutput, Failure>, budget: &mut OutputBudget) -> Outcome {
-    match result.map(|o| unpack(o, 1)) {
-        Ok(Ok(raw)) => {
-            raw.into_iter().next().map_or_else(|| Outcome::Failed(Failure::new(FailureKind::Trap, "no outcome")), |r| budget.check(r))
-        }
-        Ok(Err(violation)) => Outcome::Failed(Failure::new(FailureKind::Trap, format!("the plugin broke the contract: {violation}"))),
-        Err(failure) => Outcome::Failed(failure),
-    }
+/// One `process` call on `events`, checked against the contract.
+fn call_events(supervisor: &mut Supervisor<Transform>, columns: &mut EventBatch, events: &[Event]) -> Result<RawOutcomes, Failure> {
+    pack_into(columns, events);
+    let columns = &*columns;
+    let output = supervisor.call(|plugin, store| plugin.call_process(store, columns))?;
+    contract(unpack(output, events.len()))
 }
 
+/// A broken output layout as the failure of its call.
+pub(super) fn contract(raw: Result<RawOutcomes, impl std::fmt::Display>) -> Result<RawOutcomes, Failure> {
+    raw.map_err(|violation| Failure::new(FailureKind::Trap, format!("the plugin broke the contract: {violation}")))
+}
+
+/// Counts outputs and failures of a batch's outcomes in the plugin's stats.
 pub(super) fn count_outcomes(stats: &PluginStats, outcomes: &[Outcome]) {
     let mut out = 0u64;
     for outcome in outcomes {

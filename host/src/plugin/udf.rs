@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::instance::Supervisor;
+use super::isolation::isolate;
 use super::loaded::LoadedPlugin;
 use super::outcome::{Failure, FailureKind, PluginStats};
 use super::registry::{SampleBatch, Watch};
@@ -49,8 +50,9 @@ impl UdfRunner {
         self.functions().iter().find(|f| f.name == name)
     }
 
-    /// One result per row, in order. As for transforms, a trap fails only
-    /// the rows that cause it (the batch is retried row by row).
+    /// One result per row, in order. As for transforms, a failed call is
+    /// isolated by bisection within a budget (`isolation`), so only the rows
+    /// that cause it fail.
     pub fn call(&mut self, function: &str, rows: &[Vec<Scalar>]) -> Vec<Result<Scalar, Failure>> {
         if rows.is_empty() {
             return Vec::new();
@@ -63,34 +65,21 @@ impl UdfRunner {
             rows.iter().map(|_| Err(Failure::new(FailureKind::Error, message.clone()))).collect()
         } else {
             self.supervisor.begin_batch();
-            match self.supervisor.call(|plugin, store| plugin.call_call(store, function, rows)) {
-                Ok(raw) if raw.len() == rows.len() => self.check_limits(raw),
-                Ok(_) | Err(_) => self.isolate(function, rows),
+            match call_rows(&mut self.supervisor, function, rows) {
+                Ok(raw) => self.check_limits(raw),
+                Err(failure) => {
+                    PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+                    let raw = isolate(&mut self.supervisor, rows.len(), failure, |supervisor, range| {
+                        call_rows(supervisor, function, &rows[range])
+                    });
+                    let max = self.plugin().limits().max_output_bytes_per_batch;
+                    let mut budget = max;
+                    raw.into_iter().map(|r| r.and_then(|r| check(r, &mut budget, max))).collect()
+                }
             }
         };
         self.count(&results);
         results
-    }
-
-    fn isolate(&mut self, function: &str, rows: &[Vec<Scalar>]) -> Vec<Result<Scalar, Failure>> {
-        PluginStats::add(&self.supervisor.stats().retried_batches, 1);
-        let mut budget = self.plugin().limits().max_output_bytes_per_batch;
-        rows.iter()
-            .map(|row| {
-                let one = std::slice::from_ref(row);
-                match self.supervisor.call(|plugin, store| plugin.call_call(store, function, one)) {
-                    Ok(raw) if raw.len() == 1 => match raw.into_iter().next() {
-                        Some(r) => check(r, &mut budget, self.plugin().limits().max_output_bytes_per_batch),
-                        None => Err(Failure::new(FailureKind::Trap, "no result")),
-                    },
-                    Ok(raw) => Err(Failure::new(
-                        FailureKind::Trap,
-                        format!("the plugin returned {} results for 1 row (expected exactly one)", raw.len()),
-                    )),
-                    Err(failure) => Err(failure),
-                }
-            })
-            .collect()
     }
 
     fn check_limits(&self, raw: Vec<Result<Scalar, String>>) -> Vec<Result<Scalar, Failure>> {
@@ -110,6 +99,19 @@ impl UdfRunner {
         }
         PluginStats::add(&stats.events_out, ok);
     }
+}
+
+/// One call of `function` on `rows`: exactly one result per row, or the
+/// call's failure (a wrong count of results breaks the contract).
+fn call_rows(supervisor: &mut Supervisor<Udf>, function: &str, rows: &[Vec<Scalar>]) -> Result<Vec<Result<Scalar, String>>, Failure> {
+    let raw = supervisor.call(|plugin, store| plugin.call_call(store, function, rows))?;
+    if raw.len() != rows.len() {
+        return Err(Failure::new(
+            FailureKind::Trap,
+            format!("the plugin broke the contract: {} results for {} rows", raw.len(), rows.len()),
+        ));
+    }
+    Ok(raw)
 }
 
 /// Applies the output-bytes budget to one result.

@@ -196,7 +196,10 @@ pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BT
 pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline, RunError> {
     let c = &p.config;
     let resolve = |path: &Path| p.resolve(path);
-    let runtime = Arc::new(PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?);
+    let runtime = Arc::new(
+        PluginRuntime::new(RuntimeOptions { artifact_cache: c.settings.artifact_cache.as_ref().map(|d| p.resolve(d)) })?
+            .with_artifact_cache_max_bytes(c.settings.artifact_cache_max_mb.saturating_mul(1 << 20)),
+    );
     let plugins = prepare_plugins(p, &runtime)?;
     let hot = &c.settings.hot_swap;
     let sample = SampleSettings { sample_events: hot.canary.sample_events, sample_every_ms: hot.canary.sample_every_ms };

@@ -64,6 +64,9 @@ pub struct StatsView {
     pub timeouts: u64,
     pub limit_violations: u64,
     pub retried_batches: u64,
+    /// Inputs failed without isolation (their batch's isolation gave up).
+    #[serde(default)]
+    pub not_isolated: u64,
     pub rebuilds: u64,
     pub busy_ms: f64,
     /// When its first call returned (absent before any).
@@ -181,6 +184,7 @@ impl StatsView {
             timeouts: s.timeouts,
             limit_violations: s.limit_violations,
             retried_batches: s.retried_batches,
+            not_isolated: s.not_isolated,
             rebuilds: s.rebuilds,
             busy_ms: s.busy_nanos as f64 / 1e6,
             first_call_unix_us: (s.first_call_unix_us != 0).then_some(s.first_call_unix_us),

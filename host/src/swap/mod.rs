@@ -182,6 +182,10 @@ impl Swapper {
         // Taken before the publish: no runner can use the version earlier.
         let published = SystemTime::now();
         let generation = slot.publish(Version::new(candidate, config), self.settings.rollback.enabled, None);
+        // The version before the previous one is no longer kept: its upload
+        // and its artifact may go.
+        self.prune_uploads(&hash);
+        self.runtime.prune_artifact_cache();
         if self.settings.rollback.enabled {
             self.wake_monitor();
         }
@@ -225,17 +229,56 @@ impl Swapper {
         })
     }
 
-    /// Writes an upload to `uploads/<hash>.wasm` (once per content).
+    /// Writes an upload to `uploads/<hash>.wasm` (once per content; a
+    /// repeated upload counts as a recent use), then prunes the folder.
     fn store_upload(&self, hash: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let path = self.upload_dir.join(format!("{hash}.wasm"));
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
-            return Ok(path);
+            let _ = std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(SystemTime::now()));
+        } else {
+            std::fs::create_dir_all(&self.upload_dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(&self.upload_dir)?;
+            tmp.write_all(bytes)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
         }
-        std::fs::create_dir_all(&self.upload_dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.upload_dir)?;
-        tmp.write_all(bytes)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
+        self.prune_uploads(hash);
         Ok(path)
+    }
+
+    /// Keeps at most `max_uploads` uploads, removing the least recently
+    /// uploaded first but never `keep` nor a current or previous version of
+    /// a slot (what a rollback would go back to).
+    fn prune_uploads(&self, keep: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.upload_dir) else { return };
+        let mut in_use: std::collections::HashSet<String> = self
+            .registry
+            .slots()
+            .flat_map(|slot| {
+                let st = slot.state();
+                std::iter::once(st.current.hash().to_string()).chain(st.previous.as_ref().map(|p| p.hash().to_string())).collect::<Vec<_>>()
+            })
+            .collect();
+        in_use.insert(keep.to_string());
+        let mut uploads: Vec<(SystemTime, PathBuf, bool)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let path = e.path();
+                let hash = path.file_name()?.to_str()?.strip_suffix(".wasm")?.to_string();
+                let modified = e.metadata().ok().filter(|m| m.is_file())?.modified().ok()?;
+                Some((modified, path, in_use.contains(&hash)))
+            })
+            .collect();
+        let mut excess = uploads.len().saturating_sub(self.settings.max_uploads);
+        uploads.sort_by_key(|u| u.0);
+        for (_, path, used) in uploads {
+            if excess == 0 {
+                break;
+            }
+            if !used && std::fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), "too many uploads kept: removed the least recently used");
+                excess -= 1;
+            }
+        }
     }
 
     fn wake_monitor(&self) {
