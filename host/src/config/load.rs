@@ -324,6 +324,11 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
                 Some(_) => {}
             }
         }
+        match step {
+            StepConfig::Filter(f) => f.check(&root.key("steps").key(name), &mut err),
+            StepConfig::Project(pc) => pc.check(&root.key("steps").key(name), &mut err),
+            _ => {}
+        }
         if let StepConfig::Udf { output, .. } = step {
             if output.is_empty() {
                 err(root.key("steps").key(name).key("output"), "must name a field".into());

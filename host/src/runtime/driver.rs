@@ -191,6 +191,7 @@ impl Pipeline {
             sink_targets: self.sinks.iter().map(|s| (s.name.clone(), s.sink.target())).collect(),
             errors,
             plugins: self.swapper.registry().slots().map(|s| super::stats::PluginSummary::of(s)).collect(),
+            resumed_from: self.resumed_from,
         })
     }
 
@@ -295,6 +296,7 @@ impl Pipeline {
         let st = &self.steps[i].stats;
         st.dead.fetch_add(dead.len() as u64, Relaxed);
         st.events_out.fetch_add(out.len() as u64, Relaxed);
+        st.filtered.fetch_add(self.steps[i].op.take_filtered(), Relaxed);
         self.write_dead(&dead)?;
         if out.is_empty() {
             return Ok(());

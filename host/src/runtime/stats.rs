@@ -22,6 +22,8 @@ pub struct NodeStats {
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub dead: AtomicU64,
+    /// Steps: events deliberately dropped (a filter's misses).
+    pub filtered: AtomicU64,
     /// Steps: the input watermark the step was last advanced to, set before
     /// the step fires what it completes (`i64::MIN` before any).
     pub watermark: AtomicI64,
@@ -35,6 +37,7 @@ impl NodeStats {
             events_in: AtomicU64::new(0),
             events_out: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         })
     }
@@ -65,6 +68,8 @@ pub struct RunSummary {
     pub errors: Vec<String>,
     /// Each plugin's version at the end and its swaps (hot swap).
     pub plugins: Vec<PluginSummary>,
+    /// The checkpoint this run resumed from, if it did.
+    pub resumed_from: Option<u64>,
 }
 
 /// A plugin at the end of a run.
@@ -100,6 +105,7 @@ pub struct NodeSnapshot {
     pub events_in: u64,
     pub events_out: u64,
     pub dead: u64,
+    pub filtered: u64,
 }
 
 impl RunSummary {
@@ -121,6 +127,7 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
             events_in: n.events_in.load(Relaxed),
             events_out: n.events_out.load(Relaxed),
             dead: n.dead.load(Relaxed),
+            filtered: n.filtered.load(Relaxed),
         })
         .collect()
 }
@@ -140,6 +147,9 @@ impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
         writeln!(f, "streamhost: {} finished in {secs:.2}s", self.name.as_deref().unwrap_or("pipeline"))?;
+        if let Some(id) = self.resumed_from {
+            writeln!(f, "  resumed from checkpoint {id}")?;
+        }
         writeln!(f, "  {:<8} {:<24} {:>12} {:>12} {:>10} {:>12}", "kind", "name", "in", "out", "dead", "out rate")?;
         for n in &self.nodes {
             let kind = match n.kind {
@@ -148,6 +158,9 @@ impl fmt::Display for RunSummary {
                 NodeKind::Sink => "sink",
             };
             writeln!(f, "  {kind:<8} {:<24} {:>12} {:>12} {:>10} {:>12}", n.name, n.events_in, n.events_out, n.dead, rate(n.events_out, secs))?;
+        }
+        for n in self.nodes.iter().filter(|n| n.filtered > 0) {
+            writeln!(f, "  filtered out by step `{}`: {}", n.name, n.filtered)?;
         }
         for (sink, target) in &self.sink_targets {
             writeln!(f, "  output of sink `{sink}`: {target}")?;
