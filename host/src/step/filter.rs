@@ -36,7 +36,10 @@ pub struct FilterConfig {
 
 /// A condition on an event's fields.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a condition: {\"path\": \"$.field\", \"op\": \"eq|ne|lt|le|gt|ge|exists|in\", \"value\": ...}, {\"all\": [...]}, {\"any\": [...]} or {\"not\": {...}}"
+)]
 pub enum Condition {
     /// Compares one field with a value.
     Compare(Comparison),
@@ -138,8 +141,16 @@ impl Condition {
                     err(at.key("value"), problem.into());
                 }
             }
-            Condition::All(AllOf { all: list }) => list.iter().enumerate().for_each(|(i, c)| c.check(&at.key("all").index(i), err)),
-            Condition::Any(AnyOf { any: list }) => list.iter().enumerate().for_each(|(i, c)| c.check(&at.key("any").index(i), err)),
+            Condition::All(AllOf { all: list }) => {
+                for (i, c) in list.iter().enumerate() {
+                    c.check(&at.key("all").index(i), err);
+                }
+            }
+            Condition::Any(AnyOf { any: list }) => {
+                for (i, c) in list.iter().enumerate() {
+                    c.check(&at.key("any").index(i), err);
+                }
+            }
             Condition::Not(NotOf { not }) => not.check(&at.key("not"), err),
         }
     }
@@ -260,7 +271,7 @@ fn compare(raw: Option<&str>, op: CompareOp, target: &Target) -> bool {
         CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge => {
             let ordering = match target {
                 Target::Number(n) => number(raw).and_then(|x| x.partial_cmp(n)),
-                Target::Text(t) => text(raw).map(|s| s.as_ref().cmp(t.as_str())),
+                Target::Text(t) => text(raw).map(|s| (*s).cmp(t.as_str())),
                 _ => None,
             };
             match (op, ordering) {

@@ -108,7 +108,7 @@ impl ProjectStep {
         let taken: Vec<&str> = if self.targets.is_empty() {
             Vec::new()
         } else {
-            m.0.iter().filter(|(k, _)| self.kept(k)).filter_map(|(k, _)| self.rename.get(k.as_ref()).map(String::as_str)).collect()
+            m.0.iter().filter(|(k, _)| self.kept(k)).filter_map(|(k, _)| self.rename.get(&**k).map(String::as_str)).collect()
         };
         let mut out = Vec::with_capacity(value.len());
         out.push(b'{');
@@ -116,10 +116,10 @@ impl ProjectStep {
             if !self.kept(k) {
                 continue;
             }
-            let name = match self.rename.get(k.as_ref()) {
-                Some(new) => new.as_str(),
-                None if taken.contains(&k.as_ref()) => continue,
-                None => k.as_ref(),
+            let name: &str = match self.rename.get(&**k) {
+                Some(new) => new,
+                None if taken.contains(&&**k) => continue,
+                None => k,
             };
             if out.len() > 1 {
                 out.push(b',');
