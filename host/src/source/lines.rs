@@ -144,3 +144,59 @@ impl Source for LineSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceMessage;
+
+    /// Reads `input` with `max_record_bytes` = `max`: (kept values, dead
+    /// letters as (line, kind, reason, value length), last position).
+    fn read(input: &[u8], max: usize) -> (Vec<Vec<u8>>, Vec<(u64, DeadKind, String, usize)>, ResumePoint) {
+        let common = SourceCommon { max_record_bytes: Some(max), ..Default::default() };
+        let source = LineSource::stdin("in", &common);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut out = Emitter::new(0, "in", tx, 4, std::time::Duration::from_secs(60));
+        source.read_all(input, false, &mut out).unwrap();
+        out.finish(Ok(()));
+        drop(out);
+        let (mut kept, mut dead, mut point) = (Vec::new(), Vec::new(), ResumePoint::default());
+        for (_, m) in rx {
+            match m {
+                SourceMessage::Batch(b) => kept.extend(b.events.into_iter().map(|e| e.value)),
+                SourceMessage::Rejected(d) => {
+                    dead.extend(d.into_iter().map(|d| (d.origin.position, d.kind, d.reason, d.event.value.len())))
+                }
+                SourceMessage::Progress(p) => point = p,
+                _ => {}
+            }
+        }
+        (kept, dead, point)
+    }
+
+    #[test]
+    fn long_lines_are_skipped_with_their_position_and_a_bounded_prefix() {
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(5000));
+        let input = format!("{{\"i\":1}}\r\n{big}\n\n{{\"i\":2}}\n{}\n{{\"i\":3}}", "y".repeat(11));
+        let (kept, dead, point) = read(input.as_bytes(), 10);
+        assert_eq!(kept, [b"{\"i\":1}".to_vec(), b"{\"i\":2}".to_vec(), b"{\"i\":3}".to_vec()]);
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert_eq!((dead[0].0, dead[0].1), (2, DeadKind::TooLarge));
+        assert!(dead[0].2.starts_with(&format!("line of {} bytes exceeds max_record_bytes (10)", big.len())), "{}", dead[0].2);
+        assert_eq!(dead[0].3, 12, "only what was buffered (max + 2 bytes) is kept");
+        assert_eq!((dead[1].0, dead[1].2.starts_with("line of 11 bytes"), dead[1].3), (5, true, 11));
+        assert_eq!(point, ResumePoint { offset: input.len() as u64, line: 6 }, "every byte and line is counted");
+    }
+
+    #[test]
+    fn a_line_exactly_at_the_limit_passes_with_or_without_cr() {
+        let (kept, dead, _) = read(b"[\"123456\"]\r\n[\"1234567\"]\n[\"12345678\"]", 10);
+        assert_eq!(kept, [b"[\"123456\"]".to_vec()]);
+        assert_eq!(dead.iter().map(|d| d.0).collect::<Vec<_>>(), [2, 3]);
+        let long = format!("[\"{}\"]", "z".repeat(3000));
+        let (kept, dead, _) = read(format!("{long}\n[1]").as_bytes(), 3004);
+        assert_eq!((kept.len(), dead.len()), (2, 0));
+        let (kept, dead, _) = read(long.as_bytes(), 3003);
+        assert_eq!((kept.len(), dead.len(), dead[0].3), (0, 1, TOO_LARGE_PREFIX), "a dead letter keeps at most a prefix");
+    }
+}
