@@ -293,10 +293,11 @@ impl Pipeline {
     }
 
     fn after_step(&mut self, i: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
+        let filtered = self.steps[i].op.take_filtered();
         let st = &self.steps[i].stats;
         st.dead.fetch_add(dead.len() as u64, Relaxed);
         st.events_out.fetch_add(out.len() as u64, Relaxed);
-        st.filtered.fetch_add(self.steps[i].op.take_filtered(), Relaxed);
+        st.filtered.fetch_add(filtered, Relaxed);
         self.write_dead(&dead)?;
         if out.is_empty() {
             return Ok(());

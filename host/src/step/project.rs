@@ -117,9 +117,9 @@ impl ProjectStep {
                 continue;
             }
             let name: &str = match self.rename.get(&**k) {
-                Some(new) => new,
+                Some(new) => new.as_str(),
                 None if taken.contains(&&**k) => continue,
-                None => k,
+                None => &**k,
             };
             if out.len() > 1 {
                 out.push(b',');
