@@ -281,6 +281,40 @@ pub(crate) fn member_and_names<'a>(
     Ok(found)
 }
 
+/// The raw values of the top-level members named in `names` of the JSON
+/// object `bytes` (`found[i]` for `names[i]`, the last one if a name
+/// repeats; `found` is cleared first), checking the whole object is
+/// well-formed but parsing no other value into anything: one pass, however
+/// many fields a condition reads.
+pub(crate) fn members_named<'a>(
+    bytes: &'a [u8],
+    names: &[String],
+    found: &mut [Option<&'a RawValue>],
+) -> Result<(), serde_json::Error> {
+    struct V<'n, 'f, 'a>(&'n [String], &'f mut [Option<&'a RawValue>]);
+    impl<'de> Visitor<'de> for V<'_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key::<Key<'de>>()? {
+                match self.0.iter().position(|n| *n == k.0) {
+                    Some(i) => self.1[i] = Some(m.next_value::<&'de RawValue>()?),
+                    None => {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    found.iter_mut().for_each(|f| *f = None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(V(names, found))?;
+    de.end()
+}
+
 /// Whether `bytes` is one well-formed JSON object.
 pub(crate) fn is_object(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')

@@ -14,16 +14,19 @@ fn streamhost() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamhost"))
 }
 
-/// Impressions and clicks, each file in event-time order (so no event is
-/// late whatever the interleaving of the two sources), with some clicks
-/// without a request_id (dead-lettered).
-fn write_inputs(dir: &Path, impressions: usize) {
+/// Impressions and clicks, each file out of event-time order by less than
+/// the sources' `max_out_of_orderness_ms` (1 s), so no event is late
+/// whatever the interleaving of the two sources or the restarts, with some
+/// clicks without a request_id (dead-lettered). Returns the number of lines.
+fn write_inputs(dir: &Path, impressions: usize) -> usize {
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
     let base = 1_700_000_000_000i64;
     let step = 400; // ms between impressions: 9000 per hour
     let mut imp = std::io::BufWriter::new(std::fs::File::create(dir.join("impressions.jsonl")).unwrap());
     for i in 0..impressions {
-        writeln!(imp, r#"{{"ts":{},"request_id":"r{i}","user_id":"u{}","item_id":"i{}","pos":{}}}"#, base + i as i64 * step, i % 97, i % 1013, i % 30).unwrap();
+        // Up to 900 ms late on its slot: often before its predecessor.
+        let t = base + i as i64 * step + rng.random_range(0..900);
+        writeln!(imp, r#"{{"ts":{t},"request_id":"r{i}","user_id":"u{}","item_id":"i{}","pos":{}}}"#, i % 97, i % 1013, i % 30).unwrap();
     }
     let mut clicks: Vec<(i64, String)> = Vec::new();
     for i in 0..impressions {
@@ -36,11 +39,16 @@ fn write_inputs(dir: &Path, impressions: usize) {
             clicks.push((t, format!(r#"{{"ts":{t},"dwell_ms":1}}"#)));
         }
     }
-    clicks.sort_by_key(|c| c.0);
+    // Written in the order of time + up to 800 ms: a click follows clicks
+    // up to 800 ms later than itself.
+    let mut keyed: Vec<(i64, String)> = clicks.into_iter().map(|(t, line)| (t + rng.random_range(0..800), line)).collect();
+    keyed.sort_by_key(|c| c.0);
+    let lines = impressions + keyed.len();
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("clicks.jsonl")).unwrap());
-    for (_, line) in clicks {
+    for (_, line) in keyed {
         writeln!(out, "{line}").unwrap();
     }
+    lines
 }
 
 fn write_pipeline(dir: &Path) -> PathBuf {
@@ -69,16 +77,66 @@ fn write_pipeline(dir: &Path) -> PathBuf {
     path
 }
 
+/// What `crash_until_done` saw.
+struct Crashes {
+    kills: u32,
+    runs: u32,
+    took: Duration,
+    /// Per run, the checkpoint it said it resumed from (a run killed
+    /// before it could say so: None).
+    resumed: Vec<Option<u64>>,
+    /// The stderr of the run that finished by itself (its summary).
+    last_stderr: String,
+}
+
+impl Crashes {
+    /// Restarts really resumed from checkpoints, later ones from later
+    /// checkpoints, and the run that finished did not read the whole input
+    /// again: it read fewer than `input_records` (summed over its sources).
+    fn assert_resumed(&self, input_records: u64) {
+        let ids: Vec<u64> = self.resumed.iter().flatten().copied().collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "checkpoint ids went back: {:?}", self.resumed);
+        let mut distinct = ids.clone();
+        distinct.dedup();
+        assert!(distinct.len() >= 2, "restarts resumed from fewer than 2 checkpoints: {:?}", self.resumed);
+        let last = self.resumed.last().copied().flatten().expect("the finishing run resumed from a checkpoint");
+        assert!(self.last_stderr.contains(&format!("resumed from checkpoint {last}")), "{}", self.last_stderr);
+        let rows: Vec<u64> = self
+            .last_stderr
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("source "))
+            .map(|row| row.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).expect("a source row: kind name in out ..."))
+            .collect();
+        assert_eq!(rows.len(), 2, "the summary has a row per source: {}", self.last_stderr);
+        let read: u64 = rows.iter().sum();
+        assert!(read < input_records, "the last run read {read} records of {input_records}: it did not resume\n{}", self.last_stderr);
+    }
+}
+
+/// The checkpoint a run's log says it resumes from.
+fn resumed_from(stderr: &str) -> Option<u64> {
+    let rest = &stderr[stderr.find("resuming from checkpoint ")? + "resuming from checkpoint ".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// Runs `pipeline`, killing it (SIGKILL) at random moments and restarting
-/// it until one run finishes by itself: (kills, runs, time taken).
-fn crash_until_done(pipeline: &Path) -> (u32, u32, Duration) {
+/// it until one run finishes by itself.
+fn crash_until_done(pipeline: &Path) -> Crashes {
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
     let (mut kills, mut runs) = (0u32, 0u32);
+    let mut resumed = Vec::new();
     let started = Instant::now();
     loop {
         runs += 1;
         assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
         let mut child = streamhost().arg("run").arg("--no-progress").arg(pipeline).stderr(Stdio::piped()).spawn().unwrap();
+        // Read its log while it runs (a full pipe would block it).
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+            err
+        });
         // Let it run a random while, some kills early (opening state, the
         // first reads), some late; later runs get longer, so a slow machine
         // still reaches the end.
@@ -92,18 +150,16 @@ fn crash_until_done(pipeline: &Path) -> (u32, u32, Duration) {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        match finished {
-            Some(status) => {
-                let mut err = String::new();
-                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-                assert!(status.success(), "run {runs} failed: {err}");
-                return (kills, runs, started.elapsed());
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
+        if finished.is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+        let err = log.join().unwrap();
+        resumed.push(resumed_from(&err));
+        if let Some(status) = finished {
+            assert!(status.success(), "run {runs} failed: {err}");
+            return Crashes { kills, runs, took: started.elapsed(), resumed, last_stderr: err };
         }
     }
 }
@@ -118,16 +174,19 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() {
     let reference = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
+    let mut records = 0;
     for dir in [reference.path(), crashed.path()] {
-        write_inputs(dir, 120_000);
+        records = write_inputs(dir, 120_000);
     }
 
     let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
     assert!(status.success());
 
     let pipeline = write_pipeline(crashed.path());
-    let (kills, runs, took) = crash_until_done(&pipeline);
+    let crashes = crash_until_done(&pipeline);
+    let (kills, runs, took) = (crashes.kills, crashes.runs, crashes.took);
     assert!(kills >= 3, "the run finished before it could be killed often enough ({kills} kills): make the input larger");
+    crashes.assert_resumed(records as u64);
 
     for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
         let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
@@ -136,7 +195,9 @@ fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() 
     }
     let samples = sorted_lines(&reference.path().join("out/samples.jsonl"));
     assert_eq!(samples.len(), 120_000, "every impression once");
-    eprintln!("{kills} kills over {runs} runs in {took:?}");
+    let late = sorted_lines(&reference.path().join("out/dead-letter.jsonl")).iter().filter(|l| l.contains("\"kind\":\"late\"")).count();
+    assert_eq!(late, 0, "out of order within max_out_of_orderness_ms is never late");
+    eprintln!("{kills} kills over {runs} runs in {took:?}; resumed from checkpoints {:?}", crashes.resumed);
 }
 
 #[test]
@@ -192,9 +253,11 @@ fn a_generator_resumes_where_its_checkpoint_left_it() {
     let (reference, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let status = streamhost().arg("run").arg("--no-progress").arg(pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
     assert!(status.success());
-    let (kills, runs, took) = crash_until_done(&pipeline(crashed.path()));
-    eprintln!("{kills} kills over {runs} runs in {took:?}");
+    let crashes = crash_until_done(&pipeline(crashed.path()));
+    let (kills, runs, took) = (crashes.kills, crashes.runs, crashes.took);
+    eprintln!("{kills} kills over {runs} runs in {took:?}; resumed from checkpoints {:?}", crashes.resumed);
     assert!(kills >= 2, "too few kills ({kills}) to prove anything");
+    crashes.assert_resumed(90_000);
     let file = "out/samples.jsonl";
     let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
     assert_eq!(want.len(), 80_000);

@@ -1,11 +1,13 @@
 //! Window state several times larger than the memory RocksDB is allowed:
 //! the join keeps every impression of a long window on disk while the
-//! process's resident memory stays bounded.
+//! process's resident memory stays bounded, and the join's output is
+//! exactly right.
 
-use std::io::Write;
+mod common;
+
+use std::io::{BufRead, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 /// Bytes of the files under `dir` (0 while it does not exist).
 fn size_on_disk(dir: &Path) -> u64 {
@@ -18,13 +20,6 @@ fn size_on_disk(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// The peak resident set of a running process, in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 #[test]
@@ -50,7 +45,7 @@ fn join_state_several_times_the_memory_cap_stays_on_disk() {
         "steps": { "j": { "type": "window-join", "inputs": ["impressions", "clicks"],
             "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
             "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
-        "sinks": { "out": { "type": "null", "inputs": ["j"] } },
+        "sinks": { "out": { "type": "file", "path": "out/samples.jsonl", "inputs": ["j"] } },
         "dead_letter": { "type": "file", "path": "dead.jsonl" },
         "settings": { "state": { "dir": "state", "rocksdb": {
             "block_cache_mb": 8, "write_buffer_mb": 4, "max_write_buffers": 2, "max_total_write_buffer_mb": 16, "compression": "none"
@@ -58,27 +53,36 @@ fn join_state_several_times_the_memory_cap_stays_on_disk() {
     });
     std::fs::write(dir.path().join("pipeline.json"), pipeline.to_string()).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamhost"))
-        .args(["run", "--no-progress"])
-        .arg(dir.path().join("pipeline.json"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut rss, mut disk) = (0u64, 0u64);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamhost"));
+    cmd.args(["run", "--no-progress"]).arg(dir.path().join("pipeline.json"));
+    let mut disk = 0u64;
+    let run = common::run_child(&mut cmd, |_| disk = disk.max(size_on_disk(&dir.path().join("state"))));
+    let err = run.stderr_text();
+    assert!(run.status.success(), "{err}");
+
+    // The output: every impression exactly once, intact, r20 with its one
+    // click and every other one without.
+    let out = std::io::BufReader::new(std::fs::File::open(dir.path().join("out/samples.jsonl")).unwrap());
+    let mut seen = vec![false; n];
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let id = v["request_id"].as_str().unwrap_or_else(|| panic!("no request_id: {v}"));
+        let i: usize = id[1..].parse().unwrap();
+        assert!(!std::mem::replace(&mut seen[i], true), "{id} came out twice");
+        assert_eq!(v["pad"].as_str().unwrap(), format!("{pad}{i}"), "{id}'s fields are intact");
+        let clicks = if i == 20 { 1 } else { 0 };
+        assert_eq!(v["clicks.count"], clicks, "{id}: {v:.200}");
+        if i == 20 {
+            assert_eq!(v["clicks.ts"], 1_700_000_000_100i64, "{id} carries its click");
         }
-        rss = rss.max(peak_rss(child.id()).unwrap_or(0));
-        disk = disk.max(size_on_disk(&dir.path().join("state")));
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{err}");
-    assert!(err.contains(&format!("{n}")), "every impression came out: {err}");
+    }
+    let missing = seen.iter().filter(|s| !**s).count();
+    assert_eq!(missing, 0, "{missing} impressions never came out");
+    assert_eq!(std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap(), "", "nothing dead-lettered");
+
     let mb = |b: u64| b >> 20;
-    eprintln!("state on disk: peak {} MiB; process peak RSS {} MiB; RocksDB cap {cap_mb} MiB", mb(disk), mb(rss));
+    let rss = run.peak_rss;
+    eprintln!("state on disk: peak {} MiB; streamhost peak RSS {} MiB; RocksDB cap {cap_mb} MiB", mb(disk), mb(rss));
     assert!(mb(disk) >= 6 * cap_mb, "the state ({} MiB) is several times the cap ({cap_mb} MiB)", mb(disk));
     assert!(mb(rss) < mb(disk) / 2, "resident memory ({} MiB) stays well below the state ({} MiB)", mb(rss), mb(disk));
     assert!(mb(rss) < 200, "resident memory is bounded ({} MiB)", mb(rss));

@@ -342,6 +342,11 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
                 Some(_) => {}
             }
         }
+        match step {
+            StepConfig::Filter(f) => f.check(&root.key("steps").key(name), &mut err),
+            StepConfig::Project(pc) => pc.check(&root.key("steps").key(name), &mut err),
+            _ => {}
+        }
         if let StepConfig::Udf { output, .. } = step {
             if output.is_empty() {
                 err(root.key("steps").key(name).key("output"), "must name a field".into());
@@ -512,6 +517,26 @@ mod tests {
         let mut found = paths(errors(&with(rule)));
         found.sort();
         assert_eq!(found, ["$.settings.hot_swap.rollback.max_failure_rate", "$.settings.hot_swap.rollback.min_events"]);
+    }
+
+    #[test]
+    fn built_in_steps_are_checked_with_located_errors() {
+        let text = r#"{
+  "sources": {"in": {"type": "stdin"}},
+  "steps": {
+    "f": {"type": "filter", "inputs": ["in"], "where": {"any": [{"path": "status", "op": "eq", "value": 1}]}},
+    "p": {"type": "project", "inputs": ["f"], "fields": ["a"],
+          "rename": {"b": "c"}},
+    "g": {"type": "filter", "inputs": ["in"], "where": {"path": "$.a", "op": "like"}}
+  },
+  "sinks": {"out": {"type": "null", "inputs": ["p", "g"]}}
+}"#;
+        let e = errors(text);
+        let got: Vec<(String, usize)> = e.iter().map(|e| (e.path.clone(), e.line)).collect();
+        assert_eq!(got, [("$.steps.g".into(), 7), ("$.steps.f.where.any[0].path".into(), 4), ("$.steps.p.rename.b".into(), 6)], "{e:#?}");
+        assert!(e[0].message.starts_with("a condition: "), "{}", e[0].message);
+        assert!(e[1].message.contains("not a field path"), "{}", e[1].message);
+        assert!(e[2].message.contains("not one of the `fields` kept"), "{}", e[2].message);
     }
 
     #[test]

@@ -612,8 +612,16 @@ pub enum StepConfig {
         /// Top-level field the result is written to.
         output: String,
     },
-    /// A transform compiled into the host binary (registered by name through
-    /// the library API; used to compare plugins with native code).
+    /// Keeps the events whose JSON value meets a condition on its fields
+    /// (`where`); the others are filtered out and counted.
+    Filter(crate::step::FilterConfig),
+    /// Keeps (`fields`) or removes (`drop`) top-level fields of JSON events
+    /// and renames them (`rename`).
+    Project(crate::step::ProjectConfig),
+    /// A transform compiled into a program that embeds streamhost as a
+    /// library and registers it by name (`BuildOptions::natives`; the
+    /// benchmarks use it). `streamhost run` registers none: use `filter` or
+    /// `project`, or a plugin.
     Native {
         /// Sources or steps this step reads.
         inputs: Vec<String>,
@@ -779,6 +787,8 @@ impl StepConfig {
             StepConfig::Transform { inputs, .. }
             | StepConfig::Udf { inputs, .. }
             | StepConfig::Native { inputs, .. }
+            | StepConfig::Filter(crate::step::FilterConfig { inputs, .. })
+            | StepConfig::Project(crate::step::ProjectConfig { inputs, .. })
             | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. }) => inputs,
         }
     }
@@ -788,7 +798,9 @@ impl StepConfig {
         match self {
             StepConfig::Udf { .. } => WorldName::Udf,
             StepConfig::WindowJoin(_) => WorldName::Joiner,
-            StepConfig::Transform { .. } | StepConfig::Native { .. } => WorldName::Transform,
+            StepConfig::Transform { .. } | StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) => {
+                WorldName::Transform
+            }
         }
     }
 
@@ -797,7 +809,7 @@ impl StepConfig {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
             StepConfig::WindowJoin(WindowJoinConfig { joiner: JoinerConfig::Plugin { plugin }, .. }) => Some(plugin),
-            StepConfig::Native { .. } | StepConfig::WindowJoin(_) => None,
+            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::WindowJoin(_) => None,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::source::{build_source, Source, SourceFactory};
 use super::checkpoint::{Checkpoints, Found};
 use super::fingerprint::Fingerprints;
 use crate::state::StateBackend;
-use crate::step::{NativeRegistry, NativeStep, Operator, TransformStep, UdfArg, UdfStep, WindowJoin};
+use crate::step::{FilterStep, NativeRegistry, NativeStep, Operator, ProjectStep, TransformStep, UdfArg, UdfStep, WindowJoin};
 
 /// Library-level knobs of a build.
 #[derive(Clone, Default)]
@@ -104,6 +104,8 @@ pub struct Pipeline {
     pub(crate) swapper: Arc<Swapper>,
     /// The admin API, when configured; stops when the pipeline is dropped.
     pub(crate) admin: Option<AdminServer>,
+    /// The checkpoint the run resumes from, if any.
+    pub(crate) resumed_from: Option<u64>,
 }
 
 impl Pipeline {
@@ -212,6 +214,10 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         }
     };
     let (schedule, resume) = checkpoints(p, opts.fresh)?;
+    if let Some(found) = &resume {
+        let at: Vec<String> = found.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
+        tracing::info!("resuming from checkpoint {} ({})", found.meta.id, at.join(", "));
+    }
 
     // Steps in topological order (the graph was checked to be acyclic).
     let mut order: Vec<&str> = Vec::new();
@@ -280,10 +286,16 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 }
                 Box::new(join.with_key_udfs(runners).with_stats(stats.clone()))
             }
+            StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
+            StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),
             StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
                 Some(f) => Box::new(NativeStep::new(name, f)),
                 None => {
-                    errors.push(p.error_at(&at.key("name"), format!("no native transform `{native}` is registered (known: {})", opts.natives.names().join(", "))));
+                    let known = match opts.natives.names() {
+                        names if names.is_empty() => "none are: `native` steps are for programs embedding streamhost; use `filter`, `project` or a plugin".into(),
+                        names => format!("known: {}", names.join(", ")),
+                    };
+                    errors.push(p.error_at(&at.key("name"), format!("no native transform `{native}` is registered ({known})")));
                     continue;
                 }
             },
@@ -404,6 +416,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         plugins,
         swapper,
         admin,
+        resumed_from: resume.as_ref().map(|r| r.meta.id),
     })
 }
 

@@ -255,6 +255,7 @@ impl Pipeline {
             final_checkpoint,
             errors,
             plugins: self.swapper.registry().slots().map(|s| super::stats::PluginSummary::of(s)).collect(),
+            resumed_from: self.resumed_from,
         })
     }
 
@@ -367,9 +368,11 @@ impl Pipeline {
     }
 
     fn after_step(&mut self, i: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
+        let filtered = self.steps[i].op.take_filtered();
         let st = &self.steps[i].stats;
         st.dead.fetch_add(dead.len() as u64, Relaxed);
         st.events_out.fetch_add(out.len() as u64, Relaxed);
+        st.filtered.fetch_add(filtered, Relaxed);
         self.write_dead(&dead)?;
         if out.is_empty() {
             return Ok(());

@@ -22,6 +22,8 @@ pub struct NodeStats {
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
     pub dead: AtomicU64,
+    /// Steps: events deliberately dropped (a filter's misses).
+    pub filtered: AtomicU64,
     /// Steps: the input watermark the step was last advanced to, set before
     /// the step fires what it completes (`i64::MIN` before any).
     pub watermark: AtomicI64,
@@ -40,6 +42,7 @@ impl NodeStats {
             events_in: AtomicU64::new(0),
             events_out: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             over_max_matches: AtomicU64::new(0),
             matches_not_joined: AtomicU64::new(0),
@@ -76,6 +79,8 @@ pub struct RunSummary {
     pub errors: Vec<String>,
     /// Each plugin's version at the end and its swaps (hot swap).
     pub plugins: Vec<PluginSummary>,
+    /// The checkpoint this run resumed from, if it did.
+    pub resumed_from: Option<u64>,
 }
 
 /// How a run ended.
@@ -128,6 +133,7 @@ pub struct NodeSnapshot {
     pub over_max_matches: u64,
     /// Window joins: matches left out by `max_matches`.
     pub matches_not_joined: u64,
+    pub filtered: u64,
 }
 
 impl RunSummary {
@@ -151,6 +157,7 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
             dead: n.dead.load(Relaxed),
             over_max_matches: n.over_max_matches.load(Relaxed),
             matches_not_joined: n.matches_not_joined.load(Relaxed),
+            filtered: n.filtered.load(Relaxed),
         })
         .collect()
 }
@@ -175,6 +182,9 @@ impl fmt::Display for RunSummary {
             RunEnd::Stopped => writeln!(f, "streamhost: {name} stopped after {secs:.2}s")?,
             RunEnd::Failed => writeln!(f, "streamhost: {name} failed after {secs:.2}s")?,
         }
+        if let Some(id) = self.resumed_from {
+            writeln!(f, "  resumed from checkpoint {id}")?;
+        }
         writeln!(f, "  {:<8} {:<24} {:>12} {:>12} {:>10} {:>12}", "kind", "name", "in", "out", "dead", "out rate")?;
         for n in &self.nodes {
             let kind = match n.kind {
@@ -190,6 +200,9 @@ impl fmt::Display for RunSummary {
                 "  {}: {} events over max_matches ({} matches not joined; marked in the output)",
                 n.name, n.over_max_matches, n.matches_not_joined
             )?;
+        }
+        for n in self.nodes.iter().filter(|n| n.filtered > 0) {
+            writeln!(f, "  filtered out by step `{}`: {}", n.name, n.filtered)?;
         }
         for (sink, target) in &self.sink_targets {
             writeln!(f, "  output of sink `{sink}`: {target}")?;

@@ -1,7 +1,9 @@
 //! Steps: the operators of the DAG. Every step looks the same to the
 //! pipeline: a batch in, a batch out, refused events to the dead letters.
 
+mod filter;
 mod native;
+mod project;
 mod transform;
 mod udf;
 mod window_join;
@@ -10,7 +12,9 @@ use crate::dead_letter::{DeadKind, DeadLetter};
 use crate::event::{Batch, Event, Origin};
 use crate::plugin::FailureKind;
 
+pub use filter::{CompareOp, Comparison, Condition, FilterConfig, FilterStep};
 pub use native::{NativeFn, NativeRegistry, NativeStep};
+pub use project::{ProjectConfig, ProjectStep};
 pub use transform::TransformStep;
 pub use udf::{UdfArg, UdfStep};
 pub use window_join::WindowJoin;
@@ -81,6 +85,13 @@ pub trait Operator: Send {
     /// restart whose step says otherwise is refused (`runtime/fingerprint.rs`).
     fn state_fingerprint(&self) -> Option<serde_json::Value> {
         None
+    }
+
+    /// Events this step deliberately dropped since the last call (a filter's
+    /// misses), for the run's counters: every input is then accounted for
+    /// as output, dead letter, state or filtered.
+    fn take_filtered(&mut self) -> u64 {
+        0
     }
 
     /// Called once when all inputs are exhausted; may emit what it held.

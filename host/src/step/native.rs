@@ -34,11 +34,13 @@ impl NativeRegistry {
 pub struct NativeStep {
     name: String,
     f: NativeFn,
+    /// Inputs the function returned no output for.
+    filtered: u64,
 }
 
 impl NativeStep {
     pub fn new(name: &str, f: NativeFn) -> Self {
-        NativeStep { name: name.into(), f }
+        NativeStep { name: name.into(), f, filtered: 0 }
     }
 }
 
@@ -48,6 +50,7 @@ impl Operator for NativeStep {
         for (event, origin) in input.events.into_iter().zip(input.origins) {
             match (self.f)(&event) {
                 Ok(events) => {
+                    self.filtered += u64::from(events.is_empty());
                     for e in events {
                         out.push(e, origin.clone());
                     }
@@ -56,5 +59,9 @@ impl Operator for NativeStep {
             }
         }
         out
+    }
+
+    fn take_filtered(&mut self) -> u64 {
+        std::mem::take(&mut self.filtered)
     }
 }

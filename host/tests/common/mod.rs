@@ -29,3 +29,76 @@ pub fn shared_runtime() -> &'static PluginRuntime {
     static RUNTIME: OnceLock<PluginRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| PluginRuntime::new(RuntimeOptions::default()).expect("plugin runtime"))
 }
+
+/// A finished child process and its peak resident memory.
+pub struct ChildRun {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Peak resident set in bytes, from wait4(2)'s `ru_maxrss` of the child.
+    /// Linux counts in it the resident set of the test process at spawn
+    /// (exec keeps the high-water mark of the memory it replaces), so it is
+    /// an upper bound of the child's own peak: exact whenever the child grew
+    /// past the test process, and never too low, which is what a bound needs.
+    pub peak_rss: u64,
+}
+
+impl ChildRun {
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` (stdout and stderr captured), calling `while_running` with its
+/// pid every 20 ms until it exits; panics when its peak RSS cannot be read.
+pub fn run_child(cmd: &mut std::process::Command, mut while_running: impl FnMut(u32)) -> ChildRun {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the child");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).expect("read the child's output");
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id();
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: plain syscall on our own child with valid out-pointers.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait4 on the child failed: {}", std::io::Error::last_os_error());
+        if reaped == pid as libc::pid_t {
+            break (status, usage);
+        }
+        while_running(pid);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Reaped here: `child` must not be waited for again (dropping it does not).
+    drop(child);
+    let peak_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+    assert!(peak_kib > 0, "the child's peak RSS could not be read (ru_maxrss = {})", usage.ru_maxrss);
+    ChildRun {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        peak_rss: peak_kib * 1024,
+    }
+}
+
+/// The test process's own peak RSS in bytes (what a child's `ru_maxrss`
+/// may include); panics when /proc cannot tell.
+pub fn own_peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kib * 1024
+}
