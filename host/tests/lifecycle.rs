@@ -204,9 +204,9 @@ fn a_second_signal_exits_at_once() {
 }
 
 /// Impressions (2,000, 400 ms apart) and the clicks on 15 % of them, each
-/// file in event-time order; the files of `impressions.jsonl` and
-/// `clicks.jsonl` in `dir`.
-fn join_files(dir: &Path) -> (String, String) {
+/// file in event-time order: the texts of `impressions.jsonl` and
+/// `clicks.jsonl`.
+fn join_files() -> (String, String) {
     let base = 1_700_000_000_000i64;
     let mut imp = String::new();
     let mut clicks = Vec::new();
@@ -242,7 +242,7 @@ fn file_join(on_error: Option<Value>) -> Value {
 
 /// The reference: the same join with both files there from the start.
 fn reference_join(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let (imp, clicks) = join_files(dir);
+    let (imp, clicks) = join_files();
     std::fs::write(dir.join("impressions.jsonl"), imp).unwrap();
     std::fs::write(dir.join("clicks.jsonl"), clicks).unwrap();
     run_to_end(&write_pipeline(dir, &file_join(None)));
@@ -257,7 +257,7 @@ fn a_missing_click_file_fails_the_run_and_a_restart_once_it_exists_is_exact() {
     let (reference, failed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (want, want_dead) = reference_join(reference.path());
 
-    let (imp, clicks) = join_files(failed.path());
+    let (imp, clicks) = join_files();
     std::fs::write(failed.path().join("impressions.jsonl"), imp).unwrap();
     let pipeline = write_pipeline(failed.path(), &file_join(None));
     let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
@@ -286,7 +286,7 @@ fn a_source_set_to_retry_waits_for_its_file_and_the_output_is_exact() {
     let (reference, retried) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (want, want_dead) = reference_join(reference.path());
 
-    let (imp, clicks) = join_files(retried.path());
+    let (imp, clicks) = join_files();
     std::fs::write(retried.path().join("impressions.jsonl"), imp).unwrap();
     let retry = json!({ "on_error": "retry", "retry": { "initial_ms": 50, "max_ms": 400, "max_attempts": 0 } });
     let pipeline = write_pipeline(retried.path(), &file_join(Some(retry)));

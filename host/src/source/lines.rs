@@ -161,7 +161,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut out = Emitter::new(0, "in", tx, 4, std::time::Duration::from_secs(60));
         source.read_all(input, false, &mut out).unwrap();
-        out.finish(Ok(()));
+        out.finish(crate::source::SourceEnd::Exhausted);
         drop(out);
         let (mut kept, mut dead, mut point) = (Vec::new(), Vec::new(), ResumePoint::default());
         for (_, m) in rx {
