@@ -1,6 +1,6 @@
 //! Bad input never stops a pipeline and is never lost: malformed JSON, wrong
-//! types, missing fields, a 10 MB line, invalid UTF-8 all reach the dead
-//! letters with their line number and reason.
+//! types, missing fields, a 10 MB line (its beginning), invalid UTF-8 all
+//! reach the dead letters with their line number and reason.
 
 use serde_json::json;
 use streamhost_tests::{jsonl, run_pipeline, write_pipeline};
@@ -45,9 +45,14 @@ fn every_bad_record_is_dead_lettered_with_its_line() {
     assert!(dead.iter().all(|d| d["source"] == "in"));
     assert_eq!(dead[0]["reason"], "field `n` should be an integer but is a string");
     assert_eq!(dead[1]["reason"], "missing required field `id`");
-    // Nothing lost: the whole 10 MB line is in the dead letter, and invalid
-    // UTF-8 is kept byte for byte as base64.
-    assert_eq!(dead[3]["value"].as_str().unwrap().len(), (10 << 20) + 27);
+    // The 10 MB line is refused while it is read: its dead letter says how
+    // long it was and keeps only its first 1,024 bytes (a bounded record).
+    // Invalid UTF-8 is kept byte for byte as base64.
+    let big = dead[3]["value"].as_str().unwrap();
+    assert_eq!(big.len(), 1024);
+    assert!(big.starts_with("{\"id\":\"big\""), "{big:.40}");
+    let reason = dead[3]["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("line of {} bytes", (10 << 20) + 27)), "{reason}");
     use base64::Engine as _;
     let b64 = |d: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(d["value_base64"].as_str().unwrap()).unwrap();
     assert_eq!(b64(&dead[4]), input[5]);
