@@ -3,6 +3,8 @@
 //! must produce exactly what an uninterrupted run produces: nothing lost,
 //! nothing duplicated, in its sink and in its dead letters.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,26 +54,7 @@ fn write_inputs(dir: &Path, impressions: usize) -> usize {
 }
 
 fn write_pipeline(dir: &Path) -> PathBuf {
-    let pipeline = serde_json::json!({
-        "sources": {
-            "impressions": { "type": "file", "path": "impressions.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 },
-            "clicks": { "type": "file", "path": "clicks.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 }
-        },
-        "steps": {
-            "samples": {
-                "type": "window-join", "inputs": ["impressions", "clicks"],
-                "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
-                "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left"
-            }
-        },
-        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
-        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
-        "settings": {
-            "batch_size": 256,
-            "state": { "dir": "out/state" },
-            "checkpoint": { "interval_ms": 40, "dir": "out/checkpoints" }
-        }
-    });
+    let pipeline = common::file_join_pipeline();
     let path = dir.join("pipeline.json");
     std::fs::write(&path, serde_json::to_string_pretty(&pipeline).unwrap()).unwrap();
     path

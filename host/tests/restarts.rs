@@ -4,6 +4,8 @@
 //! `--fresh` starts over. And `max_matches`: a hot key's matches are capped,
 //! the overflow counted and marked, on both state backends.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -43,26 +45,7 @@ fn write_inputs(dir: &Path, impressions: usize) {
 }
 
 fn pipeline_json() -> Value {
-    json!({
-        "sources": {
-            "impressions": { "type": "file", "path": "impressions.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 },
-            "clicks": { "type": "file", "path": "clicks.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 }
-        },
-        "steps": {
-            "samples": {
-                "type": "window-join", "inputs": ["impressions", "clicks"],
-                "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
-                "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left"
-            }
-        },
-        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
-        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
-        "settings": {
-            "batch_size": 256,
-            "state": { "dir": "out/state" },
-            "checkpoint": { "interval_ms": 40, "dir": "out/checkpoints" }
-        }
-    })
+    common::file_join_pipeline()
 }
 
 fn write_pipeline(dir: &Path, p: &Value) -> PathBuf {

@@ -102,3 +102,30 @@ pub fn own_peak_rss() -> u64 {
         .expect("VmHWM in /proc/self/status");
     kib * 1024
 }
+
+/// The file-to-file training join the restart tests share: `impressions.jsonl`
+/// LEFT JOIN `clicks.jsonl` on `request_id` within 1 h, out-of-order inputs
+/// within 1 s, output, dead letters, state and checkpoints (every 40 ms) under
+/// `out/`.
+pub fn file_join_pipeline() -> serde_json::Value {
+    serde_json::json!({
+        "sources": {
+            "impressions": { "type": "file", "path": "impressions.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 },
+            "clicks": { "type": "file", "path": "clicks.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 1000 }
+        },
+        "steps": {
+            "samples": {
+                "type": "window-join", "inputs": ["impressions", "clicks"],
+                "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
+                "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left"
+            }
+        },
+        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
+        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
+        "settings": {
+            "batch_size": 256,
+            "state": { "dir": "out/state" },
+            "checkpoint": { "interval_ms": 40, "dir": "out/checkpoints" }
+        }
+    })
+}
