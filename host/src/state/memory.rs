@@ -81,6 +81,7 @@ pub fn restore_memory(checkpoint_dir: &Path) -> Result<Box<dyn StateBackend>, St
     if reader.inner.read(&mut [0u8; 1]).map_err(io)? != 0 {
         return Err(corrupt("trailing bytes after the checksum".into()));
     }
+    backend.logs = super::Logs::restore(checkpoint_dir, None)?;
     Ok(Box::new(backend))
 }
 
@@ -90,6 +91,7 @@ struct MemoryBackend {
     names: HashMap<String, u32>,
     pending: Vec<Op>,
     pending_bytes: u64,
+    logs: super::Logs,
 }
 
 struct Table {
@@ -171,7 +173,16 @@ impl StateBackend for MemoryBackend {
         self.push("delete_range", table, Op::DeleteRange { table, start: start.to_vec(), end: end.to_vec() }, size)
     }
 
+    fn logs(&self) -> &super::Logs {
+        &self.logs
+    }
+
+    fn logs_mut(&mut self) -> &mut super::Logs {
+        &mut self.logs
+    }
+
     fn commit(&mut self) -> Result<(), StateError> {
+        self.logs.commit()?;
         // Every op was checked when buffered, so applying cannot fail half-way.
         for op in std::mem::take(&mut self.pending) {
             match op {
@@ -245,6 +256,7 @@ impl StateBackend for MemoryBackend {
         let tmp = dir.join(format!("{FILE_NAME}.tmp"));
         let file = File::create(&tmp).map_err(|e| StateError::io("checkpoint: create", &tmp, e))?;
         self.write_checkpoint(file).map_err(|e| StateError::io("checkpoint: write", &tmp, e))?;
+        self.logs.checkpoint(dir)?;
         let path = dir.join(FILE_NAME);
         std::fs::rename(&tmp, &path).map_err(|e| StateError::io("checkpoint: rename into place", &path, e))?;
         sync_parent(&path)?;
@@ -254,7 +266,7 @@ impl StateBackend for MemoryBackend {
     fn stats(&self) -> StateStats {
         StateStats {
             bytes_on_disk: 0,
-            bytes_in_memory: self.tables.iter().map(|t| t.bytes).sum::<u64>() + self.pending_bytes,
+            bytes_in_memory: self.tables.iter().map(|t| t.bytes).sum::<u64>() + self.pending_bytes + self.logs.bytes() + self.logs.pending_bytes(),
             keys_estimate: self.tables.iter().map(|t| t.map.len() as u64).sum(),
         }
     }

@@ -48,6 +48,7 @@
 //! open files, so state many times larger than RAM works. [`StateBackend::stats`] reports
 //! what is on disk and in memory.
 
+mod logs;
 mod memory;
 mod options;
 mod rocks;
@@ -55,6 +56,9 @@ mod rocks;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use logs::LogId;
+#[doc(hidden)]
+pub use logs::Logs;
 pub use memory::{open_memory, restore_memory};
 pub use options::{Compression, RocksOptions};
 pub use rocks::{open_rocksdb, restore_rocksdb};
@@ -136,6 +140,46 @@ pub trait StateBackend: Send {
         Ok(())
     }
 
+    /// Opens (creating if needed) a named bucket log: append-only bytes per bucket, read
+    /// and deleted a bucket at a time, with no LSM tree on their path (see `logs.rs`).
+    fn open_log(&mut self, name: &str) -> Result<LogId, StateError> {
+        check_table_name(name, || Backend::Memory)?;
+        Ok(self.logs_mut().open(name))
+    }
+
+    /// Appends `bytes` to `bucket` of `log` (buffered until `commit`); returns the
+    /// offset in the bucket where they will lie.
+    fn append(&mut self, log: LogId, bucket: i64, bytes: &[u8]) -> Result<u64, StateError> {
+        self.logs_mut().append(log, bucket, bytes)
+    }
+
+    /// Deletes `bucket` of `log` whole (buffered until `commit`; an append to it
+    /// buffered before is dropped too, one buffered after survives).
+    fn drop_bucket(&mut self, log: LogId, bucket: i64) -> Result<(), StateError> {
+        self.logs_mut().drop_bucket(log, bucket)
+    }
+
+    /// Appends the committed bytes of `bucket` of `log` to `out`.
+    fn read_bucket(&self, log: LogId, bucket: i64, out: &mut Vec<u8>) -> Result<(), StateError> {
+        self.logs().read(log, bucket, out)
+    }
+
+    /// Appends `len` committed bytes of `bucket` of `log`, from `offset` on, to `out`.
+    fn read_bucket_at(&self, log: LogId, bucket: i64, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<(), StateError> {
+        self.logs().read_at(log, bucket, offset, len, out)
+    }
+
+    /// The buckets of `log` holding committed bytes, ascending.
+    fn log_buckets(&self, log: LogId) -> Vec<i64> {
+        self.logs().buckets(log)
+    }
+
+    /// The backend's bucket logs (the log methods above use them).
+    #[doc(hidden)]
+    fn logs(&self) -> &Logs;
+    #[doc(hidden)]
+    fn logs_mut(&mut self) -> &mut Logs;
+
     /// Writes a consistent snapshot of the committed state into `dir`, which must not exist
     /// yet (its parent is created if needed). The pending batch is neither included nor
     /// discarded. RocksDB: hard-linked SST files, so repeated checkpoints are incremental
@@ -176,6 +220,8 @@ pub enum StateError {
     CorruptCheckpoint { path: PathBuf, reason: String },
     #[error("state: {op} on {backend}: table {table:?} was not opened on this backend")]
     UnknownTable { op: &'static str, backend: Backend, table: TableId },
+    #[error("state: {op}: log {log} was not opened on this backend")]
+    UnknownLog { op: &'static str, log: u32 },
     #[error("state: open table {name:?} on {backend}: {reason}")]
     InvalidTableName { name: String, backend: Backend, reason: &'static str },
     /// State written by a version of an operator whose layout this one cannot read.

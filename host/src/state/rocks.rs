@@ -60,6 +60,10 @@ pub fn restore_rocksdb(
         let from = entry.path();
         let to = staging.join(entry.file_name());
         let file_type = entry.file_type().map_err(|e| StateError::io("restore: inspect", &from, e))?;
+        // The bucket logs are restored below.
+        if entry.file_name() == super::logs::SEGMENTS && file_type.is_dir() {
+            continue;
+        }
         if !file_type.is_file() {
             return Err(StateError::NotACheckpoint {
                 path: checkpoint_dir.to_path_buf(),
@@ -75,6 +79,7 @@ pub fn restore_rocksdb(
             std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(|e| StateError::io("restore: sync", &to, e))?;
         }
     }
+    super::Logs::restore(checkpoint_dir, Some(&staging))?;
     sync_parent(&staging.join("CURRENT"))?;
     remove_dir_if_exists(&dir, "restore: remove the current state")?;
     std::fs::rename(&staging, &dir)
@@ -106,6 +111,7 @@ struct RocksBackend {
     ids: HashMap<String, u32>,
     batch: WriteBatch,
     write_options: WriteOptions,
+    logs: super::Logs,
 }
 
 impl RocksBackend {
@@ -145,6 +151,7 @@ impl RocksBackend {
             ids: HashMap::new(),
             batch: WriteBatch::default(),
             write_options,
+            logs: super::Logs::on_disk(dir)?,
         })
     }
 
@@ -320,7 +327,16 @@ impl StateBackend for RocksBackend {
         Ok(())
     }
 
+    fn logs(&self) -> &super::Logs {
+        &self.logs
+    }
+
+    fn logs_mut(&mut self) -> &mut super::Logs {
+        &mut self.logs
+    }
+
     fn commit(&mut self) -> Result<(), StateError> {
+        self.logs.commit()?;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -397,6 +413,7 @@ impl StateBackend for RocksBackend {
         // flush), then hard-links the live SST files into `dir`, staged and renamed by RocksDB.
         let checkpoint = Checkpoint::new(&self.db).map_err(|e| self.error("checkpoint", e))?;
         checkpoint.create_checkpoint(dir).map_err(|e| self.error(format!("checkpoint into {}", dir.display()), e))?;
+        self.logs.checkpoint(dir)?;
         sync_parent(dir)
     }
 
@@ -405,7 +422,8 @@ impl StateBackend for RocksBackend {
             .map(|entries| {
                 entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
             })
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + self.logs.bytes();
         let bytes_in_memory = match rocksdb::perf::get_memory_usage_stats(Some(&[&self.db]), Some(&[&self.cache])) {
             Ok(m) => m.mem_table_total + m.mem_table_readers_total + m.cache_total,
             Err(_) => self.cache.get_usage() as u64,

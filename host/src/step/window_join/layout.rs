@@ -64,6 +64,18 @@ fn key_hash(key: &[u8]) -> [u8; 8] {
     (key.len() as u64).to_be_bytes()
 }
 
+/// The 32 bits of a key's hash an in-memory filter keeps (see `key_filter.rs`).
+pub(crate) fn key_hash32(key: &[u8]) -> u32 {
+    let h = key_hash(key);
+    u32::from_be_bytes([h[4], h[5], h[6], h[7]])
+}
+
+/// The bucket and [`key_hash32`] of an other input's state key.
+pub(crate) fn filter_entry(other_key: &[u8]) -> Option<(i64, u32)> {
+    let prefix = other_key.get(..OTHER_PREFIX_LEN)?;
+    Some((time_from(&prefix[..8]), u32::from_be_bytes(prefix[12..16].try_into().ok()?)))
+}
+
 /// `bucket ++ hash(key)`: where one key's events of one bucket start.
 fn bucket_prefix(bucket: i64, key: &[u8]) -> [u8; OTHER_PREFIX_LEN] {
     let mut k = [0u8; OTHER_PREFIX_LEN];

@@ -6,7 +6,9 @@
 //! the time they fire, so a watermark fires a prefix of it (one scan, one
 //! range delete); see [`layout`].
 
+mod key_filter;
 mod layout;
+mod main_log;
 mod merge;
 #[cfg(test)]
 mod tests;
@@ -23,7 +25,9 @@ use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
 use crate::plugin::{JoinCase, JoinerRunner, Outcome, Scalar, UdfRunner};
 use crate::state::{StateBackend, StateError, TableId, TableOptions};
+use key_filter::KeyFilter;
 use layout::{bucket_of, decode, decode_in, SourceNames, main_end, main_key, other_key, other_range, Stored};
+use main_log::MainLog;
 use merge::MergeJoiner;
 
 /// How an input's join key is found.
@@ -116,6 +120,8 @@ struct Tables {
     matched: TableId,
     /// Counters that must survive a restart (`seq`).
     meta: TableId,
+    /// `on-window-end`: the main events, by fire bucket (`main` stays empty).
+    main_log: Option<MainLog>,
 }
 
 pub struct WindowJoin {
@@ -141,6 +147,8 @@ pub struct WindowJoin {
     fired_below: Vec<u8>,
     /// Reused for encoding each arriving event.
     scratch: Vec<u8>,
+    /// Per other input: the key hashes each of its buckets holds.
+    filters: Vec<KeyFilter>,
     /// What the state means (see [`Operator::state_fingerprint`]).
     fingerprint: Value,
     /// The most matches per other input joined to one main event.
@@ -242,6 +250,7 @@ impl WindowJoin {
             earliest_fire: None,
             fired_below: Vec::new(),
             scratch: Vec::new(),
+            filters: (1..cfg.inputs.len()).map(|_| KeyFilter::default()).collect(),
         }
     }
 
@@ -349,21 +358,30 @@ impl WindowJoin {
     /// result may be shorter than `mains` (the rest fire next time).
     fn matches_of_all(&self, state: &dyn StateBackend, mains: &[&Stored]) -> Result<Vec<Matches>, StateError> {
         let others = &self.tables().others;
-        let mut ranges = Vec::new();
-        let mut owner = Vec::new();
-        for (i, main) in mains.iter().enumerate() {
-            let t = main.event.timestamp;
-            let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
-            for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
-                ranges.push(other_range(b, &main.join_key, lo, hi));
-                owner.push(i);
-            }
-        }
         let mut all: Vec<Matches> = mains.iter().map(|_| Matches::new(others.len())).collect();
         // Main events past `cut` are not taken this time.
         let mut cut = mains.len();
         let mut names = SourceNames::default();
+        let mut ranges = Vec::new();
+        let mut owner = Vec::new();
         for (k, &table) in others.iter().enumerate() {
+            // Only the buckets whose filter may hold the key are read.
+            ranges.clear();
+            owner.clear();
+            for (i, main) in mains.iter().enumerate() {
+                let t = main.event.timestamp;
+                let (lo, hi) = (t.saturating_add(self.start), t.saturating_add(self.end));
+                let hash = layout::key_hash32(&main.join_key);
+                for b in bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket) {
+                    if self.filters[k].may_hold(b, hash) {
+                        ranges.push(other_range(b, &main.join_key, lo, hi));
+                        owner.push(i);
+                    }
+                }
+            }
+            if ranges.is_empty() {
+                continue;
+            }
             let mut loaded = 0usize;
             state.scan_ranges(table, &ranges, &mut |r, _, v| {
                 let i = owner[r];
@@ -576,11 +594,14 @@ impl WindowJoin {
         layout::encode_into(&stored, &mut bytes);
         let tables = self.tables();
         let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
-        if port == 0 {
+        if port == 0 && self.emit == EmitPolicy::OnWindowEnd {
+            let log = self.tables.as_mut().and_then(|t| t.main_log.as_mut()).expect("open_state opens the main log");
+            log.add(&mut *ctx.state, done, seq, &bytes)?;
+        } else if port == 0 {
             let key = main_key(done, seq);
             ctx.state.put(main_table, &key, &bytes)?;
             self.earliest_fire = Some(self.earliest_fire.map_or(done, |f| f.min(done)));
-            if self.emit == EmitPolicy::OnMatch {
+            {
                 let index = other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq);
                 ctx.state.put(main_by_key, &index, &key)?;
                 let matches = self.matches_of(&*ctx.state, &stored)?;
@@ -597,7 +618,9 @@ impl WindowJoin {
             }
         } else {
             let table = self.tables().others[port - 1];
-            ctx.state.put(table, &other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq), &bytes)?;
+            let bucket = bucket_of(t, self.bucket);
+            ctx.state.put(table, &other_key(bucket, &stored.join_key, t, seq), &bytes)?;
+            self.filters[port - 1].insert(bucket, layout::key_hash32(&stored.join_key));
             if self.emit == EmitPolicy::OnMatch {
                 // Waiting main events this one falls in the window of:
                 // main times in [t - end, t - start].
@@ -650,6 +673,9 @@ impl WindowJoin {
     /// Fires up to [`FIRE_CHUNK`] main events whose fire time is at or
     /// before `watermark`; returns their outputs and whether more may wait.
     fn fire(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Result<(Batch, bool), StateError> {
+        if self.emit == EmitPolicy::OnWindowEnd {
+            return self.fire_window_end(watermark, ctx);
+        }
         let tables = self.tables();
         let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
         // (main key, the event; `None` if its bytes do not decode).
@@ -735,6 +761,47 @@ impl WindowJoin {
         Ok((out, more))
     }
 
+    /// [`Self::fire`] for `on-window-end`: up to [`FIRE_CHUNK`] main events
+    /// from the main log, with their matches.
+    fn fire_window_end(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Result<(Batch, bool), StateError> {
+        let mut names = SourceNames::default();
+        let mut log = self.tables.as_mut().and_then(|t| t.main_log.take()).expect("open_state opens the main log");
+        let result = (|| {
+            let due: Vec<Option<Stored>> = log.peek(&*ctx.state, watermark, FIRE_CHUNK)?.into_iter().map(|(_, v)| decode_in(v, &mut names)).collect();
+            let mains: Vec<&Stored> = due.iter().flatten().collect();
+            let found = self.matches_of_all(&*ctx.state, &mains)?;
+            // Enough matches loaded: the main events past the last one taken
+            // fire on the next call.
+            let taken = match found.len() < mains.len() {
+                true => due.iter().enumerate().filter(|(_, d)| d.is_some()).nth(found.len()).map_or(due.len(), |(i, _)| i),
+                false => due.len(),
+            };
+            let mut found = found.into_iter();
+            for main in due.into_iter().take(taken).flatten() {
+                let matches = found.next().unwrap_or_default();
+                if self.mode == JoinMode::Left || matches.groups.iter().any(|g| !g.is_empty()) {
+                    let main = self.pending.add_main(main, matches.truncated());
+                    self.pending.cases.push((main, matches.groups));
+                }
+            }
+            log.advance(&mut *ctx.state, taken)?;
+            Ok::<_, StateError>(())
+        })();
+        let more = log.any_due(watermark);
+        if result.is_ok() && !more {
+            log.drop_passed(&mut *ctx.state, watermark)?;
+        }
+        self.tables.as_mut().expect("open").main_log = Some(log);
+        result?;
+        let mut out = Batch::default();
+        self.flush(&mut out, ctx);
+        if !more {
+            self.expire_others(watermark, ctx.state)?;
+        }
+        ctx.state.commit()?;
+        Ok((out, more))
+    }
+
     /// Deletes the other-input buckets no window can reach any more: bucket
     /// `b` holds times up to `(b + 1) * width - 1`, done at
     /// `other_done_time` of that.
@@ -748,6 +815,9 @@ impl WindowJoin {
             for &table in &self.tables().others {
                 state.delete_range(table, &[], &layout::buckets_before(below))?;
             }
+            for filter in &mut self.filters {
+                filter.drop_before(below);
+            }
             self.expired_below = below;
         }
         Ok(())
@@ -757,7 +827,7 @@ impl WindowJoin {
 /// The version of the state layout (`layout.rs`), kept in the join's meta
 /// table: state written with another layout would be misread (its keys
 /// are not where this version looks), so it is refused instead.
-const STATE_LAYOUT: &[u8] = b"2";
+const STATE_LAYOUT: &[u8] = b"3";
 
 impl WindowJoin {
     fn check_layout(&self, state: &mut dyn StateBackend, tables: &Tables) -> Result<(), StateError> {
@@ -777,7 +847,7 @@ impl WindowJoin {
                         false
                     })?;
                 }
-                if any {
+                if any || tables.main_log.as_ref().is_some_and(|l| !l.is_empty()) {
                     return Err(incompatible("1".into()));
                 }
                 state.put(tables.meta, b"layout", STATE_LAYOUT)?;
@@ -806,13 +876,29 @@ impl Operator for WindowJoin {
             .iter()
             .map(|i| state.open_table_with(&format!("{name}/other/{i}"), by_prefix))
             .collect::<Result<Vec<_>, _>>()?;
+        let meta = state.open_table(&format!("{name}/meta"))?;
+        let main_log = match self.emit {
+            EmitPolicy::OnWindowEnd => Some(MainLog::open(state, &format!("{name}/main"), meta, main_log::bucket_width(self.end.saturating_sub(self.start)))?),
+            EmitPolicy::OnMatch => None,
+        };
         let tables = Tables {
             main: state.open_table(&format!("{name}/main"))?,
             others,
             main_by_key: state.open_table_with(&format!("{name}/main-by-key"), by_prefix)?,
             matched: state.open_table(&format!("{name}/matched"))?,
-            meta: state.open_table(&format!("{name}/meta"))?,
+            meta,
+            main_log,
         };
+        // The filters of what the other inputs hold, from their keys.
+        for (k, &table) in tables.others.iter().enumerate() {
+            let filter = &mut self.filters[k];
+            state.scan(table, &[], None, &mut |key, _| {
+                if let Some((bucket, hash)) = layout::filter_entry(key) {
+                    filter.insert(bucket, hash);
+                }
+                true
+            })?;
+        }
         self.check_layout(state, &tables)?;
         if let Some(seq) = state.get(tables.meta, b"seq")? {
             self.seq = u64::from_le_bytes(seq.as_slice().try_into().unwrap_or([0; 8]));
@@ -866,7 +952,11 @@ impl Operator for WindowJoin {
     fn output_watermark(&self, input: i64) -> i64 {
         // Outputs carry their main event's time: hold the watermark before
         // the earliest main event still waiting.
-        match self.earliest_fire {
+        let earliest = match self.tables.as_ref().and_then(|t| t.main_log.as_ref()) {
+            Some(log) => log.earliest(),
+            None => self.earliest_fire,
+        };
+        match earliest {
             Some(fire) => input.min(fire.saturating_sub(self.end).saturating_sub(self.lateness).saturating_sub(1)),
             None => input,
         }

@@ -101,11 +101,48 @@ fn run_join(s: &Scenario, state: &mut dyn StateBackend) -> Trace {
 }
 
 fn run_join_with(join: &mut WindowJoin, s: &Scenario, state: &mut dyn StateBackend) -> Trace {
+    run_join_restarting(join, s, state, None)
+}
+
+/// A restart before op `at`: the state is checkpointed into `dir` and
+/// restored (on the same kind of backend), the join built anew.
+struct Restart<'a> {
+    at: usize,
+    dir: &'a std::path::Path,
+    rocks: bool,
+}
+
+fn run_join_restarting(join: &mut WindowJoin, s: &Scenario, state: &mut dyn StateBackend, restart: Option<Restart<'_>>) -> Trace {
     join.open_state(state).unwrap();
+    let mut restored: Option<Box<dyn StateBackend>> = None;
+    let mut restored_join = None;
     let mut watermark = i64::MIN;
     let mut trace = Trace { outputs: Vec::new(), late: Vec::new() };
     let ops = s.ops.iter().cloned().chain([Op::Watermark(i64::MAX)]);
     for (n, op) in ops.enumerate() {
+        if let Some(r) = restart.as_ref().filter(|r| r.at == n) {
+            let chk = r.dir.join("chk");
+            let current: &mut dyn StateBackend = match restored.as_mut() {
+                Some(b) => &mut **b,
+                None => &mut *state,
+            };
+            current.checkpoint(&chk).unwrap();
+            restored = Some(match r.rocks {
+                true => crate::state::restore_rocksdb(&chk, &r.dir.join("restored"), &Default::default()).unwrap(),
+                false => crate::state::restore_memory(&chk).unwrap(),
+            });
+            let mut fresh = WindowJoin::new("j", &config(s));
+            fresh.open_state(&mut **restored.as_mut().unwrap()).unwrap();
+            restored_join = Some(fresh);
+        }
+        let state: &mut dyn StateBackend = match restored.as_mut() {
+            Some(b) => &mut **b,
+            None => &mut *state,
+        };
+        let join: &mut WindowJoin = match restored_join.as_mut() {
+            Some(j) => j,
+            None => &mut *join,
+        };
         let mut dead: Vec<DeadLetter> = Vec::new();
         let mut out = Vec::new();
         match op {
@@ -278,6 +315,25 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let mut state = crate::state::open_rocksdb(&dir.path().join("db"), &Default::default()).unwrap();
         prop_assert_eq!(run_join(&s, &mut *state), reference(&s));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+
+    /// A checkpoint and restore at any point changes nothing: what fired
+    /// stays fired, what waits (main log, filters, buckets) comes back.
+    #[test]
+    fn a_restart_anywhere_equals_the_reference(s in scenario(), at in 0usize..64, rocks in proptest::bool::weighted(0.25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = match rocks {
+            true => crate::state::open_rocksdb(&dir.path().join("db"), &Default::default()).unwrap(),
+            false => crate::state::open_memory(),
+        };
+        let at = at.min(s.ops.len());
+        let restart = Restart { at, dir: dir.path(), rocks };
+        let trace = run_join_restarting(&mut WindowJoin::new("j", &config(&s)), &s, &mut *state, Some(restart));
+        prop_assert_eq!(trace, reference(&s));
     }
 }
 
