@@ -20,6 +20,8 @@ pub struct RecordCheck {
     schema: Option<RecordSchema>,
     timestamp_field: Option<String>,
     key_field: Option<String>,
+    /// The timestamp field, then the key field (those named).
+    wanted: Vec<String>,
 }
 
 /// Why a record was refused.
@@ -45,6 +47,7 @@ impl RecordCheck {
             schema: common.schema.clone(),
             timestamp_field: common.timestamp_field.clone(),
             key_field: common.key_field.clone(),
+            wanted: common.timestamp_field.iter().chain(&common.key_field).cloned().collect(),
         }
     }
 
@@ -55,9 +58,9 @@ impl RecordCheck {
             serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(|e| Rejection(format!("malformed JSON: {e}")))?;
             return Ok(Extracted::default());
         }
-        let fields: TopLevel = serde_json::from_slice(raw).map_err(|e| {
-            // serde stops at the type of a non-object before reading on, so
-            // tell "well-formed but not an object" from "not JSON at all".
+        // serde stops at the type of a non-object before reading on, so
+        // tell "well-formed but not an object" from "not JSON at all".
+        let refused = |e: serde_json::Error| {
             if e.is_data() && e.to_string().starts_with("invalid type") {
                 match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
                     Ok(_) => Rejection("record is not a JSON object".into()),
@@ -66,7 +69,17 @@ impl RecordCheck {
             } else {
                 Rejection(format!("malformed JSON: {e}"))
             }
-        })?;
+        };
+        if self.schema.is_none() {
+            // Only the time and the key: one pass, no map of the members.
+            let mut found = [None, None];
+            members_named(raw, &self.wanted, &mut found[..self.wanted.len()]).map_err(refused)?;
+            let mut found = found.into_iter();
+            let ts = self.timestamp_field.as_ref().map(|tf| (tf, found.next().flatten()));
+            let key = self.key_field.as_ref().map(|kf| (kf, found.next().flatten()));
+            return extract(ts, key);
+        }
+        let fields: TopLevel = serde_json::from_slice(raw).map_err(refused)?;
         let fields = fields.0;
         if let Some(schema) = &self.schema {
             for (name, f) in &schema.fields {
@@ -98,19 +111,27 @@ impl RecordCheck {
                 }
             }
         }
-        let mut out = Extracted::default();
-        if let Some(tf) = &self.timestamp_field {
-            let v = fields.get(tf.as_str()).ok_or_else(|| Rejection(format!("missing timestamp field `{tf}`")))?;
-            out.timestamp = Some(parse_timestamp(v.get()).ok_or_else(|| {
-                Rejection(format!("timestamp field `{tf}` is not a whole number of milliseconds: {}", v.get()))
-            })?);
-        }
-        if let Some(kf) = &self.key_field {
-            let v = fields.get(kf.as_str()).ok_or_else(|| Rejection(format!("missing key field `{kf}`")))?;
-            out.key = Some(key_bytes(v.get()));
-        }
-        Ok(out)
+        let ts = self.timestamp_field.as_ref().map(|tf| (tf, fields.get(tf.as_str()).copied()));
+        let key = self.key_field.as_ref().map(|kf| (kf, fields.get(kf.as_str()).copied()));
+        extract(ts, key)
     }
+}
+
+/// The time and key of a record from the raw values of their fields, when the
+/// source names such fields (`(field, value found)`).
+fn extract(ts: Option<(&String, Option<&RawValue>)>, key: Option<(&String, Option<&RawValue>)>) -> Result<Extracted, Rejection> {
+    let mut out = Extracted::default();
+    if let Some((tf, v)) = ts {
+        let v = v.ok_or_else(|| Rejection(format!("missing timestamp field `{tf}`")))?;
+        out.timestamp = Some(parse_timestamp(v.get()).ok_or_else(|| {
+            Rejection(format!("timestamp field `{tf}` is not a whole number of milliseconds: {}", v.get()))
+        })?);
+    }
+    if let Some((kf, v)) = key {
+        let v = v.ok_or_else(|| Rejection(format!("missing key field `{kf}`")))?;
+        out.key = Some(key_bytes(v.get()));
+    }
+    Ok(out)
 }
 
 /// A string key's bytes without quotes; any other JSON value's text.
@@ -377,6 +398,20 @@ mod tests {
             key_field: key.map(Into::into),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn without_a_schema_time_and_key_come_from_one_pass() {
+        let c = RecordCheck::new(&SourceCommon { timestamp_field: Some("ts".into()), key_field: Some("k".into()), ..Default::default() });
+        let got = c.check(br#"{"k":"a","nested":{"ts":1},"ts":42,"k":"b"}"#).unwrap();
+        assert_eq!(got, Extracted { timestamp: Some(42), key: Some(b"b".to_vec()) }, "top level only; the last of a repeated name");
+        assert_eq!(c.check(b"[1]").unwrap_err().0, "record is not a JSON object");
+        assert!(c.check(br#"{"ts":1,"k":"a""#).unwrap_err().0.starts_with("malformed JSON"));
+        assert_eq!(c.check(br#"{"k":"a"}"#).unwrap_err().0, "missing timestamp field `ts`");
+        assert_eq!(c.check(br#"{"ts":1}"#).unwrap_err().0, "missing key field `k`");
+        assert!(c.check(br#"{"ts":1.5,"k":"a"}"#).unwrap_err().0.contains("not a whole number"));
+        let time_only = RecordCheck::new(&SourceCommon { timestamp_field: Some("ts".into()), ..Default::default() });
+        assert_eq!(time_only.check(br#"{"ts":7}"#).unwrap(), Extracted { timestamp: Some(7), key: None });
     }
 
     #[test]

@@ -70,6 +70,14 @@ struct Args {
     state_dir: Option<PathBuf>,
     ts_field: bool,
     child: bool,
+    /// Read the inputs from these files (`impressions.jsonl`, `clicks.jsonl`)
+    /// instead of generating them in the run.
+    inputs: Option<PathBuf>,
+    /// Also run Flink on the same files and compare its output.
+    flink: bool,
+    /// Write the canonical output (`request_id<TAB>clicks`, by request id) here.
+    canonical: Option<PathBuf>,
+    flink_parallelism: u32,
 }
 
 fn parse_args() -> Args {
@@ -85,6 +93,10 @@ fn parse_args() -> Args {
         state_dir: get("--state-dir").map(PathBuf::from),
         ts_field: !argv.iter().any(|a| a == "--no-ts-field"),
         child: argv.iter().any(|a| a == "--child"),
+        inputs: get("--inputs").map(PathBuf::from),
+        flink: argv.iter().any(|a| a == "--flink"),
+        canonical: get("--canonical").map(PathBuf::from),
+        flink_parallelism: num("--flink-parallelism", 2.0) as u32,
     }
 }
 
@@ -97,22 +109,95 @@ fn clicks_of(n: u64) -> u64 {
     n * 20 / 150
 }
 
+/// The two generator sources of the bench (in the run, or writing the files).
+fn generator_sources(a: &Args, ts: serde_json::Value) -> serde_json::Value {
+    let (n, step) = (a.events, imp_step_ms(a));
+    json!({
+        "imp": {
+            "type": "generator", "shape": "join-impression", "seed": IMP_SEED, "count": n,
+            "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step},
+            "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
+        },
+        "clk": {
+            "type": "generator", "shape": "join-click", "seed": CLK_SEED, "count": clicks_of(n),
+            "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step * 7.5},
+            "impressions": {"start_ms": BASE_TIME_MS, "step_ms": step, "count": n},
+            "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
+        }
+    })
+}
+
+/// Writes the bench's inputs as JSON-lines files into `dir` (what Flink reads).
+fn write_inputs(a: &Args, dir: &Path) {
+    let config = json!({
+        "name": "sjoin-inputs",
+        "sources": generator_sources(a, serde_json::Value::Null),
+        "sinks": {
+            "impressions": {"type": "file", "inputs": ["imp"], "path": dir.join("impressions.jsonl")},
+            "clicks": {"type": "file", "inputs": ["clk"], "path": dir.join("clicks.jsonl")}
+        }
+    });
+    let path = streamhost_tests::write_pipeline(dir, &config);
+    let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
+    build_pipeline(&loaded, BuildOptions::default()).and_then(|p| p.run()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs the PyFlink interval join (tests/benches/flink) on the files in `dir`;
+/// returns its RESULT and the path of its canonical output.
+fn run_flink(a: &Args, dir: &Path) -> (serde_json::Value, PathBuf) {
+    let flink = streamhost_tests::repo().join("tests/benches/flink");
+    let setup = Command::new("bash").arg(flink.join("setup.sh")).stderr(Stdio::inherit()).output().expect("run flink/setup.sh");
+    assert!(setup.status.success(), "tests/benches/flink/setup.sh failed");
+    let python = String::from_utf8_lossy(&setup.stdout).lines().last().expect("setup.sh prints the venv's python").trim().to_string();
+    let out = dir.join("flink.tsv");
+    let run = Command::new(python)
+        .arg(flink.join("sjoin_flink.py"))
+        .args(["--impressions", &dir.join("impressions.jsonl").display().to_string()])
+        .args(["--clicks", &dir.join("clicks.jsonl").display().to_string()])
+        .args(["--out", &out.display().to_string()])
+        .args(["--parallelism", &a.flink_parallelism.to_string()])
+        .args(["--window-ms", &WINDOW_MS.to_string(), "--out-of-orderness-ms", &OUT_OF_ORDERNESS_MS.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run sjoin_flink.py");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "the Flink run failed: {stdout}");
+    let result = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).expect("sjoin_flink.py prints RESULT");
+    (serde_json::from_str(result).unwrap(), out)
+}
+
 fn main() {
     let a = parse_args();
-    if a.child || a.backend != "both" {
+    if a.child || (a.backend != "both" && !a.flink) {
         let r = run_backend(&a);
         println!("RESULT {}", serde_json::to_string(&r).unwrap());
         return;
     }
+    // With --flink, both engines read the same files.
+    let files = a.flink.then(|| tempfile::tempdir().unwrap());
+    if let Some(dir) = &files {
+        let t = Instant::now();
+        write_inputs(&a, dir.path());
+        println!("inputs written to {} in {:.1} s", dir.path().display(), t.elapsed().as_secs_f64());
+    }
     // One child per backend: each peak RSS is its own.
     let exe = std::env::current_exe().unwrap();
     let mut results = Vec::new();
-    for backend in ["memory", "rocksdb"] {
+    let backends: Vec<&str> = match a.backend.as_str() {
+        "both" => vec!["memory", "rocksdb"],
+        one => vec![one],
+    };
+    for backend in backends {
         let mut argv: Vec<String> = std::env::args().skip(1).collect();
         if let Some(i) = argv.iter().position(|x| x == "--backend") {
             argv.drain(i..(i + 2).min(argv.len()));
         }
+        argv.retain(|x| x != "--flink");
         argv.extend(["--child".into(), "--backend".into(), backend.into()]);
+        if let Some(dir) = &files {
+            let canonical = dir.path().join(format!("streamhost-{backend}.tsv"));
+            argv.extend(["--inputs".into(), dir.path().display().to_string(), "--canonical".into(), canonical.display().to_string()]);
+        }
         let mut child = Command::new(&exe).args(&argv).stdout(Stdio::piped()).spawn().expect("re-run the bench binary");
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
@@ -124,6 +209,16 @@ fn main() {
         let status = child.wait().unwrap();
         assert!(status.success(), "the {backend} run failed: {status}");
     }
+    let flink = files.as_ref().map(|dir| {
+        let (r, out) = run_flink(&a, dir.path());
+        let flink_out = std::fs::read(&out).unwrap();
+        for backend in results.iter().map(|r| r["backend"].as_str().unwrap().to_string()) {
+            let ours = std::fs::read(dir.path().join(format!("streamhost-{backend}.tsv"))).unwrap();
+            assert!(ours == flink_out, "streamhost ({backend}) and Flink disagree: compare {} with {}", dir.path().join(format!("streamhost-{backend}.tsv")).display(), out.display());
+        }
+        println!("Flink {} (parallelism {}): {:.1} s wall ({:.1} s for the job), output equal to streamhost's", r["flink_version"], r["parallelism"], r["seconds_total"].as_f64().unwrap_or(0.0), r["seconds_job"].as_f64().unwrap_or(0.0));
+        r
+    });
     println!();
     println!("{:<10} {:>12} {:>12} {:>10} {:>12} {:>14} {:>14}", "backend", "input ev/s", "output ev/s", "peak RSS", "state disk", "lag p50 (ev)", "lag max (ev)");
     for r in &results {
@@ -137,6 +232,21 @@ fn main() {
             r["lag_event_ms_p50"],
             r["lag_event_ms_max"],
         );
+    }
+    if let Some(f) = &flink {
+        // Flink's whole wall time (its JVM start included, as a user waits for it)
+        // against streamhost's whole run on the same files.
+        let flink_s = f["seconds_total"].as_f64().unwrap_or(f64::NAN);
+        for r in &results {
+            println!(
+                "{:<10} vs Flink: {:.1}x faster ({:.1} s vs {flink_s:.1} s wall; {:.1}x against Flink's job time alone)",
+                r["backend"].as_str().unwrap(),
+                flink_s / r["seconds"].as_f64().unwrap(),
+                r["seconds"].as_f64().unwrap(),
+                f["seconds_job"].as_f64().unwrap_or(f64::NAN) / r["seconds"].as_f64().unwrap(),
+            );
+        }
+        println!("FLINK {}", serde_json::to_string(f).unwrap());
     }
 }
 
@@ -166,6 +276,26 @@ struct Probe {
     wall_max_us: u64,
     round_watermark: i64,
     round_start: Option<Instant>,
+    /// Clicks per impression (by index), kept when a canonical output is asked for.
+    counts: Option<Vec<u32>>,
+}
+
+/// The lowest and the median input rate over the 10 s windows (one per
+/// second sampled) of a run's progress, if it lasted 20 s or more.
+fn ten_second_rates(progress: &[(f64, u64)]) -> (Option<f64>, Option<f64>) {
+    let mut rates: Vec<f64> = progress
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (t, n))| {
+            let (t2, n2) = progress[i..].iter().find(|(t2, _)| t2 - t >= 10.0)?;
+            Some((n2 - n) as f64 / (t2 - t))
+        })
+        .collect();
+    if progress.last().is_none_or(|(t, _)| *t < 20.0) || rates.is_empty() {
+        return (None, None);
+    }
+    rates.sort_by(f64::total_cmp);
+    (Some(rates[0]), Some(rates[rates.len() / 2]))
 }
 
 fn log2_bucket(v: u64) -> usize {
@@ -213,6 +343,12 @@ impl Probe {
                     self.duplicates += 1;
                 }
                 self.seen[w] |= bit;
+                if let Some(counts) = self.counts.as_mut() {
+                    if j as usize >= counts.len() {
+                        counts.resize(j as usize + 1, u32::MAX);
+                    }
+                    counts[j as usize] = clicks as u32;
+                }
                 if clicks > 0 {
                     self.matched += 1;
                     self.clicks += clicks;
@@ -292,21 +428,18 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = a.state_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
     let ts = if a.ts_field { json!("ts") } else { serde_json::Value::Null };
+    let generators = generator_sources(a, ts);
+    let sources = match &a.inputs {
+        Some(dir) => json!({
+            "imp": {"type": "file", "path": dir.join("impressions.jsonl"), "timestamp_field": "ts", "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS},
+            "clk": {"type": "file", "path": dir.join("clicks.jsonl"), "timestamp_field": "ts", "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS}
+        }),
+        None => generators.clone(),
+    };
+    let _ = step;
     let config = json!({
         "name": format!("sjoin-{backend}"),
-        "sources": {
-            "imp": {
-                "type": "generator", "shape": "join-impression", "seed": IMP_SEED, "count": n,
-                "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step},
-                "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
-            },
-            "clk": {
-                "type": "generator", "shape": "join-click", "seed": CLK_SEED, "count": n_clicks,
-                "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step * 7.5},
-                "impressions": {"start_ms": BASE_TIME_MS, "step_ms": step, "count": n},
-                "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
-            }
-        },
+        "sources": sources,
         "steps": {
             "join": {
                 "type": "window-join", "inputs": ["imp", "clk"],
@@ -326,23 +459,27 @@ fn run_backend(a: &Args) -> serde_json::Value {
     });
     let path = streamhost_tests::write_pipeline(tmp.path(), &config);
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
+    // The generators' grids (also when reading the files they wrote).
+    let gen_dir = tempfile::tempdir().unwrap();
+    let gen_path = streamhost_tests::write_pipeline(gen_dir.path(), &json!({"name": "grids", "sources": generators, "sinks": {"null": {"type": "null", "inputs": ["imp", "clk"]}}}));
+    let generated = streamhost::config::load_pipeline(&gen_path).unwrap_or_else(|e| panic!("{e}"));
     // The grids as the generators got them: parsed back from pipeline.json,
     // which may differ from `step` in the last bit (serde_json's default
     // float parsing is not exactly round-trip), and at tens of millions of
     // events a last bit moves some times by 1 ms.
-    let grid = |source: &str| match &loaded.config.sources[source] {
+    let grid = |source: &str| match &generated.config.sources[source] {
         streamhost::config::SourceConfig::Generator { event_time: Some(g), .. } => g.clone(),
         _ => unreachable!("{source} is a generator with an event-time grid"),
     };
     let (imp_grid, clk_grid): (GeneratorEventTime, GeneratorEventTime) = (grid("imp"), grid("clk"));
-    let imp_impressions = match &loaded.config.sources["clk"] {
+    let imp_impressions = match &generated.config.sources["clk"] {
         streamhost::config::SourceConfig::Generator { impressions: Some(i), .. } => i.clone(),
         _ => unreachable!("clk refers to the impression grid"),
     };
 
     // The probe: counts and checks outputs, measures the emission lag
     // against the join's input watermark, and passes every output on.
-    let probe = Arc::new(Mutex::new(Probe::default()));
+    let probe = Arc::new(Mutex::new(Probe { counts: a.canonical.as_ref().map(|_| Vec::new()), ..Probe::default() }));
     let join_stats: Arc<OnceLock<Arc<NodeStats>>> = Arc::new(OnceLock::new());
     let mut natives = NativeRegistry::default();
     {
@@ -364,11 +501,19 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let disk_peak = Arc::new(AtomicU64::new(0));
     let apparent_peak = Arc::new(AtomicU64::new(0));
     let rss_at_disk_peak = Arc::new(AtomicU64::new(0));
+    let inputs_taken: Vec<Arc<NodeStats>> = ["imp", "clk"].iter().map(|s| pipeline.node_stats(s).expect("a source")).collect();
     let sampler = {
         let (stop, disk_peak, apparent_peak, rss_at_disk_peak, dir) =
             (stop.clone(), disk_peak.clone(), apparent_peak.clone(), rss_at_disk_peak.clone(), state_dir.clone());
         std::thread::spawn(move || {
+            // (seconds since start, input events the pipeline had taken), every second.
+            let mut progress: Vec<(f64, u64)> = Vec::new();
+            let t0 = Instant::now();
             while !stop.load(Relaxed) {
+                let t = t0.elapsed().as_secs_f64();
+                if progress.last().is_none_or(|(last, _)| t - last >= 1.0) {
+                    progress.push((t, inputs_taken.iter().map(|s| s.events_out.load(Relaxed)).sum()));
+                }
                 let (blocks, apparent) = disk_usage(&dir);
                 if blocks > disk_peak.load(Relaxed) {
                     disk_peak.store(blocks, Relaxed);
@@ -377,6 +522,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
                 apparent_peak.fetch_max(apparent, Relaxed);
                 std::thread::sleep(Duration::from_millis(250));
             }
+            progress
         })
     };
     let (cpu_before, thread_before) = (cpu_seconds("/proc/self/stat"), cpu_seconds("/proc/thread-self/stat"));
@@ -386,7 +532,8 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let pipeline_cpu = cpu_seconds("/proc/thread-self/stat") - thread_before;
     let process_cpu = cpu_seconds("/proc/self/stat") - cpu_before;
     stop.store(true, Relaxed);
-    sampler.join().unwrap();
+    let progress = sampler.join().unwrap();
+    let (window_min, window_median) = ten_second_rates(&progress);
     let secs = summary.elapsed.as_secs_f64();
     let peak_rss = status_kib("VmHWM:") * 1024;
 
@@ -442,6 +589,11 @@ fn run_backend(a: &Args) -> serde_json::Value {
         "pipeline_thread_cpu_s": pipeline_cpu,
         "process_cpu_s": process_cpu,
         "input_per_pipeline_cpu_s": input as f64 / pipeline_cpu.max(0.01),
+        "cpu_us_per_input_event": process_cpu * 1e6 / input.max(1) as f64,
+        "pipeline_cpu_us_per_input_event": pipeline_cpu * 1e6 / input.max(1) as f64,
+        "input_per_s_10s_min": window_min,
+        "input_per_s_10s_median": window_median,
+        "input_10s_min_over_median": window_min.zip(window_median).map(|(a, b)| a / b.max(1.0)),
     });
     println!("--- sjoin, backend {backend}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", r["event_time_hours"].as_f64().unwrap());
     println!("  elapsed               {secs:.2} s");
@@ -452,6 +604,11 @@ fn run_backend(a: &Args) -> serde_json::Value {
         "  CPU                   pipeline thread {pipeline_cpu:.1} s ({:.0} input events per CPU-second), process {process_cpu:.1} s",
         r["input_per_pipeline_cpu_s"].as_f64().unwrap()
     );
+    println!("  CPU per input event   {:.2} us (process), {:.2} us (pipeline thread)", r["cpu_us_per_input_event"].as_f64().unwrap(), r["pipeline_cpu_us_per_input_event"].as_f64().unwrap());
+    match (window_min, window_median) {
+        (Some(lo), Some(mid)) => println!("  input over 10 s       lowest {lo:.0} events/s, median {mid:.0} ({:.2} of the median)", lo / mid.max(1.0)),
+        _ => println!("  input over 10 s       (the run is shorter than 20 s)"),
+    }
     println!("  peak RSS (VmHWM)      {:.0} MiB", r["peak_rss_mib"].as_f64().unwrap());
     println!(
         "  state on disk, peak   {:.0} MiB allocated ({:.0} MiB apparent; RSS then {:.0} MiB)",
@@ -469,6 +626,14 @@ fn run_backend(a: &Args) -> serde_json::Value {
     );
     println!("  event time advanced   {:.0} ms per wall second", r["event_time_ms_per_wall_s"].as_f64().unwrap());
 
+    if let (Some(path), Some(counts)) = (&a.canonical, &p.counts) {
+        // As sjoin_flink.py writes it: request id, tab, clicks, by request id.
+        let mut out = String::with_capacity(counts.len() * 20);
+        for (j, c) in counts.iter().enumerate().filter(|(_, c)| **c != u32::MAX) {
+            out.push_str(&format!("q{j:012}\t{c}\n"));
+        }
+        std::fs::write(path, out).unwrap();
+    }
     // A fast wrong answer is no result.
     assert_eq!(summary.dead_lettered, 0, "dead letters (see {})", tmp.path().join("dead.jsonl").display());
     assert_eq!(p.unparsed, 0, "outputs without a request id or click count");

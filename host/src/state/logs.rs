@@ -43,7 +43,14 @@ pub struct Logs {
     appends: BTreeMap<(u32, i64), Vec<u8>>,
     /// Drops waiting for `commit` (applied before the appends).
     drops: Vec<(u32, i64)>,
+    /// The files appended to last, kept open (most recent last): a stream appends
+    /// to a handful of buckets at a time, and opening a file per commit costs more
+    /// than the write.
+    open_files: Vec<((u32, i64), File)>,
 }
+
+/// Files kept open for appending.
+const OPEN_FILES: usize = 8;
 
 fn bucket_hex(bucket: i64) -> String {
     // Sign bit flipped: names sort in bucket order.
@@ -138,6 +145,7 @@ impl Logs {
                 continue;
             }
             self.memory.remove(&(log, bucket));
+            self.open_files.retain(|(b, _)| *b != (log, bucket));
             if let Some(path) = self.file(log, bucket) {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StateError::io("drop bucket", &path, e)),
@@ -148,16 +156,7 @@ impl Logs {
         for ((log, bucket), bytes) in std::mem::take(&mut self.appends) {
             match self.file(log, bucket) {
                 Some(path) => {
-                    let open = || OpenOptions::new().create(true).append(true).open(&path);
-                    let mut file = match open() {
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            let parent = path.parent().expect("a log file has a folder");
-                            std::fs::create_dir_all(parent).map_err(|e| StateError::io("create log folder", parent, e))?;
-                            open()
-                        }
-                        other => other,
-                    }
-                    .map_err(|e| StateError::io("append: open", &path, e))?;
+                    let file = self.append_file(log, bucket, &path)?;
                     file.write_all(&bytes).map_err(|e| StateError::io("append", &path, e))?;
                 }
                 None => self.memory.entry((log, bucket)).or_default().extend_from_slice(&bytes),
@@ -165,6 +164,33 @@ impl Logs {
             *self.lengths.entry((log, bucket)).or_default() += bytes.len() as u64;
         }
         Ok(())
+    }
+
+    /// The open file of a bucket for appending (created with its folder if needed).
+    fn append_file(&mut self, log: u32, bucket: i64, path: &Path) -> Result<&mut File, StateError> {
+        match self.open_files.iter().position(|(b, _)| *b == (log, bucket)) {
+            Some(i) => {
+                let entry = self.open_files.remove(i);
+                self.open_files.push(entry);
+            }
+            None => {
+                let open = || OpenOptions::new().create(true).append(true).open(path);
+                let file = match open() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let parent = path.parent().expect("a log file has a folder");
+                        std::fs::create_dir_all(parent).map_err(|e| StateError::io("create log folder", parent, e))?;
+                        open()
+                    }
+                    other => other,
+                }
+                .map_err(|e| StateError::io("append: open", path, e))?;
+                if self.open_files.len() >= OPEN_FILES {
+                    self.open_files.remove(0);
+                }
+                self.open_files.push(((log, bucket), file));
+            }
+        }
+        Ok(&mut self.open_files.last_mut().expect("just pushed").1)
     }
 
     /// The committed buckets of `log`, ascending.
