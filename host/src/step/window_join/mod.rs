@@ -2,14 +2,18 @@
 //! window of event time relative to each main event; emits when the
 //! watermark closes a window (or on each match). Semantics: docs/window-join.md.
 //!
-//! Timers are not per record: the main events wait in a table ordered by
-//! the time they fire, so a watermark fires a prefix of it (one scan, one
-//! range delete); see [`layout`].
+//! Timers are not per record: main events wait by the time they fire, so a
+//! watermark fires a prefix of them. `on_window_end.rs` and `on_match.rs`
+//! hold what differs between the emit policies; this module what they share
+//! (keys, arrival, lookups of matches, the joiner, expiry); `layout.rs` the
+//! state's keys and record codec.
 
 mod key_filter;
 mod layout;
 mod main_log;
 mod merge;
+mod on_match;
+mod on_window_end;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +30,7 @@ use crate::event::{Batch, Event, Origin};
 use crate::plugin::{JoinCase, JoinerRunner, Outcome, Scalar, UdfRunner};
 use crate::state::{StateBackend, StateError, TableId, TableOptions};
 use key_filter::KeyFilter;
-use layout::{bucket_of, decode, decode_in, SourceNames, main_end, main_key, other_key, other_range, Stored};
+use layout::{bucket_of, decode, decode_in, other_key, other_range, SourceNames, Stored};
 use main_log::MainLog;
 use merge::MergeJoiner;
 
@@ -592,68 +596,17 @@ impl WindowJoin {
         let stored = Stored { event, origin, join_key, plain_names };
         let mut bytes = std::mem::take(&mut self.scratch);
         layout::encode_into(&stored, &mut bytes);
-        let tables = self.tables();
-        let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
         if port == 0 && self.emit == EmitPolicy::OnWindowEnd {
-            let log = self.tables.as_mut().and_then(|t| t.main_log.as_mut()).expect("open_state opens the main log");
-            log.add(&mut *ctx.state, done, seq, &bytes)?;
+            self.arrive_main_on_window_end(done, seq, &bytes, ctx)?;
         } else if port == 0 {
-            let key = main_key(done, seq);
-            ctx.state.put(main_table, &key, &bytes)?;
-            self.earliest_fire = Some(self.earliest_fire.map_or(done, |f| f.min(done)));
-            {
-                let index = other_key(bucket_of(t, self.bucket), &stored.join_key, t, seq);
-                ctx.state.put(main_by_key, &index, &key)?;
-                let matches = self.matches_of(&*ctx.state, &stored)?;
-                let groups = &matches.groups;
-                if groups.iter().any(|g| !g.is_empty()) {
-                    let main = self.pending.add_main(stored.clone(), matches.truncated());
-                    for (k, group) in groups.iter().enumerate() {
-                        for m in group {
-                            self.pending.cases.push((main, single(groups.len(), k, m)));
-                        }
-                    }
-                    ctx.state.put(matched, &key, b"")?;
-                }
-            }
+            self.arrive_main_on_match(stored, done, seq, &bytes, ctx)?;
         } else {
             let table = self.tables().others[port - 1];
             let bucket = bucket_of(t, self.bucket);
             ctx.state.put(table, &other_key(bucket, &stored.join_key, t, seq), &bytes)?;
             self.filters[port - 1].insert(bucket, layout::key_hash32(&stored.join_key));
             if self.emit == EmitPolicy::OnMatch {
-                // Waiting main events this one falls in the window of:
-                // main times in [t - end, t - start].
-                let (lo, hi) = (t.saturating_sub(self.end), t.saturating_sub(self.start));
-                let ranges: Vec<_> = (bucket_of(lo, self.bucket)..=bucket_of(hi, self.bucket))
-                    .map(|b| other_range(b, &stored.join_key, lo, hi))
-                    .collect();
-                let mut mains = Vec::new();
-                ctx.state.scan_ranges(main_by_key, &ranges, &mut |_, _, main_key| mains.push(main_key.to_vec()))?;
-                let n = self.tables().others.len();
-                // Pairs with the earliest `max_matches` of them; the rest are
-                // counted (and marked matched: they did match).
-                let (first, mut left_out) = (self.pending.mains.len(), 0u64);
-                for key in mains {
-                    let Some(bytes) = ctx.state.get(main_table, &key)? else { continue };
-                    // (The index is by key hash: skip another key's main event.)
-                    if layout::join_key_of(&bytes) != Some(stored.join_key.as_slice()) {
-                        continue;
-                    }
-                    if self.pending.mains.len() - first >= self.max_matches {
-                        left_out += 1;
-                    } else if let Some(main) = decode(&bytes) {
-                        let main = self.pending.add_main(main, Vec::new());
-                        self.pending.cases.push((main, single(n, port - 1, &stored)));
-                    }
-                    ctx.state.put(matched, &key, b"")?;
-                }
-                if left_out > 0 {
-                    self.count_truncated(left_out);
-                    for t in &mut self.pending.truncated[first..] {
-                        *t = vec![(0, left_out)];
-                    }
-                }
+                self.arrive_other_on_match(port, &stored, ctx)?;
             }
         }
         self.scratch = bytes;
@@ -676,130 +629,7 @@ impl WindowJoin {
         if self.emit == EmitPolicy::OnWindowEnd {
             return self.fire_window_end(watermark, ctx);
         }
-        let tables = self.tables();
-        let (main_table, main_by_key, matched) = (tables.main, tables.main_by_key, tables.matched);
-        // (main key, the event; `None` if its bytes do not decode).
-        let mut due: Vec<([u8; 16], Option<Stored>)> = Vec::with_capacity(FIRE_CHUNK);
-        let mut names = layout::SourceNames::default();
-        // Start past what earlier firings deleted: a scan from the table's
-        // start would step over all their tombstones.
-        ctx.state.scan(main_table, &self.fired_below, Some(&main_end(watermark)), &mut |k, v| {
-            let mut key = [0u8; 16];
-            if k.len() == 16 {
-                key.copy_from_slice(k);
-            }
-            due.push((key, layout::decode_in(v, &mut names)));
-            due.len() < FIRE_CHUNK
-        })?;
-        let mut out = Batch::with_capacity(due.len());
-        let (mut keys, mut decoded): (Vec<[u8; 16]>, Vec<Option<Stored>>) = due.into_iter().unzip();
-        let mut more = keys.len() == FIRE_CHUNK;
-        let mut found = if self.emit == EmitPolicy::OnWindowEnd {
-            let mains: Vec<&Stored> = decoded.iter().flatten().collect();
-            let found = self.matches_of_all(&*ctx.state, &mains)?;
-            if found.len() < mains.len() {
-                // Enough matches loaded: the main events past the last one
-                // taken fire on the next call.
-                let taken = decoded.iter().enumerate().filter(|(_, d)| d.is_some()).nth(found.len()).map_or(keys.len(), |(i, _)| i);
-                keys.truncate(taken);
-                decoded.truncate(taken);
-                more = true;
-            }
-            found.into_iter()
-        } else {
-            Vec::new().into_iter()
-        };
-        for (key, main) in keys.iter().zip(decoded) {
-            let Some(main) = main else { continue };
-            match self.emit {
-                EmitPolicy::OnWindowEnd => {
-                    let matches = found.next().unwrap_or_default();
-                    if self.mode == JoinMode::Left || matches.groups.iter().any(|g| !g.is_empty()) {
-                        let main = self.pending.add_main(main, matches.truncated());
-                        self.pending.cases.push((main, matches.groups));
-                    }
-                }
-                EmitPolicy::OnMatch => {
-                    let was_matched = ctx.state.get(matched, key)?.is_some();
-                    let t = main.event.timestamp;
-                    let seq = u64::from_be_bytes(key[8..16].try_into().expect("main keys are 16 bytes"));
-                    ctx.state.delete(main_by_key, &other_key(bucket_of(t, self.bucket), &main.join_key, t, seq))?;
-                    ctx.state.delete(matched, key)?;
-                    if self.mode == JoinMode::Left && !was_matched {
-                        let empty = vec![Vec::new(); self.tables().others.len()];
-                        let main = self.pending.add_main(main, Vec::new());
-                        self.pending.cases.push((main, empty));
-                    }
-                }
-            }
-        }
-        self.flush(&mut out, ctx);
-        // Point deletes: range tombstones would pile up in RocksDB's
-        // memtable, and every new iterator re-sorts them all.
-        for key in &keys {
-            ctx.state.delete(main_table, key)?;
-        }
-        if let Some(last) = keys.last() {
-            self.fired_below = last.to_vec();
-            self.fired_below.push(0);
-        }
-        if !more {
-            self.expire_others(watermark, ctx.state)?;
-        }
-        ctx.state.commit()?;
-        if !more {
-            // Every main event firing at or before the watermark is gone,
-            // and none can arrive (it would be late).
-            self.fired_below = self.fired_below.clone().max(main_end(watermark));
-            self.earliest_fire = None;
-            let from = self.fired_below.clone();
-            ctx.state.scan(main_table, &from, None, &mut |k, _| {
-                self.earliest_fire = Some(layout::time_from(k));
-                false
-            })?;
-        }
-        Ok((out, more))
-    }
-
-    /// [`Self::fire`] for `on-window-end`: up to [`FIRE_CHUNK`] main events
-    /// from the main log, with their matches.
-    fn fire_window_end(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Result<(Batch, bool), StateError> {
-        let mut names = SourceNames::default();
-        let mut log = self.tables.as_mut().and_then(|t| t.main_log.take()).expect("open_state opens the main log");
-        let result = (|| {
-            let due: Vec<Option<Stored>> = log.peek(&*ctx.state, watermark, FIRE_CHUNK)?.into_iter().map(|(_, v)| decode_in(v, &mut names)).collect();
-            let mains: Vec<&Stored> = due.iter().flatten().collect();
-            let found = self.matches_of_all(&*ctx.state, &mains)?;
-            // Enough matches loaded: the main events past the last one taken
-            // fire on the next call.
-            let taken = match found.len() < mains.len() {
-                true => due.iter().enumerate().filter(|(_, d)| d.is_some()).nth(found.len()).map_or(due.len(), |(i, _)| i),
-                false => due.len(),
-            };
-            let mut found = found.into_iter();
-            for main in due.into_iter().take(taken).flatten() {
-                let matches = found.next().unwrap_or_default();
-                if self.mode == JoinMode::Left || matches.groups.iter().any(|g| !g.is_empty()) {
-                    let main = self.pending.add_main(main, matches.truncated());
-                    self.pending.cases.push((main, matches.groups));
-                }
-            }
-            log.advance(&mut *ctx.state, taken)?;
-            Ok::<_, StateError>(())
-        })();
-        let more = log.any_due(watermark);
-        if result.is_ok() && !more {
-            log.drop_passed(&mut *ctx.state, watermark)?;
-        }
-        self.tables.as_mut().expect("open").main_log = Some(log);
-        result?;
-        let mut out = Batch::default();
-        self.flush(&mut out, ctx);
-        if !more {
-            self.expire_others(watermark, ctx.state)?;
-        }
-        ctx.state.commit()?;
-        Ok((out, more))
+        self.fire_on_match(watermark, ctx)
     }
 
     /// Deletes the other-input buckets no window can reach any more: bucket
@@ -855,13 +685,6 @@ impl WindowJoin {
             }
         }
     }
-}
-
-/// Match groups with one event, `m`, in group `k` of `n`.
-fn single(n: usize, k: usize, m: &Stored) -> Vec<Vec<Stored>> {
-    let mut groups = vec![Vec::new(); n];
-    groups[k].push(m.clone());
-    groups
 }
 
 impl Operator for WindowJoin {
