@@ -281,8 +281,12 @@ struct Probe {
 }
 
 /// The lowest and the median input rate over the 10 s windows (one per
-/// second sampled) of a run's progress, if it lasted 20 s or more.
+/// second sampled) of a run's progress while its inputs were read, if that
+/// lasted 20 s or more.
 fn ten_second_rates(progress: &[(f64, u64)]) -> (Option<f64>, Option<f64>) {
+    // While the inputs are read: what follows is the flush at their end.
+    let total = progress.last().map_or(0, |(_, n)| *n);
+    let progress = &progress[..progress.iter().position(|(_, n)| *n == total).map_or(progress.len(), |i| i + 1)];
     let mut rates: Vec<f64> = progress
         .iter()
         .enumerate()
