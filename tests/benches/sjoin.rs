@@ -26,7 +26,10 @@
 //! Options: `--events N` impressions (default 2,000,000; clicks are
 //! N × 20 / 150), `--backend memory|rocksdb|both`, `--hours H` event time
 //! covered (default 4), `--block-cache-mb M` (default 32),
-//! `--write-buffer-mb M` (default 32), `--state-dir DIR` (default a
+//! `--flink` (write the inputs to files, read them with `file` sources, run
+//! the PyFlink interval join of `tests/benches/flink` on the same files and
+//! fail unless every impression gets the same number of clicks from both;
+//! `--flink-parallelism N`, default 2), `--write-buffer-mb M` (default 32), `--state-dir DIR` (default a
 //! temporary folder), `--no-ts-field` (event time set by the generator
 //! directly instead of parsed back from `ts` by the source's
 //! `timestamp_field`).
