@@ -431,7 +431,6 @@ fn run_backend(a: &Args) -> serde_json::Value {
     assert!(matches!(backend, "memory" | "rocksdb"), "--backend memory|rocksdb|both, not {backend}");
     let n = a.events;
     let n_clicks = clicks_of(n);
-    let step = imp_step_ms(a);
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = a.state_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
     let ts = if a.ts_field { json!("ts") } else { serde_json::Value::Null };
@@ -443,7 +442,6 @@ fn run_backend(a: &Args) -> serde_json::Value {
         }),
         None => generators.clone(),
     };
-    let _ = step;
     let config = json!({
         "name": format!("sjoin-{backend}"),
         "sources": sources,

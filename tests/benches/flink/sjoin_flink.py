@@ -45,25 +45,22 @@ FEATURES_TYPE = (
     "ROW<`u_age` INT, `u_city` STRING, `u_active_days` INT, `i_category` STRING, `i_price` DOUBLE, "
     "`i_ctr_7d` DOUBLE, `ui_affinity` DOUBLE, `emb` ARRAY<DOUBLE>>"
 )
-IMPRESSION_FIELDS = [
+# The fields both generators write first, in their order.
+SHARED_FIELDS = [
     ("event", "STRING"),
     ("ts", "BIGINT"),
     ("request_id", "STRING"),
     ("user_id", "STRING"),
     ("item_id", "STRING"),
     ("device", "STRING"),
+]
+IMPRESSION_FIELDS = SHARED_FIELDS + [
     ("app_version", "STRING"),
     ("page", "STRING"),
     ("position", "INT"),
     ("features", FEATURES_TYPE),
 ]
-CLICK_FIELDS = [
-    ("event", "STRING"),
-    ("ts", "BIGINT"),
-    ("request_id", "STRING"),
-    ("user_id", "STRING"),
-    ("item_id", "STRING"),
-    ("device", "STRING"),
+CLICK_FIELDS = SHARED_FIELDS + [
     ("page", "STRING"),
     ("click_type", "STRING"),
     ("dwell_ms", "INT"),
