@@ -81,6 +81,8 @@ struct Args {
     /// Write the canonical output (`request_id<TAB>clicks`, by request id) here.
     canonical: Option<PathBuf>,
     flink_parallelism: u32,
+    /// Worker counts to run streamhost at (`--parallelism 1,2`; a child gets one).
+    parallelism: Vec<usize>,
 }
 
 fn parse_args() -> Args {
@@ -100,6 +102,11 @@ fn parse_args() -> Args {
         flink: argv.iter().any(|a| a == "--flink"),
         canonical: get("--canonical").map(PathBuf::from),
         flink_parallelism: num("--flink-parallelism", 2.0) as u32,
+        parallelism: get("--parallelism")
+            .unwrap_or_else(|| "1,2".into())
+            .split(',')
+            .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("--parallelism {v}: not a number")))
+            .collect(),
     }
 }
 
@@ -190,15 +197,18 @@ fn main() {
         "both" => vec!["memory", "rocksdb"],
         one => vec![one],
     };
-    for backend in backends {
+    let runs: Vec<(&str, usize)> = backends.iter().flat_map(|b| a.parallelism.iter().map(move |p| (*b, *p))).collect();
+    for (backend, parallelism) in runs {
         let mut argv: Vec<String> = std::env::args().skip(1).collect();
-        if let Some(i) = argv.iter().position(|x| x == "--backend") {
-            argv.drain(i..(i + 2).min(argv.len()));
+        for flag in ["--backend", "--parallelism"] {
+            if let Some(i) = argv.iter().position(|x| x == flag) {
+                argv.drain(i..(i + 2).min(argv.len()));
+            }
         }
         argv.retain(|x| x != "--flink");
-        argv.extend(["--child".into(), "--backend".into(), backend.into()]);
+        argv.extend(["--child".into(), "--backend".into(), backend.into(), "--parallelism".into(), parallelism.to_string()]);
         if let Some(dir) = &files {
-            let canonical = dir.path().join(format!("streamhost-{backend}.tsv"));
+            let canonical = dir.path().join(format!("streamhost-{backend}-p{parallelism}.tsv"));
             argv.extend(["--inputs".into(), dir.path().display().to_string(), "--canonical".into(), canonical.display().to_string()]);
         }
         let mut child = Command::new(&exe).args(&argv).stdout(Stdio::piped()).spawn().expect("re-run the bench binary");
@@ -215,25 +225,30 @@ fn main() {
     let flink = files.as_ref().map(|dir| {
         let (r, out) = run_flink(&a, dir.path());
         let flink_out = std::fs::read(&out).unwrap();
-        for backend in results.iter().map(|r| r["backend"].as_str().unwrap().to_string()) {
-            let ours = std::fs::read(dir.path().join(format!("streamhost-{backend}.tsv"))).unwrap();
-            assert!(ours == flink_out, "streamhost ({backend}) and Flink disagree: compare {} with {}", dir.path().join(format!("streamhost-{backend}.tsv")).display(), out.display());
+        for r in &results {
+            let file = dir.path().join(format!("streamhost-{}-p{}.tsv", r["backend"].as_str().unwrap(), r["parallelism"]));
+            let ours = std::fs::read(&file).unwrap();
+            assert!(ours == flink_out, "streamhost and Flink disagree: compare {} with {}", file.display(), out.display());
         }
         println!("Flink {} (parallelism {}): {:.1} s wall ({:.1} s for the job), output equal to streamhost's", r["flink_version"], r["parallelism"], r["seconds_total"].as_f64().unwrap_or(0.0), r["seconds_job"].as_f64().unwrap_or(0.0));
         r
     });
     println!();
-    println!("{:<10} {:>12} {:>12} {:>10} {:>12} {:>14} {:>14}", "backend", "input ev/s", "output ev/s", "peak RSS", "state disk", "lag p50 (ev)", "lag max (ev)");
+    println!("{:<12} {:>12} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}", "backend", "input ev/s", "output ev/s", "CPU us/ev", "peak RSS", "state disk", "lag p50", "lag p99", "10s min");
     for r in &results {
         println!(
-            "{:<10} {:>12.0} {:>12.0} {:>8.0}Mi {:>10.0}Mi {:>12}ms {:>12}ms",
-            r["backend"].as_str().unwrap(),
+            "{:<12} {:>12.0} {:>12.0} {:>10.2} {:>8.0}Mi {:>10.0}Mi {:>8}ms {:>8}ms {:>10}",
+            format!("{} p{}", r["backend"].as_str().unwrap(), r["parallelism"]),
             r["input_per_s"].as_f64().unwrap(),
             r["output_per_s"].as_f64().unwrap(),
             r["peak_rss_mib"].as_f64().unwrap(),
             r["state_disk_peak_mib"].as_f64().unwrap(),
+            r["cpu_us_per_input_event"].as_f64().unwrap(),
+            r["peak_rss_mib"].as_f64().unwrap(),
+            r["state_disk_peak_mib"].as_f64().unwrap(),
             r["lag_event_ms_p50"],
-            r["lag_event_ms_max"],
+            r["lag_event_ms_p99"],
+            r["input_10s_min_over_median"].as_f64().map_or("-".into(), |v| format!("{v:.2}")),
         );
     }
     if let Some(f) = &flink {
@@ -242,8 +257,8 @@ fn main() {
         let flink_s = f["seconds_total"].as_f64().unwrap_or(f64::NAN);
         for r in &results {
             println!(
-                "{:<10} vs Flink: {:.1}x faster ({:.1} s vs {flink_s:.1} s wall; {:.1}x against Flink's job time alone)",
-                r["backend"].as_str().unwrap(),
+                "{:<12} vs Flink: {:.1}x faster ({:.1} s vs {flink_s:.1} s wall; {:.1}x against Flink's job time alone)",
+                format!("{} p{}", r["backend"].as_str().unwrap(), r["parallelism"]),
                 flink_s / r["seconds"].as_f64().unwrap(),
                 r["seconds"].as_f64().unwrap(),
                 f["seconds_job"].as_f64().unwrap_or(f64::NAN) / r["seconds"].as_f64().unwrap(),
@@ -457,7 +472,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
         },
         "sinks": {"null": {"type": "null", "inputs": ["probe"]}},
         "dead_letter": {"type": "file", "path": "dead.jsonl"},
-        "settings": {"state": {
+        "settings": {"parallelism": a.parallelism[0], "state": {
             "backend": backend, "dir": state_dir,
             "rocksdb": {"block_cache_mb": a.block_cache_mb, "write_buffer_mb": a.write_buffer_mb}
         }}
@@ -566,6 +581,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let lag_mean = if measured > 0 { (p.lag_sum / i128::from(measured)) as i64 } else { 0 };
     let r = json!({
         "backend": backend,
+        "parallelism": a.parallelism[0],
         "impressions": n, "clicks": n_clicks,
         "event_time_hours": (last_imp - BASE_TIME_MS) as f64 / 3_600_000.0,
         "seconds": secs,
@@ -600,7 +616,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
         "input_per_s_10s_median": window_median,
         "input_10s_min_over_median": window_min.zip(window_median).map(|(a, b)| a / b.max(1.0)),
     });
-    println!("--- sjoin, backend {backend}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", r["event_time_hours"].as_f64().unwrap());
+    println!("--- sjoin, backend {backend}, parallelism {}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", a.parallelism[0], r["event_time_hours"].as_f64().unwrap());
     println!("  elapsed               {secs:.2} s");
     println!("  input                 {:.0} events/s ({input} events)", r["input_per_s"].as_f64().unwrap());
     println!("  output                {:.0} events/s ({} events, sink got {sink_in}, join out {})", r["output_per_s"].as_f64().unwrap(), p.outputs, join.events_out);

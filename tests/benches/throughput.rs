@@ -91,7 +91,7 @@ fn step_plugin(rt: &PluginRuntime, name: &str, wasm: &Path, input: &[Event]) -> 
     })
 }
 
-fn pipeline(dir: &Path, step: serde_json::Value, shape: &str, n: usize, natives: NativeRegistry) -> f64 {
+fn pipeline(dir: &Path, step: serde_json::Value, shape: &str, n: usize, natives: NativeRegistry, parallelism: usize) -> f64 {
     let mut plugins = serde_json::Map::new();
     if let Some(p) = step.get("plugin").and_then(|p| p.as_str()) {
         let path = streamhost_tests::plugin_dir(&format!("plugins/{p}"));
@@ -106,7 +106,8 @@ fn pipeline(dir: &Path, step: serde_json::Value, shape: &str, n: usize, natives:
             "sources": {"gen": {"type": "generator", "shape": shape, "seed": 7, "count": n, "dirty_ratio": 0.05}},
             "steps": {"clean": step},
             "sinks": {"null": {"type": "null", "inputs": ["clean"]}},
-            "dead_letter": {"type": "file", "path": "dead.jsonl"}
+            "dead_letter": {"type": "file", "path": "dead.jsonl"},
+            "settings": {"parallelism": parallelism}
         }),
     );
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -162,11 +163,16 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut natives = NativeRegistry::default();
     natives.register("impression-cleaner", || -> NativeFn { Box::new(native_clean) });
-    let p_native = pipeline(dir.path(), json!({"type": "native", "name": "impression-cleaner"}), "impression", n, natives);
-    let p_rust = pipeline(dir.path(), json!({"type": "transform", "plugin": "impression-cleaner"}), "impression", n, NativeRegistry::default());
-    let p_py = pipeline(dir.path(), json!({"type": "transform", "plugin": "click-cleaner"}), "click", n.min(100_000), NativeRegistry::default());
-    println!("pipeline (generator thread -> step -> null):");
-    println!("  native cleaner         {:>12.0} events/s", p_native);
-    println!("  rust plugin cleaner    {:>12.0} events/s   ({:.2} of native)", p_rust, p_rust / p_native);
-    println!("  python plugin cleaner  {:>12.0} events/s   (clicks)", p_py);
+    let run = |step: serde_json::Value, shape: &str, n: usize, natives: &NativeRegistry| {
+        [1, 2].map(|p| pipeline(dir.path(), step.clone(), shape, n, natives.clone(), p))
+    };
+    let p_native = run(json!({"type": "native", "name": "impression-cleaner"}), "impression", n, &natives);
+    let p_rust = run(json!({"type": "transform", "plugin": "impression-cleaner"}), "impression", n, &NativeRegistry::default());
+    let p_py = run(json!({"type": "transform", "plugin": "click-cleaner"}), "click", n.min(100_000), &NativeRegistry::default());
+    println!("pipeline (generator thread -> coordinator -> workers -> null), events/s:");
+    println!("  {:<22} {:>12} {:>12} {:>8}", "", "parallelism 1", "parallelism 2", "2 / 1");
+    for (name, [p1, p2]) in [("native cleaner", p_native), ("rust plugin cleaner", p_rust), ("python plugin cleaner", p_py)] {
+        println!("  {name:<22} {p1:>12.0} {p2:>12.0} {:>8.2}", p2 / p1);
+    }
+    println!("  rust plugin against native: {:.2} (parallelism 1), {:.2} (parallelism 2)", p_rust[0] / p_native[0], p_rust[1] / p_native[1]);
 }

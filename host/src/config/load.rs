@@ -278,6 +278,16 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     if c.settings.channel_batches == 0 {
         err(root.key("settings").key("channel_batches"), "must be at least 1".into());
     }
+    if c.settings.max_parallelism == 0 || c.settings.max_parallelism > crate::runtime::MAX_KEY_GROUPS {
+        err(root.key("settings").key("max_parallelism"), format!("must be within 1..={}", crate::runtime::MAX_KEY_GROUPS));
+    }
+    match c.settings.parallelism {
+        Some(0) => err(root.key("settings").key("parallelism"), "must be at least 1".into()),
+        Some(n) if n > c.settings.max_parallelism => {
+            err(root.key("settings").key("parallelism"), format!("{n} workers need at least as many key groups (settings.max_parallelism is {})", c.settings.max_parallelism))
+        }
+        _ => {}
+    }
     if c.settings.channel_bytes == 0 {
         err(root.key("settings").key("channel_bytes"), "must be at least 1".into());
     }

@@ -56,6 +56,15 @@ pub struct Settings {
     pub batch_linger_ms: u64,
     /// Batches buffered between a source and the pipeline (backpressure bound).
     pub channel_batches: usize,
+    /// Worker threads running the steps (default: the number of cores). Each
+    /// runs the steps for its share of the key groups with its own plugin
+    /// instances and its own share of the state; 1 runs every step on one
+    /// thread. A checkpoint taken at one parallelism restores at another.
+    pub parallelism: Option<usize>,
+    /// Key groups events are hashed into (default 128): the unit of state a
+    /// worker owns, and the most workers a keyed step can use. Fixed for the
+    /// life of a state: a checkpoint restores only with the same number.
+    pub max_parallelism: usize,
     /// Bytes of events (values and keys) buffered between all sources and
     /// the pipeline, at most (default 64 MiB): a source waits before sending
     /// a batch that would exceed it. A single batch larger than the bound is
@@ -189,12 +198,23 @@ impl Default for CheckpointSettings {
     }
 }
 
+impl Settings {
+    /// The worker threads to run: `parallelism`, or the number of cores.
+    pub fn workers(&self) -> usize {
+        self.parallelism
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .clamp(1, self.max_parallelism.max(1))
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             batch_size: 1024,
             batch_linger_ms: 100,
             channel_batches: 4,
+            parallelism: None,
+            max_parallelism: 128,
             channel_bytes: 64 << 20,
             artifact_cache: None,
             artifact_cache_max_mb: 1024,

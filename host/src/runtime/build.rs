@@ -10,7 +10,7 @@ use super::RunError;
 use crate::config::{ConfigError, ConfigErrors, DeadLetterConfig, LoadedPipeline, StepConfig};
 use crate::config::locate::JsonPath;
 use crate::dead_letter::DeadLetterWriter;
-use crate::plugin::{LoadedPlugin, PluginRegistry, PluginRuntime, RuntimeOptions, SampleSettings};
+use crate::plugin::{LoadedPlugin, PluginRegistry, PluginRuntime, RuntimeOptions, SampleSettings, UdfRunner};
 use crate::swap::{AdminServer, Swapper};
 use crate::sink::{build_sink, Sink};
 use crate::source::{build_source, Source, SourceFactory};
@@ -30,27 +30,25 @@ pub struct BuildOptions {
     pub fresh: bool,
 }
 
-/// Where a node's output goes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Consumer {
-    /// Input `port` (position in the step's `inputs`) of step `step`.
-    Step { step: usize, port: usize },
-    Sink(usize),
-}
+use super::graph::Producer;
+use super::graph::Graph;
 
-/// Where a step's input comes from (for watermarks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Producer {
-    Source(usize),
-    Step(usize),
-}
-
+/// A step as a worker runs it.
 pub(crate) struct StepNode {
-    pub name: String,
     pub op: Box<dyn Operator>,
     pub stats: Arc<NodeStats>,
-    pub consumers: Vec<Consumer>,
-    pub producers: Vec<Producer>,
+}
+
+/// What one worker thread runs: the steps of its stage (by their index in
+/// the graph's order; `None` for other stages' steps), its share of the
+/// state, and copies of the keyed steps of later stages it routes to.
+pub(crate) struct WorkerParts {
+    pub stage: usize,
+    pub index: usize,
+    pub steps: Vec<Option<StepNode>>,
+    pub routers: BTreeMap<usize, Box<dyn Operator>>,
+    /// `None` for a stage without keyed steps.
+    pub state: Option<Box<dyn StateBackend>>,
 }
 
 pub(crate) struct SinkNode {
@@ -63,7 +61,6 @@ pub(crate) struct SourceNode {
     pub name: String,
     pub source: Option<Box<dyn Source>>,
     pub stats: Arc<NodeStats>,
-    pub consumers: Vec<Consumer>,
     pub out_of_orderness_ms: u64,
     pub idle_timeout: Option<std::time::Duration>,
     /// Where it resumes, after a restore.
@@ -77,8 +74,19 @@ pub(crate) struct SourceNode {
 pub struct Pipeline {
     pub(crate) name: Option<String>,
     pub(crate) sources: Vec<SourceNode>,
-    /// Steps in topological order (every step after its inputs).
-    pub(crate) steps: Vec<StepNode>,
+    /// Who feeds whom, and the stages of the workers.
+    pub(crate) graph: Arc<Graph>,
+    /// The workers, stage by stage (`stage * per_stage + index`).
+    pub(crate) workers: Vec<WorkerParts>,
+    /// Workers per stage (`settings.parallelism`).
+    pub(crate) per_stage: usize,
+    /// `settings.max_parallelism`.
+    pub(crate) key_groups: usize,
+    /// Copies of the keyed steps fed by sources: the coordinator routes
+    /// their input by key.
+    pub(crate) routers: BTreeMap<usize, Box<dyn Operator>>,
+    /// Each step's counters, shared by its copies in every worker.
+    pub(crate) step_stats: Vec<Arc<NodeStats>>,
     pub(crate) sinks: Vec<SinkNode>,
     pub(crate) dead: DeadLetterWriter,
     pub(crate) batch_size: usize,
@@ -89,10 +97,6 @@ pub struct Pipeline {
     pub(crate) progress: bool,
     /// Asks the run to stop gracefully.
     pub(crate) stop: super::StopHandle,
-    /// Watermarks of sources and steps while running.
-    pub(crate) clock: super::watermarks::Watermarks,
-    /// The state of stateful steps.
-    pub(crate) state: Box<dyn StateBackend>,
     /// Periodic checkpoints, when configured: where, how often, the next id.
     pub(crate) checkpoints: Option<super::checkpoint::Schedule>,
     /// What its state and source positions mean (recorded in checkpoints).
@@ -207,116 +211,34 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let sample = SampleSettings { sample_events: hot.canary.sample_events, sample_every_ms: hot.canary.sample_every_ms };
     let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
     let registry = Arc::new(PluginRegistry::new(configs, sample));
-    // Runners come from the registry: they follow their plugin's swaps.
-    let uses_function = |plugin: &str, function: &str| {
-        if let Some(slot) = registry.slot(plugin) {
-            slot.require_function(function);
-        }
-    };
     let (schedule, resume) = checkpoints(p, opts.fresh)?;
     if let Some(found) = &resume {
         let at: Vec<String> = found.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
         tracing::info!("resuming from checkpoint {} ({})", found.meta.id, at.join(", "));
     }
+    let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
+    let per_stage = c.settings.workers();
+    let key_groups = c.settings.max_parallelism;
+    let builder = StepBuilder { p, registry: &registry, natives: &opts.natives, key_groups };
 
-    // Steps in topological order (the graph was checked to be acyclic).
-    let mut order: Vec<&str> = Vec::new();
-    while order.len() < c.steps.len() {
-        let before = order.len();
-        for (name, s) in &c.steps {
-            if !order.contains(&name.as_str()) && s.inputs().iter().all(|i| c.sources.contains_key(i) || order.contains(&i.as_str())) {
-                order.push(name);
-            }
-        }
-        if order.len() == before {
-            // Unreachable after the graph checks; refuse rather than spin.
-            let stuck: Vec<&str> = c.steps.keys().map(String::as_str).filter(|n| !order.contains(n)).collect();
-            let at = JsonPath::root().key("steps").key(stuck[0]).key("inputs");
-            return Err(p.errors(vec![p.error_at(&at, format!("steps with unresolvable inputs: {}", stuck.join(", ")))]).into());
-        }
-    }
-
+    // Every step once, to check it and take its fingerprint; the copies of
+    // the workers are built the same way.
     let mut errors = Vec::new();
-    let mut steps = Vec::new();
-    for name in &order {
-        let at = JsonPath::root().key("steps").key(name);
-        let stats = NodeStats::new(name, NodeKind::Step);
-        let op: Box<dyn Operator> = match &c.steps[*name] {
-            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
-            StepConfig::Udf { plugin, function, args, output, .. } => {
-                let runner = registry.udf(plugin)?;
-                uses_function(plugin, function);
-                match runner.functions().iter().find(|f| &f.name == function) {
-                    None => {
-                        let known: Vec<&str> = runner.functions().iter().map(|f| f.name.as_str()).collect();
-                        errors.push(p.error_at(&at.key("function"), format!("plugin `{plugin}` has no function `{function}` (it has: {})", known.join(", "))));
-                        continue;
-                    }
-                    Some(sig) if sig.params.len() != args.len() => {
-                        errors.push(p.error_at(&at.key("args"), format!("`{function}` takes {} arguments, {} given", sig.params.len(), args.len())));
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-                let args = args.iter().map(UdfArg::parse).collect();
-                Box::new(UdfStep::new(name, plugin, function, args, output, runner))
-            }
-            StepConfig::WindowJoin(j) => {
-                let join = match &j.joiner {
-                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, registry.joiner(plugin)?),
-                    crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
-                };
-                // Join keys computed by UDFs: check the function, give the join a runner.
-                let mut runners = BTreeMap::new();
-                for (input, key) in &j.keys {
-                    let crate::config::JoinKey::Udf(u) = key else { continue };
-                    let runner = registry.udf(&u.plugin)?;
-                    uses_function(&u.plugin, &u.function);
-                    let at = at.key("keys").key(input);
-                    match runner.functions().iter().find(|f| f.name == u.function) {
-                        None => errors.push(p.error_at(&at.key("function"), format!("plugin `{}` has no function `{}`", u.plugin, u.function))),
-                        Some(sig) if sig.params.len() != u.args.len() => errors.push(p.error_at(
-                            &at.key("args"),
-                            format!("`{}` takes {} arguments, {} given", u.function, sig.params.len(), u.args.len()),
-                        )),
-                        Some(_) => {
-                            runners.insert(input.clone(), runner);
-                        }
-                    }
-                }
-                Box::new(join.with_key_udfs(runners).with_stats(stats.clone()))
-            }
-            StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
-            StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),
-            StepConfig::Native { name: native, .. } => match opts.natives.create(native) {
-                Some(f) => Box::new(NativeStep::new(name, f)),
-                None => {
-                    let known = match opts.natives.names() {
-                        names if names.is_empty() => "none are: `native` steps are for programs embedding streamhost; use `filter`, `project` or a plugin".into(),
-                        names => format!("known: {}", names.join(", ")),
-                    };
-                    errors.push(p.error_at(&at.key("name"), format!("no native transform `{native}` is registered ({known})")));
-                    continue;
-                }
-            },
-        };
-        steps.push(StepNode {
-            name: name.to_string(),
-            op,
-            stats,
-            consumers: Vec::new(),
-            producers: Vec::new(),
-        });
+    let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
+    let mut first: Vec<Option<Box<dyn Operator>>> = Vec::new();
+    for (name, stats) in graph.order.iter().zip(&step_stats) {
+        first.push(builder.step(name, stats, &mut errors)?);
     }
     if !errors.is_empty() {
         return Err(p.errors(errors).into());
     }
     let fingerprint = Fingerprints {
-        steps: steps.iter().filter_map(|s| s.op.state_fingerprint().map(|f| (s.name.clone(), f))).collect(),
+        steps: graph.order.iter().zip(&first).filter_map(|(n, op)| op.as_ref()?.state_fingerprint().map(|f| (n.clone(), f))).collect(),
         sources: super::fingerprint::sources_of(p),
     };
     if let Some(found) = &resume {
         check_restart(p, found, &fingerprint)?;
+        check_key_groups(p, found)?;
     }
 
     let mut sinks = Vec::new();
@@ -324,7 +246,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         let committed = resume.as_ref().and_then(|r| r.meta.sinks.get(name).copied());
         sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve, committed)?, stats: NodeStats::new(name, NodeKind::Sink) });
     }
-    let mut sources: Vec<SourceNode> = c
+    let sources: Vec<SourceNode> = c
         .sources
         .iter()
         .map(|(name, sc)| {
@@ -341,43 +263,48 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 factory,
                 retry: sc.common().retry_policy(),
                 stats: NodeStats::new(name, NodeKind::Source),
-                consumers: Vec::new(),
                 out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
                 idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
             }
         })
         .collect();
 
-    // Wire consumers: each input names a source or a step.
-    let mut wire = |input: &str, consumer: Consumer| -> Option<Producer> {
-        if let Some(i) = sources.iter().position(|s| s.name == input) {
-            sources[i].consumers.push(consumer);
-            Some(Producer::Source(i))
-        } else if let Some(i) = steps.iter().position(|s| s.name == input) {
-            steps[i].consumers.push(consumer);
-            Some(Producer::Step(i))
-        } else {
-            None
-        }
-    };
-    let mut producers = vec![Vec::new(); order.len()];
-    for (i, name) in order.iter().enumerate() {
-        for (port, input) in c.steps[*name].inputs().iter().enumerate() {
-            producers[i].extend(wire(input, Consumer::Step { step: i, port }));
+    // The workers: stage by stage, each with its own copy of its stage's steps.
+    let states = super::worker_state::StateRoot::prepare(p, resume.as_ref(), &graph, per_stage)?;
+    let mut workers = Vec::new();
+    for stage in 0..graph.stages {
+        for index in 0..per_stage {
+            let mut steps: Vec<Option<StepNode>> = Vec::new();
+            for (j, name) in graph.order.iter().enumerate() {
+                // The first copy (built to check the step) goes to worker 0.
+                let op = match (graph.stage[j] == stage, index) {
+                    (false, _) => None,
+                    (true, 0) => first[j].take(),
+                    (true, _) => builder.step(name, &step_stats[j], &mut errors)?,
+                };
+                steps.push(op.map(|op| StepNode { op, stats: step_stats[j].clone() }));
+            }
+            let mut routers = BTreeMap::new();
+            for j in 0..graph.order.len() {
+                let fed_here = graph.step_producers[j].iter().any(|p| matches!(*p, Producer::Step(k) if graph.stage[k] == stage));
+                if graph.keyed[j] && graph.stage[j] > stage && fed_here {
+                    routers.insert(j, builder.router(&graph.order[j])?);
+                }
+            }
+            let state = if graph.stateful(stage) {
+                let mut ops: Vec<&mut Box<dyn Operator>> = steps.iter_mut().flatten().map(|s| &mut s.op).collect();
+                Some(states.open(stage, index, &mut ops)?)
+            } else {
+                None
+            };
+            workers.push(WorkerParts { stage, index, steps, routers, state });
         }
     }
-    for (i, (_, sc)) in c.sinks.iter().enumerate() {
-        for input in sc.inputs() {
-            wire(input, Consumer::Sink(i));
+    let mut routers = BTreeMap::new();
+    for (j, name) in graph.order.iter().enumerate() {
+        if graph.keyed[j] && graph.step_producers[j].iter().any(|p| matches!(p, Producer::Source(_))) {
+            routers.insert(j, builder.router(name)?);
         }
-    }
-    for (step, p) in steps.iter_mut().zip(producers) {
-        step.producers = p;
-    }
-
-    let mut state = open_state(p, resume.as_ref())?;
-    for step in &mut steps {
-        step.op.open_state(&mut *state).map_err(|e| RunError::State(format!("step `{}`: {e}", step.name)))?;
     }
 
     let dead_resume = resume.as_ref().and_then(|r| r.meta.dead_letter.map(|len| (len, r.meta.dead_count)));
@@ -400,7 +327,12 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     Ok(Pipeline {
         name: c.name.clone(),
         sources,
-        steps,
+        graph,
+        workers,
+        per_stage,
+        key_groups,
+        routers,
+        step_stats,
         sinks,
         dead,
         batch_size: c.settings.batch_size,
@@ -409,8 +341,6 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         channel_bytes: c.settings.channel_bytes,
         progress: opts.progress,
         stop: super::StopHandle::new(),
-        clock: super::watermarks::Watermarks::new(Vec::new(), 0),
-        state,
         checkpoints: schedule,
         fingerprint,
         plugins,
@@ -420,33 +350,121 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     })
 }
 
-/// The pipeline's state backend: RocksDB (or memory, as configured) when a
-/// step keeps state, else an empty in-memory one. Until checkpoints land a
-/// run starts from empty state, so an existing state directory is cleared.
-fn open_state(p: &LoadedPipeline, resume: Option<&Found>) -> Result<Box<dyn StateBackend>, RunError> {
-    let settings = &p.config.settings.state;
-    let stateful = p.config.steps.values().any(|s| matches!(s, StepConfig::WindowJoin(_)));
-    let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
-    if !stateful || settings.backend == crate::config::StateBackendKind::Memory {
-        return match resume {
-            Some(found) if stateful => crate::state::restore_memory(&found.dir.join("state")).map_err(state_err),
-            _ => Ok(crate::state::open_memory()),
+/// Builds steps from their config, as many copies as there are workers.
+struct StepBuilder<'a> {
+    p: &'a LoadedPipeline,
+    registry: &'a Arc<PluginRegistry>,
+    natives: &'a NativeRegistry,
+    key_groups: usize,
+}
+
+impl StepBuilder<'_> {
+    /// Step `name`, or `None` with its errors pushed to `errors`.
+    fn step(&self, name: &str, stats: &Arc<NodeStats>, errors: &mut Vec<ConfigError>) -> Result<Option<Box<dyn Operator>>, RunError> {
+        let (p, registry) = (self.p, self.registry);
+        let at = JsonPath::root().key("steps").key(name);
+        let op: Box<dyn Operator> = match &p.config.steps[name] {
+            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
+            StepConfig::Udf { plugin, function, args, output, .. } => {
+                let runner = registry.udf(plugin)?;
+                if !check_function(p, &at, plugin, function, args.len(), runner.functions(), errors) {
+                    return Ok(None);
+                }
+                self.uses_function(plugin, function);
+                let args = args.iter().map(UdfArg::parse).collect();
+                Box::new(UdfStep::new(name, plugin, function, args, output, runner))
+            }
+            StepConfig::WindowJoin(j) => {
+                let join = match &j.joiner {
+                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, registry.joiner(plugin)?),
+                    crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
+                };
+                match self.key_udfs(name, j, errors)? {
+                    Some(runners) => Box::new(join.with_key_udfs(runners).with_key_groups(self.key_groups).with_stats(stats.clone())),
+                    None => return Ok(None),
+                }
+            }
+            StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
+            StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),
+            StepConfig::Native { name: native, .. } => match self.natives.create(native) {
+                Some(f) => Box::new(NativeStep::new(name, f)),
+                None => {
+                    let known = match self.natives.names() {
+                        names if names.is_empty() => "none are: `native` steps are for programs embedding streamhost; use `filter`, `project` or a plugin".into(),
+                        names => format!("known: {}", names.join(", ")),
+                    };
+                    errors.push(p.error_at(&at.key("name"), format!("no native transform `{native}` is registered ({known})")));
+                    return Ok(None);
+                }
+            },
         };
+        Ok(Some(op))
     }
-    let dir = settings.dir.as_ref().map_or_else(|| p.base_dir.join("state"), |d| p.resolve(d));
-    if let Some(found) = resume {
-        return crate::state::restore_rocksdb(&found.dir.join("state"), &dir, &settings.rocksdb).map_err(state_err);
+
+    /// A copy of keyed step `name` that only tells events' key groups (its
+    /// joiner is never called, so it holds no joiner instance).
+    fn router(&self, name: &str) -> Result<Box<dyn Operator>, RunError> {
+        let StepConfig::WindowJoin(j) = &self.p.config.steps[name] else { unreachable!("only joins are keyed") };
+        let mut errors = Vec::new();
+        let runners = self.key_udfs(name, j, &mut errors)?.unwrap_or_default();
+        Ok(Box::new(WindowJoin::new(name, j).with_key_udfs(runners).with_key_groups(self.key_groups)))
     }
-    if dir.exists() {
-        // Only ever clear a state directory (RocksDB's CURRENT file) or an
-        // empty one: `dir` may be mistyped.
-        let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if !empty && !dir.join("CURRENT").is_file() {
-            return Err(RunError::State(format!("{} exists and is not a state directory; refusing to clear it", dir.display())));
+
+    /// The runners of a join's keys computed by UDFs (`None`: an error, pushed).
+    fn key_udfs(&self, name: &str, j: &crate::config::WindowJoinConfig, errors: &mut Vec<ConfigError>) -> Result<Option<BTreeMap<String, UdfRunner>>, RunError> {
+        let at = JsonPath::root().key("steps").key(name);
+        let mut runners = BTreeMap::new();
+        let mut ok = true;
+        for (input, key) in &j.keys {
+            let crate::config::JoinKey::Udf(u) = key else { continue };
+            let runner = self.registry.udf(&u.plugin)?;
+            if check_function(self.p, &at.key("keys").key(input), &u.plugin, &u.function, u.args.len(), runner.functions(), errors) {
+                self.uses_function(&u.plugin, &u.function);
+                runners.insert(input.clone(), runner);
+            } else {
+                ok = false;
+            }
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| RunError::State(format!("cannot clear {}: {e}", dir.display())))?;
+        Ok(ok.then_some(runners))
     }
-    crate::state::open_rocksdb(&dir, &settings.rocksdb).map_err(|e| RunError::State(e.to_string()))
+
+    /// Runners come from the registry: they follow their plugin's swaps,
+    /// which must keep the functions in use.
+    fn uses_function(&self, plugin: &str, function: &str) {
+        if let Some(slot) = self.registry.slot(plugin) {
+            slot.require_function(function);
+        }
+    }
+}
+
+/// Whether `plugin` has `function` taking `args` arguments; if not, why, at `at`.
+fn check_function(p: &LoadedPipeline, at: &JsonPath, plugin: &str, function: &str, args: usize, functions: &[crate::plugin::FunctionSignature], errors: &mut Vec<ConfigError>) -> bool {
+    match functions.iter().find(|f| f.name == function) {
+        None => {
+            let known: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+            errors.push(p.error_at(&at.key("function"), format!("plugin `{plugin}` has no function `{function}` (it has: {})", known.join(", "))));
+            false
+        }
+        Some(sig) if sig.params.len() != args => {
+            errors.push(p.error_at(&at.key("args"), format!("`{function}` takes {} arguments, {args} given", sig.params.len())));
+            false
+        }
+        Some(_) => true,
+    }
+}
+
+/// Refuses a checkpoint taken with another number of key groups: its state is
+/// spread by them.
+fn check_key_groups(p: &LoadedPipeline, found: &Found) -> Result<(), RunError> {
+    match found.meta.key_groups {
+        Some(n) if n != p.config.settings.max_parallelism => Err(p
+            .errors(vec![p.error_at(
+                &JsonPath::root().key("settings").key("max_parallelism"),
+                format!("chk-{} was taken with {n} key groups; a state keeps its number (start over with --fresh to change it)", found.meta.id),
+            )])
+            .into()),
+        _ => Ok(()),
+    }
 }
 
 /// The checkpoint schedule, and the checkpoint to resume from (none with

@@ -44,6 +44,13 @@ pub struct CheckpointMeta {
     /// written before fingerprints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<super::fingerprint::Fingerprints>,
+    /// Workers per stage when it was taken (`None`: before parallel workers,
+    /// whose state cannot be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Key groups the state is spread by (`settings.max_parallelism`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<usize>,
 }
 
 /// A source's progress at a checkpoint.

@@ -1,20 +1,42 @@
-//! The pipeline thread's loop: receive batches from the sources, push them
-//! through the DAG, write sinks and dead letters; stop gracefully on a
-//! request or a failed source.
+//! The coordinator: the thread that runs a pipeline. It receives the sources'
+//! batches and routes them to the workers (by key to a keyed step, else by event
+//! key or to the least busy worker), sends them the sources' watermarks, writes
+//! sinks and dead letters from the workers' outputs, and takes checkpoints with
+//! a barrier through every worker. It stops gracefully on a request or a
+//! failed source.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::build::{Consumer, Pipeline};
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use super::build::Pipeline;
 use super::checkpoint::{CheckpointMeta, SourceMark};
-use super::watermarks::Watermarks;
+use super::graph::Consumer;
+use super::partition::{key_group, split, worker_of};
 use super::stats::{snapshot, spawn_progress, RunEnd, RunSummary};
+use super::watermarks::Watermarks;
+use super::worker::{FromWorker, ToWorker, Worker};
 use super::RunError;
 use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
 use crate::source::{drive, message_bytes, ByteBudget, Emitter, SourceEnd, SourceMessage, END_OF_TIME};
-use crate::step::StepContext;
+
+/// The coordinator's ends of the channels to and from the workers.
+struct Links {
+    /// To each worker (stage by stage).
+    to: Vec<Sender<ToWorker>>,
+    from: Receiver<FromWorker>,
+    /// Barriers acknowledged, closes reported.
+    acks: usize,
+    closed: usize,
+    /// Where the next batch without keys goes first.
+    next: usize,
+    /// Per source: the clock last sent to the workers.
+    sent: Vec<Option<(i64, bool)>>,
+}
 
 impl Pipeline {
     /// Runs until every source is exhausted, a source fails, or a stop is
@@ -51,12 +73,13 @@ impl Pipeline {
             ));
         }
         drop(tx);
+        let (mut links, workers) = self.start_workers()?;
 
         let all_stats: Vec<_> = self
             .sources
             .iter()
             .map(|s| s.stats.clone())
-            .chain(self.steps.iter().map(|s| s.stats.clone()))
+            .chain(self.step_stats.iter().cloned())
             .chain(self.sinks.iter().map(|s| s.stats.clone()))
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -68,7 +91,7 @@ impl Pipeline {
         let mut ends: Vec<Option<SourceEnd>> = vec![None; n_sources];
         let mut halted_at: Option<Instant> = None;
         let mut final_checkpoint = None;
-        self.clock = Watermarks::new(self.sources.iter().map(|s| s.idle_timeout).collect(), self.steps.len());
+        let mut clock = Watermarks::new(self.sources.iter().map(|s| s.idle_timeout).collect(), 0);
         // Sources whose last data message is not yet covered by a progress report.
         let mut unreported = vec![false; n_sources];
         // After a restore: where each source stands.
@@ -76,7 +99,7 @@ impl Pipeline {
         for (i, s) in self.sources.iter().enumerate() {
             let mark = match s.resume {
                 Some(mark) => {
-                    self.clock.advance_source(i, mark.watermark);
+                    clock.advance_source(i, mark.watermark);
                     SourceMark { ended: false, ..mark }
                 }
                 None => SourceMark { watermark: i64::MIN, ..Default::default() },
@@ -84,11 +107,11 @@ impl Pipeline {
             progress.push(mark);
         }
         // Without idle timeouts there is nothing to check between messages.
-        let tick = self.clock.shortest_idle_timeout().map(|t| (t / 4).max(Duration::from_millis(1)));
+        let tick = clock.shortest_idle_timeout().map(|t| (t / 4).max(Duration::from_millis(1)));
         let stop_requests = self.stop.clone();
         let mut woken = stop_requests.woken().clone();
         let result: Result<(), RunError> = (|| {
-            self.advance_watermarks()?;
+            self.send_clocks(&mut links, &clock)?;
             while live > 0 {
                 if halted_at.is_none() && (stop_requests.is_requested() || !errors.is_empty()) {
                     let why = if errors.is_empty() { "a stop was asked for" } else { "a source failed" };
@@ -107,25 +130,33 @@ impl Pipeline {
                     (Some(tick), None) => tick,
                     (None, None) => Duration::from_secs(3600),
                 };
+                let from = links.from.clone();
                 let received = crossbeam_channel::select! {
                     recv(rx) -> m => match m {
                         Ok(m) => Some(m),
                         Err(_) => break,
+                    },
+                    recv(from) -> m => {
+                        self.on_output(&mut links, m)?;
+                        if rx.is_empty() && links.from.is_empty() {
+                            self.flush_outputs()?;
+                        }
+                        continue;
                     },
                     recv(woken) -> _ => continue,
                     default(wait) => None,
                 };
                 let now = Instant::now();
                 let Some((i, msg)) = received else {
-                    if tick.is_some() && self.clock.check_idle(now) {
-                        self.advance_watermarks()?;
+                    if tick.is_some() && clock.check_idle(now) {
+                        self.send_clocks(&mut links, &clock)?;
                         self.flush_outputs()?;
                     }
                     continue;
                 };
                 budget.release(message_bytes(&msg));
-                if self.clock.heard_from(i, now) {
-                    self.advance_watermarks()?;
+                if clock.heard_from(i, now) {
+                    self.send_clocks(&mut links, &clock)?;
                 }
                 let msg_kind = match &msg {
                     SourceMessage::Batch(_) | SourceMessage::Rejected(_) => Kind::Data,
@@ -136,8 +167,7 @@ impl Pipeline {
                         let src = &self.sources[i];
                         src.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
                         src.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-                        let consumers = src.consumers.clone();
-                        self.fan_out(&consumers, batch)?;
+                        self.route_source(&mut links, i, batch)?;
                     }
                     SourceMessage::Rejected(dead) => {
                         let src = &self.sources[i];
@@ -146,24 +176,27 @@ impl Pipeline {
                         self.write_dead(&dead)?;
                     }
                     SourceMessage::Watermark(wm) => {
-                        self.clock.advance_source(i, wm);
-                        self.advance_watermarks()?;
+                        clock.advance_source(i, wm);
+                        self.send_clocks(&mut links, &clock)?;
                     }
                     SourceMessage::Progress(point) => {
                         progress[i].resume = point;
                         unreported[i] = false;
                     }
                     // Logged by the source; its data is still to come.
-                    SourceMessage::Retrying { .. } => self.clock.hold(i),
+                    SourceMessage::Retrying { .. } => {
+                        clock.hold(i);
+                        self.send_clocks(&mut links, &clock)?;
+                    }
                     SourceMessage::End(end) => {
                         unreported[i] = false;
                         live -= 1;
                         match &end {
                             // Only an exhausted input ends event time.
                             SourceEnd::Exhausted => {
-                                self.clock.advance_source(i, END_OF_TIME);
+                                clock.advance_source(i, END_OF_TIME);
                                 progress[i].ended = true;
-                                self.advance_watermarks()?;
+                                self.send_clocks(&mut links, &clock)?;
                             }
                             SourceEnd::Stopped => {}
                             SourceEnd::Failed(e) => {
@@ -181,46 +214,54 @@ impl Pipeline {
                 // is one unit: between its data and its progress report the
                 // state is ahead of the position a checkpoint would record.
                 if !unreported.iter().any(|u| *u) && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
-                    self.checkpoint(&mut progress)?;
+                    self.checkpoint(&mut links, &clock, &mut progress)?;
                 }
-                if tick.is_some() && self.clock.check_idle(now) {
-                    self.advance_watermarks()?;
+                if tick.is_some() && clock.check_idle(now) {
+                    self.send_clocks(&mut links, &clock)?;
                 }
                 // Nothing more waiting: hand buffered output over now, so a
                 // slow or live stream's results do not sit in a buffer.
-                if rx.is_empty() {
+                if rx.is_empty() && links.from.is_empty() {
                     self.flush_outputs()?;
                 }
             }
             // Only when every input is exhausted may stateful steps emit
             // what they hold; a stopped run keeps it for the restart.
             if ends.iter().all(|e| *e == Some(SourceEnd::Exhausted)) {
-                for i in 0..self.steps.len() {
-                    let mut dead = Vec::new();
-                    let watermark = self.clock.step_input(i);
-                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
-                    let out = self.steps[i].op.close(&mut ctx);
-                    check(ctx.failed)?;
-                    self.after_step(i, out, dead)?;
+                for w in 0..links.to.len() {
+                    self.send_to(&mut links, w, ToWorker::Close)?;
+                }
+                while links.closed < links.to.len() {
+                    let m = links.from.recv();
+                    self.on_output(&mut links, m)?;
                 }
             }
             if self.checkpoints.is_none() {
+                self.drain_workers(&mut links)?;
                 self.commit_outputs()?;
             } else if unreported.iter().any(|u| *u) {
                 // A source left mid-flush: its position does not cover the
                 // data already processed; the last checkpoint stands.
+                self.drain_workers(&mut links)?;
                 self.commit_outputs()?;
                 tracing::warn!("no final checkpoint: a source did not finish handing over its data");
             } else {
                 // The last checkpoint covers the whole run (a completed run
                 // leaves nothing to do; a stopped one goes on from here).
-                final_checkpoint = Some(self.checkpoint(&mut progress)?);
+                final_checkpoint = Some(self.checkpoint(&mut links, &clock, &mut progress)?);
             }
             Ok(())
         })();
         stop.store(true, Relaxed);
         if let Some(p) = progress_line {
             let _ = p.join();
+        }
+        // Workers end when their inputs close; outputs still coming are
+        // drained so none of them blocks on a full channel.
+        links.to.clear();
+        while links.from.recv().is_ok() {}
+        for w in workers {
+            let _ = w.join();
         }
         // Sources still running (a fatal error, or one that did not stop)
         // may be blocked in a read: tell them to stop and never wait for
@@ -259,34 +300,177 @@ impl Pipeline {
         })
     }
 
-    /// Hands `batch` to each consumer (cloning for all but the last).
-    fn fan_out(&mut self, consumers: &[Consumer], batch: Batch) -> Result<(), RunError> {
-        let Some((last, rest)) = consumers.split_last() else { return Ok(()) };
-        for c in rest {
-            self.deliver(*c, batch.clone())?;
+    /// Wires the channels (coordinator → every worker; every worker → each
+    /// worker of the later stages it feeds; every worker → coordinator) and
+    /// starts one thread per worker.
+    fn start_workers(&mut self) -> Result<(Links, Vec<std::thread::JoinHandle<()>>), RunError> {
+        let parts = std::mem::take(&mut self.workers);
+        let total = parts.len();
+        let n = self.per_stage;
+        let capacity = self.channel_batches.max(2);
+        let (out_tx, out_rx) = crossbeam_channel::bounded(capacity * total.max(1) * 4);
+        let mut inputs: Vec<Vec<Receiver<ToWorker>>> = (0..total).map(|_| Vec::new()).collect();
+        let mut downstream: Vec<BTreeMap<usize, Vec<Sender<ToWorker>>>> = (0..total).map(|_| BTreeMap::new()).collect();
+        let mut to = Vec::with_capacity(total);
+        for input in inputs.iter_mut() {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            to.push(tx);
+            input.push(rx);
         }
-        self.deliver(*last, batch)
+        for stage in 0..self.graph.stages {
+            for up in self.graph.upstream_of(stage) {
+                for u in 0..n {
+                    for d in 0..n {
+                        let (tx, rx) = crossbeam_channel::bounded(capacity);
+                        downstream[up * n + u].entry(stage).or_default().push(tx);
+                        inputs[stage * n + d].push(rx);
+                    }
+                }
+            }
+        }
+        let mut handles = Vec::with_capacity(total);
+        for ((part, inputs), downstream) in parts.into_iter().zip(inputs).zip(downstream) {
+            let name = format!("worker-{}-{}", part.stage, part.index);
+            let worker = Worker::new(part, self.graph.clone(), n, self.key_groups, inputs, downstream, out_tx.clone());
+            handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run()).map_err(|e| RunError::Thread(e.to_string()))?);
+        }
+        let sent = vec![None; self.sources.len()];
+        Ok((Links { to, from: out_rx, acks: 0, closed: 0, next: 0, sent }, handles))
     }
 
-    fn deliver(&mut self, c: Consumer, batch: Batch) -> Result<(), RunError> {
-        match c {
-            Consumer::Sink(i) => {
-                let s = &mut self.sinks[i];
-                s.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-                s.sink.write_batch(&batch)?;
-                s.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
-                Ok(())
+    /// Sends `msg` to worker `w`, writing the workers' outputs while it waits
+    /// (a worker blocked on its output never blocks the coordinator).
+    fn send_to(&mut self, links: &mut Links, w: usize, msg: ToWorker) -> Result<(), RunError> {
+        let mut msg = msg;
+        loop {
+            match links.to[w].try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::TrySendError::Full(m)) => msg = m,
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(self.worker_gone(links)),
             }
-            Consumer::Step { step: i, port } => {
-                self.steps[i].stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-                let mut dead = Vec::new();
-                let watermark = self.clock.step_input(i);
-                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
-                let out = self.steps[i].op.process_batch(batch, &mut ctx);
-                check(ctx.failed)?;
-                self.after_step(i, out, dead)
+            let mut sel = Select::new();
+            let send = sel.send(&links.to[w]);
+            sel.recv(&links.from);
+            let op = sel.select();
+            if op.index() == send {
+                match op.send(&links.to[w], msg) {
+                    Ok(()) => return Ok(()),
+                    Err(_) => return Err(self.worker_gone(links)),
+                }
+            }
+            let m = op.recv(&links.from);
+            self.on_output(links, m)?;
+        }
+    }
+
+    /// Why a worker stopped taking input: the error it reported.
+    fn worker_gone(&mut self, links: &mut Links) -> RunError {
+        while let Ok(m) = links.from.recv_timeout(Duration::from_secs(5)) {
+            if let FromWorker::Failed(e) = m {
+                return e;
             }
         }
+        RunError::Thread("a worker stopped".into())
+    }
+
+    /// Handles one message of the workers.
+    fn on_output(&mut self, links: &mut Links, m: Result<FromWorker, crossbeam_channel::RecvError>) -> Result<(), RunError> {
+        match m.map_err(|_| RunError::Thread("every worker stopped".into()))? {
+            FromWorker::Sink { sink, batch } => self.write_sink(sink, &batch),
+            FromWorker::Dead(dead) => self.write_dead(&dead),
+            FromWorker::Checkpointed => {
+                links.acks += 1;
+                Ok(())
+            }
+            FromWorker::Closed => {
+                links.closed += 1;
+                Ok(())
+            }
+            FromWorker::Failed(e) => Err(e),
+        }
+    }
+
+    /// Waits until every worker has handled everything sent so far (a barrier
+    /// without a checkpoint), so the outputs can be committed.
+    fn drain_workers(&mut self, links: &mut Links) -> Result<(), RunError> {
+        self.barrier(links, 0, None)
+    }
+
+    fn barrier(&mut self, links: &mut Links, id: u64, folder: Option<std::path::PathBuf>) -> Result<(), RunError> {
+        links.acks = 0;
+        for w in 0..links.to.len() {
+            self.send_to(links, w, ToWorker::Barrier { id, folder: folder.clone() })?;
+        }
+        while links.acks < links.to.len() {
+            let m = links.from.recv();
+            self.on_output(links, m)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the workers every source clock that changed.
+    fn send_clocks(&mut self, links: &mut Links, clock: &Watermarks) -> Result<(), RunError> {
+        for i in 0..self.sources.len() {
+            let now = clock.source_clock(i);
+            if links.sent[i] == Some(now) {
+                continue;
+            }
+            links.sent[i] = Some(now);
+            for w in 0..links.to.len() {
+                self.send_to(links, w, ToWorker::SourceClock { source: i, watermark: now.0, idle: now.1 })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a source's batch to each of its consumers.
+    fn route_source(&mut self, links: &mut Links, i: usize, batch: Batch) -> Result<(), RunError> {
+        let graph = self.graph.clone();
+        let Some((last, rest)) = graph.source_consumers[i].split_last() else { return Ok(()) };
+        for c in rest {
+            self.route(links, *c, batch.clone())?;
+        }
+        self.route(links, *last, batch)
+    }
+
+    /// A sink is written here; a step's input goes to the workers of its
+    /// stage: by key group to a keyed step, else by event key (per key order),
+    /// a batch without keys to the least busy worker.
+    fn route(&mut self, links: &mut Links, c: Consumer, batch: Batch) -> Result<(), RunError> {
+        let (step, port) = match c {
+            Consumer::Sink(s) => return self.write_sink(s, &batch),
+            Consumer::Step { step, port } => (step, port),
+        };
+        let (n, kgs) = (self.per_stage, self.key_groups);
+        let base = self.graph.stage[step] * n;
+        let parts = match self.routers.get_mut(&step) {
+            // One worker owns every key group.
+            _ if n == 1 => vec![Some(batch)],
+            Some(router) => {
+                let groups = router.key_groups(port, &batch.events).unwrap_or_default();
+                split(batch, |i, _| groups.get(i).map_or(0, |&kg| worker_of(kg, n, kgs)), n)
+            }
+            None => {
+                let first = links.next % n;
+                links.next = links.next.wrapping_add(1);
+                let idle = (0..n).map(|k| (first + k) % n).min_by_key(|&w| links.to[base + w].len()).unwrap_or(0);
+                split(batch, |_, e| e.key.as_deref().map_or(idle, |k| worker_of(key_group(k, kgs), n, kgs)), n)
+            }
+        };
+        for (w, part) in parts.into_iter().enumerate() {
+            if let Some(batch) = part {
+                self.send_to(links, base + w, ToWorker::Batch { step, port, batch })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sink(&mut self, i: usize, batch: &Batch) -> Result<(), RunError> {
+        let s = &mut self.sinks[i];
+        s.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+        s.sink.write_batch(batch)?;
+        s.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
+        Ok(())
     }
 
     /// Flushes and syncs sinks and dead letters (the end of a run).
@@ -307,14 +491,16 @@ impl Pipeline {
         self.dead.flush().map_err(|error| RunError::DeadLetter { path, error })
     }
 
-    /// Takes a checkpoint: sinks and dead letters committed, then the state's
-    /// snapshot, then the record that completes it (see `checkpoint.rs`).
-    /// Returns its id.
-    fn checkpoint(&mut self, progress: &mut [SourceMark]) -> Result<u64, RunError> {
+    /// Takes a checkpoint: a barrier through every worker (each snapshots its
+    /// state once everything before the barrier has reached it, and sends its
+    /// outputs before acknowledging), then sinks and dead letters committed,
+    /// then the record that completes it (see `checkpoint.rs`). Returns its id.
+    fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark]) -> Result<u64, RunError> {
         let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
-        let mut meta = CheckpointMeta { id, ..Default::default() };
+        self.barrier(links, id, Some(folder.clone()))?;
+        let mut meta = CheckpointMeta { id, workers: Some(self.per_stage), key_groups: Some(self.key_groups), ..Default::default() };
         meta.fingerprint = Some(self.fingerprint.clone());
         for s in &mut self.sinks {
             if let Some(len) = s.sink.commit()? {
@@ -324,61 +510,15 @@ impl Pipeline {
         let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();
         meta.dead_letter = self.dead.commit().map_err(|error| RunError::DeadLetter { path, error })?;
         meta.dead_count = self.dead.count();
-        let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
-        self.state.commit().map_err(state_err)?;
-        self.state.checkpoint(&folder.join("state")).map_err(state_err)?;
         for (i, s) in self.sources.iter().enumerate() {
-            progress[i].watermark = self.clock.source_watermark(i);
+            progress[i].watermark = clock.source_watermark(i);
             meta.sources.insert(s.name.clone(), progress[i]);
         }
+        std::fs::create_dir_all(&folder).map_err(|e| RunError::State(format!("checkpoint {id}: {}: {e}", folder.display())))?;
         let schedule = self.checkpoints.as_ref().expect("checked above");
         schedule.store.complete(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
         tracing::debug!(id, dir = %folder.display(), "checkpoint complete");
         Ok(id)
-    }
-
-    /// Brings every step's watermark up to date, in topological order: a
-    /// step whose input watermark advanced emits what that completes (its
-    /// output goes downstream before the downstream watermark moves).
-    fn advance_watermarks(&mut self) -> Result<(), RunError> {
-        for j in 0..self.steps.len() {
-            let (input, idle) = self.clock.input_of(j, &self.steps[j].producers);
-            if input > self.clock.step_input(j) {
-                self.steps[j].stats.watermark.store(input, Relaxed);
-                // Emit what the new watermark completes, a batch at a time,
-                // before the step's own watermark moves.
-                loop {
-                    let mut dead = Vec::new();
-                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark: input, state: &mut *self.state, failed: None };
-                    let out = self.steps[j].op.on_watermark(input, &mut ctx);
-                    check(ctx.failed)?;
-                    let done = out.is_empty();
-                    self.after_step(j, out, dead)?;
-                    if done {
-                        break;
-                    }
-                }
-                let output = self.steps[j].op.output_watermark(input);
-                self.clock.set_step(j, input, output, idle);
-            } else {
-                self.clock.set_step_idle(j, idle);
-            }
-        }
-        Ok(())
-    }
-
-    fn after_step(&mut self, i: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
-        let filtered = self.steps[i].op.take_filtered();
-        let st = &self.steps[i].stats;
-        st.dead.fetch_add(dead.len() as u64, Relaxed);
-        st.events_out.fetch_add(out.len() as u64, Relaxed);
-        st.filtered.fetch_add(filtered, Relaxed);
-        self.write_dead(&dead)?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        let consumers = self.steps[i].consumers.clone();
-        self.fan_out(&consumers, out)
     }
 
     fn write_dead(&mut self, dead: &[DeadLetter]) -> Result<(), RunError> {
@@ -390,11 +530,6 @@ impl Pipeline {
         }
         Ok(())
     }
-}
-
-/// A step's fatal error, as the run's.
-fn check(failed: Option<String>) -> Result<(), RunError> {
-    failed.map_or(Ok(()), |e| Err(RunError::Step(e)))
 }
 
 /// How long a stop waits for the sources to hand over what they hold.

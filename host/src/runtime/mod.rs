@@ -9,6 +9,10 @@ mod build;
 mod checkpoint;
 mod driver;
 mod fingerprint;
+mod graph;
+mod partition;
+mod worker;
+mod worker_state;
 mod stats;
 mod stop;
 mod watermarks;
@@ -16,6 +20,7 @@ mod watermarks;
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
 pub use fingerprint::Fingerprints;
+pub use partition::{key_group, key_groups_of, worker_of, MAX_KEY_GROUPS};
 pub use stats::{NodeKind, NodeStats, PluginSummary, RunEnd, RunSummary};
 pub use stop::StopHandle;
 

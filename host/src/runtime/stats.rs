@@ -55,7 +55,7 @@ impl super::Pipeline {
     /// and probes that watch a run from another thread or a native step).
     pub fn node_stats(&self, name: &str) -> Option<Arc<NodeStats>> {
         let sources = self.sources.iter().map(|s| &s.stats);
-        let steps = self.steps.iter().map(|s| &s.stats);
+        let steps = self.step_stats.iter();
         let sinks = self.sinks.iter().map(|s| &s.stats);
         sources.chain(steps).chain(sinks).find(|s| s.name == name).cloned()
     }

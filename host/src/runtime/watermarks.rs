@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::build::Producer;
+use super::graph::Producer;
 
 /// The watermark before any event: nothing is late yet.
 pub(crate) const START_OF_TIME: i64 = i64::MIN;
@@ -116,6 +116,22 @@ impl Watermarks {
 
     pub(crate) fn source_watermark(&self, i: usize) -> i64 {
         self.sources[i].watermark
+    }
+
+    /// Source `i`'s watermark and whether it counts as idle.
+    pub(crate) fn source_clock(&self, i: usize) -> (i64, bool) {
+        (self.sources[i].watermark, self.sources[i].idle)
+    }
+
+    /// An input whose idleness another thread decides (a worker's view of a
+    /// source, or of a step in another worker).
+    pub(crate) fn set_source_idle(&mut self, i: usize, idle: bool) {
+        self.sources[i].idle = idle;
+    }
+
+    /// Step `j`'s output watermark and idleness.
+    pub(crate) fn step_output(&self, j: usize) -> (i64, bool) {
+        (self.steps[j].output, self.steps[j].idle)
     }
 
     pub(crate) fn step_input(&self, j: usize) -> i64 {

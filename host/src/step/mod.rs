@@ -94,6 +94,20 @@ pub trait Operator: Send {
         0
     }
 
+    /// A keyed step: the key group of each of `events` (arriving at input
+    /// `port`), so each reaches the worker that owns its state. `None`: the
+    /// step keeps no keyed state and runs wherever its input is.
+    fn key_groups(&mut self, _port: usize, _events: &[Event]) -> Option<Vec<u16>> {
+        None
+    }
+
+    /// A restore at another parallelism: copies into `to` what `from` (the
+    /// state of one worker of the checkpoint) holds of the key groups in
+    /// `owned`. Called once per old worker, before `open_state`.
+    fn rescale(&mut self, _from: &mut dyn StateBackend, _to: &mut dyn StateBackend, _owned: std::ops::Range<u16>) -> Result<(), StateError> {
+        Ok(())
+    }
+
     /// Called once when all inputs are exhausted; may emit what it held.
     fn close(&mut self, _ctx: &mut StepContext<'_>) -> Batch {
         Batch::default()

@@ -272,3 +272,85 @@ impl MainLog {
         Ok(())
     }
 }
+
+/// Calls `f` with each frame (fire, seq, record) of `bucket`, read a chunk at a time.
+fn each_frame(
+    state: &dyn StateBackend,
+    log: LogId,
+    bucket: i64,
+    mut f: impl FnMut(i64, u64, &[u8]) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let total = state.logs().len(log, bucket);
+    let partial = |at: u64| StateError::Incompatible {
+        owner: "a window join's main events".into(),
+        reason: format!("bucket {bucket} of the main log ends in a partial record ({at} of {total} bytes read)"),
+    };
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    while at < total {
+        buf.clear();
+        let take = (total - at).min(INDEX_READ as u64) as usize;
+        if take < HEADER {
+            return Err(partial(at));
+        }
+        state.read_bucket_at(log, bucket, at, take, &mut buf)?;
+        let first = HEADER as u64 + u64::from(u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes")));
+        if first > buf.len() as u64 {
+            // A record longer than a chunk: read it whole.
+            if at + first > total {
+                return Err(partial(at));
+            }
+            buf.clear();
+            state.read_bucket_at(log, bucket, at, first as usize, &mut buf)?;
+        }
+        let mut i = 0usize;
+        while i + HEADER <= buf.len() {
+            let fire = i64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+            let seq = u64::from_le_bytes(buf[i + 8..i + 16].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(buf[i + 16..i + 20].try_into().expect("4 bytes")) as usize;
+            if i + HEADER + len > buf.len() {
+                break;
+            }
+            f(fire, seq, &buf[i + HEADER..i + HEADER + len])?;
+            i += HEADER + len;
+        }
+        at += i as u64;
+    }
+    Ok(())
+}
+
+impl MainLog {
+    /// Adds to this log the events of `from` (the same log in an old worker's
+    /// state) that have not fired and whose seq says `owned`: a restore at
+    /// another parallelism. Their (fire, seq) are kept: seqs carry their key group,
+    /// so events of different old workers never collide.
+    pub fn take_owned(
+        &mut self,
+        to: &mut dyn StateBackend,
+        from: &mut dyn StateBackend,
+        name: &str,
+        from_meta: TableId,
+        owned: &dyn Fn(u64) -> bool,
+    ) -> Result<u64, StateError> {
+        let log = from.open_log(name)?;
+        let from: &dyn StateBackend = from;
+        let fired = match from.get(from_meta, FIRED_KEY)? {
+            Some(v) if v.len() == 16 => (time_from(&v[..8]), u64::from_be_bytes(v[8..].try_into().expect("8 bytes"))),
+            _ => (i64::MIN, 0),
+        };
+        let mut taken = 0u64;
+        for bucket in from.log_buckets(log) {
+            each_frame(from, log, bucket, |fire, seq, record| {
+                if (fire, seq) > fired && owned(seq) {
+                    taken += 1;
+                    self.add(to, fire, seq, record)?;
+                    if taken % 4096 == 0 {
+                        to.commit()?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(taken)
+    }
+}

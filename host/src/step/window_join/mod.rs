@@ -142,7 +142,11 @@ pub struct WindowJoin {
     joiner: Joiner,
     pending: Pending,
     tables: Option<Tables>,
+    /// Events stored so far (the low 48 bits of each seq; the high 16 are the
+    /// key group, so seqs of different workers never collide after a rescale).
     seq: u64,
+    /// Key groups keys hash into (`settings.max_parallelism`).
+    key_groups: usize,
     /// Other-input buckets below this one are deleted.
     expired_below: i64,
     /// Fire time of the earliest waiting main event (for the output watermark).
@@ -250,6 +254,7 @@ impl WindowJoin {
             pending: Pending::default(),
             tables: None,
             seq: 0,
+            key_groups: 1,
             expired_below: i64::MIN,
             earliest_fire: None,
             fired_below: Vec::new(),
@@ -347,9 +352,21 @@ impl WindowJoin {
     }
 
 
-    fn next_seq(&mut self) -> u64 {
+    /// Hashes keys into `n` key groups (`settings.max_parallelism`).
+    pub fn with_key_groups(mut self, n: usize) -> Self {
+        self.key_groups = n.max(1);
+        if let Value::Object(f) = &mut self.fingerprint {
+            f.insert("max_parallelism".into(), Value::from(self.key_groups));
+        }
+        self
+    }
+
+    /// The seq of the next event stored under `join_key`: its key group, then a
+    /// counter (per key, seqs rise in arrival order).
+    fn next_seq(&mut self, join_key: &[u8]) -> u64 {
         self.seq += 1;
-        self.seq
+        let kg = crate::runtime::key_group(join_key, self.key_groups);
+        (u64::from(kg) << SEQ_COUNTER_BITS) | (self.seq & ((1 << SEQ_COUNTER_BITS) - 1))
     }
 
     fn tables(&self) -> &Tables {
@@ -592,7 +609,7 @@ impl WindowJoin {
             ctx.refuse(&self.name, None, DeadKind::Late, reason, origin, event);
             return Ok(());
         }
-        let seq = self.next_seq();
+        let seq = self.next_seq(&join_key);
         let stored = Stored { event, origin, join_key, plain_names };
         let mut bytes = std::mem::take(&mut self.scratch);
         layout::encode_into(&stored, &mut bytes);
@@ -654,10 +671,42 @@ impl WindowJoin {
     }
 }
 
+/// Copies the rows of table `name` that `keep` says from `from` to `to`,
+/// committing every few thousand (a restore at another parallelism).
+fn copy_rows(
+    from: &mut dyn StateBackend,
+    to: &mut dyn StateBackend,
+    name: &str,
+    options: TableOptions,
+    keep: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> Result<(), StateError> {
+    let (src, dst) = (from.open_table_with(name, options)?, to.open_table_with(name, options)?);
+    let mut failed = None;
+    let mut n = 0u64;
+    from.scan(src, &[], None, &mut |k, v| {
+        if !keep(k, v) {
+            return true;
+        }
+        n += 1;
+        let done = to.put(dst, k, v).and_then(|()| if n % 4096 == 0 { to.commit() } else { Ok(()) });
+        failed = done.err();
+        failed.is_none()
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Bits of a seq that count events; the bits above are the key group.
+const SEQ_COUNTER_BITS: u32 = 48;
+
+/// The key group a seq was stored under.
+fn key_group_of_seq(seq: u64) -> u16 {
+    (seq >> SEQ_COUNTER_BITS) as u16
+}
+
 /// The version of the state layout (`layout.rs`), kept in the join's meta
 /// table: state written with another layout would be misread (its keys
 /// are not where this version looks), so it is refused instead.
-const STATE_LAYOUT: &[u8] = b"3";
+const STATE_LAYOUT: &[u8] = b"4";
 
 impl WindowJoin {
     fn check_layout(&self, state: &mut dyn StateBackend, tables: &Tables) -> Result<(), StateError> {
@@ -770,6 +819,56 @@ impl Operator for WindowJoin {
                 }
             }
         }
+    }
+
+    fn key_groups(&mut self, port: usize, events: &[Event]) -> Option<Vec<u16>> {
+        let udf = self.udf_keys(port, events);
+        let groups = events.iter().enumerate().map(|(i, e)| {
+            let key = match &udf {
+                Some(keys) => keys[i].as_ref().ok().cloned(),
+                None => self.join_key(port, e, None).ok(),
+            };
+            // Without a key it is refused wherever it goes.
+            key.map_or(0, |k| crate::runtime::key_group(&k, self.key_groups))
+        });
+        Some(groups.collect())
+    }
+
+    fn rescale(&mut self, from: &mut dyn StateBackend, to: &mut dyn StateBackend, owned: std::ops::Range<u16>) -> Result<(), StateError> {
+        let name = self.name.clone();
+        let owns = |seq: u64| owned.contains(&key_group_of_seq(seq));
+        let seq_at = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")));
+        let from_meta = from.open_table(&format!("{name}/meta"))?;
+        match from.get(from_meta, b"layout")? {
+            Some(v) if v == STATE_LAYOUT => {}
+            Some(v) => {
+                return Err(StateError::Incompatible {
+                    owner: format!("window-join step `{name}`"),
+                    reason: format!("written with state layout {}, this version reads layout {}", String::from_utf8_lossy(&v), String::from_utf8_lossy(STATE_LAYOUT)),
+                })
+            }
+            None => return Ok(()),
+        }
+        let to_meta = to.open_table(&format!("{name}/meta"))?;
+        let counter = |v: Option<Vec<u8>>| v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(0, u64::from_le_bytes);
+        let seq = counter(from.get(from_meta, b"seq")?).max(counter(to.get(to_meta, b"seq")?));
+        to.put(to_meta, b"seq", &seq.to_le_bytes())?;
+        to.put(to_meta, b"layout", STATE_LAYOUT)?;
+        let by_prefix = TableOptions { range_prefix_len: Some(layout::OTHER_PREFIX_LEN) };
+        for input in &self.inputs[1..] {
+            copy_rows(from, to, &format!("{name}/other/{input}"), by_prefix, &|k, _| k.len() == 32 && seq_at(k, 24).is_some_and(owns))?;
+        }
+        let plain = TableOptions::default();
+        let main_owned = |k: &[u8]| k.len() == 16 && seq_at(k, 8).is_some_and(owns);
+        copy_rows(from, to, &format!("{name}/main"), plain, &|k, _| main_owned(k))?;
+        copy_rows(from, to, &format!("{name}/main-by-key"), by_prefix, &|_, v| main_owned(v))?;
+        copy_rows(from, to, &format!("{name}/matched"), plain, &|k, _| main_owned(k))?;
+        if self.emit == EmitPolicy::OnWindowEnd {
+            let log_name = format!("{name}/main");
+            let mut log = MainLog::open(to, &log_name, to_meta, main_log::bucket_width(self.end.saturating_sub(self.start)))?;
+            log.take_owned(to, from, &log_name, from_meta, &owns)?;
+        }
+        to.commit()
     }
 
     fn output_watermark(&self, input: i64) -> i64 {

@@ -1,0 +1,100 @@
+//! Key groups: how keyed state and the events it needs are spread over
+//! workers.
+//!
+//! A key hashes into one of `max_parallelism` key groups (fixed for the life of a
+//! state); worker `i` of `n` owns a contiguous range of them. State is written by
+//! key group, so a checkpoint taken at one parallelism restores at another: each
+//! new worker takes the key groups of its range from every old worker's state.
+
+use std::ops::Range;
+
+use crate::event::{Batch, Event};
+
+/// The most key groups a pipeline may have: key groups are tagged in 16 bits.
+pub const MAX_KEY_GROUPS: usize = 1 << 15;
+
+/// The key group of `key` among `key_groups`. The hash is fixed (it decides
+/// where state lives, so it must not change between versions).
+pub fn key_group(key: &[u8], key_groups: usize) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(key) % key_groups.max(1) as u64) as u16
+}
+
+/// The worker of `n` that owns key group `kg` of `key_groups`.
+pub fn worker_of(kg: u16, n: usize, key_groups: usize) -> usize {
+    usize::from(kg) * n / key_groups.max(1)
+}
+
+/// The key groups worker `i` of `n` owns (those `worker_of` maps to it).
+pub fn key_groups_of(i: usize, n: usize, key_groups: usize) -> Range<u16> {
+    let start = (i * key_groups).div_ceil(n);
+    let end = ((i + 1) * key_groups).div_ceil(n);
+    start as u16..end as u16
+}
+
+/// Splits `batch` over `n` workers by each event's worker index (order kept
+/// within each part). Parts with no event are `None`.
+pub fn split(batch: Batch, worker: impl Fn(usize, &Event) -> usize, n: usize) -> Vec<Option<Batch>> {
+    let mut parts: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
+    if n == 1 {
+        parts[0] = (!batch.is_empty()).then_some(batch);
+        return parts;
+    }
+    let targets: Vec<usize> = batch.events.iter().enumerate().map(|(i, e)| worker(i, e).min(n - 1)).collect();
+    if let Some(&first) = targets.first() {
+        if targets.iter().all(|&t| t == first) {
+            parts[first] = Some(batch);
+            return parts;
+        }
+    }
+    let per = batch.len() / n + 1;
+    for (t, (e, o)) in targets.into_iter().zip(batch.events.into_iter().zip(batch.origins)) {
+        parts[t].get_or_insert_with(|| Batch::with_capacity(per)).push(e, o);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_key_group_once_and_agree_with_worker_of() {
+        for key_groups in [1usize, 2, 7, 128, 1000] {
+            for n in 1..=key_groups.min(9) {
+                let mut next = 0u16;
+                for i in 0..n {
+                    let r = key_groups_of(i, n, key_groups);
+                    assert_eq!(r.start, next, "contiguous at {i} of {n} over {key_groups}");
+                    assert!(!r.is_empty(), "worker {i} of {n} over {key_groups} owns nothing");
+                    for kg in r.clone() {
+                        assert_eq!(worker_of(kg, n, key_groups), i);
+                    }
+                    next = r.end;
+                }
+                assert_eq!(usize::from(next), key_groups);
+            }
+        }
+    }
+
+    #[test]
+    fn key_groups_are_stable_and_spread() {
+        assert_eq!(key_group(b"r-1", 128), key_group(b"r-1", 128));
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..10_000 {
+            seen.insert(key_group(format!("r-{i}").as_bytes(), 128));
+        }
+        assert_eq!(seen.len(), 128);
+    }
+
+    #[test]
+    fn split_keeps_order_within_each_part() {
+        let mut b = Batch::default();
+        for i in 0..10 {
+            b.push(Event::from_value(vec![i], i64::from(i)), crate::event::Origin { source: "s".into(), position: u64::from(i) });
+        }
+        let parts = split(b, |_, e| usize::from(e.value[0] % 3 == 0), 2);
+        let times = |p: &Option<Batch>| p.as_ref().unwrap().events.iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        assert_eq!(times(&parts[1]), vec![0, 3, 6, 9]);
+        assert_eq!(times(&parts[0]), vec![1, 2, 4, 5, 7, 8]);
+    }
+}

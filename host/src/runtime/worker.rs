@@ -1,0 +1,361 @@
+//! A worker thread: runs the steps of one stage for its share of the key
+//! groups, with its own plugin instances and its own share of the state.
+//!
+//! Its inputs are channels, one per producer thread: the coordinator (source
+//! batches routed to it, source watermarks, barriers, the end) and every worker
+//! of an earlier stage that feeds it. Each channel is FIFO, so data always
+//! arrives before the watermark that covers it. Outputs for sinks and dead
+//! letters go to the coordinator; outputs for a later stage go to its workers,
+//! by key for a keyed step, else to the worker of the same index.
+//!
+//! A barrier is counted per input; when every input has delivered it (the
+//! coordinator stops routing until the checkpoint completes, so nothing after
+//! the barrier is in flight), the worker commits and snapshots its state,
+//! passes the barrier on and acknowledges it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use super::build::{StepNode, WorkerParts};
+use super::graph::{Consumer, Graph, Producer};
+use super::partition::{split, worker_of};
+use super::watermarks::Watermarks;
+use super::RunError;
+use crate::dead_letter::DeadLetter;
+use crate::event::Batch;
+use crate::state::StateBackend;
+use crate::step::{Operator, StepContext};
+
+/// What a worker receives.
+pub(crate) enum ToWorker {
+    /// Input `port` of step `step`.
+    Batch { step: usize, port: usize, batch: Batch },
+    /// A source's watermark and idleness (from the coordinator).
+    SourceClock { source: usize, watermark: i64, idle: bool },
+    /// The output watermark of step `step` in worker `from` of its stage.
+    StepClock { step: usize, from: usize, watermark: i64, idle: bool },
+    /// Once every input delivered it: commit the state and, with a folder,
+    /// snapshot it into `folder/state` (without one it only drains the DAG).
+    Barrier { id: u64, folder: Option<PathBuf> },
+    /// Every input is exhausted: close the steps once every input says so.
+    Close,
+}
+
+/// What a worker tells the coordinator.
+pub(crate) enum FromWorker {
+    Sink { sink: usize, batch: Batch },
+    Dead(Vec<DeadLetter>),
+    Checkpointed,
+    Closed,
+    Failed(RunError),
+}
+
+pub(crate) struct Worker {
+    stage: usize,
+    index: usize,
+    per_stage: usize,
+    key_groups: usize,
+    graph: Arc<Graph>,
+    steps: Vec<Option<StepNode>>,
+    routers: BTreeMap<usize, Box<dyn Operator>>,
+    state: Box<dyn StateBackend>,
+    stateful: bool,
+    clock: Watermarks,
+    /// Per step: its producers as this worker's clock sees them (sources and
+    /// remote steps are the clock's external inputs).
+    producers: Vec<Vec<Producer>>,
+    /// (remote step, worker of its stage) → the clock's external input.
+    remote: BTreeMap<(usize, usize), usize>,
+    inputs: Vec<Receiver<ToWorker>>,
+    /// Per later stage: a sender to each of its workers.
+    downstream: BTreeMap<usize, Vec<Sender<ToWorker>>>,
+    out: Sender<FromWorker>,
+    /// Per step: the output clock last sent downstream.
+    sent: Vec<Option<(i64, bool)>>,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        parts: WorkerParts,
+        graph: Arc<Graph>,
+        per_stage: usize,
+        key_groups: usize,
+        inputs: Vec<Receiver<ToWorker>>,
+        downstream: BTreeMap<usize, Vec<Sender<ToWorker>>>,
+        out: Sender<FromWorker>,
+    ) -> Worker {
+        let (stage, index) = (parts.stage, parts.index);
+        let sources = graph.source_names.len();
+        let mut remote = BTreeMap::new();
+        let mut producers = vec![Vec::new(); graph.order.len()];
+        for j in graph.steps_of(stage) {
+            for p in &graph.step_producers[j] {
+                match *p {
+                    Producer::Step(k) if graph.stage[k] < stage => {
+                        // A keyed step hears from every worker of the stage before; any
+                        // other step from the one of its own index.
+                        let from: Vec<usize> = if graph.keyed[j] { (0..per_stage).collect() } else { vec![index] };
+                        for w in from {
+                            let next = sources + remote.len();
+                            let slot = *remote.entry((k, w)).or_insert(next);
+                            producers[j].push(Producer::Source(slot));
+                        }
+                    }
+                    other => producers[j].push(other),
+                }
+            }
+        }
+        let clock = Watermarks::new(vec![None; sources + remote.len()], graph.order.len());
+        Worker {
+            stage,
+            index,
+            per_stage,
+            key_groups,
+            steps: parts.steps,
+            routers: parts.routers,
+            stateful: parts.state.is_some(),
+            state: parts.state.unwrap_or_else(crate::state::open_memory),
+            clock,
+            producers,
+            remote,
+            inputs,
+            downstream,
+            out,
+            sent: vec![None; graph.order.len()],
+            graph,
+        }
+    }
+
+    /// Runs until every input has disconnected, or the first error (sent to the
+    /// coordinator).
+    pub fn run(mut self) {
+        if let Err(e) = self.serve() {
+            let _ = self.out.send(FromWorker::Failed(e));
+        }
+    }
+
+    fn serve(&mut self) -> Result<(), RunError> {
+        let inputs = std::mem::take(&mut self.inputs);
+        let n = inputs.len();
+        let mut live: Vec<usize> = (0..n).collect();
+        let mut barriers: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut closes = 0usize;
+        while !live.is_empty() {
+            let mut sel = Select::new();
+            for &i in &live {
+                sel.recv(&inputs[i]);
+            }
+            let op = sel.select();
+            let at = op.index();
+            let Ok(msg) = op.recv(&inputs[live[at]]) else {
+                live.remove(at);
+                continue;
+            };
+            match msg {
+                ToWorker::Batch { step, port, batch } => self.deliver(Consumer::Step { step, port }, batch)?,
+                ToWorker::SourceClock { source, watermark, idle } => {
+                    self.clock.advance_source(source, watermark);
+                    self.clock.set_source_idle(source, idle);
+                    self.advance_watermarks()?;
+                }
+                ToWorker::StepClock { step, from, watermark, idle } => {
+                    if let Some(&slot) = self.remote.get(&(step, from)) {
+                        self.clock.advance_source(slot, watermark);
+                        self.clock.set_source_idle(slot, idle);
+                        self.advance_watermarks()?;
+                    }
+                }
+                ToWorker::Barrier { id, folder } => {
+                    let seen = barriers.entry(id).or_insert(0);
+                    *seen += 1;
+                    if *seen == n {
+                        barriers.remove(&id);
+                        self.checkpoint(folder.as_deref())?;
+                        self.pass_on(|| ToWorker::Barrier { id, folder: folder.clone() })?;
+                        self.tell(FromWorker::Checkpointed)?;
+                    }
+                }
+                ToWorker::Close => {
+                    closes += 1;
+                    if closes == n {
+                        self.close()?;
+                        self.pass_on(|| ToWorker::Close)?;
+                        self.tell(FromWorker::Closed)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tell(&self, msg: FromWorker) -> Result<(), RunError> {
+        self.out.send(msg).map_err(|_| RunError::Thread("the coordinator stopped".into()))
+    }
+
+    /// Sends a message to every worker downstream.
+    fn pass_on(&self, msg: impl Fn() -> ToWorker) -> Result<(), RunError> {
+        for senders in self.downstream.values() {
+            for tx in senders {
+                tx.send(msg()).map_err(|_| RunError::Thread("a worker downstream stopped".into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<(), RunError> {
+        if !self.stateful {
+            return Ok(());
+        }
+        let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
+        self.state.commit().map_err(state_err)?;
+        let Some(folder) = folder else { return Ok(()) };
+        let dir = folder.join("state").join(super::worker_state::worker_dir(self.stage, self.index));
+        self.state.checkpoint(&dir).map_err(state_err)
+    }
+
+    fn close(&mut self) -> Result<(), RunError> {
+        for j in 0..self.steps.len() {
+            let Some(node) = self.steps[j].as_mut() else { continue };
+            let mut dead = Vec::new();
+            let watermark = self.clock.step_input(j);
+            let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
+            let out = node.op.close(&mut ctx);
+            check(ctx.failed)?;
+            self.after_step(j, out, dead)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, c: Consumer, batch: Batch) -> Result<(), RunError> {
+        match c {
+            Consumer::Sink(sink) => self.tell(FromWorker::Sink { sink, batch }),
+            Consumer::Step { step, port } if self.steps[step].is_some() => {
+                let node = self.steps[step].as_mut().expect("checked");
+                node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+                let mut dead = Vec::new();
+                let watermark = self.clock.step_input(step);
+                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
+                let out = node.op.process_batch(batch, &mut ctx);
+                check(ctx.failed)?;
+                self.after_step(step, out, dead)
+            }
+            Consumer::Step { step, port } => self.send_downstream(step, port, batch),
+        }
+    }
+
+    /// Hands `batch` to step `step` of a later stage: by key to a keyed step,
+    /// else to the worker of this index.
+    fn send_downstream(&mut self, step: usize, port: usize, batch: Batch) -> Result<(), RunError> {
+        let stage = self.graph.stage[step];
+        let gone = |_| RunError::Thread("a worker downstream stopped".into());
+        let senders = &self.downstream[&stage];
+        match self.routers.get_mut(&step) {
+            Some(router) if self.per_stage > 1 => {
+                let groups = router.key_groups(port, &batch.events).unwrap_or_default();
+                let (n, kgs) = (self.per_stage, self.key_groups);
+                let parts = split(batch, |i, _| groups.get(i).map_or(0, |&kg| worker_of(kg, n, kgs)), n);
+                for (w, part) in parts.into_iter().enumerate() {
+                    if let Some(batch) = part {
+                        senders[w].send(ToWorker::Batch { step, port, batch }).map_err(gone)?;
+                    }
+                }
+                Ok(())
+            }
+            _ => senders[self.index].send(ToWorker::Batch { step, port, batch }).map_err(gone),
+        }
+    }
+
+    fn after_step(&mut self, j: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
+        let node = self.steps[j].as_mut().expect("a local step");
+        let filtered = node.op.take_filtered();
+        let st = &node.stats;
+        st.dead.fetch_add(dead.len() as u64, Relaxed);
+        st.events_out.fetch_add(out.len() as u64, Relaxed);
+        st.filtered.fetch_add(filtered, Relaxed);
+        if !dead.is_empty() {
+            self.tell(FromWorker::Dead(dead))?;
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let graph = self.graph.clone();
+        let consumers = &graph.step_consumers[j];
+        let Some((last, rest)) = consumers.split_last() else { return Ok(()) };
+        for c in rest {
+            self.deliver(*c, out.clone())?;
+        }
+        self.deliver(*last, out)
+    }
+
+    /// Brings the local steps' watermarks up to date in topological order (a
+    /// step emits what its new input watermark completes before its output
+    /// watermark moves), then tells later stages what changed.
+    fn advance_watermarks(&mut self) -> Result<(), RunError> {
+        for j in 0..self.steps.len() {
+            if self.steps[j].is_none() {
+                continue;
+            }
+            let (input, idle) = self.clock.input_of(j, &self.producers[j]);
+            if input > self.clock.step_input(j) {
+                self.steps[j].as_ref().expect("local").stats.watermark.store(input, Relaxed);
+                loop {
+                    let node = self.steps[j].as_mut().expect("local");
+                    let mut dead = Vec::new();
+                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark: input, state: &mut *self.state, failed: None };
+                    let out = node.op.on_watermark(input, &mut ctx);
+                    check(ctx.failed)?;
+                    let done = out.is_empty();
+                    self.after_step(j, out, dead)?;
+                    if done {
+                        break;
+                    }
+                }
+                let output = self.steps[j].as_ref().expect("local").op.output_watermark(input);
+                self.clock.set_step(j, input, output, idle);
+            } else {
+                self.clock.set_step_idle(j, idle);
+            }
+        }
+        self.send_clocks()
+    }
+
+    fn send_clocks(&mut self) -> Result<(), RunError> {
+        let graph = self.graph.clone();
+        for j in graph.steps_of(self.stage) {
+            let mut remote: Vec<usize> = graph.step_consumers[j]
+                .iter()
+                .filter_map(|c| match *c {
+                    Consumer::Step { step, .. } if graph.stage[step] != self.stage => Some(graph.stage[step]),
+                    _ => None,
+                })
+                .collect();
+            remote.sort_unstable();
+            remote.dedup();
+            if remote.is_empty() {
+                continue;
+            }
+            let now = self.clock.step_output(j);
+            if self.sent[j] == Some(now) {
+                continue;
+            }
+            self.sent[j] = Some(now);
+            for stage in remote {
+                for tx in &self.downstream[&stage] {
+                    let msg = ToWorker::StepClock { step: j, from: self.index, watermark: now.0, idle: now.1 };
+                    tx.send(msg).map_err(|_| RunError::Thread("a worker downstream stopped".into()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step's fatal error, as the run's.
+fn check(failed: Option<String>) -> Result<(), RunError> {
+    failed.map_or(Ok(()), |e| Err(RunError::Step(e)))
+}
