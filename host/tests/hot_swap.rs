@@ -449,7 +449,7 @@ fn a_joiner_swap_in_a_running_window_join_keeps_the_join_state() {
             "joiner": { "type": "plugin", "plugin": "j" } } },
         "sinks": { "out": { "type": "file", "path": "out.jsonl", "inputs": ["join"] } },
         "dead_letter": { "type": "file", "path": "dead.jsonl" },
-        "settings": { "batch_size": 256, "batch_linger_ms": 5, "state": { "backend": "memory" }, "admin": {} }
+        "settings": { "batch_size": 256, "batch_linger_ms": 5, "parallelism": 1, "state": { "backend": "memory" }, "admin": {} }
     });
     let path = dir.path().join("pipeline.json");
     std::fs::write(&path, serde_json::to_string_pretty(&p).unwrap()).unwrap();

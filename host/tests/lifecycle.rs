@@ -110,7 +110,7 @@ fn generated_join(rate: u64) -> Value {
             "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
         "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
         "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
-        "settings": { "batch_size": 256, "batch_linger_ms": 20, "state": { "dir": "out/state" },
+        "settings": { "batch_size": 256, "batch_linger_ms": 20, "parallelism": 1, "state": { "dir": "out/state" },
             "checkpoint": { "interval_ms": 300, "dir": "out/checkpoints" }, "admin": {} }
     })
 }
@@ -236,7 +236,7 @@ fn file_join(on_error: Option<Value>) -> Value {
             "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
         "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
         "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
-        "settings": { "state": { "dir": "out/state" }, "checkpoint": { "interval_ms": 50, "dir": "out/checkpoints" } }
+        "settings": { "parallelism": 1, "state": { "dir": "out/state" }, "checkpoint": { "interval_ms": 50, "dir": "out/checkpoints" } }
     })
 }
 

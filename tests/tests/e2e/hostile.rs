@@ -37,7 +37,7 @@ fn every_hostile_record_is_isolated_and_every_record_accounted_for() {
             "steps": {"h": {"type": "transform", "plugin": "hostile", "inputs": ["in"]}},
             "sinks": {"out": {"type": "file", "path": "out.jsonl", "inputs": ["h"]}},
             "dead_letter": {"type": "file", "path": "dead.jsonl"},
-            "settings": {"batch_size": 64}
+            "settings": {"batch_size": 64, "parallelism": 1}
         }),
     );
     let summary = run_pipeline(&pipeline);
