@@ -178,7 +178,7 @@ fn run_flink(a: &Args, dir: &Path) -> (serde_json::Value, PathBuf) {
 
 fn main() {
     let a = parse_args();
-    if a.child || (a.backend != "both" && !a.flink) {
+    if a.child || (a.backend != "both" && !a.flink && a.parallelism.len() == 1) {
         let r = run_backend(&a);
         println!("RESULT {}", serde_json::to_string(&r).unwrap());
         return;
@@ -241,8 +241,6 @@ fn main() {
             format!("{} p{}", r["backend"].as_str().unwrap(), r["parallelism"]),
             r["input_per_s"].as_f64().unwrap(),
             r["output_per_s"].as_f64().unwrap(),
-            r["peak_rss_mib"].as_f64().unwrap(),
-            r["state_disk_peak_mib"].as_f64().unwrap(),
             r["cpu_us_per_input_event"].as_f64().unwrap(),
             r["peak_rss_mib"].as_f64().unwrap(),
             r["state_disk_peak_mib"].as_f64().unwrap(),

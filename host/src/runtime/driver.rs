@@ -443,23 +443,26 @@ impl Pipeline {
         };
         let (n, kgs) = (self.per_stage, self.key_groups);
         let base = self.graph.stage[step] * n;
+        let targets: Vec<usize>;
         let parts = match self.routers.get_mut(&step) {
-            // One worker owns every key group.
-            _ if n == 1 => vec![Some(batch)],
             Some(router) => {
-                let groups = router.key_groups(port, &batch.events).unwrap_or_default();
-                split(batch, |i, _| groups.get(i).map_or(0, |&kg| worker_of(kg, n, kgs)), n)
+                // The router reads each key once; the worker gets them with the batch.
+                let keys = router.route_keys(port, &batch.events).unwrap_or_default();
+                targets = keys.iter().map(|k| worker_of(k.group, n, kgs)).collect();
+                split(batch, keys, &targets, n).into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()
             }
             None => {
                 let first = links.next % n;
                 links.next = links.next.wrapping_add(1);
                 let idle = (0..n).map(|k| (first + k) % n).min_by_key(|&w| links.to[base + w].len()).unwrap_or(0);
-                split(batch, |_, e| e.key.as_deref().map_or(idle, |k| worker_of(key_group(k, kgs), n, kgs)), n)
+                targets = batch.events.iter().map(|e| e.key.as_deref().map_or(idle, |k| worker_of(key_group(k, kgs), n, kgs))).collect();
+                let none = vec![(); batch.len()];
+                split(batch, none, &targets, n).into_iter().map(|p| p.map(|(b, _)| (b, None))).collect()
             }
         };
         for (w, part) in parts.into_iter().enumerate() {
-            if let Some(batch) = part {
-                self.send_to(links, base + w, ToWorker::Batch { step, port, batch })?;
+            if let Some((batch, keys)) = part {
+                self.send_to(links, base + w, ToWorker::Batch { step, port, batch, keys })?;
             }
         }
         Ok(())

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::event::{Batch, Event};
+use crate::event::Batch;
 
 /// The most key groups a pipeline may have: key groups are tagged in 16 bits.
 pub const MAX_KEY_GROUPS: usize = 1 << 15;
@@ -31,24 +31,25 @@ pub fn key_groups_of(i: usize, n: usize, key_groups: usize) -> Range<u16> {
     start as u16..end as u16
 }
 
-/// Splits `batch` over `n` workers by each event's worker index (order kept
-/// within each part). Parts with no event are `None`.
-pub fn split(batch: Batch, worker: impl Fn(usize, &Event) -> usize, n: usize) -> Vec<Option<Batch>> {
-    let mut parts: Vec<Option<Batch>> = (0..n).map(|_| None).collect();
-    if n == 1 {
-        parts[0] = (!batch.is_empty()).then_some(batch);
+/// Splits `batch` (and `extra`, one item per event) over `n` workers by each
+/// event's worker in `targets`, keeping the order within each part. Parts with
+/// no event are `None`.
+pub fn split<T>(batch: Batch, extra: Vec<T>, targets: &[usize], n: usize) -> Vec<Option<(Batch, Vec<T>)>> {
+    let mut parts: Vec<Option<(Batch, Vec<T>)>> = (0..n).map(|_| None).collect();
+    if batch.is_empty() {
         return parts;
     }
-    let targets: Vec<usize> = batch.events.iter().enumerate().map(|(i, e)| worker(i, e).min(n - 1)).collect();
-    if let Some(&first) = targets.first() {
-        if targets.iter().all(|&t| t == first) {
-            parts[first] = Some(batch);
-            return parts;
-        }
+    let first = targets.first().copied().unwrap_or(0).min(n - 1);
+    if targets.iter().all(|&t| t.min(n - 1) == first) {
+        parts[first] = Some((batch, extra));
+        return parts;
     }
     let per = batch.len() / n + 1;
-    for (t, (e, o)) in targets.into_iter().zip(batch.events.into_iter().zip(batch.origins)) {
-        parts[t].get_or_insert_with(|| Batch::with_capacity(per)).push(e, o);
+    let mut extra = extra.into_iter();
+    for (&t, (e, o)) in targets.iter().zip(batch.events.into_iter().zip(batch.origins)) {
+        let (b, x) = parts[t.min(n - 1)].get_or_insert_with(|| (Batch::with_capacity(per), Vec::with_capacity(per)));
+        b.push(e, o);
+        x.extend(extra.next());
     }
     parts
 }
@@ -56,6 +57,7 @@ pub fn split(batch: Batch, worker: impl Fn(usize, &Event) -> usize, n: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     #[test]
     fn ranges_cover_every_key_group_once_and_agree_with_worker_of() {
@@ -92,8 +94,14 @@ mod tests {
         for i in 0..10 {
             b.push(Event::from_value(vec![i], i64::from(i)), crate::event::Origin { source: "s".into(), position: u64::from(i) });
         }
-        let parts = split(b, |_, e| usize::from(e.value[0] % 3 == 0), 2);
-        let times = |p: &Option<Batch>| p.as_ref().unwrap().events.iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        let targets: Vec<usize> = b.events.iter().map(|e| usize::from(e.value[0] % 3 == 0)).collect();
+        let extra: Vec<i64> = b.events.iter().map(|e| e.timestamp * 10).collect();
+        let parts = split(b, extra, &targets, 2);
+        let times = |p: &Option<(Batch, Vec<i64>)>| {
+            let (b, x) = p.as_ref().unwrap();
+            assert_eq!(x, &b.events.iter().map(|e| e.timestamp * 10).collect::<Vec<_>>(), "extra follows its event");
+            b.events.iter().map(|e| e.timestamp).collect::<Vec<_>>()
+        };
         assert_eq!(times(&parts[1]), vec![0, 3, 6, 9]);
         assert_eq!(times(&parts[0]), vec![1, 2, 4, 5, 7, 8]);
     }

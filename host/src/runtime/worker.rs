@@ -28,12 +28,12 @@ use super::RunError;
 use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
 use crate::state::StateBackend;
-use crate::step::{Operator, StepContext};
+use crate::step::{Operator, RoutedKey, StepContext};
 
 /// What a worker receives.
 pub(crate) enum ToWorker {
-    /// Input `port` of step `step`.
-    Batch { step: usize, port: usize, batch: Batch },
+    /// Input `port` of step `step`, with the keys its router read (for a keyed step).
+    Batch { step: usize, port: usize, batch: Batch, keys: Option<Vec<RoutedKey>> },
     /// A source's watermark and idleness (from the coordinator).
     SourceClock { source: usize, watermark: i64, idle: bool },
     /// The output watermark of step `step` in worker `from` of its stage.
@@ -157,7 +157,8 @@ impl Worker {
                 continue;
             };
             match msg {
-                ToWorker::Batch { step, port, batch } => self.deliver(Consumer::Step { step, port }, batch)?,
+                ToWorker::Batch { step, port, batch, keys: None } => self.deliver(Consumer::Step { step, port }, batch)?,
+                ToWorker::Batch { step, port, batch, keys: Some(keys) } => self.process(step, port, batch, Some(keys))?,
                 ToWorker::SourceClock { source, watermark, idle } => {
                     self.clock.advance_source(source, watermark);
                     self.clock.set_source_idle(source, idle);
@@ -234,18 +235,23 @@ impl Worker {
     fn deliver(&mut self, c: Consumer, batch: Batch) -> Result<(), RunError> {
         match c {
             Consumer::Sink(sink) => self.tell(FromWorker::Sink { sink, batch }),
-            Consumer::Step { step, port } if self.steps[step].is_some() => {
-                let node = self.steps[step].as_mut().expect("checked");
-                node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-                let mut dead = Vec::new();
-                let watermark = self.clock.step_input(step);
-                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
-                let out = node.op.process_batch(batch, &mut ctx);
-                check(ctx.failed)?;
-                self.after_step(step, out, dead)
-            }
+            Consumer::Step { step, port } if self.steps[step].is_some() => self.process(step, port, batch, None),
             Consumer::Step { step, port } => self.send_downstream(step, port, batch),
         }
+    }
+
+    fn process(&mut self, step: usize, port: usize, batch: Batch, keys: Option<Vec<RoutedKey>>) -> Result<(), RunError> {
+        let node = self.steps[step].as_mut().ok_or_else(|| RunError::Thread(format!("step {step} is not in this worker")))?;
+        node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+        let mut dead = Vec::new();
+        let watermark = self.clock.step_input(step);
+        let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
+        let out = match keys {
+            Some(keys) => node.op.process_routed(batch, keys, &mut ctx),
+            None => node.op.process_batch(batch, &mut ctx),
+        };
+        check(ctx.failed)?;
+        self.after_step(step, out, dead)
     }
 
     /// Hands `batch` to step `step` of a later stage: by key to a keyed step,
@@ -255,18 +261,18 @@ impl Worker {
         let gone = |_| RunError::Thread("a worker downstream stopped".into());
         let senders = &self.downstream[&stage];
         match self.routers.get_mut(&step) {
-            Some(router) if self.per_stage > 1 => {
-                let groups = router.key_groups(port, &batch.events).unwrap_or_default();
+            Some(router) => {
                 let (n, kgs) = (self.per_stage, self.key_groups);
-                let parts = split(batch, |i, _| groups.get(i).map_or(0, |&kg| worker_of(kg, n, kgs)), n);
-                for (w, part) in parts.into_iter().enumerate() {
-                    if let Some(batch) = part {
-                        senders[w].send(ToWorker::Batch { step, port, batch }).map_err(gone)?;
+                let keys = router.route_keys(port, &batch.events).unwrap_or_default();
+                let targets: Vec<usize> = keys.iter().map(|k| worker_of(k.group, n, kgs)).collect();
+                for (w, part) in split(batch, keys, &targets, n).into_iter().enumerate() {
+                    if let Some((batch, keys)) = part {
+                        senders[w].send(ToWorker::Batch { step, port, batch, keys: Some(keys) }).map_err(gone)?;
                     }
                 }
                 Ok(())
             }
-            _ => senders[self.index].send(ToWorker::Batch { step, port, batch }).map_err(gone),
+            None => senders[self.index].send(ToWorker::Batch { step, port, batch, keys: None }).map_err(gone),
         }
     }
 
@@ -302,7 +308,8 @@ impl Worker {
             }
             let (input, idle) = self.clock.input_of(j, &self.producers[j]);
             if input > self.clock.step_input(j) {
-                self.steps[j].as_ref().expect("local").stats.watermark.store(input, Relaxed);
+                // The furthest any worker got (workers hear the same source clocks).
+                self.steps[j].as_ref().expect("local").stats.watermark.fetch_max(input, Relaxed);
                 loop {
                     let node = self.steps[j].as_mut().expect("local");
                     let mut dead = Vec::new();

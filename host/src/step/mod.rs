@@ -49,6 +49,21 @@ impl StepContext<'_> {
     }
 }
 
+/// What a keyed step reads of an event to store it: its key (or why it has
+/// none) and, for a join's main event, whether its names are plain.
+#[derive(Clone, Debug)]
+pub struct ReadKey {
+    pub key: Result<Vec<u8>, (DeadKind, String)>,
+    pub plain_names: bool,
+}
+
+/// A [`ReadKey`] and the key group its key hashes into.
+#[derive(Clone, Debug)]
+pub struct RoutedKey {
+    pub group: u16,
+    pub read: ReadKey,
+}
+
 /// A processing step. Only `process_batch` is required; the hooks exist so
 /// stateful operators (windows, joins) can be added without touching the
 /// pipeline driver.
@@ -94,11 +109,19 @@ pub trait Operator: Send {
         0
     }
 
-    /// A keyed step: the key group of each of `events` (arriving at input
-    /// `port`), so each reaches the worker that owns its state. `None`: the
-    /// step keeps no keyed state and runs wherever its input is.
-    fn key_groups(&mut self, _port: usize, _events: &[Event]) -> Option<Vec<u16>> {
+    /// A keyed step: the key of each of `events` (arriving at input `port`)
+    /// and its key group, so each reaches the worker that owns its state. The
+    /// thread routing the batch calls this on a copy of the step; the worker
+    /// gets the keys with the batch ([`Operator::process_routed`]) and need not
+    /// read them again. `None`: the step keeps no keyed state and runs wherever
+    /// its input is.
+    fn route_keys(&mut self, _port: usize, _events: &[Event]) -> Option<Vec<RoutedKey>> {
         None
+    }
+
+    /// [`Operator::process_batch`] for a batch whose keys the router read.
+    fn process_routed(&mut self, input: Batch, _keys: Vec<RoutedKey>, ctx: &mut StepContext<'_>) -> Batch {
+        self.process_batch(input, ctx)
     }
 
     /// A restore at another parallelism: copies into `to` what `from` (the

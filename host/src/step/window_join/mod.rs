@@ -23,7 +23,7 @@ use serde_json::Value;
 
 
 use super::udf::{scalar_to_json, UdfArg};
-use super::{dead_kind, Operator, StepContext};
+use super::{dead_kind, Operator, ReadKey, RoutedKey, StepContext};
 use crate::config::{EmitPolicy, JoinKey, JoinMode, JoinerConfig, WindowJoinConfig};
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
@@ -553,15 +553,12 @@ impl WindowJoin {
         }
     }
 
-    fn arrive(
-        &mut self,
-        port: usize,
-        event: Event,
-        origin: Origin,
-        key: Option<Result<Vec<u8>, (DeadKind, String)>>,
-        ctx: &mut StepContext<'_>,
-    ) -> Result<(), StateError> {
-        let t = event.timestamp;
+    /// Reads what arrival needs of `event` from input `port`: its join key (given
+    /// when a UDF computed it), whether it is an object (the merge joiner merges
+    /// objects: anything else is refused now, not when the window fires an hour
+    /// later), and for a main event whether its names are plain. One pass over
+    /// the top level, done by the thread that routes the event when there is one.
+    fn read_key(&self, port: usize, event: &Event, udf: Option<Result<Vec<u8>, (DeadKind, String)>>) -> ReadKey {
         let merge = match &self.joiner {
             Joiner::Merge(m) => Some(m),
             Joiner::Plugin(..) => None,
@@ -570,20 +567,11 @@ impl WindowJoin {
         // when the key is a field, so firing need not read them again.
         let want_names = port == 0 && merge.is_some();
         let mut names = Vec::new();
-        let key = key.unwrap_or_else(|| {
-            self.join_key(port, &event, want_names.then_some(&mut names)).map_err(|reason| (DeadKind::StepError, reason))
-        });
-        let join_key = match key {
-            Ok(k) => k,
-            Err((kind, reason)) => {
-                let reason = format!("input `{}`: {reason}", self.inputs[port]);
-                ctx.refuse(&self.name, None, kind, reason, origin, event);
-                return Ok(());
-            }
-        };
-        // The default joiner merges objects: refuse anything else now, not
-        // when the window fires an hour later. (A plugin joiner takes any
-        // value. A field key was read from an object already.)
+        let key = udf.unwrap_or_else(|| self.join_key(port, event, want_names.then_some(&mut names)).map_err(|reason| (DeadKind::StepError, reason)));
+        if key.is_err() {
+            return ReadKey { key, plain_names: false };
+        }
+        // A plugin joiner takes any value; a field key was read from an object already.
         let key_read_object = matches!(self.keys[port], KeySpec::Field(_));
         let object = if merge.is_none() || key_read_object {
             true
@@ -593,12 +581,57 @@ impl WindowJoin {
             crate::record_schema::is_object(&event.value)
         };
         if !object {
-            let reason = format!("input `{}`: the value is not a JSON object", self.inputs[port]);
-            ctx.refuse(&self.name, None, DeadKind::StepError, reason, origin, event);
-            return Ok(());
+            return ReadKey { key: Err((DeadKind::StepError, "the value is not a JSON object".into())), plain_names: false };
         }
-        let plain_names = want_names && merge.is_some_and(|m| m.plain(&names));
-        drop(names);
+        ReadKey { key, plain_names: want_names && merge.is_some_and(|m| m.plain(&names)) }
+    }
+
+    /// [`Self::read_key`] for each event of a batch from input `port`.
+    fn read_keys(&mut self, port: usize, events: &[Event]) -> Vec<ReadKey> {
+        let udf = self.udf_keys(port, events);
+        let mut udf = udf.map(Vec::into_iter);
+        events.iter().map(|e| self.read_key(port, e, udf.as_mut().and_then(Iterator::next))).collect()
+    }
+
+    /// Stores (or refuses) each event of a batch from input `ctx.input`, whose
+    /// keys are read, then hands on the on-match pairs of the batch.
+    fn arrive_all(&mut self, input: Batch, keys: Vec<ReadKey>, ctx: &mut StepContext<'_>) -> Batch {
+        let port = ctx.input;
+        let mut out = Batch::default();
+        for ((event, origin), read) in input.events.into_iter().zip(input.origins).zip(keys) {
+            if let Err(e) = self.arrive(port, event, origin, read, ctx) {
+                ctx.fail(format!("step `{}`: state: {e}", self.name));
+                self.pending = Pending::default();
+                return out;
+            }
+        }
+        // The on-match pairs of the whole batch: one joiner call.
+        self.flush(&mut out, ctx);
+        if self.emit == EmitPolicy::OnWindowEnd {
+            if let Err(e) = self.save_seq(ctx.state).and_then(|()| ctx.state.commit()) {
+                ctx.fail(format!("step `{}`: state: {e}", self.name));
+            }
+        }
+        out
+    }
+
+    fn arrive(
+        &mut self,
+        port: usize,
+        event: Event,
+        origin: Origin,
+        read: ReadKey,
+        ctx: &mut StepContext<'_>,
+    ) -> Result<(), StateError> {
+        let t = event.timestamp;
+        let (join_key, plain_names) = match read.key {
+            Ok(k) => (k, read.plain_names),
+            Err((kind, reason)) => {
+                let reason = format!("input `{}`: {reason}", self.inputs[port]);
+                ctx.refuse(&self.name, None, kind, reason, origin, event);
+                return Ok(());
+            }
+        };
         let done = if port == 0 { self.fire_time(t) } else { self.other_done_time(t) };
         if done <= ctx.watermark {
             let reason = if port == 0 {
@@ -784,25 +817,23 @@ impl Operator for WindowJoin {
     }
 
     fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
-        let port = ctx.input;
-        let mut out = Batch::default();
-        let mut keys = self.udf_keys(port, &input.events).map(Vec::into_iter);
-        for (event, origin) in input.events.into_iter().zip(input.origins) {
-            let key = keys.as_mut().and_then(Iterator::next);
-            if let Err(e) = self.arrive(port, event, origin, key, ctx) {
-                ctx.fail(format!("step `{}`: state: {e}", self.name));
-                self.pending = Pending::default();
-                return out;
-            }
-        }
-        // The on-match pairs of the whole batch: one joiner call.
-        self.flush(&mut out, ctx);
-        if self.emit == EmitPolicy::OnWindowEnd {
-            if let Err(e) = self.save_seq(ctx.state).and_then(|()| ctx.state.commit()) {
-                ctx.fail(format!("step `{}`: state: {e}", self.name));
-            }
-        }
-        out
+        let keys = self.read_keys(ctx.input, &input.events);
+        self.arrive_all(input, keys, ctx)
+    }
+
+    fn process_routed(&mut self, input: Batch, routed: Vec<RoutedKey>, ctx: &mut StepContext<'_>) -> Batch {
+        let keys = routed.into_iter().map(|r| r.read).collect();
+        self.arrive_all(input, keys, ctx)
+    }
+
+    fn route_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<RoutedKey>> {
+        let keys = self.read_keys(port, events);
+        let groups = keys.into_iter().map(|read| RoutedKey {
+            // Without a key it is refused wherever it goes.
+            group: read.key.as_ref().map_or(0, |k| crate::runtime::key_group(k, self.key_groups)),
+            read,
+        });
+        Some(groups.collect())
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {
@@ -819,19 +850,6 @@ impl Operator for WindowJoin {
                 }
             }
         }
-    }
-
-    fn key_groups(&mut self, port: usize, events: &[Event]) -> Option<Vec<u16>> {
-        let udf = self.udf_keys(port, events);
-        let groups = events.iter().enumerate().map(|(i, e)| {
-            let key = match &udf {
-                Some(keys) => keys[i].as_ref().ok().cloned(),
-                None => self.join_key(port, e, None).ok(),
-            };
-            // Without a key it is refused wherever it goes.
-            key.map_or(0, |k| crate::runtime::key_group(&k, self.key_groups))
-        });
-        Some(groups.collect())
     }
 
     fn rescale(&mut self, from: &mut dyn StateBackend, to: &mut dyn StateBackend, owned: std::ops::Range<u16>) -> Result<(), StateError> {

@@ -486,3 +486,125 @@ fn the_fingerprint_names_what_the_state_depends_on_and_not_max_matches() {
     assert_ne!(fp(&WindowJoinConfig { window: JoinWindow { start_ms: 0, end_ms: 30 }, ..cfg.clone() }), base);
     assert_ne!(fp(&WindowJoinConfig { emit: EmitPolicy::OnMatch, ..cfg.clone() }), base);
 }
+
+/// Key groups of the parallel scenarios: few, so workers share them unevenly.
+const KEY_GROUPS: usize = 8;
+
+/// Outputs per op and late events, each op's outputs sorted: workers emit one
+/// op's outputs in an order of their own.
+fn per_op_sorted(t: Trace) -> (Vec<Vec<String>>, Vec<usize>) {
+    let outputs = t
+        .outputs
+        .into_iter()
+        .map(|o| {
+            let mut o: Vec<String> = o.into_iter().map(|(v, t)| format!("{t} {v}")).collect();
+            o.sort();
+            o
+        })
+        .collect();
+    let mut late = t.late;
+    late.sort_unstable();
+    (outputs, late)
+}
+
+/// The scenario over `n` workers, each a join with its own memory state, events
+/// routed by key group as the coordinator routes them, watermarks to all; at op
+/// `rescale_at` the states are checkpointed and rebuilt by key group over `m`
+/// workers, which go on.
+fn run_parallel(s: &Scenario, n: usize, rescale_at: usize, m: usize, dir: &std::path::Path) -> Trace {
+    let join = || WindowJoin::new("j", &config(s)).with_key_groups(KEY_GROUPS);
+    let mut router = join();
+    let open = |count: usize| -> (Vec<WindowJoin>, Vec<Box<dyn StateBackend>>) {
+        let mut states: Vec<Box<dyn StateBackend>> = (0..count).map(|_| crate::state::open_memory()).collect();
+        let joins = states.iter_mut().map(|st| {
+            let mut j = join();
+            j.open_state(&mut **st).unwrap();
+            j
+        });
+        (joins.collect(), states)
+    };
+    let (mut joins, mut states) = open(n);
+    let mut watermark = i64::MIN;
+    let mut trace = Trace { outputs: Vec::new(), late: Vec::new() };
+    let ops = s.ops.iter().cloned().chain([Op::Watermark(i64::MAX)]);
+    for (i, op) in ops.enumerate() {
+        if i == rescale_at {
+            let mut old = Vec::new();
+            for (w, st) in states.iter_mut().enumerate() {
+                st.commit().unwrap();
+                let chk = dir.join(format!("chk-{i}-{w}"));
+                st.checkpoint(&chk).unwrap();
+                old.push(crate::state::restore_memory(&chk).unwrap());
+            }
+            let count = m;
+            let mut fresh: Vec<Box<dyn StateBackend>> = (0..count).map(|_| crate::state::open_memory()).collect();
+            joins = fresh
+                .iter_mut()
+                .enumerate()
+                .map(|(w, st)| {
+                    let mut j = join();
+                    for from in old.iter_mut() {
+                        j.rescale(&mut **from, &mut **st, crate::runtime::key_groups_of(w, count, KEY_GROUPS)).unwrap();
+                    }
+                    j.open_state(&mut **st).unwrap();
+                    j
+                })
+                .collect();
+            states = fresh;
+        }
+        let workers = joins.len();
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut out = Vec::new();
+        match op {
+            Op::Event { port, key, time } => {
+                let event = Event { key: None, value: value(i, port, key), timestamp: time, headers: vec![] };
+                let routed = router.route_keys(port, std::slice::from_ref(&event)).unwrap();
+                let w = crate::runtime::worker_of(routed[0].group, workers, KEY_GROUPS);
+                let mut batch = Batch::default();
+                batch.push(event, Origin { source: "s".into(), position: i as u64 });
+                let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *states[w], failed: None };
+                out.push(joins[w].process_routed(batch, routed, &mut ctx));
+                assert_eq!(ctx.failed, None);
+            }
+            Op::Watermark(wm) if wm > watermark => {
+                watermark = wm;
+                for (j, st) in joins.iter_mut().zip(states.iter_mut()) {
+                    loop {
+                        let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut **st, failed: None };
+                        let batch = j.on_watermark(wm, &mut ctx);
+                        assert_eq!(ctx.failed, None);
+                        if batch.is_empty() {
+                            break;
+                        }
+                        out.push(batch);
+                    }
+                }
+            }
+            Op::Watermark(_) => {}
+        }
+        for d in dead {
+            assert_eq!(d.kind, DeadKind::Late, "{}", d.reason);
+            trace.late.push(d.origin.position as usize);
+        }
+        trace.outputs.push(out.into_iter().flat_map(|b| b.events).map(|e| (serde_json::from_slice(&e.value).unwrap(), e.timestamp)).collect());
+    }
+    trace
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// At 1, 2 or 4 workers, and rebuilt by key group at 1, 2 or 4 at any point,
+    /// the join's outputs after each op are the reference's.
+    #[test]
+    fn workers_and_a_rescale_anywhere_equal_the_reference(
+        s in scenario(),
+        n in prop_oneof![Just(1usize), Just(2), Just(4)],
+        m in prop_oneof![Just(1usize), Just(2), Just(4)],
+        at in 0usize..64,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let at = at.min(s.ops.len());
+        prop_assert_eq!(per_op_sorted(run_parallel(&s, n, at, m, dir.path())), per_op_sorted(reference(&s)));
+    }
+}
