@@ -19,12 +19,14 @@ use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats, RunSummary};
 use streamhost::swap::{AdminClient, ClientError, PluginView, SwapOptions, SwapError, Swapper};
 
 /// A pipeline: a `join-impression` generator (unique `request_id` per
-/// event) → transform `t` with plugin `h` → file sink, dead letters to a
-/// file, admin API on an ephemeral port.
+/// event) → transform `t` with plugin `h` in 2 workers (so every swap,
+/// canary and rollback replaces the plugin in both) → file sink, dead letters
+/// to a file, admin API on an ephemeral port.
 fn pipeline(dir: &Path, plugin: &Path, config: Value, count: u64, rate: u64, settings: Value) -> PathBuf {
     let mut all_settings = json!({
         "batch_size": 256,
         "batch_linger_ms": 5,
+        "parallelism": 2,
         "admin": { "bind": "127.0.0.1:0" },
     });
     for (k, v) in settings.as_object().cloned().unwrap_or_default() {

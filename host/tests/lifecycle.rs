@@ -3,27 +3,17 @@
 //! restart once it is fixed), a retried source, and a fatal error while a
 //! source is blocked reading stdin.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn streamhost() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_streamhost"))
-}
-
-fn write_pipeline(dir: &Path, pipeline: &Value) -> PathBuf {
-    let path = dir.join("pipeline.json");
-    std::fs::write(&path, serde_json::to_string_pretty(pipeline).unwrap()).unwrap();
-    path
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
-}
+use common::{lines, streamhost, write_pipeline};
 
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
@@ -89,30 +79,12 @@ fn latest_checkpoint(dir: &Path) -> Value {
     best.expect("a complete checkpoint").1
 }
 
-/// The training-data join over two generators: 20,000 impressions 400 ms
-/// apart (2.2 h of event time, so windows of 1 h close during the run) and
-/// the clicks on them; `rate` throttles both (0: as fast as possible) so
-/// that they cover event time at the same pace.
+/// The generated training join, on one worker (these tests compare outputs
+/// line for line), with the admin API.
 fn generated_join(rate: u64) -> Value {
-    let generator = |shape: &str, count: u64, step: f64, rate: u64| {
-        json!({ "type": "generator", "shape": shape, "seed": 9, "count": count, "rate": rate,
-            "event_time": { "start_ms": 1_700_000_000_000i64, "step_ms": step },
-            "impressions": { "step_ms": 400.0, "count": 20_000 },
-            "timestamp_field": "ts", "max_out_of_orderness_ms": 5000 })
-    };
-    json!({
-        "sources": {
-            "impressions": generator("join-impression", 20_000, 400.0, rate),
-            "clicks": generator("join-click", 2_666, 3000.0, rate * 2_666 / 20_000)
-        },
-        "steps": { "samples": { "type": "window-join", "inputs": ["impressions", "clicks"],
-            "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
-            "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
-        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
-        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
-        "settings": { "batch_size": 256, "batch_linger_ms": 20, "parallelism": 1, "state": { "dir": "out/state" },
-            "checkpoint": { "interval_ms": 300, "dir": "out/checkpoints" }, "admin": {} }
-    })
+    let mut p = common::generated_join_pipeline(rate, 1);
+    p["settings"]["admin"] = json!({});
+    p
 }
 
 fn run_to_end(pipeline: &Path) -> String {

@@ -129,3 +129,47 @@ pub fn file_join_pipeline() -> serde_json::Value {
         }
     })
 }
+
+/// The training-data join over two generators: 20,000 impressions 400 ms apart
+/// (2.2 h of event time, so windows of 1 h close during the run) and the clicks
+/// on them, at `parallelism` workers; `rate` throttles both (0: as fast as
+/// possible) so that they cover event time at the same pace. Output, dead
+/// letters, state and checkpoints (every 300 ms) under `out/`.
+pub fn generated_join_pipeline(rate: u64, parallelism: usize) -> serde_json::Value {
+    let generator = |shape: &str, count: u64, step: f64, rate: u64| {
+        serde_json::json!({ "type": "generator", "shape": shape, "seed": 9, "count": count, "rate": rate,
+            "event_time": { "start_ms": 1_700_000_000_000i64, "step_ms": step },
+            "impressions": { "step_ms": 400.0, "count": 20_000 },
+            "timestamp_field": "ts", "max_out_of_orderness_ms": 5000 })
+    };
+    serde_json::json!({
+        "sources": {
+            "impressions": generator("join-impression", 20_000, 400.0, rate),
+            "clicks": generator("join-click", 2_666, 3000.0, rate * 2_666 / 20_000)
+        },
+        "steps": { "samples": { "type": "window-join", "inputs": ["impressions", "clicks"],
+            "keys": { "impressions": "$.request_id", "clicks": "$.request_id" },
+            "window": { "start_ms": 0, "end_ms": 3_600_000 }, "mode": "left" } },
+        "sinks": { "samples": { "type": "file", "path": "out/samples.jsonl", "inputs": ["samples"] } },
+        "dead_letter": { "type": "file", "path": "out/dead-letter.jsonl" },
+        "settings": { "batch_size": 256, "batch_linger_ms": 20, "parallelism": parallelism, "state": { "dir": "out/state" },
+            "checkpoint": { "interval_ms": 300, "dir": "out/checkpoints" } }
+    })
+}
+
+/// The `streamhost` binary of this build.
+pub fn streamhost() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_streamhost"))
+}
+
+/// Writes `pipeline` as `dir/pipeline.json`.
+pub fn write_pipeline(dir: &Path, pipeline: &serde_json::Value) -> PathBuf {
+    let path = dir.join("pipeline.json");
+    std::fs::write(&path, serde_json::to_string_pretty(pipeline).unwrap()).unwrap();
+    path
+}
+
+/// The lines of a file (none if it is missing).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
+}

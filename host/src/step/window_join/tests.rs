@@ -156,31 +156,36 @@ fn run_join_restarting(join: &mut WindowJoin, s: &Scenario, state: &mut dyn Stat
             }
             Op::Watermark(w) if w > watermark => {
                 watermark = w;
-                for round in 0.. {
-                    assert!(round < 1000, "on_watermark({w}) never runs dry");
-                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *state, failed: None };
-                    let batch = join.on_watermark(w, &mut ctx);
-                    assert_eq!(ctx.failed, None);
-                    if batch.is_empty() {
-                        break;
-                    }
-                    out.push(batch);
-                }
+                fire_all(join, w, &mut *state, &mut dead, &mut out);
             }
             Op::Watermark(_) => {}
         }
-        for d in dead {
-            assert_eq!(d.kind, DeadKind::Late, "{}", d.reason);
-            trace.late.push(d.origin.position as usize);
-        }
-        trace.outputs.push(
-            out.into_iter()
-                .flat_map(|b| b.events)
-                .map(|e| (serde_json::from_slice(&e.value).unwrap(), e.timestamp))
-                .collect(),
-        );
+        record(&mut trace, dead, out);
     }
     trace
+}
+
+/// Lets `join` emit all that watermark `w` completes.
+fn fire_all(join: &mut WindowJoin, w: i64, state: &mut dyn StateBackend, dead: &mut Vec<DeadLetter>, out: &mut Vec<Batch>) {
+    for round in 0.. {
+        assert!(round < 1000, "on_watermark({w}) never runs dry");
+        let mut ctx = StepContext { dead: &mut *dead, input: 0, watermark: w, state: &mut *state, failed: None };
+        let batch = join.on_watermark(w, &mut ctx);
+        assert_eq!(ctx.failed, None);
+        if batch.is_empty() {
+            break;
+        }
+        out.push(batch);
+    }
+}
+
+/// Adds one op's late events and outputs to `trace`.
+fn record(trace: &mut Trace, dead: Vec<DeadLetter>, out: Vec<Batch>) {
+    for d in dead {
+        assert_eq!(d.kind, DeadKind::Late, "{}", d.reason);
+        trace.late.push(d.origin.position as usize);
+    }
+    trace.outputs.push(out.into_iter().flat_map(|b| b.events).map(|e| (serde_json::from_slice(&e.value).unwrap(), e.timestamp)).collect());
 }
 
 /// The nested-loop reference: every arrived event in a list, matches found
@@ -569,24 +574,12 @@ fn run_parallel(s: &Scenario, n: usize, rescale_at: usize, m: usize, dir: &std::
             Op::Watermark(wm) if wm > watermark => {
                 watermark = wm;
                 for (j, st) in joins.iter_mut().zip(states.iter_mut()) {
-                    loop {
-                        let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut **st, failed: None };
-                        let batch = j.on_watermark(wm, &mut ctx);
-                        assert_eq!(ctx.failed, None);
-                        if batch.is_empty() {
-                            break;
-                        }
-                        out.push(batch);
-                    }
+                    fire_all(j, wm, &mut **st, &mut dead, &mut out);
                 }
             }
             Op::Watermark(_) => {}
         }
-        for d in dead {
-            assert_eq!(d.kind, DeadKind::Late, "{}", d.reason);
-            trace.late.push(d.origin.position as usize);
-        }
-        trace.outputs.push(out.into_iter().flat_map(|b| b.events).map(|e| (serde_json::from_slice(&e.value).unwrap(), e.timestamp)).collect());
+        record(&mut trace, dead, out);
     }
     trace
 }
