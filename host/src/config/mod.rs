@@ -135,7 +135,7 @@ impl Default for RollbackSettings {
 }
 
 /// The canary: before a swap the new version runs, in a store of its own and
-/// off the pipeline thread, on a sample of the plugin's recent input; the
+/// off the worker threads, on a sample of the plugin's recent input; the
 /// swap is refused if too much of it fails. Outputs are discarded.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]

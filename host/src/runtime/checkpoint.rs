@@ -1,13 +1,14 @@
 //! Checkpoints: consistent snapshots a pipeline resumes from after a crash.
 //!
-//! The pipeline thread runs every step synchronously, so between two
-//! messages from the sources nothing is in flight inside the DAG: a snapshot
-//! taken there is consistent without barriers. Records read by a source but
+//! The coordinator pauses routing and sends a barrier through every worker
+//! (`driver.rs`, `worker.rs`); each snapshots its state once the barrier has
+//! come in on all its inputs, so all snapshots, sink lengths and source
+//! positions describe one instant. Records read by a source but
 //! not yet processed sit in the source channel; they are not covered, and
 //! are read again after a restore because each source's position in a
 //! checkpoint is the one after its last *processed* record.
 //!
-//! A checkpoint `chk-N/` holds `state/` (the state backend's snapshot) and
+//! A checkpoint `chk-N/` holds `state/` (each worker's snapshot) and
 //! `meta.json` (source positions and watermarks, committed sink and
 //! dead-letter lengths). `meta.json` is written last, through a rename: a
 //! folder without it is an interrupted checkpoint and is ignored.

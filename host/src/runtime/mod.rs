@@ -1,9 +1,11 @@
 //! Turns a checked pipeline.json into running parts and drives them.
 //!
-//! Threads: one per source (reading, parsing the top level, schema checks)
-//! and one pipeline thread that pushes each batch through the DAG: plugin
-//! calls are synchronous on it, so a wasm call never blocks an async
-//! executor, and a hot swap can happen between two batches.
+//! Threads: one per source (reading, parsing the top level, schema checks),
+//! the coordinator (`driver.rs`: routing by key group, source watermarks,
+//! sinks, checkpoint barriers) and `settings.parallelism` workers per stage
+//! (`worker.rs`), each pushing batches through its copy of its stage's steps:
+//! plugin calls are synchronous on a worker, so a wasm call never blocks an
+//! async executor, and a hot swap can happen between two batches.
 
 mod build;
 mod checkpoint;

@@ -1,5 +1,5 @@
 //! Stopping a running pipeline from outside: a signal handler, a test, an
-//! embedder. The pipeline thread learns of it between two messages; it then
+//! embedder. The coordinator learns of it between two messages; it then
 //! stops the sources, drains, checkpoints and ends (see `driver.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -36,7 +36,7 @@ impl StopHandle {
         self.requested.load(SeqCst)
     }
 
-    /// Readable once a stop is asked for (wakes the pipeline thread).
+    /// Readable once a stop is asked for (wakes the coordinator).
     pub(crate) fn woken(&self) -> &Receiver<()> {
         &self.woken
     }

@@ -1,11 +1,11 @@
 //! The byte bound of the channel between the sources and the pipeline
 //! thread: a counting semaphore in bytes. A source takes a batch's bytes
-//! before sending it (waiting while they do not fit); the pipeline thread
+//! before sending it (waiting while they do not fit); the coordinator
 //! gives them back when it takes the batch off the channel.
 
 use std::sync::{Condvar, Mutex};
 
-/// Bytes in flight between the sources and the pipeline thread, at most
+/// Bytes in flight between the sources and the coordinator, at most
 /// `capacity` (one message larger than the bound goes alone).
 #[derive(Debug)]
 pub struct ByteBudget {
@@ -19,7 +19,7 @@ struct BudgetState {
     in_flight: usize,
     /// Sources waiting for room (for tests and diagnostics).
     waiting: usize,
-    /// The pipeline thread is gone: nobody will give bytes back.
+    /// The coordinator is gone: nobody will give bytes back.
     closed: bool,
 }
 
@@ -44,7 +44,7 @@ impl ByteBudget {
         true
     }
 
-    /// Gives `bytes` back (the pipeline thread took their message).
+    /// Gives `bytes` back (the coordinator took their message).
     pub fn release(&self, bytes: usize) {
         let mut s = self.lock();
         s.in_flight = s.in_flight.saturating_sub(bytes);
@@ -121,7 +121,7 @@ mod tests {
         for (_, msg) in &batches {
             budget.release(message_bytes(msg));
         }
-        // Take them one at a time, as the pipeline thread does.
+        // Take them one at a time, as the coordinator does.
         let mut received = sent;
         let mut most = 0;
         while received < 10 {
