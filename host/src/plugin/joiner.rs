@@ -6,10 +6,10 @@ use std::sync::Arc;
 use super::columns::{empty_batch, pack_iter, unpack, RawOutcomes};
 use super::instance::Supervisor;
 use super::loaded::LoadedPlugin;
-use super::outcome::{Failure, Outcome, PluginStats};
+use super::outcome::{Failure, Outcome};
 use super::registry::{SampleBatch, Watch};
-use super::isolation::isolate;
-use super::transform::{contract, count_outcomes, OutputBudget};
+use super::runner::Runner;
+use super::transform::{contract, output_limits};
 use super::wit::{EventBatch, Joiner};
 use crate::event::Event;
 
@@ -23,11 +23,9 @@ pub struct JoinCase<'a> {
 
 /// One instance of a joiner plugin (one `Store`). Not shared.
 pub struct JoinerRunner {
-    supervisor: Supervisor<Joiner>,
+    runner: Runner<Joiner>,
     /// The columns every call is packed into (buffers reused).
     columns: JoinColumns,
-    /// The registry slot it follows (hot swap), if any.
-    watch: Option<Watch>,
 }
 
 /// The WIT's columns of a join call.
@@ -66,35 +64,23 @@ impl JoinColumns {
 impl JoinerRunner {
     pub(crate) fn new(supervisor: Supervisor<Joiner>) -> Self {
         JoinerRunner {
-            supervisor,
+            runner: Runner::new(supervisor),
             columns: JoinColumns {
                 mains: empty_batch(),
                 matches: empty_batch(),
                 match_mains: Vec::new(),
                 match_inputs: Vec::new(),
             },
-            watch: None,
         }
     }
 
     pub(crate) fn watching(mut self, watch: Watch) -> Self {
-        self.watch = Some(watch);
+        self.runner = self.runner.watching(watch);
         self
     }
 
-    /// Between calls: switches to the slot's new version if it was swapped
-    /// (the join's state is the host's and stays as it is), and offers the
-    /// cases to the slot's sample.
-    fn follow_slot(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) {
-        let Some(watch) = &mut self.watch else { return };
-        if let Some(plugin) = watch.changed() {
-            self.supervisor.switch_to(plugin);
-        }
-        watch.sample(|max| SampleBatch::cases(inputs, cases, max));
-    }
-
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
-        self.supervisor.plugin()
+        self.runner.plugin()
     }
 
     /// Exactly one outcome per case, in order: the main event's output
@@ -102,33 +88,16 @@ impl JoinerRunner {
     /// times out or breaks the contract, the instance is rebuilt and the
     /// cases isolated by bisection within a budget (`isolation`), so only
     /// the culprits fail. Output limits (per main event, per call) are
-    /// checked here, on the host.
+    /// checked here, on the host. A swap between calls keeps the join's
+    /// state: it is the host's.
     pub fn join(&mut self, inputs: &[String], cases: &[JoinCase<'_>]) -> Vec<Outcome> {
         if cases.is_empty() {
             return Vec::new();
         }
-        self.follow_slot(inputs, cases);
-        self.supervisor.begin_batch();
-        PluginStats::add(&self.supervisor.stats().events_in, cases.len() as u64);
-        let outcomes = match self.columns.call(&mut self.supervisor, inputs, cases) {
-            Ok(raw) => self.check_limits(raw),
-            Err(failure) => {
-                tracing::debug!(plugin = self.plugin().name(), mains = cases.len(), %failure, "join call failed; isolating");
-                PluginStats::add(&self.supervisor.stats().retried_batches, 1);
-                let columns = &mut self.columns;
-                let results = isolate(&mut self.supervisor, cases.len(), failure, |supervisor, range| {
-                    columns.call(supervisor, inputs, &cases[range])
-                });
-                let mut budget = OutputBudget::new(self.plugin());
-                results.into_iter().map(|r| r.map_or_else(Outcome::Failed, |raw| budget.check(raw))).collect()
-            }
-        };
-        count_outcomes(self.supervisor.stats(), &outcomes);
-        outcomes
-    }
-
-    fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {
-        let mut budget = OutputBudget::new(self.plugin());
-        raw.into_iter().map(|r| budget.check(r)).collect()
+        self.runner.follow_slot(|max| SampleBatch::cases(inputs, cases, max));
+        let columns = &mut self.columns;
+        let call = |supervisor: &mut Supervisor<Joiner>, range: std::ops::Range<usize>| columns.call(supervisor, inputs, &cases[range]);
+        let results = self.runner.run(cases.len(), call, output_limits, |events: &Vec<Event>| events.len() as u64);
+        results.into_iter().map(Outcome::from).collect()
     }
 }

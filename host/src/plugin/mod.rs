@@ -22,6 +22,7 @@ mod joiner;
 mod loaded;
 mod outcome;
 pub mod registry;
+mod runner;
 mod sandbox;
 mod timers;
 mod transform;

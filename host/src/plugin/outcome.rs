@@ -13,6 +13,12 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+impl From<Result<Vec<Event>, Failure>> for Outcome {
+    fn from(r: Result<Vec<Event>, Failure>) -> Self {
+        r.map_or_else(Outcome::Failed, Outcome::Ok)
+    }
+}
+
 /// Why one input failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {

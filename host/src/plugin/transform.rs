@@ -4,45 +4,33 @@ use std::sync::Arc;
 
 use super::columns::{empty_batch, pack_into, unpack, RawOutcomes};
 use super::instance::Supervisor;
-use super::isolation::isolate;
 use super::loaded::LoadedPlugin;
-use super::outcome::{Failure, FailureKind, Outcome, PluginStats};
+use super::outcome::{Failure, FailureKind, Outcome};
 use super::registry::{SampleBatch, Watch};
+use super::runner::Runner;
 use super::wit::{EventBatch, Transform};
 use crate::event::Event;
 
 /// One instance of a transform plugin (one `Store`). Not shared: give each
 /// worker thread its own runner.
 pub struct TransformRunner {
-    supervisor: Supervisor<Transform>,
+    runner: Runner<Transform>,
     /// The columns every batch is packed into (buffers reused).
     columns: EventBatch,
-    /// The registry slot it follows (hot swap), if any.
-    watch: Option<Watch>,
 }
 
 impl TransformRunner {
     pub(crate) fn new(supervisor: Supervisor<Transform>) -> Self {
-        TransformRunner { supervisor, columns: empty_batch(), watch: None }
+        TransformRunner { runner: Runner::new(supervisor), columns: empty_batch() }
     }
 
     pub(crate) fn watching(mut self, watch: Watch) -> Self {
-        self.watch = Some(watch);
+        self.runner = self.runner.watching(watch);
         self
     }
 
-    /// Between batches: switches to the slot's new version if it was
-    /// swapped, and offers the batch to the slot's sample.
-    fn follow_slot(&mut self, batch: &[Event]) {
-        let Some(watch) = &mut self.watch else { return };
-        if let Some(plugin) = watch.changed() {
-            self.supervisor.switch_to(plugin);
-        }
-        watch.sample(|max| SampleBatch::Events(batch[..batch.len().min(max)].to_vec()));
-    }
-
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
-        self.supervisor.plugin()
+        self.runner.plugin()
     }
 
     /// Exactly one outcome per input event, in order. Never fails as a whole:
@@ -54,44 +42,11 @@ impl TransformRunner {
         if batch.is_empty() {
             return Vec::new();
         }
-        self.follow_slot(batch);
-        self.supervisor.begin_batch();
-        PluginStats::add(&self.supervisor.stats().events_in, batch.len() as u64);
-        let outcomes = match self.call_range(batch) {
-            Ok(raw) => self.check_limits(raw),
-            Err(failure) => {
-                tracing::debug!(plugin = self.plugin().name(), inputs = batch.len(), %failure, "batch failed; isolating");
-                self.isolate(batch, failure)
-            }
-        };
-        self.count(&outcomes);
-        outcomes
-    }
-
-    /// One call on `events`: their raw outcomes, or the call's failure (a
-    /// broken layout is a contract violation, failed like a trap).
-    fn call_range(&mut self, events: &[Event]) -> Result<RawOutcomes, Failure> {
-        call_events(&mut self.supervisor, &mut self.columns, events)
-    }
-
-    /// Finds the culprits of a failed batch (see `isolation`).
-    fn isolate(&mut self, batch: &[Event], failure: Failure) -> Vec<Outcome> {
-        PluginStats::add(&self.supervisor.stats().retried_batches, 1);
+        self.runner.follow_slot(|max| SampleBatch::Events(batch[..batch.len().min(max)].to_vec()));
         let columns = &mut self.columns;
-        let results = isolate(&mut self.supervisor, batch.len(), failure, |supervisor, range| {
-            call_events(supervisor, columns, &batch[range])
-        });
-        let mut budget = OutputBudget::new(self.plugin());
-        results.into_iter().map(|r| r.map_or_else(Outcome::Failed, |raw| budget.check(raw))).collect()
-    }
-
-    fn check_limits(&self, raw: RawOutcomes) -> Vec<Outcome> {
-        let mut budget = OutputBudget::new(self.plugin());
-        raw.into_iter().map(|r| budget.check(r)).collect()
-    }
-
-    fn count(&self, outcomes: &[Outcome]) {
-        count_outcomes(self.supervisor.stats(), outcomes);
+        let call = |supervisor: &mut Supervisor<Transform>, range: std::ops::Range<usize>| call_events(supervisor, columns, &batch[range]);
+        let results = self.runner.run(batch.len(), call, output_limits, |events: &Vec<Event>| events.len() as u64);
+        results.into_iter().map(Outcome::from).collect()
     }
 }
 
@@ -108,16 +63,10 @@ pub(super) fn contract(raw: Result<RawOutcomes, impl std::fmt::Display>) -> Resu
     raw.map_err(|violation| Failure::new(FailureKind::Trap, format!("the plugin broke the contract: {violation}")))
 }
 
-/// Counts outputs and failures of a batch's outcomes in the plugin's stats.
-pub(super) fn count_outcomes(stats: &PluginStats, outcomes: &[Outcome]) {
-    let mut out = 0u64;
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Ok(events) => out += events.len() as u64,
-            Outcome::Failed(f) => stats.count_failure(f.kind),
-        }
-    }
-    PluginStats::add(&stats.events_out, out);
+/// The check of each raw outcome against `plugin`'s output limits, for one batch.
+pub(super) fn output_limits(plugin: &LoadedPlugin) -> impl FnMut(Result<Vec<Event>, String>) -> Result<Vec<Event>, Failure> {
+    let mut budget = OutputBudget::new(plugin);
+    move |raw| budget.check(raw)
 }
 
 /// The output limits of one batch: events per input, bytes per batch.
@@ -137,15 +86,12 @@ impl OutputBudget {
         }
     }
 
-    /// Turns one raw outcome into an [`Outcome`], failing it when its outputs
-    /// break a limit. Outputs of a failed input do not use up the budget.
-    pub(super) fn check(&mut self, raw: Result<Vec<Event>, String>) -> Outcome {
-        let events = match raw {
-            Ok(events) => events,
-            Err(message) => return Outcome::Failed(Failure::new(FailureKind::Error, message)),
-        };
+    /// Checks one raw outcome, failing it when its outputs break a limit.
+    /// Outputs of a failed input do not use up the budget.
+    pub(super) fn check(&mut self, raw: Result<Vec<Event>, String>) -> Result<Vec<Event>, Failure> {
+        let events = raw.map_err(|message| Failure::new(FailureKind::Error, message))?;
         if events.len() > self.max_outputs {
-            return Outcome::Failed(Failure::new(
+            return Err(Failure::new(
                 FailureKind::Limit,
                 format!(
                     "{} output events for one input (limit: max_outputs_per_event = {})",
@@ -156,7 +102,7 @@ impl OutputBudget {
         }
         let bytes: usize = events.iter().map(event_bytes).sum();
         if bytes > self.bytes_left {
-            return Outcome::Failed(Failure::new(
+            return Err(Failure::new(
                 FailureKind::Limit,
                 format!(
                     "{bytes} output bytes for one input overflow the batch's budget (limit: max_output_bytes_per_batch = {})",
@@ -165,7 +111,7 @@ impl OutputBudget {
             ));
         }
         self.bytes_left -= bytes;
-        Outcome::Ok(events)
+        Ok(events)
     }
 }
 

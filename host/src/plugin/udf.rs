@@ -3,47 +3,35 @@
 use std::sync::Arc;
 
 use super::instance::Supervisor;
-use super::isolation::isolate;
 use super::loaded::LoadedPlugin;
-use super::outcome::{Failure, FailureKind, PluginStats};
+use super::outcome::{Failure, FailureKind};
 use super::registry::{SampleBatch, Watch};
+use super::runner::Runner;
 use super::wit::{FunctionSignature, Scalar, Udf};
 
 /// One instance of a UDF plugin (one `Store`).
 pub struct UdfRunner {
-    supervisor: Supervisor<Udf>,
-    /// The registry slot it follows (hot swap), if any.
-    watch: Option<Watch>,
+    runner: Runner<Udf>,
 }
 
 impl UdfRunner {
     pub(crate) fn new(supervisor: Supervisor<Udf>) -> Self {
-        UdfRunner { supervisor, watch: None }
+        UdfRunner { runner: Runner::new(supervisor) }
     }
 
     pub(crate) fn watching(mut self, watch: Watch) -> Self {
-        self.watch = Some(watch);
+        self.runner = self.runner.watching(watch);
         self
     }
 
-    /// Between batches: switches to the slot's new version if it was
-    /// swapped, and offers the rows to the slot's sample.
-    fn follow_slot(&mut self, function: &str, rows: &[Vec<Scalar>]) {
-        let Some(watch) = &mut self.watch else { return };
-        if let Some(plugin) = watch.changed() {
-            self.supervisor.switch_to(plugin);
-        }
-        watch.sample(|max| SampleBatch::Rows { function: function.to_string(), rows: rows[..rows.len().min(max)].to_vec() });
-    }
-
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
-        self.supervisor.plugin()
+        self.runner.plugin()
     }
 
     /// The functions the plugin exports, as it declared them (asked once,
     /// when the plugin was loaded).
     pub fn functions(&self) -> &[FunctionSignature] {
-        self.supervisor.plugin().functions()
+        self.runner.plugin().functions()
     }
 
     pub fn function(&self, name: &str) -> Option<&FunctionSignature> {
@@ -57,47 +45,13 @@ impl UdfRunner {
         if rows.is_empty() {
             return Vec::new();
         }
-        self.follow_slot(function, rows);
-        let stats = self.supervisor.stats();
-        PluginStats::add(&stats.events_in, rows.len() as u64);
-        let results = if self.function(function).is_none() {
+        self.runner.follow_slot(|max| SampleBatch::Rows { function: function.to_string(), rows: rows[..rows.len().min(max)].to_vec() });
+        if self.function(function).is_none() {
             let message = format!("plugin {} has no function named {function:?}", self.plugin().name());
-            rows.iter().map(|_| Err(Failure::new(FailureKind::Error, message.clone()))).collect()
-        } else {
-            self.supervisor.begin_batch();
-            match call_rows(&mut self.supervisor, function, rows) {
-                Ok(raw) => self.check_limits(raw),
-                Err(failure) => {
-                    PluginStats::add(&self.supervisor.stats().retried_batches, 1);
-                    let raw = isolate(&mut self.supervisor, rows.len(), failure, |supervisor, range| {
-                        call_rows(supervisor, function, &rows[range])
-                    });
-                    let max = self.plugin().limits().max_output_bytes_per_batch;
-                    let mut budget = max;
-                    raw.into_iter().map(|r| r.and_then(|r| check(r, &mut budget, max))).collect()
-                }
-            }
-        };
-        self.count(&results);
-        results
-    }
-
-    fn check_limits(&self, raw: Vec<Result<Scalar, String>>) -> Vec<Result<Scalar, Failure>> {
-        let max = self.plugin().limits().max_output_bytes_per_batch;
-        let mut budget = max;
-        raw.into_iter().map(|r| check(r, &mut budget, max)).collect()
-    }
-
-    fn count(&self, results: &[Result<Scalar, Failure>]) {
-        let stats = self.supervisor.stats();
-        let mut ok = 0u64;
-        for r in results {
-            match r {
-                Ok(_) => ok += 1,
-                Err(f) => stats.count_failure(f.kind),
-            }
+            return self.runner.refuse_all(rows.len(), Failure::new(FailureKind::Error, message));
         }
-        PluginStats::add(&stats.events_out, ok);
+        let call = |supervisor: &mut Supervisor<Udf>, range: std::ops::Range<usize>| call_rows(supervisor, function, &rows[range]);
+        self.runner.run(rows.len(), call, result_limits, |_| 1)
     }
 }
 
@@ -112,6 +66,13 @@ fn call_rows(supervisor: &mut Supervisor<Udf>, function: &str, rows: &[Vec<Scala
         ));
     }
     Ok(raw)
+}
+
+/// The check of each result against `plugin`'s output-bytes budget, for one batch.
+fn result_limits(plugin: &LoadedPlugin) -> impl FnMut(Result<Scalar, String>) -> Result<Scalar, Failure> {
+    let max = plugin.limits().max_output_bytes_per_batch;
+    let mut budget = max;
+    move |raw| check(raw, &mut budget, max)
 }
 
 /// Applies the output-bytes budget to one result.
