@@ -486,12 +486,12 @@ fn run_backend(a: &Args) -> serde_json::Value {
     // float parsing is not exactly round-trip), and at tens of millions of
     // events a last bit moves some times by 1 ms.
     let grid = |source: &str| match &generated.config.sources[source] {
-        streamhost::config::SourceConfig::Generator { event_time: Some(g), .. } => g.clone(),
+        streamhost::config::SourceConfig::Generator(streamhost::source::GeneratorSourceConfig { event_time: Some(g), .. }) => *g,
         _ => unreachable!("{source} is a generator with an event-time grid"),
     };
     let (imp_grid, clk_grid): (GeneratorEventTime, GeneratorEventTime) = (grid("imp"), grid("clk"));
     let imp_impressions = match &generated.config.sources["clk"] {
-        streamhost::config::SourceConfig::Generator { impressions: Some(i), .. } => i.clone(),
+        streamhost::config::SourceConfig::Generator(streamhost::source::GeneratorSourceConfig { impressions: Some(i), .. }) => *i,
         _ => unreachable!("clk refers to the impression grid"),
     };
 

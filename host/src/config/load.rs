@@ -294,7 +294,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     check_hot_swap(&c.settings, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
-        if let SourceConfig::Generator { dirty_ratio, event_time, impressions, .. } = s {
+        if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {
             if !(0.0..=1.0).contains(dirty_ratio) {
                 err(root.key("sources").key(name).key("dirty_ratio"), "must be between 0 and 1".into());
             }

@@ -349,106 +349,27 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
-/// A source of events.
+/// A source of events. Each source's settings are beside its implementation.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SourceConfig {
     /// A file of JSON lines, read once from the start.
-    File {
-        /// Path of the file.
-        path: PathBuf,
-        #[serde(flatten)]
-        common: SourceCommon,
-    },
+    File(crate::source::FileSourceConfig),
     /// JSON lines from standard input, until end of input.
-    Stdin {
-        #[serde(flatten)]
-        common: SourceCommon,
-    },
+    Stdin(crate::source::StdinSourceConfig),
     /// Synthetic events for tests and load: deterministic for a seed.
-    Generator {
-        /// Shape of the generated events.
-        #[serde(default)]
-        shape: GeneratorShape,
-        /// Seed of the pseudo-random generator.
-        #[serde(default)]
-        seed: u64,
-        /// Events per second; 0 means as fast as possible.
-        #[serde(default)]
-        rate: u64,
-        /// Stop after this many events (default: never).
-        #[serde(default)]
-        count: Option<u64>,
-        /// Fraction (0..1) of generated records that are dirty: fields the
-        /// cleaner must normalise or reject (`impression` and `click` only).
-        #[serde(default)]
-        dirty_ratio: f64,
-        /// Synthetic event time: event `i` is at `start_ms + i × step_ms`
-        /// (the `ts` field, and the event time unless `timestamp_field` says
-        /// otherwise). Default: 1 ms apart from 2023-11-14T22:13:20Z.
-        #[serde(default)]
-        event_time: Option<GeneratorEventTime>,
-        /// `join-click` only: the `join-impression` stream the clicks refer
-        /// to (its event-time grid and count). Default: the grid of
-        /// `event_time` with a step 7.5 times smaller (20 clicks per 150
-        /// impressions), no count limit.
-        #[serde(default)]
-        impressions: Option<JoinImpressions>,
-        #[serde(flatten)]
-        common: SourceCommon,
-    },
+    Generator(crate::source::GeneratorSourceConfig),
 }
 
-/// The synthetic event time of a generator: event `i` is at
-/// `start_ms + floor(i × step_ms)`, so a run of a few million events can
-/// cover hours of event time.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GeneratorEventTime {
-    /// Time of event 0, in ms since the Unix epoch (default
-    /// 1700000000000, 2023-11-14T22:13:20Z).
-    #[serde(default = "base_time_ms")]
-    pub start_ms: i64,
-    /// Event-time distance between two consecutive events, in ms (may be
-    /// fractional; greater than 0).
-    pub step_ms: f64,
-}
-
-fn base_time_ms() -> i64 {
-    crate::source::BASE_TIME_MS
-}
-
-/// For `join-click`: the `join-impression` stream whose `request_id`s the
-/// clicks carry. Click `i` at time `tc` refers to impression `j`, picked
-/// from the seed and `i` among the impressions at times
-/// `tc - max_delay_ms ..= tc` (computed from indices alone: the two
-/// generators share nothing).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct JoinImpressions {
-    /// Time of impression 0, in ms (default 1700000000000).
-    #[serde(default = "base_time_ms")]
-    pub start_ms: i64,
-    /// Event-time step of the impressions, in ms (greater than 0).
-    pub step_ms: f64,
-    /// Number of impressions generated (clicks never refer past it).
-    #[serde(default)]
-    pub count: Option<u64>,
-    /// How long after its impression a click may come, in ms (default
-    /// 1800000, 30 minutes).
-    #[serde(default = "thirty_minutes")]
-    pub max_delay_ms: u64,
-}
-
-fn thirty_minutes() -> u64 {
-    1_800_000
-}
+pub use crate::source::{GeneratorEventTime, JoinImpressions};
 
 impl SourceConfig {
     /// The settings every source has.
     pub fn common(&self) -> &SourceCommon {
         match self {
-            SourceConfig::File { common, .. } | SourceConfig::Stdin { common } | SourceConfig::Generator { common, .. } => common,
+            SourceConfig::File(c) => &c.common,
+            SourceConfig::Stdin(c) => &c.common,
+            SourceConfig::Generator(c) => &c.common,
         }
     }
 }
@@ -834,53 +755,29 @@ impl StepConfig {
     }
 }
 
-/// Where results go.
+/// Where results go. Each sink's settings are beside its implementation.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkConfig {
     /// A file of lines (created or truncated at start).
-    File {
-        /// Sources or steps this sink reads.
-        inputs: Vec<String>,
-        /// Path of the file.
-        path: PathBuf,
-        /// What is written per event.
-        #[serde(default)]
-        format: SinkFormat,
-    },
+    File(crate::sink::FileSinkConfig),
     /// Standard output.
-    Stdout {
-        /// Sources or steps this sink reads.
-        inputs: Vec<String>,
-        /// What is written per event.
-        #[serde(default)]
-        format: SinkFormat,
-    },
+    Stdout(crate::sink::StdoutSinkConfig),
     /// Discards events (benchmarks).
-    Null {
-        /// Sources or steps this sink reads.
-        inputs: Vec<String>,
-    },
+    Null(crate::sink::NullSinkConfig),
 }
 
 impl SinkConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
-            SinkConfig::File { inputs, .. } | SinkConfig::Stdout { inputs, .. } | SinkConfig::Null { inputs } => inputs,
+            SinkConfig::File(c) => &c.inputs,
+            SinkConfig::Stdout(c) => &c.inputs,
+            SinkConfig::Null(c) => &c.inputs,
         }
     }
 }
 
-/// What a sink writes per event.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkFormat {
-    /// The event's value, one per line.
-    #[default]
-    Value,
-    /// A JSON object with key, value, timestamp and headers.
-    Envelope,
-}
+pub use crate::sink::SinkFormat;
 
 /// The dead-letter sink: one JSON object per rejected event with its origin,
 /// the step that rejected it and the reason.

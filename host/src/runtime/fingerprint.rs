@@ -44,11 +44,11 @@ pub struct Fingerprints {
 pub(crate) fn source_identity(source: &SourceConfig) -> Value {
     let common = source.common();
     let mut id = match source {
-        SourceConfig::File { path, .. } => json!({ "type": "file", "path": path }),
-        SourceConfig::Stdin { .. } => json!({ "type": "stdin" }),
-        SourceConfig::Generator { shape, seed, rate: _, count, dirty_ratio, event_time, impressions, .. } => json!({
-            "type": "generator", "shape": shape, "seed": seed, "count": count, "dirty_ratio": dirty_ratio,
-            "event_time": event_time, "impressions": impressions,
+        SourceConfig::File(f) => json!({ "type": "file", "path": f.path }),
+        SourceConfig::Stdin(_) => json!({ "type": "stdin" }),
+        SourceConfig::Generator(g) => json!({
+            "type": "generator", "shape": g.shape, "seed": g.seed, "count": g.count, "dirty_ratio": g.dirty_ratio,
+            "event_time": g.event_time, "impressions": g.impressions,
         }),
     };
     // The checkpoint's watermark is in the timestamp field's time, and a

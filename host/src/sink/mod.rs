@@ -1,4 +1,4 @@
-//! Sinks: where a pipeline's results go. They are written on the pipeline
+//! Sinks: where a pipeline's results go. They are written on the coordinator
 //! thread, buffered, committed at each checkpoint and flushed at the end of
 //! the run. File sinks are exactly once across a crash (see [`committed`]);
 //! stdout is at least once.
@@ -13,8 +13,55 @@ use committed::{CommittedFile, Output, Stream};
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::config::{SinkConfig, SinkFormat};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::SinkConfig;
 use crate::event::Batch;
+
+/// `"type": "file"`: a file of lines, created or truncated at start (cut back to its committed length on a
+/// restore).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Sources or steps this sink reads.
+    pub inputs: Vec<String>,
+    /// Path of the file.
+    pub path: PathBuf,
+    /// What is written per event.
+    #[serde(default)]
+    pub format: SinkFormat,
+}
+
+/// `"type": "stdout"`: standard output.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// Sources or steps this sink reads.
+    pub inputs: Vec<String>,
+    /// What is written per event.
+    #[serde(default)]
+    pub format: SinkFormat,
+}
+
+/// `"type": "null"`: discards events (benchmarks).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NullSinkConfig {
+    /// Sources or steps this sink reads.
+    pub inputs: Vec<String>,
+}
+
+/// What a sink writes per event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkFormat {
+    /// The event's value, one per line.
+    #[default]
+    Value,
+    /// A JSON object with key, value, timestamp and headers.
+    Envelope,
+}
 
 /// Errors that stop a sink.
 #[derive(Debug, thiserror::Error)]
@@ -42,19 +89,19 @@ pub trait Sink: Send {
 /// checkpoint the run resumes from.
 pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf, resume: Option<u64>) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config {
-        SinkConfig::File { path, format, .. } => {
+        SinkConfig::File(FileSinkConfig { path, format, .. }) => {
             let path = resolve(path);
             let io_err = |error| SinkError::Io { sink: name.into(), target: path.display().to_string(), error };
             let out = CommittedFile::open(&path, resume).map_err(io_err)?;
             Box::new(LineSink { name: name.into(), target: path.display().to_string(), out: Box::new(out), format: *format })
         }
-        SinkConfig::Stdout { format, .. } => Box::new(LineSink {
+        SinkConfig::Stdout(StdoutSinkConfig { format, .. }) => Box::new(LineSink {
             name: name.into(),
             target: "stdout".into(),
             out: Box::new(Stream(BufWriter::with_capacity(1 << 16, io::stdout()))),
             format: *format,
         }),
-        SinkConfig::Null { .. } => Box::new(NullSink),
+        SinkConfig::Null(_) => Box::new(NullSink),
     })
 }
 

@@ -8,8 +8,92 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use super::{admit, Emitter, Source, SourceError};
-use crate::config::{GeneratorEventTime, GeneratorShape, JoinImpressions, SourceCommon};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{GeneratorShape, SourceCommon};
 use crate::record_schema::RecordCheck;
+
+/// `"type": "generator"`: synthetic events for tests and load, deterministic for a seed.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSourceConfig {
+    /// Shape of the generated events.
+    #[serde(default)]
+    pub shape: GeneratorShape,
+    /// Seed of the pseudo-random generator.
+    #[serde(default)]
+    pub seed: u64,
+    /// Events per second; 0 means as fast as possible.
+    #[serde(default)]
+    pub rate: u64,
+    /// Stop after this many events (default: never).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Fraction (0..1) of generated records that are dirty: fields the
+    /// cleaner must normalise or reject (`impression` and `click` only).
+    #[serde(default)]
+    pub dirty_ratio: f64,
+    /// Synthetic event time: event `i` is at `start_ms + i × step_ms`
+    /// (the `ts` field, and the event time unless `timestamp_field` says
+    /// otherwise). Default: 1 ms apart from 2023-11-14T22:13:20Z.
+    #[serde(default)]
+    pub event_time: Option<GeneratorEventTime>,
+    /// `join-click` only: the `join-impression` stream the clicks refer
+    /// to (its event-time grid and count). Default: the grid of
+    /// `event_time` with a step 7.5 times smaller (20 clicks per 150
+    /// impressions), no count limit.
+    #[serde(default)]
+    pub impressions: Option<JoinImpressions>,
+    #[serde(flatten)]
+    pub common: SourceCommon,
+}
+
+/// The synthetic event time of a generator: event `i` is at
+/// `start_ms + floor(i × step_ms)`, so a run of a few million events can
+/// cover hours of event time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorEventTime {
+    /// Time of event 0, in ms since the Unix epoch (default
+    /// 1700000000000, 2023-11-14T22:13:20Z).
+    #[serde(default = "base_time_ms")]
+    pub start_ms: i64,
+    /// Event-time distance between two consecutive events, in ms (may be
+    /// fractional; greater than 0).
+    pub step_ms: f64,
+}
+
+fn base_time_ms() -> i64 {
+    super::BASE_TIME_MS
+}
+
+/// For `join-click`: the `join-impression` stream whose `request_id`s the
+/// clicks carry. Click `i` at time `tc` refers to impression `j`, picked
+/// from the seed and `i` among the impressions at times
+/// `tc - max_delay_ms ..= tc` (computed from indices alone: the two
+/// generators share nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinImpressions {
+    /// Time of impression 0, in ms (default 1700000000000).
+    #[serde(default = "base_time_ms")]
+    pub start_ms: i64,
+    /// Event-time step of the impressions, in ms (greater than 0).
+    pub step_ms: f64,
+    /// Number of impressions generated (clicks never refer past it).
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// How long after its impression a click may come, in ms (default
+    /// 1800000, 30 minutes).
+    #[serde(default = "thirty_minutes")]
+    pub max_delay_ms: u64,
+}
+
+fn thirty_minutes() -> u64 {
+    1_800_000
+}
+
 
 /// Event time of the first generated event (2023-11-14T22:13:20Z); events
 /// are 1 ms apart (unless `event_time` says otherwise) so runs are

@@ -5,11 +5,33 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use super::{admit, now_ms, Emitter, Source, SourceError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::config::SourceCommon;
 use crate::dead_letter::{DeadKind, DeadLetter};
 use crate::event::Event;
 use crate::record_schema::RecordCheck;
 use crate::runtime::ResumePoint;
+
+/// `"type": "file"`: a file of JSON lines, read once from the start (from its
+/// checkpointed position on a restore).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Path of the file.
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub common: SourceCommon,
+}
+
+/// `"type": "stdin"`: JSON lines from standard input, until end of input.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StdinSourceConfig {
+    #[serde(flatten)]
+    pub common: SourceCommon,
+}
 
 enum Input {
     File(PathBuf),

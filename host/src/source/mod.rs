@@ -19,11 +19,11 @@ use crate::event::{Batch, Event, Origin};
 use crate::record_schema::RecordCheck;
 
 pub use generator::{
-    event_time_at, request_id, write_join_record, write_record, ClickTargets, Generator, GeneratorParams, BASE_TIME_MS,
-    CLICKS_PER_IMPRESSION,
+    event_time_at, request_id, write_join_record, write_record, ClickTargets, Generator, GeneratorEventTime, GeneratorParams,
+    GeneratorSourceConfig, JoinImpressions, BASE_TIME_MS, CLICKS_PER_IMPRESSION,
 };
 pub use budget::{message_bytes, ByteBudget};
-pub use lines::LineSource;
+pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
 
 /// Errors that stop a source.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +84,9 @@ pub fn build_source(
 ) -> Box<dyn Source> {
     let resume = resume.unwrap_or_default();
     match config {
-        SourceConfig::File { path, common } => Box::new(LineSource::file(name, resolve(path), common).resuming(resume)),
-        SourceConfig::Stdin { common } => Box::new(LineSource::stdin(name, common)),
-        SourceConfig::Generator { shape, seed, rate, count, dirty_ratio, event_time, impressions, common } => {
+        SourceConfig::File(FileSourceConfig { path, common }) => Box::new(LineSource::file(name, resolve(path), common).resuming(resume)),
+        SourceConfig::Stdin(StdinSourceConfig { common }) => Box::new(LineSource::stdin(name, common)),
+        SourceConfig::Generator(GeneratorSourceConfig { shape, seed, rate, count, dirty_ratio, event_time, impressions, common }) => {
             let params = GeneratorParams {
                 shape: *shape,
                 seed: *seed,
