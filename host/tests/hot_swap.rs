@@ -19,14 +19,14 @@ use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats, RunSummary};
 use streamhost::swap::{AdminClient, ClientError, PluginView, SwapOptions, SwapError, Swapper};
 
 /// A pipeline: a `join-impression` generator (unique `request_id` per
-/// event) → transform `t` with plugin `h` in 2 workers (so every swap,
-/// canary and rollback replaces the plugin in both) → file sink, dead letters
-/// to a file, admin API on an ephemeral port.
+/// event) → transform `t` with plugin `h` → file sink, dead letters to a
+/// file, admin API on an ephemeral port. One worker, so the tests can check
+/// the order of versions in the output (`settings` may say otherwise).
 fn pipeline(dir: &Path, plugin: &Path, config: Value, count: u64, rate: u64, settings: Value) -> PathBuf {
     let mut all_settings = json!({
         "batch_size": 256,
         "batch_linger_ms": 5,
-        "parallelism": 2,
+        "parallelism": 1,
         "admin": { "bind": "127.0.0.1:0" },
     });
     for (k, v) in settings.as_object().cloned().unwrap_or_default() {
@@ -184,6 +184,38 @@ fn a_swap_under_load_loses_and_duplicates_nothing_and_a_rollback_puts_the_old_lo
     assert_eq!(runs(&tags), ["v1", "v2", "v1"], "switches happen between batches, in order");
     let p = summary.plugin("h").unwrap();
     assert_eq!((p.swaps, p.rollbacks, p.auto_rollbacks), (1, 1, 0));
+}
+
+#[test]
+fn a_swap_and_a_rollback_reach_every_worker() {
+    // Two workers, each with its own instance: once a swap is published, the
+    // old version stops getting input in both (each switches between its
+    // own batches); the output order across workers is theirs, so only what
+    // each version saw is checked, and that nothing is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = hostile();
+    let count = 90_000;
+    let path = pipeline(dir.path(), &wasm, json!({"tag": "v1"}), count, 45_000, json!({"parallelism": 2}));
+    let running = start(&path, None);
+    running.wait_for("h", "v1 to process events", |p| p.current.stats.events_in >= 5_000);
+    let bytes = std::fs::read(&wasm).unwrap();
+    running.client.swap("h", &bytes, Some(&json!({"tag": "v2"})), false).unwrap();
+    let after = running.wait_for("h", "v2 to process events", |p| p.current.stats.events_in >= 5_000);
+    let v1_then = after.previous.as_ref().unwrap().stats.events_in;
+    std::thread::sleep(Duration::from_millis(300));
+    let later = running.plugin("h");
+    assert_eq!(later.previous.as_ref().unwrap().stats.events_in, v1_then, "no worker still runs v1");
+    assert!(later.current.stats.events_in > after.current.stats.events_in, "v2 goes on in the workers");
+    running.client.rollback("h").unwrap();
+    let back = running.wait_for("h", "v1 to process events again", |p| p.current.stats.events_in >= 1_000);
+    let v2_then = back.previous.as_ref().unwrap().stats.events_in;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(running.plugin("h").previous.as_ref().unwrap().stats.events_in, v2_then, "no worker still runs v2");
+    running.finish();
+    let (tags, dead) = account(dir.path(), count);
+    assert!(dead.is_empty(), "{dead:?}");
+    let v2 = tags.iter().filter(|t| *t == "v2").count() as u64;
+    assert_eq!(v2, v2_then, "every event v2 took is in the output, tagged by it");
 }
 
 #[test]
