@@ -223,7 +223,8 @@ fn a_crashing_version_is_rolled_back_automatically_and_its_failures_are_dead_let
     let dir = tempfile::tempdir().unwrap();
     let wasm = hostile();
     let count = 60_000;
-    let rule = json!({"hot_swap": {"rollback": {"window_events": 2000, "min_events": 100, "max_failure_rate": 0.5}}});
+    // Two workers: the failures that trigger the rollback are counted over both.
+    let rule = json!({"parallelism": 2, "hot_swap": {"rollback": {"window_events": 2000, "min_events": 100, "max_failure_rate": 0.5}}});
     let path = pipeline(dir.path(), &wasm, json!({"tag": "v1"}), count, 30_000, rule);
     let running = start(&path, None);
     running.wait_for("h", "v1 to process events", |p| p.current.stats.events_in >= 5_000);
