@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use super::build::Pipeline;
 use super::checkpoint::{CheckpointMeta, SourceMark};
 use super::graph::Consumer;
-use super::partition::{key_group, split, worker_of};
+use super::partition::{by_key, key_group, split, worker_of};
 use super::stats::{snapshot, spawn_progress, RunEnd, RunSummary};
 use super::watermarks::Watermarks;
 use super::worker::{FromWorker, ToWorker, Worker};
@@ -443,19 +443,17 @@ impl Pipeline {
         };
         let (n, kgs) = (self.per_stage, self.key_groups);
         let base = self.graph.stage[step] * n;
-        let targets: Vec<usize>;
         let parts = match self.routers.get_mut(&step) {
             Some(router) => {
                 // The router reads each key once; the worker gets them with the batch.
-                let keys = router.route_keys(port, &batch.events).unwrap_or_default();
-                targets = keys.iter().map(|k| worker_of(k.group, n, kgs)).collect();
-                split(batch, keys, &targets, n).into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()
+                let parts = by_key(router.as_mut(), port, batch, n, kgs).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
+                parts.into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()
             }
             None => {
                 let first = links.next % n;
                 links.next = links.next.wrapping_add(1);
                 let idle = (0..n).map(|k| (first + k) % n).min_by_key(|&w| links.to[base + w].len()).unwrap_or(0);
-                targets = batch.events.iter().map(|e| e.key.as_deref().map_or(idle, |k| worker_of(key_group(k, kgs), n, kgs))).collect();
+                let targets: Vec<usize> = batch.events.iter().map(|e| e.key.as_deref().map_or(idle, |k| worker_of(key_group(k, kgs), n, kgs))).collect();
                 let none = vec![(); batch.len()];
                 split(batch, none, &targets, n).into_iter().map(|p| p.map(|(b, _)| (b, None))).collect()
             }

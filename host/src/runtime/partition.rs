@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use crate::event::Batch;
+use crate::step::{Operator, RoutedKey};
 
 /// The most key groups a pipeline may have: key groups are tagged in 16 bits.
 pub const MAX_KEY_GROUPS: usize = 1 << 15;
@@ -29,6 +30,16 @@ pub fn key_groups_of(i: usize, n: usize, key_groups: usize) -> Range<u16> {
     let start = (i * key_groups).div_ceil(n);
     let end = ((i + 1) * key_groups).div_ceil(n);
     start as u16..end as u16
+}
+
+/// Splits `batch` over the `n` workers of a keyed step's stage by the key
+/// group of each event, as `router` (a copy of the step) reads it for input
+/// `port`; each part keeps the keys read, so the worker need not read them
+/// again. `None` when the step is not keyed.
+pub fn by_key(router: &mut dyn Operator, port: usize, batch: Batch, n: usize, key_groups: usize) -> Option<Vec<Option<(Batch, Vec<RoutedKey>)>>> {
+    let keys = router.route_keys(port, &batch.events)?;
+    let targets: Vec<usize> = keys.iter().map(|k| worker_of(k.group, n, key_groups)).collect();
+    Some(split(batch, keys, &targets, n))
 }
 
 /// Splits `batch` (and `extra`, one item per event) over `n` workers by each

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 
 use super::build::{StepNode, WorkerParts};
 use super::graph::{Consumer, Graph, Producer};
-use super::partition::{split, worker_of};
+use super::partition::by_key;
 use super::watermarks::Watermarks;
 use super::RunError;
 use crate::dead_letter::DeadLetter;
@@ -260,20 +260,17 @@ impl Worker {
         let stage = self.graph.stage[step];
         let gone = |_| RunError::Thread("a worker downstream stopped".into());
         let senders = &self.downstream[&stage];
-        match self.routers.get_mut(&step) {
-            Some(router) => {
-                let (n, kgs) = (self.per_stage, self.key_groups);
-                let keys = router.route_keys(port, &batch.events).unwrap_or_default();
-                let targets: Vec<usize> = keys.iter().map(|k| worker_of(k.group, n, kgs)).collect();
-                for (w, part) in split(batch, keys, &targets, n).into_iter().enumerate() {
-                    if let Some((batch, keys)) = part {
-                        senders[w].send(ToWorker::Batch { step, port, batch, keys: Some(keys) }).map_err(gone)?;
-                    }
-                }
-                Ok(())
+        let (n, kgs) = (self.per_stage, self.key_groups);
+        let Some(router) = self.routers.get_mut(&step) else {
+            return senders[self.index].send(ToWorker::Batch { step, port, batch, keys: None }).map_err(gone);
+        };
+        let parts = by_key(router.as_mut(), port, batch, n, kgs).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
+        for (w, part) in parts.into_iter().enumerate() {
+            if let Some((batch, keys)) = part {
+                senders[w].send(ToWorker::Batch { step, port, batch, keys: Some(keys) }).map_err(gone)?;
             }
-            None => senders[self.index].send(ToWorker::Batch { step, port, batch, keys: None }).map_err(gone),
         }
+        Ok(())
     }
 
     fn after_step(&mut self, j: usize, out: Batch, dead: Vec<DeadLetter>) -> Result<(), RunError> {
