@@ -6,6 +6,7 @@ mod plugin_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -122,29 +123,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the signal thread acts on: the running pipeline, once it is built.
+#[derive(Default)]
+struct SignalTarget {
+    stop: Option<StopHandle>,
+    admin_file: Option<(PathBuf, std::net::SocketAddr)>,
+    stop_requested: bool,
+}
+
 /// The first SIGINT or SIGTERM stops the pipeline gracefully; a second one
 /// exits at once (128 + the signal; a restart resumes from the last
-/// checkpoint).
-fn stop_on_signals(stop: StopHandle, admin_file: Option<(PathBuf, std::net::SocketAddr)>) -> anyhow::Result<()> {
+/// checkpoint). Installed before the pipeline is built, so a signal that
+/// arrives while plugins compile or the admin API starts is never the
+/// default (killing) action: the first one stops the run as soon as it
+/// exists.
+fn stop_on_signals() -> anyhow::Result<Arc<Mutex<SignalTarget>>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing the signal handlers")?;
+    let target = Arc::new(Mutex::new(SignalTarget::default()));
+    let shared = target.clone();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut seen = 0;
         for signal in signals.forever() {
-            seen += 1;
-            if seen == 1 {
+            let mut t = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if !t.stop_requested {
+                t.stop_requested = true;
                 eprintln!("streamhost: stopping: draining and checkpointing (signal again to exit at once)");
-                stop.stop();
+                if let Some(stop) = &t.stop {
+                    stop.stop();
+                }
             } else {
                 eprintln!("streamhost: exiting at once; a restart resumes from the last checkpoint");
-                if let Some((file, addr)) = &admin_file {
+                if let Some((file, addr)) = &t.admin_file {
                     streamhost::swap::remove_addr_file(file, *addr);
                 }
                 std::process::exit(128 + signal);
             }
         }
     })?;
-    Ok(())
+    Ok(target)
+}
+
+/// Hands the built pipeline to the signal thread (stopping it at once if a
+/// signal came during the build).
+fn attach_signals(target: &Mutex<SignalTarget>, stop: StopHandle, admin_file: Option<(PathBuf, std::net::SocketAddr)>) {
+    let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
+    if t.stop_requested {
+        stop.stop();
+    }
+    t.stop = Some(stop);
+    t.admin_file = admin_file;
 }
 
 fn invalid(e: &ConfigErrors) -> ExitCode {
@@ -181,13 +208,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(p) => p,
                 Err(e) => return Ok(invalid(&e)),
             };
+            let signals = stop_on_signals()?;
             let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
             let built = match build_pipeline(&p, opts) {
                 Ok(b) => b,
                 Err(RunError::Config(e)) => return Ok(invalid(&e)),
                 Err(e) => return Err(e.into()),
             };
-            stop_on_signals(built.stop_handle(), built.admin_addr_file())?;
+            attach_signals(&signals, built.stop_handle(), built.admin_addr_file());
             let summary = built.run()?;
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
