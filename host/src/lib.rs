@@ -15,3 +15,9 @@ pub mod source;
 pub mod state;
 pub mod step;
 pub mod swap;
+
+/// The allocator the `streamhost` binary runs with (`#[global_allocator]` in
+/// `main.rs`; the benchmarks use it too, so they measure what users run).
+/// Events are allocated by one thread and freed by another (sources,
+/// workers, sinks): mimalloc frees across threads without glibc's arena locks.
+pub use mimalloc::MiMalloc as Allocator;

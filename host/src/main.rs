@@ -103,6 +103,9 @@ enum PluginCommand {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: streamhost::Allocator = streamhost::Allocator;
+
 /// Exit code for input the user must fix (invalid pipeline, bad plugin).
 const INVALID: u8 = 2;
 

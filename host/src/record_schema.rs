@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::{FieldType, RecordSchema, SourceCommon};
+use crate::step::{KeyCapture, RoutedKey};
 
 /// What a source needs to know about each record, compiled once.
 #[derive(Clone, Debug, Default)]
@@ -35,11 +36,16 @@ impl fmt::Display for Rejection {
 }
 
 /// What was found in an accepted record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Extracted {
     pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
+    /// A keyed step's key, read in the same pass (when asked for and the
+    /// record is an object without a declared schema).
+    pub routed: Option<RoutedKey>,
 }
+
+
 
 impl RecordCheck {
     pub fn new(common: &SourceCommon) -> Self {
@@ -53,6 +59,18 @@ impl RecordCheck {
 
     /// Validates `raw` (one JSON document) and extracts time and key.
     pub fn check(&self, raw: &[u8]) -> Result<Extracted, Rejection> {
+        self.check_capturing(raw, None)
+    }
+
+    /// [`Self::check`], also reading `capture`'s key in the same pass over the
+    /// top level (not for a declared schema, nor for a record that is not an
+    /// object: `routed` is then `None` and the router reads it).
+    pub fn check_capturing(&self, raw: &[u8], capture: Option<&dyn KeyCapture>) -> Result<Extracted, Rejection> {
+        if let (Some(capture), None) = (capture, &self.schema) {
+            if let Some(found) = self.capture_pass(raw, capture) {
+                return found;
+            }
+        }
         if self.schema.is_none() && self.timestamp_field.is_none() && self.key_field.is_none() {
             // Still must be one well-formed JSON value.
             serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(|e| Rejection(format!("malformed JSON: {e}")))?;
@@ -114,6 +132,34 @@ impl RecordCheck {
         let ts = self.timestamp_field.as_ref().map(|tf| (tf, fields.get(tf.as_str()).copied()));
         let key = self.key_field.as_ref().map(|kf| (kf, fields.get(kf.as_str()).copied()));
         extract(ts, key)
+    }
+}
+
+impl RecordCheck {
+    /// One pass for the time, the key field and a keyed step's key; `None`
+    /// when the record is not a JSON object and the source names no field
+    /// (then it is not refused here: the plain check decides).
+    fn capture_pass(&self, raw: &[u8], capture: &dyn KeyCapture) -> Option<Result<Extracted, Rejection>> {
+        let n = self.wanted.len();
+        let mut wanted: [&str; 3] = ["", "", ""];
+        for (w, name) in wanted.iter_mut().zip(self.wanted.iter().map(String::as_str).chain([capture.field()])) {
+            *w = name;
+        }
+        let mut found = [None, None, None];
+        let mut names = Vec::with_capacity(if capture.wants_names() { 32 } else { 0 });
+        let names_out = capture.wants_names().then_some(&mut names);
+        if let Err(e) = members_found(raw, &wanted[..=n], &mut found[..=n], names_out) {
+            if n == 0 {
+                return None;
+            }
+            // As the check without a capture says it.
+            return Some(Err(self.check(raw).err().unwrap_or_else(|| Rejection(format!("malformed JSON: {e}")))));
+        }
+        let mut it = found[..n].iter().copied();
+        let ts = self.timestamp_field.as_ref().map(|tf| (tf, it.next().flatten()));
+        let key = self.key_field.as_ref().map(|kf| (kf, it.next().flatten()));
+        let routed = capture.capture(found[n].map(RawValue::get), &names);
+        Some(extract(ts, key).map(|x| Extracted { routed: Some(routed), ..x }))
     }
 }
 
@@ -336,6 +382,50 @@ pub(crate) fn members_named<'a>(
     de.end()
 }
 
+/// [`members_named`] for names given as `&str`, also appending every
+/// member's name to `names` when given: one pass for a source's time, its
+/// key and a keyed step's key.
+pub(crate) fn members_found<'a>(
+    bytes: &'a [u8],
+    wanted: &[&str],
+    found: &mut [Option<&'a RawValue>],
+    names: Option<&mut Vec<Cow<'a, str>>>,
+) -> Result<(), serde_json::Error> {
+    struct V<'n, 'f, 'v, 'a>(&'n [&'n str], &'f mut [Option<&'a RawValue>], Option<&'v mut Vec<Cow<'a, str>>>);
+    impl<'de> Visitor<'de> for V<'_, '_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut m: A) -> Result<(), A::Error> {
+            while let Some(k) = m.next_key::<Key<'de>>()? {
+                if self.0.iter().any(|w| short_eq(w, &k.0)) {
+                    // One member may be wanted twice (the time and a key from one field).
+                    let v = m.next_value::<&'de RawValue>()?;
+                    self.1.iter_mut().zip(self.0).filter(|(_, w)| short_eq(w, &k.0)).for_each(|(f, _)| *f = Some(v));
+                } else {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                }
+                if let Some(names) = self.2.as_deref_mut() {
+                    names.push(k.0);
+                }
+            }
+            Ok(())
+        }
+    }
+    found.iter_mut().for_each(|f| *f = None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_map(V(wanted, found, names))?;
+    de.end()
+}
+
+/// `a == b` for the short strings member names are, without a call to
+/// `memcmp` per comparison (every member of every record is compared).
+#[inline]
+pub(crate) fn short_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 /// Whether `bytes` is one well-formed JSON object.
 pub(crate) fn is_object(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -404,21 +494,21 @@ mod tests {
     fn without_a_schema_time_and_key_come_from_one_pass() {
         let c = RecordCheck::new(&SourceCommon { timestamp_field: Some("ts".into()), key_field: Some("k".into()), ..Default::default() });
         let got = c.check(br#"{"k":"a","nested":{"ts":1},"ts":42,"k":"b"}"#).unwrap();
-        assert_eq!(got, Extracted { timestamp: Some(42), key: Some(b"b".to_vec()) }, "top level only; the last of a repeated name");
+        assert_eq!(got, Extracted { timestamp: Some(42), key: Some(b"b".to_vec()), routed: None }, "top level only; the last of a repeated name");
         assert_eq!(c.check(b"[1]").unwrap_err().0, "record is not a JSON object");
         assert!(c.check(br#"{"ts":1,"k":"a""#).unwrap_err().0.starts_with("malformed JSON"));
         assert_eq!(c.check(br#"{"k":"a"}"#).unwrap_err().0, "missing timestamp field `ts`");
         assert_eq!(c.check(br#"{"ts":1}"#).unwrap_err().0, "missing key field `k`");
         assert!(c.check(br#"{"ts":1.5,"k":"a"}"#).unwrap_err().0.contains("not a whole number"));
         let time_only = RecordCheck::new(&SourceCommon { timestamp_field: Some("ts".into()), ..Default::default() });
-        assert_eq!(time_only.check(br#"{"ts":7}"#).unwrap(), Extracted { timestamp: Some(7), key: None });
+        assert_eq!(time_only.check(br#"{"ts":7}"#).unwrap(), Extracted { timestamp: Some(7), key: None, routed: None });
     }
 
     #[test]
     fn accepts_and_extracts() {
         let c = check(r#"{"fields": {"u": {"type": "string", "required": true}, "n": {"type": "number"}}}"#, Some("ts"), Some("u"));
         let got = c.check(br#"{"u": "a\"b", "n": 1.5, "ts": "17", "x": [1]}"#).unwrap();
-        assert_eq!(got, Extracted { timestamp: Some(17), key: Some(b"a\"b".to_vec()) });
+        assert_eq!(got, Extracted { timestamp: Some(17), key: Some(b"a\"b".to_vec()), routed: None });
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! - pipeline: `generator -> step -> null` through the real runtime (the
 //!   generator runs on its own thread), events/s end to end.
 
+
+/// The `streamhost` binary's allocator, so the bench measures what users run.
+#[global_allocator]
+static ALLOCATOR: streamhost::Allocator = streamhost::Allocator;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -407,7 +407,7 @@ impl StepBuilder<'_> {
         let StepConfig::WindowJoin(j) = &self.p.config.steps[name] else { unreachable!("only joins are keyed") };
         let mut errors = Vec::new();
         let runners = self.key_udfs(name, j, &mut errors)?.unwrap_or_default();
-        Ok(Box::new(WindowJoin::new(name, j).with_key_udfs(runners).with_key_groups(self.key_groups)))
+        Ok(Box::new(WindowJoin::router(name, j).with_key_udfs(runners).with_key_groups(self.key_groups)))
     }
 
     /// The runners of a join's keys computed by UDFs (`None`: an error, pushed).

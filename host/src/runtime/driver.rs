@@ -15,13 +15,14 @@ use crossbeam_channel::{Receiver, Select, Sender};
 use super::build::Pipeline;
 use super::checkpoint::{CheckpointMeta, SourceMark};
 use super::graph::Consumer;
-use super::partition::{by_key, key_group, split, worker_of};
+use super::partition::{by_key, by_read_keys, key_group, split, worker_of};
 use super::stats::{snapshot, spawn_progress, RunEnd, RunSummary};
 use super::watermarks::Watermarks;
 use super::worker::{FromWorker, ToWorker, Worker};
 use super::RunError;
 use crate::dead_letter::DeadLetter;
 use crate::event::Batch;
+use crate::step::RoutedKey;
 use crate::source::{drive, message_bytes, ByteBudget, Emitter, SourceEnd, SourceMessage, END_OF_TIME};
 
 /// The coordinator's ends of the channels to and from the workers.
@@ -51,6 +52,9 @@ impl Pipeline {
         let budget = Arc::new(ByteBudget::new(self.channel_bytes));
         // Tells every source to stop: on a stop request or a failed source.
         let halt = Arc::new(AtomicBool::new(false));
+        let mut captures = self.key_captures();
+        // Which consumer each source's captured keys are for.
+        let captured_for: Vec<Option<Consumer>> = captures.iter().map(|c| c.as_ref().map(|(c, _)| *c)).collect();
         let mut threads = Vec::new();
         for (i, s) in self.sources.iter_mut().enumerate() {
             let source = s.source.take().expect("a pipeline runs once");
@@ -61,6 +65,9 @@ impl Pipeline {
                 .with_budget(budget.clone());
             if let Some(mark) = s.resume {
                 emitter = emitter.resume_at(mark.resume, mark.watermark);
+            }
+            if let Some((_, capture)) = captures[i].take() {
+                emitter = emitter.with_capture(capture);
             }
             threads.push(Some(
                 std::thread::Builder::new()
@@ -159,15 +166,16 @@ impl Pipeline {
                     self.send_clocks(&mut links, &clock)?;
                 }
                 let msg_kind = match &msg {
-                    SourceMessage::Batch(_) | SourceMessage::Rejected(_) => Kind::Data,
+                    SourceMessage::Batch(..) | SourceMessage::Rejected(_) => Kind::Data,
                     _ => Kind::Control,
                 };
                 match msg {
-                    SourceMessage::Batch(batch) => {
+                    SourceMessage::Batch(batch, keys) => {
                         let src = &self.sources[i];
                         src.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
                         src.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-                        self.route_source(&mut links, i, batch)?;
+                        let keys = keys.and_then(|k| captured_for[i].map(|c| (c, k)));
+                        self.route_source(&mut links, i, batch, keys)?;
                     }
                     SourceMessage::Rejected(dead) => {
                         let src = &self.sources[i];
@@ -254,6 +262,7 @@ impl Pipeline {
         })();
         stop.store(true, Relaxed);
         if let Some(p) = progress_line {
+            p.thread().unpark();
             let _ = p.join();
         }
         // Workers end when their inputs close; outputs still coming are
@@ -424,19 +433,39 @@ impl Pipeline {
     }
 
     /// Hands a source's batch to each of its consumers.
-    fn route_source(&mut self, links: &mut Links, i: usize, batch: Batch) -> Result<(), RunError> {
+    /// `keys`: the keys source `i` read for one of its consumers.
+    fn route_source(&mut self, links: &mut Links, i: usize, batch: Batch, mut keys: Option<(Consumer, Vec<RoutedKey>)>) -> Result<(), RunError> {
         let graph = self.graph.clone();
         let Some((last, rest)) = graph.source_consumers[i].split_last() else { return Ok(()) };
+        let mut keys_for = |c: &Consumer| if keys.as_ref().is_some_and(|(k, _)| k == c) { keys.take().map(|(_, k)| k) } else { None };
         for c in rest {
-            self.route(links, *c, batch.clone())?;
+            let k = keys_for(c);
+            self.route(links, *c, batch.clone(), k)?;
         }
-        self.route(links, *last, batch)
+        let k = keys_for(last);
+        self.route(links, *last, batch, k)
+    }
+
+    /// Per source: the first keyed step it feeds whose key its own pass can
+    /// read ([`crate::step::KeyCapture`]), and the capture.
+    fn key_captures(&self) -> Vec<Option<(Consumer, Arc<dyn crate::step::KeyCapture>)>> {
+        self.graph
+            .source_consumers
+            .iter()
+            .map(|consumers| {
+                consumers.iter().find_map(|c| match *c {
+                    Consumer::Step { step, port } => self.routers.get(&step)?.key_capture(port).map(|k| (*c, k)),
+                    Consumer::Sink(_) => None,
+                })
+            })
+            .collect()
     }
 
     /// A sink is written here; a step's input goes to the workers of its
     /// stage: by key group to a keyed step, else by event key (per key order),
     /// a batch without keys to the least busy worker.
-    fn route(&mut self, links: &mut Links, c: Consumer, batch: Batch) -> Result<(), RunError> {
+    /// `keys`: the keys the source read of `batch` for `c`, if it did.
+    fn route(&mut self, links: &mut Links, c: Consumer, batch: Batch, keys: Option<Vec<RoutedKey>>) -> Result<(), RunError> {
         let (step, port) = match c {
             Consumer::Sink(s) => return self.write_sink(s, &batch),
             Consumer::Step { step, port } => (step, port),
@@ -445,8 +474,12 @@ impl Pipeline {
         let base = self.graph.stage[step] * n;
         let parts = match self.routers.get_mut(&step) {
             Some(router) => {
-                // The router reads each key once; the worker gets them with the batch.
-                let parts = by_key(router.as_mut(), port, batch, n, kgs).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
+                // The source or the router reads each key once; the worker gets them with the batch.
+                let parts = match keys {
+                    Some(keys) => Some(by_read_keys(batch, keys, n, kgs)),
+                    None => by_key(router.as_mut(), port, batch, n, kgs),
+                };
+                let parts = parts.ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
                 parts.into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()
             }
             None => {

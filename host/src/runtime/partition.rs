@@ -38,8 +38,14 @@ pub fn key_groups_of(i: usize, n: usize, key_groups: usize) -> Range<u16> {
 /// again. `None` when the step is not keyed.
 pub fn by_key(router: &mut dyn Operator, port: usize, batch: Batch, n: usize, key_groups: usize) -> Option<Vec<Option<(Batch, Vec<RoutedKey>)>>> {
     let keys = router.route_keys(port, &batch.events)?;
+    Some(by_read_keys(batch, keys, n, key_groups))
+}
+
+/// [`by_key`] for keys read already (`keys[i]` of `batch.events[i]`, by a
+/// source's [`crate::step::KeyCapture`]).
+pub fn by_read_keys(batch: Batch, keys: Vec<RoutedKey>, n: usize, key_groups: usize) -> Vec<Option<(Batch, Vec<RoutedKey>)>> {
     let targets: Vec<usize> = keys.iter().map(|k| worker_of(k.group, n, key_groups)).collect();
-    Some(split(batch, keys, &targets, n))
+    split(batch, keys, &targets, n)
 }
 
 /// Splits `batch` (and `extra`, one item per event) over `n` workers by each

@@ -235,14 +235,19 @@ impl fmt::Display for RunSummary {
     }
 }
 
-/// Prints a one-line live view to stderr every second until stopped.
+/// Prints a one-line live view to stderr every second until stopped (the
+/// caller unparks the thread after setting `stop`, so joining it does not
+/// wait out a sleep).
 pub(crate) fn spawn_progress(nodes: Vec<Arc<NodeStats>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut last = snapshot(&nodes);
         let mut last_t = Instant::now();
         while !stop.load(Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::park_timeout(Duration::from_millis(200));
+            if stop.load(Relaxed) {
+                break;
+            }
             if last_t.elapsed() < Duration::from_secs(1) {
                 continue;
             }

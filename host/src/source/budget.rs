@@ -81,7 +81,10 @@ impl ByteBudget {
 pub fn message_bytes(msg: &super::SourceMessage) -> usize {
     let event = |e: &crate::event::Event| e.value.len() + e.key.as_ref().map_or(0, Vec::len);
     match msg {
-        super::SourceMessage::Batch(b) => b.events.iter().map(event).sum(),
+        super::SourceMessage::Batch(b, keys) => {
+            let keys: usize = keys.iter().flatten().map(|k| k.read.key.as_ref().map_or(0, Vec::len)).sum();
+            b.events.iter().map(event).sum::<usize>() + keys
+        }
         super::SourceMessage::Rejected(dead) => dead.iter().map(|d| event(&d.event) + d.reason.len()).sum(),
         _ => 0,
     }
@@ -114,7 +117,7 @@ mod tests {
             std::thread::yield_now();
         }
         let batches = rx.try_iter().collect::<Vec<_>>();
-        let sent = batches.iter().filter(|(_, m)| matches!(m, SourceMessage::Batch(_))).count();
+        let sent = batches.iter().filter(|(_, m)| matches!(m, SourceMessage::Batch(..))).count();
         assert_eq!(sent, 2, "two batches fit in 10_000 bytes, the third waits");
         assert_eq!(budget.in_flight(), 8_000);
         // Taken off the channel: their bytes come back, the source goes on.
@@ -126,7 +129,7 @@ mod tests {
         let mut most = 0;
         while received < 10 {
             let (_, msg) = rx.recv().unwrap();
-            let SourceMessage::Batch(b) = &msg else { continue };
+            let SourceMessage::Batch(b, _) = &msg else { continue };
             received += 1;
             assert_eq!(b.len(), 4);
             most = most.max(budget.in_flight());

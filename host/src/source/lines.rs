@@ -188,7 +188,7 @@ mod tests {
         let (mut kept, mut dead, mut point) = (Vec::new(), Vec::new(), ResumePoint::default());
         for (_, m) in rx {
             match m {
-                SourceMessage::Batch(b) => kept.extend(b.events.into_iter().map(|e| e.value)),
+                SourceMessage::Batch(b, _) => kept.extend(b.events.into_iter().map(|e| e.value)),
                 SourceMessage::Rejected(d) => {
                     dead.extend(d.into_iter().map(|d| (d.origin.position, d.kind, d.reason, d.event.value.len())))
                 }

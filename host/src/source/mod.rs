@@ -17,6 +17,7 @@ use crate::config::SourceConfig;
 use crate::dead_letter::DeadLetter;
 use crate::event::{Batch, Event, Origin};
 use crate::record_schema::RecordCheck;
+use crate::step::{KeyCapture, RoutedKey};
 
 pub use generator::{
     event_time_at, request_id, write_join_record, write_record, ClickTargets, Generator, GeneratorEventTime, GeneratorParams,
@@ -35,7 +36,9 @@ pub enum SourceError {
 /// What a source sends to the pipeline thread.
 #[derive(Debug)]
 pub enum SourceMessage {
-    Batch(Batch),
+    /// Events, with the keys a keyed step's [`KeyCapture`] read of each (when
+    /// the emitter has one and read every event's).
+    Batch(Batch, Option<Vec<RoutedKey>>),
     /// Records refused before any step saw them.
     Rejected(Vec<DeadLetter>),
     /// The source's watermark advanced: no event at or before this time
@@ -128,6 +131,11 @@ pub struct Emitter {
     halt: Arc<AtomicBool>,
     /// The byte bound of the channel, shared by all sources.
     budget: Option<Arc<ByteBudget>>,
+    /// Reads a keyed step's key in the source's pass over each record.
+    capture: Option<Arc<dyn KeyCapture>>,
+    /// The captured keys of the pending batch; `None` once an event of it
+    /// came without one (the router then reads them all).
+    routed: Option<Vec<RoutedKey>>,
 }
 
 impl Emitter {
@@ -149,7 +157,21 @@ impl Emitter {
             closed: false,
             halt: Arc::new(AtomicBool::new(false)),
             budget: None,
+            capture: None,
+            routed: None,
         }
+    }
+
+    /// Reads `capture`'s key of each record in the record check's pass.
+    pub fn with_capture(mut self, capture: Arc<dyn KeyCapture>) -> Self {
+        self.capture = Some(capture);
+        self.routed = Some(Vec::with_capacity(self.batch_size));
+        self
+    }
+
+    /// What reads a keyed step's key in the record check's pass, if any.
+    pub fn capture(&self) -> Option<&dyn KeyCapture> {
+        self.capture.as_deref()
     }
 
     /// Stops the source (`closed`) once `halt` is set.
@@ -219,6 +241,16 @@ impl Emitter {
     }
 
     pub fn push(&mut self, event: Event, position: u64) {
+        self.push_routed(event, position, None);
+    }
+
+    /// [`Self::push`] with the key the capture read of it.
+    pub fn push_routed(&mut self, event: Event, position: u64, routed: Option<RoutedKey>) {
+        match (routed, &mut self.routed) {
+            (Some(k), Some(keys)) => keys.push(k),
+            (None, keys) => *keys = None,
+            (Some(_), None) => {}
+        }
         if self.oldest.is_none() {
             self.oldest = Some(Instant::now());
         }
@@ -261,7 +293,9 @@ impl Emitter {
         }
         if !self.batch.is_empty() {
             let b = std::mem::replace(&mut self.batch, Batch::with_capacity(self.batch_size));
-            self.send(SourceMessage::Batch(b));
+            let fresh = self.capture.is_some().then(|| Vec::with_capacity(self.batch_size));
+            let keys = std::mem::replace(&mut self.routed, fresh).filter(|k| k.len() == b.len());
+            self.send(SourceMessage::Batch(b, keys));
         }
         // W = max time - out-of-orderness - 1: events at W are already late.
         if let Some(max) = self.max_time {
@@ -384,11 +418,11 @@ pub(crate) fn admit(out: &mut Emitter, check: &RecordCheck, max_bytes: usize, ra
         let d = dead(DeadKind::TooLarge, format!("record of {} bytes exceeds max_record_bytes ({max_bytes})", raw.len()), raw, out);
         return out.reject(d);
     }
-    match check.check(&raw) {
+    match check.check_capturing(&raw, out.capture()) {
         Ok(x) => {
             let mut e = Event::from_value(raw, x.timestamp.unwrap_or(default_ts));
             e.key = x.key;
-            out.push(e, position);
+            out.push_routed(e, position, x.routed);
         }
         Err(r) => {
             let kind = if r.0.starts_with("malformed") { DeadKind::Malformed } else { DeadKind::Schema };

@@ -51,17 +51,32 @@ impl StepContext<'_> {
 
 /// What a keyed step reads of an event to store it: its key (or why it has
 /// none) and, for a join's main event, whether its names are plain.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReadKey {
     pub key: Result<Vec<u8>, (DeadKind, String)>,
     pub plain_names: bool,
 }
 
 /// A [`ReadKey`] and the key group its key hashes into.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RoutedKey {
     pub group: u16,
     pub read: ReadKey,
+}
+
+/// Reads a keyed step's [`RoutedKey`] of each record from a source, inside
+/// the source's own pass over the record's top level (with its event time):
+/// the key is parsed once per event, at the source, and the router does not
+/// read the record again. Made by the step for an input whose key is one
+/// top-level member ([`Operator::key_capture`]).
+pub trait KeyCapture: Send + Sync {
+    /// The top-level member that holds the key.
+    fn field(&self) -> &str;
+    /// Whether [`KeyCapture::capture`] needs the record's member names.
+    fn wants_names(&self) -> bool;
+    /// The key of a record (a JSON object) from the raw text of its member
+    /// [`KeyCapture::field`] (`None`: missing) and, if wanted, its names.
+    fn capture(&self, raw: Option<&str>, names: &[std::borrow::Cow<'_, str>]) -> RoutedKey;
 }
 
 /// A processing step. Only `process_batch` is required; the hooks exist so
@@ -116,6 +131,13 @@ pub trait Operator: Send {
     /// read them again. `None`: the step keeps no keyed state and runs wherever
     /// its input is.
     fn route_keys(&mut self, _port: usize, _events: &[Event]) -> Option<Vec<RoutedKey>> {
+        None
+    }
+
+    /// A keyed step whose input `port` is keyed by a top-level member: what
+    /// reads that key inside a source's pass (the same [`RoutedKey`] as
+    /// [`Operator::route_keys`] gives). `None`: the router reads the keys.
+    fn key_capture(&self, _port: usize) -> Option<std::sync::Arc<dyn KeyCapture>> {
         None
     }
 

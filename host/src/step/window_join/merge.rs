@@ -8,6 +8,7 @@ use super::layout::Stored;
 use crate::event::Event;
 
 /// Merges a main event's object with its matches' (see `JoinerConfig::Merge`).
+#[derive(Clone)]
 pub(crate) struct MergeJoiner {
     /// Field-name prefix of each other input, in input order.
     prefixes: Vec<String>,
@@ -31,10 +32,22 @@ impl MergeJoiner {
     /// match's prefixed names: its names are unique and none starts with
     /// a prefix. Decided once on arrival (see `Stored::plain_names`).
     pub(crate) fn plain(&self, names: &[Cow<'_, str>]) -> bool {
-        if names.iter().any(|n| self.prefixes.iter().any(|p| n.starts_with(p.as_str()))) {
+        let prefixed = |n: &str| self.prefixes.iter().any(|p| n.len() >= p.len() && n.is_char_boundary(p.len()) && crate::record_schema::short_eq(&n[..p.len()], p));
+        if names.iter().any(|n| prefixed(n)) {
             return false;
         }
-        let mut hashes: Vec<u64> = names.iter().map(|n| name_hash(b"", n.as_bytes())).collect();
+        // On the stack for the usual object (this runs for every main event).
+        let mut small = [0u64; 64];
+        let mut large = Vec::new();
+        let hashes = if names.len() <= small.len() {
+            &mut small[..names.len()]
+        } else {
+            large.resize(names.len(), 0);
+            &mut large[..]
+        };
+        for (h, n) in hashes.iter_mut().zip(names) {
+            *h = name_hash(b"", n.as_bytes());
+        }
         hashes.sort_unstable();
         hashes.windows(2).all(|w| w[0] != w[1])
     }

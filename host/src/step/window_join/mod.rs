@@ -69,6 +69,9 @@ enum Joiner {
     Merge(MergeJoiner),
     /// A `joiner` plugin, with the plugin's name (for dead letters).
     Plugin(Box<JoinerRunner>, String),
+    /// A `joiner` plugin held elsewhere: a router's copy of the step reads
+    /// keys as the step does, and never joins.
+    Elsewhere,
 }
 
 /// Joined cases waiting for the joiner: the joiner is called once per
@@ -220,6 +223,15 @@ impl WindowJoin {
         Self::with_joiner(name, cfg, Joiner::Merge(MergeJoiner::new(merge_prefixes(cfg))))
     }
 
+    /// A copy of the join that only reads keys (the thread routing its
+    /// inputs): it reads them as the join does, whichever its joiner.
+    pub fn router(name: &str, cfg: &WindowJoinConfig) -> Self {
+        match cfg.joiner {
+            JoinerConfig::Merge { .. } => Self::new(name, cfg),
+            JoinerConfig::Plugin { .. } => Self::with_joiner(name, cfg, Joiner::Elsewhere),
+        }
+    }
+
     /// A join whose output is made by the `joiner` plugin `plugin`.
     pub fn with_plugin(name: &str, cfg: &WindowJoinConfig, plugin: &str, runner: JoinerRunner) -> Self {
         Self::with_joiner(name, cfg, Joiner::Plugin(Box::new(runner), plugin.to_string()))
@@ -341,16 +353,8 @@ impl WindowJoin {
             raw = Some(found);
         }
         let Some(raw) = raw else { return Err("an empty join key path".into()) };
-        let text = raw.get();
-        match text.as_bytes()[0] {
-            b'"' => serde_json::from_str::<String>(text).map(String::into_bytes).map_err(|e| e.to_string()),
-            b'n' => Err(format!("no join key: field `$.{}` is null", dotted())),
-            b'{' | b'[' => Err(format!("join key `$.{}` is not a string, number or boolean", dotted())),
-            // Numbers in their canonical JSON text (1.50 and 1.5 join).
-            _ => serde_json::from_str::<Value>(text).map(|v| v.to_string().into_bytes()).map_err(|e| e.to_string()),
-        }
+        key_from_raw(raw.get(), path)
     }
-
 
     /// Hashes keys into `n` key groups (`settings.max_parallelism`).
     pub fn with_key_groups(mut self, n: usize) -> Self {
@@ -550,6 +554,8 @@ impl WindowJoin {
                     }
                 }
             }
+            // A router's copy never holds cases to join.
+            Joiner::Elsewhere => debug_assert!(pending.cases.is_empty(), "a router's copy of a join never joins"),
         }
     }
 
@@ -558,16 +564,23 @@ impl WindowJoin {
     /// objects: anything else is refused now, not when the window fires an hour
     /// later), and for a main event whether its names are plain. One pass over
     /// the top level, done by the thread that routes the event when there is one.
-    fn read_key(&self, port: usize, event: &Event, udf: Option<Result<Vec<u8>, (DeadKind, String)>>) -> ReadKey {
+    /// `names` is scratch space (reused across a batch: no allocation per event).
+    fn read_key<'e>(
+        &self,
+        port: usize,
+        event: &'e Event,
+        udf: Option<Result<Vec<u8>, (DeadKind, String)>>,
+        names: &mut Vec<Cow<'e, str>>,
+    ) -> ReadKey {
         let merge = match &self.joiner {
             Joiner::Merge(m) => Some(m),
-            Joiner::Plugin(..) => None,
+            Joiner::Plugin(..) | Joiner::Elsewhere => None,
         };
         // A main event's names, for the merge joiner: read with the key
         // when the key is a field, so firing need not read them again.
         let want_names = port == 0 && merge.is_some();
-        let mut names = Vec::new();
-        let key = udf.unwrap_or_else(|| self.join_key(port, event, want_names.then_some(&mut names)).map_err(|reason| (DeadKind::StepError, reason)));
+        names.clear();
+        let key = udf.unwrap_or_else(|| self.join_key(port, event, want_names.then_some(&mut *names)).map_err(|reason| (DeadKind::StepError, reason)));
         if key.is_err() {
             return ReadKey { key, plain_names: false };
         }
@@ -576,21 +589,22 @@ impl WindowJoin {
         let object = if merge.is_none() || key_read_object {
             true
         } else if want_names {
-            crate::record_schema::member_names(&event.value, &mut names).is_ok()
+            crate::record_schema::member_names(&event.value, names).is_ok()
         } else {
             crate::record_schema::is_object(&event.value)
         };
         if !object {
             return ReadKey { key: Err((DeadKind::StepError, "the value is not a JSON object".into())), plain_names: false };
         }
-        ReadKey { key, plain_names: want_names && merge.is_some_and(|m| m.plain(&names)) }
+        ReadKey { key, plain_names: want_names && merge.is_some_and(|m| m.plain(names)) }
     }
 
     /// [`Self::read_key`] for each event of a batch from input `port`.
     fn read_keys(&mut self, port: usize, events: &[Event]) -> Vec<ReadKey> {
         let udf = self.udf_keys(port, events);
         let mut udf = udf.map(Vec::into_iter);
-        events.iter().map(|e| self.read_key(port, e, udf.as_mut().and_then(Iterator::next))).collect()
+        let mut names = Vec::new();
+        events.iter().map(|e| self.read_key(port, e, udf.as_mut().and_then(Iterator::next), &mut names)).collect()
     }
 
     /// Stores (or refuses) each event of a batch from input `ctx.input`, whose
@@ -701,6 +715,54 @@ impl WindowJoin {
             self.expired_below = below;
         }
         Ok(())
+    }
+}
+
+/// The join key in the raw JSON `text` of the member at `path`, or why it is none.
+fn key_from_raw(text: &str, path: &[String]) -> Result<Vec<u8>, String> {
+    let dotted = || path.join(".");
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).map(String::into_bytes).map_err(|e| e.to_string()),
+        Some(b'n') => Err(format!("no join key: field `$.{}` is null", dotted())),
+        Some(b'{' | b'[') => Err(format!("join key `$.{}` is not a string, number or boolean", dotted())),
+        // Numbers in their canonical JSON text (1.50 and 1.5 join).
+        _ => serde_json::from_str::<Value>(text).map(|v| v.to_string().into_bytes()).map_err(|e| e.to_string()),
+    }
+}
+
+/// A read key with the key group it hashes into (no key: group 0, refused
+/// wherever it goes).
+fn routed(read: ReadKey, key_groups: usize) -> RoutedKey {
+    RoutedKey { group: read.key.as_ref().map_or(0, |k| crate::runtime::key_group(k, key_groups)), read }
+}
+
+/// Reads a top-level join key in a source's pass ([`super::KeyCapture`]):
+/// what [`WindowJoin::read_key`] reads, for a record already known to be an
+/// object.
+struct FieldCapture {
+    path: Vec<String>,
+    /// For a main event with the merge joiner: whether its names are plain.
+    merge: Option<MergeJoiner>,
+    key_groups: usize,
+}
+
+impl super::KeyCapture for FieldCapture {
+    fn field(&self) -> &str {
+        &self.path[0]
+    }
+
+    fn wants_names(&self) -> bool {
+        self.merge.is_some()
+    }
+
+    fn capture(&self, raw: Option<&str>, names: &[Cow<'_, str>]) -> RoutedKey {
+        let key = match raw {
+            Some(text) => key_from_raw(text, &self.path),
+            None => Err(format!("no join key: field `$.{}` is missing", self.path.join("."))),
+        };
+        let key = key.map_err(|reason| (DeadKind::StepError, reason));
+        let plain_names = key.is_ok() && self.merge.as_ref().is_some_and(|m| m.plain(names));
+        routed(ReadKey { key, plain_names }, self.key_groups)
     }
 }
 
@@ -828,12 +890,19 @@ impl Operator for WindowJoin {
 
     fn route_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<RoutedKey>> {
         let keys = self.read_keys(port, events);
-        let groups = keys.into_iter().map(|read| RoutedKey {
-            // Without a key it is refused wherever it goes.
-            group: read.key.as_ref().map_or(0, |k| crate::runtime::key_group(k, self.key_groups)),
-            read,
-        });
-        Some(groups.collect())
+        Some(keys.into_iter().map(|read| routed(read, self.key_groups)).collect())
+    }
+
+    fn key_capture(&self, port: usize) -> Option<std::sync::Arc<dyn super::KeyCapture>> {
+        let KeySpec::Field(path) = self.keys.get(port)? else { return None };
+        if path.len() != 1 {
+            return None;
+        }
+        let merge = match &self.joiner {
+            Joiner::Merge(m) if port == 0 => Some(m.clone()),
+            _ => None,
+        };
+        Some(std::sync::Arc::new(FieldCapture { path: path.clone(), merge, key_groups: self.key_groups }))
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {

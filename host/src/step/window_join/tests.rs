@@ -601,3 +601,52 @@ proptest! {
         prop_assert_eq!(per_op_sorted(run_parallel(&s, n, at, m, dir.path())), per_op_sorted(reference(&s)));
     }
 }
+
+/// A source's capture reads the same key, key group and plainness as the
+/// router, for every kind of record, with and without a time field in the
+/// same pass; records it cannot read (not objects) are left to the router.
+#[test]
+fn a_source_capture_reads_what_the_router_reads() {
+    use crate::record_schema::RecordCheck;
+    let cfg = WindowJoinConfig {
+        joiner: JoinerConfig::Merge { prefixes: BTreeMap::from([("click".to_string(), "c_".to_string())]) },
+        ..config(&Scenario { inputs: 2, start: 0, end: 10, lateness: 0, bucket: None, mode: JoinMode::Left, emit: EmitPolicy::OnWindowEnd, ops: vec![] })
+    };
+    let mut router = WindowJoin::new("j", &cfg).with_key_groups(128);
+    let records: &[&str] = &[
+        r#"{"k":"a","ts":1}"#,
+        r#"{"ts":2,"k":"a\"b\u00e9"}"#,
+        r#"{"k":1.50,"ts":3}"#,
+        r#"{"k":true,"ts":3}"#,
+        r#"{"k":null,"ts":4}"#,
+        r#"{"k":{"x":1},"ts":5}"#,
+        r#"{"k":[1],"ts":5}"#,
+        r#"{"ts":6}"#,
+        r#"{"k":"a","k":"b","ts":7}"#,
+        r#"{"k":"a","c_x":1,"ts":8}"#,
+        r#"{"k":"a","n":1,"n":2,"ts":9}"#,
+        r#"{"k":"a","nested":{"k":"no","ts":0},"ts":10}"#,
+    ];
+    for port in 0..2 {
+        let capture = router.key_capture(port).expect("a top-level field key is captured");
+        for with_time in [false, true] {
+            let common = crate::config::SourceCommon { timestamp_field: with_time.then(|| "ts".to_string()), ..Default::default() };
+            let check = RecordCheck::new(&common);
+            for raw in records {
+                let got = check.check_capturing(raw.as_bytes(), Some(&*capture)).unwrap();
+                let want = router.route_keys(port, &[Event::from_value(raw.as_bytes().to_vec(), 0)]).unwrap();
+                assert_eq!(got.routed.as_ref(), Some(&want[0]), "port {port}, {raw}");
+                assert_eq!(got.timestamp, check.check(raw.as_bytes()).unwrap().timestamp, "{raw}");
+            }
+        }
+        // Not an object: no time field to refuse it, so the router reads (and refuses) it.
+        let plain = RecordCheck::new(&Default::default());
+        assert_eq!(plain.check_capturing(b"[1]", Some(&*capture)).unwrap().routed, None);
+        assert!(plain.check_capturing(b"{\"k\":", Some(&*capture)).unwrap_err().0.starts_with("malformed JSON"));
+    }
+    let udf_or_nested = WindowJoinConfig {
+        keys: BTreeMap::from([("imp".to_string(), crate::config::JoinKey::Field("$.a.b".to_string()))]),
+        ..cfg.clone()
+    };
+    assert!(WindowJoin::new("j", &udf_or_nested).key_capture(0).is_none(), "a nested key is read by the router");
+}
