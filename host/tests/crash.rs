@@ -54,7 +54,15 @@ fn write_inputs(dir: &Path, impressions: usize) -> usize {
 }
 
 fn write_pipeline(dir: &Path) -> PathBuf {
-    let pipeline = common::file_join_pipeline();
+    write_pipeline_at(dir, None)
+}
+
+/// The join at `parallelism` workers (`None`: the default, one per core).
+fn write_pipeline_at(dir: &Path, parallelism: Option<usize>) -> PathBuf {
+    let mut pipeline = common::file_join_pipeline();
+    if let Some(n) = parallelism {
+        pipeline["settings"]["parallelism"] = n.into();
+    }
     let path = dir.join("pipeline.json");
     std::fs::write(&path, serde_json::to_string_pretty(&pipeline).unwrap()).unwrap();
     path
@@ -105,11 +113,20 @@ fn resumed_from(stderr: &str) -> Option<u64> {
 /// Runs `pipeline`, killing it (SIGKILL) at random moments and restarting
 /// it until one run finishes by itself.
 fn crash_until_done(pipeline: &Path) -> Crashes {
+    crash_until_done_at(pipeline, &[])
+}
+
+/// [`crash_until_done`], run `k` at `parallelisms[k % len]` workers (each
+/// restart then restores the checkpoint at another parallelism).
+fn crash_until_done_at(pipeline: &Path, parallelisms: &[usize]) -> Crashes {
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
     let (mut kills, mut runs) = (0u32, 0u32);
     let mut resumed = Vec::new();
     let started = Instant::now();
     loop {
+        if !parallelisms.is_empty() {
+            write_pipeline_at(pipeline.parent().unwrap(), Some(parallelisms[runs as usize % parallelisms.len()]));
+        }
         runs += 1;
         assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
         let mut child = streamhost().arg("run").arg("--no-progress").arg(pipeline).stderr(Stdio::piped()).spawn().unwrap();
@@ -153,8 +170,10 @@ fn sorted_lines(path: &Path) -> Vec<String> {
     lines
 }
 
-#[test]
-fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() {
+/// Kills the join at random moments and restarts it (run `k` at
+/// `parallelisms[k % len]` workers; empty: the default) until it finishes:
+/// its outputs and dead letters equal an uninterrupted run's.
+fn killed_and_restarted_loses_and_duplicates_nothing(parallelisms: &[usize]) {
     let reference = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
     let mut records = 0;
@@ -166,7 +185,7 @@ fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() 
     assert!(status.success());
 
     let pipeline = write_pipeline(crashed.path());
-    let crashes = crash_until_done(&pipeline);
+    let crashes = crash_until_done_at(&pipeline, parallelisms);
     let (kills, runs, took) = (crashes.kills, crashes.runs, crashes.took);
     assert!(kills >= 3, "the run finished before it could be killed often enough ({kills} kills): make the input larger");
     crashes.assert_resumed(records as u64);
@@ -174,13 +193,39 @@ fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() 
     for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
         let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
         assert_eq!(got.len(), want.len(), "{file}: {} lines after {kills} kills, {} without", got.len(), want.len());
-        assert!(got == want, "{file} differs from the uninterrupted run's after {kills} kills");
+        assert!(got == want, "{file} differs from the uninterrupted run's after {kills} kills at {parallelisms:?}");
     }
     let samples = sorted_lines(&reference.path().join("out/samples.jsonl"));
     assert_eq!(samples.len(), 120_000, "every impression once");
     let late = sorted_lines(&reference.path().join("out/dead-letter.jsonl")).iter().filter(|l| l.contains("\"kind\":\"late\"")).count();
     assert_eq!(late, 0, "out of order within max_out_of_orderness_ms is never late");
-    eprintln!("{kills} kills over {runs} runs in {took:?}; resumed from checkpoints {:?}", crashes.resumed);
+    eprintln!("{parallelisms:?}: {kills} kills over {runs} runs in {took:?}; resumed from checkpoints {:?}", crashes.resumed);
+}
+
+#[test]
+fn a_join_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() {
+    killed_and_restarted_loses_and_duplicates_nothing(&[]);
+}
+
+#[test]
+fn the_same_at_one_worker() {
+    killed_and_restarted_loses_and_duplicates_nothing(&[1]);
+}
+
+#[test]
+fn the_same_at_two_workers() {
+    killed_and_restarted_loses_and_duplicates_nothing(&[2]);
+}
+
+#[test]
+fn the_same_at_four_workers() {
+    killed_and_restarted_loses_and_duplicates_nothing(&[4]);
+}
+
+/// Every restart restores the last checkpoint at another parallelism.
+#[test]
+fn the_same_restarting_at_one_two_and_four_workers_in_turn() {
+    killed_and_restarted_loses_and_duplicates_nothing(&[2, 1, 4]);
 }
 
 #[test]
