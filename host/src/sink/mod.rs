@@ -4,6 +4,9 @@
 //! stdout is at least once.
 
 pub mod committed;
+mod kafka;
+
+pub use kafka::KafkaSinkConfig;
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -68,6 +71,8 @@ pub enum SinkFormat {
 pub enum SinkError {
     #[error("sink `{sink}`: {target}: {error}")]
     Io { sink: String, target: String, error: io::Error },
+    #[error("sink `{sink}`: kafka topic `{topic}`: {error}")]
+    Kafka { sink: String, topic: String, error: String },
 }
 
 /// A place results are written to.
@@ -102,6 +107,7 @@ pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> Pa
             format: *format,
         }),
         SinkConfig::Null(_) => Box::new(NullSink),
+        SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::open(name, c)?),
     })
 }
 
