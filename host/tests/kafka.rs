@@ -67,3 +67,68 @@ fn a_kafka_sink_that_cannot_deliver_fails_the_run_instead_of_dropping() {
     assert!(!out.status.success(), "undelivered records fail the run: {err}");
     assert!(err.contains("error: sink `k`: kafka topic `out`: delivery failed"), "{err}");
 }
+
+/// SIGKILLed at random moments and restarted from its checkpoints until the
+/// input is consumed: every event is in the topic (at least once), and the
+/// duplicates are only the records written after a checkpoint and replayed.
+#[test]
+fn a_kafka_sink_killed_and_restarted_loses_nothing() {
+    use rand::{Rng, SeedableRng};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let broker = kafka::Broker::start();
+    broker.create_topic("out", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let n = 20_000;
+    let pipeline = write_pipeline(
+        dir.path(),
+        &json!({
+            // About 1 s of input at this rate, whatever the machine: killed mid-run.
+            "sources": { "in": { "type": "generator", "shape": "impression", "seed": 1, "count": n, "rate": 20_000, "dirty_ratio": 0.0 } },
+            "sinks": { "k": { "type": "kafka", "inputs": ["in"], "brokers": broker.brokers, "topic": "out", "key": "$.request_id" } },
+            "settings": { "batch_size": 100, "batch_linger_ms": 10, "checkpoint": { "interval_ms": 50, "dir": "out/checkpoints" } }
+        }),
+    );
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(5);
+    let (mut kills, started) = (0, Instant::now());
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(120), "no end after {kills} kills");
+        let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(30..400) + 100 * kills);
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "the last run failed");
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 2, "killed only {kills} times: make the input larger");
+    // Everything in the topic (until it is quiet for 3 s).
+    let got = broker.read_all("out", usize::MAX);
+    let mut seen = vec![0u32; n];
+    for r in &got {
+        let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+        let id = v["request_id"].as_str().unwrap();
+        assert_eq!(r.key.as_deref(), Some(id.as_bytes()), "keyed by request_id");
+        seen[usize::from_str_radix(id.trim_start_matches("r-"), 16).unwrap()] += 1;
+    }
+    let missing: Vec<usize> = (0..n).filter(|i| seen[*i] == 0).collect();
+    assert!(missing.is_empty(), "{} of {n} events never reached the topic after {kills} kills (first: {:?})", missing.len(), &missing[..missing.len().min(5)]);
+    let duplicates = seen.iter().map(|c| c.saturating_sub(1) as usize).sum::<usize>();
+    eprintln!("{kills} kills: {n} events, {} records in the topic, {duplicates} duplicates", got.len());
+}

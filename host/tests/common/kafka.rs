@@ -63,8 +63,8 @@ impl Broker {
         }
     }
 
-    /// Every record of `topic` (all partitions, from the start) as (key,
-    /// value, timestamp, headers), reading until `count` arrived (or 30 s).
+    /// The records of `topic` (all partitions, from the start), reading until
+    /// `count` arrived, or none came for 3 s, or 60 s passed.
     pub fn read_all(&self, topic: &str, count: usize) -> Vec<Record> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -79,9 +79,11 @@ impl Broker {
         }
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
-        let until = Instant::now() + Duration::from_secs(30);
-        while out.len() < count && Instant::now() < until {
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut last = Instant::now();
+        while out.len() < count && Instant::now() < until && last.elapsed() < Duration::from_secs(3) {
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                last = Instant::now();
                 let m = m.unwrap();
                 let headers = m
                     .headers()
