@@ -132,3 +132,91 @@ fn a_kafka_sink_killed_and_restarted_loses_nothing() {
     let duplicates = seen.iter().map(|c| c.saturating_sub(1) as usize).sum::<usize>();
     eprintln!("{kills} kills: {n} events, {} records in the topic, {duplicates} duplicates", got.len());
 }
+
+/// `n` records numbered from `from`: key, JSON value, timestamp and a header.
+fn records(from: usize, n: usize) -> Vec<kafka::Record> {
+    (from..from + n)
+        .map(|i| kafka::Record {
+            key: Some(format!("k{}", i % 97).into_bytes()),
+            value: json!({"n": i, "ts": 1_700_000_000_000i64 + i as i64}).to_string().into_bytes(),
+            timestamp: Some(1_600_000_000_000 + i as i64),
+            headers: vec![("origin".into(), format!("h{i}").into_bytes())],
+        })
+        .collect()
+}
+
+/// The `n` of each envelope line of a file sink, with its key, timestamp and
+/// headers as the sink wrote them.
+fn envelopes(path: &std::path::Path) -> Vec<(u64, String, i64, String)> {
+    let mut got: Vec<(u64, String, i64, String)> = common::lines(path)
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["value"]["n"].as_u64().unwrap(), v["key"].as_str().unwrap_or("").to_string(), v["timestamp"].as_i64().unwrap(), v["headers"].to_string())
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+fn source_pipeline(dir: &std::path::Path, brokers: &str, extra: serde_json::Value) -> std::path::PathBuf {
+    let mut source = json!({ "type": "kafka", "brokers": brokers, "topics": ["in"], "group_id": "g", "stop_at_end": true });
+    source.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    write_pipeline(
+        dir,
+        &json!({
+            "sources": { "in": source },
+            "sinks": { "out": { "type": "file", "path": "out.jsonl", "format": "envelope", "inputs": ["in"] } },
+            "settings": { "checkpoint": { "interval_ms": 100, "dir": "checkpoints" } }
+        }),
+    )
+}
+
+#[test]
+fn a_kafka_source_reads_every_partition_to_its_end_with_keys_headers_and_times() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 3);
+    broker.produce("in", &records(0, 3000));
+    let dir = tempfile::tempdir().unwrap();
+    // Event time from the record timestamp (no timestamp_field).
+    let out = streamhost().arg("run").arg("--no-progress").arg(source_pipeline(dir.path(), &broker.brokers, json!({}))).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = envelopes(&dir.path().join("out.jsonl"));
+    assert_eq!(got.len(), 3000, "every record once");
+    for (i, (n, key, ts, headers)) in got.iter().enumerate() {
+        assert_eq!(*n, i as u64);
+        assert_eq!(key, &format!("k{}", i % 97), "the Kafka key is the event key");
+        assert_eq!(*ts, 1_600_000_000_000 + i as i64, "the record timestamp is the event time");
+        assert!(headers.contains(&format!("h{i}")), "headers carried: {headers}");
+    }
+    // With timestamp_field, the field's time instead.
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamhost().arg("run").arg("--no-progress").arg(source_pipeline(dir.path(), &broker.brokers, json!({"timestamp_field": "ts"}))).output().unwrap();
+    assert!(out.status.success());
+    assert!(envelopes(&dir.path().join("out.jsonl")).iter().all(|(n, _, ts, _)| *ts == 1_700_000_000_000 + *n as i64));
+}
+
+#[test]
+fn a_kafka_source_resumes_at_each_partitions_checkpointed_offset() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 3);
+    broker.produce("in", &records(0, 2000));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = source_pipeline(dir.path(), &broker.brokers, json!({}));
+    let run = |what: &str| {
+        let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{what}: {err}");
+        err
+    };
+    run("first run");
+    assert_eq!(envelopes(&dir.path().join("out.jsonl")).len(), 2000);
+    // More records, and a run that resumes from the last checkpoint: only they are read.
+    broker.produce("in", &records(2000, 1000));
+    let err = run("second run");
+    assert!(err.contains("resumed from checkpoint"), "{err}");
+    let got = envelopes(&dir.path().join("out.jsonl"));
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (0..3000).collect::<Vec<u64>>(), "each record once, none read again");
+    let meta = std::fs::read_dir(dir.path().join("checkpoints")).unwrap().flatten().filter_map(|e| std::fs::read_to_string(e.path().join("meta.json")).ok()).last().unwrap();
+    assert!(meta.contains("\"in/0\"") && meta.contains("\"in/2\""), "offsets per partition in the checkpoint: {meta}");
+}

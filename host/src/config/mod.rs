@@ -359,6 +359,8 @@ pub enum SourceConfig {
     Stdin(crate::source::StdinSourceConfig),
     /// Synthetic events for tests and load: deterministic for a seed.
     Generator(crate::source::GeneratorSourceConfig),
+    /// Records of Kafka topics (offsets in the checkpoints).
+    Kafka(crate::source::KafkaSourceConfig),
 }
 
 pub use crate::source::{GeneratorEventTime, JoinImpressions};
@@ -370,6 +372,7 @@ impl SourceConfig {
             SourceConfig::File(c) => &c.common,
             SourceConfig::Stdin(c) => &c.common,
             SourceConfig::Generator(c) => &c.common,
+            SourceConfig::Kafka(c) => &c.common,
         }
     }
 }

@@ -250,7 +250,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .sources
         .iter()
         .map(|(name, sc)| {
-            let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).copied());
+            let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).cloned());
             let (source_name, config, base) = (name.clone(), sc.clone(), p.base_dir.clone());
             let factory: SourceFactory = Arc::new(move |point| {
                 let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
@@ -258,7 +258,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             });
             SourceNode {
                 name: name.clone(),
-                source: Some(build_source(name, sc, resolve, mark.map(|m| m.resume))),
+                source: Some(build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone()))),
                 resume: mark,
                 factory,
                 retry: sc.common().retry_policy(),

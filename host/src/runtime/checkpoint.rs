@@ -18,13 +18,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Where a source resumes: the byte offset after its last processed record
-/// and that record's line (or sequence) number.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// and that record's line (or sequence) number; for a Kafka source, the next
+/// offset of each partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumePoint {
     /// Bytes of input consumed (a file offset; for a generator, records).
     pub offset: u64,
     /// Line (or sequence) number of the last record consumed.
     pub line: u64,
+    /// `topic/partition` -> the offset to read next (Kafka sources).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub partitions: std::collections::BTreeMap<String, i64>,
 }
 
 /// What a checkpoint records besides the state.
@@ -55,7 +59,7 @@ pub struct CheckpointMeta {
 }
 
 /// A source's progress at a checkpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceMark {
     pub resume: ResumePoint,
     /// Its watermark (ms), so late events stay late after a restore.

@@ -63,7 +63,7 @@ impl Pipeline {
                 .with_out_of_orderness(s.out_of_orderness_ms)
                 .with_halt(halt.clone())
                 .with_budget(budget.clone());
-            if let Some(mark) = s.resume {
+            if let Some(mark) = s.resume.clone() {
                 emitter = emitter.resume_at(mark.resume, mark.watermark);
             }
             if let Some((_, capture)) = captures[i].take() {
@@ -104,7 +104,7 @@ impl Pipeline {
         // After a restore: where each source stands.
         let mut progress: Vec<SourceMark> = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
-            let mark = match s.resume {
+            let mark = match s.resume.clone() {
                 Some(mark) => {
                     clock.advance_source(i, mark.watermark);
                     SourceMark { ended: false, ..mark }
@@ -546,7 +546,7 @@ impl Pipeline {
         meta.dead_count = self.dead.count();
         for (i, s) in self.sources.iter().enumerate() {
             progress[i].watermark = clock.source_watermark(i);
-            meta.sources.insert(s.name.clone(), progress[i]);
+            meta.sources.insert(s.name.clone(), progress[i].clone());
         }
         std::fs::create_dir_all(&folder).map_err(|e| RunError::State(format!("checkpoint {id}: {}: {e}", folder.display())))?;
         let schedule = self.checkpoints.as_ref().expect("checked above");

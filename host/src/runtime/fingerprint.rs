@@ -50,6 +50,8 @@ pub(crate) fn source_identity(source: &SourceConfig) -> Value {
             "type": "generator", "shape": g.shape, "seed": g.seed, "count": g.count, "dirty_ratio": g.dirty_ratio,
             "event_time": g.event_time, "impressions": g.impressions,
         }),
+        // Offsets are per topic: the brokers may move (the same cluster behind another address).
+        SourceConfig::Kafka(k) => json!({ "type": "kafka", "topics": k.topics }),
     };
     // The checkpoint's watermark is in the timestamp field's time, and a
     // join may key on the event key.

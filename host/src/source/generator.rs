@@ -256,7 +256,7 @@ impl Source for Generator {
             if seq <= self.resume {
                 continue;
             }
-            out.consumed(crate::runtime::ResumePoint { offset: seq, line: seq });
+            out.consumed(crate::runtime::ResumePoint { offset: seq, line: seq, ..Default::default() });
             admit(out, &self.check, self.max_bytes, raw, seq, ts);
         }
         Ok(())

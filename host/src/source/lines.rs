@@ -88,7 +88,7 @@ impl LineSource {
             offset += n;
             // Before the record is handed over: a batch it completes then
             // reports a position that covers it.
-            out.consumed(ResumePoint { offset, line: line_no });
+            out.consumed(ResumePoint { offset, line: line_no, ..Default::default() });
             if whole && raw.last() == Some(&b'\n') {
                 raw.pop();
                 if raw.last() == Some(&b'\r') {
@@ -210,7 +210,7 @@ mod tests {
         assert!(dead[0].2.starts_with(&format!("line of {} bytes exceeds max_record_bytes (10)", big.len())), "{}", dead[0].2);
         assert_eq!(dead[0].3, 12, "only what was buffered (max + 2 bytes) is kept");
         assert_eq!((dead[1].0, dead[1].2.starts_with("line of 11 bytes"), dead[1].3), (5, true, 11));
-        assert_eq!(point, ResumePoint { offset: input.len() as u64, line: 6 }, "every byte and line is counted");
+        assert_eq!(point, ResumePoint { offset: input.len() as u64, line: 6, ..Default::default() }, "every byte and line is counted");
     }
 
     #[test]

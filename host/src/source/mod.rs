@@ -4,6 +4,7 @@
 
 mod budget;
 mod generator;
+mod kafka;
 mod lines;
 mod stdin;
 
@@ -24,6 +25,7 @@ pub use generator::{
     GeneratorSourceConfig, JoinImpressions, BASE_TIME_MS, CLICKS_PER_IMPRESSION,
 };
 pub use budget::{message_bytes, ByteBudget};
+pub use kafka::{KafkaSourceConfig, KafkaStart};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
 
 /// Errors that stop a source.
@@ -31,6 +33,8 @@ pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
 pub enum SourceError {
     #[error("source `{source_name}`: {path}: {error}")]
     Io { source_name: String, path: String, error: std::io::Error },
+    #[error("source `{source_name}`: kafka: {error}")]
+    Kafka { source_name: String, error: String },
 }
 
 /// What a source sends to the pipeline thread.
@@ -101,6 +105,7 @@ pub fn build_source(
             };
             Box::new(Generator::new(name, params, common).resuming(resume.offset))
         }
+        SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(name, c, resume)),
     }
 }
 
@@ -198,7 +203,7 @@ impl Emitter {
 
     /// Where the source stands: the input consumed so far.
     pub fn position(&self) -> crate::runtime::ResumePoint {
-        self.point
+        self.point.clone()
     }
 
     fn check_halt(&mut self) {
@@ -210,8 +215,8 @@ impl Emitter {
     /// Resumes at a checkpoint: from `point`, with the watermark it had
     /// (events at or before it stay late).
     pub fn resume_at(mut self, point: crate::runtime::ResumePoint, watermark: i64) -> Self {
+        self.sent_point = point.clone();
         self.point = point;
-        self.sent_point = point;
         self.watermark = watermark;
         if watermark > i64::MIN {
             self.max_time = Some(watermark.saturating_add(self.out_of_orderness).saturating_add(1));
@@ -223,6 +228,20 @@ impl Emitter {
     /// record, kept or not).
     pub fn consumed(&mut self, point: crate::runtime::ResumePoint) {
         self.point = point;
+        self.check_halt();
+    }
+
+    /// A Kafka source consumed `partition` up to `next` (the offset to read
+    /// next), its `line`th record (called after each record, kept or not).
+    pub fn consumed_partition(&mut self, partition: &str, next: i64, line: u64) {
+        match self.point.partitions.get_mut(partition) {
+            Some(at) => *at = next,
+            None => {
+                self.point.partitions.insert(partition.to_string(), next);
+            }
+        }
+        self.point.line = line;
+        self.point.offset = line;
         self.check_halt();
     }
 
@@ -306,8 +325,8 @@ impl Emitter {
             }
         }
         if self.point != self.sent_point {
-            self.sent_point = self.point;
-            self.send(SourceMessage::Progress(self.point));
+            self.sent_point = self.point.clone();
+            self.send(SourceMessage::Progress(self.point.clone()));
         }
     }
 
@@ -366,7 +385,7 @@ pub fn drive(
     let mut attempt = 0u32;
     let mut delay = retry.map_or(0, |r| r.initial_ms);
     loop {
-        let before = out.point;
+        let before = out.point.clone();
         let emitter = &mut *out;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || source.run(emitter)));
         // Told to stop: whatever the read returned, the input goes on.
@@ -398,13 +417,29 @@ pub fn drive(
             return SourceEnd::Stopped;
         }
         delay = delay.saturating_mul(2).min(r.max_ms.max(r.initial_ms));
-        source = factory(out.point);
+        source = factory(out.point.clone());
     }
 }
 
 /// Applies a source's record checks to one raw record at `position`,
 /// pushing it as an event or dead-lettering it.
 pub(crate) fn admit(out: &mut Emitter, check: &RecordCheck, max_bytes: usize, raw: Vec<u8>, position: u64, default_ts: i64) {
+    admit_record(out, check, max_bytes, raw, position, default_ts, None, Vec::new());
+}
+
+/// [`admit`] for a record that comes with a key (the event key unless the
+/// source's `key_field` names one) and headers (Kafka).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn admit_record(
+    out: &mut Emitter,
+    check: &RecordCheck,
+    max_bytes: usize,
+    raw: Vec<u8>,
+    position: u64,
+    default_ts: i64,
+    key: Option<Vec<u8>>,
+    headers: Vec<crate::event::Header>,
+) {
     use crate::dead_letter::DeadKind;
     let dead = |kind, reason: String, raw: Vec<u8>, out: &Emitter| DeadLetter {
         kind,
@@ -421,7 +456,8 @@ pub(crate) fn admit(out: &mut Emitter, check: &RecordCheck, max_bytes: usize, ra
     match check.check_capturing(&raw, out.capture()) {
         Ok(x) => {
             let mut e = Event::from_value(raw, x.timestamp.unwrap_or(default_ts));
-            e.key = x.key;
+            e.key = x.key.or(key);
+            e.headers = headers;
             out.push_routed(e, position, x.routed);
         }
         Err(r) => {

@@ -63,6 +63,38 @@ impl Broker {
         }
     }
 
+    /// Produces `records` to `topic` (partitioned by key) and waits for every acknowledgement.
+    pub fn produce(&self, topic: &str, records: &[Record]) {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("linger.ms", "5").create().unwrap();
+        for r in records {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(r.value.as_slice()).headers(headers);
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            let mut rec = rec;
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
     /// The records of `topic` (all partitions, from the start), reading until
     /// `count` arrived, or none came for 3 s, or 60 s passed.
     pub fn read_all(&self, topic: &str, count: usize) -> Vec<Record> {
