@@ -141,18 +141,8 @@ fn crash_until_done_at(pipeline: &Path, parallelisms: &[usize]) -> Crashes {
         // first reads), some late; later runs get longer, so a slow machine
         // still reaches the end.
         let deadline = Instant::now() + Duration::from_millis(rng.random_range(20..700) + 25 * u64::from(runs));
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let finished = common::wait_or_kill(&mut child, deadline);
         if finished.is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
             kills += 1;
         }
         let err = log.join().unwrap();

@@ -173,3 +173,19 @@ pub fn write_pipeline(dir: &Path, pipeline: &serde_json::Value) -> PathBuf {
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
 }
+
+/// Waits for `child` until `deadline`: its exit status, or `None` after
+/// killing it (SIGKILL) at the deadline (the crash tests).
+pub fn wait_or_kill(child: &mut std::process::Child, deadline: std::time::Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
