@@ -6,9 +6,12 @@
 //! Where each partition stands is in the checkpoints: a restore goes on at
 //! the next offset of each.
 //!
-//! Not yet (issue 11): a watermark per partition, offsets committed to the
-//! group, partitions added while running, and sharing partitions with other
-//! processes of the group.
+//! The watermark is kept per partition: the slowest partition still reading
+//! holds it back; one that has caught up with its end (and stays silent) does
+//! not, until it reads again.
+//!
+//! Not yet (issue 11): offsets committed to the group, partitions added while
+//! running, and sharing partitions with other processes of the group.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -136,9 +139,19 @@ impl Source for KafkaSource {
         for topic in &self.config.topics {
             consumers.push(self.consumer(topic)?);
         }
-        // Partitions at their end (stop_at_end): by consumer, by partition.
-        let mut at_end: Vec<BTreeMap<i32, bool>> =
-            consumers.iter().map(|(_, keys)| keys.iter().map(|k| (k.rsplit('/').next().and_then(|p| p.parse().ok()).unwrap_or(0), false)).collect()).collect();
+        // Per consumer, per partition: its lane of the watermark, and whether it is at its end.
+        let mut lanes: Vec<BTreeMap<i32, (usize, bool)>> = Vec::new();
+        let mut n = 0;
+        for (_, keys) in &consumers {
+            let mut of_topic = BTreeMap::new();
+            for key in keys {
+                let partition = key.rsplit('/').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                of_topic.insert(partition, (n, false));
+                n += 1;
+            }
+            lanes.push(of_topic);
+        }
+        out.with_lanes(n);
         let mut line = self.resume.line;
         loop {
             if out.closed || out.stopping() {
@@ -151,7 +164,10 @@ impl Source for KafkaSource {
                     match result {
                         Ok(m) => {
                             got_any = true;
-                            at_end[i].insert(m.partition(), false);
+                            if let Some((lane, at_end)) = lanes[i].get_mut(&m.partition()) {
+                                *at_end = false;
+                                out.set_lane(*lane);
+                            }
                             line += 1;
                             let key = partition_key(m.topic(), m.partition());
                             out.consumed_partition(&key, m.offset() + 1, line);
@@ -164,7 +180,10 @@ impl Source for KafkaSource {
                             admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
                         }
                         Err(KafkaError::PartitionEOF(p)) => {
-                            at_end[i].insert(p, true);
+                            if let Some((lane, at_end)) = lanes[i].get_mut(&p) {
+                                *at_end = true;
+                                out.lane_caught_up(*lane);
+                            }
                         }
                         Err(e) => return Err(self.error(format!("reading topic `{}`: {e}", self.config.topics[i]))),
                     }
@@ -173,7 +192,7 @@ impl Source for KafkaSource {
                     }
                 }
             }
-            if self.config.stop_at_end && at_end.iter().all(|t| t.values().all(|e| *e)) {
+            if self.config.stop_at_end && lanes.iter().all(|t| t.values().all(|(_, at_end)| *at_end)) {
                 return Ok(());
             }
             out.maybe_flush();

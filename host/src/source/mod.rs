@@ -124,6 +124,12 @@ pub struct Emitter {
     out_of_orderness: i64,
     /// Largest event time pushed so far.
     max_time: Option<i64>,
+    /// Per partition of a Kafka source, its largest event time and whether it
+    /// has caught up with its end: the watermark is then the minimum over the
+    /// partitions still reading (empty: one stream, `max_time`).
+    lanes: Vec<Lane>,
+    /// The lane of the records pushed next.
+    lane: usize,
     /// Last watermark sent.
     watermark: i64,
     /// The input consumed so far, and what of it was last reported.
@@ -156,6 +162,8 @@ impl Emitter {
             oldest: None,
             out_of_orderness: 0,
             max_time: None,
+            lanes: Vec::new(),
+            lane: 0,
             watermark: i64::MIN,
             point: Default::default(),
             sent_point: Default::default(),
@@ -245,6 +253,38 @@ impl Emitter {
         self.check_halt();
     }
 
+    /// Keeps a watermark per lane (a Kafka partition): `n` lanes, none caught up.
+    pub fn with_lanes(&mut self, n: usize) {
+        self.lanes = vec![Lane::default(); n];
+    }
+
+    /// The lane of the records pushed from now on.
+    pub fn set_lane(&mut self, lane: usize) {
+        self.lane = lane;
+    }
+
+    /// Lane `lane` has read everything there is for now: until it reads again,
+    /// it no longer holds the watermark back.
+    pub fn lane_caught_up(&mut self, lane: usize) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.caught_up = true;
+        }
+    }
+
+    /// The largest event time the watermark may follow: over the lanes still
+    /// reading, the smallest of their largest times (a lane that has read
+    /// nothing yet holds it back); when all have caught up, the largest.
+    fn watermark_time(&self) -> Option<i64> {
+        if self.lanes.is_empty() {
+            return self.max_time;
+        }
+        let reading: Vec<&Lane> = self.lanes.iter().filter(|l| !l.caught_up).collect();
+        if reading.is_empty() {
+            return self.lanes.iter().filter_map(|l| l.max).max();
+        }
+        reading.iter().map(|l| l.max).min().flatten()
+    }
+
     /// Sets the bounded out-of-orderness the watermark allows for.
     pub fn with_out_of_orderness(mut self, ms: u64) -> Self {
         self.out_of_orderness = ms.min(i64::MAX as u64) as i64;
@@ -274,6 +314,10 @@ impl Emitter {
             self.oldest = Some(Instant::now());
         }
         self.max_time = Some(self.max_time.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        if let Some(lane) = self.lanes.get_mut(self.lane) {
+            lane.max = Some(lane.max.map_or(event.timestamp, |t| t.max(event.timestamp)));
+            lane.caught_up = false;
+        }
         let origin = self.origin(position);
         self.batch.push(event, origin);
         if self.batch.len() >= self.batch_size {
@@ -317,7 +361,7 @@ impl Emitter {
             self.send(SourceMessage::Batch(b, keys));
         }
         // W = max time - out-of-orderness - 1: events at W are already late.
-        if let Some(max) = self.max_time {
+        if let Some(max) = self.watermark_time() {
             let watermark = max.saturating_sub(self.out_of_orderness).saturating_sub(1);
             if watermark > self.watermark {
                 self.watermark = watermark;
@@ -368,6 +412,13 @@ impl Emitter {
             self.closed = true;
         }
     }
+}
+
+/// One partition's part in a source's watermark.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lane {
+    max: Option<i64>,
+    caught_up: bool,
 }
 
 /// Makes a source again, at a position (a retry after an error).
@@ -474,4 +525,41 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watermarks an emitter with 2 lanes sends as `steps` run.
+    fn watermarks(steps: &[(&str, usize, i64)]) -> Vec<i64> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut out = Emitter::new(0, "k", tx, 1000, Duration::from_secs(60)).with_out_of_orderness(10);
+        out.with_lanes(2);
+        for (what, lane, t) in steps {
+            match *what {
+                "push" => {
+                    out.set_lane(*lane);
+                    out.push(Event::from_value(b"{}".to_vec(), *t), 0);
+                }
+                "caught-up" => out.lane_caught_up(*lane),
+                _ => unreachable!(),
+            }
+            out.flush();
+        }
+        drop(out);
+        rx.try_iter().filter_map(|(_, m)| if let SourceMessage::Watermark(w) = m { Some(w) } else { None }).collect()
+    }
+
+    #[test]
+    fn the_watermark_of_partitions_is_held_by_the_slowest_until_it_catches_up() {
+        // Lane 1 has read nothing: no watermark, however far lane 0 goes.
+        assert_eq!(watermarks(&[("push", 0, 100), ("push", 0, 500)]), Vec::<i64>::new());
+        // Then the slowest lane's time leads; a lane that caught up stops holding it back, until it reads
+        // again (at 300: its 289 is below the 489 sent, so nothing goes back).
+        let got = watermarks(&[("push", 0, 500), ("push", 1, 100), ("push", 1, 200), ("caught-up", 1, 0), ("push", 1, 300), ("push", 0, 900)]);
+        assert_eq!(got, vec![89, 189, 489]);
+        // Every lane caught up: the largest time read.
+        assert_eq!(watermarks(&[("push", 0, 500), ("push", 1, 100), ("caught-up", 0, 0), ("caught-up", 1, 0)]), vec![89, 489]);
+    }
 }
