@@ -45,8 +45,6 @@ pub struct Extracted {
     pub routed: Option<RoutedKey>,
 }
 
-
-
 impl RecordCheck {
     pub fn new(common: &SourceCommon) -> Self {
         RecordCheck {
@@ -181,7 +179,7 @@ fn extract(ts: Option<(&String, Option<&RawValue>)>, key: Option<(&String, Optio
 }
 
 /// A string key's bytes without quotes; any other JSON value's text.
-fn key_bytes(raw: &str) -> Vec<u8> {
+pub(crate) fn key_bytes(raw: &str) -> Vec<u8> {
     if raw.starts_with('"') {
         if let Ok(s) = serde_json::from_str::<Cow<str>>(raw) {
             return s.as_bytes().to_vec();
@@ -321,31 +319,9 @@ pub(crate) fn member_and_names<'a>(
     name: &str,
     names: Option<&mut Vec<Cow<'a, str>>>,
 ) -> Result<Option<&'a RawValue>, serde_json::Error> {
-    struct V<'n, 'v, 'a>(&'n str, Option<&'v mut Vec<Cow<'a, str>>>);
-    impl<'de> Visitor<'de> for V<'_, '_, 'de> {
-        type Value = Option<&'de RawValue>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(mut self, mut m: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
-            while let Some(k) = m.next_key::<Key<'de>>()? {
-                if k.0 == self.0 {
-                    found = Some(m.next_value::<&'de RawValue>()?);
-                } else {
-                    m.next_value::<serde::de::IgnoredAny>()?;
-                }
-                if let Some(names) = self.1.as_deref_mut() {
-                    names.push(k.0);
-                }
-            }
-            Ok(found)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let found = de.deserialize_map(V(name, names))?;
-    de.end()?;
-    Ok(found)
+    let mut found = [None];
+    members_found(bytes, &[name], &mut found, names)?;
+    Ok(found[0])
 }
 
 /// The raw values of the top-level members named in `names` of the JSON
@@ -358,51 +334,32 @@ pub(crate) fn members_named<'a>(
     names: &[String],
     found: &mut [Option<&'a RawValue>],
 ) -> Result<(), serde_json::Error> {
-    struct V<'n, 'f, 'a>(&'n [String], &'f mut [Option<&'a RawValue>]);
-    impl<'de> Visitor<'de> for V<'_, '_, 'de> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-            while let Some(k) = m.next_key::<Key<'de>>()? {
-                match self.0.iter().position(|n| *n == k.0) {
-                    Some(i) => self.1[i] = Some(m.next_value::<&'de RawValue>()?),
-                    None => {
-                        m.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-    found.iter_mut().for_each(|f| *f = None);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_map(V(names, found))?;
-    de.end()
+    members_found(bytes, names, found, None)
 }
 
-/// [`members_named`] for names given as `&str`, also appending every
-/// member's name to `names` when given: one pass for a source's time, its
-/// key and a keyed step's key.
-pub(crate) fn members_found<'a>(
+/// The one pass over a JSON object's top level the functions above share:
+/// the raw values of the members `wanted` (`found[i]` for `wanted[i]`, the
+/// last one if a name repeats; cleared first), every member's name appended
+/// to `names` when given, the whole object checked well-formed and no other
+/// value parsed into anything.
+pub(crate) fn members_found<'a, W: AsRef<str>>(
     bytes: &'a [u8],
-    wanted: &[&str],
+    wanted: &[W],
     found: &mut [Option<&'a RawValue>],
     names: Option<&mut Vec<Cow<'a, str>>>,
 ) -> Result<(), serde_json::Error> {
-    struct V<'n, 'f, 'v, 'a>(&'n [&'n str], &'f mut [Option<&'a RawValue>], Option<&'v mut Vec<Cow<'a, str>>>);
-    impl<'de> Visitor<'de> for V<'_, '_, '_, 'de> {
+    struct V<'n, 'f, 'v, 'a, W>(&'n [W], &'f mut [Option<&'a RawValue>], Option<&'v mut Vec<Cow<'a, str>>>);
+    impl<'de, W: AsRef<str>> Visitor<'de> for V<'_, '_, '_, 'de, W> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(mut self, mut m: A) -> Result<(), A::Error> {
             while let Some(k) = m.next_key::<Key<'de>>()? {
-                if self.0.iter().any(|w| short_eq(w, &k.0)) {
+                if self.0.iter().any(|w| short_eq(w.as_ref(), &k.0)) {
                     // One member may be wanted twice (the time and a key from one field).
                     let v = m.next_value::<&'de RawValue>()?;
-                    self.1.iter_mut().zip(self.0).filter(|(_, w)| short_eq(w, &k.0)).for_each(|(f, _)| *f = Some(v));
+                    self.1.iter_mut().zip(self.0).filter(|(_, w)| short_eq(w.as_ref(), &k.0)).for_each(|(f, _)| *f = Some(v));
                 } else {
                     m.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -436,23 +393,7 @@ pub(crate) fn is_object(bytes: &[u8]) -> bool {
 /// to `names`, in order, checking the object is well-formed; values are
 /// skipped, not kept.
 pub(crate) fn member_names<'a>(bytes: &'a [u8], names: &mut Vec<Cow<'a, str>>) -> Result<(), serde_json::Error> {
-    struct V<'v, 'a>(&'v mut Vec<Cow<'a, str>>);
-    impl<'de> Visitor<'de> for V<'_, 'de> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-            while let Some(k) = m.next_key::<Key<'de>>()? {
-                m.next_value::<serde::de::IgnoredAny>()?;
-                self.0.push(k.0);
-            }
-            Ok(())
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_map(V(names))?;
-    de.end()
+    members_found::<&str>(bytes, &[], &mut [], Some(names))
 }
 
 struct Key<'a>(Cow<'a, str>);

@@ -110,11 +110,7 @@ impl KafkaSink {
     fn key_of(&self, e: &Event) -> Option<Vec<u8>> {
         let Some(field) = &self.key else { return e.key.clone() };
         let raw = crate::record_schema::member_and_names(&e.value, field, None).ok().flatten()?;
-        let text = raw.get();
-        Some(match serde_json::from_str::<String>(text) {
-            Ok(s) => s.into_bytes(),
-            Err(_) => text.as_bytes().to_vec(),
-        })
+        Some(crate::record_schema::key_bytes(raw.get()))
     }
 }
 

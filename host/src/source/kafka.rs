@@ -98,8 +98,8 @@ impl KafkaSource {
     }
 
     /// A consumer of every partition of `topic`, each at its checkpointed
-    /// offset or at `start`; and the partitions' keys.
-    fn consumer(&self, topic: &str) -> Result<(BaseConsumer, Vec<String>), SourceError> {
+    /// offset or at `start`; and the partitions.
+    fn consumer(&self, topic: &str) -> Result<(BaseConsumer, Vec<i32>), SourceError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.config.brokers)
@@ -117,8 +117,7 @@ impl KafkaSource {
             return Err(self.error(format!("topic `{topic}` has no partitions (does it exist?)")));
         }
         let mut tpl = TopicPartitionList::new();
-        let mut keys = Vec::new();
-        for p in partitions {
+        for &p in &partitions {
             let key = partition_key(topic, p);
             let offset = match (self.resume.partitions.get(&key), self.config.start) {
                 (Some(next), _) => Offset::Offset(*next),
@@ -126,10 +125,9 @@ impl KafkaSource {
                 (None, KafkaStart::Latest) => Offset::End,
             };
             tpl.add_partition_offset(topic, p, offset).map_err(|e| self.error(format!("{key}: {e}")))?;
-            keys.push(key);
         }
         consumer.assign(&tpl).map_err(|e| self.error(format!("assigning topic `{topic}`: {e}")))?;
-        Ok((consumer, keys))
+        Ok((consumer, partitions))
     }
 }
 
@@ -142,10 +140,9 @@ impl Source for KafkaSource {
         // Per consumer, per partition: its lane of the watermark, and whether it is at its end.
         let mut lanes: Vec<BTreeMap<i32, (usize, bool)>> = Vec::new();
         let mut n = 0;
-        for (_, keys) in &consumers {
+        for (_, partitions) in &consumers {
             let mut of_topic = BTreeMap::new();
-            for key in keys {
-                let partition = key.rsplit('/').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            for &partition in partitions {
                 of_topic.insert(partition, (n, false));
                 n += 1;
             }

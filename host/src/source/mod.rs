@@ -278,11 +278,12 @@ impl Emitter {
         if self.lanes.is_empty() {
             return self.max_time;
         }
-        let reading: Vec<&Lane> = self.lanes.iter().filter(|l| !l.caught_up).collect();
-        if reading.is_empty() {
+        let mut reading = self.lanes.iter().filter(|l| !l.caught_up).peekable();
+        if reading.peek().is_none() {
             return self.lanes.iter().filter_map(|l| l.max).max();
         }
-        reading.iter().map(|l| l.max).min().flatten()
+        // `None` (read nothing yet) is the minimum: it holds the watermark.
+        reading.map(|l| l.max).min().flatten()
     }
 
     /// Sets the bounded out-of-orderness the watermark allows for.

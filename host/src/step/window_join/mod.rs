@@ -348,7 +348,7 @@ impl WindowJoin {
                 0 => format!("not a JSON object: {e}"),
                 _ => format!("no join key: `$.{}` is not inside an object", dotted()),
             })?;
-            let found = found.ok_or_else(|| format!("no join key: field `$.{}` is missing", dotted()))?;
+            let found = found.ok_or_else(|| missing_key(path))?;
             bytes = found.get().as_bytes();
             raw = Some(found);
         }
@@ -730,6 +730,11 @@ fn key_from_raw(text: &str, path: &[String]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Why an event whose member at `path` is absent has no join key.
+fn missing_key(path: &[String]) -> String {
+    format!("no join key: field `$.{}` is missing", path.join("."))
+}
+
 /// A read key with the key group it hashes into (no key: group 0, refused
 /// wherever it goes).
 fn routed(read: ReadKey, key_groups: usize) -> RoutedKey {
@@ -758,7 +763,7 @@ impl super::KeyCapture for FieldCapture {
     fn capture(&self, raw: Option<&str>, names: &[Cow<'_, str>]) -> RoutedKey {
         let key = match raw {
             Some(text) => key_from_raw(text, &self.path),
-            None => Err(format!("no join key: field `$.{}` is missing", self.path.join("."))),
+            None => Err(missing_key(&self.path)),
         };
         let key = key.map_err(|reason| (DeadKind::StepError, reason));
         let plain_names = key.is_ok() && self.merge.as_ref().is_some_and(|m| m.plain(names));
