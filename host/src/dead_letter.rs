@@ -55,8 +55,16 @@ struct Line<'a> {
     kind: DeadKind,
     reason: &'a str,
     source: &'a str,
-    /// Line number in a file or stdin, sequence number for a generator.
+    /// Line number in a file or stdin, sequence number for a generator,
+    /// offset for Kafka.
     position: u64,
+    /// The Kafka topic, partition and offset of a record of a `kafka` source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     step: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +122,9 @@ impl DeadLetterWriter {
             reason: &d.reason,
             source: &d.origin.source,
             position: d.origin.position,
+            topic: d.origin.partition.as_ref().map(|p| p.topic.as_str()),
+            partition: d.origin.partition.as_ref().map(|p| p.partition),
+            offset: d.origin.partition.as_ref().map(|_| d.origin.position),
             step: d.step.as_deref(),
             plugin: d.plugin.as_deref(),
             timestamp: d.step.as_ref().map(|_| d.event.timestamp),

@@ -34,8 +34,25 @@ pub struct Origin {
     /// Name of the source in pipeline.json.
     pub source: Arc<str>,
     /// Position within the source: 1-based line number for line-oriented
-    /// sources, sequence number for the generator.
+    /// sources, sequence number for the generator, offset for Kafka.
     pub position: u64,
+    /// The Kafka partition of a record of a `kafka` source (its `position`
+    /// is the offset in it); shared by every record of the partition.
+    pub partition: Option<Arc<Partition>>,
+}
+
+impl Origin {
+    /// An origin outside any partition.
+    pub fn new(source: impl Into<Arc<str>>, position: u64) -> Self {
+        Origin { source: source.into(), position, partition: None }
+    }
+}
+
+/// A partition of a Kafka topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub topic: String,
+    pub partition: i32,
 }
 
 /// A batch of events with their origins (parallel vectors: `events[i]` came

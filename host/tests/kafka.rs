@@ -206,3 +206,99 @@ fn a_kafka_source_resumes_at_each_partitions_checkpointed_offset() {
         std::fs::read_dir(dir.path().join("checkpoints")).unwrap().flatten().filter_map(|e| std::fs::read_to_string(e.path().join("meta.json")).ok()).collect();
     assert!(metas.iter().any(|m| m.contains("\"in/0\"") && m.contains("\"in/2\"")), "offsets per partition in a checkpoint: {metas:?}");
 }
+
+/// Per partition of `topic`, how many of `records` the default partitioner
+/// put there: the offsets a consumer that read them all has next.
+fn per_partition(broker: &kafka::Broker, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut counts = vec![0i64; partitions as usize];
+    for r in broker.read_with_partitions(topic, usize::MAX) {
+        counts[r.0 as usize] += 1;
+    }
+    counts
+}
+
+#[test]
+fn after_each_checkpoint_the_offsets_are_committed_to_the_group() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 3);
+    broker.produce("in", &records(0, 2000));
+    let ends = per_partition(&broker, "in", 3);
+    assert_eq!(ends.iter().sum::<i64>(), 2000);
+    assert!(ends.iter().all(|n| *n > 0), "records in every partition: {ends:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = source_pipeline(dir.path(), &broker.brokers, json!({}));
+    assert_eq!(broker.committed("g", "in", 3), vec![-1; 3], "nothing committed before the run");
+    run_ok(&pipeline);
+    // The next offset to read (offset + 1 of the last record), as lag tools expect.
+    assert_eq!(broker.committed("g", "in", 3), ends, "the group's offsets are the ends");
+    broker.produce("in", &records(2000, 500));
+    let ends = per_partition(&broker, "in", 3);
+    run_ok(&pipeline);
+    assert_eq!(broker.committed("g", "in", 3), ends);
+    assert_eq!(envelopes(&dir.path().join("out.jsonl")).len(), 2500);
+}
+
+#[test]
+fn malformed_and_oversized_records_are_dead_letters_with_topic_partition_and_offset() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 2);
+    let mut mixed = records(0, 6);
+    mixed[1].value = b"{not json".to_vec();
+    mixed[4].value = json!({"n": 4, "pad": "x".repeat(2000)}).to_string().into_bytes();
+    broker.produce_to("in", 1, &mixed[..3]);
+    broker.produce_to("in", 0, &mixed[3..]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source_pipeline(dir.path(), &broker.brokers, json!({"max_record_bytes": 1000}))).unwrap()).unwrap();
+    pipeline["dead_letter"] = json!({ "type": "file", "path": "dead.jsonl" });
+    let path = write_pipeline(dir.path(), &pipeline);
+    run_ok(&path);
+    assert_eq!(envelopes(&dir.path().join("out.jsonl")).iter().map(|e| e.0).collect::<Vec<_>>(), vec![0, 2, 3, 5]);
+    let mut dead: Vec<serde_json::Value> = common::lines(&dir.path().join("dead.jsonl")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    dead.sort_by_key(|d| d["partition"].as_i64());
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    // Partition 0 holds records 3, 4, 5 at offsets 0, 1, 2; partition 1 records 0, 1, 2.
+    let seen: Vec<(&str, &str, i64, i64, &str)> = dead
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap(), d["topic"].as_str().unwrap(), d["partition"].as_i64().unwrap(), d["offset"].as_i64().unwrap(), d["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, vec![("too-large", "in", 0, 1, "in"), ("malformed", "in", 1, 1, "in")]);
+    assert_eq!(dead[1]["value"], "{not json", "the whole record is kept");
+}
+
+/// Tansu has no CreatePartitions, so the partitions found while running are
+/// those of a topic created after the start: the same path (a metadata look
+/// every `partition_discovery_ms`) that finds partitions added to a topic.
+#[test]
+fn partitions_that_appear_while_running_are_read_from_their_start() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 1);
+    broker.produce("in", &records(0, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = source_pipeline(dir.path(), &broker.brokers, json!({"topics": ["in", "later"], "stop_at_end": false, "partition_discovery_ms": 200}));
+    let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let wait_for = |n: usize| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while common::lines(&out).len() < n {
+            assert!(std::time::Instant::now() < until, "only {} of {n} records arrived", common::lines(&out).len());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(100);
+    broker.create_topic("later", 2);
+    broker.produce_to("later", 0, &records(100, 50));
+    broker.produce_to("later", 1, &records(150, 50));
+    broker.produce("in", &records(200, 50));
+    wait_for(250);
+    common::signal(&child, "TERM");
+    let status = common::wait_or_kill(&mut child, std::time::Instant::now() + std::time::Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "a stop ends the run cleanly: {err}");
+    assert!(err.contains("new partitions"), "{err}");
+    let got = envelopes(&out);
+    assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), (0..250).collect::<Vec<u64>>(), "each record once, the new partitions' too");
+    // The stop's final checkpoint has every partition, and told the group.
+    assert_eq!(broker.committed("g", "later", 2), vec![50, 50]);
+}

@@ -13,12 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{lines, streamhost, write_pipeline};
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
-    assert!(status.success(), "kill -{sig}");
-}
+use common::{lines, signal, streamhost, write_pipeline};
 
 /// Spawns `streamhost run` and forwards its stderr, line by line, to a channel.
 fn spawn_run(pipeline: &Path, stdin: Stdio) -> (Child, mpsc::Receiver<String>) {

@@ -68,6 +68,8 @@ pub(crate) struct SourceNode {
     /// Makes it again at a position (`on_error: "retry"`).
     pub factory: SourceFactory,
     pub retry: Option<crate::config::RetrySettings>,
+    /// Told where each completed checkpoint stands (a Kafka group).
+    pub committer: Option<Box<dyn crate::source::PositionCommitter>>,
 }
 
 /// A pipeline ready to run.
@@ -249,15 +251,16 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let sources: Vec<SourceNode> = c
         .sources
         .iter()
-        .map(|(name, sc)| {
+        .map(|(name, sc)| -> Result<SourceNode, RunError> {
             let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).cloned());
             let (source_name, config, base) = (name.clone(), sc.clone(), p.base_dir.clone());
             let factory: SourceFactory = Arc::new(move |point| {
                 let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
                 build_source(&source_name, &config, resolve, Some(point))
             });
-            SourceNode {
+            Ok(SourceNode {
                 name: name.clone(),
+                committer: crate::source::build_committer(name, sc)?,
                 source: Some(build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone()))),
                 resume: mark,
                 factory,
@@ -265,9 +268,9 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 stats: NodeStats::new(name, NodeKind::Source),
                 out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
                 idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
 
     // The workers: stage by stage, each with its own copy of its stage's steps.
     let states = super::worker_state::StateRoot::prepare(p, resume.as_ref(), &graph, per_stage)?;

@@ -222,7 +222,7 @@ impl Pipeline {
                 // is one unit: between its data and its progress report the
                 // state is ahead of the position a checkpoint would record.
                 if !unreported.iter().any(|u| *u) && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
-                    self.checkpoint(&mut links, &clock, &mut progress)?;
+                    self.checkpoint(&mut links, &clock, &mut progress, false)?;
                 }
                 if tick.is_some() && clock.check_idle(now) {
                     self.send_clocks(&mut links, &clock)?;
@@ -256,7 +256,7 @@ impl Pipeline {
             } else {
                 // The last checkpoint covers the whole run (a completed run
                 // leaves nothing to do; a stopped one goes on from here).
-                final_checkpoint = Some(self.checkpoint(&mut links, &clock, &mut progress)?);
+                final_checkpoint = Some(self.checkpoint(&mut links, &clock, &mut progress, true)?);
             }
             Ok(())
         })();
@@ -528,8 +528,9 @@ impl Pipeline {
     /// Takes a checkpoint: a barrier through every worker (each snapshots its
     /// state once everything before the barrier has reached it, and sends its
     /// outputs before acknowledging), then sinks and dead letters committed,
-    /// then the record that completes it (see `checkpoint.rs`). Returns its id.
-    fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark]) -> Result<u64, RunError> {
+    /// then the record that completes it (see `checkpoint.rs`), then the
+    /// sources' committers told (`last`: the run's final one). Returns its id.
+    fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
         let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
@@ -552,6 +553,11 @@ impl Pipeline {
         let schedule = self.checkpoints.as_ref().expect("checked above");
         schedule.store.complete(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
         tracing::debug!(id, dir = %folder.display(), "checkpoint complete");
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            if let Some(c) = s.committer.as_mut() {
+                c.commit(&progress[i].resume, last);
+            }
+        }
         Ok(id)
     }
 

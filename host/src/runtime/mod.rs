@@ -57,4 +57,6 @@ pub enum RunError {
     Step(String),
     #[error(transparent)]
     Admin(#[from] crate::swap::AdminError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }

@@ -109,7 +109,7 @@ mod tests {
     fn split_keeps_order_within_each_part() {
         let mut b = Batch::default();
         for i in 0..10 {
-            b.push(Event::from_value(vec![i], i64::from(i)), crate::event::Origin { source: "s".into(), position: u64::from(i) });
+            b.push(Event::from_value(vec![i], i64::from(i)), crate::event::Origin::new("s", u64::from(i)));
         }
         let targets: Vec<usize> = b.events.iter().map(|e| usize::from(e.value[0] % 3 == 0)).collect();
         let extra: Vec<i64> = b.events.iter().map(|e| e.timestamp * 10).collect();

@@ -4,29 +4,32 @@
 //! (unless `key_field` names one), the headers the event's headers, and the
 //! record timestamp the event time (unless `timestamp_field` names one).
 //! Where each partition stands is in the checkpoints: a restore goes on at
-//! the next offset of each.
+//! the next offset of each; after each checkpoint the same offsets are
+//! committed to the group ([`KafkaCommitter`]), for the lag tools.
 //!
 //! The watermark is kept per partition: the slowest partition still reading
 //! holds it back; one that has caught up with its end (and stays silent) does
-//! not, until it reads again.
+//! not, until it reads again. Partitions added to a topic while it runs are
+//! found by a metadata check every `partition_discovery_ms` and read from
+//! their start.
 //!
-//! Not yet (issue 11): offsets committed to the group, partitions added while
-//! running, and sharing partitions with other processes of the group.
+//! Not yet (issue 11): sharing partitions with other processes of the group.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{admit_record, now_ms, Emitter, Source, SourceError};
+use super::{admit_record, now_ms, Emitter, PositionCommitter, Source, SourceError};
 use crate::config::SourceCommon;
-use crate::event::Header;
+use crate::event::{Header, Partition};
 use crate::record_schema::RecordCheck;
 use crate::runtime::ResumePoint;
 
@@ -38,15 +41,23 @@ pub struct KafkaSourceConfig {
     pub brokers: String,
     /// The topics read (every partition of each).
     pub topics: Vec<String>,
-    /// The consumer group (`group.id`).
+    /// The consumer group (`group.id`); the offsets of each checkpoint are
+    /// committed to it.
     pub group_id: String,
-    /// Where a partition starts when no checkpoint says where it stands.
+    /// Where a partition starts when no checkpoint says where it stands:
+    /// `"earliest"`, `"latest"`, or `{"timestamp_ms": T}` (the first record
+    /// at or after T, ms since the Unix epoch).
     #[serde(default)]
     pub start: KafkaStart,
     /// Read each partition up to its end and then finish (bounded runs:
     /// backfills, tests); otherwise wait for new records forever.
     #[serde(default)]
     pub stop_at_end: bool,
+    /// How often (ms) the topics are checked for partitions added while the
+    /// source runs (or for a topic not created yet); 0: never. A partition
+    /// found is read from its start. Not with `stop_at_end`.
+    #[serde(default = "default_discovery_ms")]
+    pub partition_discovery_ms: u64,
     /// librdkafka consumer settings passed through as they are (security,
     /// fetch sizes), e.g. `{"fetch.max.bytes": "10485760"}`.
     #[serde(default)]
@@ -55,15 +66,22 @@ pub struct KafkaSourceConfig {
     pub common: SourceCommon,
 }
 
+fn default_discovery_ms() -> u64 {
+    10_000
+}
+
 /// Where a partition without a checkpointed offset starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum KafkaStart {
     /// Its first record still kept by the broker.
     #[default]
     Earliest,
     /// After its last record: only what is produced from now on.
     Latest,
+    /// Its first record with a timestamp at or after this one (ms since the
+    /// Unix epoch); after its last record if there is none.
+    TimestampMs(i64),
 }
 
 /// How long metadata and assignment calls wait for the broker.
@@ -74,12 +92,49 @@ fn partition_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The consumer settings every consumer of the source shares.
+fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        // Where it stands is in the checkpoints; the group is told after each.
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    for (k, v) in &config.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// How often partitions are looked for, if at all (never in a bounded run:
+/// it reads what there is at its start).
+fn discovery_of(config: &KafkaSourceConfig) -> Option<Duration> {
+    (!config.stop_at_end && config.partition_discovery_ms > 0).then(|| Duration::from_millis(config.partition_discovery_ms))
+}
+
 pub struct KafkaSource {
     name: String,
     config: KafkaSourceConfig,
     check: RecordCheck,
     max_bytes: usize,
     resume: ResumePoint,
+}
+
+/// One partition being read.
+struct Assigned {
+    /// Its lane of the emitter's watermark.
+    lane: usize,
+    /// `topic/partition`, its key in the checkpoints.
+    key: String,
+    /// Caught up with its end (the broker said so), and not read since.
+    at_end: bool,
+}
+
+/// The consumer of one topic and the partitions it reads.
+struct TopicReader {
+    topic: String,
+    consumer: BaseConsumer,
+    partitions: BTreeMap<i32, Assigned>,
 }
 
 impl KafkaSource {
@@ -97,77 +152,115 @@ impl KafkaSource {
         SourceError::Kafka { source_name: self.name.clone(), error: what }
     }
 
-    /// A consumer of every partition of `topic`, each at its checkpointed
-    /// offset or at `start`; and the partitions.
-    fn consumer(&self, topic: &str) -> Result<(BaseConsumer, Vec<i32>), SourceError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.config.brokers)
-            .set("group.id", &self.config.group_id)
-            // Where it stands is in the checkpoints, not in the group (yet).
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
-        for (k, v) in &self.config.properties {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer = config.create().map_err(|e| self.error(format!("creating the consumer: {e}")))?;
+    /// The partitions `topic` has now.
+    fn partitions_of(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, SourceError> {
         let meta = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT).map_err(|e| self.error(format!("topic `{topic}`: {e}")))?;
-        let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        Ok(meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
+    }
+
+    /// A consumer of `topic`, reading every partition it has at its
+    /// checkpointed offset or at `start`.
+    fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
+        let consumer: BaseConsumer =
+            client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?;
+        let partitions = self.partitions_of(&consumer, topic)?;
         if partitions.is_empty() {
-            return Err(self.error(format!("topic `{topic}` has no partitions (does it exist?)")));
+            if self.config.stop_at_end || discovery_of(&self.config).is_none() {
+                return Err(self.error(format!("topic `{topic}` has no partitions (does it exist?)")));
+            }
+            // Read once it is created (the partition discovery finds it).
+            tracing::warn!(source = %self.name, topic, "the topic has no partitions yet (does it exist?); waiting for them");
         }
+        let mut reader = TopicReader { topic: topic.to_string(), consumer, partitions: BTreeMap::new() };
+        self.add_partitions(&mut reader, &partitions, self.config.start, out)?;
+        Ok(reader)
+    }
+
+    /// Starts reading `partitions` of `reader`'s topic: each at its
+    /// checkpointed offset, or else at `start`.
+    fn add_partitions(&self, reader: &mut TopicReader, partitions: &[i32], start: KafkaStart, out: &mut Emitter) -> Result<(), SourceError> {
+        let topic = reader.topic.clone();
         let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let key = partition_key(topic, p);
-            let offset = match (self.resume.partitions.get(&key), self.config.start) {
+        let mut by_time = TopicPartitionList::new();
+        for &p in partitions {
+            let key = partition_key(&topic, p);
+            let offset = match (self.resume.partitions.get(&key), start) {
                 (Some(next), _) => Offset::Offset(*next),
                 (None, KafkaStart::Earliest) => Offset::Beginning,
                 (None, KafkaStart::Latest) => Offset::End,
+                (None, KafkaStart::TimestampMs(t)) => {
+                    by_time.add_partition_offset(&topic, p, Offset::Offset(t)).map_err(|e| self.error(format!("{key}: {e}")))?;
+                    continue;
+                }
             };
-            tpl.add_partition_offset(topic, p, offset).map_err(|e| self.error(format!("{key}: {e}")))?;
+            tpl.add_partition_offset(&topic, p, offset).map_err(|e| self.error(format!("{key}: {e}")))?;
         }
-        consumer.assign(&tpl).map_err(|e| self.error(format!("assigning topic `{topic}`: {e}")))?;
-        Ok((consumer, partitions))
+        if by_time.count() > 0 {
+            let found = reader
+                .consumer
+                .offsets_for_times(by_time, BROKER_TIMEOUT)
+                .map_err(|e| self.error(format!("topic `{topic}`: offsets for the start time: {e}")))?;
+            for e in found.elements() {
+                // No record at or after the time: from the end.
+                let offset = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+                    _ => Offset::End,
+                };
+                tpl.add_partition_offset(&topic, e.partition(), offset).map_err(|e| self.error(format!("{topic}: {e}")))?;
+            }
+        }
+        reader.consumer.incremental_assign(&tpl).map_err(|e| self.error(format!("assigning topic `{topic}`: {e}")))?;
+        for &p in partitions {
+            let lane = out.add_lane(Arc::new(Partition { topic: topic.clone(), partition: p }));
+            reader.partitions.insert(p, Assigned { lane, key: partition_key(&topic, p), at_end: false });
+        }
+        Ok(())
+    }
+
+    /// Starts reading the partitions added to the topics since the last look.
+    fn discover(&self, readers: &mut [TopicReader], out: &mut Emitter) -> Result<(), SourceError> {
+        for r in readers {
+            let now = self.partitions_of(&r.consumer, &r.topic)?;
+            let new: Vec<i32> = now.into_iter().filter(|p| !r.partitions.contains_key(p)).collect();
+            if !new.is_empty() {
+                tracing::info!(source = %self.name, topic = %r.topic, partitions = ?new, "new partitions: reading them from their start");
+                // Everything in a new partition was written after the source started.
+                self.add_partitions(r, &new, KafkaStart::Earliest, out)?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Source for KafkaSource {
     fn run(self: Box<Self>, out: &mut Emitter) -> Result<(), SourceError> {
-        let mut consumers = Vec::new();
+        let mut readers = Vec::new();
         for topic in &self.config.topics {
-            consumers.push(self.consumer(topic)?);
+            readers.push(self.reader(topic, out)?);
         }
-        // Per consumer, per partition: its lane of the watermark, and whether it is at its end.
-        let mut lanes: Vec<BTreeMap<i32, (usize, bool)>> = Vec::new();
-        let mut n = 0;
-        for (_, partitions) in &consumers {
-            let mut of_topic = BTreeMap::new();
-            for &partition in partitions {
-                of_topic.insert(partition, (n, false));
-                n += 1;
-            }
-            lanes.push(of_topic);
-        }
-        out.with_lanes(n);
+        let discovery = discovery_of(&self.config);
+        let mut looked = Instant::now();
         let mut line = self.resume.line;
         loop {
             if out.closed || out.stopping() {
                 return Ok(());
             }
+            if discovery.is_some_and(|every| looked.elapsed() >= every) {
+                self.discover(&mut readers, out)?;
+                looked = Instant::now();
+            }
             let mut got_any = false;
-            for (i, (consumer, _)) in consumers.iter().enumerate() {
+            for r in &mut readers {
                 // Drain what is there, without blocking on one topic.
-                while let Some(result) = consumer.poll(Duration::ZERO) {
+                while let Some(result) = r.consumer.poll(Duration::ZERO) {
                     match result {
                         Ok(m) => {
                             got_any = true;
-                            if let Some((lane, at_end)) = lanes[i].get_mut(&m.partition()) {
-                                *at_end = false;
-                                out.set_lane(*lane);
-                            }
+                            let Some(a) = r.partitions.get_mut(&m.partition()) else { continue };
+                            a.at_end = false;
+                            out.set_lane(a.lane);
                             line += 1;
-                            let key = partition_key(m.topic(), m.partition());
-                            out.consumed_partition(&key, m.offset() + 1, line);
+                            out.consumed_partition(&a.key, m.offset() + 1, line);
                             let headers = m
                                 .headers()
                                 .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
@@ -177,19 +270,19 @@ impl Source for KafkaSource {
                             admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
                         }
                         Err(KafkaError::PartitionEOF(p)) => {
-                            if let Some((lane, at_end)) = lanes[i].get_mut(&p) {
-                                *at_end = true;
-                                out.lane_caught_up(*lane);
+                            if let Some(a) = r.partitions.get_mut(&p) {
+                                a.at_end = true;
+                                out.lane_caught_up(a.lane);
                             }
                         }
-                        Err(e) => return Err(self.error(format!("reading topic `{}`: {e}", self.config.topics[i]))),
+                        Err(e) => return Err(self.error(format!("reading topic `{}`: {e}", r.topic))),
                     }
                     if out.closed {
                         return Ok(());
                     }
                 }
             }
-            if self.config.stop_at_end && lanes.iter().all(|t| t.values().all(|(_, at_end)| *at_end)) {
+            if self.config.stop_at_end && readers.iter().all(|r| r.partitions.values().all(|a| a.at_end)) {
                 return Ok(());
             }
             out.maybe_flush();
@@ -198,5 +291,63 @@ impl Source for KafkaSource {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+    }
+}
+
+/// Commits the offsets of each completed checkpoint to the source's group
+/// (the next offset to read: offset + 1 of the last record covered), so
+/// `kafka-consumer-groups --describe` and other lag tools show the job's
+/// lag. The checkpoint stays what a restart goes by; a failed commit is
+/// only logged.
+pub struct KafkaCommitter {
+    name: String,
+    topics: Vec<String>,
+    consumer: BaseConsumer,
+}
+
+impl KafkaCommitter {
+    pub fn new(name: &str, config: &KafkaSourceConfig) -> Result<Self, SourceError> {
+        let consumer = client_config(config)
+            .create()
+            .map_err(|e| SourceError::Kafka { source_name: name.into(), error: format!("creating the offset committer: {e}") })?;
+        Ok(KafkaCommitter { name: name.into(), topics: config.topics.clone(), consumer })
+    }
+}
+
+impl PositionCommitter for KafkaCommitter {
+    fn commit(&mut self, point: &ResumePoint, last: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for (key, next) in &point.partitions {
+            let Some((topic, p)) = key.rsplit_once('/') else { continue };
+            let (Ok(p), true) = (p.parse::<i32>(), self.topics.iter().any(|t| t == topic)) else { continue };
+            if tpl.add_partition_offset(topic, p, Offset::Offset(*next)).is_err() {
+                continue;
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        // The last commit of a run is waited for, so the lag is right once it exits.
+        let mode = if last { CommitMode::Sync } else { CommitMode::Async };
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::warn!(source = %self.name, error = %e, "committing the checkpoint's offsets to the group failed");
+        }
+        // Serves the async commit's result (logged by librdkafka).
+        let _ = self.consumer.poll(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_is_a_word_or_a_timestamp() {
+        let start = |v: serde_json::Value| serde_json::from_value::<KafkaStart>(v).map_err(|e| e.to_string());
+        assert_eq!(start(serde_json::json!("earliest")), Ok(KafkaStart::Earliest));
+        assert_eq!(start(serde_json::json!("latest")), Ok(KafkaStart::Latest));
+        assert_eq!(start(serde_json::json!({"timestamp_ms": 1_700_000_000_000i64})), Ok(KafkaStart::TimestampMs(1_700_000_000_000)));
+        assert!(start(serde_json::json!("newest")).is_err());
+        assert!(start(serde_json::json!({"timestamp_ms": "soon"})).is_err());
     }
 }

@@ -16,7 +16,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::SourceConfig;
 use crate::dead_letter::DeadLetter;
-use crate::event::{Batch, Event, Origin};
+use crate::event::{Batch, Event, Origin, Partition};
 use crate::record_schema::RecordCheck;
 use crate::step::{KeyCapture, RoutedKey};
 
@@ -78,6 +78,21 @@ pub const END_OF_TIME: i64 = i64::MAX;
 /// A running source: reads until exhausted or until the pipeline hangs up.
 pub trait Source: Send {
     fn run(self: Box<Self>, out: &mut Emitter) -> Result<(), SourceError>;
+}
+
+/// Tells a source's own system where each completed checkpoint stands (a
+/// Kafka source's group: its committed offsets). Called by the coordinator
+/// after the checkpoint is complete; `last`: the run's final checkpoint.
+pub trait PositionCommitter: Send {
+    fn commit(&mut self, point: &crate::runtime::ResumePoint, last: bool);
+}
+
+/// What tells `config`'s system about completed checkpoints, if it has one.
+pub fn build_committer(name: &str, config: &SourceConfig) -> Result<Option<Box<dyn PositionCommitter>>, SourceError> {
+    Ok(match config {
+        SourceConfig::Kafka(c) => Some(Box::new(kafka::KafkaCommitter::new(name, c)?)),
+        _ => None,
+    })
 }
 
 /// Builds the source described by `config`; `resume` is where a checkpoint
@@ -253,9 +268,13 @@ impl Emitter {
         self.check_halt();
     }
 
-    /// Keeps a watermark per lane (a Kafka partition): `n` lanes, none caught up.
-    pub fn with_lanes(&mut self, n: usize) {
-        self.lanes = vec![Lane::default(); n];
+    /// Adds a lane (a Kafka partition, which the origins of its records
+    /// name) to the watermark, not caught up: its index for [`set_lane`].
+    ///
+    /// [`set_lane`]: Emitter::set_lane
+    pub fn add_lane(&mut self, partition: Arc<Partition>) -> usize {
+        self.lanes.push(Lane { max: None, caught_up: false, partition });
+        self.lanes.len() - 1
     }
 
     /// The lane of the records pushed from now on.
@@ -292,8 +311,9 @@ impl Emitter {
         self
     }
 
+    /// The origin of the record at `position` of the current lane.
     pub fn origin(&self, position: u64) -> Origin {
-        Origin { source: self.name.clone(), position }
+        Origin { source: self.name.clone(), position, partition: self.lanes.get(self.lane).map(|l| l.partition.clone()) }
     }
 
     pub fn name(&self) -> &str {
@@ -416,10 +436,11 @@ impl Emitter {
 }
 
 /// One partition's part in a source's watermark.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Lane {
     max: Option<i64>,
     caught_up: bool,
+    partition: Arc<Partition>,
 }
 
 /// Makes a source again, at a position (a retry after an error).
@@ -536,7 +557,9 @@ mod tests {
     fn watermarks(steps: &[(&str, usize, i64)]) -> Vec<i64> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut out = Emitter::new(0, "k", tx, 1000, Duration::from_secs(60)).with_out_of_orderness(10);
-        out.with_lanes(2);
+        for partition in 0..2 {
+            out.add_lane(Arc::new(Partition { topic: "t".into(), partition }));
+        }
         for (what, lane, t) in steps {
             match *what {
                 "push" => {

@@ -65,6 +65,32 @@ impl Broker {
 
     /// Produces `records` to `topic` (partitioned by key) and waits for every acknowledgement.
     pub fn produce(&self, topic: &str, records: &[Record]) {
+        self.produce_into(topic, None, records)
+    }
+
+    /// Produces `records` to one partition of `topic`.
+    pub fn produce_to(&self, topic: &str, partition: i32, records: &[Record]) {
+        self.produce_into(topic, Some(partition), records)
+    }
+
+    /// The offsets `group` has committed for partitions `0..partitions` of
+    /// `topic` (-1 where none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", group).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    fn produce_into(&self, topic: &str, partition: Option<i32>, records: &[Record]) {
         use rdkafka::message::{Header, OwnedHeaders};
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
         let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("linger.ms", "5").create().unwrap();
@@ -74,6 +100,9 @@ impl Broker {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
             let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(r.value.as_slice()).headers(headers);
+            if let Some(p) = partition {
+                rec = rec.partition(p);
+            }
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_slice());
             }
@@ -98,6 +127,11 @@ impl Broker {
     /// The records of `topic` (all partitions, from the start), reading until
     /// `count` arrived, or none came for 3 s, or 60 s passed.
     pub fn read_all(&self, topic: &str, count: usize) -> Vec<Record> {
+        self.read_with_partitions(topic, count).into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// [`read_all`](Broker::read_all), with the partition of each record.
+    pub fn read_with_partitions(&self, topic: &str, count: usize) -> Vec<(i32, Record)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", "streamhost-test-reader")
@@ -124,12 +158,10 @@ impl Broker {
                         h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()
                     })
                     .unwrap_or_default();
-                out.push(Record {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    timestamp: m.timestamp().to_millis(),
-                    headers,
-                });
+                out.push((
+                    m.partition(),
+                    Record { key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec(), timestamp: m.timestamp().to_millis(), headers },
+                ));
             }
         }
         out

@@ -169,6 +169,12 @@ pub fn write_pipeline(dir: &Path, pipeline: &serde_json::Value) -> PathBuf {
     path
 }
 
+/// Sends signal `sig` (`TERM`, `INT`, `KILL`) to `child`.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
 /// The lines of a file (none if it is missing).
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()

@@ -18,7 +18,9 @@
 //! order; `seq` (per join, increasing) keeps equal times apart and in
 //! arrival order. Writing an event is one put: no read-modify-write.
 
-use crate::event::{Event, Header, Origin};
+use std::sync::Arc;
+
+use crate::event::{Event, Header, Origin, Partition};
 
 /// Order-preserving encoding of an event time.
 pub(crate) fn time_bytes(t: i64) -> [u8; 8] {
@@ -141,11 +143,19 @@ pub(crate) fn encode_into(s: &Stored, out: &mut Vec<u8>) {
     let e = &s.event;
     out.clear();
     out.reserve(40 + e.value.len() + s.join_key.len() + s.origin.source.len());
-    out.push(2); // format version
+    out.push(3); // format version
     out.push(u8::from(s.plain_names));
     out.extend_from_slice(&e.timestamp.to_le_bytes());
     out.extend_from_slice(&s.origin.position.to_le_bytes());
     put_bytes(out, s.origin.source.as_bytes());
+    match &s.origin.partition {
+        Some(p) => {
+            out.push(1);
+            put_bytes(out, p.topic.as_bytes());
+            out.extend_from_slice(&p.partition.to_le_bytes());
+        }
+        None => out.push(0),
+    }
     put_bytes(out, &s.join_key);
     match &e.key {
         Some(k) => {
@@ -173,33 +183,58 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Stored> {
     decode_in(bytes, &mut SourceNames::default())
 }
 
-/// Source names already decoded, shared: a fired chunk holds thousands of
-/// events from a handful of sources.
+/// Source names and Kafka partitions already decoded, shared: a fired chunk
+/// holds thousands of events from a handful of sources and partitions.
 #[derive(Default)]
-pub(crate) struct SourceNames(Vec<std::sync::Arc<str>>);
+pub(crate) struct SourceNames(Vec<Arc<str>>, Vec<Arc<Partition>>);
 
 impl SourceNames {
-    fn get(&mut self, name: &[u8]) -> Option<std::sync::Arc<str>> {
+    fn get(&mut self, name: &[u8]) -> Option<Arc<str>> {
         if let Some(known) = self.0.iter().find(|n| n.as_bytes() == name) {
             return Some(known.clone());
         }
-        let name: std::sync::Arc<str> = std::str::from_utf8(name).ok()?.into();
+        let name: Arc<str> = std::str::from_utf8(name).ok()?.into();
         self.0.push(name.clone());
         Some(name)
+    }
+
+    fn partition(&mut self, topic: &[u8], partition: i32) -> Option<Arc<Partition>> {
+        if let Some(known) = self.1.iter().find(|p| p.partition == partition && p.topic.as_bytes() == topic) {
+            return Some(known.clone());
+        }
+        let p = Arc::new(Partition { topic: std::str::from_utf8(topic).ok()?.to_string(), partition });
+        self.1.push(p.clone());
+        Some(p)
+    }
+}
+
+/// The flags byte (format 2 on), then whether a partition follows the
+/// source name (format 3 on): what the version byte `v` says is there.
+fn version_fields(v: u8) -> Option<(bool, bool)> {
+    match v {
+        1 => Some((false, false)), // before the flags byte
+        2 => Some((true, false)),
+        3 => Some((true, true)),
+        _ => None,
     }
 }
 
 /// [`decode`], sharing source names through `names`.
 pub(crate) fn decode_in(bytes: &[u8], names: &mut SourceNames) -> Option<Stored> {
     let mut r = Reader(bytes);
-    let plain_names = match r.take(1)?[0] {
-        1 => false, // before the flags byte
-        2 => r.take(1)?[0] == 1,
-        _ => return None,
-    };
+    let (flags, has_partition) = version_fields(r.take(1)?[0])?;
+    let plain_names = flags && r.take(1)?[0] == 1;
     let timestamp = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let position = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let source = names.get(r.bytes()?)?;
+    let partition = match has_partition && r.take(1)?[0] == 1 {
+        true => {
+            let topic = r.bytes()?;
+            let p = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
+            Some(names.partition(topic, p)?)
+        }
+        false => None,
+    };
     let join_key = r.bytes()?.to_vec();
     let key = match r.take(1)?[0] {
         0 => None,
@@ -212,22 +247,23 @@ pub(crate) fn decode_in(bytes: &[u8], names: &mut SourceNames) -> Option<Stored>
         let name = std::str::from_utf8(r.bytes()?).ok()?.to_string();
         headers.push(Header { name, value: r.bytes()?.to_vec() });
     }
-    Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position }, join_key, plain_names })
+    Some(Stored { event: Event { key, value, timestamp, headers }, origin: Origin { source, position, partition }, join_key, plain_names })
 }
 
 /// The join key of a record [`encode_into`] wrote, read in place (no copy):
 /// matching a scanned record costs no decoding until it is kept.
 pub(crate) fn join_key_of(bytes: &[u8]) -> Option<&[u8]> {
     let mut r = Reader(bytes);
-    match r.take(1)?[0] {
-        1 => {}
-        2 => {
-            r.take(1)?;
-        }
-        _ => return None,
+    let (flags, has_partition) = version_fields(r.take(1)?[0])?;
+    if flags {
+        r.take(1)?;
     }
     r.take(16)?; // timestamp, position
     r.bytes()?; // source
+    if has_partition && r.take(1)?[0] == 1 {
+        r.bytes()?; // topic
+        r.take(4)?; // partition
+    }
     r.bytes()
 }
 
@@ -291,11 +327,13 @@ mod tests {
         fn stored_events_round_trip(
             value in proptest::collection::vec(any::<u8>(), 0..50), key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5)),
             ts in any::<i64>(), pos in any::<u64>(), jk in proptest::collection::vec(any::<u8>(), 0..5), hname in ".{0,5}",
-            plain_names in any::<bool>(),
+            plain_names in any::<bool>(), partition in proptest::option::of((".{0,5}", any::<i32>())),
         ) {
+            let mut origin = Origin::new("src", pos);
+            origin.partition = partition.map(|(topic, partition)| Arc::new(Partition { topic, partition }));
             let s = Stored {
                 event: Event { key, value, timestamp: ts, headers: vec![Header { name: hname, value: vec![1, 2] }] },
-                origin: Origin { source: "src".into(), position: pos },
+                origin,
                 join_key: jk,
                 plain_names,
             };
@@ -304,6 +342,25 @@ mod tests {
             prop_assert_eq!(join_key_of(&bytes), Some(s.join_key.as_slice()));
             prop_assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "truncated is refused");
         }
+    }
+
+    #[test]
+    fn records_of_format_2_still_decode() {
+        // Written before origins carried a Kafka partition.
+        let mut v2 = vec![2, 1];
+        v2.extend_from_slice(&5i64.to_le_bytes());
+        v2.extend_from_slice(&7u64.to_le_bytes());
+        for field in [&b"src"[..], b"jk"] {
+            v2.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            v2.extend_from_slice(field);
+        }
+        v2.push(0); // no key
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(b"{}");
+        v2.extend_from_slice(&0u32.to_le_bytes());
+        let s = decode(&v2).expect("a format-2 record");
+        assert_eq!((s.origin, s.join_key.as_slice(), s.plain_names, s.event.timestamp), (Origin::new("src", 7), &b"jk"[..], true, 5));
+        assert_eq!(join_key_of(&v2), Some(&b"jk"[..]));
     }
 
     #[test]

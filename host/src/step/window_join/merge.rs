@@ -188,7 +188,7 @@ mod tests {
     fn stored(value: &str, t: i64) -> Stored {
         Stored {
             event: Event { key: Some(b"k".to_vec()), value: value.as_bytes().to_vec(), timestamp: t, headers: vec![] },
-            origin: Origin { source: "s".into(), position: 1 },
+            origin: Origin::new("s", 1),
             join_key: b"r1".to_vec(),
             plain_names: false,
         }

@@ -149,7 +149,7 @@ fn run_join_restarting(join: &mut WindowJoin, s: &Scenario, state: &mut dyn Stat
             Op::Event { port, key, time } => {
                 let mut batch = Batch::default();
                 let event = Event { key: None, value: value(n, port, key), timestamp: time, headers: vec![] };
-                batch.push(event, Origin { source: "s".into(), position: n as u64 });
+                batch.push(event, Origin::new("s", n as u64));
                 let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *state, failed: None };
                 out.push(join.process_batch(batch, &mut ctx));
                 assert_eq!(ctx.failed, None);
@@ -566,7 +566,7 @@ fn run_parallel(s: &Scenario, n: usize, rescale_at: usize, m: usize, dir: &std::
                 let routed = router.route_keys(port, std::slice::from_ref(&event)).unwrap();
                 let w = crate::runtime::worker_of(routed[0].group, workers, KEY_GROUPS);
                 let mut batch = Batch::default();
-                batch.push(event, Origin { source: "s".into(), position: i as u64 });
+                batch.push(event, Origin::new("s", i as u64));
                 let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *states[w], failed: None };
                 out.push(joins[w].process_routed(batch, routed, &mut ctx));
                 assert_eq!(ctx.failed, None);
