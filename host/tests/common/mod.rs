@@ -130,6 +130,45 @@ pub fn file_join_pipeline() -> serde_json::Value {
     })
 }
 
+/// Impressions and clicks, each file out of event-time order by less than
+/// the sources' `max_out_of_orderness_ms` (1 s), so no event is late
+/// whatever the interleaving of the two sources or the restarts, with some
+/// clicks without a request_id (dead-lettered). Returns the number of lines.
+pub fn write_join_inputs(dir: &Path, impressions: usize) -> usize {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(7);
+    let base = 1_700_000_000_000i64;
+    let step = 400; // ms between impressions: 9000 per hour
+    let mut imp = std::io::BufWriter::new(std::fs::File::create(dir.join("impressions.jsonl")).unwrap());
+    for i in 0..impressions {
+        // Up to 900 ms late on its slot: often before its predecessor.
+        let t = base + i as i64 * step + rng.random_range(0..900);
+        writeln!(imp, r#"{{"ts":{t},"request_id":"r{i}","user_id":"u{}","item_id":"i{}","pos":{}}}"#, i % 97, i % 1013, i % 30).unwrap();
+    }
+    let mut clicks: Vec<(i64, String)> = Vec::new();
+    for i in 0..impressions {
+        if rng.random_range(0..100) < 14 {
+            let t = base + i as i64 * step + rng.random_range(0..1_800_000);
+            clicks.push((t, format!(r#"{{"ts":{t},"request_id":"r{i}","dwell_ms":{}}}"#, rng.random_range(1..60_000))));
+        }
+        if rng.random_range(0..1000) == 0 {
+            let t = base + i as i64 * step;
+            clicks.push((t, format!(r#"{{"ts":{t},"dwell_ms":1}}"#)));
+        }
+    }
+    // Written in the order of time + up to 800 ms: a click follows clicks
+    // up to 800 ms later than itself.
+    let mut keyed: Vec<(i64, String)> = clicks.into_iter().map(|(t, line)| (t + rng.random_range(0..800), line)).collect();
+    keyed.sort_by_key(|c| c.0);
+    let lines = impressions + keyed.len();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("clicks.jsonl")).unwrap());
+    for (_, line) in keyed {
+        writeln!(out, "{line}").unwrap();
+    }
+    lines
+}
+
 /// The training-data join over two generators: 20,000 impressions 400 ms apart
 /// (2.2 h of event time, so windows of 1 h close during the run) and the clicks
 /// on them, at `parallelism` workers; `rate` throttles both (0: as fast as
