@@ -92,6 +92,12 @@ fn partition_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The topic and partition of a [`partition_key`] (topic names have no `/`).
+fn parse_partition_key(key: &str) -> Option<(&str, i32)> {
+    let (topic, p) = key.rsplit_once('/')?;
+    Some((topic, p.parse().ok()?))
+}
+
 /// The consumer settings every consumer of the source shares.
 fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -318,10 +324,12 @@ impl PositionCommitter for KafkaCommitter {
     fn commit(&mut self, point: &ResumePoint, last: bool) {
         let mut tpl = TopicPartitionList::new();
         for (key, next) in &point.partitions {
-            let Some((topic, p)) = key.rsplit_once('/') else { continue };
-            let (Ok(p), true) = (p.parse::<i32>(), self.topics.iter().any(|t| t == topic)) else { continue };
-            if tpl.add_partition_offset(topic, p, Offset::Offset(*next)).is_err() {
-                continue;
+            match parse_partition_key(key) {
+                Some((topic, p)) if self.topics.iter().any(|t| t == topic) => {
+                    // Only fails for an invalid offset, which a checkpoint never holds.
+                    let _ = tpl.add_partition_offset(topic, p, Offset::Offset(*next));
+                }
+                _ => {}
             }
         }
         if tpl.count() == 0 {
