@@ -340,7 +340,7 @@ impl Pipeline {
         let mut handles = Vec::with_capacity(total);
         for ((part, inputs), downstream) in parts.into_iter().zip(inputs).zip(downstream) {
             let name = format!("worker-{}-{}", part.stage, part.index);
-            let worker = Worker::new(part, self.graph.clone(), n, self.key_groups, inputs, downstream, out_tx.clone());
+            let worker = Worker::new(part, self.graph.clone(), n, (self.key_groups, self.grouping), inputs, downstream, out_tx.clone());
             handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run()).map_err(|e| RunError::Thread(e.to_string()))?);
         }
         let sent = vec![None; self.sources.len()];
@@ -476,8 +476,8 @@ impl Pipeline {
             Some(router) => {
                 // The source or the router reads each key once; the worker gets them with the batch.
                 let parts = match keys {
-                    Some(keys) => Some(by_read_keys(batch, keys, n, kgs)),
-                    None => by_key(router.as_mut(), port, batch, n, kgs),
+                    Some(keys) => Some(by_read_keys(batch, keys, n, kgs, self.grouping)),
+                    None => by_key(router.as_mut(), port, batch, n, kgs, self.grouping),
                 };
                 let parts = parts.ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
                 parts.into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()

@@ -13,14 +13,15 @@
 //! found by a metadata check every `partition_discovery_ms` and read from
 //! their start.
 //!
-//! Not yet (issue 11): sharing partitions with other processes of the group.
+//! In a scaled-out pipeline (`kafka_group.rs`) it reads only the partitions
+//! the group gave its process (`assigned`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -64,6 +65,11 @@ pub struct KafkaSourceConfig {
     pub properties: BTreeMap<String, String>,
     #[serde(flatten)]
     pub common: SourceCommon,
+    /// Scale-out: the partitions (of each topic) the group gave this process;
+    /// set by the runtime, never in pipeline.json. `None`: every partition.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub assigned: Option<Vec<i32>>,
 }
 
 fn default_discovery_ms() -> u64 {
@@ -99,7 +105,7 @@ fn parse_partition_key(key: &str) -> Option<(&str, i32)> {
 }
 
 /// The consumer settings every consumer of the source shares.
-fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
+pub(super) fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -113,9 +119,11 @@ fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
 }
 
 /// How often partitions are looked for, if at all (never in a bounded run:
-/// it reads what there is at its start).
+/// it reads what there is at its start; nor in a group, whose assignment
+/// says what this process reads).
 fn discovery_of(config: &KafkaSourceConfig) -> Option<Duration> {
-    (!config.stop_at_end && config.partition_discovery_ms > 0).then(|| Duration::from_millis(config.partition_discovery_ms))
+    (!config.stop_at_end && config.partition_discovery_ms > 0 && config.assigned.is_none())
+        .then(|| Duration::from_millis(config.partition_discovery_ms))
 }
 
 pub struct KafkaSource {
@@ -169,8 +177,11 @@ impl KafkaSource {
     fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
         let consumer: BaseConsumer =
             client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?;
-        let partitions = self.partitions_of(&consumer, topic)?;
-        if partitions.is_empty() {
+        let partitions = match &self.config.assigned {
+            Some(assigned) => assigned.clone(),
+            None => self.partitions_of(&consumer, topic)?,
+        };
+        if partitions.is_empty() && self.config.assigned.is_none() {
             if self.config.stop_at_end || discovery_of(&self.config).is_none() {
                 return Err(self.error(format!("topic `{topic}` has no partitions (does it exist?)")));
             }
@@ -305,10 +316,12 @@ impl Source for KafkaSource {
 /// `kafka-consumer-groups --describe` and other lag tools show the job's
 /// lag. The checkpoint stays what a restart goes by; a failed commit is
 /// only logged.
-pub struct KafkaCommitter {
+/// In a scale-out group the commits go through the process's group member
+/// (with its generation), else through a consumer of its own.
+pub struct KafkaCommitter<C: ConsumerContext + 'static = DefaultConsumerContext> {
     name: String,
     topics: Vec<String>,
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer<C>>,
 }
 
 impl KafkaCommitter {
@@ -316,11 +329,18 @@ impl KafkaCommitter {
         let consumer = client_config(config)
             .create()
             .map_err(|e| SourceError::Kafka { source_name: name.into(), error: format!("creating the offset committer: {e}") })?;
-        Ok(KafkaCommitter { name: name.into(), topics: config.topics.clone(), consumer })
+        Ok(KafkaCommitter { name: name.into(), topics: config.topics.clone(), consumer: Arc::new(consumer) })
     }
 }
 
-impl PositionCommitter for KafkaCommitter {
+impl<C: ConsumerContext + 'static> KafkaCommitter<C> {
+    /// Commits through `consumer` (a group member).
+    pub fn through(name: &str, topics: &[String], consumer: Arc<BaseConsumer<C>>) -> Self {
+        KafkaCommitter { name: name.into(), topics: topics.to_vec(), consumer }
+    }
+}
+
+impl<C: ConsumerContext + 'static> PositionCommitter for KafkaCommitter<C> {
     fn commit(&mut self, point: &ResumePoint, last: bool) {
         let mut tpl = TopicPartitionList::new();
         for (key, next) in &point.partitions {

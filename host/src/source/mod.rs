@@ -5,6 +5,7 @@
 mod budget;
 mod generator;
 mod kafka;
+mod kafka_group;
 mod lines;
 mod stdin;
 
@@ -26,6 +27,7 @@ pub use generator::{
 };
 pub use budget::{message_bytes, ByteBudget};
 pub use kafka::{KafkaSourceConfig, KafkaStart};
+pub use kafka_group::{Assignment, GroupMember, RevokeHook};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
 
 /// Errors that stop a source.
