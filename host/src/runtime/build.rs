@@ -223,8 +223,13 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     };
     if let Some(r) = &resume {
         let at: Vec<String> = r.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
-        let ids: Vec<String> = r.parts.iter().map(|f| f.found.dir.display().to_string()).collect();
-        tracing::info!("resuming from {} ({})", ids.join(", "), at.join(", "));
+        match &r.parts[..] {
+            [one] if one.groups.is_none() => tracing::info!("resuming from checkpoint {} ({})", r.meta.id, at.join(", ")),
+            parts => {
+                let from: Vec<String> = parts.iter().map(|f| format!("{} for partitions {:?}", f.found.dir.display(), f.groups.as_deref().unwrap_or_default())).collect();
+                tracing::info!("resuming from {} ({})", from.join(", "), at.join(", "));
+            }
+        }
     }
     let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
     // In a group the key groups are the input partitions (`partition.rs`).
