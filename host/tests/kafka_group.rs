@@ -140,8 +140,10 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
     a.wait().unwrap();
     broker.produce("feed", &impressions[imp_half..]);
     broker.produce("click", &clicks[click_half..]);
+    let c_started = Instant::now();
     let mut c = start(&pipeline, "c", &dir.path().join("c.log"));
     wait_for("c to checkpoint", Duration::from_secs(90), dir.path(), || checkpoints_of(&run, "c") > 0);
+    let takeover = c_started.elapsed();
     // Past every window: a record far ahead in each partition of both topics.
     let end = 1_700_000_000_000i64 + 10 * 3_600_000;
     for p in 0..PARTITIONS {
@@ -183,7 +185,11 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
         }
     }
     assert_eq!(dead.len(), dead_expected, "every dead letter, once by topic/partition/offset");
-    eprintln!("3 processes (a killed, c added): {} samples, {duplicates} duplicates, {generations} generations of b and c", got.len());
+    eprintln!(
+        "3 processes (a killed, c added): {} samples, {duplicates} duplicates, {generations} generations of b and c; c's first checkpoint {:.1} s after it started",
+        got.len(),
+        takeover.as_secs_f64()
+    );
 }
 
 /// The inputs of a join partitioned differently cannot share key groups:

@@ -274,6 +274,11 @@ impl Schedule {
         self.last.elapsed() >= self.interval
     }
 
+    /// How long until the next checkpoint is due (zero: now).
+    pub(crate) fn until_due(&self) -> std::time::Duration {
+        self.interval.saturating_sub(self.last.elapsed())
+    }
+
     /// The id of the checkpoint being taken, and restart the interval.
     pub(crate) fn start(&mut self) -> u64 {
         self.last = std::time::Instant::now();

@@ -137,6 +137,8 @@ impl Pipeline {
                     (Some(tick), None) => tick,
                     (None, None) => Duration::from_secs(3600),
                 };
+                // Quiet sources still get their checkpoints (and group commits) on time.
+                let wait = self.checkpoints.as_ref().map_or(wait, |c| wait.min(c.until_due().max(Duration::from_millis(1))));
                 let from = links.from.clone();
                 let received = crossbeam_channel::select! {
                     recv(rx) -> m => match m {
@@ -158,6 +160,9 @@ impl Pipeline {
                     if tick.is_some() && clock.check_idle(now) {
                         self.send_clocks(&mut links, &clock)?;
                         self.flush_outputs()?;
+                    }
+                    if halted_at.is_none() && !unreported.iter().any(|u| *u) && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
+                        self.checkpoint(&mut links, &clock, &mut progress, false)?;
                     }
                     continue;
                 };

@@ -126,8 +126,10 @@ struct Outcome {
 /// Stops a generation, if one runs, and waits for its final checkpoint.
 fn stop_generation(running: &Mutex<Option<Generation>>, outcome: &Mutex<Outcome>) {
     let Some(g) = running.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    let started = std::time::Instant::now();
     g.stop.stop();
     let result = g.thread.join().unwrap_or_else(|_| Err(RunError::Thread("the pipeline thread panicked".into())));
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "the pipeline stopped (final checkpoint taken)");
     let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(summary) => {

@@ -80,6 +80,8 @@ impl GroupMember {
         let mut c = client_config(config);
         // Equal partition numbers of every topic to each member (co-partitioning).
         c.set("partition.assignment.strategy", "range");
+        // It reads nothing: no end-of-partition events to report.
+        c.set("enable.partition.eof", "false");
         let context = MemberContext { on_revoke, assigned: Mutex::new(None) };
         let consumer: BaseConsumer<MemberContext> = c.create_with_context(context).map_err(|e| err(format!("creating the group member: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
