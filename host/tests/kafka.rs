@@ -357,3 +357,64 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
     assert_eq!(dead.len(), common::lines(&dir.path().join("out/dead-letter.jsonl")).len());
     assert!(!dead.is_empty() && dead.iter().all(|d| d.contains("\"topic\":\"click\"")), "{dead:?}");
 }
+
+/// The README's Kafka example (`examples/kafka-join/run.sh`) runs to its end
+/// on a broker of its own, on a copy of the example (its `out/` in a
+/// temporary folder; the repository's plugins, scripts and the training-join
+/// data linked in): every impression the cleaner keeps comes back from the
+/// output topic once, with the number of its (non-bot) clicks within the
+/// hour, counted here from the raw data, and the counts it prints are those.
+#[test]
+fn the_kafka_join_example_runs() {
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = dir.path().join("examples/kafka-join");
+    std::fs::create_dir_all(ex.join("pipelines")).unwrap();
+    for f in ["run.sh", "pipelines/produce.json", "pipelines/join.json", "pipelines/read.json"] {
+        std::fs::copy(root.join("examples/kafka-join").join(f), ex.join(f)).unwrap();
+    }
+    for linked in ["plugins", "scripts", "examples/training-join"] {
+        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
+    }
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new("bash")
+        .arg(ex.join("run.sh"))
+        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Plugin builds (a cold Python one takes minutes on a loaded machine) and three runs.
+    let status = common::wait_or_kill(&mut child, started + std::time::Duration::from_secs(900));
+    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
+    assert!(status.is_some_and(|s| s.success()), "run.sh failed or hung:\n{stdout}\n{stderr}");
+    assert!(stdout.trim_end().ends_with("kafka-join: ok (samples in examples/kafka-join/out/samples.jsonl)"), "{stdout}");
+    // Its broker is gone with it.
+    let log = std::fs::read_to_string(ex.join("out/tansu.log")).unwrap();
+    let port = log.split("listening on: tcp://127.0.0.1:").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).expect(&log);
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(), "the broker still listens on {port}");
+
+    let read = |p: &std::path::Path| -> Vec<serde_json::Value> { common::lines(p).iter().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let data = root.join("examples/training-join/data");
+    let (imps, clicks, samples) = (read(&data.join("impressions.jsonl")), read(&data.join("clicks.jsonl")), read(&ex.join("out/samples.jsonl")));
+    let kept: Vec<&serde_json::Value> = imps.iter().filter(|i| i.get("user_id").is_some()).collect();
+    assert_eq!(samples.len(), kept.len(), "one sample per clean impression");
+    let mut positives = 0;
+    for imp in &kept {
+        let (rid, t) = (&imp["request_id"], imp["ts"].as_i64().unwrap());
+        let want = clicks
+            .iter()
+            .filter(|c| &c["request_id"] == rid && !c["user_agent"].as_str().unwrap_or("").contains("bot"))
+            .filter(|c| (t..=t + 3_600_000).contains(&c["ts"].as_i64().unwrap()))
+            .count();
+        let got: Vec<&serde_json::Value> = samples.iter().filter(|s| &s["request_id"] == rid).collect();
+        assert_eq!(got.len(), 1, "{rid} comes back exactly once");
+        assert_eq!(got[0]["click_count"], want, "{rid}");
+        positives += usize::from(want > 0);
+    }
+    assert!(positives > 20, "positives and negatives ({positives} positives)");
+    let counts = format!("samples out:     {} ({positives} positives, {} negatives; {} distinct request ids)", kept.len(), kept.len() - positives, kept.len());
+    assert!(stdout.contains(&counts), "the counts it prints ({counts}):\n{stdout}");
+    eprintln!("examples/kafka-join/run.sh: {} samples, {positives} positives, in {:?}", kept.len(), started.elapsed());
+}
