@@ -303,15 +303,34 @@ fn partitions_that_appear_while_running_are_read_from_their_start() {
     assert_eq!(broker.committed("g", "later", 2), vec![50, 50]);
 }
 
-/// Each line of `path` as a Kafka record keyed by its `request_id`, timed by its `ts`.
-fn keyed_records(path: &std::path::Path) -> Vec<kafka::Record> {
-    common::lines(path)
-        .into_iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-            kafka::Record { key: v["request_id"].as_str().map(|k| k.as_bytes().to_vec()), timestamp: v["ts"].as_i64(), value: l.into_bytes(), headers: vec![] }
-        })
-        .collect()
+/// A backlog of 3 partitions is read with its partitions side by side in
+/// event time, not one partition after the other (as librdkafka hands over
+/// records from one shared queue): otherwise the watermark, held back by the
+/// slowest partition, stays put until the last partition starts, and a join
+/// keeps nearly the whole backlog in its state (each checkpoint writing it).
+#[test]
+fn a_backlog_is_read_with_its_partitions_side_by_side_in_event_time() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 3);
+    let dir = tempfile::tempdir().unwrap();
+    // 30,000 impressions 400 ms apart (3.3 h), each up to 900 ms out of order.
+    common::write_join_inputs(dir.path(), 30_000);
+    broker.produce("in", &kafka::keyed_records(&dir.path().join("impressions.jsonl")));
+    let mut pipeline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source_pipeline(dir.path(), &broker.brokers, json!({"timestamp_field": "ts"}))).unwrap()).unwrap();
+    pipeline["sinks"]["out"]["format"] = json!("value");
+    pipeline["settings"]["parallelism"] = json!(1);
+    run_ok(&write_pipeline(dir.path(), &pipeline));
+    let times: Vec<i64> = common::lines(&dir.path().join("out.jsonl")).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_i64().unwrap()).collect();
+    assert_eq!(times.len(), 30_000);
+    // How far behind the latest time read so far a record comes: the data's
+    // own disorder (< 1 s), plus how far a partition may read ahead (10 s).
+    let (mut max, mut behind) = (i64::MIN, 0);
+    for t in &times {
+        max = max.max(*t);
+        behind = behind.max(max - t);
+    }
+    assert!(behind < 60_000, "a record came {behind} ms of event time behind one read before it: partitions read one after the other");
 }
 
 /// The training-data join with a cleaning step on each side, over files, and
@@ -339,8 +358,8 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
     for topic in ["feed", "click", "samples"] {
         broker.create_topic(topic, 3);
     }
-    broker.produce("feed", &keyed_records(&dir.path().join("impressions.jsonl")));
-    broker.produce("click", &keyed_records(&dir.path().join("clicks.jsonl")));
+    broker.produce("feed", &kafka::keyed_records(&dir.path().join("impressions.jsonl")));
+    broker.produce("click", &kafka::keyed_records(&dir.path().join("clicks.jsonl")));
     let kdir = tempfile::tempdir().unwrap();
     for (name, topic) in [("impressions", "feed"), ("clicks", "click")] {
         pipeline["sources"][name] = json!({ "type": "kafka", "brokers": broker.brokers, "topics": [topic], "group_id": "sjoin",
