@@ -6,6 +6,7 @@
 mod common;
 
 #[path = "common/kafka.rs"]
+#[allow(dead_code)]
 mod kafka;
 
 use std::collections::BTreeMap;
@@ -18,18 +19,6 @@ use serde_json::json;
 use common::{streamhost, write_pipeline};
 
 const PARTITIONS: i32 = 4;
-
-/// Each line of `path` as a record keyed by its `request_id` (so both
-/// topics are partitioned alike by the join key), timed by its `ts`.
-fn keyed_records(lines: &[String]) -> Vec<kafka::Record> {
-    lines
-        .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            kafka::Record { key: v["request_id"].as_str().map(|k| k.as_bytes().to_vec()), timestamp: v["ts"].as_i64(), value: l.clone().into_bytes(), headers: vec![] }
-        })
-        .collect()
-}
 
 /// The training-data join between the topics `feed` and `click` into
 /// `samples`, scaled out, its checkpoints in `shared/`.
@@ -123,8 +112,8 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
     for topic in ["feed", "click", "samples"] {
         broker.create_topic(topic, PARTITIONS);
     }
-    let impressions = keyed_records(&common::lines(&dir.path().join("impressions.jsonl")));
-    let clicks = keyed_records(&common::lines(&dir.path().join("clicks.jsonl")));
+    let impressions = kafka::keyed_records(&dir.path().join("impressions.jsonl"));
+    let clicks = kafka::keyed_records(&dir.path().join("clicks.jsonl"));
     let (imp_half, click_half) = (impressions.len() / 2, clicks.len() / 2);
     broker.produce("feed", &impressions[..imp_half]);
     broker.produce("click", &clicks[..click_half]);

@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -147,9 +148,26 @@ struct Assigned {
 /// The consumer of one topic and the partitions it reads.
 struct TopicReader {
     topic: String,
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
     partitions: BTreeMap<i32, Assigned>,
+    /// A queue of its own per partition, read in turn (at most
+    /// [`PER_PARTITION_TURN`] records each, and none while the partition is
+    /// [`ALIGNMENT_MS`] ahead of the slowest), so that partitions advance
+    /// together in event time: from one shared queue librdkafka hands over a
+    /// backlog one partition after the other (and fetches them unevenly), and
+    /// the watermark (held back by the slowest partition) would not move until
+    /// the last one started, keeping nearly the whole backlog in a join's
+    /// state, which every checkpoint then writes.
+    queues: Vec<(i32, PartitionQueue<DefaultConsumerContext>)>,
 }
+
+/// Records read from one partition's queue before the next partition's turn.
+const PER_PARTITION_TURN: usize = 128;
+
+/// How far (event time, ms) a partition may read ahead of the slowest
+/// partition still reading before it waits for it (a partition that has read
+/// nothing yet holds every other back; one caught up with its end does not).
+const ALIGNMENT_MS: i64 = 10_000;
 
 impl KafkaSource {
     pub fn new(name: &str, config: &KafkaSourceConfig, resume: ResumePoint) -> Self {
@@ -175,8 +193,8 @@ impl KafkaSource {
     /// A consumer of `topic`, reading every partition it has at its
     /// checkpointed offset or at `start`.
     fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
-        let consumer: BaseConsumer =
-            client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?;
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?);
         let partitions = match &self.config.assigned {
             Some(assigned) => assigned.clone(),
             None => self.partitions_of(&consumer, topic)?,
@@ -188,7 +206,7 @@ impl KafkaSource {
             // Read once it is created (the partition discovery finds it).
             tracing::warn!(source = %self.name, topic, "the topic has no partitions yet (does it exist?); waiting for them");
         }
-        let mut reader = TopicReader { topic: topic.to_string(), consumer, partitions: BTreeMap::new() };
+        let mut reader = TopicReader { topic: topic.to_string(), consumer, partitions: BTreeMap::new(), queues: Vec::new() };
         self.add_partitions(&mut reader, &partitions, self.config.start, out)?;
         Ok(reader)
     }
@@ -230,6 +248,12 @@ impl KafkaSource {
         for &p in partitions {
             let lane = out.add_lane(Arc::new(Partition { topic: topic.clone(), partition: p }));
             reader.partitions.insert(p, Assigned { lane, key: partition_key(&topic, p), at_end: false });
+            // Records fetched before the split stay in the consumer's queue,
+            // which the loop drains before any partition queue: each
+            // partition's records are still taken in offset order.
+            if let Some(q) = reader.consumer.split_partition_queue(&topic, p) {
+                reader.queues.push((p, q));
+            }
         }
         Ok(())
     }
@@ -246,6 +270,43 @@ impl KafkaSource {
             }
         }
         Ok(())
+    }
+
+    /// Hands one polled result over: a record to the emitter (true), or the
+    /// end of a partition noted; any other error fails the source.
+    fn take(
+        &self,
+        result: KafkaResult<BorrowedMessage<'_>>,
+        topic: &str,
+        partitions: &mut BTreeMap<i32, Assigned>,
+        line: &mut u64,
+        out: &mut Emitter,
+    ) -> Result<bool, SourceError> {
+        match result {
+            Ok(m) => {
+                let Some(a) = partitions.get_mut(&m.partition()) else { return Ok(false) };
+                a.at_end = false;
+                out.set_lane(a.lane);
+                *line += 1;
+                out.consumed_partition(&a.key, m.offset() + 1, *line);
+                let headers = m
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
+                    .unwrap_or_default();
+                let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                let value = m.payload().unwrap_or_default().to_vec();
+                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
+                Ok(true)
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                if let Some(a) = partitions.get_mut(&p) {
+                    a.at_end = true;
+                    out.lane_caught_up(a.lane);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(self.error(format!("reading topic `{topic}`: {e}"))),
+        }
     }
 }
 
@@ -268,34 +329,26 @@ impl Source for KafkaSource {
             }
             let mut got_any = false;
             for r in &mut readers {
-                // Drain what is there, without blocking on one topic.
+                // Drain the consumer's own queue (events, and records fetched
+                // before a partition's queue was split off) without blocking on
+                // one topic, then each partition's queue in turn.
                 while let Some(result) = r.consumer.poll(Duration::ZERO) {
-                    match result {
-                        Ok(m) => {
-                            got_any = true;
-                            let Some(a) = r.partitions.get_mut(&m.partition()) else { continue };
-                            a.at_end = false;
-                            out.set_lane(a.lane);
-                            line += 1;
-                            out.consumed_partition(&a.key, m.offset() + 1, line);
-                            let headers = m
-                                .headers()
-                                .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
-                                .unwrap_or_default();
-                            let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
-                            let value = m.payload().unwrap_or_default().to_vec();
-                            admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
-                        }
-                        Err(KafkaError::PartitionEOF(p)) => {
-                            if let Some(a) = r.partitions.get_mut(&p) {
-                                a.at_end = true;
-                                out.lane_caught_up(a.lane);
-                            }
-                        }
-                        Err(e) => return Err(self.error(format!("reading topic `{}`: {e}", r.topic))),
-                    }
+                    got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
                     if out.closed {
                         return Ok(());
+                    }
+                }
+                for (p, queue) in &r.queues {
+                    let Some(lane) = r.partitions.get(p).map(|a| a.lane) else { continue };
+                    for _ in 0..PER_PARTITION_TURN {
+                        if out.lane_ahead(lane, ALIGNMENT_MS) {
+                            break;
+                        }
+                        let Some(result) = queue.poll(Duration::ZERO) else { break };
+                        got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
+                        if out.closed {
+                            return Ok(());
+                        }
                     }
                 }
             }
