@@ -174,6 +174,9 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
         }
     }
     assert_eq!(dead.len(), dead_expected, "every dead letter, once by topic/partition/offset");
+    if std::env::var_os("STREAMHOST_TEST_LOGS").is_some() {
+        eprintln!("{}", logs(dir.path()));
+    }
     eprintln!(
         "3 processes (a killed, c added): {} samples, {duplicates} duplicates, {generations} generations of b and c; c's first checkpoint {:.1} s after it started",
         got.len(),
