@@ -322,4 +322,33 @@ mod tests {
         c.clear().unwrap();
         assert!(c.latest().unwrap().is_none());
     }
+
+    #[test]
+    fn a_shared_checkpoint_names_itself_for_its_key_groups_and_stays_while_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let index = |instance: &str, groups: Vec<u16>| SharedIndex { root: root.clone(), instance: instance.into(), groups };
+        let a = Checkpoints::shared(index("a", vec![0, 1]), 1);
+        let complete = |c: &Checkpoints, id: u64| {
+            std::fs::create_dir_all(c.folder(id)).unwrap();
+            c.complete(&CheckpointMeta { id, ..Default::default() }).unwrap();
+        };
+        complete(&a, 1);
+        assert_eq!(index("x", vec![]).named(0).unwrap(), Some(a.folder(1)));
+        assert_eq!(index("x", vec![]).named(1).unwrap(), Some(a.folder(1)));
+        assert_eq!(index("x", vec![]).named(2).unwrap(), None);
+        // b takes key group 1 over: a's chk-1 stays while key group 0 names it.
+        let b = Checkpoints::shared(index("b", vec![1]), 1);
+        complete(&b, 1);
+        let a_now = Checkpoints::shared(index("a", vec![0]), 1);
+        assert_eq!(index("x", vec![]).named(1).unwrap(), Some(b.folder(1)));
+        complete(&a_now, 2);
+        assert!(!a.folder(1).exists(), "no longer named, past keep: removed");
+        assert_eq!(index("x", vec![]).named(0).unwrap(), Some(a.folder(2)));
+        // A checkpoint still named is kept past `keep`.
+        let a_only_1 = Checkpoints::shared(index("a", vec![]), 1);
+        complete(&a_only_1, 3);
+        assert!(a.folder(2).exists(), "key group 0 still names chk-2");
+        assert_eq!(Checkpoints::read(&a.folder(2)).unwrap().unwrap().meta.id, 2);
+    }
 }

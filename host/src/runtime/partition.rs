@@ -142,6 +142,24 @@ mod tests {
     }
 
     #[test]
+    fn in_a_group_the_key_group_is_the_input_partition() {
+        use crate::event::{Event, Origin, Partition};
+        let mut b = Batch::default();
+        let in_part = |p: i32| Origin { partition: Some(std::sync::Arc::new(Partition { topic: "feed".into(), partition: p })), ..Origin::new("s", 0) };
+        b.push(Event::from_value(b"{}".to_vec(), 0), in_part(3));
+        b.push(Event::from_value(b"{}".to_vec(), 0), Origin::new("s", 1));
+        b.push(Event::from_value(b"{}".to_vec(), 0), in_part(0));
+        let key = |k: &str| RoutedKey { group: key_group(k.as_bytes(), 4), read: crate::step::ReadKey { key: Ok(k.as_bytes().to_vec()), plain_names: true } };
+        let keys = vec![key("x"), key("y"), key("z")];
+        assert_eq!(KeyGrouping::InputPartition.group(b"x", &b.origins[0], 4), 3);
+        assert_eq!(KeyGrouping::InputPartition.group(b"y", &b.origins[1], 4), key_group(b"y", 4), "no partition: the key's hash");
+        assert_eq!(KeyGrouping::KeyHash.group(b"x", &b.origins[0], 4), key_group(b"x", 4));
+        let parts = by_read_keys(b, keys, 4, 4, KeyGrouping::InputPartition);
+        assert_eq!(parts[3].as_ref().unwrap().1[0].group, 3, "routed to the worker of partition 3");
+        assert_eq!(parts[0].as_ref().unwrap().1.last().unwrap().group, 0);
+    }
+
+    #[test]
     fn split_keeps_order_within_each_part() {
         let mut b = Batch::default();
         for i in 0..10 {
