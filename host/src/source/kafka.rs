@@ -91,6 +91,22 @@ pub enum KafkaStart {
     TimestampMs(i64),
 }
 
+/// The sources' consumers: the end of a partition is an event the source
+/// reads from its queue, not an error to log (librdkafka reports it on the
+/// error callback too).
+pub(super) struct SourceContext;
+
+impl rdkafka::ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of a partition"),
+            e => tracing::warn!(error = %e, reason, "librdkafka"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// How long metadata and assignment calls wait for the broker.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -148,7 +164,7 @@ struct Assigned {
 /// The consumer of one topic and the partitions it reads.
 struct TopicReader {
     topic: String,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     partitions: BTreeMap<i32, Assigned>,
     /// A queue of its own per partition, read in turn (at most
     /// [`PER_PARTITION_TURN`] records each, and none while the partition is
@@ -158,7 +174,7 @@ struct TopicReader {
     /// the watermark (held back by the slowest partition) would not move until
     /// the last one started, keeping nearly the whole backlog in a join's
     /// state, which every checkpoint then writes.
-    queues: Vec<(i32, PartitionQueue<DefaultConsumerContext>)>,
+    queues: Vec<(i32, PartitionQueue<SourceContext>)>,
 }
 
 /// Records read from one partition's queue before the next partition's turn.
@@ -185,7 +201,7 @@ impl KafkaSource {
     }
 
     /// The partitions `topic` has now.
-    fn partitions_of(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, SourceError> {
+    fn partitions_of(&self, consumer: &BaseConsumer<SourceContext>, topic: &str) -> Result<Vec<i32>, SourceError> {
         let meta = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT).map_err(|e| self.error(format!("topic `{topic}`: {e}")))?;
         Ok(meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
     }
@@ -193,8 +209,9 @@ impl KafkaSource {
     /// A consumer of `topic`, reading every partition it has at its
     /// checkpointed offset or at `start`.
     fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
-        let consumer: Arc<BaseConsumer> =
-            Arc::new(client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?);
+        let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(
+            client_config(&self.config).create_with_context(SourceContext).map_err(|e| self.error(format!("creating the consumer: {e}")))?,
+        );
         let partitions = match &self.config.assigned {
             Some(assigned) => assigned.clone(),
             None => self.partitions_of(&consumer, topic)?,
