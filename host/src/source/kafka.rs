@@ -25,6 +25,7 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,34 @@ fn partition_key(topic: &str, partition: i32) -> String {
 fn parse_partition_key(key: &str) -> Option<(&str, i32)> {
     let (topic, p) = key.rsplit_once('/')?;
     Some((topic, p.parse().ok()?))
+}
+
+/// Whether a consumer error is one librdkafka recovers from by itself: the
+/// connection to a broker dropped (a broker restarting), no broker reachable
+/// for now, a request timed out, a partition's leader or the group's
+/// coordinator moving. librdkafka reconnects and fetches again from the
+/// consumer's position, so nothing is skipped or read twice: the source logs
+/// the error and polls on. Failing on it would end a job at every broker
+/// restart. Anything else (authorization, a fatal client error, ...) still
+/// fails the source.
+fn is_transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::TimedOutQueue
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+        )
+    )
 }
 
 /// The consumer settings every consumer of the source shares.
@@ -290,7 +319,8 @@ impl KafkaSource {
     }
 
     /// Hands one polled result over: a record to the emitter (true), or the
-    /// end of a partition noted; any other error fails the source.
+    /// end of a partition noted, or a transient error logged
+    /// ([`is_transient`]); any other error fails the source.
     fn take(
         &self,
         result: KafkaResult<BorrowedMessage<'_>>,
@@ -322,6 +352,10 @@ impl KafkaSource {
                 }
                 Ok(false)
             }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(source = %self.name, topic, error = %e, "the broker is unreachable for now; librdkafka reconnects, reading goes on");
+                Ok(false)
+            }
             Err(e) => Err(self.error(format!("reading topic `{topic}`: {e}"))),
         }
     }
@@ -341,7 +375,10 @@ impl Source for KafkaSource {
                 return Ok(());
             }
             if discovery.is_some_and(|every| looked.elapsed() >= every) {
-                self.discover(&mut readers, out)?;
+                if let Err(e) = self.discover(&mut readers, out) {
+                    // The broker away for now: reading goes on, the next look tries again.
+                    tracing::warn!(source = %self.name, error = %e, "looking for new partitions failed; trying again later");
+                }
                 looked = Instant::now();
             }
             let mut got_any = false;
@@ -447,5 +484,15 @@ mod tests {
         assert_eq!(start(serde_json::json!({"timestamp_ms": 1_700_000_000_000i64})), Ok(KafkaStart::TimestampMs(1_700_000_000_000)));
         assert!(start(serde_json::json!("newest")).is_err());
         assert!(start(serde_json::json!({"timestamp_ms": "soon"})).is_err());
+    }
+
+    #[test]
+    fn a_lost_broker_connection_is_transient_and_a_fatal_error_is_not() {
+        use RDKafkaErrorCode as C;
+        assert!(is_transient(&KafkaError::MessageConsumption(C::BrokerTransportFailure)));
+        assert!(is_transient(&KafkaError::MessageConsumption(C::AllBrokersDown)));
+        assert!(!is_transient(&KafkaError::MessageConsumptionFatal(C::BrokerTransportFailure)), "a fatal client error is never retried");
+        assert!(!is_transient(&KafkaError::MessageConsumption(C::TopicAuthorizationFailed)));
+        assert!(!is_transient(&KafkaError::MessageConsumption(C::Fatal)));
     }
 }
