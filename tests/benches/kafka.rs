@@ -75,6 +75,8 @@ struct Args {
     only: Option<String>,
     /// Extra librdkafka consumer settings, for the source and the plain consumer alike.
     properties: Vec<(String, String)>,
+    /// Print how many records each side had read every 50 ms (diagnosis).
+    timeline: bool,
 }
 
 fn parse_args() -> Args {
@@ -101,6 +103,7 @@ fn parse_args() -> Args {
         hours: num("--hours", 4.0),
         only: get("--only"),
         properties,
+        timeline: argv.iter().any(|a| a == "--timeline"),
     }
 }
 
@@ -181,7 +184,11 @@ fn fill(broker: &Broker, topic: &str, partitions: i32, lines: impl Iterator<Item
 /// The `kafka` source's consumer settings (host/src/source/kafka.rs, `client_config`).
 fn consumer_config(brokers: &str, group: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("group.id", group).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in properties {
         c.set(k, v);
     }
@@ -198,7 +205,12 @@ fn plain_consumer(a: &Args, brokers: &str, topic: &str, partitions: i32, group: 
     consumer.assign(&tpl).unwrap();
     let mut at_end = vec![false; partitions as usize];
     let (mut n, mut sum) = (0u64, 0u64);
+    let t = Instant::now();
+    let mut timeline = Vec::new();
     while !at_end.iter().all(|e| *e) {
+        while a.timeline && t.elapsed() >= Duration::from_millis(50 * timeline.len() as u64) {
+            timeline.push(n.to_string());
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 n += 1;
@@ -211,6 +223,9 @@ fn plain_consumer(a: &Args, brokers: &str, topic: &str, partitions: i32, group: 
         }
     }
     std::hint::black_box(sum);
+    if a.timeline {
+        println!("    plain: {:.3} s; records by 50 ms: {}", t.elapsed().as_secs_f64(), timeline.join(" "));
+    }
     n
 }
 
@@ -237,9 +252,33 @@ fn streamhost_pass(a: &Args, brokers: &str, topic: &str, group: &str) -> u64 {
         }),
     );
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
-    let s = build_pipeline(&loaded, BuildOptions::default()).and_then(|p| p.run()).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let p = build_pipeline(&loaded, BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let built = t.elapsed();
+    let stats = p.node_stats("null").unwrap();
+    let timeline = a.timeline.then(|| sample_timeline(move || stats.events_in.load(Relaxed)));
+    let s = p.run().unwrap_or_else(|e| panic!("{e}"));
+    if let Some((stop, h)) = timeline {
+        stop.store(1, Relaxed);
+        println!("    streamhost: built in {:.3} s, run {:.3} s, total {:.3} s; sink events by 50 ms: {}", built.as_secs_f64(), s.elapsed.as_secs_f64(), t.elapsed().as_secs_f64(), h.join().unwrap());
+    }
     assert_eq!(s.dead_lettered, 0, "dead letters in the pass-through run");
     s.node("null").unwrap().events_in
+}
+
+/// Samples `count` every 50 ms until told to stop: the counts, as text.
+fn sample_timeline(count: impl Fn() -> u64 + Send + 'static) -> (Arc<AtomicU64>, std::thread::JoinHandle<String>) {
+    let stop = Arc::new(AtomicU64::new(0));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while s.load(Relaxed) == 0 {
+            out.push(count().to_string());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        out.join(" ")
+    });
+    (stop, h)
 }
 
 fn print_rounds(title: &str, names: [&str; 2], runs: &[(Run, Run)], ratio_name: &str) {
