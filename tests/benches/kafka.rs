@@ -6,6 +6,7 @@
 //! cargo bench -p streamhost-tests --bench kafka                                  # defaults below, a few minutes
 //! cargo bench -p streamhost-tests --bench kafka -- --events 2000000 --rounds 7
 //! cargo bench -p streamhost-tests --bench kafka -- --only pass                   # or --only sjoin
+//! cargo bench -p streamhost-tests --bench kafka -- --only sjoin --side kafka --rounds 1   # one side (profilers)
 //! cargo test --release -p streamhost-tests --bench kafka -- --events 100000 --join-events 100000 --rounds 2   # quick, reuses the test build
 //! ```
 //!
@@ -77,6 +78,8 @@ struct Args {
     properties: Vec<(String, String)>,
     /// Print how many records each side had read every 50 ms (diagnosis).
     timeline: bool,
+    /// Run one side only, `streamhost` or `plain` (pass), `kafka` or `files` (sjoin): for a profiler.
+    side: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -104,6 +107,7 @@ fn parse_args() -> Args {
         only: get("--only"),
         properties,
         timeline: argv.iter().any(|a| a == "--timeline"),
+        side: get("--side"),
     }
 }
 
@@ -266,6 +270,21 @@ fn streamhost_pass(a: &Args, brokers: &str, topic: &str, group: &str) -> u64 {
     s.node("null").unwrap().events_in
 }
 
+/// The sides (0, 1) of round `round` in the order they run: alternating, or
+/// only `--side`.
+fn sides(a: &Args, round: usize, names: [&str; 2]) -> Vec<usize> {
+    let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+    order.into_iter().filter(|&i| a.side.as_deref().is_none_or(|s| s == names[i])).collect()
+}
+
+/// The run of the one side that ran, if only one did.
+fn one_side(runs: &[Option<Run>; 2]) -> Option<Run> {
+    match runs {
+        [Some(r), None] | [None, Some(r)] => Some(*r),
+        _ => None,
+    }
+}
+
 /// Samples `count` every 50 ms until told to stop: the counts, as text.
 fn sample_timeline(count: impl Fn() -> u64 + Send + 'static) -> (Arc<AtomicU64>, std::thread::JoinHandle<String>) {
     let stop = Arc::new(AtomicU64::new(0));
@@ -319,18 +338,26 @@ fn pass_through(a: &Args, broker: &Broker) {
     for round in 0..a.rounds {
         let mut sh = None;
         let mut plain = None;
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in sides(a, round, ["streamhost", "plain"]) {
             if side == 0 {
                 sh = Some(timed(broker, || streamhost_pass(a, &broker.brokers, topic, &format!("bench-streamhost-{round}"))));
             } else {
                 plain = Some(timed(broker, || plain_consumer(a, &broker.brokers, topic, a.partitions, &format!("bench-plain-{round}"))));
             }
         }
+        if let Some(only) = one_side(&[sh, plain]) {
+            assert_eq!(only.events, n, "every record read");
+            println!("  round {}: {} {:.0}/s ({:.2} s, CPU {:.2} s, broker {:.2} s), load {}", round + 1, a.side.as_deref().unwrap(), only.rate(), only.secs, only.cpu, only.broker_cpu, loadavg());
+            continue;
+        }
         let (sh, plain) = (sh.unwrap(), plain.unwrap());
         assert_eq!(sh.events, n, "streamhost read every record");
         assert_eq!(plain.events, n, "the plain consumer read every record");
         println!("  round {}: streamhost {:.0}/s ({:.2} s), plain {:.0}/s ({:.2} s), load {}", round + 1, sh.rate(), sh.secs, plain.rate(), plain.secs, loadavg());
         runs.push((sh, plain));
+    }
+    if a.side.is_some() {
+        return;
     }
     print_rounds(&format!("pass-through, Kafka -> null, {n} records, {} partitions, parallelism {}", a.partitions, a.pass_parallelism), ["streamhost", "plain"], &runs, "sh/plain");
 }
@@ -447,7 +474,7 @@ fn sjoin(a: &Args, broker: &Broker) {
     for round in 0..a.rounds {
         let mut kafka = None;
         let mut file = None;
-        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in sides(a, round, ["kafka", "files"]) {
             let mut out = [0; 4];
             let run = if side == 0 {
                 let sources = json!({
@@ -478,11 +505,18 @@ fn sjoin(a: &Args, broker: &Broker) {
                 file = Some(run);
             }
         }
+        if let Some(only) = one_side(&[kafka, file]) {
+            println!("  round {}: {} {:.0}/s ({:.2} s, CPU {:.2} s, broker {:.2} s), load {}", round + 1, a.side.as_deref().unwrap(), only.rate(), only.secs, only.cpu, only.broker_cpu, loadavg());
+            continue;
+        }
         let (kafka, file) = (kafka.unwrap(), file.unwrap());
         println!("  round {}: kafka {:.0}/s ({:.2} s), files {:.0}/s ({:.2} s), load {}", round + 1, kafka.rate(), kafka.secs, file.rate(), file.secs, loadavg());
         runs.push((kafka, file));
     }
     let r = reference.unwrap();
+    if a.side.is_some() {
+        return;
+    }
     println!("  samples (every run): {} outputs, {} positives, {} clicks joined", r[0], r[1], r[2]);
     print_rounds(
         &format!("sjoin, parallelism 2, rocksdb, {} impressions + {} clicks, {} partitions a topic", a.join_events, clicks_of(a.join_events), a.join_partitions),
