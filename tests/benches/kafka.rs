@@ -34,6 +34,15 @@
 //!    (outputs, positives, clicks, and a sum over the samples' request ids
 //!    and click counts).
 //!
+//! Other options: `--partitions N`, `--join-partitions N`, `--pass-parallelism N`,
+//! `--hours H`, `--property key=value` (repeatable: a librdkafka consumer
+//! setting for the `kafka` sources and the plain consumer alike), `--side
+//! streamhost|plain|kafka|files` (one side only, for a profiler),
+//! `--unkeyed` (SJoin topics filled round robin without keys, so its events
+//! carry no event key, as from files), `--timeline` (pass: records read every
+//! 50 ms by each side; how the 1 s stalls of librdkafka's
+//! `fetch.queue.backoff.ms` default were found).
+//!
 //! Reported per round and as medians: input events/s of each side, the
 //! ratio streamhost/plain (pass) and kafka/files (sjoin), the CPU seconds
 //! of this process and of the broker per run, and the load average.
@@ -80,6 +89,8 @@ struct Args {
     timeline: bool,
     /// Run one side only, `streamhost` or `plain` (pass), `kafka` or `files` (sjoin): for a profiler.
     side: Option<String>,
+    /// SJoin topics filled without keys (records spread round robin), so the events carry no key.
+    unkeyed: bool,
 }
 
 fn parse_args() -> Args {
@@ -108,6 +119,7 @@ fn parse_args() -> Args {
         properties,
         timeline: argv.iter().any(|a| a == "--timeline"),
         side: get("--side"),
+        unkeyed: argv.iter().any(|a| a == "--unkeyed"),
     }
 }
 
@@ -459,8 +471,8 @@ fn sjoin(a: &Args, broker: &Broker) {
     let t = Instant::now();
     for (topic, file) in [("impressions", &imp_file), ("clicks", &clk_file)] {
         broker.create_topic(topic, a.join_partitions);
-        let n = fill(broker, topic, a.join_partitions, read_lines(file), |v| Some(request_id(v).expect("a request_id")));
-        println!("  {n} records produced to `{topic}` ({} partitions, keyed by request_id)", a.join_partitions);
+        let n = fill(broker, topic, a.join_partitions, read_lines(file), |v| (!a.unkeyed).then(|| request_id(v).expect("a request_id")));
+        println!("  {n} records produced to `{topic}` ({} partitions, {})", a.join_partitions, if a.unkeyed { "unkeyed, round robin" } else { "keyed by request_id" });
     }
     println!("  topics filled in {:.1} s", t.elapsed().as_secs_f64());
     let ts = json!({"timestamp_field": "ts", "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS});
