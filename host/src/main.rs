@@ -37,6 +37,11 @@ enum Command {
         /// Never show the live progress line (it is shown when stderr is a terminal).
         #[arg(long)]
         no_progress: bool,
+        /// With `settings.scale_out`: this process's name in the group
+        /// (default: STREAMHOST_INSTANCE, the pipeline's `instance`, or
+        /// HOST-PID).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Checks a pipeline: shape, graph, and that every plugin loads as the world it is used as.
     Validate {
@@ -177,6 +182,13 @@ fn attach_signals(target: &Mutex<SignalTarget>, stop: StopHandle, admin_file: Op
     t.admin_file = admin_file;
 }
 
+/// HOST-PID: unique among the processes of a group.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(40).collect();
+    format!("{}-{}", if host.is_empty() { "streamhost" } else { &host }, std::process::id())
+}
+
 fn invalid(e: &ConfigErrors) -> ExitCode {
     eprint!("{e}");
     ExitCode::from(INVALID)
@@ -206,13 +218,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: ok", pipeline.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { pipeline, fresh, no_progress } => {
+        Command::Run { pipeline, fresh, no_progress, instance } => {
             let p = match load_pipeline(&pipeline) {
                 Ok(p) => p,
                 Err(e) => return Ok(invalid(&e)),
             };
             let signals = stop_on_signals()?;
             let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
+            if let Some(scale) = &p.config.settings.scale_out {
+                if fresh {
+                    eprintln!("error: --fresh is not for a scaled-out pipeline (other processes may be using its checkpoints); remove its checkpoint directory while none runs");
+                    return Ok(ExitCode::from(INVALID));
+                }
+                let instance = instance
+                    .or_else(|| std::env::var("STREAMHOST_INSTANCE").ok())
+                    .or_else(|| scale.instance.clone())
+                    .unwrap_or_else(default_instance);
+                if !streamhost::runtime::valid_instance(&instance) {
+                    eprintln!("error: instance `{instance}`: must be 1-64 letters, digits, `-`, `_` or `.`");
+                    return Ok(ExitCode::from(INVALID));
+                }
+                let stop = StopHandle::new();
+                attach_signals(&signals, stop.clone(), None);
+                return match streamhost::runtime::run_in_group(&p, BuildOptions { progress: false, ..opts }, &instance, stop) {
+                    Ok(_) => Ok(ExitCode::SUCCESS),
+                    Err(RunError::Config(e)) => Ok(invalid(&e)),
+                    Err(e) => Err(e.into()),
+                };
+            }
             let built = match build_pipeline(&p, opts) {
                 Ok(b) => b,
                 Err(RunError::Config(e)) => return Ok(invalid(&e)),

@@ -303,15 +303,34 @@ fn partitions_that_appear_while_running_are_read_from_their_start() {
     assert_eq!(broker.committed("g", "later", 2), vec![50, 50]);
 }
 
-/// Each line of `path` as a Kafka record keyed by its `request_id`, timed by its `ts`.
-fn keyed_records(path: &std::path::Path) -> Vec<kafka::Record> {
-    common::lines(path)
-        .into_iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-            kafka::Record { key: v["request_id"].as_str().map(|k| k.as_bytes().to_vec()), timestamp: v["ts"].as_i64(), value: l.into_bytes(), headers: vec![] }
-        })
-        .collect()
+/// A backlog of 3 partitions is read with its partitions side by side in
+/// event time, not one partition after the other (as librdkafka hands over
+/// records from one shared queue): otherwise the watermark, held back by the
+/// slowest partition, stays put until the last partition starts, and a join
+/// keeps nearly the whole backlog in its state (each checkpoint writing it).
+#[test]
+fn a_backlog_is_read_with_its_partitions_side_by_side_in_event_time() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("in", 3);
+    let dir = tempfile::tempdir().unwrap();
+    // 30,000 impressions 400 ms apart (3.3 h), each up to 900 ms out of order.
+    common::write_join_inputs(dir.path(), 30_000);
+    broker.produce("in", &kafka::keyed_records(&dir.path().join("impressions.jsonl")));
+    let mut pipeline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source_pipeline(dir.path(), &broker.brokers, json!({"timestamp_field": "ts"}))).unwrap()).unwrap();
+    pipeline["sinks"]["out"]["format"] = json!("value");
+    pipeline["settings"]["parallelism"] = json!(1);
+    run_ok(&write_pipeline(dir.path(), &pipeline));
+    let times: Vec<i64> = common::lines(&dir.path().join("out.jsonl")).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_i64().unwrap()).collect();
+    assert_eq!(times.len(), 30_000);
+    // How far behind the latest time read so far a record comes: the data's
+    // own disorder (< 1 s), plus how far a partition may read ahead (10 s).
+    let (mut max, mut behind) = (i64::MIN, 0);
+    for t in &times {
+        max = max.max(*t);
+        behind = behind.max(max - t);
+    }
+    assert!(behind < 60_000, "a record came {behind} ms of event time behind one read before it: partitions read one after the other");
 }
 
 /// The training-data join with a cleaning step on each side, over files, and
@@ -339,8 +358,8 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
     for topic in ["feed", "click", "samples"] {
         broker.create_topic(topic, 3);
     }
-    broker.produce("feed", &keyed_records(&dir.path().join("impressions.jsonl")));
-    broker.produce("click", &keyed_records(&dir.path().join("clicks.jsonl")));
+    broker.produce("feed", &kafka::keyed_records(&dir.path().join("impressions.jsonl")));
+    broker.produce("click", &kafka::keyed_records(&dir.path().join("clicks.jsonl")));
     let kdir = tempfile::tempdir().unwrap();
     for (name, topic) in [("impressions", "feed"), ("clicks", "click")] {
         pipeline["sources"][name] = json!({ "type": "kafka", "brokers": broker.brokers, "topics": [topic], "group_id": "sjoin",
@@ -356,4 +375,65 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
     let dead = common::lines(&kdir.path().join("out/dead-letter.jsonl"));
     assert_eq!(dead.len(), common::lines(&dir.path().join("out/dead-letter.jsonl")).len());
     assert!(!dead.is_empty() && dead.iter().all(|d| d.contains("\"topic\":\"click\"")), "{dead:?}");
+}
+
+/// The README's Kafka example (`examples/kafka-join/run.sh`) runs to its end
+/// on a broker of its own, on a copy of the example (its `out/` in a
+/// temporary folder; the repository's plugins, scripts and the training-join
+/// data linked in): every impression the cleaner keeps comes back from the
+/// output topic once, with the number of its (non-bot) clicks within the
+/// hour, counted here from the raw data, and the counts it prints are those.
+#[test]
+fn the_kafka_join_example_runs() {
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = dir.path().join("examples/kafka-join");
+    std::fs::create_dir_all(ex.join("pipelines")).unwrap();
+    for f in ["run.sh", "pipelines/produce.json", "pipelines/join.json", "pipelines/read.json"] {
+        std::fs::copy(root.join("examples/kafka-join").join(f), ex.join(f)).unwrap();
+    }
+    for linked in ["plugins", "scripts", "examples/training-join"] {
+        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
+    }
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new("bash")
+        .arg(ex.join("run.sh"))
+        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Plugin builds (a cold Python one takes minutes on a loaded machine) and three runs.
+    let status = common::wait_or_kill(&mut child, started + std::time::Duration::from_secs(900));
+    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
+    assert!(status.is_some_and(|s| s.success()), "run.sh failed or hung:\n{stdout}\n{stderr}");
+    assert!(stdout.trim_end().ends_with("kafka-join: ok (samples in examples/kafka-join/out/samples.jsonl)"), "{stdout}");
+    // Its broker is gone with it.
+    let log = std::fs::read_to_string(ex.join("out/tansu.log")).unwrap();
+    let port = log.split("listening on: tcp://127.0.0.1:").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).expect(&log);
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(), "the broker still listens on {port}");
+
+    let read = |p: &std::path::Path| -> Vec<serde_json::Value> { common::lines(p).iter().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let data = root.join("examples/training-join/data");
+    let (imps, clicks, samples) = (read(&data.join("impressions.jsonl")), read(&data.join("clicks.jsonl")), read(&ex.join("out/samples.jsonl")));
+    let kept: Vec<&serde_json::Value> = imps.iter().filter(|i| i.get("user_id").is_some()).collect();
+    assert_eq!(samples.len(), kept.len(), "one sample per clean impression");
+    let mut positives = 0;
+    for imp in &kept {
+        let (rid, t) = (&imp["request_id"], imp["ts"].as_i64().unwrap());
+        let want = clicks
+            .iter()
+            .filter(|c| &c["request_id"] == rid && !c["user_agent"].as_str().unwrap_or("").contains("bot"))
+            .filter(|c| (t..=t + 3_600_000).contains(&c["ts"].as_i64().unwrap()))
+            .count();
+        let got: Vec<&serde_json::Value> = samples.iter().filter(|s| &s["request_id"] == rid).collect();
+        assert_eq!(got.len(), 1, "{rid} comes back exactly once");
+        assert_eq!(got[0]["click_count"], want, "{rid}");
+        positives += usize::from(want > 0);
+    }
+    assert!(positives > 20, "positives and negatives ({positives} positives)");
+    let counts = format!("samples out:     {} ({positives} positives, {} negatives; {} distinct request ids)", kept.len(), kept.len() - positives, kept.len());
+    assert!(stdout.contains(&counts), "the counts it prints ({counts}):\n{stdout}");
+    eprintln!("examples/kafka-join/run.sh: {} samples, {positives} positives, in {:?}", kept.len(), started.elapsed());
 }

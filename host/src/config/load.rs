@@ -247,6 +247,45 @@ fn check_hot_swap(s: &crate::config::Settings, err: &mut dyn FnMut(JsonPath, Str
     }
 }
 
+/// Scale-out over a consumer group: every source is Kafka, in one group,
+/// unbounded; checkpoints are on; no sink is a file the processes would share.
+fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
+    let Some(scale) = &c.settings.scale_out else { return };
+    let at = JsonPath::root().key("settings").key("scale_out");
+    if scale.instance.as_deref().is_some_and(|i| !crate::runtime::valid_instance(i)) {
+        err(at.key("instance"), "must be 1-64 letters, digits, `-`, `_` or `.` (it names folders)".into());
+    }
+    if c.settings.checkpoint.is_none() {
+        err(at.clone(), "needs `settings.checkpoint` with a `dir` every process reaches: a partition's state moves through it".into());
+    }
+    let mut group: Option<(&str, &str)> = None;
+    for (name, s) in &c.sources {
+        let at = JsonPath::root().key("sources").key(name);
+        let SourceConfig::Kafka(k) = s else {
+            err(at.key("type"), "with `settings.scale_out` every source is `kafka` (the group shares the partitions)".into());
+            continue;
+        };
+        if k.stop_at_end {
+            err(at.key("stop_at_end"), "not with `settings.scale_out`: the end of a partition moves with the group's assignment".into());
+        }
+        match group {
+            Some((first, g)) if g != k.group_id => {
+                err(at.key("group_id"), format!("`{}`, but source `{first}` is in group `{g}`: with `settings.scale_out` the sources share one group", k.group_id))
+            }
+            None => group = Some((name, &k.group_id)),
+            _ => {}
+        }
+    }
+    for (name, s) in &c.sinks {
+        if matches!(s, super::SinkConfig::File(_)) {
+            err(
+                JsonPath::root().key("sinks").key(name).key("type"),
+                "a `file` sink cannot be shared by the processes of a group (`settings.scale_out`): use `kafka`".into(),
+            );
+        }
+    }
+}
+
 /// A source's `retry`: only with `on_error: "retry"`, and a sane backoff.
 fn check_retry(c: &super::SourceCommon, at: &JsonPath, err: &mut dyn FnMut(JsonPath, String)) {
     let Some(r) = &c.retry else { return };
@@ -292,6 +331,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         err(root.key("settings").key("channel_bytes"), "must be at least 1".into());
     }
     check_hot_swap(&c.settings, &mut err);
+    check_scale_out(c, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {

@@ -88,6 +88,21 @@ pub struct Settings {
     /// The admin HTTP API (list, swap and roll back plugins of the running
     /// pipeline). Off when absent.
     pub admin: Option<AdminSettings>,
+    /// Scale-out over a Kafka consumer group (off when absent): several
+    /// processes running this pipeline share its Kafka partitions and keep
+    /// their checkpoints in one directory all of them reach (docs/kafka.md).
+    pub scale_out: Option<ScaleOutSettings>,
+}
+
+/// Scale-out over the consumer group of the pipeline's Kafka sources.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaleOutSettings {
+    /// This process's name in the group, unique among the processes running
+    /// the pipeline: its checkpoints, state and dead letters are kept apart
+    /// under it. `streamhost run --instance` and `STREAMHOST_INSTANCE` set it
+    /// too; default: the host name and the process id.
+    pub instance: Option<String>,
 }
 
 /// Hot swap: what makes a new plugin version be rolled back, and how it can
@@ -222,6 +237,7 @@ impl Default for Settings {
             checkpoint: None,
             hot_swap: HotSwapSettings::default(),
             admin: None,
+            scale_out: None,
         }
     }
 }

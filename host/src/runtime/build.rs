@@ -28,6 +28,8 @@ pub struct BuildOptions {
     pub progress: bool,
     /// Ignore (and delete) existing checkpoints and state: start over.
     pub fresh: bool,
+    /// Scale-out: this process's share of a consumer group (`group.rs`).
+    pub group: Option<super::group::GroupPlan>,
 }
 
 use super::graph::Producer;
@@ -82,8 +84,10 @@ pub struct Pipeline {
     pub(crate) workers: Vec<WorkerParts>,
     /// Workers per stage (`settings.parallelism`).
     pub(crate) per_stage: usize,
-    /// `settings.max_parallelism`.
+    /// `settings.max_parallelism`, or in a group its partition count.
     pub(crate) key_groups: usize,
+    /// What decides an event's key group.
+    pub(crate) grouping: super::KeyGrouping,
     /// Copies of the keyed steps fed by sources: the coordinator routes
     /// their input by key.
     pub(crate) routers: BTreeMap<usize, Box<dyn Operator>>,
@@ -213,15 +217,28 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let sample = SampleSettings { sample_events: hot.canary.sample_events, sample_every_ms: hot.canary.sample_every_ms };
     let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
     let registry = Arc::new(PluginRegistry::new(configs, sample));
-    let (schedule, resume) = checkpoints(p, opts.fresh)?;
-    if let Some(found) = &resume {
-        let at: Vec<String> = found.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
-        tracing::info!("resuming from checkpoint {} ({})", found.meta.id, at.join(", "));
+    let (schedule, resume) = match &opts.group {
+        None => checkpoints(p, opts.fresh)?,
+        Some(plan) => plan.checkpoints(p)?,
+    };
+    if let Some(r) = &resume {
+        let at: Vec<String> = r.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
+        match &r.parts[..] {
+            [one] if one.groups.is_none() => tracing::info!("resuming from checkpoint {} ({})", r.meta.id, at.join(", ")),
+            parts => {
+                let from: Vec<String> = parts.iter().map(|f| format!("{} for partitions {:?}", f.found.dir.display(), f.groups.as_deref().unwrap_or_default())).collect();
+                tracing::info!("resuming from {} ({})", from.join(", "), at.join(", "));
+            }
+        }
     }
     let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
-    let per_stage = c.settings.workers();
-    let key_groups = c.settings.max_parallelism;
-    let builder = StepBuilder { p, registry: &registry, natives: &opts.natives, key_groups };
+    // In a group the key groups are the input partitions (`partition.rs`).
+    let (key_groups, grouping) = match &opts.group {
+        None => (c.settings.max_parallelism, super::KeyGrouping::KeyHash),
+        Some(plan) => (plan.key_groups, super::KeyGrouping::InputPartition),
+    };
+    let per_stage = c.settings.workers().min(key_groups);
+    let builder = StepBuilder { p, registry: &registry, natives: &opts.natives, key_groups, grouping };
 
     // Every step once, to check it and take its fingerprint; the copies of
     // the workers are built the same way.
@@ -238,9 +255,9 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         steps: graph.order.iter().zip(&first).filter_map(|(n, op)| op.as_ref()?.state_fingerprint().map(|f| (n.clone(), f))).collect(),
         sources: super::fingerprint::sources_of(p),
     };
-    if let Some(found) = &resume {
-        check_restart(p, found, &fingerprint)?;
-        check_key_groups(p, found)?;
+    for part in resume.iter().flat_map(|r| &r.parts) {
+        check_restart(p, &part.found, &fingerprint)?;
+        check_key_groups(p, &part.found, key_groups)?;
     }
 
     let mut sinks = Vec::new();
@@ -258,9 +275,13 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
                 build_source(&source_name, &config, resolve, Some(point))
             });
+            let committer = match (&opts.group, sc) {
+                (Some(plan), crate::config::SourceConfig::Kafka(k)) => Some(plan.member.committer(name, &k.topics)),
+                _ => crate::source::build_committer(name, sc)?,
+            };
             Ok(SourceNode {
                 name: name.clone(),
-                committer: crate::source::build_committer(name, sc)?,
+                committer,
                 source: Some(build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone()))),
                 resume: mark,
                 factory,
@@ -273,7 +294,9 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .collect::<Result<_, _>>()?;
 
     // The workers: stage by stage, each with its own copy of its stage's steps.
-    let states = super::worker_state::StateRoot::prepare(p, resume.as_ref(), &graph, per_stage)?;
+    let instance = opts.group.as_ref().map(|g| g.instance.as_str());
+    let parts = resume.as_ref().map_or(&[][..], |r| &r.parts[..]);
+    let states = super::worker_state::StateRoot::prepare(p, parts, &graph, per_stage, key_groups, instance)?;
     let mut workers = Vec::new();
     for stage in 0..graph.stages {
         for index in 0..per_stage {
@@ -311,10 +334,15 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     }
 
     let dead_resume = resume.as_ref().and_then(|r| r.meta.dead_letter.map(|len| (len, r.meta.dead_count)));
+    // The processes of a group each write their own file.
+    let own = |path: PathBuf| match instance {
+        Some(i) => super::group::instance_path(&path, i),
+        None => path,
+    };
     let dead = match &c.dead_letter {
         Some(DeadLetterConfig::Stderr) => DeadLetterWriter::stderr(),
-        Some(DeadLetterConfig::File { path }) => open_dead(&p.resolve(path), dead_resume)?,
-        None => open_dead(&p.base_dir.join("dead-letter.jsonl"), dead_resume)?,
+        Some(DeadLetterConfig::File { path }) => open_dead(&own(p.resolve(path)), dead_resume)?,
+        None => open_dead(&own(p.base_dir.join("dead-letter.jsonl")), dead_resume)?,
     };
 
     let swapper = Arc::new(Swapper::new(runtime, registry, hot.clone()));
@@ -334,6 +362,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         workers,
         per_stage,
         key_groups,
+        grouping,
         routers,
         step_stats,
         sinks,
@@ -349,7 +378,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         plugins,
         swapper,
         admin,
-        resumed_from: resume.as_ref().map(|r| r.meta.id),
+        resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
     })
 }
 
@@ -359,6 +388,7 @@ struct StepBuilder<'a> {
     registry: &'a Arc<PluginRegistry>,
     natives: &'a NativeRegistry,
     key_groups: usize,
+    grouping: super::KeyGrouping,
 }
 
 impl StepBuilder<'_> {
@@ -383,7 +413,7 @@ impl StepBuilder<'_> {
                     crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
                 };
                 match self.key_udfs(name, j, errors)? {
-                    Some(runners) => Box::new(join.with_key_udfs(runners).with_key_groups(self.key_groups).with_stats(stats.clone())),
+                    Some(runners) => Box::new(join.with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping).with_stats(stats.clone())),
                     None => return Ok(None),
                 }
             }
@@ -410,7 +440,7 @@ impl StepBuilder<'_> {
         let StepConfig::WindowJoin(j) = &self.p.config.steps[name] else { unreachable!("only joins are keyed") };
         let mut errors = Vec::new();
         let runners = self.key_udfs(name, j, &mut errors)?.unwrap_or_default();
-        Ok(Box::new(WindowJoin::router(name, j).with_key_udfs(runners).with_key_groups(self.key_groups)))
+        Ok(Box::new(WindowJoin::router(name, j).with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping)))
     }
 
     /// The runners of a join's keys computed by UDFs (`None`: an error, pushed).
@@ -458,9 +488,9 @@ fn check_function(p: &LoadedPipeline, at: &JsonPath, plugin: &str, function: &st
 
 /// Refuses a checkpoint taken with another number of key groups: its state is
 /// spread by them.
-fn check_key_groups(p: &LoadedPipeline, found: &Found) -> Result<(), RunError> {
+fn check_key_groups(p: &LoadedPipeline, found: &Found, key_groups: usize) -> Result<(), RunError> {
     match found.meta.key_groups {
-        Some(n) if n != p.config.settings.max_parallelism => Err(p
+        Some(n) if n != key_groups => Err(p
             .errors(vec![p.error_at(
                 &JsonPath::root().key("settings").key("max_parallelism"),
                 format!("chk-{} was taken with {n} key groups; a state keeps its number (start over with --fresh to change it)", found.meta.id),
@@ -472,7 +502,7 @@ fn check_key_groups(p: &LoadedPipeline, found: &Found) -> Result<(), RunError> {
 
 /// The checkpoint schedule, and the checkpoint to resume from (none with
 /// `fresh`, which deletes them all).
-fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpoint::Schedule>, Option<Found>), RunError> {
+fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
     let Some(cs) = &p.config.settings.checkpoint else { return Ok((None, None)) };
     let dir = cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d));
     let store = Checkpoints::new(dir, cs.keep);
@@ -484,7 +514,28 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpo
     store.remove_incomplete().map_err(err)?;
     let next_id = found.as_ref().map_or(1, |f| f.meta.id + 1);
     let schedule = super::checkpoint::Schedule::new(store, std::time::Duration::from_millis(cs.interval_ms), next_id);
-    Ok((Some(schedule), found))
+    Ok((Some(schedule), found.map(Restore::whole)))
+}
+
+/// What a build restores: where each source goes on, the outputs' committed
+/// lengths (`meta`), and the checkpoints whose state it takes.
+pub(crate) struct Restore {
+    pub meta: super::CheckpointMeta,
+    pub parts: Vec<RestorePart>,
+}
+
+/// A checkpoint a build takes state from: all of it, or (in a group) only
+/// the key groups in `groups`.
+pub(crate) struct RestorePart {
+    pub found: Found,
+    pub groups: Option<Vec<u16>>,
+}
+
+impl Restore {
+    /// Everything of one checkpoint.
+    fn whole(found: Found) -> Restore {
+        Restore { meta: found.meta.clone(), parts: vec![RestorePart { found, groups: None }] }
+    }
 }
 
 /// Refuses to resume from `found` with a pipeline whose stateful steps or

@@ -72,6 +72,81 @@ pub struct SourceMark {
 pub(crate) struct Checkpoints {
     dir: PathBuf,
     keep: usize,
+    /// Scale-out: the shared index this process's checkpoints are named in.
+    shared: Option<SharedIndex>,
+}
+
+/// Scale-out over a consumer group: each process (instance) writes its
+/// checkpoints to `<dir>/instances/<instance>/`, and after each one names it
+/// in `<dir>/key-groups/<kg>.json` for every key group (input partition) it
+/// owns: the checkpoint a process that is given that partition next
+/// restores the partition's state and offsets from. Only the partition's
+/// owner writes its entry (the group gives a partition to one process at a
+/// time), and a checkpoint some entry names is never removed.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedIndex {
+    pub(crate) root: PathBuf,
+    pub(crate) instance: String,
+    /// The key groups this process owns now.
+    pub(crate) groups: Vec<u16>,
+}
+
+/// An entry of the shared index.
+#[derive(Serialize, Deserialize)]
+struct IndexEntry {
+    /// The checkpoint's folder, relative to the checkpoint directory.
+    checkpoint: PathBuf,
+}
+
+impl SharedIndex {
+    fn entry_path(&self, kg: u16) -> PathBuf {
+        self.root.join("key-groups").join(format!("{kg}.json"))
+    }
+
+    /// The folder of `instance`'s checkpoints.
+    pub(crate) fn instance_dir(root: &Path, instance: &str) -> PathBuf {
+        root.join("instances").join(instance)
+    }
+
+    /// The checkpoint named for key group `kg`, if any (its folder).
+    pub(crate) fn named(&self, kg: u16) -> Result<Option<PathBuf>, String> {
+        let path = self.entry_path(kg);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let e: IndexEntry = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Some(self.root.join(e.checkpoint)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Names `folder` as the checkpoint of every key group owned.
+    fn name(&self, folder: &Path) -> Result<(), String> {
+        let dir = self.root.join("key-groups");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let rel = folder.strip_prefix(&self.root).unwrap_or(folder).to_path_buf();
+        let text = serde_json::to_vec(&IndexEntry { checkpoint: rel }).map_err(|e| e.to_string())?;
+        for &kg in &self.groups {
+            let (path, tmp) = (self.entry_path(kg), dir.join(format!("{kg}.json.{}.tmp", self.instance)));
+            write_synced(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+    }
+
+    /// Every checkpoint folder some entry names.
+    fn referenced(&self) -> Result<std::collections::BTreeSet<PathBuf>, String> {
+        let dir = self.root.join("key-groups");
+        let mut all = std::collections::BTreeSet::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(all) };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(kg) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) else { continue };
+            all.extend(self.named(kg)?);
+        }
+        Ok(all)
+    }
 }
 
 /// A complete checkpoint on disk.
@@ -82,19 +157,31 @@ pub(crate) struct Found {
 
 impl Checkpoints {
     pub(crate) fn new(dir: PathBuf, keep: usize) -> Self {
-        Checkpoints { dir, keep: keep.max(1) }
+        Checkpoints { dir, keep: keep.max(1), shared: None }
+    }
+
+    /// A process's checkpoints in a shared directory (scale-out), each named
+    /// in the shared index for the key groups it owns.
+    pub(crate) fn shared(index: SharedIndex, keep: usize) -> Self {
+        let dir = SharedIndex::instance_dir(&index.root, &index.instance);
+        Checkpoints { dir, keep: keep.max(1), shared: Some(index) }
+    }
+
+    /// The complete checkpoint in `dir`, if it is one.
+    pub(crate) fn read(dir: &Path) -> Result<Option<Found>, String> {
+        let meta_path = dir.join("meta.json");
+        let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
+        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| format!("{}: not a checkpoint record: {e}", meta_path.display()))?;
+        Ok(Some(Found { dir: dir.to_path_buf(), meta }))
     }
 
     /// The newest complete checkpoint, if any.
     pub(crate) fn latest(&self) -> Result<Option<Found>, String> {
         let mut best: Option<Found> = None;
         for (id, dir) in self.list()? {
-            let meta_path = dir.join("meta.json");
-            let Ok(text) = std::fs::read_to_string(&meta_path) else { continue };
-            let meta: CheckpointMeta =
-                serde_json::from_str(&text).map_err(|e| format!("{}: not a checkpoint record: {e}", meta_path.display()))?;
-            if meta.id == id && best.as_ref().is_none_or(|b| b.meta.id < id) {
-                best = Some(Found { dir, meta });
+            let Some(found) = Self::read(&dir)? else { continue };
+            if found.meta.id == id && best.as_ref().is_none_or(|b| b.meta.id < id) {
+                best = Some(found);
             }
         }
         Ok(best)
@@ -131,11 +218,18 @@ impl Checkpoints {
         write_synced(&tmp, text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, folder.join("meta.json")).map_err(|e| format!("{}: {e}", folder.display()))?;
         sync_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        let referenced = match &self.shared {
+            Some(index) => {
+                index.name(&folder)?;
+                index.referenced()?
+            }
+            None => Default::default(),
+        };
         let mut all = self.list()?;
         all.sort();
         let excess = all.len().saturating_sub(self.keep);
         for (id, dir) in all.into_iter().take(excess) {
-            if id < meta.id {
+            if id < meta.id && !referenced.contains(&dir) {
                 std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
         }
@@ -180,6 +274,11 @@ impl Schedule {
         self.last.elapsed() >= self.interval
     }
 
+    /// How long until the next checkpoint is due (zero: now).
+    pub(crate) fn until_due(&self) -> std::time::Duration {
+        self.interval.saturating_sub(self.last.elapsed())
+    }
+
     /// The id of the checkpoint being taken, and restart the interval.
     pub(crate) fn start(&mut self) -> u64 {
         self.last = std::time::Instant::now();
@@ -222,5 +321,34 @@ mod tests {
         assert!(c.folder(2).exists());
         c.clear().unwrap();
         assert!(c.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_shared_checkpoint_names_itself_for_its_key_groups_and_stays_while_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let index = |instance: &str, groups: Vec<u16>| SharedIndex { root: root.clone(), instance: instance.into(), groups };
+        let a = Checkpoints::shared(index("a", vec![0, 1]), 1);
+        let complete = |c: &Checkpoints, id: u64| {
+            std::fs::create_dir_all(c.folder(id)).unwrap();
+            c.complete(&CheckpointMeta { id, ..Default::default() }).unwrap();
+        };
+        complete(&a, 1);
+        assert_eq!(index("x", vec![]).named(0).unwrap(), Some(a.folder(1)));
+        assert_eq!(index("x", vec![]).named(1).unwrap(), Some(a.folder(1)));
+        assert_eq!(index("x", vec![]).named(2).unwrap(), None);
+        // b takes key group 1 over: a's chk-1 stays while key group 0 names it.
+        let b = Checkpoints::shared(index("b", vec![1]), 1);
+        complete(&b, 1);
+        let a_now = Checkpoints::shared(index("a", vec![0]), 1);
+        assert_eq!(index("x", vec![]).named(1).unwrap(), Some(b.folder(1)));
+        complete(&a_now, 2);
+        assert!(!a.folder(1).exists(), "no longer named, past keep: removed");
+        assert_eq!(index("x", vec![]).named(0).unwrap(), Some(a.folder(2)));
+        // A checkpoint still named is kept past `keep`.
+        let a_only_1 = Checkpoints::shared(index("a", vec![]), 1);
+        complete(&a_only_1, 3);
+        assert!(a.folder(2).exists(), "key group 0 still names chk-2");
+        assert_eq!(Checkpoints::read(&a.folder(2)).unwrap().unwrap().meta.id, 2);
     }
 }

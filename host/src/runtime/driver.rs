@@ -137,6 +137,8 @@ impl Pipeline {
                     (Some(tick), None) => tick,
                     (None, None) => Duration::from_secs(3600),
                 };
+                // Quiet sources still get their checkpoints (and group commits) on time.
+                let wait = self.checkpoints.as_ref().map_or(wait, |c| wait.min(c.until_due().max(Duration::from_millis(1))));
                 let from = links.from.clone();
                 let received = crossbeam_channel::select! {
                     recv(rx) -> m => match m {
@@ -158,6 +160,9 @@ impl Pipeline {
                     if tick.is_some() && clock.check_idle(now) {
                         self.send_clocks(&mut links, &clock)?;
                         self.flush_outputs()?;
+                    }
+                    if halted_at.is_none() && !unreported.iter().any(|u| *u) && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
+                        self.checkpoint(&mut links, &clock, &mut progress, false)?;
                     }
                     continue;
                 };
@@ -340,7 +345,7 @@ impl Pipeline {
         let mut handles = Vec::with_capacity(total);
         for ((part, inputs), downstream) in parts.into_iter().zip(inputs).zip(downstream) {
             let name = format!("worker-{}-{}", part.stage, part.index);
-            let worker = Worker::new(part, self.graph.clone(), n, self.key_groups, inputs, downstream, out_tx.clone());
+            let worker = Worker::new(part, self.graph.clone(), n, (self.key_groups, self.grouping), inputs, downstream, out_tx.clone());
             handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run()).map_err(|e| RunError::Thread(e.to_string()))?);
         }
         let sent = vec![None; self.sources.len()];
@@ -476,8 +481,8 @@ impl Pipeline {
             Some(router) => {
                 // The source or the router reads each key once; the worker gets them with the batch.
                 let parts = match keys {
-                    Some(keys) => Some(by_read_keys(batch, keys, n, kgs)),
-                    None => by_key(router.as_mut(), port, batch, n, kgs),
+                    Some(keys) => Some(by_read_keys(batch, keys, n, kgs, self.grouping)),
+                    None => by_key(router.as_mut(), port, batch, n, kgs, self.grouping),
                 };
                 let parts = parts.ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
                 parts.into_iter().map(|p| p.map(|(b, k)| (b, Some(k)))).collect::<Vec<_>>()

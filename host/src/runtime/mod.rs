@@ -12,6 +12,7 @@ mod checkpoint;
 mod driver;
 mod fingerprint;
 mod graph;
+mod group;
 mod partition;
 mod worker;
 mod worker_state;
@@ -22,7 +23,8 @@ mod watermarks;
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
 pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
 pub use fingerprint::Fingerprints;
-pub use partition::{key_group, key_groups_of, worker_of, MAX_KEY_GROUPS};
+pub use group::{run_in_group, valid_instance, GroupPlan};
+pub use partition::{key_group, key_groups_of, worker_of, KeyGrouping, MAX_KEY_GROUPS};
 pub use stats::{NodeKind, NodeStats, PluginSummary, RunEnd, RunSummary};
 pub use stop::StopHandle;
 

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::event::Batch;
+use crate::event::{Batch, Origin};
 use crate::step::{Operator, RoutedKey};
 
 /// The most key groups a pipeline may have: key groups are tagged in 16 bits.
@@ -18,6 +18,41 @@ pub const MAX_KEY_GROUPS: usize = 1 << 15;
 /// where state lives, so it must not change between versions).
 pub fn key_group(key: &[u8], key_groups: usize) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(key) % key_groups.max(1) as u64) as u16
+}
+
+/// What decides an event's key group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyGrouping {
+    /// The hash of its key ([`key_group`]).
+    #[default]
+    KeyHash,
+    /// The Kafka partition it was read from (scale-out over a consumer
+    /// group: the topics are partitioned by the key, and a process owns the
+    /// state of exactly the partitions the group gave it). An event without
+    /// a partition falls back to the hash of its key.
+    InputPartition,
+}
+
+impl KeyGrouping {
+    /// The key group of an event with `key`, read at `origin`.
+    pub fn group(self, key: &[u8], origin: &Origin, key_groups: usize) -> u16 {
+        match (self, &origin.partition) {
+            (KeyGrouping::InputPartition, Some(p)) => p.partition as u16,
+            _ => key_group(key, key_groups),
+        }
+    }
+
+    /// Sets the key groups of `keys` (read by key hash) of the events at
+    /// `origins`, one to one.
+    fn regroup(self, keys: &mut [RoutedKey], origins: &[Origin]) {
+        if self == KeyGrouping::InputPartition {
+            for (k, o) in keys.iter_mut().zip(origins) {
+                if let Some(p) = &o.partition {
+                    k.group = p.partition as u16;
+                }
+            }
+        }
+    }
 }
 
 /// The worker of `n` that owns key group `kg` of `key_groups`.
@@ -36,14 +71,15 @@ pub fn key_groups_of(i: usize, n: usize, key_groups: usize) -> Range<u16> {
 /// group of each event, as `router` (a copy of the step) reads it for input
 /// `port`; each part keeps the keys read, so the worker need not read them
 /// again. `None` when the step is not keyed.
-pub fn by_key(router: &mut dyn Operator, port: usize, batch: Batch, n: usize, key_groups: usize) -> Option<Vec<Option<(Batch, Vec<RoutedKey>)>>> {
+pub fn by_key(router: &mut dyn Operator, port: usize, batch: Batch, n: usize, key_groups: usize, grouping: KeyGrouping) -> Option<Vec<Option<(Batch, Vec<RoutedKey>)>>> {
     let keys = router.route_keys(port, &batch.events)?;
-    Some(by_read_keys(batch, keys, n, key_groups))
+    Some(by_read_keys(batch, keys, n, key_groups, grouping))
 }
 
 /// [`by_key`] for keys read already (`keys[i]` of `batch.events[i]`, by a
 /// source's [`crate::step::KeyCapture`]).
-pub fn by_read_keys(batch: Batch, keys: Vec<RoutedKey>, n: usize, key_groups: usize) -> Vec<Option<(Batch, Vec<RoutedKey>)>> {
+pub fn by_read_keys(batch: Batch, mut keys: Vec<RoutedKey>, n: usize, key_groups: usize, grouping: KeyGrouping) -> Vec<Option<(Batch, Vec<RoutedKey>)>> {
+    grouping.regroup(&mut keys, &batch.origins);
     let targets: Vec<usize> = keys.iter().map(|k| worker_of(k.group, n, key_groups)).collect();
     split(batch, keys, &targets, n)
 }
@@ -103,6 +139,24 @@ mod tests {
             seen.insert(key_group(format!("r-{i}").as_bytes(), 128));
         }
         assert_eq!(seen.len(), 128);
+    }
+
+    #[test]
+    fn in_a_group_the_key_group_is_the_input_partition() {
+        use crate::event::{Event, Origin, Partition};
+        let mut b = Batch::default();
+        let in_part = |p: i32| Origin { partition: Some(std::sync::Arc::new(Partition { topic: "feed".into(), partition: p })), ..Origin::new("s", 0) };
+        b.push(Event::from_value(b"{}".to_vec(), 0), in_part(3));
+        b.push(Event::from_value(b"{}".to_vec(), 0), Origin::new("s", 1));
+        b.push(Event::from_value(b"{}".to_vec(), 0), in_part(0));
+        let key = |k: &str| RoutedKey { group: key_group(k.as_bytes(), 4), read: crate::step::ReadKey { key: Ok(k.as_bytes().to_vec()), plain_names: true } };
+        let keys = vec![key("x"), key("y"), key("z")];
+        assert_eq!(KeyGrouping::InputPartition.group(b"x", &b.origins[0], 4), 3);
+        assert_eq!(KeyGrouping::InputPartition.group(b"y", &b.origins[1], 4), key_group(b"y", 4), "no partition: the key's hash");
+        assert_eq!(KeyGrouping::KeyHash.group(b"x", &b.origins[0], 4), key_group(b"x", 4));
+        let parts = by_read_keys(b, keys, 4, 4, KeyGrouping::InputPartition);
+        assert_eq!(parts[3].as_ref().unwrap().1[0].group, 3, "routed to the worker of partition 3");
+        assert_eq!(parts[0].as_ref().unwrap().1.last().unwrap().group, 0);
     }
 
     #[test]

@@ -16,8 +16,15 @@ pub struct StopHandle {
     woken: Receiver<()>,
 }
 
+impl Default for StopHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StopHandle {
-    pub(crate) fn new() -> Self {
+    /// A handle no pipeline listens to yet (the group runner hands stops on).
+    pub fn new() -> Self {
         let (wake, woken) = crossbeam_channel::bounded(1);
         StopHandle { requested: Arc::new(AtomicBool::new(false)), wake, woken }
     }

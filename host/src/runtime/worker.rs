@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Select, Sender};
 
 use super::build::{StepNode, WorkerParts};
 use super::graph::{Consumer, Graph, Producer};
-use super::partition::by_key;
+use super::partition::{by_key, KeyGrouping};
 use super::watermarks::Watermarks;
 use super::RunError;
 use crate::dead_letter::DeadLetter;
@@ -59,6 +59,7 @@ pub(crate) struct Worker {
     index: usize,
     per_stage: usize,
     key_groups: usize,
+    grouping: KeyGrouping,
     graph: Arc<Graph>,
     steps: Vec<Option<StepNode>>,
     routers: BTreeMap<usize, Box<dyn Operator>>,
@@ -84,7 +85,7 @@ impl Worker {
         parts: WorkerParts,
         graph: Arc<Graph>,
         per_stage: usize,
-        key_groups: usize,
+        (key_groups, grouping): (usize, KeyGrouping),
         inputs: Vec<Receiver<ToWorker>>,
         downstream: BTreeMap<usize, Vec<Sender<ToWorker>>>,
         out: Sender<FromWorker>,
@@ -116,6 +117,7 @@ impl Worker {
             index,
             per_stage,
             key_groups,
+            grouping,
             steps: parts.steps,
             routers: parts.routers,
             stateful: parts.state.is_some(),
@@ -264,7 +266,7 @@ impl Worker {
         let Some(router) = self.routers.get_mut(&step) else {
             return senders[self.index].send(ToWorker::Batch { step, port, batch, keys: None }).map_err(gone);
         };
-        let parts = by_key(router.as_mut(), port, batch, n, kgs).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
+        let parts = by_key(router.as_mut(), port, batch, n, kgs, self.grouping).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
         for (w, part) in parts.into_iter().enumerate() {
             if let Some((batch, keys)) = part {
                 senders[w].send(ToWorker::Batch { step, port, batch, keys: Some(keys) }).map_err(gone)?;

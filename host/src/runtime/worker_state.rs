@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::Found;
+use super::build::RestorePart;
 use super::graph::Graph;
 use super::partition::key_groups_of;
 use super::RunError;
@@ -23,11 +23,21 @@ pub(crate) struct StateRoot {
     /// `None`: the memory backend.
     dir: Option<PathBuf>,
     options: RocksOptions,
-    /// The checkpoint to restore, with its workers per stage.
-    resume: Option<(PathBuf, usize)>,
+    /// The checkpoints to restore from.
+    resume: Vec<Restored>,
     per_stage: usize,
-    /// `settings.max_parallelism`.
+    /// `settings.max_parallelism` (in a group, its partition count).
     key_groups: usize,
+}
+
+/// A checkpoint's state to restore.
+struct Restored {
+    /// Its `state/` folder.
+    dir: PathBuf,
+    /// Its workers per stage.
+    workers: usize,
+    /// Only these key groups of it (`None`: all).
+    groups: Option<Vec<u16>>,
 }
 
 /// A worker's folder name, on disk and in a checkpoint.
@@ -40,56 +50,71 @@ fn state_err(e: StateError) -> RunError {
 }
 
 impl StateRoot {
-    /// Where the workers' state goes; clears it unless it is restored.
-    pub fn prepare(p: &LoadedPipeline, resume: Option<&Found>, graph: &Graph, per_stage: usize) -> Result<StateRoot, RunError> {
+    /// Where the workers' state goes (in a group, a folder per `instance`);
+    /// clears it: the state comes from the checkpoints in `resume`.
+    pub fn prepare(
+        p: &LoadedPipeline,
+        resume: &[RestorePart],
+        graph: &Graph,
+        per_stage: usize,
+        key_groups: usize,
+        instance: Option<&str>,
+    ) -> Result<StateRoot, RunError> {
         let settings = &p.config.settings.state;
         let stateful = (0..graph.stages).any(|s| graph.stateful(s));
-        let resume = match resume {
-            Some(found) if stateful => match found.meta.workers {
-                Some(n) => Some((found.dir.join("state"), n)),
-                None => {
-                    return Err(RunError::State(format!(
-                        "{} was taken before parallel workers and its state cannot be read; start over with --fresh",
-                        found.dir.display()
-                    )))
-                }
-            },
-            _ => None,
-        };
-        let dir = (stateful && settings.backend == StateBackendKind::Rocksdb)
-            .then(|| settings.dir.as_ref().map_or_else(|| p.base_dir.join("state"), |d| p.resolve(d)));
+        let mut restored = Vec::new();
+        for part in resume.iter().filter(|_| stateful) {
+            let Some(workers) = part.found.meta.workers else {
+                return Err(RunError::State(format!(
+                    "{} was taken before parallel workers and its state cannot be read; start over with --fresh",
+                    part.found.dir.display()
+                )));
+            };
+            restored.push(Restored { dir: part.found.dir.join("state"), workers, groups: part.groups.clone() });
+        }
+        let dir = (stateful && settings.backend == StateBackendKind::Rocksdb).then(|| {
+            let dir = settings.dir.as_ref().map_or_else(|| p.base_dir.join("state"), |d| p.resolve(d));
+            instance.map_or_else(|| dir.clone(), |i| dir.join(i))
+        });
         if let Some(dir) = &dir {
             clear(dir)?;
             std::fs::create_dir_all(dir).map_err(|e| RunError::State(format!("cannot create {}: {e}", dir.display())))?;
             std::fs::write(dir.join(MARKER), b"").map_err(|e| RunError::State(format!("cannot write in {}: {e}", dir.display())))?;
         }
-        Ok(StateRoot { dir, options: settings.rocksdb.clone(), resume, per_stage, key_groups: p.config.settings.max_parallelism })
+        Ok(StateRoot { dir, options: settings.rocksdb.clone(), resume: restored, per_stage, key_groups })
     }
 
     /// Worker `index`'s state of `stage`, for the steps `ops` (opened on it).
     pub fn open(&self, stage: usize, index: usize, ops: &mut [&mut Box<dyn Operator>]) -> Result<Box<dyn StateBackend>, RunError> {
         let name = worker_dir(stage, index);
-        let mut state = match &self.resume {
-            Some((chk, n)) if *n == self.per_stage => self.restore(&chk.join(&name), &name)?,
-            Some((chk, n)) => {
-                // Another parallelism: take this worker's key groups from each old worker.
+        let mut state = match &self.resume[..] {
+            [] => self.empty(&name)?,
+            [one] if one.workers == self.per_stage && one.groups.is_none() => self.restore(&one.dir.join(&name), &name)?,
+            parts => {
+                // Another parallelism, or parts of several checkpoints: take
+                // this worker's key groups from each old worker.
                 let mut state = self.empty(&name)?;
-                for old in 0..*n {
-                    let scratch = format!("rescale-{name}-from-{old}");
-                    let mut from = self.restore(&chk.join(worker_dir(stage, old)), &scratch)?;
-                    for op in ops.iter_mut() {
-                        let owned = key_groups_of(index, self.per_stage, self.key_groups);
-                        op.rescale(&mut *from, &mut *state, owned).map_err(state_err)?;
+                let mine = key_groups_of(index, self.per_stage, self.key_groups);
+                for (i, part) in parts.iter().enumerate() {
+                    let owned = |kg: u16| mine.contains(&kg) && part.groups.as_ref().is_none_or(|g| g.contains(&kg));
+                    if !(mine.start..mine.end).any(owned) {
+                        continue;
                     }
-                    drop(from);
-                    if let Some(dir) = &self.dir {
-                        let _ = std::fs::remove_dir_all(dir.join(&scratch));
+                    for old in 0..part.workers {
+                        let scratch = format!("rescale-{name}-from-{i}-{old}");
+                        let mut from = self.restore(&part.dir.join(worker_dir(stage, old)), &scratch)?;
+                        for op in ops.iter_mut() {
+                            op.rescale(&mut *from, &mut *state, &owned).map_err(state_err)?;
+                        }
+                        drop(from);
+                        if let Some(dir) = &self.dir {
+                            let _ = std::fs::remove_dir_all(dir.join(&scratch));
+                        }
                     }
                 }
-                tracing::info!(stage, worker = index, from_workers = n, "state rebuilt by key group from a checkpoint at another parallelism");
+                tracing::info!(stage, worker = index, checkpoints = parts.len(), "state rebuilt by key group");
                 state
             }
-            None => self.empty(&name)?,
         };
         for op in ops.iter_mut() {
             op.open_state(&mut *state).map_err(state_err)?;

@@ -13,16 +13,18 @@
 //! found by a metadata check every `partition_discovery_ms` and read from
 //! their start.
 //!
-//! Not yet (issue 11): sharing partitions with other processes of the group.
+//! In a scaled-out pipeline (`kafka_group.rs`) it reads only the partitions
+//! the group gave its process (`assigned`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -64,6 +66,11 @@ pub struct KafkaSourceConfig {
     pub properties: BTreeMap<String, String>,
     #[serde(flatten)]
     pub common: SourceCommon,
+    /// Scale-out: the partitions (of each topic) the group gave this process;
+    /// set by the runtime, never in pipeline.json. `None`: every partition.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub assigned: Option<Vec<i32>>,
 }
 
 fn default_discovery_ms() -> u64 {
@@ -84,6 +91,22 @@ pub enum KafkaStart {
     TimestampMs(i64),
 }
 
+/// The sources' consumers: the end of a partition is an event the source
+/// reads from its queue, not an error to log (librdkafka reports it on the
+/// error callback too).
+pub(super) struct SourceContext;
+
+impl rdkafka::ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of a partition"),
+            e => tracing::warn!(error = %e, reason, "librdkafka"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// How long metadata and assignment calls wait for the broker.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -99,7 +122,7 @@ fn parse_partition_key(key: &str) -> Option<(&str, i32)> {
 }
 
 /// The consumer settings every consumer of the source shares.
-fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
+pub(super) fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
@@ -118,9 +141,11 @@ fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
 }
 
 /// How often partitions are looked for, if at all (never in a bounded run:
-/// it reads what there is at its start).
+/// it reads what there is at its start; nor in a group, whose assignment
+/// says what this process reads).
 fn discovery_of(config: &KafkaSourceConfig) -> Option<Duration> {
-    (!config.stop_at_end && config.partition_discovery_ms > 0).then(|| Duration::from_millis(config.partition_discovery_ms))
+    (!config.stop_at_end && config.partition_discovery_ms > 0 && config.assigned.is_none())
+        .then(|| Duration::from_millis(config.partition_discovery_ms))
 }
 
 pub struct KafkaSource {
@@ -144,9 +169,26 @@ struct Assigned {
 /// The consumer of one topic and the partitions it reads.
 struct TopicReader {
     topic: String,
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     partitions: BTreeMap<i32, Assigned>,
+    /// A queue of its own per partition, read in turn (at most
+    /// [`PER_PARTITION_TURN`] records each, and none while the partition is
+    /// [`ALIGNMENT_MS`] ahead of the slowest), so that partitions advance
+    /// together in event time: from one shared queue librdkafka hands over a
+    /// backlog one partition after the other (and fetches them unevenly), and
+    /// the watermark (held back by the slowest partition) would not move until
+    /// the last one started, keeping nearly the whole backlog in a join's
+    /// state, which every checkpoint then writes.
+    queues: Vec<(i32, PartitionQueue<SourceContext>)>,
 }
+
+/// Records read from one partition's queue before the next partition's turn.
+const PER_PARTITION_TURN: usize = 128;
+
+/// How far (event time, ms) a partition may read ahead of the slowest
+/// partition still reading before it waits for it (a partition that has read
+/// nothing yet holds every other back; one caught up with its end does not).
+const ALIGNMENT_MS: i64 = 10_000;
 
 impl KafkaSource {
     pub fn new(name: &str, config: &KafkaSourceConfig, resume: ResumePoint) -> Self {
@@ -164,7 +206,7 @@ impl KafkaSource {
     }
 
     /// The partitions `topic` has now.
-    fn partitions_of(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, SourceError> {
+    fn partitions_of(&self, consumer: &BaseConsumer<SourceContext>, topic: &str) -> Result<Vec<i32>, SourceError> {
         let meta = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT).map_err(|e| self.error(format!("topic `{topic}`: {e}")))?;
         Ok(meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
     }
@@ -172,17 +214,21 @@ impl KafkaSource {
     /// A consumer of `topic`, reading every partition it has at its
     /// checkpointed offset or at `start`.
     fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
-        let consumer: BaseConsumer =
-            client_config(&self.config).create().map_err(|e| self.error(format!("creating the consumer: {e}")))?;
-        let partitions = self.partitions_of(&consumer, topic)?;
-        if partitions.is_empty() {
+        let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(
+            client_config(&self.config).create_with_context(SourceContext).map_err(|e| self.error(format!("creating the consumer: {e}")))?,
+        );
+        let partitions = match &self.config.assigned {
+            Some(assigned) => assigned.clone(),
+            None => self.partitions_of(&consumer, topic)?,
+        };
+        if partitions.is_empty() && self.config.assigned.is_none() {
             if self.config.stop_at_end || discovery_of(&self.config).is_none() {
                 return Err(self.error(format!("topic `{topic}` has no partitions (does it exist?)")));
             }
             // Read once it is created (the partition discovery finds it).
             tracing::warn!(source = %self.name, topic, "the topic has no partitions yet (does it exist?); waiting for them");
         }
-        let mut reader = TopicReader { topic: topic.to_string(), consumer, partitions: BTreeMap::new() };
+        let mut reader = TopicReader { topic: topic.to_string(), consumer, partitions: BTreeMap::new(), queues: Vec::new() };
         self.add_partitions(&mut reader, &partitions, self.config.start, out)?;
         Ok(reader)
     }
@@ -224,6 +270,12 @@ impl KafkaSource {
         for &p in partitions {
             let lane = out.add_lane(Arc::new(Partition { topic: topic.clone(), partition: p }));
             reader.partitions.insert(p, Assigned { lane, key: partition_key(&topic, p), at_end: false });
+            // Records fetched before the split stay in the consumer's queue,
+            // which the loop drains before any partition queue: each
+            // partition's records are still taken in offset order.
+            if let Some(q) = reader.consumer.split_partition_queue(&topic, p) {
+                reader.queues.push((p, q));
+            }
         }
         Ok(())
     }
@@ -240,6 +292,43 @@ impl KafkaSource {
             }
         }
         Ok(())
+    }
+
+    /// Hands one polled result over: a record to the emitter (true), or the
+    /// end of a partition noted; any other error fails the source.
+    fn take(
+        &self,
+        result: KafkaResult<BorrowedMessage<'_>>,
+        topic: &str,
+        partitions: &mut BTreeMap<i32, Assigned>,
+        line: &mut u64,
+        out: &mut Emitter,
+    ) -> Result<bool, SourceError> {
+        match result {
+            Ok(m) => {
+                let Some(a) = partitions.get_mut(&m.partition()) else { return Ok(false) };
+                a.at_end = false;
+                out.set_lane(a.lane);
+                *line += 1;
+                out.consumed_partition(&a.key, m.offset() + 1, *line);
+                let headers = m
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
+                    .unwrap_or_default();
+                let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
+                let value = m.payload().unwrap_or_default().to_vec();
+                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
+                Ok(true)
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                if let Some(a) = partitions.get_mut(&p) {
+                    a.at_end = true;
+                    out.lane_caught_up(a.lane);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(self.error(format!("reading topic `{topic}`: {e}"))),
+        }
     }
 }
 
@@ -262,34 +351,26 @@ impl Source for KafkaSource {
             }
             let mut got_any = false;
             for r in &mut readers {
-                // Drain what is there, without blocking on one topic.
+                // Drain the consumer's own queue (events, and records fetched
+                // before a partition's queue was split off) without blocking on
+                // one topic, then each partition's queue in turn.
                 while let Some(result) = r.consumer.poll(Duration::ZERO) {
-                    match result {
-                        Ok(m) => {
-                            got_any = true;
-                            let Some(a) = r.partitions.get_mut(&m.partition()) else { continue };
-                            a.at_end = false;
-                            out.set_lane(a.lane);
-                            line += 1;
-                            out.consumed_partition(&a.key, m.offset() + 1, line);
-                            let headers = m
-                                .headers()
-                                .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
-                                .unwrap_or_default();
-                            let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
-                            let value = m.payload().unwrap_or_default().to_vec();
-                            admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
-                        }
-                        Err(KafkaError::PartitionEOF(p)) => {
-                            if let Some(a) = r.partitions.get_mut(&p) {
-                                a.at_end = true;
-                                out.lane_caught_up(a.lane);
-                            }
-                        }
-                        Err(e) => return Err(self.error(format!("reading topic `{}`: {e}", r.topic))),
-                    }
+                    got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
                     if out.closed {
                         return Ok(());
+                    }
+                }
+                for (p, queue) in &r.queues {
+                    let Some(lane) = r.partitions.get(p).map(|a| a.lane) else { continue };
+                    for _ in 0..PER_PARTITION_TURN {
+                        if out.lane_ahead(lane, ALIGNMENT_MS) {
+                            break;
+                        }
+                        let Some(result) = queue.poll(Duration::ZERO) else { break };
+                        got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
+                        if out.closed {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -310,10 +391,12 @@ impl Source for KafkaSource {
 /// `kafka-consumer-groups --describe` and other lag tools show the job's
 /// lag. The checkpoint stays what a restart goes by; a failed commit is
 /// only logged.
-pub struct KafkaCommitter {
+/// In a scale-out group the commits go through the process's group member
+/// (with its generation), else through a consumer of its own.
+pub struct KafkaCommitter<C: ConsumerContext + 'static = DefaultConsumerContext> {
     name: String,
     topics: Vec<String>,
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer<C>>,
 }
 
 impl KafkaCommitter {
@@ -321,11 +404,18 @@ impl KafkaCommitter {
         let consumer = client_config(config)
             .create()
             .map_err(|e| SourceError::Kafka { source_name: name.into(), error: format!("creating the offset committer: {e}") })?;
-        Ok(KafkaCommitter { name: name.into(), topics: config.topics.clone(), consumer })
+        Ok(KafkaCommitter { name: name.into(), topics: config.topics.clone(), consumer: Arc::new(consumer) })
     }
 }
 
-impl PositionCommitter for KafkaCommitter {
+impl<C: ConsumerContext + 'static> KafkaCommitter<C> {
+    /// Commits through `consumer` (a group member).
+    pub fn through(name: &str, topics: &[String], consumer: Arc<BaseConsumer<C>>) -> Self {
+        KafkaCommitter { name: name.into(), topics: topics.to_vec(), consumer }
+    }
+}
+
+impl<C: ConsumerContext + 'static> PositionCommitter for KafkaCommitter<C> {
     fn commit(&mut self, point: &ResumePoint, last: bool) {
         let mut tpl = TopicPartitionList::new();
         for (key, next) in &point.partitions {

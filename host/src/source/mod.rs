@@ -5,6 +5,7 @@
 mod budget;
 mod generator;
 mod kafka;
+mod kafka_group;
 mod lines;
 mod stdin;
 
@@ -26,6 +27,7 @@ pub use generator::{
 };
 pub use budget::{message_bytes, ByteBudget};
 pub use kafka::{KafkaSourceConfig, KafkaStart};
+pub use kafka_group::{Assignment, GroupMember, RevokeHook};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
 
 /// Errors that stop a source.
@@ -287,6 +289,21 @@ impl Emitter {
     pub fn lane_caught_up(&mut self, lane: usize) {
         if let Some(l) = self.lanes.get_mut(lane) {
             l.caught_up = true;
+        }
+    }
+
+    /// Whether lane `lane` has read more than `by_ms` of event time past the
+    /// slowest lane still reading (the one holding the watermark back), or
+    /// anything while a lane still reading has read nothing yet. The Kafka
+    /// source lets such a partition wait for the others, so that a backlog is
+    /// read with its partitions side by side in event time.
+    pub fn lane_ahead(&self, lane: usize, by_ms: i64) -> bool {
+        let Some(max) = self.lanes.get(lane).and_then(|l| l.max) else { return false };
+        match self.lanes.iter().filter(|l| !l.caught_up).map(|l| l.max).min() {
+            // Every lane caught up.
+            None => false,
+            Some(None) => true,
+            Some(Some(slowest)) => max > slowest.saturating_add(by_ms),
         }
     }
 
@@ -585,5 +602,27 @@ mod tests {
         assert_eq!(got, vec![89, 189, 489]);
         // Every lane caught up: the largest time read.
         assert_eq!(watermarks(&[("push", 0, 500), ("push", 1, 100), ("caught-up", 0, 0), ("caught-up", 1, 0)]), vec![89, 489]);
+    }
+
+    #[test]
+    fn a_lane_is_ahead_past_the_slowest_lane_still_reading() {
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut out = Emitter::new(0, "k", tx, 1000, Duration::from_secs(60));
+        for partition in 0..2 {
+            out.add_lane(Arc::new(Partition { topic: "t".into(), partition }));
+        }
+        assert!(!out.lane_ahead(0, 50), "nothing read: not ahead");
+        out.set_lane(0);
+        out.push(Event::from_value(b"{}".to_vec(), 100), 0);
+        assert!(out.lane_ahead(0, 50), "ahead of a lane that has read nothing");
+        assert!(!out.lane_ahead(1, 50), "the one holding the others back is never ahead");
+        out.set_lane(1);
+        out.push(Event::from_value(b"{}".to_vec(), 60), 0);
+        assert!(!out.lane_ahead(0, 50), "within the bound");
+        out.set_lane(0);
+        out.push(Event::from_value(b"{}".to_vec(), 111), 0);
+        assert!(out.lane_ahead(0, 50), "past it");
+        out.lane_caught_up(1);
+        assert!(!out.lane_ahead(0, 50), "a lane caught up holds nothing back");
     }
 }

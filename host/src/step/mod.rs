@@ -147,9 +147,9 @@ pub trait Operator: Send {
     }
 
     /// A restore at another parallelism: copies into `to` what `from` (the
-    /// state of one worker of the checkpoint) holds of the key groups in
-    /// `owned`. Called once per old worker, before `open_state`.
-    fn rescale(&mut self, _from: &mut dyn StateBackend, _to: &mut dyn StateBackend, _owned: std::ops::Range<u16>) -> Result<(), StateError> {
+    /// state of one worker of the checkpoint) holds of the key groups
+    /// `owned` says it owns. Called once per old worker, before `open_state`.
+    fn rescale(&mut self, _from: &mut dyn StateBackend, _to: &mut dyn StateBackend, _owned: &dyn Fn(u16) -> bool) -> Result<(), StateError> {
         Ok(())
     }
 

@@ -174,6 +174,18 @@ impl Broker {
     }
 }
 
+/// Each line of `path` as a Kafka record keyed by its `request_id`, timed by its `ts`.
+pub fn keyed_records(path: &std::path::Path) -> Vec<Record> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Record { key: v["request_id"].as_str().map(|k| k.as_bytes().to_vec()), timestamp: v["ts"].as_i64(), value: l.as_bytes().to_vec(), headers: vec![] }
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Record {
     pub key: Option<Vec<u8>>,

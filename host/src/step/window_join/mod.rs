@@ -150,6 +150,8 @@ pub struct WindowJoin {
     seq: u64,
     /// Key groups keys hash into (`settings.max_parallelism`).
     key_groups: usize,
+    /// What decides an event's key group (its key's hash, or its partition).
+    grouping: crate::runtime::KeyGrouping,
     /// Other-input buckets below this one are deleted.
     expired_below: i64,
     /// Fire time of the earliest waiting main event (for the output watermark).
@@ -267,6 +269,7 @@ impl WindowJoin {
             tables: None,
             seq: 0,
             key_groups: 1,
+            grouping: Default::default(),
             expired_below: i64::MIN,
             earliest_fire: None,
             fired_below: Vec::new(),
@@ -365,11 +368,18 @@ impl WindowJoin {
         self
     }
 
-    /// The seq of the next event stored under `join_key`: its key group, then a
-    /// counter (per key, seqs rise in arrival order).
-    fn next_seq(&mut self, join_key: &[u8]) -> u64 {
+    /// Key groups by input partition instead of key hash (scale-out over a
+    /// consumer group), as the router groups them.
+    pub fn with_grouping(mut self, grouping: crate::runtime::KeyGrouping) -> Self {
+        self.grouping = grouping;
+        self
+    }
+
+    /// The seq of the next event stored under `join_key`, read at `origin`:
+    /// its key group, then a counter (per key, seqs rise in arrival order).
+    fn next_seq(&mut self, join_key: &[u8], origin: &Origin) -> u64 {
         self.seq += 1;
-        let kg = crate::runtime::key_group(join_key, self.key_groups);
+        let kg = self.grouping.group(join_key, origin, self.key_groups);
         (u64::from(kg) << SEQ_COUNTER_BITS) | (self.seq & ((1 << SEQ_COUNTER_BITS) - 1))
     }
 
@@ -656,7 +666,7 @@ impl WindowJoin {
             ctx.refuse(&self.name, None, DeadKind::Late, reason, origin, event);
             return Ok(());
         }
-        let seq = self.next_seq(&join_key);
+        let seq = self.next_seq(&join_key, &origin);
         let stored = Stored { event, origin, join_key, plain_names };
         let mut bytes = std::mem::take(&mut self.scratch);
         layout::encode_into(&stored, &mut bytes);
@@ -926,9 +936,9 @@ impl Operator for WindowJoin {
         }
     }
 
-    fn rescale(&mut self, from: &mut dyn StateBackend, to: &mut dyn StateBackend, owned: std::ops::Range<u16>) -> Result<(), StateError> {
+    fn rescale(&mut self, from: &mut dyn StateBackend, to: &mut dyn StateBackend, owned: &dyn Fn(u16) -> bool) -> Result<(), StateError> {
         let name = self.name.clone();
-        let owns = |seq: u64| owned.contains(&key_group_of_seq(seq));
+        let owns = |seq: u64| owned(key_group_of_seq(seq));
         let seq_at = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")));
         let from_meta = from.open_table(&format!("{name}/meta"))?;
         match from.get(from_meta, b"layout")? {

@@ -549,7 +549,8 @@ fn run_parallel(s: &Scenario, n: usize, rescale_at: usize, m: usize, dir: &std::
                 .map(|(w, st)| {
                     let mut j = join();
                     for from in old.iter_mut() {
-                        j.rescale(&mut **from, &mut **st, crate::runtime::key_groups_of(w, count, KEY_GROUPS)).unwrap();
+                        let owned = crate::runtime::key_groups_of(w, count, KEY_GROUPS);
+                        j.rescale(&mut **from, &mut **st, &|kg| owned.contains(&kg)).unwrap();
                     }
                     j.open_state(&mut **st).unwrap();
                     j

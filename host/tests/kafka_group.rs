@@ -1,0 +1,215 @@
+//! Scale-out over a consumer group (`settings.scale_out`) against a real
+//! broker (Tansu on 127.0.0.1, started and stopped by each test): several
+//! `streamhost run` processes share the partitions, and a partition's join
+//! state follows it through the shared checkpoint directory.
+
+mod common;
+
+#[path = "common/kafka.rs"]
+#[allow(dead_code)]
+mod kafka;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::{streamhost, write_pipeline};
+
+const PARTITIONS: i32 = 4;
+
+/// The training-data join between the topics `feed` and `click` into
+/// `samples`, scaled out, its checkpoints in `shared/`.
+fn group_pipeline(brokers: &str) -> serde_json::Value {
+    let source = |topic: &str| {
+        json!({ "type": "kafka", "brokers": brokers, "topics": [topic], "group_id": "sjoin", "timestamp_field": "ts",
+                "max_out_of_orderness_ms": 1000,
+                "properties": { "session.timeout.ms": "6000", "heartbeat.interval.ms": "500" } })
+    };
+    let mut p = common::file_join_pipeline();
+    p["sources"] = json!({ "impressions": source("feed"), "clicks": source("click") });
+    p["sinks"] = json!({ "samples": { "type": "kafka", "inputs": ["samples"], "brokers": brokers, "topic": "samples", "key": "$.request_id" } });
+    p["settings"]["parallelism"] = json!(2);
+    p["settings"]["batch_linger_ms"] = json!(20);
+    p["settings"]["checkpoint"] = json!({ "interval_ms": 300, "dir": "shared" });
+    p["settings"]["scale_out"] = json!({});
+    p
+}
+
+fn start(pipeline: &Path, instance: &str, log: &Path) -> Child {
+    streamhost()
+        .args(["run", "--no-progress", "--instance", instance])
+        .arg(pipeline)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The checkpoints `instance` has completed.
+fn checkpoints_of(dir: &Path, instance: &str) -> usize {
+    std::fs::read_dir(dir.join("shared/instances").join(instance))
+        .map(|d| d.flatten().filter(|e| e.path().join("meta.json").is_file()).count())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, limit: Duration, dir: &Path, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every sample in the topic once per request_id, and how many came twice
+/// or more. A sample replayed after a crash is the same sample.
+fn dedupe(records: Vec<kafka::Record>) -> (BTreeMap<String, String>, usize) {
+    let mut by_id = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in records {
+        let line = String::from_utf8(r.value).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let id = v["request_id"].as_str().unwrap().to_string();
+        if let Some(first) = by_id.insert(id.clone(), line.clone()) {
+            assert_eq!(first, line, "sample {id} emitted twice, differently");
+            duplicates += 1;
+        }
+    }
+    (by_id, duplicates)
+}
+
+fn logs(dir: &Path) -> String {
+    ["a", "b", "c"].iter().map(|i| format!("--- {i}:\n{}", std::fs::read_to_string(dir.join(format!("{i}.log"))).unwrap_or_default())).collect()
+}
+
+/// Three processes in one group: a and b share the four partitions, a is
+/// killed mid-run (SIGKILL: no final checkpoint), c joins later; b and c
+/// take a's partitions over from its last checkpoint. Every impression is
+/// then in the output topic, once after deduplication by request_id, with
+/// the clicks the same join gives over files.
+#[test]
+fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_dedupe() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_join_inputs(dir.path(), 6_000);
+    // The reference: the same join over files, in one process.
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for f in ["impressions.jsonl", "clicks.jsonl"] {
+        std::fs::copy(dir.path().join(f), files.join(f)).unwrap();
+    }
+    let out = streamhost().args(["run", "--no-progress"]).arg(write_pipeline(&files, &common::file_join_pipeline())).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected: BTreeMap<String, String> = common::lines(&files.join("out/samples.jsonl"))
+        .into_iter()
+        .map(|l| (serde_json::from_str::<serde_json::Value>(&l).unwrap()["request_id"].as_str().unwrap().to_string(), l))
+        .collect();
+    assert_eq!(expected.len(), 6_000);
+    let dead_expected = common::lines(&files.join("out/dead-letter.jsonl")).len();
+
+    let broker = kafka::Broker::start();
+    for topic in ["feed", "click", "samples"] {
+        broker.create_topic(topic, PARTITIONS);
+    }
+    let impressions = kafka::keyed_records(&dir.path().join("impressions.jsonl"));
+    let clicks = kafka::keyed_records(&dir.path().join("clicks.jsonl"));
+    let (imp_half, click_half) = (impressions.len() / 2, clicks.len() / 2);
+    broker.produce("feed", &impressions[..imp_half]);
+    broker.produce("click", &clicks[..click_half]);
+
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let pipeline = write_pipeline(&run, &group_pipeline(&broker.brokers));
+    let mut a = start(&pipeline, "a", &dir.path().join("a.log"));
+    let mut b = start(&pipeline, "b", &dir.path().join("b.log"));
+    wait_for("a and b to checkpoint", Duration::from_secs(60), dir.path(), || checkpoints_of(&run, "a") > 0 && checkpoints_of(&run, "b") > 0);
+    std::thread::sleep(Duration::from_millis(700));
+    common::signal(&a, "KILL");
+    a.wait().unwrap();
+    broker.produce("feed", &impressions[imp_half..]);
+    broker.produce("click", &clicks[click_half..]);
+    let c_started = Instant::now();
+    let mut c = start(&pipeline, "c", &dir.path().join("c.log"));
+    wait_for("c to checkpoint", Duration::from_secs(90), dir.path(), || checkpoints_of(&run, "c") > 0);
+    let takeover = c_started.elapsed();
+    // Past every window: a record far ahead in each partition of both topics.
+    let end = 1_700_000_000_000i64 + 10 * 3_600_000;
+    for p in 0..PARTITIONS {
+        let marker = |id: String| kafka::Record { key: Some(id.clone().into_bytes()), timestamp: Some(end), value: json!({"ts": end, "request_id": id}).to_string().into_bytes(), headers: vec![] };
+        broker.produce_to("feed", p, &[marker(format!("end-{p}"))]);
+        broker.produce_to("click", p, &[marker(format!("end-{p}"))]);
+    }
+    let until = Instant::now() + Duration::from_secs(120);
+    let (got, duplicates) = loop {
+        let (got, duplicates) = dedupe(broker.read_all("samples", usize::MAX));
+        if got.len() >= expected.len() || Instant::now() > until {
+            break (got, duplicates);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for child in [&b, &c] {
+        common::signal(child, "TERM");
+    }
+    for (name, child) in [("b", &mut b), ("c", &mut c)] {
+        let status = common::wait_or_kill(child, Instant::now() + Duration::from_secs(40));
+        assert!(status.is_some_and(|s| s.success()), "{name} did not stop cleanly on SIGTERM: {status:?}\n{}", logs(dir.path()));
+    }
+    let missing: Vec<&String> = expected.keys().filter(|id| !got.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} impressions missing (first {:?})\n{}", missing.len(), expected.len(), &missing[..missing.len().min(5)], logs(dir.path()));
+    for (id, line) in &expected {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        let have: serde_json::Value = serde_json::from_str(&got[id]).unwrap();
+        assert_eq!(have, want, "sample {id}");
+    }
+    assert_eq!(got.len(), expected.len(), "no sample that the files do not give");
+    let generations = ["b", "c"].iter().map(|i| std::fs::read_to_string(dir.path().join(format!("{i}.log"))).unwrap().matches("running the pipeline for these partitions").count()).sum::<usize>();
+    assert!(generations >= 3, "b rebalanced when a died and when c came: {generations} generations\n{}", logs(dir.path()));
+    // Each process wrote its own dead letters; a's last ones may be written again by their new owner.
+    let mut dead = std::collections::BTreeSet::new();
+    for i in ["a", "b", "c"] {
+        for l in common::lines(&run.join(format!("out/dead-letter-{i}.jsonl"))) {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            dead.insert((v["topic"].as_str().unwrap().to_string(), v["partition"].as_i64().unwrap(), v["offset"].as_i64().unwrap()));
+        }
+    }
+    assert_eq!(dead.len(), dead_expected, "every dead letter, once by topic/partition/offset");
+    if std::env::var_os("STREAMHOST_TEST_LOGS").is_some() {
+        eprintln!("{}", logs(dir.path()));
+    }
+    eprintln!(
+        "3 processes (a killed, c added): {} samples, {duplicates} duplicates, {generations} generations of b and c; c's first checkpoint {:.1} s after it started",
+        got.len(),
+        takeover.as_secs_f64()
+    );
+}
+
+/// The inputs of a join partitioned differently cannot share key groups:
+/// refused at start, naming the topics and their counts.
+#[test]
+fn topics_with_different_partition_counts_are_refused_naming_them() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("feed", 3);
+    broker.create_topic("click", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers));
+    let out = streamhost().args(["run", "--no-progress", "--instance", "x"]).arg(pipeline).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("`click` has 2") && err.contains("`feed` has 3"), "{err}");
+}
+
+/// What scale-out cannot share is refused with its JSON path.
+#[test]
+fn a_scaled_out_pipeline_with_a_file_source_or_sink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = group_pipeline("127.0.0.1:9");
+    p["sources"]["clicks"] = json!({ "type": "file", "path": "clicks.jsonl" });
+    p["sinks"]["samples"] = json!({ "type": "file", "path": "out.jsonl", "inputs": ["samples"] });
+    let out = streamhost().args(["validate", "--no-plugins"]).arg(write_pipeline(dir.path(), &p)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("$.sources.clicks.type") && err.contains("$.sinks.samples.type"), "{err}");
+    let out = streamhost().args(["run", "--fresh"]).arg(write_pipeline(dir.path(), &group_pipeline("127.0.0.1:9"))).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--fresh is refused in a group");
+}
