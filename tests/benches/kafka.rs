@@ -214,11 +214,14 @@ fn consumer_config(brokers: &str, group: &str, properties: &[(String, String)]) 
 /// A plain consumer reading every partition of `topic` to its end: the records read.
 fn plain_consumer(a: &Args, brokers: &str, topic: &str, partitions: i32, group: &str) -> u64 {
     let consumer: BaseConsumer = consumer_config(brokers, group, &a.properties).create().unwrap();
+    // As the source does: the topic's partitions from the broker's metadata, then assigned.
+    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+    assert_eq!(meta.topics()[0].partitions().len(), partitions as usize, "partitions of {topic}");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
-    consumer.assign(&tpl).unwrap();
+    consumer.incremental_assign(&tpl).unwrap();
     let mut at_end = vec![false; partitions as usize];
     let (mut n, mut sum) = (0u64, 0u64);
     let t = Instant::now();
