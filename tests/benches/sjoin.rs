@@ -65,10 +65,7 @@ use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats};
 use streamhost::source::{event_time_at, ClickTargets, BASE_TIME_MS, END_OF_TIME};
 use streamhost::step::{NativeFn, NativeRegistry};
 
-const WINDOW_MS: i64 = 3_600_000;
-const OUT_OF_ORDERNESS_MS: u64 = 5_000;
-const IMP_SEED: u64 = 1;
-const CLK_SEED: u64 = 2;
+use streamhost_tests::sjoin::{clicks_of, CLK_SEED, OUT_OF_ORDERNESS_MS, WINDOW_MS};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -117,46 +114,14 @@ fn parse_args() -> Args {
     }
 }
 
-/// The impressions' event-time step: N impressions cover `hours`.
-fn imp_step_ms(a: &Args) -> f64 {
-    a.hours * 3_600_000.0 / a.events.max(1) as f64
-}
-
-fn clicks_of(n: u64) -> u64 {
-    n * 20 / 150
-}
-
 /// The two generator sources of the bench (in the run, or writing the files).
 fn generator_sources(a: &Args, ts: serde_json::Value) -> serde_json::Value {
-    let (n, step) = (a.events, imp_step_ms(a));
-    json!({
-        "imp": {
-            "type": "generator", "shape": "join-impression", "seed": IMP_SEED, "count": n,
-            "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step},
-            "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
-        },
-        "clk": {
-            "type": "generator", "shape": "join-click", "seed": CLK_SEED, "count": clicks_of(n),
-            "event_time": {"start_ms": BASE_TIME_MS, "step_ms": step * 7.5},
-            "impressions": {"start_ms": BASE_TIME_MS, "step_ms": step, "count": n},
-            "timestamp_field": ts, "max_out_of_orderness_ms": OUT_OF_ORDERNESS_MS
-        }
-    })
+    streamhost_tests::sjoin::generator_sources(a.events, a.hours, ts)
 }
 
 /// Writes the bench's inputs as JSON-lines files into `dir` (what Flink reads).
 fn write_inputs(a: &Args, dir: &Path) {
-    let config = json!({
-        "name": "sjoin-inputs",
-        "sources": generator_sources(a, serde_json::Value::Null),
-        "sinks": {
-            "impressions": {"type": "file", "inputs": ["imp"], "path": dir.join("impressions.jsonl")},
-            "clicks": {"type": "file", "inputs": ["clk"], "path": dir.join("clicks.jsonl")}
-        }
-    });
-    let path = streamhost_tests::write_pipeline(dir, &config);
-    let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
-    build_pipeline(&loaded, BuildOptions::default()).and_then(|p| p.run()).unwrap_or_else(|e| panic!("{e}"));
+    streamhost_tests::sjoin::write_inputs(a.events, a.hours, dir)
 }
 
 /// Runs the PyFlink interval join (tests/benches/flink) on the files in `dir`;

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod sjoin;
+
 use streamhost::config::load_pipeline;
 use streamhost::runtime::{build_pipeline, BuildOptions, RunSummary};
 

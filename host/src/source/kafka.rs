@@ -157,7 +157,12 @@ pub(super) fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
         .set("group.id", &config.group_id)
         // Where it stands is in the checkpoints; the group is told after each.
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // When a partition's local queue is over its thresholds (queued.min.messages,
+        // queued.max.messages.kbytes), librdkafka waits this long before fetching it
+        // again; at its default (1 s) a source that drains the queue in 0.2 s idles
+        // the rest (the kafka bench read 150k records/s instead of 650k).
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &config.properties {
         c.set(k, v);
     }
