@@ -157,7 +157,7 @@ impl Broker {
     /// The broker's process id (tests/benches/kafka.rs reads its CPU time).
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 
     /// Creates `topic` with `partitions` partitions.
