@@ -354,12 +354,7 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
     assert_eq!(over_files.len(), 6_000, "every impression once");
     assert!(over_files.iter().filter(|l| l.contains("dwell")).count() > 500, "with clicks joined");
 
-    let broker = kafka::Broker::start();
-    for topic in ["feed", "click", "samples"] {
-        broker.create_topic(topic, 3);
-    }
-    broker.produce("feed", &kafka::keyed_records(&dir.path().join("impressions.jsonl")));
-    broker.produce("click", &kafka::keyed_records(&dir.path().join("clicks.jsonl")));
+    let broker = kafka::with_join_topics(dir.path(), 3);
     let kdir = tempfile::tempdir().unwrap();
     for (name, topic) in [("impressions", "feed"), ("clicks", "click")] {
         pipeline["sources"][name] = json!({ "type": "kafka", "brokers": broker.brokers, "topics": [topic], "group_id": "sjoin",
@@ -417,25 +412,11 @@ fn the_kafka_join_example_runs() {
     let read = |p: &std::path::Path| -> Vec<serde_json::Value> { common::lines(p).iter().map(|l| serde_json::from_str(l).unwrap()).collect() };
     let data = root.join("examples/training-join/data");
     let (imps, clicks, samples) = (read(&data.join("impressions.jsonl")), read(&data.join("clicks.jsonl")), read(&ex.join("out/samples.jsonl")));
-    let kept: Vec<&serde_json::Value> = imps.iter().filter(|i| i.get("user_id").is_some()).collect();
-    assert_eq!(samples.len(), kept.len(), "one sample per clean impression");
-    let mut positives = 0;
-    for imp in &kept {
-        let (rid, t) = (&imp["request_id"], imp["ts"].as_i64().unwrap());
-        let want = clicks
-            .iter()
-            .filter(|c| &c["request_id"] == rid && !c["user_agent"].as_str().unwrap_or("").contains("bot"))
-            .filter(|c| (t..=t + 3_600_000).contains(&c["ts"].as_i64().unwrap()))
-            .count();
-        let got: Vec<&serde_json::Value> = samples.iter().filter(|s| &s["request_id"] == rid).collect();
-        assert_eq!(got.len(), 1, "{rid} comes back exactly once");
-        assert_eq!(got[0]["click_count"], want, "{rid}");
-        positives += usize::from(want > 0);
-    }
-    assert!(positives > 20, "positives and negatives ({positives} positives)");
-    let counts = format!("samples out:     {} ({positives} positives, {} negatives; {} distinct request ids)", kept.len(), kept.len() - positives, kept.len());
+    let positives = common::training_join::check_samples(&imps, &clicks, &samples);
+    let kept = samples.len();
+    let counts = format!("samples out:     {kept} ({positives} positives, {} negatives; {kept} distinct request ids)", kept - positives);
     assert!(stdout.contains(&counts), "the counts it prints ({counts}):\n{stdout}");
-    eprintln!("examples/kafka-join/run.sh: {} samples, {positives} positives, in {:?}", kept.len(), started.elapsed());
+    eprintln!("examples/kafka-join/run.sh: {kept} samples, {positives} positives, in {:?}", started.elapsed());
 }
 
 /// The durable broker (sqlite storage; scripts/setup.sh builds it) with its

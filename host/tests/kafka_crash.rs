@@ -68,12 +68,7 @@ fn a_kafka_to_kafka_join_killed_at_random_moments_loses_no_impression() {
     assert!(want.values().filter(|l| l.contains("dwell\":")).count() > 5_000, "with clicks joined");
     let want_dead = common::lines(&files.path().join("out/dead-letter.jsonl")).len();
 
-    let broker = kafka::Broker::start();
-    for topic in ["feed", "click", "samples"] {
-        broker.create_topic(topic, 3);
-    }
-    broker.produce("feed", &kafka::keyed_records(&files.path().join("impressions.jsonl")));
-    broker.produce("click", &kafka::keyed_records(&files.path().join("clicks.jsonl")));
+    let broker = kafka::with_join_topics(files.path(), 3);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(dir.path(), &join_pipeline(Some(&broker.brokers)));
 

@@ -328,6 +328,19 @@ impl Reader {
     }
 }
 
+/// A broker with the join's topics of `partitions` partitions each: `feed`
+/// and `click` holding `dir`'s impressions.jsonl and clicks.jsonl (keyed by
+/// request id), and `samples` for its output.
+pub fn with_join_topics(dir: &std::path::Path, partitions: i32) -> Broker {
+    let broker = Broker::start();
+    for topic in ["feed", "click", "samples"] {
+        broker.create_topic(topic, partitions);
+    }
+    broker.produce("feed", &keyed_records(&dir.join("impressions.jsonl")));
+    broker.produce("click", &keyed_records(&dir.join("clicks.jsonl")));
+    broker
+}
+
 /// Each line of `path` as a Kafka record keyed by its `request_id`, timed by its `ts`.
 pub fn keyed_records(path: &std::path::Path) -> Vec<Record> {
     std::fs::read_to_string(path)

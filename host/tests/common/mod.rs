@@ -2,6 +2,8 @@
 //! crate and includes this module; not every file uses every helper).
 #![allow(dead_code)]
 
+pub mod training_join;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

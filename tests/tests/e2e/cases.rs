@@ -8,6 +8,9 @@ use std::path::Path;
 
 use streamhost_tests::{copy_to_temp, lines, repo, run_pipeline};
 
+#[path = "../../../host/tests/common/training_join.rs"]
+mod training_join;
+
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         if e.path().is_dir() {
@@ -106,20 +109,5 @@ fn training_join_example() {
     assert!(summary.errors.is_empty(), "{summary}");
     let read = |p: &str| -> Vec<serde_json::Value> { lines(&dir.join(p)).iter().map(|l| serde_json::from_str(l).unwrap()).collect() };
     let (imps, clicks, samples) = (read("data/impressions.jsonl"), read("data/clicks.jsonl"), read("out/samples.jsonl"));
-    let kept: Vec<&serde_json::Value> = imps.iter().filter(|i| i.get("user_id").is_some()).collect();
-    assert_eq!(samples.len(), kept.len(), "one sample per clean impression");
-    let mut positives = 0;
-    for imp in kept {
-        let (rid, t) = (&imp["request_id"], imp["ts"].as_i64().unwrap());
-        let want = clicks
-            .iter()
-            .filter(|c| &c["request_id"] == rid && !c["user_agent"].as_str().unwrap_or("").contains("bot"))
-            .filter(|c| (t..=t + 3_600_000).contains(&c["ts"].as_i64().unwrap()))
-            .count();
-        let got: Vec<&serde_json::Value> = samples.iter().filter(|s| &s["request_id"] == rid).collect();
-        assert_eq!(got.len(), 1, "{rid} comes out exactly once");
-        assert_eq!(got[0]["click_count"], want, "{rid}");
-        positives += usize::from(want > 0);
-    }
-    assert!(positives > 20, "the example has positives and negatives ({positives} positives)");
+    training_join::check_samples(&imps, &clicks, &samples);
 }
