@@ -31,7 +31,10 @@ fn join_state_several_times_the_memory_cap_stays_on_disk() {
     let mb = |b: u64| b >> 20;
     eprintln!("300k impressions: {} MiB on disk, {} MiB RSS; 600k: {} MiB, {} MiB", mb(small_disk), mb(small_rss), mb(disk), mb(rss));
     assert!(disk > small_disk * 3 / 2, "twice the impressions, more state ({} MiB, {} MiB)", mb(small_disk), mb(disk));
-    assert!(rss < small_rss + small_rss / 4, "resident memory grew with the state: {} MiB -> {} MiB", mb(small_rss), mb(rss));
+    // Peak RSS varies by ±20 MiB from run to run at either size (107-151 MiB seen, at this
+    // commit and the one before it), so the check is against the state's growth, not a ratio.
+    let (grew, state_grew) = (rss.saturating_sub(small_rss), disk - small_disk);
+    assert!(grew < state_grew / 4, "resident memory grew with the state: {} MiB -> {} MiB for {} MiB more state", mb(small_rss), mb(rss), mb(state_grew));
     assert!(mb(rss) < mb(disk) / 2, "resident memory ({} MiB) stays well below the state ({} MiB)", mb(rss), mb(disk));
     assert!(mb(rss) < 200, "resident memory is bounded ({} MiB)", mb(rss));
 }
