@@ -213,3 +213,21 @@ fn a_scaled_out_pipeline_with_a_file_source_or_sink_is_refused() {
     let out = streamhost().args(["run", "--fresh"]).arg(write_pipeline(dir.path(), &group_pipeline("127.0.0.1:9"))).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--fresh is refused in a group");
 }
+
+/// A process stopped while it waits for its first assignment ends cleanly.
+#[test]
+fn a_process_stopped_before_the_group_gave_it_partitions_exits_cleanly() {
+    let broker = kafka::Broker::start();
+    for topic in ["feed", "click", "samples"] {
+        broker.create_topic(topic, PARTITIONS);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers));
+    let log = dir.path().join("a.log");
+    let mut a = start(&pipeline, "a", &log);
+    wait_for("a to join", Duration::from_secs(30), dir.path(), || std::fs::read_to_string(&log).unwrap_or_default().contains("joined the consumer group"));
+    common::signal(&a, "TERM");
+    let status = common::wait_or_kill(&mut a, Instant::now() + Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{text}");
+}
