@@ -342,12 +342,7 @@ fn a_backlog_is_read_with_its_partitions_side_by_side_in_event_time() {
 fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files() {
     let dir = tempfile::tempdir().unwrap();
     common::write_join_inputs(dir.path(), 6_000);
-    let mut pipeline = common::file_join_pipeline();
-    pipeline["steps"]["clean-impressions"] = json!({ "type": "project", "inputs": ["impressions"], "drop": ["pos"] });
-    pipeline["steps"]["clean-clicks"] = json!({ "type": "project", "inputs": ["clicks"], "rename": { "dwell_ms": "dwell" } });
-    pipeline["steps"]["samples"]["inputs"] = json!(["clean-impressions", "clean-clicks"]);
-    pipeline["steps"]["samples"]["keys"] = json!({ "clean-impressions": "$.request_id", "clean-clicks": "$.request_id" });
-    pipeline["settings"]["parallelism"] = json!(2);
+    let mut pipeline = common::clean_join_pipeline();
     run_ok(&write_pipeline(dir.path(), &pipeline));
     let mut over_files = common::lines(&dir.path().join("out/samples.jsonl"));
     over_files.sort();

@@ -25,12 +25,7 @@ use common::{streamhost, write_pipeline};
 /// files `impressions.jsonl` and `clicks.jsonl` into `out/samples.jsonl`, or,
 /// with `brokers`, over the topics `feed` and `click` into the topic `samples`.
 fn join_pipeline(brokers: Option<&str>) -> serde_json::Value {
-    let mut pipeline = common::file_join_pipeline();
-    pipeline["steps"]["clean-impressions"] = json!({ "type": "project", "inputs": ["impressions"], "drop": ["pos"] });
-    pipeline["steps"]["clean-clicks"] = json!({ "type": "project", "inputs": ["clicks"], "rename": { "dwell_ms": "dwell" } });
-    pipeline["steps"]["samples"]["inputs"] = json!(["clean-impressions", "clean-clicks"]);
-    pipeline["steps"]["samples"]["keys"] = json!({ "clean-impressions": "$.request_id", "clean-clicks": "$.request_id" });
-    pipeline["settings"]["parallelism"] = json!(2);
+    let mut pipeline = common::clean_join_pipeline();
     pipeline["settings"]["checkpoint"]["interval_ms"] = json!(50);
     if let Some(brokers) = brokers {
         for (name, topic) in [("impressions", "feed"), ("clicks", "click")] {

@@ -70,7 +70,7 @@ use serde_json::json;
 use streamhost::event::Event;
 use streamhost::runtime::{build_pipeline, BuildOptions};
 use streamhost::step::{NativeFn, NativeRegistry};
-use streamhost_tests::sjoin::{clicks_of, write_inputs, OUT_OF_ORDERNESS_MS, WINDOW_MS};
+use streamhost_tests::sjoin::{clicks_of, write_inputs, OUT_OF_ORDERNESS_MS};
 
 use broker::{Broker, Record};
 
@@ -430,22 +430,14 @@ fn sjoin_run(sources: serde_json::Value) -> (u64, [u64; 4]) {
             })
         });
     }
+    let (steps, sinks) = streamhost_tests::sjoin::join_steps_and_sink("probe");
     let path = streamhost_tests::write_pipeline(
         dir.path(),
         &json!({
             "name": "sjoin-kafka-bench",
             "sources": sources,
-            "steps": {
-                "join": {
-                    "type": "window-join", "inputs": ["imp", "clk"],
-                    "keys": {"imp": "$.request_id", "clk": "$.request_id"},
-                    "window": {"start_ms": 0, "end_ms": WINDOW_MS},
-                    "mode": "left", "emit": "on-window-end",
-                    "joiner": {"type": "merge", "prefixes": {"clk": "click."}}
-                },
-                "probe": {"type": "native", "inputs": ["join"], "name": "probe"}
-            },
-            "sinks": {"null": {"type": "null", "inputs": ["probe"]}},
+            "steps": steps,
+            "sinks": sinks,
             "dead_letter": {"type": "file", "path": "dead.jsonl"},
             "settings": {"parallelism": 2, "state": {
                 "backend": "rocksdb", "dir": dir.path().join("state"),

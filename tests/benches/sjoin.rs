@@ -437,20 +437,12 @@ fn run_backend(a: &Args) -> serde_json::Value {
         }),
         None => generators.clone(),
     };
+    let (steps, sinks) = streamhost_tests::sjoin::join_steps_and_sink("sjoin-probe");
     let config = json!({
         "name": format!("sjoin-{backend}"),
         "sources": sources,
-        "steps": {
-            "join": {
-                "type": "window-join", "inputs": ["imp", "clk"],
-                "keys": {"imp": "$.request_id", "clk": "$.request_id"},
-                "window": {"start_ms": 0, "end_ms": WINDOW_MS},
-                "mode": "left", "emit": "on-window-end",
-                "joiner": {"type": "merge", "prefixes": {"clk": "click."}}
-            },
-            "probe": {"type": "native", "inputs": ["join"], "name": "sjoin-probe"}
-        },
-        "sinks": {"null": {"type": "null", "inputs": ["probe"]}},
+        "steps": steps,
+        "sinks": sinks,
         "dead_letter": {"type": "file", "path": "dead.jsonl"},
         "settings": {"parallelism": a.parallelism[0], "state": {
             "backend": backend, "dir": state_dir,

@@ -56,3 +56,20 @@ pub fn write_inputs(n: u64, hours: f64, dir: &Path) {
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
     build_pipeline(&loaded, BuildOptions::default()).and_then(|p| p.run()).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The SJoin's steps (impressions `imp` LEFT JOIN clicks `clk` on
+/// `request_id` within [`WINDOW_MS`], emitted when the window ends, then the
+/// native step `probe` counting what comes out) and its `null` sink.
+pub fn join_steps_and_sink(probe: &str) -> (serde_json::Value, serde_json::Value) {
+    let steps = json!({
+        "join": {
+            "type": "window-join", "inputs": ["imp", "clk"],
+            "keys": {"imp": "$.request_id", "clk": "$.request_id"},
+            "window": {"start_ms": 0, "end_ms": WINDOW_MS},
+            "mode": "left", "emit": "on-window-end",
+            "joiner": {"type": "merge", "prefixes": {"clk": "click."}}
+        },
+        "probe": {"type": "native", "inputs": ["join"], "name": probe}
+    });
+    (steps, json!({"null": {"type": "null", "inputs": ["probe"]}}))
+}

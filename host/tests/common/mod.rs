@@ -132,6 +132,19 @@ pub fn file_join_pipeline() -> serde_json::Value {
     })
 }
 
+/// [`file_join_pipeline`] with a cleaning step on each side before the join
+/// (`project`: the impressions drop `pos`, the clicks' `dwell_ms` becomes
+/// `dwell`), at 2 workers (so the join's stage is fed through an exchange).
+pub fn clean_join_pipeline() -> serde_json::Value {
+    let mut pipeline = file_join_pipeline();
+    pipeline["steps"]["clean-impressions"] = serde_json::json!({ "type": "project", "inputs": ["impressions"], "drop": ["pos"] });
+    pipeline["steps"]["clean-clicks"] = serde_json::json!({ "type": "project", "inputs": ["clicks"], "rename": { "dwell_ms": "dwell" } });
+    pipeline["steps"]["samples"]["inputs"] = serde_json::json!(["clean-impressions", "clean-clicks"]);
+    pipeline["steps"]["samples"]["keys"] = serde_json::json!({ "clean-impressions": "$.request_id", "clean-clicks": "$.request_id" });
+    pipeline["settings"]["parallelism"] = serde_json::json!(2);
+    pipeline
+}
+
 /// Impressions and clicks, each file out of event-time order by less than
 /// the sources' `max_out_of_orderness_ms` (1 s), so no event is late
 /// whatever the interleaving of the two sources or the restarts, with some
