@@ -7,6 +7,7 @@ pub mod build;
 pub mod config;
 pub mod dead_letter;
 pub mod event;
+pub mod failpoint;
 pub mod plugin;
 pub mod record_schema;
 pub mod runtime;

@@ -21,8 +21,9 @@ use common::{streamhost, write_pipeline};
 const PARTITIONS: i32 = 4;
 
 /// The training-data join between the topics `feed` and `click` into
-/// `samples`, scaled out, its checkpoints in `shared/`.
-fn group_pipeline(brokers: &str) -> serde_json::Value {
+/// `samples`, scaled out, its checkpoints in `shared/`; its sink exactly
+/// once (each process with a transactional id of its own) or at least once.
+fn group_pipeline(brokers: &str, exactly_once: bool) -> serde_json::Value {
     let source = |topic: &str| {
         json!({ "type": "kafka", "brokers": brokers, "topics": [topic], "group_id": "sjoin", "timestamp_field": "ts",
                 "max_out_of_orderness_ms": 1000,
@@ -35,6 +36,10 @@ fn group_pipeline(brokers: &str) -> serde_json::Value {
     p["settings"]["batch_linger_ms"] = json!(20);
     p["settings"]["checkpoint"] = json!({ "interval_ms": 300, "dir": "shared" });
     p["settings"]["scale_out"] = json!({});
+    if exactly_once {
+        p["sinks"]["samples"]["delivery"] = json!("exactly-once");
+        p["sinks"]["samples"]["transactional_id"] = json!("sjoin-samples");
+    }
     p
 }
 
@@ -91,6 +96,18 @@ fn logs(dir: &Path) -> String {
 /// the clicks the same join gives over files.
 #[test]
 fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_dedupe() {
+    three_processes_one_killed_one_added(false);
+}
+
+/// The same with the exactly-once sink: each generation's transactions
+/// commit at its checkpoints (Tansu shows aborted records too, so the
+/// output is still deduplicated here).
+#[test]
+fn three_processes_in_a_group_with_an_exactly_once_sink_every_impression_once_after_dedupe() {
+    three_processes_one_killed_one_added(true);
+}
+
+fn three_processes_one_killed_one_added(exactly_once: bool) {
     let dir = tempfile::tempdir().unwrap();
     common::write_join_inputs(dir.path(), 6_000);
     // The reference: the same join over files, in one process.
@@ -120,7 +137,7 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
 
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let pipeline = write_pipeline(&run, &group_pipeline(&broker.brokers));
+    let pipeline = write_pipeline(&run, &group_pipeline(&broker.brokers, exactly_once));
     let mut a = start(&pipeline, "a", &dir.path().join("a.log"));
     let mut b = start(&pipeline, "b", &dir.path().join("b.log"));
     wait_for("a and b to checkpoint", Duration::from_secs(60), dir.path(), || checkpoints_of(&run, "a") > 0 && checkpoints_of(&run, "b") > 0);
@@ -178,7 +195,7 @@ fn three_processes_in_a_group_one_killed_one_added_every_impression_once_after_d
         eprintln!("{}", logs(dir.path()));
     }
     eprintln!(
-        "3 processes (a killed, c added): {} samples, {duplicates} duplicates, {generations} generations of b and c; c's first checkpoint {:.1} s after it started",
+        "3 processes (a killed, c added; exactly once: {exactly_once}): {} samples, {duplicates} duplicates, {generations} generations of b and c; c's first checkpoint {:.1} s after it started",
         got.len(),
         takeover.as_secs_f64()
     );
@@ -192,7 +209,7 @@ fn topics_with_different_partition_counts_are_refused_naming_them() {
     broker.create_topic("feed", 3);
     broker.create_topic("click", 2);
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers));
+    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers, false));
     let out = streamhost().args(["run", "--no-progress", "--instance", "x"]).arg(pipeline).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -203,14 +220,14 @@ fn topics_with_different_partition_counts_are_refused_naming_them() {
 #[test]
 fn a_scaled_out_pipeline_with_a_file_source_or_sink_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = group_pipeline("127.0.0.1:9");
+    let mut p = group_pipeline("127.0.0.1:9", false);
     p["sources"]["clicks"] = json!({ "type": "file", "path": "clicks.jsonl" });
     p["sinks"]["samples"] = json!({ "type": "file", "path": "out.jsonl", "inputs": ["samples"] });
     let out = streamhost().args(["validate", "--no-plugins"]).arg(write_pipeline(dir.path(), &p)).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("$.sources.clicks.type") && err.contains("$.sinks.samples.type"), "{err}");
-    let out = streamhost().args(["run", "--fresh"]).arg(write_pipeline(dir.path(), &group_pipeline("127.0.0.1:9"))).output().unwrap();
+    let out = streamhost().args(["run", "--fresh"]).arg(write_pipeline(dir.path(), &group_pipeline("127.0.0.1:9", false))).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--fresh is refused in a group");
 }
 
@@ -222,7 +239,7 @@ fn a_process_stopped_before_the_group_gave_it_partitions_exits_cleanly() {
         broker.create_topic(topic, PARTITIONS);
     }
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers));
+    let pipeline = write_pipeline(dir.path(), &group_pipeline(&broker.brokers, false));
     let log = dir.path().join("a.log");
     let mut a = start(&pipeline, "a", &log);
     wait_for("a to join", Duration::from_secs(30), dir.path(), || std::fs::read_to_string(&log).unwrap_or_default().contains("joined the consumer group"));

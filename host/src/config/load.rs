@@ -286,6 +286,58 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
     }
 }
 
+/// Kafka sinks: `exactly-once` has a transactional id, checkpoints that
+/// come before the broker times a transaction out, and no second such sink
+/// (a checkpoint has one commit record).
+fn check_kafka_sinks(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
+    let mut first: Option<&str> = None;
+    for (name, s) in &c.sinks {
+        let super::SinkConfig::Kafka(k) = s else { continue };
+        let at = JsonPath::root().key("sinks").key(name);
+        if k.delivery != crate::sink::Delivery::ExactlyOnce {
+            if k.transactional_id.is_some() {
+                err(at.key("transactional_id"), "only with `\"delivery\": \"exactly-once\"`".into());
+            }
+            continue;
+        }
+        if let Some(other) = first {
+            err(at.key("delivery"), format!("sink `{other}` is exactly once already: a pipeline has one exactly-once sink (its transaction commits the checkpoint)"));
+        }
+        first = Some(name);
+        if k.transactional_id.as_deref().is_none_or(|id| id.trim().is_empty()) {
+            err(
+                at.clone(),
+                "`\"delivery\": \"exactly-once\"` needs `transactional_id`: unique to this pipeline on the cluster, the same at every restart".into(),
+            );
+        }
+        if k.properties.contains_key("transactional.id") {
+            err(at.key("properties").key("transactional.id"), "set `transactional_id` instead".into());
+        }
+        let timeout = match k.properties.get("transaction.timeout.ms") {
+            None => Some(crate::sink::DEFAULT_TRANSACTION_TIMEOUT_MS),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) => Some(ms),
+                Err(_) => {
+                    err(at.key("properties").key("transaction.timeout.ms"), format!("`{v}` is not a number of milliseconds"));
+                    None
+                }
+            },
+        };
+        match (&c.settings.checkpoint, timeout) {
+            (None, _) => err(at.key("delivery"), "`exactly-once` needs `settings.checkpoint`: each checkpoint commits a transaction".into()),
+            (Some(cs), Some(timeout)) if cs.interval_ms.saturating_mul(2) > timeout => err(
+                JsonPath::root().key("settings").key("checkpoint").key("interval_ms"),
+                format!(
+                    "{} ms: with the exactly-once sink `{name}` checkpoints must come well within the broker's transaction timeout \
+                     ({timeout} ms, `transaction.timeout.ms`): at most half of it",
+                    cs.interval_ms
+                ),
+            ),
+            _ => {}
+        }
+    }
+}
+
 /// A source's `retry`: only with `on_error: "retry"`, and a sane backoff.
 fn check_retry(c: &super::SourceCommon, at: &JsonPath, err: &mut dyn FnMut(JsonPath, String)) {
     let Some(r) = &c.retry else { return };
@@ -332,6 +384,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     }
     check_hot_swap(&c.settings, &mut err);
     check_scale_out(c, &mut err);
+    check_kafka_sinks(c, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {
@@ -587,6 +640,33 @@ mod tests {
         assert!(e[0].message.starts_with("a condition: "), "{}", e[0].message);
         assert!(e[1].message.contains("not a field path"), "{}", e[1].message);
         assert!(e[2].message.contains("not one of the `fields` kept"), "{}", e[2].message);
+    }
+
+    #[test]
+    fn an_exactly_once_kafka_sink_needs_its_id_checkpoints_in_time_and_no_second() {
+        let with = |sinks: &str, settings: &str| {
+            format!(r#"{{"sources": {{"in": {{"type": "stdin"}}}}, "sinks": {sinks}, "settings": {settings}}}"#)
+        };
+        let kafka = |extra: &str| format!(r#"{{"type": "kafka", "inputs": ["in"], "brokers": "b:9092", "topic": "t"{extra}}}"#);
+        let eos = kafka(r#", "delivery": "exactly-once", "transactional_id": "job-1""#);
+        let paths = |e: Vec<ConfigError>| e.into_iter().map(|e| e.path).collect::<Vec<_>>();
+        let checkpoints = r#"{"checkpoint": {"interval_ms": 1000}}"#;
+        assert!(parse_pipeline(&with(&format!(r#"{{"k": {eos}}}"#), checkpoints)).is_ok());
+        assert_eq!(paths(errors(&with(&format!(r#"{{"k": {eos}}}"#), "{}"))), ["$.sinks.k.delivery"], "no checkpoints");
+        let no_id = kafka(r#", "delivery": "exactly-once""#);
+        let e = errors(&with(&format!(r#"{{"k": {no_id}}}"#), checkpoints));
+        assert_eq!(paths(e.clone()), ["$.sinks.k"]);
+        assert!(e[0].message.contains("needs `transactional_id`"), "{}", e[0].message);
+        let slow = r#"{"checkpoint": {"interval_ms": 40000}}"#;
+        let e = errors(&with(&format!(r#"{{"k": {eos}}}"#), slow));
+        assert_eq!(paths(e.clone()), ["$.settings.checkpoint.interval_ms"]);
+        assert!(e[0].message.contains("60000 ms"), "{}", e[0].message);
+        let longer = kafka(r#", "delivery": "exactly-once", "transactional_id": "j", "properties": {"transaction.timeout.ms": "90000"}"#);
+        assert!(parse_pipeline(&with(&format!(r#"{{"k": {longer}}}"#), slow)).is_ok(), "a longer transaction timeout allows it");
+        let two = format!(r#"{{"a": {eos}, "b": {eos}}}"#);
+        assert_eq!(paths(errors(&with(&two, checkpoints))), ["$.sinks.b.delivery"]);
+        let stray = kafka(r#", "transactional_id": "j""#);
+        assert_eq!(paths(errors(&with(&format!(r#"{{"k": {stray}}}"#), checkpoints))), ["$.sinks.k.transactional_id"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::config::locate::JsonPath;
 use crate::dead_letter::DeadLetterWriter;
 use crate::plugin::{LoadedPlugin, PluginRegistry, PluginRuntime, RuntimeOptions, SampleSettings, UdfRunner};
 use crate::swap::{AdminServer, Swapper};
-use crate::sink::{build_sink, Sink};
+use crate::sink::{build_sink, Sink, SinkContext};
 use crate::source::{build_source, Source, SourceFactory};
 use super::checkpoint::{Checkpoints, Found};
 use super::fingerprint::Fingerprints;
@@ -107,6 +107,8 @@ pub struct Pipeline {
     pub(crate) checkpoints: Option<super::checkpoint::Schedule>,
     /// What its state and source positions mean (recorded in checkpoints).
     pub(crate) fingerprint: Fingerprints,
+    /// The run of checkpoints its own belong to (`CheckpointMeta::lineage`).
+    pub(crate) lineage: String,
     /// The plugins as loaded at the start, by name (the versions running
     /// now are in the swapper's registry).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
@@ -260,10 +262,13 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         check_key_groups(p, &part.found, key_groups)?;
     }
 
+    // The run of checkpoints goes on from the one restored (its own, in a group).
+    let lineage = resume.as_ref().and_then(|r| r.meta.lineage.clone()).unwrap_or_else(super::checkpoint::new_lineage);
+    let instance = opts.group.as_ref().map(|g| g.instance.as_str());
     let mut sinks = Vec::new();
     for (name, sc) in &c.sinks {
-        let committed = resume.as_ref().and_then(|r| r.meta.sinks.get(name).copied());
-        sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve, committed)?, stats: NodeStats::new(name, NodeKind::Sink) });
+        let cx = SinkContext { resume: resume.as_ref().and_then(|r| r.meta.sinks.get(name).copied()), lineage: &lineage, instance };
+        sinks.push(SinkNode { name: name.clone(), sink: build_sink(name, sc, resolve, &cx)?, stats: NodeStats::new(name, NodeKind::Sink) });
     }
     let sources: Vec<SourceNode> = c
         .sources
@@ -294,7 +299,6 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .collect::<Result<_, _>>()?;
 
     // The workers: stage by stage, each with its own copy of its stage's steps.
-    let instance = opts.group.as_ref().map(|g| g.instance.as_str());
     let parts = resume.as_ref().map_or(&[][..], |r| &r.parts[..]);
     let states = super::worker_state::StateRoot::prepare(p, parts, &graph, per_stage, key_groups, instance)?;
     let mut workers = Vec::new();
@@ -375,6 +379,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         stop: super::StopHandle::new(),
         checkpoints: schedule,
         fingerprint,
+        lineage,
         plugins,
         swapper,
         admin,
@@ -501,7 +506,8 @@ fn check_key_groups(p: &LoadedPipeline, found: &Found, key_groups: usize) -> Res
 }
 
 /// The checkpoint schedule, and the checkpoint to resume from (none with
-/// `fresh`, which deletes them all).
+/// `fresh`, which deletes them all; with a transactional sink, the newest
+/// whose transaction committed).
 fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
     let Some(cs) = &p.config.settings.checkpoint else { return Ok((None, None)) };
     let dir = cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d));
@@ -510,11 +516,36 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpo
     if fresh {
         store.clear().map_err(err)?;
     }
-    let found = store.latest().map_err(err)?;
+    let latest = store.latest().map_err(err)?;
+    let found = match commit_record(p, None, latest.as_ref())? {
+        Some(record) => store.resumable(record.as_ref()).map_err(err)?,
+        None => latest,
+    };
     store.remove_incomplete().map_err(err)?;
     let next_id = found.as_ref().map_or(1, |f| f.meta.id + 1);
     let schedule = super::checkpoint::Schedule::new(store, std::time::Duration::from_millis(cs.interval_ms), next_id);
     Ok((Some(schedule), found.map(Restore::whole)))
+}
+
+/// The pipeline's transactional sink (`delivery: exactly-once`; the config
+/// check allows one) and this process's transactional id.
+pub(crate) fn transactional_sink<'a>(p: &'a LoadedPipeline, instance: Option<&str>) -> Option<(&'a str, &'a crate::sink::KafkaSinkConfig, String)> {
+    p.config.sinks.iter().find_map(|(name, s)| match s {
+        crate::config::SinkConfig::Kafka(k) => k.transactional_id_of(instance).map(|id| (name.as_str(), k, id)),
+        _ => None,
+    })
+}
+
+/// With a transactional sink: its commit record for the checkpoints of
+/// `latest`, read after fencing every earlier producer of this process's
+/// transactional id (which aborts a transaction a crash left open). `None`:
+/// no transactional sink.
+pub(crate) fn commit_record(p: &LoadedPipeline, instance: Option<&str>, latest: Option<&Found>) -> Result<Option<Option<super::Committed>>, RunError> {
+    let Some((name, k, id)) = transactional_sink(p, instance) else { return Ok(None) };
+    let lineage = latest.and_then(|f| f.meta.lineage.as_deref());
+    let record = crate::sink::last_committed(k, &id, lineage).map_err(|error| crate::sink::SinkError::Kafka { sink: name.into(), topic: k.topic.clone(), error })?;
+    tracing::info!(transactional_id = %id, committed = ?record, "fenced earlier runs of the transactional sink `{name}`");
+    Ok(Some(record))
 }
 
 /// What a build restores: where each source goes on, the outputs' committed

@@ -12,6 +12,13 @@
 //! `meta.json` (source positions and watermarks, committed sink and
 //! dead-letter lengths). `meta.json` is written last, through a rename: a
 //! folder without it is an interrupted checkpoint and is ignored.
+//!
+//! With a transactional sink a checkpoint completes in two steps: its record,
+//! then, once the sink's transaction committed, its confirmation
+//! (`chk-N/committed`). A restart resumes from the newest checkpoint that is
+//! confirmed, or that the sink's commit record names (a crash between the two
+//! steps), never from one whose transaction was aborted
+//! (`sink/transaction.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +63,30 @@ pub struct CheckpointMeta {
     /// Key groups the state is spread by (`settings.max_parallelism`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_groups: Option<usize>,
+    /// The run of checkpoints this one belongs to: drawn at a fresh start,
+    /// carried by every restore. A transactional sink's commit record names
+    /// it beside the checkpoint's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    /// Taken with a transactional sink: complete only once confirmed (or
+    /// named by the sink's commit record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transactional: bool,
+}
+
+/// A transactional sink's commit record: the last checkpoint whose outputs
+/// it committed, and that checkpoint's lineage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub id: u64,
+    pub lineage: String,
+}
+
+/// A lineage for checkpoints that start from nothing.
+pub(crate) fn new_lineage() -> String {
+    use std::hash::BuildHasher;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one((seed, std::process::id())))
 }
 
 /// A source's progress at a checkpoint.
@@ -177,14 +208,43 @@ impl Checkpoints {
 
     /// The newest complete checkpoint, if any.
     pub(crate) fn latest(&self) -> Result<Option<Found>, String> {
+        self.newest(|_| true)
+    }
+
+    /// The newest checkpoint with a record for which `ok` holds.
+    fn newest(&self, ok: impl Fn(&Found) -> bool) -> Result<Option<Found>, String> {
         let mut best: Option<Found> = None;
         for (id, dir) in self.list()? {
             let Some(found) = Self::read(&dir)? else { continue };
-            if found.meta.id == id && best.as_ref().is_none_or(|b| b.meta.id < id) {
+            if found.meta.id == id && best.as_ref().is_none_or(|b| b.meta.id < id) && ok(&found) {
                 best = Some(found);
             }
         }
         Ok(best)
+    }
+
+    /// The newest checkpoint a run resumes from when a transactional sink's
+    /// commit record is `committed`: one that is confirmed, taken without a
+    /// transactional sink, or named by the commit record. The checkpoints
+    /// after it are removed: their transactions were aborted.
+    pub(crate) fn resumable(&self, committed: Option<&Committed>) -> Result<Option<Found>, String> {
+        let chosen = self.newest(|f| is_resumable(f, committed))?;
+        if let Some(latest) = self.latest()? {
+            let upto = chosen.as_ref().map_or(0, |c| c.meta.id);
+            if latest.meta.id > upto {
+                tracing::info!(
+                    checkpoint = latest.meta.id,
+                    resumes_from = upto,
+                    "checkpoints after {upto} are not resumed from: their sink transactions did not commit"
+                );
+            }
+            for (id, dir) in self.list()? {
+                if id > upto {
+                    std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+            }
+        }
+        Ok(chosen)
     }
 
     /// `chk-N` folders, complete or not.
@@ -210,14 +270,34 @@ impl Checkpoints {
     }
 
     /// Completes checkpoint `meta.id` (whose state is already in its folder)
-    /// by writing its record, then drops all but the newest `keep`.
+    /// in one step: its record, then its confirmation.
+    #[cfg(test)]
     pub(crate) fn complete(&self, meta: &CheckpointMeta) -> Result<(), String> {
+        self.record(meta)?;
+        self.confirm(meta)
+    }
+
+    /// Writes the record of checkpoint `meta.id` (whose state is already in
+    /// its folder): without a transactional sink, it is complete.
+    pub(crate) fn record(&self, meta: &CheckpointMeta) -> Result<(), String> {
         let folder = self.folder(meta.id);
         let tmp = folder.join("meta.json.tmp");
         let text = serde_json::to_string_pretty(meta).map_err(|e| e.to_string())?;
         write_synced(&tmp, text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, folder.join("meta.json")).map_err(|e| format!("{}: {e}", folder.display()))?;
-        sync_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        sync_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))
+    }
+
+    /// After its record (and its sinks' transactions): marks a transactional
+    /// checkpoint confirmed, names it in the shared index, then drops all but
+    /// the newest `keep`.
+    pub(crate) fn confirm(&self, meta: &CheckpointMeta) -> Result<(), String> {
+        let folder = self.folder(meta.id);
+        if meta.transactional {
+            let path = folder.join(CONFIRMED);
+            write_synced(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+            sync_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        }
         let referenced = match &self.shared {
             Some(index) => {
                 index.name(&folder)?;
@@ -254,6 +334,16 @@ impl Checkpoints {
         }
         Ok(())
     }
+}
+
+/// The file that confirms a transactional checkpoint.
+const CONFIRMED: &str = "committed";
+
+/// Whether a run may resume from `f`, given the commit record.
+fn is_resumable(f: &Found, committed: Option<&Committed>) -> bool {
+    !f.meta.transactional
+        || f.dir.join(CONFIRMED).is_file()
+        || committed.is_some_and(|c| c.id == f.meta.id && Some(&c.lineage) == f.meta.lineage.as_ref())
 }
 
 /// When and where a running pipeline checkpoints.
@@ -321,6 +411,37 @@ mod tests {
         assert!(c.folder(2).exists());
         c.clear().unwrap();
         assert!(c.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_transactional_checkpoint_is_resumed_from_once_confirmed_or_named_by_the_commit_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(tmp.path().join("cp"), 5);
+        let meta = |id| CheckpointMeta { id, lineage: Some("L".into()), transactional: true, ..Default::default() };
+        for id in 1..=2 {
+            std::fs::create_dir_all(c.folder(id)).unwrap();
+            c.complete(&meta(id)).unwrap();
+        }
+        // chk-3 recorded; the process died before its transaction committed.
+        std::fs::create_dir_all(c.folder(3)).unwrap();
+        c.record(&meta(3)).unwrap();
+        let record = |id: u64, lineage: &str| Committed { id, lineage: lineage.into() };
+        assert_eq!(c.latest().unwrap().unwrap().meta.id, 3);
+        // The commit record of the same lineage names chk-3: it committed.
+        assert_eq!(c.resumable(Some(&record(3, "L"))).unwrap().unwrap().meta.id, 3);
+        // Another lineage's record (an earlier life) says nothing about chk-3.
+        assert_eq!(c.resumable(Some(&record(3, "other"))).unwrap().unwrap().meta.id, 2);
+        assert!(!c.folder(3).exists(), "an aborted checkpoint is removed");
+        // A checkpoint without a transactional sink stands by its record.
+        std::fs::create_dir_all(c.folder(3)).unwrap();
+        c.record(&CheckpointMeta { id: 3, ..Default::default() }).unwrap();
+        assert_eq!(c.resumable(None).unwrap().unwrap().meta.id, 3);
+        // Nothing confirmed at all: from the start.
+        let d = Checkpoints::new(tmp.path().join("cp2"), 5);
+        std::fs::create_dir_all(d.folder(1)).unwrap();
+        d.record(&meta(1)).unwrap();
+        assert!(d.resumable(None).unwrap().is_none());
+        assert!(d.latest().unwrap().is_none(), "removed");
     }
 
     #[test]

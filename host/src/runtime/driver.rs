@@ -532,18 +532,27 @@ impl Pipeline {
 
     /// Takes a checkpoint: a barrier through every worker (each snapshots its
     /// state once everything before the barrier has reached it, and sends its
-    /// outputs before acknowledging), then sinks and dead letters committed,
-    /// then the record that completes it (see `checkpoint.rs`), then the
-    /// sources' committers told (`last`: the run's final one). Returns its id.
+    /// outputs before acknowledging), then sinks prepared (flushed; a
+    /// transaction's records on the broker) and dead letters committed, then
+    /// the record of the checkpoint, then the sinks' transactions committed
+    /// and the checkpoint confirmed (see `checkpoint.rs`), then the sources'
+    /// committers told (`last`: the run's final one). Returns its id.
     fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
         let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
         self.barrier(links, id, Some(folder.clone()))?;
-        let mut meta = CheckpointMeta { id, workers: Some(self.per_stage), key_groups: Some(self.key_groups), ..Default::default() };
+        let mut meta = CheckpointMeta {
+            id,
+            workers: Some(self.per_stage),
+            key_groups: Some(self.key_groups),
+            lineage: Some(self.lineage.clone()),
+            transactional: self.sinks.iter().any(|s| s.sink.transactional()),
+            ..Default::default()
+        };
         meta.fingerprint = Some(self.fingerprint.clone());
         for s in &mut self.sinks {
-            if let Some(len) = s.sink.commit()? {
+            if let Some(len) = s.sink.prepare(id)? {
                 meta.sinks.insert(s.name.clone(), len);
             }
         }
@@ -555,8 +564,12 @@ impl Pipeline {
             meta.sources.insert(s.name.clone(), progress[i].clone());
         }
         std::fs::create_dir_all(&folder).map_err(|e| RunError::State(format!("checkpoint {id}: {}: {e}", folder.display())))?;
-        let schedule = self.checkpoints.as_ref().expect("checked above");
-        schedule.store.complete(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
+        let store = &self.checkpoints.as_ref().expect("checked above").store;
+        store.record(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
+        for s in &mut self.sinks {
+            s.sink.checkpoint_done(id)?;
+        }
+        store.confirm(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
         tracing::debug!(id, dir = %folder.display(), "checkpoint complete");
         for (i, s) in self.sources.iter_mut().enumerate() {
             if let Some(c) = s.committer.as_mut() {

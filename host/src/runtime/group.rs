@@ -68,12 +68,17 @@ impl GroupPlan {
             }
         }
         let store = Checkpoints::shared(index, cs.keep);
-        let own = store.latest().map_err(err)?;
+        let latest = store.latest().map_err(err)?;
+        let own = match super::build::commit_record(p, Some(&self.instance), latest.as_ref())? {
+            Some(record) => store.resumable(record.as_ref()).map_err(err)?,
+            None => latest,
+        };
         store.remove_incomplete().map_err(err)?;
         let next_id = own.as_ref().map_or(1, |f| f.meta.id + 1);
         let schedule = Schedule::new(store, Duration::from_millis(cs.interval_ms), next_id);
         let mut parts = Vec::new();
         for (dir, groups) in by_checkpoint {
+            let dir = committed_after(p, dir, &groups)?;
             let found = Checkpoints::read(&dir)
                 .map_err(err)?
                 .ok_or_else(|| err(format!("{} is named for partitions {groups:?} in the shared index but is not a complete checkpoint", dir.display())))?;
@@ -84,6 +89,38 @@ impl GroupPlan {
         meta.sources = merged_sources(&parts);
         Ok((Some(schedule), (meta.id > 0 || !parts.is_empty()).then_some(Restore { meta, parts })))
     }
+}
+
+/// The checkpoint of `groups` as their last owner left it: the one the
+/// shared index names (`dir`), or, with a transactional sink, a newer one of
+/// the same owner that its commit record names and that covers them (the
+/// owner died after its transaction committed, before it named that
+/// checkpoint).
+fn committed_after(p: &LoadedPipeline, dir: PathBuf, groups: &[u16]) -> Result<PathBuf, RunError> {
+    let Some(owner) = dir.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) else { return Ok(dir) };
+    let Some((name, k, id)) = super::build::transactional_sink(p, Some(owner)) else { return Ok(dir) };
+    let Some(named) = Checkpoints::read(&dir).map_err(RunError::State)? else { return Ok(dir) };
+    let Some(lineage) = named.meta.lineage.as_deref() else { return Ok(dir) };
+    let record = crate::sink::read_commit_record(k, &id, lineage)
+        .map_err(|error| crate::sink::SinkError::Kafka { sink: name.into(), topic: k.topic.clone(), error })?;
+    let Some(record) = record else { return Ok(dir) };
+    if record.id <= named.meta.id {
+        return Ok(dir);
+    }
+    let newer = dir.with_file_name(format!("chk-{}", record.id));
+    let Some(found) = Checkpoints::read(&newer).map_err(RunError::State)? else { return Ok(dir) };
+    let covered: std::collections::BTreeSet<u16> = found
+        .meta
+        .sources
+        .values()
+        .flat_map(|m| m.resume.partitions.keys())
+        .filter_map(|key| key.rsplit_once('/').and_then(|(_, p)| p.parse().ok()))
+        .collect();
+    if found.meta.lineage.as_ref() == Some(&record.lineage) && groups.iter().all(|g| covered.contains(g)) {
+        tracing::info!(named = %dir.display(), committed = %newer.display(), "the partitions' last owner committed a newer checkpoint than it named");
+        return Ok(newer);
+    }
+    Ok(dir)
 }
 
 /// Where each source goes on: each partition at the offset of the

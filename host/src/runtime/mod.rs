@@ -21,7 +21,7 @@ mod stop;
 mod watermarks;
 
 pub use build::{build_pipeline, prepare_plugins, BuildOptions, Pipeline};
-pub use checkpoint::{CheckpointMeta, ResumePoint, SourceMark};
+pub use checkpoint::{CheckpointMeta, Committed, ResumePoint, SourceMark};
 pub use fingerprint::Fingerprints;
 pub use group::{run_in_group, valid_instance, GroupPlan};
 pub use partition::{key_group, key_groups_of, worker_of, KeyGrouping, MAX_KEY_GROUPS};

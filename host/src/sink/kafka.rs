@@ -1,7 +1,17 @@
 //! `"type": "kafka"`: writes each event as a record of one topic, through an
-//! idempotent producer. At least once across a crash: a checkpoint completes
-//! only once every record written before it is acknowledged by the broker, and
-//! a delivery error is surfaced (the run fails), never dropped.
+//! idempotent producer, in one of two modes (`delivery`):
+//!
+//! - **at least once** (the default): a checkpoint completes only once every
+//!   record written before it is acknowledged by the broker, and a delivery
+//!   error is surfaced (the run fails), never dropped. A crash replays what was
+//!   written after the last checkpoint, so those records appear again.
+//! - **exactly once**: the records between two checkpoints are one Kafka
+//!   transaction (`transaction.rs`), committed once the checkpoint's record is
+//!   durable, together with a commit record naming the checkpoint. A restart
+//!   first fences the transactional id (the broker aborts a transaction a
+//!   crash left open), then reads the commit record and resumes from the
+//!   checkpoint whose transaction committed last, so consumers reading
+//!   committed records see every output once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +24,7 @@ use rdkafka::ClientContext;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::transaction::Transaction;
 use super::{Sink, SinkError};
 use crate::event::{Batch, Event};
 
@@ -31,19 +42,71 @@ pub struct KafkaSinkConfig {
     /// anything else its JSON text). Without it, the event key (if any).
     #[serde(default)]
     pub key: Option<String>,
+    /// What a crash can do to the output: `at-least-once` (records written
+    /// after the last checkpoint are written again) or `exactly-once`
+    /// (Kafka transactions tied to the checkpoints; needs
+    /// `transactional_id` and `settings.checkpoint`).
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// `exactly-once`: the producer's transactional id, unique to this
+    /// pipeline on the cluster and stable across its restarts (a restart
+    /// fences the run before it with it, and its commit record is kept under
+    /// it). With `settings.scale_out`, each process appends `.<instance>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// librdkafka producer settings passed through as they are (security,
     /// batching, compression), e.g. `{"compression.type": "lz4"}`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
+/// The guarantee of a Kafka sink across a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every record is written, some again after a crash.
+    #[default]
+    AtLeastOnce,
+    /// Every record is committed once (for consumers with
+    /// `isolation.level=read_committed`).
+    ExactlyOnce,
+}
+
+impl KafkaSinkConfig {
+    /// The transactional id of this process (`exactly-once` only).
+    pub(crate) fn transactional_id_of(&self, instance: Option<&str>) -> Option<String> {
+        let id = self.transactional_id.as_ref().filter(|_| self.delivery == Delivery::ExactlyOnce)?;
+        Some(match instance {
+            Some(i) => format!("{id}.{i}"),
+            None => id.clone(),
+        })
+    }
+
+    /// The producer's settings: ours, then the user's.
+    pub(super) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            // No duplicates from the producer's own retries, order kept per partition.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Retried until the flush timeout, then surfaced.
+            .set("message.timeout.ms", FLUSH_TIMEOUT.as_millis().to_string())
+            .set("linger.ms", "5");
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
 /// How long a checkpoint or the end of a run waits for acknowledgements
 /// before it fails.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The first delivery error seen (the producer's callback runs on librdkafka's thread).
 #[derive(Clone, Default)]
-struct Deliveries {
+pub(super) struct Deliveries {
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -67,26 +130,26 @@ pub(super) struct KafkaSink {
     key: Option<String>,
     producer: ThreadedProducer<Deliveries>,
     deliveries: Deliveries,
+    /// `exactly-once`: the open transaction.
+    transaction: Option<Transaction>,
 }
 
 impl KafkaSink {
-    pub fn open(name: &str, c: &KafkaSinkConfig) -> Result<Self, SinkError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &c.brokers)
-            // No duplicates from the producer's own retries, order kept per partition.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Retried until the flush timeout, then surfaced.
-            .set("message.timeout.ms", FLUSH_TIMEOUT.as_millis().to_string())
-            .set("linger.ms", "5");
-        for (k, v) in &c.properties {
-            config.set(k, v);
+    /// `transactional`: the transactional id and the lineage of the
+    /// checkpoints (`exactly-once`).
+    pub fn open(name: &str, c: &KafkaSinkConfig, transactional: Option<(String, String)>) -> Result<Self, SinkError> {
+        let error = |error: String| SinkError::Kafka { sink: name.into(), topic: c.topic.clone(), error };
+        let mut config = c.client_config();
+        if let Some((id, _)) = &transactional {
+            Transaction::configure(&mut config, id);
         }
         let deliveries = Deliveries::default();
-        let producer = config
-            .create_with_context(deliveries.clone())
-            .map_err(|e| SinkError::Kafka { sink: name.into(), topic: c.topic.clone(), error: format!("creating the producer: {e}") })?;
+        let producer: ThreadedProducer<Deliveries> =
+            config.create_with_context(deliveries.clone()).map_err(|e| error(format!("creating the producer: {e}")))?;
+        let transaction = match transactional {
+            Some((id, lineage)) => Some(Transaction::begin(&producer, c, id, lineage).map_err(error)?),
+            None => None,
+        };
         Ok(KafkaSink {
             name: name.into(),
             target: format!("kafka topic `{}` at {}", c.topic, c.brokers),
@@ -94,6 +157,7 @@ impl KafkaSink {
             key: c.key.as_ref().map(|k| k.trim_start_matches("$.").to_string()),
             producer,
             deliveries,
+            transaction,
         })
     }
 
@@ -104,6 +168,12 @@ impl KafkaSink {
     fn check_deliveries(&self) -> Result<(), SinkError> {
         let failed = self.deliveries.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         failed.map_or(Ok(()), |e| Err(self.error(format!("delivery failed: {e}"))))
+    }
+
+    /// Waits until the broker acknowledged every record written so far.
+    fn flush_all(&mut self) -> Result<(), SinkError> {
+        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flushing: {e}")))?;
+        self.check_deliveries()
     }
 
     /// The record key of `e`: its field `key`, else its event key.
@@ -141,6 +211,9 @@ impl Sink for KafkaSink {
                 }
             }
         }
+        if let Some(t) = &mut self.transaction {
+            t.records += batch.len() as u64;
+        }
         Ok(())
     }
 
@@ -148,11 +221,31 @@ impl Sink for KafkaSink {
         self.check_deliveries()
     }
 
-    /// Waits until the broker acknowledged every record written so far.
+    /// At least once: waits for every acknowledgement. Exactly once (the end
+    /// of a run that takes no final checkpoint): aborts the open
+    /// transaction, whose records the restart writes again.
     fn commit(&mut self) -> Result<Option<u64>, SinkError> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| self.error(format!("flushing: {e}")))?;
-        self.check_deliveries()?;
-        Ok(None)
+        match self.transaction.as_mut() {
+            None => self.flush_all().map(|()| None),
+            Some(t) => t.abort(&self.producer).map(|()| None).map_err(|e| self.error(e)),
+        }
+    }
+
+    /// Phase one: every record written so far acknowledged (in the open
+    /// transaction, if exactly once).
+    fn prepare(&mut self, _checkpoint: u64) -> Result<Option<u64>, SinkError> {
+        self.flush_all().map(|()| None)
+    }
+
+    /// Phase two (exactly once): the transaction and its commit record
+    /// committed, the next one begun.
+    fn checkpoint_done(&mut self, checkpoint: u64) -> Result<(), SinkError> {
+        let Some(t) = self.transaction.as_mut() else { return Ok(()) };
+        t.commit(&self.producer, checkpoint).map_err(|e| SinkError::Kafka { sink: self.name.clone(), topic: self.topic.clone(), error: e })
+    }
+
+    fn transactional(&self) -> bool {
+        self.transaction.is_some()
     }
 
     fn target(&self) -> String {

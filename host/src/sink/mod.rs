@@ -1,12 +1,14 @@
 //! Sinks: where a pipeline's results go. They are written on the coordinator
 //! thread, buffered, committed at each checkpoint and flushed at the end of
 //! the run. File sinks are exactly once across a crash (see [`committed`]);
-//! stdout is at least once.
+//! stdout is at least once; Kafka either (`kafka.rs`, `transaction.rs`).
 
 pub mod committed;
 mod kafka;
+mod transaction;
 
-pub use kafka::KafkaSinkConfig;
+pub use kafka::{Delivery, KafkaSinkConfig};
+pub use transaction::{last_committed, read_commit_record, DEFAULT_TRANSACTION_TIMEOUT_MS};
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -86,13 +88,41 @@ pub trait Sink: Send {
         self.flush()?;
         Ok(None)
     }
+    /// Phase one of checkpoint `checkpoint`, before its record is written:
+    /// everything written so far made durable, or prepared (a transaction).
+    /// Returns what `commit` returns.
+    fn prepare(&mut self, checkpoint: u64) -> Result<Option<u64>, SinkError> {
+        let _ = checkpoint;
+        self.commit()
+    }
+    /// Phase two, once the checkpoint's record is durable: what `prepare`
+    /// prepared is committed (a transactional sink; nothing for the others).
+    fn checkpoint_done(&mut self, checkpoint: u64) -> Result<(), SinkError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+    /// Whether `checkpoint_done` commits something: a checkpoint is then
+    /// complete only once it returned (`checkpoint.rs`, `confirm`).
+    fn transactional(&self) -> bool {
+        false
+    }
     /// Human-readable target for summaries (a path, `stdout`).
     fn target(&self) -> String;
 }
 
-/// Builds a sink; `resume` is the committed length of its file at the
-/// checkpoint the run resumes from.
-pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf, resume: Option<u64>) -> Result<Box<dyn Sink>, SinkError> {
+/// What a sink is built with besides its config.
+pub struct SinkContext<'a> {
+    /// The committed length of its file at the checkpoint the run resumes from.
+    pub resume: Option<u64>,
+    /// The lineage of the run's checkpoints (a transactional sink's commit record names it).
+    pub lineage: &'a str,
+    /// Scale-out: this process's instance name.
+    pub instance: Option<&'a str>,
+}
+
+/// Builds a sink.
+pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> PathBuf, cx: &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError> {
+    let resume = cx.resume;
     Ok(match config {
         SinkConfig::File(FileSinkConfig { path, format, .. }) => {
             let path = resolve(path);
@@ -107,7 +137,10 @@ pub fn build_sink(name: &str, config: &SinkConfig, resolve: impl Fn(&Path) -> Pa
             format: *format,
         }),
         SinkConfig::Null(_) => Box::new(NullSink),
-        SinkConfig::Kafka(c) => Box::new(kafka::KafkaSink::open(name, c)?),
+        SinkConfig::Kafka(c) => {
+            let transactional = c.transactional_id_of(cx.instance).map(|id| (id, cx.lineage.to_string()));
+            Box::new(kafka::KafkaSink::open(name, c, transactional)?)
+        }
     })
 }
 

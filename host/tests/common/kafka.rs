@@ -281,6 +281,8 @@ impl Broker {
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", "streamhost-test-reader")
             .set("enable.auto.commit", "false")
+            // Everything in the topic, open and aborted transactions' records too.
+            .set("isolation.level", "read_uncommitted")
             .create()
             .unwrap();
         let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
