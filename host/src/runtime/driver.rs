@@ -552,7 +552,7 @@ impl Pipeline {
         };
         meta.fingerprint = Some(self.fingerprint.clone());
         for s in &mut self.sinks {
-            if let Some(len) = s.sink.prepare(id)? {
+            if let Some(len) = s.sink.prepare()? {
                 meta.sinks.insert(s.name.clone(), len);
             }
         }

@@ -233,7 +233,7 @@ impl Sink for KafkaSink {
 
     /// Phase one: every record written so far acknowledged (in the open
     /// transaction, if exactly once).
-    fn prepare(&mut self, _checkpoint: u64) -> Result<Option<u64>, SinkError> {
+    fn prepare(&mut self) -> Result<Option<u64>, SinkError> {
         self.flush_all().map(|()| None)
     }
 

@@ -88,11 +88,10 @@ pub trait Sink: Send {
         self.flush()?;
         Ok(None)
     }
-    /// Phase one of checkpoint `checkpoint`, before its record is written:
-    /// everything written so far made durable, or prepared (a transaction).
-    /// Returns what `commit` returns.
-    fn prepare(&mut self, checkpoint: u64) -> Result<Option<u64>, SinkError> {
-        let _ = checkpoint;
+    /// Phase one of a checkpoint, before its record is written: everything
+    /// written so far made durable, or prepared (a transaction). Returns
+    /// what `commit` returns.
+    fn prepare(&mut self) -> Result<Option<u64>, SinkError> {
         self.commit()
     }
     /// Phase two, once the checkpoint's record is durable: what `prepare`
