@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -107,7 +108,7 @@ pub(super) const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The first delivery error seen (the producer's callback runs on librdkafka's thread).
 #[derive(Clone, Default)]
 pub(super) struct Deliveries {
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<KafkaError>>>,
 }
 
 impl ClientContext for Deliveries {}
@@ -118,7 +119,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
             let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.get_or_insert_with(|| e.to_string());
+            failed.get_or_insert_with(|| e.clone());
         }
     }
 }
@@ -166,8 +167,9 @@ impl KafkaSink {
     }
 
     fn check_deliveries(&self) -> Result<(), SinkError> {
-        let failed = self.deliveries.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        failed.map_or(Ok(()), |e| Err(self.error(format!("delivery failed: {e}"))))
+        let Some(failed) = self.deliveries.failed.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Ok(()) };
+        let cause = self.transaction.as_ref().and_then(|t| t.delivery_failure(&self.producer, failed.rdkafka_error_code()));
+        Err(self.error(cause.unwrap_or_else(|| format!("delivery failed: {failed}"))))
     }
 
     /// Waits until the broker acknowledged every record written so far.
@@ -203,7 +205,7 @@ impl Sink for KafkaSink {
             loop {
                 match self.producer.send(pending) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) if Instant::now() < until => {
+                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) if Instant::now() < until => {
                         pending = back;
                         std::thread::sleep(Duration::from_millis(1));
                     }

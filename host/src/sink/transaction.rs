@@ -32,6 +32,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::kafka::{Deliveries, KafkaSinkConfig};
@@ -107,6 +108,20 @@ impl Transaction {
         producer.begin_transaction().map_err(|e| format!("transactional id `{id}`: beginning a transaction: {e}"))
     }
 
+    /// Why a record of the transaction failed, when the cause is the
+    /// producer's, with a hint: fenced (the record's own error, or the
+    /// producer's fatal error, after which queued records fail with
+    /// `PurgeQueue`, which says nothing of the cause).
+    pub(super) fn delivery_failure(&self, producer: &ThreadedProducer<Deliveries>, code: Option<RDKafkaErrorCode>) -> Option<String> {
+        let id = &self.id;
+        if let Some(code) = code.filter(|c| is_fencing(*c)) {
+            return Some(format!("transactional id `{id}`: delivery failed: {code}{FENCED_HINT}"));
+        }
+        let (code, reason) = producer.client().fatal_error()?;
+        let hint = if is_fencing(code) { FENCED_HINT } else { FATAL_HINT };
+        Some(format!("transactional id `{id}`: {reason}{hint}"))
+    }
+
     /// Aborts the open transaction (its records are not covered by a checkpoint).
     pub(super) fn abort(&mut self, producer: &ThreadedProducer<Deliveries>) -> Result<(), String> {
         tracing::info!(transactional_id = %self.id, records = self.records, "aborting the open transaction: the restart writes its records again");
@@ -159,16 +174,23 @@ fn requires_abort(e: &KafkaError) -> bool {
 }
 
 fn fenced(e: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode::{Fenced, InvalidProducerEpoch, ProducerFenced};
-    matches!(e, KafkaError::Transaction(t) if matches!(t.code(), Fenced | ProducerFenced | InvalidProducerEpoch))
+    matches!(e, KafkaError::Transaction(t) if is_fencing(t.code()))
 }
+
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{Fenced, InvalidProducerEpoch, ProducerFenced};
+    matches!(code, Fenced | ProducerFenced | InvalidProducerEpoch)
+}
+
+const FENCED_HINT: &str = " (fenced: a newer run took this transactional id over; is the pipeline running twice?)";
+const FATAL_HINT: &str = " (fatal: the producer cannot go on; the restart resumes from the last committed checkpoint)";
 
 /// A hint for the errors a user can act on.
 fn explain(e: &KafkaError) -> &'static str {
     if fenced(e) {
-        " (fenced: a newer run took this transactional id over; is the pipeline running twice?)"
+        FENCED_HINT
     } else if matches!(e, KafkaError::Transaction(t) if t.is_fatal()) {
-        " (fatal: the producer cannot go on; the restart resumes from the last committed checkpoint)"
+        FATAL_HINT
     } else {
         ""
     }
