@@ -185,6 +185,15 @@ fn a_kafka_source_reads_every_partition_to_its_end_with_keys_headers_and_times()
     let dir = tempfile::tempdir().unwrap();
     run_ok(&source_pipeline(dir.path(), &broker.brokers, json!({"timestamp_field": "ts"})));
     assert!(envelopes(&dir.path().join("out.jsonl")).iter().all(|(n, _, ts, _)| *ts == 1_700_000_000_000 + *n as i64));
+    // `"headers": false`: the same records, keys and times, without headers.
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(&source_pipeline(dir.path(), &broker.brokers, json!({"headers": false})));
+    let without = envelopes(&dir.path().join("out.jsonl"));
+    assert_eq!(without.len(), 3000);
+    for ((n, key, ts, headers), (n0, key0, ts0, _)) in without.iter().zip(&got) {
+        assert_eq!((n, key, ts), (n0, key0, ts0));
+        assert!(!headers.contains('h'), "no headers read: {headers}");
+    }
 }
 
 #[test]

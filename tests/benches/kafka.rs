@@ -39,7 +39,9 @@
 //! setting for the `kafka` sources and the plain consumer alike), `--side
 //! streamhost|plain|kafka|files` (one side only, for a profiler),
 //! `--unkeyed` (SJoin topics filled round robin without keys, so its events
-//! carry no event key, as from files), `--timeline` (pass: records read every
+//! carry no event key, as from files), `--headers` (the `kafka` sources
+//! read the records' headers, their default; without it `"headers": false`,
+//! as the plain consumer reads only payloads), `--timeline` (pass: records read every
 //! 50 ms by each side; how the 1 s stalls of librdkafka's
 //! `fetch.queue.backoff.ms` default were found).
 //!
@@ -91,6 +93,9 @@ struct Args {
     side: Option<String>,
     /// SJoin topics filled without keys (records spread round robin), so the events carry no key.
     unkeyed: bool,
+    /// The sources read the records' headers (their default; the plain
+    /// consumer reads only payloads, and nothing here uses headers).
+    headers: bool,
 }
 
 fn parse_args() -> Args {
@@ -120,6 +125,7 @@ fn parse_args() -> Args {
         timeline: argv.iter().any(|a| a == "--timeline"),
         side: get("--side"),
         unkeyed: argv.iter().any(|a| a == "--unkeyed"),
+        headers: argv.iter().any(|a| a == "--headers"),
     }
 }
 
@@ -197,14 +203,13 @@ fn fill(broker: &Broker, topic: &str, partitions: i32, lines: impl Iterator<Item
     n
 }
 
-/// The `kafka` source's consumer settings (host/src/source/kafka.rs, `client_config`).
+/// The `kafka` source's consumer settings.
 fn consumer_config(brokers: &str, group: &str, properties: &[(String, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("fetch.queue.backoff.ms", "10");
+    c.set("bootstrap.servers", brokers).set("group.id", group);
+    for (k, v) in streamhost::source::KAFKA_CONSUMER_DEFAULTS {
+        c.set(*k, *v);
+    }
     for (k, v) in properties {
         c.set(k, v);
     }
@@ -251,7 +256,7 @@ fn plain_consumer(a: &Args, brokers: &str, topic: &str, partitions: i32, group: 
 fn kafka_source(a: &Args, brokers: &str, topic: &str, group: &str, extra: serde_json::Value) -> serde_json::Value {
     let properties: serde_json::Map<String, serde_json::Value> = a.properties.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let mut s = json!({"type": "kafka", "brokers": brokers, "topics": [topic], "group_id": group, "start": "earliest",
-                       "stop_at_end": true, "properties": properties});
+                       "stop_at_end": true, "headers": a.headers, "properties": properties});
     if let (Some(s), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
         s.extend(extra.clone());
     }

@@ -61,6 +61,12 @@ pub struct KafkaSourceConfig {
     /// found is read from its start. Not with `stop_at_end`.
     #[serde(default = "default_discovery_ms")]
     pub partition_discovery_ms: u64,
+    /// Read each record's headers into its event (for plugins and a Kafka
+    /// sink); `false` when nothing uses them: librdkafka parses a record's
+    /// header section (even an empty one) with an allocation each, about
+    /// 15 % of the source thread's time in a pass-through.
+    #[serde(default = "yes")]
+    pub headers: bool,
     /// librdkafka consumer settings passed through as they are (security,
     /// fetch sizes), e.g. `{"fetch.max.bytes": "10485760"}`.
     #[serde(default)]
@@ -72,6 +78,10 @@ pub struct KafkaSourceConfig {
     #[serde(skip)]
     #[schemars(skip)]
     pub assigned: Option<Vec<i32>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_discovery_ms() -> u64 {
@@ -150,20 +160,31 @@ fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
+/// The librdkafka settings the source sets for its consumers (a
+/// `properties` entry overrides any of them).
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    // Where it stands is in the checkpoints; the group is told after each.
+    ("enable.auto.commit", "false"),
+    ("enable.partition.eof", "true"),
+    // When a partition's local queue is over its thresholds (queued.min.messages,
+    // queued.max.messages.kbytes), librdkafka waits this long before fetching it
+    // again; at its default (1 s) a source that drains the queue in 0.2 s idles
+    // the rest (the kafka bench read 150k records/s instead of 650k).
+    ("fetch.queue.backoff.ms", "10"),
+    // A fetch whose partitions have nothing new is held this long by the broker
+    // (default 500 ms), and librdkafka sends the next only after it: one holding
+    // only partitions caught up (the others over their local queue's threshold,
+    // left out) stalled the pass-through bench 0.25-0.3 s at a time against Tansu;
+    // at 100 it read 950k records/s instead of 520k. An idle source sends 10
+    // fetches a second instead of 2.
+    ("fetch.wait.max.ms", "100"),
+];
+
 /// The consumer settings every consumer of the source shares.
 pub(super) fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group_id)
-        // Where it stands is in the checkpoints; the group is told after each.
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // When a partition's local queue is over its thresholds (queued.min.messages,
-        // queued.max.messages.kbytes), librdkafka waits this long before fetching it
-        // again; at its default (1 s) a source that drains the queue in 0.2 s idles
-        // the rest (the kafka bench read 150k records/s instead of 650k).
-        .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in &config.properties {
+    c.set("bootstrap.servers", &config.brokers).set("group.id", &config.group_id);
+    for (k, v) in CONSUMER_DEFAULTS.iter().copied().chain(config.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         c.set(k, v);
     }
     c
@@ -329,6 +350,7 @@ impl KafkaSource {
     fn take(
         &self,
         result: KafkaResult<BorrowedMessage<'_>>,
+        consumer: &BaseConsumer<SourceContext>,
         topic: &str,
         partitions: &mut BTreeMap<i32, Assigned>,
         line: &mut u64,
@@ -341,19 +363,30 @@ impl KafkaSource {
                 out.set_lane(a.lane);
                 *line += 1;
                 out.consumed_partition(&a.key, m.offset() + 1, *line);
-                let headers = m
-                    .headers()
-                    .map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect())
-                    .unwrap_or_default();
+                let headers = match self.config.headers {
+                    true => m.headers().map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect()),
+                    false => None,
+                };
                 let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
                 let value = m.payload().unwrap_or_default().to_vec();
-                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
+                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers.unwrap_or_default());
                 Ok(true)
             }
             Err(KafkaError::PartitionEOF(p)) => {
                 if let Some(a) = partitions.get_mut(&p) {
                     a.at_end = true;
                     out.lane_caught_up(a.lane);
+                    if self.config.stop_at_end {
+                        // Done: no more fetches for it. A fetch holding only partitions
+                        // with nothing new waits `fetch.wait.max.ms` at the broker (500 ms)
+                        // while the others' local queues run dry: the pass-through bench
+                        // stalled 0.25-0.3 s after the first partition's end.
+                        let mut done = TopicPartitionList::new();
+                        done.add_partition(topic, p);
+                        if let Err(e) = consumer.pause(&done) {
+                            tracing::debug!(source = %self.name, topic, partition = p, error = %e, "pausing a partition read to its end");
+                        }
+                    }
                 }
                 Ok(false)
             }
@@ -392,7 +425,7 @@ impl Source for KafkaSource {
                 // before a partition's queue was split off) without blocking on
                 // one topic, then each partition's queue in turn.
                 while let Some(result) = r.consumer.poll(Duration::ZERO) {
-                    got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
+                    got_any |= self.take(result, &r.consumer, &r.topic, &mut r.partitions, &mut line, out)?;
                     if out.closed {
                         return Ok(());
                     }
@@ -404,7 +437,7 @@ impl Source for KafkaSource {
                             break;
                         }
                         let Some(result) = queue.poll(Duration::ZERO) else { break };
-                        got_any |= self.take(result, &r.topic, &mut r.partitions, &mut line, out)?;
+                        got_any |= self.take(result, &r.consumer, &r.topic, &mut r.partitions, &mut line, out)?;
                         if out.closed {
                             return Ok(());
                         }
