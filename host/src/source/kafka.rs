@@ -363,13 +363,14 @@ impl KafkaSource {
                 out.set_lane(a.lane);
                 *line += 1;
                 out.consumed_partition(&a.key, m.offset() + 1, *line);
-                let headers = match self.config.headers {
-                    true => m.headers().map(|hs| hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect()),
-                    false => None,
+                // Not even asked for unless wanted: asking parses them.
+                let headers = match self.config.headers.then(|| m.headers()).flatten() {
+                    Some(hs) => hs.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect(),
+                    None => Vec::new(),
                 };
                 let ts = m.timestamp().to_millis().unwrap_or_else(now_ms);
                 let value = m.payload().unwrap_or_default().to_vec();
-                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers.unwrap_or_default());
+                admit_record(out, &self.check, self.max_bytes, value, m.offset() as u64, ts, m.key().map(<[u8]>::to_vec), headers);
                 Ok(true)
             }
             Err(KafkaError::PartitionEOF(p)) => {
@@ -378,9 +379,8 @@ impl KafkaSource {
                     out.lane_caught_up(a.lane);
                     if self.config.stop_at_end {
                         // Done: no more fetches for it. A fetch holding only partitions
-                        // with nothing new waits `fetch.wait.max.ms` at the broker (500 ms)
-                        // while the others' local queues run dry: the pass-through bench
-                        // stalled 0.25-0.3 s after the first partition's end.
+                        // with nothing new waits out `fetch.wait.max.ms` at the broker
+                        // while the others' local queues run dry.
                         let mut done = TopicPartitionList::new();
                         done.add_partition(topic, p);
                         if let Err(e) = consumer.pause(&done) {

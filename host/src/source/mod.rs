@@ -145,6 +145,9 @@ pub struct Emitter {
     /// has caught up with its end: the watermark is then the minimum over the
     /// partitions still reading (empty: one stream, `max_time`).
     lanes: Vec<Lane>,
+    /// The earliest event time read in any lane: where a lane that has read
+    /// nothing yet is taken to be ([`Emitter::lane_ahead`]).
+    earliest_lane_time: Option<i64>,
     /// The lane of the records pushed next.
     lane: usize,
     /// Last watermark sent.
@@ -180,6 +183,7 @@ impl Emitter {
             out_of_orderness: 0,
             max_time: None,
             lanes: Vec::new(),
+            earliest_lane_time: None,
             lane: 0,
             watermark: i64::MIN,
             point: Default::default(),
@@ -275,7 +279,7 @@ impl Emitter {
     ///
     /// [`set_lane`]: Emitter::set_lane
     pub fn add_lane(&mut self, partition: Arc<Partition>) -> usize {
-        self.lanes.push(Lane { min: None, max: None, caught_up: false, partition });
+        self.lanes.push(Lane { max: None, caught_up: false, partition });
         self.lanes.len() - 1
     }
 
@@ -306,7 +310,7 @@ impl Emitter {
         match self.lanes.iter().filter(|l| !l.caught_up).map(|l| l.max).min() {
             // Every lane caught up.
             None => false,
-            Some(None) => self.lanes.iter().filter_map(|l| l.min).min().is_some_and(|earliest| max > earliest.saturating_add(by_ms)),
+            Some(None) => self.earliest_lane_time.is_some_and(|earliest| max > earliest.saturating_add(by_ms)),
             Some(Some(slowest)) => max > slowest.saturating_add(by_ms),
         }
     }
@@ -357,8 +361,8 @@ impl Emitter {
         }
         self.max_time = Some(self.max_time.map_or(event.timestamp, |t| t.max(event.timestamp)));
         if let Some(lane) = self.lanes.get_mut(self.lane) {
-            lane.min = Some(lane.min.map_or(event.timestamp, |t| t.min(event.timestamp)));
             lane.max = Some(lane.max.map_or(event.timestamp, |t| t.max(event.timestamp)));
+            self.earliest_lane_time = Some(self.earliest_lane_time.map_or(event.timestamp, |t| t.min(event.timestamp)));
             lane.caught_up = false;
         }
         let origin = self.origin(position);
@@ -460,8 +464,6 @@ impl Emitter {
 /// One partition's part in a source's watermark.
 #[derive(Clone, Debug)]
 struct Lane {
-    /// The smallest and largest event times it read.
-    min: Option<i64>,
     max: Option<i64>,
     caught_up: bool,
     partition: Arc<Partition>,
