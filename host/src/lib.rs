@@ -8,6 +8,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod event;
 pub mod failpoint;
+pub mod lookup;
 pub mod plugin;
 pub mod record_schema;
 pub mod runtime;

@@ -1,0 +1,16 @@
+//! Dimension-table lookups (issue 12, in progress): the pieces a
+//! `lookup-join` step is built from. Here so far: the per-worker cache
+//! ([`cache`]) and the backends a table is read from ([`backend`]).
+//!
+//! The design the step follows: a worker never waits on the network. It
+//! answers what it can from its cache, sends the misses of a batch as one
+//! request (MGET, a pipeline, one `= ANY($1)` query) to the lookup runtime
+//! (tokio, the only async part of the hot path), one request per key in
+//! flight however many events wait for it, and goes on with other batches;
+//! a batch leaves the step, in input order, once its answers are in.
+
+pub mod backend;
+pub mod cache;
+
+pub use backend::{Backend, LookupError, RedisBackend};
+pub use cache::{CacheStats, LookupCache};
