@@ -1,6 +1,10 @@
 //! Dimension-table lookups (issue 12, in progress): the pieces a
 //! `lookup-join` step is built from. Here so far: the per-worker cache
-//! ([`cache`]) and the backends a table is read from ([`backend`]).
+//! ([`cache`]), the bookkeeping of the batches waiting for answers
+//! ([`flight`]: single flight per key, one request per batch's misses,
+//! batches out in input order) and the backends a table is read from
+//! ([`backend`]). Not yet: the step, the lookup runtime, timeouts, retries,
+//! failover and breakers.
 //!
 //! The design the step follows: a worker never waits on the network. It
 //! answers what it can from its cache, sends the misses of a batch as one
@@ -11,6 +15,8 @@
 
 pub mod backend;
 pub mod cache;
+pub mod flight;
 
 pub use backend::{Backend, LookupError, RedisBackend};
 pub use cache::{CacheStats, LookupCache};
+pub use flight::{Admitted, Lookups};
