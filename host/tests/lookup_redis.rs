@@ -56,3 +56,61 @@ fn a_server_that_is_gone_is_an_error_naming_it() {
     let err = rt.block_on(RedisBackend::connect(&url)).err().expect("no server: no connection").to_string();
     assert!(err.contains(&url) && err.contains("connecting"), "{err}");
 }
+
+use streamhost::lookup::{LookupService, Request, RetryPolicy};
+
+const POLICY: RetryPolicy = RetryPolicy { timeout: Duration::from_millis(300), retries: 2, backoff: Duration::from_millis(20) };
+
+#[test]
+fn the_lookup_runtime_answers_on_the_workers_channel_without_blocking_it() {
+    let server = redis_server::Redis::start();
+    server.command(&["SET", "item:1", "{\"cat\":\"news\"}"]);
+    let service = LookupService::start(4).unwrap();
+    let backend = service.connect_redis(&server.url).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let submitted = Instant::now();
+    for tag in 0..3 {
+        service.submit(backend.clone(), POLICY, Request { tag, keys: vec![b"item:1".to_vec(), b"item:2".to_vec()] }, tx.clone()).map_err(|_| ()).unwrap();
+    }
+    assert!(submitted.elapsed() < Duration::from_millis(50), "submit does not wait for the answer");
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(reply.result.unwrap(), vec![Some(b"{\"cat\":\"news\"}".to_vec()), None]);
+        assert_eq!((reply.attempts, reply.keys.len()), (1, 2));
+        tags.push(reply.tag);
+    }
+    tags.sort();
+    assert_eq!(tags, vec![0, 1, 2]);
+    assert_eq!(service.out(), 0);
+}
+
+#[test]
+fn a_slow_server_times_out_each_attempt_and_the_bound_on_requests_out_holds() {
+    let server = redis_server::Redis::start();
+    let service = LookupService::start(1).unwrap();
+    let backend = service.connect_redis(&server.url).unwrap();
+    // The server is busy for 4 s: every attempt of the request times out.
+    let sleeper = {
+        let port = server.port;
+        std::thread::spawn(move || redis_server::Redis::command_on(port, &["DEBUG", "SLEEP", "4"]))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let started = Instant::now();
+    service.submit(backend.clone(), POLICY, Request { tag: 1, keys: vec![b"k".to_vec()] }, tx.clone()).map_err(|_| ()).unwrap();
+    let refused = service.submit(backend.clone(), POLICY, Request { tag: 2, keys: vec![b"k".to_vec()] }, tx.clone());
+    assert_eq!(refused.err().map(|r| r.tag), Some(2), "one request out at most: the second is handed back");
+    let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let took = started.elapsed();
+    let err = reply.result.unwrap_err().to_string();
+    assert!(err.contains("no answer within 300ms") && err.contains(&server.url), "{err}");
+    assert_eq!(reply.attempts, 3, "the first attempt and two retries");
+    // 3 timeouts of 300 ms and backoffs of 20 + 40 ms, well before the server wakes.
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(3500), "{took:?}");
+    sleeper.join().unwrap();
+    // Awake again: the same connection answers.
+    service.submit(backend, POLICY, Request { tag: 3, keys: vec![b"k".to_vec()] }, tx).map_err(|_| ()).unwrap();
+    let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((reply.tag, reply.result.unwrap()), (3, vec![None]));
+}

@@ -10,6 +10,8 @@ pub enum LookupError {
     Connect { backend: String, error: String },
     #[error("lookup backend `{backend}`: {error}")]
     Request { backend: String, error: String },
+    #[error("lookup backend `{backend}`: no answer within {after:?}")]
+    Timeout { backend: String, after: std::time::Duration },
 }
 
 /// The answer to one request: a value or `None` (no such key) per key asked, in order.

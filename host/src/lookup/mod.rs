@@ -3,8 +3,9 @@
 //! ([`cache`]), the bookkeeping of the batches waiting for answers
 //! ([`flight`]: single flight per key, one request per batch's misses,
 //! batches out in input order) and the backends a table is read from
-//! ([`backend`]). Not yet: the step, the lookup runtime, timeouts, retries,
-//! failover and breakers.
+//! ([`backend`]), and the lookup runtime they run on ([`service`]: timeouts,
+//! retries, a bound on requests out). Not yet: the step, failover and
+//! breakers.
 //!
 //! The design the step follows: a worker never waits on the network. It
 //! answers what it can from its cache, sends the misses of a batch as one
@@ -16,7 +17,9 @@
 pub mod backend;
 pub mod cache;
 pub mod flight;
+pub mod service;
 
 pub use backend::{Backend, LookupError, RedisBackend};
 pub use cache::{CacheStats, LookupCache};
 pub use flight::{Admitted, Lookups};
+pub use service::{LookupService, Reply, Request, RetryPolicy};

@@ -18,7 +18,7 @@ impl Redis {
     pub fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -35,7 +35,12 @@ impl Redis {
     /// Sends one command in the protocol's array form; its reply's first
     /// line (None: no connection).
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        Redis::command_on(self.port, args)
+    }
+
+    /// [`Redis::command`] to the server on `port` (from another thread).
+    pub fn command_on(port: u16, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
