@@ -12,6 +12,8 @@ pub enum LookupError {
     Request { backend: String, error: String },
     #[error("lookup backend `{backend}`: no answer within {after:?}")]
     Timeout { backend: String, after: std::time::Duration },
+    #[error("lookup table `{table}`: no copy answered ({last})")]
+    AllDown { table: String, last: String },
 }
 
 /// The answer to one request: a value or `None` (no such key) per key asked, in order.

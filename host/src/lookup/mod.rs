@@ -4,8 +4,8 @@
 //! ([`flight`]: single flight per key, one request per batch's misses,
 //! batches out in input order) and the backends a table is read from
 //! ([`backend`]), and the lookup runtime they run on ([`service`]: timeouts,
-//! retries, a bound on requests out). Not yet: the step, failover and
-//! breakers.
+//! retries, a bound on requests out), copies of a table behind breakers
+//! ([`failover`]). Not yet: the `lookup-join` step itself.
 //!
 //! The design the step follows: a worker never waits on the network. It
 //! answers what it can from its cache, sends the misses of a batch as one
@@ -16,10 +16,12 @@
 
 pub mod backend;
 pub mod cache;
+pub mod failover;
 pub mod flight;
 pub mod service;
 
 pub use backend::{Backend, LookupError, RedisBackend};
 pub use cache::{CacheStats, LookupCache};
+pub use failover::{BreakerConfig, FailoverBackend};
 pub use flight::{Admitted, Lookups};
 pub use service::{LookupService, Reply, Request, RetryPolicy};
