@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamhost::lookup::{Backend, BreakerConfig, FailoverBackend, RedisBackend};
+use streamhost::lookup::{Backend, BreakerConfig, FailoverBackend, RedisBackend, RedisValues};
 
 const BREAKER: BreakerConfig = BreakerConfig { failures: 2, open_for: Duration::from_millis(300), open_max: Duration::from_secs(2) };
 const ATTEMPT: Duration = Duration::from_millis(150);
@@ -32,7 +32,7 @@ fn setup() -> (redis_server::Redis, redis_server::Redis, tokio::runtime::Runtime
     let (a, b) = (copy_with_users(), copy_with_users());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let copies: Vec<Arc<dyn Backend>> =
-        vec![Arc::new(rt.block_on(RedisBackend::connect(&a.url)).unwrap()), Arc::new(rt.block_on(RedisBackend::connect(&b.url)).unwrap())];
+        vec![Arc::new(rt.block_on(RedisBackend::connect(&a.url, RedisValues::Strings)).unwrap()), Arc::new(rt.block_on(RedisBackend::connect(&b.url, RedisValues::Strings)).unwrap())];
     let table = Arc::new(FailoverBackend::new(copies, ATTEMPT, BREAKER));
     (a, b, rt, table)
 }

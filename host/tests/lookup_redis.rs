@@ -6,7 +6,7 @@ mod redis_server;
 
 use std::time::{Duration, Instant};
 
-use streamhost::lookup::{Backend, LookupCache, RedisBackend};
+use streamhost::lookup::{Backend, LookupCache, RedisBackend, RedisValues};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -19,7 +19,7 @@ fn mget_answers_every_key_in_order_with_none_for_the_missing() {
         assert_eq!(server.command(&["SET", &format!("user:{i}"), &format!("{{\"age\":{i}}}")]).as_deref(), Some("+OK"));
     }
     let rt = runtime();
-    let backend = rt.block_on(RedisBackend::connect(&server.url)).unwrap();
+    let backend = rt.block_on(RedisBackend::connect(&server.url, RedisValues::Strings)).unwrap();
     // Asked out of order, with absent keys among them, and a key twice.
     let keys: Vec<Vec<u8>> = ["user:7", "nobody", "user:99", "user:0", "user:7", "user:100"].iter().map(|k| k.as_bytes().to_vec()).collect();
     let got = rt.block_on(backend.get_many(&keys)).unwrap();
@@ -48,12 +48,12 @@ fn mget_answers_every_key_in_order_with_none_for_the_missing() {
 fn a_server_that_is_gone_is_an_error_naming_it() {
     let server = redis_server::Redis::start();
     let rt = runtime();
-    let backend = rt.block_on(RedisBackend::connect(&server.url)).unwrap();
+    let backend = rt.block_on(RedisBackend::connect(&server.url, RedisValues::Strings)).unwrap();
     let url = server.url.clone();
     drop(server);
     let err = rt.block_on(backend.get_many(&[b"k".to_vec()])).unwrap_err().to_string();
     assert!(err.contains(&url), "{err}");
-    let err = rt.block_on(RedisBackend::connect(&url)).err().expect("no server: no connection").to_string();
+    let err = rt.block_on(RedisBackend::connect(&url, RedisValues::Strings)).err().expect("no server: no connection").to_string();
     assert!(err.contains(&url) && err.contains("connecting"), "{err}");
 }
 
@@ -66,7 +66,7 @@ fn the_lookup_runtime_answers_on_the_workers_channel_without_blocking_it() {
     let server = redis_server::Redis::start();
     server.command(&["SET", "item:1", "{\"cat\":\"news\"}"]);
     let service = LookupService::start(4).unwrap();
-    let backend = service.connect_redis(&server.url).unwrap();
+    let backend = service.connect_redis(&server.url, RedisValues::Strings).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(16);
     let submitted = Instant::now();
     for tag in 0..3 {
@@ -89,7 +89,7 @@ fn the_lookup_runtime_answers_on_the_workers_channel_without_blocking_it() {
 fn a_slow_server_times_out_each_attempt_and_the_bound_on_requests_out_holds() {
     let server = redis_server::Redis::start();
     let service = LookupService::start(1).unwrap();
-    let backend = service.connect_redis(&server.url).unwrap();
+    let backend = service.connect_redis(&server.url, RedisValues::Strings).unwrap();
     // The server is busy for 4 s: every attempt of the request times out.
     let sleeper = {
         let port = server.port;
@@ -113,4 +113,17 @@ fn a_slow_server_times_out_each_attempt_and_the_bound_on_requests_out_holds() {
     service.submit(backend, POLICY, Request { tag: 3, keys: vec![b"k".to_vec()] }, tx).map_err(|_| ()).unwrap();
     let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!((reply.tag, reply.result.unwrap()), (3, vec![None]));
+}
+
+#[test]
+fn hashes_come_back_as_json_objects_of_their_fields() {
+    let server = redis_server::Redis::start();
+    server.command(&["HSET", "item:1", "cat", "news", "len", "30"]);
+    server.command(&["SET", "item:2", "a string, not a hash"]);
+    let rt = runtime();
+    let backend = rt.block_on(RedisBackend::connect(&server.url, RedisValues::Hashes)).unwrap();
+    let got = rt.block_on(backend.get_many(&[b"item:1".to_vec(), b"item:9".to_vec()])).unwrap();
+    assert_eq!(got, vec![Some(br#"{"cat":"news","len":"30"}"#.to_vec()), None], "an absent hash is a miss");
+    let err = rt.block_on(backend.get_many(&[b"item:2".to_vec()])).unwrap_err().to_string();
+    assert!(err.contains("WRONGTYPE") && err.contains(&server.url), "a key of another type is an error naming the server: {err}");
 }

@@ -28,20 +28,36 @@ pub trait Backend: Send + Sync {
     fn get_many<'a>(&'a self, keys: &'a [Vec<u8>]) -> Answer<'a>;
 }
 
-/// A Redis server: string values by `MGET`, over one multiplexed connection
-/// (requests from many tasks are pipelined on it).
+/// How a table's values are kept in Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisValues {
+    /// A string per key (JSON, as a rule), read by `MGET`.
+    Strings,
+    /// A hash per key, read by `HGETALL` (all in one pipeline) and handed
+    /// on as a JSON object of its fields (string values); an empty or absent
+    /// hash is a miss.
+    Hashes,
+}
+
+/// A Redis server, over one multiplexed connection (requests from many
+/// tasks are pipelined on it).
 pub struct RedisBackend {
     name: String,
+    values: RedisValues,
     connection: redis::aio::MultiplexedConnection,
 }
 
 impl RedisBackend {
     /// Connects to `url` (`redis://host:port[/db]`).
-    pub async fn connect(url: &str) -> Result<Self, LookupError> {
+    pub async fn connect(url: &str, values: RedisValues) -> Result<Self, LookupError> {
         let error = |e: redis::RedisError| LookupError::Connect { backend: url.to_string(), error: e.to_string() };
         let client = redis::Client::open(url).map_err(error)?;
         let connection = client.get_multiplexed_async_connection().await.map_err(error)?;
-        Ok(RedisBackend { name: url.to_string(), connection })
+        Ok(RedisBackend { name: url.to_string(), values, connection })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> LookupError {
+        LookupError::Request { backend: self.name.clone(), error: e.to_string() }
     }
 }
 
@@ -57,13 +73,19 @@ impl Backend for RedisBackend {
             }
             // The connection is a handle to one shared pipeline: cloning it is cheap.
             let mut connection = self.connection.clone();
-            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| LookupError::Request { backend: self.name.clone(), error: e.to_string() })?;
+            let values: Vec<Option<Vec<u8>>> = match self.values {
+                RedisValues::Strings => redis::cmd("MGET").arg(keys).query_async(&mut connection).await.map_err(|e| self.error(e))?,
+                RedisValues::Hashes => {
+                    let mut pipe = redis::pipe();
+                    for k in keys {
+                        pipe.cmd("HGETALL").arg(k);
+                    }
+                    let hashes: Vec<std::collections::BTreeMap<String, String>> = pipe.query_async(&mut connection).await.map_err(|e| self.error(e))?;
+                    hashes.into_iter().map(|h| (!h.is_empty()).then(|| serde_json::to_vec(&h).unwrap_or_default())).collect()
+                }
+            };
             if values.len() != keys.len() {
-                return Err(LookupError::Request { backend: self.name.clone(), error: format!("MGET of {} keys answered {}", keys.len(), values.len()) });
+                return Err(self.error(format!("{} keys asked, {} answered", keys.len(), values.len())));
             }
             Ok(values)
         })

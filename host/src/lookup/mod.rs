@@ -20,7 +20,7 @@ pub mod failover;
 pub mod flight;
 pub mod service;
 
-pub use backend::{Backend, LookupError, RedisBackend};
+pub use backend::{Backend, LookupError, RedisBackend, RedisValues};
 pub use cache::{CacheStats, LookupCache};
 pub use failover::{BreakerConfig, FailoverBackend};
 pub use flight::{Admitted, Lookups};

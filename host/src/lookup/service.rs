@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::backend::{Backend, LookupError, RedisBackend};
+use super::backend::{Backend, LookupError, RedisBackend, RedisValues};
 use super::flight::Value;
 
 /// How one request is tried.
@@ -67,11 +67,11 @@ impl LookupService {
 
     /// A Redis backend connected on the runtime (called from a plain
     /// thread while a pipeline is built, never from a task).
-    pub fn connect_redis(&self, url: &str) -> Result<Arc<dyn Backend>, LookupError> {
+    pub fn connect_redis(&self, url: &str, values: RedisValues) -> Result<Arc<dyn Backend>, LookupError> {
         let url = url.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.spawn(async move {
-            let _ = tx.send(RedisBackend::connect(&url).await);
+            let _ = tx.send(RedisBackend::connect(&url, values).await);
         });
         let backend = rx.recv().map_err(|_| LookupError::Connect { backend: "redis".into(), error: "the lookup runtime stopped".into() })??;
         Ok(Arc::new(backend))
