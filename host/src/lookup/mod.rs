@@ -2,10 +2,10 @@
 //! `lookup-join` step is built from. Here so far: the per-worker cache
 //! ([`cache`]), the bookkeeping of the batches waiting for answers
 //! ([`flight`]: single flight per key, one request per batch's misses,
-//! batches out in input order) and the backends a table is read from
-//! ([`backend`]), and the lookup runtime they run on ([`service`]: timeouts,
-//! retries, a bound on requests out), copies of a table behind breakers
-//! ([`failover`]). Not yet: the `lookup-join` step itself.
+//! batches out in input order), the backends a table is read from
+//! ([`backend`]: Redis; [`postgres`]), the lookup runtime they run on
+//! ([`service`]: timeouts, retries, a bound on requests out), and copies of
+//! a table behind breakers ([`failover`]). Not yet: the `lookup-join` step itself.
 //!
 //! The design the step follows: a worker never waits on the network. It
 //! answers what it can from its cache, sends the misses of a batch as one
@@ -18,10 +18,12 @@ pub mod backend;
 pub mod cache;
 pub mod failover;
 pub mod flight;
+pub mod postgres;
 pub mod service;
 
 pub use backend::{Backend, LookupError, RedisBackend, RedisValues};
 pub use cache::{CacheStats, LookupCache};
 pub use failover::{BreakerConfig, FailoverBackend};
 pub use flight::{Admitted, Lookups};
+pub use postgres::PostgresBackend;
 pub use service::{LookupService, Reply, Request, RetryPolicy};
