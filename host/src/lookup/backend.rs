@@ -39,6 +39,14 @@ pub enum RedisValues {
     Hashes,
 }
 
+/// `backend.get_many(keys)`, given up after `timeout`.
+pub(super) async fn within(backend: &dyn Backend, keys: &[Vec<u8>], timeout: std::time::Duration) -> Result<Vec<Option<Vec<u8>>>, LookupError> {
+    match tokio::time::timeout(timeout, backend.get_many(keys)).await {
+        Ok(r) => r,
+        Err(_) => Err(LookupError::Timeout { backend: backend.name().to_string(), after: timeout }),
+    }
+}
+
 /// A Redis server, over one multiplexed connection (requests from many
 /// tasks are pipelined on it).
 pub struct RedisBackend {

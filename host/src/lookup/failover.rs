@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use failsafe::failure_policy::{consecutive_failures, ConsecutiveFailures};
 use failsafe::{Instrument, StateMachine};
 
-use super::backend::{Answer, Backend, LookupError};
+use super::backend::{within, Answer, Backend, LookupError};
 
 /// The part of the traffic spread evenly over the copies whatever their
 /// latency (the rest goes by latency).
@@ -193,10 +193,7 @@ impl Backend for FailoverBackend {
                 let copy = &self.copies[i];
                 copy.stats.requests.fetch_add(1, Relaxed);
                 let started = Instant::now();
-                let result = match tokio::time::timeout(self.attempt_timeout, copy.backend.get_many(keys)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(LookupError::Timeout { backend: copy.backend.name().to_string(), after: self.attempt_timeout }),
-                };
+                let result = within(copy.backend.as_ref(), keys, self.attempt_timeout).await;
                 record_latency(&copy.latency_us, started.elapsed());
                 match result {
                     Ok(values) => {

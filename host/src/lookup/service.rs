@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::backend::{Backend, LookupError, RedisBackend, RedisValues};
+use super::backend::{within, Backend, LookupError, RedisBackend, RedisValues};
 use super::flight::Value;
 
 /// How one request is tried.
@@ -107,10 +107,7 @@ async fn attempt(backend: &dyn Backend, keys: &[Vec<u8>], policy: RetryPolicy) -
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = match tokio::time::timeout(policy.timeout, backend.get_many(keys)).await {
-            Ok(r) => r,
-            Err(_) => Err(LookupError::Timeout { backend: backend.name().to_string(), after: policy.timeout }),
-        };
+        let result = within(backend, keys, policy.timeout).await;
         if result.is_ok() || attempts > policy.retries {
             return (result, attempts);
         }
