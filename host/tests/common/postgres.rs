@@ -15,7 +15,8 @@ pub struct Postgres {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// The server's binaries: the newest /usr/lib/postgresql/N/bin.
@@ -46,17 +47,20 @@ impl Postgres {
         pg
     }
 
-    /// Runs one of the server's programs (as `postgres` when root), which must succeed.
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of the server's programs, run as `postgres` when root.
+    fn program(&self, program: &str) -> Command {
         let exe = self.bin.join(program);
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let out = cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output().unwrap();
+        if !is_root() {
+            return Command::new(exe);
+        }
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(exe);
+        c
+    }
+
+    /// Runs one of the server's programs, which must succeed.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.program(program).args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "{program} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
@@ -77,14 +81,6 @@ fn path(p: &Path) -> &str {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let _ = cmd.args(["-D", path(&data), "-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self.program("pg_ctl").args(["-D", path(&data), "-m", "immediate", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
