@@ -35,6 +35,12 @@ pub enum DeadKind {
     /// Arrived after the watermark passed the time it needed (its window
     /// had closed), beyond the allowed lateness.
     Late,
+    /// A `lookup-join` found no value for its key (or it had no key), and
+    /// its `on_miss` is `dead-letter`.
+    LookupMiss,
+    /// A `lookup-join`'s table did not answer within `miss_after_ms`, and
+    /// its `on_miss` is `dead-letter`.
+    LookupUnavailable,
 }
 
 /// One refused event, ready to be written.

@@ -37,9 +37,9 @@ fn mget_answers_every_key_in_order_with_none_for_the_missing() {
     let mut cache = LookupCache::new(1 << 20, Duration::from_secs(60), Duration::from_secs(5));
     let now = Instant::now();
     for (k, v) in keys.iter().zip(rt.block_on(backend.get_many(&keys)).unwrap()) {
-        cache.insert(k.clone(), v, now);
+        cache.insert(k.clone(), v.map(Into::into), now);
     }
-    assert_eq!(cache.get(b"user:99", now), Some(Some(&b"{\"age\":99}"[..])));
+    assert_eq!(cache.get(b"user:99", now), Some(Some(b"{\"age\":99}"[..].into())));
     assert_eq!(cache.get(b"nobody", now), Some(None));
     assert_eq!(cache.get(b"nobody", now + Duration::from_secs(5)), None, "the miss expired: ask again");
 }
@@ -57,20 +57,30 @@ fn a_server_that_is_gone_is_an_error_naming_it() {
     assert!(err.contains(&url) && err.contains("connecting"), "{err}");
 }
 
-use streamhost::lookup::{LookupService, Request, RetryPolicy};
+use std::sync::Arc;
 
-const POLICY: RetryPolicy = RetryPolicy { timeout: Duration::from_millis(300), retries: 2, backoff: Duration::from_millis(20) };
+use streamhost::lookup::{BackendConfig, BreakerConfig, LookupService, RedisConfig, Request, RetryPolicy, Table, Unavailable};
+
+const POLICY: RetryPolicy = RetryPolicy { timeout: Duration::from_millis(300), retries: 2, backoff: Duration::from_millis(20), unavailable: Unavailable::GiveUpAfter(Duration::ZERO) };
+const BREAKER: BreakerConfig = BreakerConfig { failures: 3, open_for: Duration::from_secs(1), open_max: Duration::from_secs(1) };
+
+/// A table on the server at `url`, connected on first use on `service`'s runtime.
+fn table(service: &LookupService, url: &str, policy: RetryPolicy) -> Arc<Table> {
+    let _inside = service.enter();
+    let config = BackendConfig::Redis(RedisConfig { url: Some(url.into()), nodes: None, values: RedisValues::Strings });
+    Arc::new(Table::new(vec![config.open(None).unwrap()], policy, BREAKER))
+}
 
 #[test]
 fn the_lookup_runtime_answers_on_the_workers_channel_without_blocking_it() {
     let server = redis_server::Redis::start();
     server.command(&["SET", "item:1", "{\"cat\":\"news\"}"]);
-    let service = LookupService::start(4).unwrap();
-    let backend = service.connect_redis(&server.url, RedisValues::Strings).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(16);
+    let service = LookupService::start().unwrap();
+    let table = table(&service, &server.url, POLICY);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let submitted = Instant::now();
     for tag in 0..3 {
-        service.submit(backend.clone(), POLICY, Request { tag, keys: vec![b"item:1".to_vec(), b"item:2".to_vec()] }, tx.clone()).map_err(|_| ()).unwrap();
+        service.submit(&table, Request { tag, keys: vec![b"item:1".to_vec(), b"item:2".to_vec()] }, tx.clone());
     }
     assert!(submitted.elapsed() < Duration::from_millis(50), "submit does not wait for the answer");
     let mut tags = Vec::new();
@@ -82,37 +92,40 @@ fn the_lookup_runtime_answers_on_the_workers_channel_without_blocking_it() {
     }
     tags.sort();
     assert_eq!(tags, vec![0, 1, 2]);
-    assert_eq!(service.out(), 0);
 }
 
 #[test]
-fn a_slow_server_times_out_each_attempt_and_the_bound_on_requests_out_holds() {
+fn a_slow_server_times_out_each_attempt_then_the_request_gives_up_or_waits_as_told() {
     let server = redis_server::Redis::start();
-    let service = LookupService::start(1).unwrap();
-    let backend = service.connect_redis(&server.url, RedisValues::Strings).unwrap();
-    // The server is busy for 4 s: every attempt of the request times out.
+    let service = LookupService::start().unwrap();
+    let give_up = table(&service, &server.url, POLICY);
+    let wait = table(&service, &server.url, RetryPolicy { unavailable: Unavailable::Wait, ..POLICY });
+    // The server is busy for 3 s: every attempt of the requests times out.
     let sleeper = {
         let port = server.port;
-        std::thread::spawn(move || redis_server::Redis::command_on(port, &["DEBUG", "SLEEP", "4"]))
+        std::thread::spawn(move || redis_server::Redis::command_on(port, &["DEBUG", "SLEEP", "3"]))
     };
     std::thread::sleep(Duration::from_millis(100));
-    let (tx, rx) = crossbeam_channel::bounded(4);
+    let (tx, rx) = crossbeam_channel::unbounded();
     let started = Instant::now();
-    service.submit(backend.clone(), POLICY, Request { tag: 1, keys: vec![b"k".to_vec()] }, tx.clone()).map_err(|_| ()).unwrap();
-    let refused = service.submit(backend.clone(), POLICY, Request { tag: 2, keys: vec![b"k".to_vec()] }, tx.clone());
-    assert_eq!(refused.err().map(|r| r.tag), Some(2), "one request out at most: the second is handed back");
+    service.submit(&give_up, Request { tag: 1, keys: vec![b"k".to_vec()] }, tx.clone());
+    service.submit(&wait, Request { tag: 2, keys: vec![b"k".to_vec()] }, tx.clone());
     let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let took = started.elapsed();
+    assert_eq!(reply.tag, 1, "the request that gives up answers first");
     let err = reply.result.unwrap_err().to_string();
     assert!(err.contains("no answer within 300ms") && err.contains(&server.url), "{err}");
     assert_eq!(reply.attempts, 3, "the first attempt and two retries");
     // 3 timeouts of 300 ms and backoffs of 20 + 40 ms, well before the server wakes.
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(3500), "{took:?}");
-    sleeper.join().unwrap();
-    // Awake again: the same connection answers.
-    service.submit(backend, POLICY, Request { tag: 3, keys: vec![b"k".to_vec()] }, tx).map_err(|_| ()).unwrap();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(give_up.stats.retries.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // The other one tries on while the table is unavailable, and is answered once it wakes.
+    assert!(wait.stats.waiting() == 1 || rx.is_empty(), "it waits");
     let reply = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!((reply.tag, reply.result.unwrap()), (3, vec![None]));
+    assert_eq!((reply.tag, reply.result.unwrap()), (2, vec![None]));
+    assert!(reply.attempts > 3 && started.elapsed() >= Duration::from_millis(2800), "answered after the server woke: {:?}", started.elapsed());
+    assert_eq!(wait.stats.waiting(), 0);
+    sleeper.join().unwrap();
 }
 
 #[test]

@@ -23,7 +23,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use streamhost::lookup::{LookupService, RedisValues, Request, RetryPolicy};
+use std::sync::Arc;
+
+use streamhost::lookup::{BackendConfig, BreakerConfig, LookupService, RedisConfig, RedisValues, Request, RetryPolicy, Table, Unavailable};
 
 struct Args {
     keys: u64,
@@ -59,31 +61,29 @@ fn redis_benchmark(port: u16, a: &Args) -> f64 {
 
 /// Keys per second answered through the lookup runtime; checks every answer.
 fn streamhost_lookups(url: &str, a: &Args, seed: u64) -> f64 {
-    let service = LookupService::start(a.out).unwrap();
-    let backend = service.connect_redis(url, RedisValues::Strings).unwrap();
-    let policy = RetryPolicy { timeout: Duration::from_secs(5), retries: 0, backoff: Duration::from_millis(10) };
-    let (tx, rx) = crossbeam_channel::bounded(a.out * 2);
+    let service = LookupService::start().unwrap();
+    let policy = RetryPolicy { timeout: Duration::from_secs(5), retries: 0, backoff: Duration::from_millis(10), unavailable: Unavailable::Wait };
+    let table = {
+        let _inside = service.enter();
+        let config = BackendConfig::Redis(RedisConfig { url: Some(url.into()), nodes: None, values: RedisValues::Strings });
+        let breaker = BreakerConfig { failures: 3, open_for: Duration::from_secs(1), open_max: Duration::from_secs(1) };
+        Arc::new(Table::new(vec![config.open(None).unwrap()], policy, breaker))
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    let (mut sent, mut answered, mut tag) = (0u64, 0u64, 0u64);
-    let mut held: Option<Request> = None;
+    let (mut sent, mut answered, mut tag, mut out) = (0u64, 0u64, 0u64, 0usize);
     let started = Instant::now();
     while answered < a.keys {
-        // Submit until the runtime hands a request back (max out), then take a reply.
-        while sent < a.keys {
-            let request = held.take().unwrap_or_else(|| {
-                tag += 1;
-                Request { tag, keys: (0..a.batch).map(|_| format!("key:{:012}", rng.random_range(0..a.space)).into_bytes()).collect() }
-            });
-            let n = request.keys.len() as u64;
-            match service.submit(backend.clone(), policy, request, tx.clone()) {
-                Ok(()) => sent += n,
-                Err(back) => {
-                    held = Some(back);
-                    break;
-                }
-            }
+        // Submit up to `out` requests, then take a reply.
+        while sent < a.keys && out < a.out {
+            tag += 1;
+            let request = Request { tag, keys: (0..a.batch).map(|_| format!("key:{:012}", rng.random_range(0..a.space)).into_bytes()).collect() };
+            sent += request.keys.len() as u64;
+            service.submit(&table, request, tx.clone());
+            out += 1;
         }
         let reply = rx.recv_timeout(Duration::from_secs(30)).expect("a reply");
+        out -= 1;
         let values = reply.result.unwrap_or_else(|e| panic!("{e}"));
         assert!(values.iter().all(Option::is_some), "every key of the space is set");
         answered += values.len() as u64;

@@ -385,6 +385,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     check_hot_swap(&c.settings, &mut err);
     check_scale_out(c, &mut err);
     check_kafka_sinks(c, &mut err);
+    check_lookup_tables(c, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {
@@ -448,6 +449,11 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         match step {
             StepConfig::Filter(f) => f.check(&root.key("steps").key(name), &mut err),
             StepConfig::Project(pc) => pc.check(&root.key("steps").key(name), &mut err),
+            StepConfig::LookupJoin(l) => {
+                let at = root.key("steps").key(name);
+                l.check(&at, &mut err);
+                check_key(c, &broken, &at.key("key"), &l.key, "a lookup key", &mut err);
+            }
             _ => {}
         }
         if let StepConfig::Udf { output, .. } = step {
@@ -466,25 +472,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
                     err(at, format!("`{input}` is not one of this step's inputs"));
                     continue;
                 }
-                match key {
-                    crate::config::JoinKey::Field(path) => {
-                        if !path.starts_with("$.") || path.len() < 3 || path[2..].split('.').any(str::is_empty) {
-                            err(at, format!("`{path}` is not a field path such as `$.request_id`"));
-                        }
-                    }
-                    crate::config::JoinKey::Udf(udf) => match c.plugins.get(&udf.plugin) {
-                        None if broken.contains(&udf.plugin) => {}
-                        None => {
-                            let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
-                            err(at.key("plugin"), format!("unknown plugin `{}` (known: {})", udf.plugin, known.join(", ")))
-                        }
-                        Some(p) if p.world.is_some_and(|w| w != crate::config::WorldName::Udf) => err(
-                            at.key("plugin"),
-                            format!("plugin `{}` is declared as world `{}` but a join key needs `udf`", udf.plugin, p.world.unwrap().as_str()),
-                        ),
-                        Some(_) => {}
-                    },
-                }
+                check_key(c, &broken, &at, key, "a join key", &mut err);
             }
             if j.window.end_ms < j.window.start_ms {
                 err(at.key("window"), format!("end_ms ({}) is before start_ms ({})", j.window.end_ms, j.window.start_ms));
@@ -512,6 +500,51 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     if let Some(cycle) = find_cycle(c) {
         let first = cycle[0].clone();
         err(root.key("steps").key(&first).key("inputs"), format!("cycle: {}", cycle.join(" -> ")));
+    }
+}
+
+/// Lookup joins reading one table share its connections and, per worker,
+/// its cache: they must agree on how it is read.
+fn check_lookup_tables(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
+    let mut first: BTreeMap<String, (&str, &crate::step::LookupJoinConfig)> = BTreeMap::new();
+    for (name, step) in &c.steps {
+        let StepConfig::LookupJoin(l) = step else { continue };
+        let Some((other, o)) = first.get(&l.table_identity()).copied() else {
+            first.insert(l.table_identity(), (name, l));
+            continue;
+        };
+        for ((setting, mine), (_, theirs)) in l.table_settings().into_iter().zip(o.table_settings()) {
+            if mine != theirs {
+                err(
+                    JsonPath::root().key("steps").key(name).key(setting),
+                    format!("step `{other}` reads the same table with another `{setting}` ({theirs}); steps on one table share its connections and cache: give them the same"),
+                );
+            }
+        }
+    }
+}
+
+/// Checks a step's key: a field path such as `$.request_id`, or a UDF of a
+/// known `udf` plugin (`what` names the key in messages).
+fn check_key(c: &PipelineConfig, broken: &BTreeSet<String>, at: &JsonPath, key: &crate::config::JoinKey, what: &str, err: &mut dyn FnMut(JsonPath, String)) {
+    match key {
+        crate::config::JoinKey::Field(path) => {
+            if !path.starts_with("$.") || path.len() < 3 || path[2..].split('.').any(str::is_empty) {
+                err(at.clone(), format!("`{path}` is not a field path such as `$.request_id`"));
+            }
+        }
+        crate::config::JoinKey::Udf(udf) => match c.plugins.get(&udf.plugin) {
+            None if broken.contains(&udf.plugin) => {}
+            None => {
+                let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
+                err(at.key("plugin"), format!("unknown plugin `{}` (known: {})", udf.plugin, known.join(", ")))
+            }
+            Some(p) if p.world.is_some_and(|w| w != crate::config::WorldName::Udf) => err(
+                at.key("plugin"),
+                format!("plugin `{}` is declared as world `{}` but {what} needs `udf`", udf.plugin, p.world.unwrap().as_str()),
+            ),
+            Some(_) => {}
+        },
     }
 }
 

@@ -592,6 +592,10 @@ pub enum StepConfig {
     /// window of event time relative to each main event (see
     /// docs/window-join.md for the exact semantics).
     WindowJoin(WindowJoinConfig),
+    /// Adds to each event what a dimension table (Redis, PostgreSQL) holds
+    /// for its key, through a per-worker cache, without blocking the worker
+    /// (see docs/lookup-join.md).
+    LookupJoin(crate::step::LookupJoinConfig),
 }
 
 /// The settings of a `window-join` step.
@@ -749,7 +753,8 @@ impl StepConfig {
             | StepConfig::Native { inputs, .. }
             | StepConfig::Filter(crate::step::FilterConfig { inputs, .. })
             | StepConfig::Project(crate::step::ProjectConfig { inputs, .. })
-            | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. }) => inputs,
+            | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. })
+            | StepConfig::LookupJoin(crate::step::LookupJoinConfig { inputs, .. }) => inputs,
         }
     }
 
@@ -758,7 +763,7 @@ impl StepConfig {
         match self {
             StepConfig::Udf { .. } => WorldName::Udf,
             StepConfig::WindowJoin(_) => WorldName::Joiner,
-            StepConfig::Transform { .. } | StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) => {
+            StepConfig::Transform { .. } | StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::LookupJoin(_) => {
                 WorldName::Transform
             }
         }
@@ -769,7 +774,27 @@ impl StepConfig {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
             StepConfig::WindowJoin(WindowJoinConfig { joiner: JoinerConfig::Plugin { plugin }, .. }) => Some(plugin),
-            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::WindowJoin(_) => None,
+            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::WindowJoin(_) | StepConfig::LookupJoin(_) => None,
+        }
+    }
+
+    /// The keys of this step computed by UDFs, each with where it is in the
+    /// step's settings (`keys.INPUT` of a join, `key` of a lookup).
+    pub fn udf_keys(&self) -> Vec<(Vec<&str>, &UdfKeyConfig)> {
+        match self {
+            StepConfig::WindowJoin(j) => j
+                .keys
+                .iter()
+                .filter_map(|(input, k)| match k {
+                    JoinKey::Udf(u) => Some((vec!["keys", input.as_str()], u)),
+                    JoinKey::Field(_) => None,
+                })
+                .collect(),
+            StepConfig::LookupJoin(l) => match &l.key {
+                JoinKey::Udf(u) => vec![(vec!["key"], u)],
+                JoinKey::Field(_) => Vec::new(),
+            },
+            _ => Vec::new(),
         }
     }
 }

@@ -1,7 +1,15 @@
-//! Where a lookup table lives: a small trait, so another store is one file.
+//! Where a lookup table lives: a small trait, so another store is one file
+//! (its config struct beside it, one variant in [`BackendConfig`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::postgres::{PostgresBackend, PostgresConfig};
+use super::redis::{RedisBackend, RedisConfig};
 
 /// A lookup layer's error: which backend, and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +36,6 @@ pub trait Backend: Send + Sync {
     fn get_many<'a>(&'a self, keys: &'a [Vec<u8>]) -> Answer<'a>;
 }
 
-/// How a table's values are kept in Redis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RedisValues {
-    /// A string per key (JSON, as a rule), read by `MGET`.
-    Strings,
-    /// A hash per key, read by `HGETALL` (all in one pipeline) and handed
-    /// on as a JSON object of its fields (string values); an empty or absent
-    /// hash is a miss.
-    Hashes,
-}
-
 /// `backend.get_many(keys)`, given up after `timeout`.
 pub(super) async fn within(backend: &dyn Backend, keys: &[Vec<u8>], timeout: std::time::Duration) -> Result<Vec<Option<Vec<u8>>>, LookupError> {
     match tokio::time::timeout(timeout, backend.get_many(keys)).await {
@@ -47,55 +44,42 @@ pub(super) async fn within(backend: &dyn Backend, keys: &[Vec<u8>], timeout: std
     }
 }
 
-/// A Redis server, over one multiplexed connection (requests from many
-/// tasks are pipelined on it).
-pub struct RedisBackend {
-    name: String,
-    values: RedisValues,
-    connection: redis::aio::MultiplexedConnection,
+
+/// A store a lookup table is read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum BackendConfig {
+    /// Redis: one server or a cluster.
+    Redis(RedisConfig),
+    /// PostgreSQL: a parameterised query taking all of a request's keys.
+    Postgres(PostgresConfig),
 }
 
-impl RedisBackend {
-    /// Connects to `url` (`redis://host:port[/db]`).
-    pub async fn connect(url: &str, values: RedisValues) -> Result<Self, LookupError> {
-        let error = |e: redis::RedisError| LookupError::Connect { backend: url.to_string(), error: e.to_string() };
-        let client = redis::Client::open(url).map_err(error)?;
-        let connection = client.get_multiplexed_async_connection().await.map_err(error)?;
-        Ok(RedisBackend { name: url.to_string(), values, connection })
+impl BackendConfig {
+    /// Its name in errors, logs and stats (never a password).
+    pub fn name(&self) -> String {
+        match self {
+            BackendConfig::Redis(r) => r.name(),
+            BackendConfig::Postgres(p) => p.name(),
+        }
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> LookupError {
-        LookupError::Request { backend: self.name.clone(), error: e.to_string() }
-    }
-}
-
-impl Backend for RedisBackend {
-    fn name(&self) -> &str {
-        &self.name
+    /// Problems of the settings, reported at `at` (the backend) + their path.
+    pub fn check(&self, at: &crate::config::locate::JsonPath, err: &mut dyn FnMut(crate::config::locate::JsonPath, String)) {
+        match self {
+            BackendConfig::Redis(r) => r.check(at, err),
+            BackendConfig::Postgres(p) => p.check(at, err),
+        }
     }
 
-    fn get_many<'a>(&'a self, keys: &'a [Vec<u8>]) -> Answer<'a> {
-        Box::pin(async move {
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            // The connection is a handle to one shared pipeline: cloning it is cheap.
-            let mut connection = self.connection.clone();
-            let values: Vec<Option<Vec<u8>>> = match self.values {
-                RedisValues::Strings => redis::cmd("MGET").arg(keys).query_async(&mut connection).await.map_err(|e| self.error(e))?,
-                RedisValues::Hashes => {
-                    let mut pipe = redis::pipe();
-                    for k in keys {
-                        pipe.cmd("HGETALL").arg(k);
-                    }
-                    let hashes: Vec<std::collections::BTreeMap<String, String>> = pipe.query_async(&mut connection).await.map_err(|e| self.error(e))?;
-                    hashes.into_iter().map(|h| (!h.is_empty()).then(|| serde_json::to_vec(&h).unwrap_or_default())).collect()
-                }
-            };
-            if values.len() != keys.len() {
-                return Err(self.error(format!("{} keys asked, {} answered", keys.len(), values.len())));
-            }
-            Ok(values)
+    /// The backend, connected on first use (so a store down at the start
+    /// delays lookups instead of failing the start). `fields`: the only
+    /// fields wanted of each value, where the store can pick them (Redis
+    /// hashes: HMGET).
+    pub fn open(&self, fields: Option<&[String]>) -> Result<Arc<dyn Backend>, LookupError> {
+        Ok(match self {
+            BackendConfig::Redis(r) => Arc::new(RedisBackend::lazy(r, fields)?),
+            BackendConfig::Postgres(p) => Arc::new(PostgresBackend::lazy(p)),
         })
     }
 }

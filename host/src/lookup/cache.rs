@@ -4,6 +4,7 @@
 //! misses are cached too (negative caching), for `miss_ttl`, so a key the
 //! table lacks is not asked for again by every event that carries it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -25,9 +26,12 @@ pub struct CacheStats {
     pub expirations: u64,
 }
 
+/// A value as the cache and the events waiting for it share it.
+pub type Shared = Arc<[u8]>;
+
 struct Entry {
     /// `None`: the table has no such key.
-    value: Option<Vec<u8>>,
+    value: Option<Shared>,
     expires: Instant,
 }
 
@@ -40,8 +44,8 @@ pub struct LookupCache {
     stats: CacheStats,
 }
 
-fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
-    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+fn cost(key: &[u8], value: &Option<Shared>) -> usize {
+    key.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD
 }
 
 impl LookupCache {
@@ -53,7 +57,7 @@ impl LookupCache {
 
     /// The cached answer for `key` at `now`: `Some(Some(value))`, `Some(None)`
     /// (the table has no such key), or `None` (ask the table).
-    pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Option<&[u8]>> {
+    pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Option<Shared>> {
         let expired = match self.entries.peek(key) {
             None => {
                 self.stats.misses += 1;
@@ -68,11 +72,11 @@ impl LookupCache {
             return None;
         }
         self.stats.hits += 1;
-        self.entries.get(key).map(|e| e.value.as_deref())
+        self.entries.get(key).map(|e| e.value.clone())
     }
 
     /// Keeps what the table answered for `key` at `now` (`None`: no such key).
-    pub fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, now: Instant) {
+    pub fn insert(&mut self, key: Vec<u8>, value: Option<Shared>, now: Instant) {
         let ttl = if value.is_some() { self.ttl } else { self.miss_ttl };
         self.remove(&key);
         let size = cost(&key, &value);
@@ -119,13 +123,17 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
 
+    fn v(bytes: &[u8]) -> Option<Shared> {
+        Some(bytes.into())
+    }
+
     #[test]
     fn hits_expire_after_their_ttl_and_misses_after_theirs() {
         let t0 = Instant::now();
         let mut c = LookupCache::new(10_000, 10 * SEC, 2 * SEC);
-        c.insert(b"u1".to_vec(), Some(b"{\"age\":3}".to_vec()), t0);
+        c.insert(b"u1".to_vec(), v(b"{\"age\":3}"), t0);
         c.insert(b"u2".to_vec(), None, t0);
-        assert_eq!(c.get(b"u1", t0 + SEC), Some(Some(&b"{\"age\":3}"[..])));
+        assert_eq!(c.get(b"u1", t0 + SEC), Some(v(b"{\"age\":3}")));
         assert_eq!(c.get(b"u2", t0 + SEC), Some(None), "a cached miss answers too");
         assert_eq!(c.get(b"u2", t0 + 2 * SEC), None, "the miss expired");
         assert_eq!(c.get(b"u1", t0 + 10 * SEC), None, "the hit expired");
@@ -140,14 +148,14 @@ mod tests {
         let entry = 2 + 8 + ENTRY_OVERHEAD;
         let mut c = LookupCache::new(3 * entry, 60 * SEC, 60 * SEC);
         for k in ["k1", "k2", "k3"] {
-            c.insert(k.as_bytes().to_vec(), Some(vec![0; 8]), t0);
+            c.insert(k.as_bytes().to_vec(), v(&[0; 8]), t0);
         }
         assert!(c.get(b"k1", t0).is_some(), "k1 used: k2 is now the oldest");
-        c.insert(b"k4".to_vec(), Some(vec![0; 8]), t0);
+        c.insert(b"k4".to_vec(), v(&[0; 8]), t0);
         assert_eq!(c.get(b"k2", t0), None);
         assert!(c.get(b"k1", t0).is_some() && c.get(b"k3", t0).is_some() && c.get(b"k4", t0).is_some());
         assert_eq!((c.bytes(), c.stats().evictions), (3 * entry, 1));
-        c.insert(b"big".to_vec(), Some(vec![0; 4 * entry]), t0);
+        c.insert(b"big".to_vec(), v(&vec![0; 4 * entry]), t0);
         assert_eq!(c.get(b"big", t0), None, "a value larger than the cache is not cached");
         assert_eq!(c.len(), 3, "and evicts nothing");
     }
@@ -159,18 +167,18 @@ mod tests {
         c.insert(b"gone".to_vec(), None, t0);
         assert_eq!(c.get(b"gone", t0), None, "misses not cached with miss_ttl 0");
         let mut c = LookupCache::new(0, 10 * SEC, 10 * SEC);
-        c.insert(b"k".to_vec(), Some(b"v".to_vec()), t0);
+        c.insert(b"k".to_vec(), v(b"v"), t0);
         assert_eq!(c.get(b"k", t0), None);
     }
 
     /// The reference: entries in recency order, most recent last.
     #[derive(Default)]
     struct Model {
-        entries: Vec<(Vec<u8>, Option<Vec<u8>>, u64)>,
+        entries: Vec<(Vec<u8>, Option<Shared>, u64)>,
     }
 
     impl Model {
-        fn get(&mut self, key: &[u8], now: u64) -> Option<Option<Vec<u8>>> {
+        fn get(&mut self, key: &[u8], now: u64) -> Option<Option<Shared>> {
             let i = self.entries.iter().position(|e| e.0 == key)?;
             let e = self.entries.remove(i);
             if e.2 <= now {
@@ -181,7 +189,7 @@ mod tests {
             Some(v)
         }
 
-        fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, now: u64, max: usize, ttl: u64, miss_ttl: u64) {
+        fn insert(&mut self, key: Vec<u8>, value: Option<Shared>, now: u64, max: usize, ttl: u64, miss_ttl: u64) {
             self.entries.retain(|e| e.0 != key);
             let ttl = if value.is_some() { ttl } else { miss_ttl };
             let size = cost(&key, &value);
@@ -215,10 +223,9 @@ mod tests {
                 let key = vec![b'k', k];
                 let at = t0 + SEC * now as u32;
                 if is_get {
-                    let got = c.get(&key, at).map(|v| v.map(<[u8]>::to_vec));
-                    prop_assert_eq!(got, m.get(&key, now));
+                    prop_assert_eq!(c.get(&key, at), m.get(&key, now));
                 } else {
-                    let value = len.map(|n| vec![k; n]);
+                    let value: Option<Shared> = len.map(|n| vec![k; n].into());
                     c.insert(key.clone(), value.clone(), at);
                     m.insert(key, value, now, max, ttl, miss_ttl);
                 }

@@ -1,6 +1,6 @@
 //! Two (or more) copies of a table, A and B: each request goes to one of
-//! them, chosen by observed latency (the faster gets more of the traffic),
-//! and to the next when it fails or is too slow. A circuit breaker per copy
+//! them, chosen by observed latency and error rate (the faster and sounder
+//! gets more of the traffic), and to the next when it fails or is too slow. A circuit breaker per copy
 //! (failsafe's) stops sending to one that keeps failing, then lets one
 //! request through after a while and closes again if it is answered.
 //! Breaker changes are logged and counted.
@@ -46,9 +46,10 @@ struct Events {
     stats: Arc<CopyStats>,
     open: AtomicBool,
     half_open: AtomicBool,
-    /// Latency (µs, moving average) reset when the breaker closes: the copy
-    /// is tried again as if fresh.
+    /// Latency (µs, moving average) and error rate (ppm) reset when the
+    /// breaker closes: the copy is tried again as if fresh.
     latency_us: Arc<AtomicU64>,
+    error_ppm: Arc<AtomicU64>,
 }
 
 /// The breaker's hooks into a copy's [`Events`] (which the copy reads too).
@@ -78,6 +79,7 @@ impl Instrument for Hooks {
             return;
         }
         self.0.latency_us.store(0, Relaxed);
+        self.0.error_ppm.store(0, Relaxed);
         self.0.stats.closed.fetch_add(1, Relaxed);
         tracing::info!(backend = %self.0.name, "circuit breaker closed: the copy takes requests again");
     }
@@ -106,6 +108,8 @@ struct Copy {
     breaker: StateMachine<ConsecutiveFailures<Doubling>, Hooks>,
     events: Arc<Events>,
     latency_us: Arc<AtomicU64>,
+    /// The share of recent requests that failed, in millionths (moving average).
+    error_ppm: Arc<AtomicU64>,
     stats: Arc<CopyStats>,
 }
 
@@ -127,11 +131,18 @@ impl FailoverBackend {
             .into_iter()
             .map(|backend| {
                 let stats = Arc::new(CopyStats::default());
-                let latency_us = Arc::new(AtomicU64::new(0));
-                let events = Arc::new(Events { name: backend.name().to_string(), stats: stats.clone(), open: false.into(), half_open: false.into(), latency_us: latency_us.clone() });
+                let (latency_us, error_ppm) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+                let events = Arc::new(Events {
+                    name: backend.name().to_string(),
+                    stats: stats.clone(),
+                    open: false.into(),
+                    half_open: false.into(),
+                    latency_us: latency_us.clone(),
+                    error_ppm: error_ppm.clone(),
+                });
                 let policy = consecutive_failures(breaker.failures.max(1), Doubling { next: breaker.open_for, max: breaker.open_max.max(breaker.open_for) });
                 let breaker = StateMachine::new(policy, Hooks(events.clone()));
-                Copy { backend, breaker, events, latency_us, stats }
+                Copy { backend, breaker, events, latency_us, error_ppm, stats }
             })
             .collect();
         FailoverBackend { name, copies, attempt_timeout, failovers: AtomicU64::new(0), picks: AtomicU64::new(0) }
@@ -140,6 +151,16 @@ impl FailoverBackend {
     /// The counters of copy `i`, in the order given.
     pub fn stats(&self, i: usize) -> &CopyStats {
         &self.copies[i].stats
+    }
+
+    /// How many copies there are.
+    pub fn copies(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// The name of copy `i`.
+    pub fn copy_name(&self, i: usize) -> &str {
+        self.copies[i].backend.name()
     }
 
     /// The copies to ask, in order: one due a trial first, then the others
@@ -152,13 +173,21 @@ impl FailoverBackend {
             order.extend(permitted.iter().filter(|&&i| i != trial));
             return order;
         }
-        // Shares by 1/(latency + 100 µs) (a copy not measured yet counts as
-        // fast), each copy kept at least MIN_SHARE of its fair share so that
-        // its latency stays known and a failing one meets its breaker.
-        let inverse: Vec<f64> = permitted.iter().map(|&i| 1.0 / (self.copies[i].latency_us.load(Relaxed) as f64 + 100.0)).collect();
+        // Shares by (1 - error rate) / (latency + 100 µs) (a copy not
+        // measured yet counts as fast and sound), each copy kept at least
+        // MIN_SHARE of its fair share so that its figures stay known and a
+        // failing one meets its breaker.
+        let inverse: Vec<f64> = permitted
+            .iter()
+            .map(|&i| {
+                let c = &self.copies[i];
+                let sound = 1.0 - c.error_ppm.load(Relaxed) as f64 / 1e6;
+                sound.max(0.0) / (c.latency_us.load(Relaxed) as f64 + 100.0)
+            })
+            .collect();
         let total: f64 = inverse.iter().sum();
         let fair = 1.0 / permitted.len().max(1) as f64;
-        let weights: Vec<f64> = inverse.iter().map(|w| (1.0 - MIN_SHARE) * w / total + MIN_SHARE * fair).collect();
+        let weights: Vec<f64> = inverse.iter().map(|w| if total > 0.0 { (1.0 - MIN_SHARE) * w / total + MIN_SHARE * fair } else { fair }).collect();
         // A cheap spread of draws over [0, 1): the golden ratio's steps.
         let n = self.picks.fetch_add(1, Relaxed);
         let mut draw = (n as f64 * 0.618_033_988_75).fract();
@@ -180,6 +209,13 @@ fn record_latency(cell: &AtomicU64, took: Duration) {
     cell.store(if old == 0 { us } else { (old * 7 + us) / 8 }, Relaxed);
 }
 
+/// A request's outcome in a copy's error rate (a moving average over about
+/// the last eight requests).
+fn record_outcome(cell: &AtomicU64, failed: bool) {
+    let old = cell.load(Relaxed);
+    cell.store((old * 7 + if failed { 1_000_000 } else { 0 }) / 8, Relaxed);
+}
+
 impl Backend for FailoverBackend {
     fn name(&self) -> &str {
         &self.name
@@ -195,6 +231,7 @@ impl Backend for FailoverBackend {
                 let started = Instant::now();
                 let result = within(copy.backend.as_ref(), keys, self.attempt_timeout).await;
                 record_latency(&copy.latency_us, started.elapsed());
+                record_outcome(&copy.error_ppm, result.is_err());
                 match result {
                     Ok(values) => {
                         copy.breaker.on_success();

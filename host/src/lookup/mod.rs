@@ -1,29 +1,33 @@
-//! Dimension-table lookups (issue 12, in progress): the pieces a
-//! `lookup-join` step is built from. Here so far: the per-worker cache
-//! ([`cache`]), the bookkeeping of the batches waiting for answers
-//! ([`flight`]: single flight per key, one request per batch's misses,
-//! batches out in input order), the backends a table is read from
-//! ([`backend`]: Redis; [`postgres`]), the lookup runtime they run on
-//! ([`service`]: timeouts, retries, a bound on requests out), and copies of
-//! a table behind breakers ([`failover`]). Not yet: the `lookup-join` step itself.
+//! Dimension-table lookups: what a `lookup-join` step
+//! (`step/lookup_join/`) reads its table through.
 //!
-//! The design the step follows: a worker never waits on the network. It
-//! answers what it can from its cache, sends the misses of a batch as one
-//! request (MGET, a pipeline, one `= ANY($1)` query) to the lookup runtime
-//! (tokio, the only async part of the hot path), one request per key in
-//! flight however many events wait for it, and goes on with other batches;
-//! a batch leaves the step, in input order, once its answers are in.
+//! A worker never waits on the network. Each worker has a [`TableClient`]
+//! per table it reads ([`client`]): a cache ([`cache`]: LRU bounded in
+//! bytes, TTLs for hits and misses), one request per key in flight however
+//! many events wait for it, and the misses of everything the worker handled
+//! in one go sent as one request (MGET, a pipeline, one `= ANY($1)` query).
+//! Requests run on the lookup runtime ([`service`]: one `lookup-io` thread
+//! driving tokio, the only async part of the hot path; timeouts, retries,
+//! and what happens when the table is unavailable). A table ([`table`]) is
+//! one [`backend`] (Redis: [`redis`]; PostgreSQL: [`postgres`]) or copies
+//! A, B, ... behind circuit breakers ([`failover`]). Counters: [`stats`].
 
 pub mod backend;
 pub mod cache;
+pub mod client;
 pub mod failover;
-pub mod flight;
 pub mod postgres;
+pub mod redis;
 pub mod service;
+pub mod stats;
+pub mod table;
 
-pub use backend::{Backend, LookupError, RedisBackend, RedisValues};
+pub use backend::{Backend, BackendConfig, LookupError};
 pub use cache::{CacheStats, LookupCache};
+pub use client::{Answer, Ready, TableClient};
 pub use failover::{BreakerConfig, FailoverBackend};
-pub use flight::{Admitted, Lookups};
-pub use postgres::PostgresBackend;
-pub use service::{LookupService, Reply, Request, RetryPolicy};
+pub use postgres::{PostgresBackend, PostgresConfig};
+pub use redis::{RedisBackend, RedisConfig, RedisValues};
+pub use service::{LookupService, Reply, Request, RetryPolicy, Unavailable};
+pub use stats::{LookupSnapshot, LookupStats, StepStats, TableStats};
+pub use table::{Table, Tables};

@@ -2,36 +2,54 @@
 //! One thread drives a tokio runtime (the only async part of the hot path);
 //! a worker hands it a request and goes on, and the answer comes back on
 //! the worker's own channel, which it reads between batches. A request is
-//! bounded in time (a timeout per attempt, retries with a doubling
-//! backoff), and the requests out at once are bounded too: past the bound
-//! `submit` hands the request back, and the worker holds it (backpressure
-//! without blocking a thread).
+//! bounded in time: a timeout per attempt and quick retries with a doubling
+//! backoff; past them the table counts as unavailable for that request, and
+//! the table's [`Unavailable`] policy decides: try on (the events wait, and
+//! the worker's bound on waiting events turns that into backpressure) or
+//! give up after a while (the events follow the step's miss policy).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::backend::{within, Backend, LookupError, RedisBackend, RedisValues};
-use super::flight::Value;
+use super::backend::{within, LookupError};
+use super::table::Table;
+
+/// The longest wait between two attempts of a request the table cannot answer.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How one request is tried.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// The longest an attempt may take.
     pub timeout: Duration,
-    /// Attempts after the first.
+    /// Quick attempts after the first.
     pub retries: u32,
-    /// The wait before the first retry, doubled before each next one.
+    /// The wait before the first retry, doubled before each next one (up to
+    /// [`MAX_BACKOFF`]).
     pub backoff: Duration,
+    /// What happens once the retries are spent.
+    pub unavailable: Unavailable,
 }
 
-/// One request: the keys of one table, and a tag the worker knows it by.
+/// What a request does when its retries are spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Tries on (every [`MAX_BACKOFF`] at most) until the table answers.
+    Wait,
+    /// Tries on until this long after the first attempt, then fails.
+    GiveUpAfter(Duration),
+}
+
+/// One request: keys of one table, and a tag the worker knows it by.
 pub struct Request {
     pub tag: u64,
     pub keys: Vec<Vec<u8>>,
 }
+
+/// A table's answer for one key: its value, or `None` (no such key).
+pub type Value = Option<Vec<u8>>;
 
 /// The outcome of a request, on the worker's channel.
 pub struct Reply {
@@ -48,13 +66,11 @@ pub struct LookupService {
     runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    out: Arc<AtomicUsize>,
-    max_out: usize,
 }
 
 impl LookupService {
-    /// Starts the runtime's thread; at most `max_out` requests out at once.
-    pub fn start(max_out: usize) -> std::io::Result<Self> {
+    /// Starts the runtime's thread.
+    pub fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -62,57 +78,62 @@ impl LookupService {
             // Drives every spawned request until the service is dropped.
             let _ = runtime.block_on(stopped);
         })?;
-        Ok(LookupService { runtime: handle, stop: Some(stop), thread: Some(thread), out: Arc::new(AtomicUsize::new(0)), max_out: max_out.max(1) })
+        Ok(LookupService { runtime: handle, stop: Some(stop), thread: Some(thread) })
     }
 
-    /// A Redis backend connected on the runtime (called from a plain
-    /// thread while a pipeline is built, never from a task).
-    pub fn connect_redis(&self, url: &str, values: RedisValues) -> Result<Arc<dyn Backend>, LookupError> {
-        let url = url.to_string();
+    /// Enters the runtime's context (to make what spawns tasks on it).
+    pub fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.runtime.enter()
+    }
+
+    /// Runs `f` on the runtime and waits for its result (from a plain
+    /// thread, never from a task): connecting at build time, tests.
+    pub fn block_on<T: Send + 'static>(&self, f: impl std::future::Future<Output = T> + Send + 'static) -> Option<T> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.spawn(async move {
-            let _ = tx.send(RedisBackend::connect(&url, values).await);
+            let _ = tx.send(f.await);
         });
-        let backend = rx.recv().map_err(|_| LookupError::Connect { backend: "redis".into(), error: "the lookup runtime stopped".into() })??;
-        Ok(Arc::new(backend))
+        rx.recv().ok()
     }
 
-    /// Requests out now.
-    pub fn out(&self) -> usize {
-        self.out.load(Ordering::Relaxed)
-    }
-
-    /// Sends `request` to `backend`; its [`Reply`] comes on `reply`. Never
-    /// waits: with `max_out` requests out it hands `request` back.
-    pub fn submit(&self, backend: Arc<dyn Backend>, policy: RetryPolicy, request: Request, reply: Sender<Reply>) -> Result<(), Request> {
-        if self.out.fetch_add(1, Ordering::AcqRel) >= self.max_out {
-            self.out.fetch_sub(1, Ordering::AcqRel);
-            return Err(request);
-        }
-        let out = self.out.clone();
+    /// Sends `request` to `table`; its [`Reply`] comes on `reply`. Never
+    /// waits (the callers bound what they send).
+    pub fn submit(&self, table: &Arc<Table>, request: Request, reply: Sender<Reply>) {
+        let table = table.clone();
         self.runtime.spawn(async move {
             let started = Instant::now();
-            let (result, attempts) = attempt(backend.as_ref(), &request.keys, policy).await;
-            out.fetch_sub(1, Ordering::AcqRel);
+            let (result, attempts) = attempt(&table, &request.keys).await;
             // A worker that is gone wants no answer.
             let _ = reply.send(Reply { tag: request.tag, keys: request.keys, result, attempts, latency: started.elapsed() });
         });
-        Ok(())
     }
 }
 
-/// Tries `keys` on `backend` as `policy` says: the answer, or the last error.
-async fn attempt(backend: &dyn Backend, keys: &[Vec<u8>], policy: RetryPolicy) -> (Result<Vec<Value>, LookupError>, u32) {
+/// Tries `keys` on `table` as its policy says: the answer, or the last error.
+async fn attempt(table: &Table, keys: &[Vec<u8>]) -> (Result<Vec<Value>, LookupError>, u32) {
+    let policy = table.policy;
+    let started = Instant::now();
     let mut wait = policy.backoff;
     let mut attempts = 0;
+    let mut waiting = None;
     loop {
         attempts += 1;
-        let result = within(backend, keys, policy.timeout).await;
-        if result.is_ok() || attempts > policy.retries {
+        let result = within(table.backend.as_ref(), keys, table.request_timeout()).await;
+        let spent = attempts > policy.retries;
+        let give_up = match policy.unavailable {
+            Unavailable::Wait => false,
+            Unavailable::GiveUpAfter(d) => started.elapsed() >= d,
+        };
+        if result.is_ok() || (spent && give_up) {
+            drop(waiting);
             return (result, attempts);
         }
+        if spent && waiting.is_none() {
+            waiting = Some(table.stats.start_waiting(&table.name, result.as_ref().err()));
+        }
+        table.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(wait).await;
-        wait = wait.saturating_mul(2);
+        wait = wait.saturating_mul(2).min(MAX_BACKOFF);
     }
 }
 

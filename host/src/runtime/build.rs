@@ -181,16 +181,10 @@ pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BT
                             format!("plugin `{name}` exports world `{}` but this step needs `{}`", plugin.world().as_str(), want.as_str()),
                         ));
                     }
-                    if let StepConfig::WindowJoin(j) = sc {
-                        for (input, key) in &j.keys {
-                            if let crate::config::JoinKey::Udf(u) = key {
-                                if &u.plugin == name && plugin.world() != crate::config::WorldName::Udf {
-                                    errors.push(p.error_at(
-                                        &JsonPath::root().key("steps").key(step).key("keys").key(input).key("plugin"),
-                                        format!("plugin `{name}` exports world `{}` but a join key needs `udf`", plugin.world().as_str()),
-                                    ));
-                                }
-                            }
+                    for (at_key, u) in sc.udf_keys() {
+                        if &u.plugin == name && plugin.world() != crate::config::WorldName::Udf {
+                            let at = at_key.iter().fold(JsonPath::root().key("steps").key(step), |at, k| at.key(k)).key("plugin");
+                            errors.push(p.error_at(&at, format!("plugin `{name}` exports world `{}` but a key needs `udf`", plugin.world().as_str())));
                         }
                     }
                 }
@@ -240,15 +234,16 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         Some(plan) => (plan.key_groups, super::KeyGrouping::InputPartition),
     };
     let per_stage = c.settings.workers().min(key_groups);
-    let builder = StepBuilder { p, registry: &registry, natives: &opts.natives, key_groups, grouping };
+    let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
+    let lookups = super::lookup_plan::LookupPlan::of(p, &graph, &step_stats)?;
+    let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref() };
 
     // Every step once, to check it and take its fingerprint; the copies of
     // the workers are built the same way.
     let mut errors = Vec::new();
-    let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
     let mut first: Vec<Option<Box<dyn Operator>>> = Vec::new();
-    for (name, stats) in graph.order.iter().zip(&step_stats) {
-        first.push(builder.step(name, stats, &mut errors)?);
+    for j in 0..graph.order.len() {
+        first.push(builder.step(j, 0, &mut errors)?);
     }
     if !errors.is_empty() {
         return Err(p.errors(errors).into());
@@ -305,12 +300,12 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     for stage in 0..graph.stages {
         for index in 0..per_stage {
             let mut steps: Vec<Option<StepNode>> = Vec::new();
-            for (j, name) in graph.order.iter().enumerate() {
+            for j in 0..graph.order.len() {
                 // The first copy (built to check the step) goes to worker 0.
                 let op = match (graph.stage[j] == stage, index) {
                     (false, _) => None,
                     (true, 0) => first[j].take(),
-                    (true, _) => builder.step(name, &step_stats[j], &mut errors)?,
+                    (true, _) => builder.step(j, stage * per_stage + index, &mut errors)?,
                 };
                 steps.push(op.map(|op| StepNode { op, stats: step_stats[j].clone() }));
             }
@@ -390,16 +385,21 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
 /// Builds steps from their config, as many copies as there are workers.
 struct StepBuilder<'a> {
     p: &'a LoadedPipeline,
+    graph: &'a Graph,
+    step_stats: &'a [Arc<NodeStats>],
     registry: &'a Arc<PluginRegistry>,
     natives: &'a NativeRegistry,
     key_groups: usize,
     grouping: super::KeyGrouping,
+    lookups: Option<&'a super::lookup_plan::LookupPlan>,
 }
 
 impl StepBuilder<'_> {
-    /// Step `name`, or `None` with its errors pushed to `errors`.
-    fn step(&self, name: &str, stats: &Arc<NodeStats>, errors: &mut Vec<ConfigError>) -> Result<Option<Box<dyn Operator>>, RunError> {
+    /// Step `j` (in the graph's order) for worker `worker` (numbered across
+    /// stages), or `None` with its errors pushed to `errors`.
+    fn step(&self, j: usize, worker: usize, errors: &mut Vec<ConfigError>) -> Result<Option<Box<dyn Operator>>, RunError> {
         let (p, registry) = (self.p, self.registry);
+        let (name, stats) = (self.graph.order[j].as_str(), &self.step_stats[j]);
         let at = JsonPath::root().key("steps").key(name);
         let op: Box<dyn Operator> = match &p.config.steps[name] {
             StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
@@ -421,6 +421,21 @@ impl StepBuilder<'_> {
                     Some(runners) => Box::new(join.with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping).with_stats(stats.clone())),
                     None => return Ok(None),
                 }
+            }
+            StepConfig::LookupJoin(l) => {
+                let plan = self.lookups.expect("a pipeline with lookup joins has a lookup plan");
+                let runner = match &l.key {
+                    crate::config::JoinKey::Udf(u) => {
+                        let runner = registry.udf(&u.plugin)?;
+                        if !check_function(p, &at.key("key"), &u.plugin, &u.function, u.args.len(), runner.functions(), errors) {
+                            return Ok(None);
+                        }
+                        self.uses_function(&u.plugin, &u.function);
+                        Some(runner)
+                    }
+                    crate::config::JoinKey::Field(_) => None,
+                };
+                Box::new(plan.step(p, self.graph, j, worker).with_key_udf(runner))
             }
             StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
             StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),

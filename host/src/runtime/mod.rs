@@ -13,6 +13,7 @@ mod driver;
 mod fingerprint;
 mod graph;
 mod group;
+mod lookup_plan;
 mod partition;
 mod worker;
 mod worker_state;

@@ -32,6 +32,8 @@ pub struct NodeStats {
     pub over_max_matches: AtomicU64,
     /// Window joins: matches left out by `max_matches`, over all events.
     pub matches_not_joined: AtomicU64,
+    /// Lookup joins: their lookups' figures and their table's.
+    pub lookup: std::sync::OnceLock<Arc<crate::lookup::LookupStats>>,
 }
 
 impl NodeStats {
@@ -46,6 +48,7 @@ impl NodeStats {
             watermark: AtomicI64::new(i64::MIN),
             over_max_matches: AtomicU64::new(0),
             matches_not_joined: AtomicU64::new(0),
+            lookup: std::sync::OnceLock::new(),
         })
     }
 }
@@ -134,6 +137,8 @@ pub struct NodeSnapshot {
     /// Window joins: matches left out by `max_matches`.
     pub matches_not_joined: u64,
     pub filtered: u64,
+    /// Lookup joins: their figures.
+    pub lookup: Option<crate::lookup::LookupSnapshot>,
 }
 
 impl RunSummary {
@@ -158,6 +163,7 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
             over_max_matches: n.over_max_matches.load(Relaxed),
             matches_not_joined: n.matches_not_joined.load(Relaxed),
             filtered: n.filtered.load(Relaxed),
+            lookup: n.lookup.get().map(|l| l.snapshot()),
         })
         .collect()
 }
@@ -201,6 +207,9 @@ impl fmt::Display for RunSummary {
                 n.name, n.over_max_matches, n.matches_not_joined
             )?;
         }
+        for (n, l) in self.nodes.iter().filter_map(|n| Some((n, n.lookup.as_ref()?))) {
+            write_lookup(f, &n.name, l)?;
+        }
         for n in self.nodes.iter().filter(|n| n.filtered > 0) {
             writeln!(f, "  filtered out by step `{}`: {}", n.name, n.filtered)?;
         }
@@ -233,6 +242,44 @@ impl fmt::Display for RunSummary {
         }
         Ok(())
     }
+}
+
+fn write_lookup(f: &mut fmt::Formatter<'_>, step: &str, l: &crate::lookup::LookupSnapshot) -> fmt::Result {
+    let ms = |d: Option<Duration>| d.map_or_else(|| "-".to_string(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3));
+    writeln!(
+        f,
+        "  lookup `{step}` on {}: {} found, {} missing ({} without a key), {} unavailable; cache hit rate {:.1} % \
+         ({} hits, {} joined a request out, {} asked by the step before, {} asked); added latency p50 {}, p99 {}",
+        l.table,
+        l.found,
+        l.missing,
+        l.no_key,
+        l.unavailable,
+        l.cache_hit_rate() * 100.0,
+        l.cache_hits,
+        l.joined,
+        l.prefetched,
+        l.asked,
+        ms(l.latency_p50),
+        ms(l.latency_p99),
+    )?;
+    let avg = if l.requests > 0 { l.request_keys as f64 / l.requests as f64 } else { 0.0 };
+    writeln!(
+        f,
+        "    table: {} requests of {avg:.1} keys on average (at most {}), request p99 {}, {} retries, {} given up",
+        l.requests,
+        l.max_request_keys,
+        ms(l.request_p99),
+        l.retries,
+        l.failed_requests
+    )?;
+    for (name, requests, failures, opened, closed) in &l.copies {
+        writeln!(f, "    copy {name}: {requests} requests, {failures} failed; breaker opened {opened}, closed {closed}")?;
+    }
+    if !l.copies.is_empty() {
+        writeln!(f, "    failovers: {}", l.failovers)?;
+    }
+    Ok(())
 }
 
 /// Prints a one-line live view to stderr every second until stopped (the

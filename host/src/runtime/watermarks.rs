@@ -145,9 +145,6 @@ impl Watermarks {
         s.idle = idle;
     }
 
-    pub(crate) fn set_step_idle(&mut self, j: usize, idle: bool) {
-        self.steps[j].idle = idle;
-    }
 }
 
 #[cfg(test)]
@@ -202,7 +199,7 @@ mod tests {
         w.set_step(0, wm, wm, idle);
         assert!(w.check_idle(Instant::now() + Duration::from_millis(5)));
         assert_eq!(w.input_of(0, &[Producer::Source(0)]), (7, true));
-        w.set_step_idle(0, true);
+        w.set_step(0, 7, 7, true);
         assert_eq!(w.input_of(1, &[Producer::Step(0)]), (START_OF_TIME, true));
     }
 }

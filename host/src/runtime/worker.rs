@@ -147,16 +147,32 @@ impl Worker {
         let mut live: Vec<usize> = (0..n).collect();
         let mut barriers: BTreeMap<u64, usize> = BTreeMap::new();
         let mut closes = 0usize;
+        let io = self.io_channels();
         while !live.is_empty() {
+            // A step holding all the events it may: answers first, no input.
+            let full = self.steps.iter().flatten().any(|s| s.op.io_full());
             let mut sel = Select::new();
-            for &i in &live {
-                sel.recv(&inputs[i]);
+            if !full {
+                for &i in &live {
+                    sel.recv(&inputs[i]);
+                }
             }
-            let op = sel.select();
-            let at = op.index();
-            let Ok(msg) = op.recv(&inputs[live[at]]) else {
-                live.remove(at);
+            for (rx, _) in &io {
+                sel.recv(rx);
+            }
+            let ready = sel.ready();
+            if full || ready >= live.len() {
+                let (_, steps) = &io[ready - if full { 0 } else { live.len() }];
+                self.wake(steps)?;
                 continue;
+            }
+            let msg = match inputs[live[ready]].try_recv() {
+                Ok(msg) => msg,
+                Err(crossbeam_channel::TryRecvError::Empty) => continue,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    live.remove(ready);
+                    continue;
+                }
             };
             match msg {
                 ToWorker::Batch { step, port, batch, keys: None } => self.deliver(Consumer::Step { step, port }, batch)?,
@@ -178,6 +194,9 @@ impl Worker {
                     *seen += 1;
                     if *seen == n {
                         barriers.remove(&id);
+                        // Events waiting for answers are in no state: the
+                        // checkpoint covers them once they have gone on.
+                        self.settle_io(&io, None)?;
                         self.checkpoint(folder.as_deref())?;
                         self.pass_on(|| ToWorker::Barrier { id, folder: folder.clone() })?;
                         self.tell(FromWorker::Checkpointed)?;
@@ -186,12 +205,65 @@ impl Worker {
                 ToWorker::Close => {
                     closes += 1;
                     if closes == n {
-                        self.close()?;
+                        self.close(&io)?;
                         self.pass_on(|| ToWorker::Close)?;
                         self.tell(FromWorker::Closed)?;
                     }
                 }
             }
+            self.flush_io();
+        }
+        Ok(())
+    }
+
+    /// The channels the steps waiting on I/O are answered on, each with the
+    /// steps it answers (steps sharing a table share one).
+    fn io_channels(&self) -> Vec<(Receiver<crate::lookup::Reply>, Vec<usize>)> {
+        let mut io: Vec<(Receiver<crate::lookup::Reply>, Vec<usize>)> = Vec::new();
+        for (j, node) in self.steps.iter().enumerate() {
+            let Some(rx) = node.as_ref().and_then(|n| n.op.io_channel()) else { continue };
+            match io.iter_mut().find(|(r, _)| r.same_channel(&rx)) {
+                Some((_, steps)) => steps.push(j),
+                None => io.push((rx, vec![j])),
+            }
+        }
+        io
+    }
+
+    /// Answers came for `steps`: each takes them in (in topological order)
+    /// and what they complete goes on; then the watermarks they held move.
+    fn wake(&mut self, steps: &[usize]) -> Result<(), RunError> {
+        for &j in steps {
+            let node = self.steps[j].as_mut().expect("a local step");
+            let mut dead = Vec::new();
+            let watermark = self.clock.step_input(j);
+            let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
+            let out = node.op.on_io(&mut ctx);
+            check(ctx.failed)?;
+            self.after_step(j, out, dead)?;
+        }
+        self.flush_io();
+        self.advance_watermarks()
+    }
+
+    /// Sends what the steps waiting on I/O gathered to ask for.
+    fn flush_io(&mut self) {
+        for node in self.steps.iter_mut().flatten() {
+            node.op.flush_io();
+        }
+    }
+
+    /// Waits for answers until no step (or, given `upto`, no step up to that
+    /// one in topological order) holds events waiting for them.
+    fn settle_io(&mut self, io: &[(Receiver<crate::lookup::Reply>, Vec<usize>)], upto: Option<usize>) -> Result<(), RunError> {
+        let waiting = |w: &Self| w.steps.iter().enumerate().take(upto.map_or(usize::MAX, |u| u + 1)).flat_map(|(_, s)| s).any(|s| s.op.io_waiting() > 0);
+        while waiting(self) {
+            let mut sel = Select::new();
+            for (rx, _) in io {
+                sel.recv(rx);
+            }
+            let ready = sel.ready();
+            self.wake(&io[ready].1)?;
         }
         Ok(())
     }
@@ -221,8 +293,11 @@ impl Worker {
         self.state.checkpoint(&dir).map_err(state_err)
     }
 
-    fn close(&mut self) -> Result<(), RunError> {
+    fn close(&mut self, io: &[(Receiver<crate::lookup::Reply>, Vec<usize>)]) -> Result<(), RunError> {
         for j in 0..self.steps.len() {
+            // What step `j` waits for comes before it closes (later steps may
+            // take more from it: they close after).
+            self.settle_io(io, Some(j))?;
             let Some(node) = self.steps[j].as_mut() else { continue };
             let mut dead = Vec::new();
             let watermark = self.clock.step_input(j);
@@ -321,11 +396,13 @@ impl Worker {
                         break;
                     }
                 }
-                let output = self.steps[j].as_ref().expect("local").op.output_watermark(input);
-                self.clock.set_step(j, input, output, idle);
-            } else {
-                self.clock.set_step_idle(j, idle);
             }
+            // Also when the input did not move: a step that held events back
+            // may have let them go. A step holding events is not idle, or the
+            // steps after it would move past them.
+            let op = &self.steps[j].as_ref().expect("local").op;
+            let (output, idle) = (op.output_watermark(input), idle && op.io_waiting() == 0);
+            self.clock.set_step(j, input, output, idle);
         }
         self.send_clocks()
     }

@@ -2,6 +2,8 @@
 //! pipeline: a batch in, a batch out, refused events to the dead letters.
 
 mod filter;
+pub mod key;
+pub mod lookup_join;
 mod native;
 mod project;
 mod transform;
@@ -13,6 +15,7 @@ use crate::event::{Batch, Event, Origin};
 use crate::plugin::FailureKind;
 
 pub use filter::{CompareOp, Comparison, Condition, FilterConfig, FilterStep};
+pub use lookup_join::{LookupJoin, LookupJoinConfig};
 pub use native::{NativeFn, NativeRegistry, NativeStep};
 pub use project::{ProjectConfig, ProjectStep};
 pub use transform::TransformStep;
@@ -153,9 +156,40 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Called once when all inputs are exhausted; may emit what it held.
+    /// Called once when all inputs are exhausted (and, for a step waiting
+    /// on I/O, every answer is in); may emit what it held.
     fn close(&mut self, _ctx: &mut StepContext<'_>) -> Batch {
         Batch::default()
+    }
+
+    /// A step that waits on I/O (a lookup join): the channel its answers
+    /// come on, which its worker watches besides its inputs. `None`: the
+    /// step never waits. Steps may share one channel.
+    fn io_channel(&self) -> Option<crossbeam_channel::Receiver<crate::lookup::Reply>> {
+        None
+    }
+
+    /// Something came on the [`Operator::io_channel`]: take it in and
+    /// return the events it completes (possibly none).
+    fn on_io(&mut self, _ctx: &mut StepContext<'_>) -> Batch {
+        Batch::default()
+    }
+
+    /// Sends what the step gathered to ask for. The worker calls it once it
+    /// has handled a message, so what every step asked meanwhile goes out
+    /// together.
+    fn flush_io(&mut self) {}
+
+    /// Events the step holds waiting for I/O. A checkpoint barrier waits
+    /// until none are (they are not in any state), and so does `close`.
+    fn io_waiting(&self) -> usize {
+        0
+    }
+
+    /// Whether the step holds as many waiting events as it may: its worker
+    /// reads no input until answers come (backpressure).
+    fn io_full(&self) -> bool {
+        false
     }
 }
 

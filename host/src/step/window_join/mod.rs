@@ -22,27 +22,21 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 
-use super::udf::{scalar_to_json, UdfArg};
+use super::key::{key_from_raw, missing_key, KeySpec};
 use super::{dead_kind, Operator, ReadKey, RoutedKey, StepContext};
-use crate::config::{EmitPolicy, JoinKey, JoinMode, JoinerConfig, WindowJoinConfig};
+use crate::config::{EmitPolicy, JoinMode, JoinerConfig, WindowJoinConfig};
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
-use crate::plugin::{JoinCase, JoinerRunner, Outcome, Scalar, UdfRunner};
+use crate::plugin::{JoinCase, JoinerRunner, Outcome, UdfRunner};
 use crate::state::{StateBackend, StateError, TableId, TableOptions};
 use key_filter::KeyFilter;
 use layout::{bucket_of, decode, decode_in, other_key, other_range, SourceNames, Stored};
 use main_log::MainLog;
 use merge::MergeJoiner;
 
-/// How an input's join key is found.
-enum KeySpec {
-    /// The event key.
-    EventKey,
-    /// A field path, split.
-    Field(Vec<String>),
-    /// A UDF function of the event's fields (its runner is given at build).
-    Udf { function: String, args: Vec<UdfArg>, runner: Option<Box<UdfRunner>> },
-}
+
+/// How reasons name the key.
+const WHAT: &str = "join key";
 
 /// Main events fired per call of `on_watermark` (bounds the output batch),
 /// and the most cases handed to a joiner plugin in one call.
@@ -243,11 +237,7 @@ impl WindowJoin {
         let keys = cfg
             .inputs
             .iter()
-            .map(|i| match cfg.keys.get(i) {
-                None => KeySpec::EventKey,
-                Some(JoinKey::Field(p)) => KeySpec::Field(p.trim_start_matches("$.").split('.').map(String::from).collect()),
-                Some(JoinKey::Udf(u)) => KeySpec::Udf { function: u.function.clone(), args: u.args.iter().map(UdfArg::parse).collect(), runner: None },
-            })
+            .map(|i| KeySpec::of(cfg.keys.get(i)))
             .collect();
         let length = cfg.window.end_ms.saturating_sub(cfg.window.start_ms).max(1);
         let bucket = cfg.bucket_ms.map_or(length, |b| b.clamp(1, i64::MAX as u64) as i64);
@@ -292,71 +282,15 @@ impl WindowJoin {
     /// Gives the inputs whose keys a UDF computes their runners (by input name).
     pub fn with_key_udfs(mut self, mut runners: std::collections::BTreeMap<String, UdfRunner>) -> Self {
         for (input, key) in self.inputs.iter().zip(&mut self.keys) {
-            if let KeySpec::Udf { runner, .. } = key {
-                *runner = runners.remove(input).map(Box::new);
-            }
+            key.set_runner(runners.remove(input));
         }
         self
     }
 
-    /// The keys of a batch from input `port` computed by a UDF: one call for
-    /// the batch. `None` when the input's key is not a UDF's.
-    fn udf_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<Result<Vec<u8>, (DeadKind, String)>>> {
-        let KeySpec::Udf { function, args, runner } = &mut self.keys[port] else { return None };
-        let mut keys: Vec<Result<Vec<u8>, (DeadKind, String)>> = Vec::with_capacity(events.len());
-        let mut rows = Vec::with_capacity(events.len());
-        let mut called = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            match serde_json::from_slice::<Value>(&e.value) {
-                Ok(Value::Object(obj)) => {
-                    rows.push(args.iter().map(|a| a.eval(&obj)).collect::<Vec<_>>());
-                    called.push(i);
-                    keys.push(Err((DeadKind::StepError, String::new())));
-                }
-                _ => keys.push(Err((DeadKind::StepError, "a UDF key needs a JSON object".into()))),
-            }
-        }
-        let Some(runner) = runner else {
-            return Some(events.iter().map(|_| Err((DeadKind::StepError, "the key's UDF plugin is not loaded".into()))).collect());
-        };
-        for (i, result) in called.into_iter().zip(runner.call(function, &rows)) {
-            keys[i] = match result {
-                Ok(Scalar::Null) => Err((DeadKind::StepError, format!("no join key: `{function}` returned null"))),
-                Ok(Scalar::Str(s)) => Ok(s.into_bytes()),
-                Ok(Scalar::Bytes(b)) => Ok(b),
-                Ok(other) => Ok(scalar_to_json(other).to_string().into_bytes()),
-                Err(f) => Err((dead_kind(f.kind), format!("join key: {}", f.message))),
-            };
-        }
-        Some(keys)
-    }
-
     /// The join key of `event` from input `port` (a field or the event key),
-    /// or why there is none.
-    /// Reading the top level for a field key also appends its member
-    /// names to `names`, when given.
-    fn join_key<'e>(&self, port: usize, event: &'e Event, mut names: Option<&mut Vec<Cow<'e, str>>>) -> Result<Vec<u8>, String> {
-        let path = match &self.keys[port] {
-            KeySpec::Field(path) => path,
-            KeySpec::EventKey => return event.key.clone().ok_or_else(|| "no event key to join on".to_string()),
-            KeySpec::Udf { .. } => return Err("the key's UDF was not called".into()),
-        };
-        // One borrowed pass per level on the path: other members are
-        // checked but not kept.
-        let dotted = || path.join(".");
-        let mut bytes: &[u8] = &event.value;
-        let mut raw = None;
-        for (depth, seg) in path.iter().enumerate() {
-            let found = crate::record_schema::member_and_names(bytes, seg, names.take()).map_err(|e| match depth {
-                0 => format!("not a JSON object: {e}"),
-                _ => format!("no join key: `$.{}` is not inside an object", dotted()),
-            })?;
-            let found = found.ok_or_else(|| missing_key(path))?;
-            bytes = found.get().as_bytes();
-            raw = Some(found);
-        }
-        let Some(raw) = raw else { return Err("an empty join key path".into()) };
-        key_from_raw(raw.get(), path)
+    /// or why there is none; also appends its member names to `names`, when given.
+    fn join_key<'e>(&self, port: usize, event: &'e Event, names: Option<&mut Vec<Cow<'e, str>>>) -> Result<Vec<u8>, String> {
+        self.keys[port].read(event, names, WHAT)
     }
 
     /// Hashes keys into `n` key groups (`settings.max_parallelism`).
@@ -611,7 +545,7 @@ impl WindowJoin {
 
     /// [`Self::read_key`] for each event of a batch from input `port`.
     fn read_keys(&mut self, port: usize, events: &[Event]) -> Vec<ReadKey> {
-        let udf = self.udf_keys(port, events);
+        let udf = self.keys[port].udf_keys(events, WHAT);
         let mut udf = udf.map(Vec::into_iter);
         let mut names = Vec::new();
         events.iter().map(|e| self.read_key(port, e, udf.as_mut().and_then(Iterator::next), &mut names)).collect()
@@ -728,23 +662,6 @@ impl WindowJoin {
     }
 }
 
-/// The join key in the raw JSON `text` of the member at `path`, or why it is none.
-fn key_from_raw(text: &str, path: &[String]) -> Result<Vec<u8>, String> {
-    let dotted = || path.join(".");
-    match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(text).map(String::into_bytes).map_err(|e| e.to_string()),
-        Some(b'n') => Err(format!("no join key: field `$.{}` is null", dotted())),
-        Some(b'{' | b'[') => Err(format!("join key `$.{}` is not a string, number or boolean", dotted())),
-        // Numbers in their canonical JSON text (1.50 and 1.5 join).
-        _ => serde_json::from_str::<Value>(text).map(|v| v.to_string().into_bytes()).map_err(|e| e.to_string()),
-    }
-}
-
-/// Why an event whose member at `path` is absent has no join key.
-fn missing_key(path: &[String]) -> String {
-    format!("no join key: field `$.{}` is missing", path.join("."))
-}
-
 /// A read key with the key group it hashes into (no key: group 0, refused
 /// wherever it goes).
 fn routed(read: ReadKey, key_groups: usize) -> RoutedKey {
@@ -772,8 +689,8 @@ impl super::KeyCapture for FieldCapture {
 
     fn capture(&self, raw: Option<&str>, names: &[Cow<'_, str>]) -> RoutedKey {
         let key = match raw {
-            Some(text) => key_from_raw(text, &self.path),
-            None => Err(missing_key(&self.path)),
+            Some(text) => key_from_raw(text, &self.path, WHAT),
+            None => Err(missing_key(&self.path, WHAT)),
         };
         let key = key.map_err(|reason| (DeadKind::StepError, reason));
         let plain_names = key.is_ok() && self.merge.as_ref().is_some_and(|m| m.plain(names));
@@ -909,7 +826,7 @@ impl Operator for WindowJoin {
     }
 
     fn key_capture(&self, port: usize) -> Option<std::sync::Arc<dyn super::KeyCapture>> {
-        let KeySpec::Field(path) = self.keys.get(port)? else { return None };
+        let path = self.keys.get(port)?.field()?;
         if path.len() != 1 {
             return None;
         }
@@ -917,7 +834,7 @@ impl Operator for WindowJoin {
             Joiner::Merge(m) if port == 0 => Some(m.clone()),
             _ => None,
         };
-        Some(std::sync::Arc::new(FieldCapture { path: path.clone(), merge, key_groups: self.key_groups }))
+        Some(std::sync::Arc::new(FieldCapture { path: path.to_vec(), merge, key_groups: self.key_groups }))
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {

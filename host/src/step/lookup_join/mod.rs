@@ -1,0 +1,314 @@
+//! `lookup-join`: adds to each event what a dimension table holds for its
+//! key. The step reads each event's key, admits the batch into its worker's
+//! client of the table (`lookup::client`: cache, single flight, one request
+//! for the misses) and goes on; the worker wakes it when answers come, and
+//! it lets events go, in input order (or, `unordered`, as soon as answered),
+//! with the value added, or as its miss policy says. While events wait, the
+//! step holds its output watermark at the input watermark they came under, so
+//! nothing downstream takes them for late.
+//!
+//! Steps reading the same table in one worker share its client: what they
+//! ask for while the worker handles one message goes out as one request. In
+//! a chain of such steps (each the only consumer of the one before), the
+//! first asks for the later steps' keys too (those it can read, on fields the
+//! chain does not write) and hands their answers on with its output.
+
+mod config;
+mod enrich;
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+pub use config::{BreakerSettings, LookupCacheConfig, LookupJoinConfig, LookupMode, MissPolicy, OnUnavailable};
+pub use enrich::Shape;
+
+use super::key::{KeyResult, KeySpec};
+use super::{Operator, StepContext};
+use crate::dead_letter::DeadKind;
+use crate::event::{Batch, Event, Origin};
+use crate::lookup::{Answer, LookupStats, Reply, TableClient};
+use crate::plugin::UdfRunner;
+
+/// How reasons name the key.
+const WHAT: &str = "lookup key";
+
+/// An event's key as the table knows it: `template` with the key in place
+/// of each `{}` (the key's bytes as they are).
+#[derive(Clone, Debug)]
+pub struct KeyTemplate(Vec<Vec<u8>>);
+
+impl KeyTemplate {
+    pub fn new(template: Option<&str>) -> Self {
+        KeyTemplate(template.unwrap_or("{}").split("{}").map(|p| p.as_bytes().to_vec()).collect())
+    }
+
+    pub fn apply(&self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.iter().map(Vec::len).sum::<usize>() + key.len());
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(key);
+            }
+            out.extend_from_slice(part);
+        }
+        out
+    }
+}
+
+/// A later step of the chain whose key this one reads and asks for.
+pub struct ChainKey {
+    pub key: KeySpec,
+    pub template: KeyTemplate,
+}
+
+/// A batch whose answers are not all in.
+struct Waiting {
+    id: u64,
+    events: Vec<Option<(Event, Origin)>>,
+    /// Why an event has no key (`None` for those with one); empty when all have.
+    no_key: Vec<Option<(DeadKind, String)>>,
+    /// The table's key of each event (for reasons).
+    keys: Vec<Option<Vec<u8>>>,
+    left: usize,
+    arrived: Instant,
+    /// The step's input watermark when it came: the output watermark is held there.
+    watermark: i64,
+}
+
+pub struct LookupJoin {
+    name: String,
+    key: KeySpec,
+    template: KeyTemplate,
+    /// The later steps of the chain this step asks for (their columns follow its own).
+    chain: Vec<ChainKey>,
+    client: Arc<Mutex<TableClient>>,
+    replies: crossbeam_channel::Receiver<Reply>,
+    slot: u16,
+    /// The next step of the chain: its slot, to hand its answers to.
+    next: Option<u16>,
+    /// Whether the step before in the chain hands this one its answers.
+    fed_by_chain: bool,
+    shape: Shape,
+    policy: MissPolicy,
+    waiting: VecDeque<Waiting>,
+    /// Events in `waiting`.
+    held: usize,
+    max_in_flight: usize,
+    stats: Arc<LookupStats>,
+    filtered: u64,
+}
+
+impl LookupJoin {
+    /// Step `name` on `client` (its worker's client of the step's table), as its slot `slot`.
+    pub fn new(name: &str, cfg: &LookupJoinConfig, client: Arc<Mutex<TableClient>>, slot: u16, stats: Arc<LookupStats>) -> Self {
+        let replies = {
+            let mut c = client.lock().unwrap_or_else(|e| e.into_inner());
+            c.add_slot(slot, !cfg.unordered, stats.step.clone());
+            c.replies().clone()
+        };
+        let shape = match &cfg.as_field {
+            Some(name) => Shape::Whole(name.clone()),
+            None => Shape::Members { prefix: cfg.prefix.clone().unwrap_or_default(), fields: cfg.fields.clone() },
+        };
+        LookupJoin {
+            name: name.to_string(),
+            key: KeySpec::of(Some(&cfg.key)),
+            template: KeyTemplate::new(cfg.key_template.as_deref()),
+            chain: Vec::new(),
+            client,
+            replies,
+            slot,
+            next: None,
+            fed_by_chain: false,
+            shape,
+            policy: cfg.miss_policy(),
+            waiting: VecDeque::new(),
+            held: 0,
+            max_in_flight: cfg.max_in_flight.max(1),
+            stats,
+            filtered: 0,
+        }
+    }
+
+    /// Gives a UDF key its runner.
+    pub fn with_key_udf(mut self, runner: Option<UdfRunner>) -> Self {
+        self.key.set_runner(runner);
+        self
+    }
+
+    /// Makes this step the head (or a link) of a chain: it asks for `later`
+    /// keys too and hands their answers to `next`.
+    pub fn asking_for(mut self, later: Vec<ChainKey>, next: u16) -> Self {
+        self.chain = later;
+        self.next = Some(next);
+        self
+    }
+
+    /// The step before in the chain hands this one its answers.
+    pub fn fed_by_chain(mut self) -> Self {
+        self.fed_by_chain = true;
+        self
+    }
+
+    fn client(&self) -> MutexGuard<'_, TableClient> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The table's keys of `events`: this step's, then the chain's, per event.
+    fn keys(&mut self, events: &[Event]) -> (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>) {
+        let own: Vec<KeyResult> = self.key.read_all(events, WHAT);
+        let chain: Vec<Vec<Option<Vec<u8>>>> =
+            self.chain.iter_mut().map(|c| c.key.read_all(events, WHAT).into_iter().map(|k| k.ok().map(|k| c.template.apply(&k))).collect()).collect();
+        let columns = 1 + self.chain.len();
+        let mut keys = Vec::with_capacity(events.len() * columns);
+        let mut no_key = Vec::new();
+        for (i, k) in own.into_iter().enumerate() {
+            match k {
+                Ok(k) => keys.push(Some(self.template.apply(&k))),
+                Err(why) => {
+                    no_key.resize(events.len(), None);
+                    no_key[i] = Some(why);
+                    keys.push(None);
+                }
+            }
+            keys.extend(chain.iter().map(|c| c[i].clone()));
+        }
+        (keys, no_key)
+    }
+
+    /// Lets go what the client says is answered: the events with their
+    /// values added, or as the miss policy says.
+    fn release(&mut self, ctx: &mut StepContext<'_>) -> Batch {
+        let ready = self.client().ready(self.slot);
+        let columns = 1 + self.chain.len();
+        let mut out = Batch::default();
+        let mut handed_on = Vec::new();
+        let now = Instant::now();
+        let (mut found, mut missing, mut unavailable, mut filtered) = (0, 0, 0, 0);
+        let (name, policy, table) = (&self.name, self.policy, &self.stats.table.name);
+        for r in ready {
+            let Some(first) = self.waiting.front().map(|w| w.id) else { break };
+            let Some(w) = self.waiting.get_mut((r.batch - first) as usize) else { continue };
+            self.stats.step.latency.record_n(now.duration_since(w.arrived), r.events.len() as u64);
+            for (n, &e) in r.events.iter().enumerate() {
+                let e = e as usize;
+                let Some((event, origin)) = w.events[e].take() else { continue };
+                w.left -= 1;
+                self.held -= 1;
+                let cells = &r.cells[n * columns..(n + 1) * columns];
+                let (value, why) = match &cells[0] {
+                    Answer::Found(v) => {
+                        found += 1;
+                        (Some(v), None)
+                    }
+                    Answer::Missing => {
+                        missing += 1;
+                        let why = match (w.no_key.get(e).cloned().flatten(), &w.keys[e]) {
+                            (Some(why), _) => why,
+                            (None, Some(key)) => (DeadKind::LookupMiss, format!("no value for key `{}` in {table}", text(key))),
+                            // Answered by the chain: the key read again for the reason.
+                            (None, None) => match self.key.read(&event, None, WHAT) {
+                                Ok(k) => (DeadKind::LookupMiss, format!("no value for key `{}` in {table}", text(&self.template.apply(&k)))),
+                                Err(why) => (DeadKind::StepError, why),
+                            },
+                        };
+                        (None, Some(why))
+                    }
+                    Answer::Unavailable(error) => {
+                        unavailable += 1;
+                        (None, Some((DeadKind::LookupUnavailable, format!("no answer for key `{}` within miss_after_ms: {error}", w.keys[e].as_deref().map(text).unwrap_or_default()))))
+                    }
+                };
+                match (why, policy) {
+                    (None, _) | (Some(_), MissPolicy::Emit) => {}
+                    (Some(_), MissPolicy::Drop) => {
+                        filtered += 1;
+                        continue;
+                    }
+                    (Some((kind, reason)), MissPolicy::DeadLetter) => {
+                        ctx.refuse(name, None, kind, reason, origin, event);
+                        continue;
+                    }
+                }
+                match self.shape.add(&event.value, value.map(|v| &v[..])) {
+                    Ok(bytes) => {
+                        out.push(Event { value: bytes, ..event }, origin);
+                        handed_on.extend_from_slice(&cells[1..]);
+                    }
+                    Err(reason) => ctx.refuse(name, None, DeadKind::StepError, reason, origin, event),
+                }
+            }
+        }
+        while self.waiting.front().is_some_and(|w| w.left == 0) {
+            self.waiting.pop_front();
+        }
+        self.filtered += filtered;
+        let st = &self.stats.step;
+        st.found.fetch_add(found, Relaxed);
+        st.missing.fetch_add(missing, Relaxed);
+        st.unavailable.fetch_add(unavailable, Relaxed);
+        if let Some(next) = self.next {
+            self.client().stash(next, if out.is_empty() { Vec::new() } else { handed_on });
+        }
+        out
+    }
+}
+
+/// A key as text, for a reason.
+fn text(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+impl Operator for LookupJoin {
+    fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
+        let n = input.len();
+        if n == 0 {
+            return Batch::default();
+        }
+        self.stats.step.events.fetch_add(n as u64, Relaxed);
+        let columns = 1 + self.chain.len();
+        let stash = if self.fed_by_chain { self.client().take_stash(self.slot, n * columns) } else { None };
+        let (keys, no_key) = match stash {
+            // Answered already: the table's keys only name misses in reasons.
+            Some(_) => (vec![None; n * columns], Vec::new()),
+            None => self.keys(&input.events),
+        };
+        let own: Vec<Option<Vec<u8>>> = keys.iter().step_by(columns).cloned().collect();
+        self.stats.step.no_key.fetch_add(no_key.iter().filter(|k| k.is_some()).count() as u64, Relaxed);
+        let id = self.client().admit(self.slot, keys, columns, stash, Instant::now());
+        let events = input.events.into_iter().zip(input.origins).map(Some).collect();
+        self.waiting.push_back(Waiting { id, events, no_key, keys: own, left: n, arrived: Instant::now(), watermark: ctx.watermark });
+        self.held += n;
+        self.release(ctx)
+    }
+
+    fn io_channel(&self) -> Option<crossbeam_channel::Receiver<Reply>> {
+        Some(self.replies.clone())
+    }
+
+    fn on_io(&mut self, ctx: &mut StepContext<'_>) -> Batch {
+        self.client().drain(Instant::now());
+        self.release(ctx)
+    }
+
+    fn flush_io(&mut self) {
+        self.client().flush();
+    }
+
+    fn io_waiting(&self) -> usize {
+        self.held
+    }
+
+    fn io_full(&self) -> bool {
+        self.held >= self.max_in_flight
+    }
+
+    fn output_watermark(&self, input: i64) -> i64 {
+        self.waiting.front().map_or(input, |w| input.min(w.watermark))
+    }
+
+    fn take_filtered(&mut self) -> u64 {
+        std::mem::take(&mut self.filtered)
+    }
+}
