@@ -30,6 +30,10 @@ use crate::event::Batch;
 use crate::state::StateBackend;
 use crate::step::{Operator, RoutedKey, StepContext};
 
+/// Messages a worker handles, at most, before it sends what its steps
+/// gathered to ask for (it sends it sooner whenever it has nothing to do).
+const FLUSH_EVERY: usize = 8;
+
 /// What a worker receives.
 pub(crate) enum ToWorker {
     /// Input `port` of step `step`, with the keys its router read (for a keyed step).
@@ -148,6 +152,7 @@ impl Worker {
         let mut barriers: BTreeMap<u64, usize> = BTreeMap::new();
         let mut closes = 0usize;
         let io = self.io_channels();
+        let mut unflushed = 0;
         while !live.is_empty() {
             // A step holding all the events it may: answers first, no input.
             let full = self.steps.iter().flatten().any(|s| s.op.io_full());
@@ -160,7 +165,19 @@ impl Worker {
             for (rx, _) in &io {
                 sel.recv(rx);
             }
-            let ready = sel.ready();
+            // What the steps gathered to ask for goes out when the worker
+            // has nothing else to do, or every few messages: what it took
+            // in meanwhile (a batch for each of several steps on one table)
+            // shares requests.
+            let ready = match sel.try_ready() {
+                Ok(ready) if unflushed < FLUSH_EVERY => ready,
+                _ => {
+                    self.flush_io();
+                    unflushed = 0;
+                    sel.ready()
+                }
+            };
+            unflushed += 1;
             if full || ready >= live.len() {
                 let (_, steps) = &io[ready - if full { 0 } else { live.len() }];
                 self.wake(steps)?;
@@ -211,7 +228,6 @@ impl Worker {
                     }
                 }
             }
-            self.flush_io();
         }
         Ok(())
     }
@@ -242,7 +258,6 @@ impl Worker {
             check(ctx.failed)?;
             self.after_step(j, out, dead)?;
         }
-        self.flush_io();
         self.advance_watermarks()
     }
 
@@ -257,7 +272,11 @@ impl Worker {
     /// one in topological order) holds events waiting for them.
     fn settle_io(&mut self, io: &[(Receiver<crate::lookup::Reply>, Vec<usize>)], upto: Option<usize>) -> Result<(), RunError> {
         let waiting = |w: &Self| w.steps.iter().enumerate().take(upto.map_or(usize::MAX, |u| u + 1)).flat_map(|(_, s)| s).any(|s| s.op.io_waiting() > 0);
-        while waiting(self) {
+        loop {
+            self.flush_io();
+            if !waiting(self) {
+                return Ok(());
+            }
             let mut sel = Select::new();
             for (rx, _) in io {
                 sel.recv(rx);
@@ -265,7 +284,6 @@ impl Worker {
             let ready = sel.ready();
             self.wake(&io[ready].1)?;
         }
-        Ok(())
     }
 
     fn tell(&self, msg: FromWorker) -> Result<(), RunError> {
