@@ -1,56 +1,119 @@
-//! Lookups through streamhost's lookup runtime against `redis-benchmark`
-//! on the same redis-server (started here on 127.0.0.1), alternating, as a
-//! first figure for issue 12 (the `lookup-join` step does not exist yet:
-//! this measures the runtime and the Redis backend it will use).
+//! Lookup joins on Redis, measured as a user runs them (a pipeline.json
+//! through the runtime), against `redis-benchmark` on the same redis-server
+//! (started here on 127.0.0.1) in the same run.
 //!
 //! ```text
-//! cargo bench -p streamhost-tests --bench lookup                      # 1M keys, 3 rounds
-//! cargo bench -p streamhost-tests --bench lookup -- --keys 2000000 --batch 200 --out 32 --rounds 5
+//! cargo bench -p streamhost-tests --bench lookup                   # 2M events, 3 rounds
+//! cargo bench -p streamhost-tests --bench lookup -- --events 4000000 --rounds 5 --parallelism 2
+//! cargo bench -p streamhost-tests --bench lookup -- --only latency   # or throughput, failover
 //! ```
 //!
-//! (a) `redis-benchmark -t get -P 16 -r K -n N`: GETs of random keys, 16
-//! pipelined per connection (its default 50 connections). (b) one thread
-//! submits MGETs of `--batch` (100) random keys of the same key space, at
-//! most `--out` (16) requests out at once, replies on a channel, until N
-//! keys are answered. Reported: keys answered per second on each side and
-//! the ratio.
+//! 1. **Throughput**, alternating in each round: `redis-benchmark -t get -P 16`
+//!    (GETs of 100-byte values, 16 pipelined per connection, its 50
+//!    connections); the `join-impression` generator → `lookup-join` → `null`
+//!    with a **cold** cache (`max_bytes` 0: every event's user, of 1M, is asked
+//!    of Redis; only the keys repeated within a request are not); and with a
+//!    **warm** cache (the item, of 200k, which each worker's cache keeps once
+//!    read). Events per second over the run against GETs per second; ratio
+//!    of medians.
+//! 2. **Latency** at a steady `--rate` (100k events/s), cold cache: the
+//!    latency each event gained at the step (arrival to leaving), p50/p99/max.
+//! 3. **Failover**: a table on copies A and B at 50k events/s; A killed
+//!    (SIGKILL) or frozen (SIGSTOP, a hung server) 1 s into the run: no event
+//!    lost, and the longest an event waited (the time its lookups took to
+//!    move to B).
 
 #[allow(dead_code)]
 #[path = "../../host/tests/common/redis.rs"]
 mod redis_server;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use std::sync::Arc;
+use serde_json::{json, Value};
+use streamhost::config::load_pipeline;
+use streamhost::lookup::LookupSnapshot;
+use streamhost::runtime::{build_pipeline, BuildOptions, NodeStats, RunSummary};
 
-use streamhost::lookup::{BackendConfig, BreakerConfig, LookupService, RedisConfig, RedisValues, Request, RetryPolicy, Table, Unavailable};
+/// The `streamhost` binary's allocator, so the bench measures what users run.
+#[global_allocator]
+static ALLOCATOR: streamhost::Allocator = streamhost::Allocator;
+
+const USERS: u64 = 1_000_000;
+const ITEMS: u64 = 200_000;
 
 struct Args {
-    keys: u64,
-    space: u64,
-    batch: usize,
-    out: usize,
+    events: u64,
     rounds: usize,
+    rate: u64,
+    parallelism: usize,
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let argv: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: u64| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let get = |flag: &str| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).cloned();
+    let value = |flag: &str, default: u64| get(flag).and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default);
     Args {
-        keys: value("--keys", 1_000_000),
-        space: value("--space", 100_000),
-        batch: value("--batch", 100) as usize,
-        out: value("--out", 16) as usize,
+        events: value("--events", 2_000_000),
         rounds: value("--rounds", 3) as usize,
+        rate: value("--rate", 100_000),
+        parallelism: value("--parallelism", 2) as usize,
+        only: get("--only"),
     }
 }
 
+/// Sets keys on the server at `port` over one connection, pipelined.
+fn fill(port: u16, pairs: impl Iterator<Item = (String, String)>) -> usize {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let reader = stream.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    // Replies read as they come, so neither side's buffer fills.
+    let replies = std::thread::spawn(move || {
+        let mut r = BufReader::new(reader);
+        let mut line = String::new();
+        let mut read = 0;
+        let mut total = None;
+        loop {
+            if total.is_none() {
+                total = rx.try_recv().ok();
+            }
+            if total == Some(read) {
+                return read;
+            }
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            assert!(line.starts_with('+'), "redis said {line}");
+            read += 1;
+        }
+    });
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, stream);
+    let mut n = 0;
+    for (k, v) in pairs {
+        write!(w, "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n", k.len(), v.len()).unwrap();
+        n += 1;
+    }
+    w.flush().unwrap();
+    tx.send(n).unwrap();
+    replies.join().unwrap()
+}
+
+fn load_tables(port: u16) {
+    let t = Instant::now();
+    let users = fill(port, (0..USERS).map(|u| (format!("user:u-{u}"), format!(r#"{{"age":{},"city":"c{}","active_days":{},"tier":"t{}"}}"#, 16 + u % 60, u % 300, u % 31, u % 4))));
+    let items = fill(port, (0..ITEMS).map(|i| (format!("item:i-{i}"), format!(r#"{{"category":"k{}","price":{}.{:02},"ctr_7d":0.{:04}}}"#, i % 40, i % 1000, i % 100, i % 10_000))));
+    // redis-benchmark's key space: key:000000000000 ..
+    let bench = fill(port, (0..USERS).map(|k| (format!("key:{k:012}"), "x".repeat(100))));
+    println!("redis-server on {port}: {users} users, {items} items, {bench} redis-benchmark keys of 100 B loaded in {:.1} s", t.elapsed().as_secs_f64());
+}
+
 /// redis-benchmark's GETs per second.
-fn redis_benchmark(port: u16, a: &Args) -> f64 {
+fn redis_benchmark(port: u16, n: u64) -> f64 {
     let out = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-t", "get", "-P", "16", "-q", "-r", &a.space.to_string(), "-n", &a.keys.to_string()])
+        .args(["-p", &port.to_string(), "-t", "get", "-P", "16", "-q", "-r", &USERS.to_string(), "-n", &n.to_string()])
         .output()
         .expect("redis-benchmark (scripts/setup.sh installs redis-server, which has it)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -59,36 +122,52 @@ fn redis_benchmark(port: u16, a: &Args) -> f64 {
     line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("redis-benchmark said: {line}"))
 }
 
-/// Keys per second answered through the lookup runtime; checks every answer.
-fn streamhost_lookups(url: &str, a: &Args, seed: u64) -> f64 {
-    let service = LookupService::start().unwrap();
-    let policy = RetryPolicy { timeout: Duration::from_secs(5), retries: 0, backoff: Duration::from_millis(10), unavailable: Unavailable::Wait };
-    let table = {
-        let _inside = service.enter();
-        let config = BackendConfig::Redis(RedisConfig { url: Some(url.into()), nodes: None, values: RedisValues::Strings });
-        let breaker = BreakerConfig { failures: 3, open_for: Duration::from_secs(1), open_max: Duration::from_secs(1) };
-        Arc::new(Table::new(vec![config.open(None).unwrap()], policy, breaker))
-    };
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    let (mut sent, mut answered, mut tag, mut out) = (0u64, 0u64, 0u64, 0usize);
-    let started = Instant::now();
-    while answered < a.keys {
-        // Submit up to `out` requests, then take a reply.
-        while sent < a.keys && out < a.out {
-            tag += 1;
-            let request = Request { tag, keys: (0..a.batch).map(|_| format!("key:{:012}", rng.random_range(0..a.space)).into_bytes()).collect() };
-            sent += request.keys.len() as u64;
-            service.submit(&table, request, tx.clone());
-            out += 1;
-        }
-        let reply = rx.recv_timeout(Duration::from_secs(30)).expect("a reply");
-        out -= 1;
-        let values = reply.result.unwrap_or_else(|e| panic!("{e}"));
-        assert!(values.iter().all(Option::is_some), "every key of the space is set");
-        answered += values.len() as u64;
+/// generator → lookup-join (`step`'s settings added) → null.
+fn pipeline(a: &Args, events: u64, rate: u64, step: Value) -> Value {
+    let mut lookup = json!({ "type": "lookup-join", "inputs": ["impressions"], "prefix": "d_" });
+    lookup.as_object_mut().unwrap().extend(step.as_object().unwrap().clone());
+    json!({
+        "sources": { "impressions": { "type": "generator", "shape": "join-impression", "seed": 1, "count": events, "rate": rate } },
+        "steps": { "lookup": lookup },
+        "sinks": { "out": { "type": "null", "inputs": ["lookup"] } },
+        "settings": { "parallelism": a.parallelism }
+    })
+}
+
+fn cold(urls: &[&str]) -> Value {
+    json!({ "key": "$.user_id", "key_template": "user:{}", "backends": urls.iter().map(|u| json!({ "type": "redis", "url": u })).collect::<Vec<_>>(),
+        "cache": { "max_bytes": 0 } })
+}
+
+fn warm(url: &str) -> Value {
+    json!({ "key": "$.item_id", "key_template": "item:{}", "backends": [{ "type": "redis", "url": url }], "cache": { "max_bytes": 256 << 20 } })
+}
+
+struct Run {
+    summary: RunSummary,
+    lookup: LookupSnapshot,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.lookup.events as f64 / self.summary.elapsed.as_secs_f64()
     }
-    answered as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs `p`; `during` gets the step's live counters while it runs.
+fn run(p: &Value, during: impl FnOnce(&Arc<NodeStats>)) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.json");
+    std::fs::write(&path, p.to_string()).unwrap();
+    let built = build_pipeline(&load_pipeline(&path).unwrap_or_else(|e| panic!("{e}")), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let stats = built.node_stats("lookup").unwrap();
+    let running = std::thread::spawn(move || built.run());
+    during(&stats);
+    let summary = running.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let lookup = summary.node("lookup").and_then(|n| n.lookup.clone()).expect("lookup figures");
+    assert_eq!(lookup.found + lookup.missing, lookup.events, "every event answered");
+    assert_eq!(lookup.missing, 0, "every user and item is in the table");
+    Run { summary, lookup }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -96,34 +175,114 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3))
+}
+
+fn throughput(a: &Args, server: &redis_server::Redis) {
+    let (mut bench, mut cold_rates, mut warm_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        for side in (0..3).map(|k| (k + round) % 3) {
+            match side {
+                0 => bench.push(redis_benchmark(server.port, a.events)),
+                1 => {
+                    let r = run(&pipeline(a, a.events, 0, cold(&[&server.url])), |_| {});
+                    let l = &r.lookup;
+                    println!(
+                        "    cold: {:.0} events/s, {} requests of {:.0} keys on average, hit rate {:.1} %",
+                        r.rate(),
+                        l.requests,
+                        l.request_keys as f64 / l.requests.max(1) as f64,
+                        l.cache_hit_rate() * 100.0
+                    );
+                    cold_rates.push(r.rate());
+                }
+                _ => {
+                    let r = run(&pipeline(a, a.events, 0, warm(&server.url)), |_| {});
+                    println!("    warm: {:.0} events/s, hit rate {:.1} % ({} keys asked)", r.rate(), r.lookup.cache_hit_rate() * 100.0, r.lookup.asked);
+                    warm_rates.push(r.rate());
+                }
+            }
+        }
+        println!(
+            "  round {}: redis-benchmark -P 16 {:.0} GET/s; lookup-join cold {:.0} events/s ({:.2}x), warm {:.0} events/s ({:.2}x)",
+            round + 1,
+            bench[round],
+            cold_rates[round],
+            cold_rates[round] / bench[round],
+            warm_rates[round],
+            warm_rates[round] / bench[round]
+        );
+    }
+    let (b, c, w) = (median(bench), median(cold_rates), median(warm_rates));
+    println!("throughput (medians of {} rounds, parallelism {}): redis-benchmark {b:.0} GET/s; cold {c:.0} events/s = {:.2}x; warm {w:.0} events/s = {:.2}x", a.rounds, a.parallelism, c / b, w / b);
+}
+
+fn latency(a: &Args, server: &redis_server::Redis) {
+    let events = a.rate * 5;
+    let r = run(&pipeline(a, events, a.rate, cold(&[&server.url])), |_| {});
+    let l = &r.lookup;
+    println!(
+        "latency at {} events/s (cold cache, {events} events, ran at {:.0}/s): added p50 {}, p99 {}, max {}; requests p99 {}, {:.0} keys each",
+        a.rate,
+        r.rate(),
+        ms(l.latency_p50),
+        ms(l.latency_p99),
+        ms(l.latency_max),
+        ms(l.request_p99),
+        l.request_keys as f64 / l.requests.max(1) as f64
+    );
+}
+
+fn failover(a: &Args) {
+    for how in ["KILL", "STOP"] {
+        let (a_copy, b_copy) = (redis_server::Redis::start(), redis_server::Redis::start());
+        load_tables(a_copy.port);
+        load_tables(b_copy.port);
+        let pid = a_copy.pid();
+        let p = pipeline(a, 200_000, 50_000, cold(&[&a_copy.url, &b_copy.url]));
+        let mut at = None;
+        let r = run(&p, |stats| {
+            std::thread::sleep(Duration::from_secs(1));
+            at = Some(stats.events_out.load(std::sync::atomic::Ordering::Relaxed));
+            assert!(Command::new("kill").arg(format!("-{how}")).arg(pid.to_string()).status().unwrap().success());
+        });
+        let l = &r.lookup;
+        assert_eq!(l.events, 200_000, "no event lost");
+        println!(
+            "failover, A {} after {} events: every event answered; longest wait {}, p99 {}; {} failovers; A's breaker opened {} times; requests A {} / B {}",
+            if how == "KILL" { "killed" } else { "frozen" },
+            at.unwrap_or_default(),
+            ms(l.latency_max),
+            ms(l.latency_p99),
+            l.failovers,
+            l.copies[0].3,
+            l.copies[0].1,
+            l.copies[1].1
+        );
+        if how == "STOP" {
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
+    }
+}
+
 fn main() {
     let a = args();
     if std::env::args().any(|x| x == "--list") {
         return;
     }
-    let server = redis_server::Redis::start();
-    // The key space redis-benchmark's `-r` draws from: key:000000000000 ..
-    let fill = Command::new("redis-benchmark")
-        .args(["-p", &server.port.to_string(), "-t", "set", "-P", "16", "-q", "-d", "100", "-n", &(a.space * 20).to_string(), "-r", &a.space.to_string()])
-        .output()
-        .unwrap();
-    assert!(fill.status.success());
-    let dbsize = server.command(&["DBSIZE"]).unwrap_or_default();
-    println!("redis-server on {}; {} keys of 100 B ({dbsize})", server.port, a.space);
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..a.rounds {
-        let mut run = |side: usize| {
-            if side == 0 {
-                ours.push(streamhost_lookups(&server.url, &a, round as u64));
-            } else {
-                theirs.push(redis_benchmark(server.port, &a));
-            }
-        };
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        run(order[0]);
-        run(order[1]);
-        println!("  round {}: lookup runtime {:.0} keys/s (MGET of {}, {} out), redis-benchmark -P 16 {:.0} GET/s", round + 1, ours[round], a.batch, a.out, theirs[round]);
+    let wants = |part: &str| a.only.as_deref().is_none_or(|o| o == part);
+    if wants("throughput") || wants("latency") {
+        let server = redis_server::Redis::start();
+        load_tables(server.port);
+        if wants("throughput") {
+            throughput(&a, &server);
+        }
+        if wants("latency") {
+            latency(&a, &server);
+        }
     }
-    let (o, t) = (median(ours), median(theirs));
-    println!("median: lookup runtime {o:.0} keys/s, redis-benchmark {t:.0} GET/s, ratio {:.2}", o / t);
+    if wants("failover") {
+        failover(&a);
+    }
 }

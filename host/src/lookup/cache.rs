@@ -58,6 +58,10 @@ impl LookupCache {
     /// The cached answer for `key` at `now`: `Some(Some(value))`, `Some(None)`
     /// (the table has no such key), or `None` (ask the table).
     pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Option<Shared>> {
+        if self.entries.is_empty() {
+            self.stats.misses += 1;
+            return None;
+        }
         let expired = match self.entries.peek(key) {
             None => {
                 self.stats.misses += 1;
@@ -77,6 +81,9 @@ impl LookupCache {
 
     /// Keeps what the table answered for `key` at `now` (`None`: no such key).
     pub fn insert(&mut self, key: Vec<u8>, value: Option<Shared>, now: Instant) {
+        if self.max_bytes == 0 {
+            return;
+        }
         let ttl = if value.is_some() { self.ttl } else { self.miss_ttl };
         self.remove(&key);
         let size = cost(&key, &value);

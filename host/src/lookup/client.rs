@@ -44,6 +44,15 @@ struct Waiter {
     cell: u32,
 }
 
+/// The cells waiting for one key (one, as a rule: no allocation for it).
+struct Waiters {
+    first: Waiter,
+    more: Vec<Waiter>,
+}
+
+/// Keys are hashed often (every cell admitted, every answer): foldhash, not SipHash.
+type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
 /// A batch waiting for answers.
 struct Waiting {
     id: u64,
@@ -79,7 +88,7 @@ pub struct TableClient {
     table: Arc<Table>,
     service: Arc<LookupService>,
     cache: LookupCache,
-    in_flight: HashMap<Vec<u8>, Vec<Waiter>>,
+    in_flight: KeyMap<Waiters>,
     outbox: Vec<Vec<u8>>,
     max_keys: usize,
     tx: Sender<Reply>,
@@ -102,7 +111,7 @@ impl TableClient {
             table,
             service,
             cache,
-            in_flight: HashMap::new(),
+            in_flight: KeyMap::default(),
             outbox: Vec::new(),
             max_keys: max_keys.max(1),
             tx,
@@ -159,14 +168,14 @@ impl TableClient {
             };
             let waiter = Waiter { slot, batch: id, cell: cell as u32 };
             if let Some(waiters) = self.in_flight.get_mut(&key) {
-                waiters.push(waiter);
+                waiters.more.push(waiter);
                 joined += 1;
             } else if let Some(cached) = self.cache.get(&key, now) {
                 hits += 1;
                 w.cells.push(Some(cached.map_or(Answer::Missing, Answer::Found)));
                 continue;
             } else {
-                self.in_flight.insert(key.clone(), vec![waiter]);
+                self.in_flight.insert(key.clone(), Waiters { first: waiter, more: Vec::new() });
                 self.outbox.push(key);
                 asked += 1;
             }
@@ -239,7 +248,8 @@ impl TableClient {
     }
 
     fn answer(&mut self, key: &[u8], answer: Answer) {
-        for w in self.in_flight.remove(key).unwrap_or_default() {
+        let Some(waiters) = self.in_flight.remove(key) else { return };
+        for w in std::iter::once(waiters.first).chain(waiters.more) {
             let slot = &mut self.slots[w.slot as usize];
             let Some(first) = slot.waiting.front().map(|b| b.id) else { continue };
             // Batch numbers are consecutive from the front of the queue.

@@ -168,6 +168,7 @@ pub struct LookupSnapshot {
     pub unavailable: u64,
     pub latency_p50: Option<Duration>,
     pub latency_p99: Option<Duration>,
+    pub latency_max: Option<Duration>,
     /// The table's (shared by every step reading it).
     pub requests: u64,
     pub request_keys: u64,
@@ -216,6 +217,7 @@ impl LookupStats {
             unavailable: s.unavailable.load(Relaxed),
             latency_p50: s.latency.quantile(0.5),
             latency_p99: s.latency.quantile(0.99),
+            latency_max: s.latency.quantile(1.0),
             requests: t.requests.load(Relaxed),
             request_keys: t.keys.load(Relaxed),
             max_request_keys: t.max_keys.load(Relaxed),

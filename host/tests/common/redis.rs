@@ -72,6 +72,11 @@ impl Redis {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server at once (SIGKILL).
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,8 +1,12 @@
 //! What a lookup join adds to an event: the value's members (all, or the
-//! chosen `fields`) under a `prefix`, or the whole value `as` one field. The
-//! event is read once, borrowed, at its top level; its members are copied as
-//! they are and the added ones written after them (an added name replaces the
-//! event's member of that name), the value's member texts copied as they are.
+//! chosen `fields`) under a `prefix`, or the whole value `as` one field,
+//! written after the event's members (an added name replaces the event's
+//! member of that name), the value's member texts copied as they are.
+//!
+//! The step read the event's top-level names when it read its key, and kept
+//! a digest of them ([`Names`]): when no added name can be among them (the
+//! usual case) the added members are written before the event's closing
+//! brace, and the event is not parsed again.
 
 use crate::record_schema::members;
 
@@ -16,9 +20,63 @@ pub enum Shape {
     Whole(String),
 }
 
+/// A digest of an event's top-level member names: a Bloom filter (a name
+/// not among them is known absent, mostly) and whether there are any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    bloom: u128,
+    any: bool,
+}
+
+impl Names {
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Names {
+        let mut n = Names::default();
+        for name in names {
+            n.bloom |= Names::bits(name);
+            n.any = true;
+        }
+        n
+    }
+
+    /// The filter's bits of the name `prefix` ++ `name` (FNV-1a: it hashes
+    /// the two parts as one without joining them).
+    fn bits_of(prefix: &str, name: &str) -> u128 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in prefix.bytes().chain(name.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= h >> 29;
+        (1u128 << (h & 127)) | (1u128 << ((h >> 7) & 127))
+    }
+
+    fn bits(name: &str) -> u128 {
+        Names::bits_of("", name)
+    }
+
+    /// Whether `prefix` ++ `name` may be one of them (false: it is not).
+    fn may_hold(&self, prefix: &str, name: &str) -> bool {
+        let b = Names::bits_of(prefix, name);
+        self.bloom & b == b
+    }
+}
+
+/// A member to add: its name (`prefix` ++ `name`) and its raw JSON text.
+struct Added<'a> {
+    prefix: &'a str,
+    name: &'a str,
+    raw: &'a str,
+}
+
+impl Added<'_> {
+    fn is(&self, name: &str) -> bool {
+        name.len() == self.prefix.len() + self.name.len() && name.starts_with(self.prefix) && name.ends_with(self.name)
+    }
+}
+
 impl Shape {
-    /// `event` (a JSON object) with `value` added (`None`: the table had none).
-    pub fn add(&self, event: &[u8], value: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    /// `event` (a JSON object) with `value` added (`None`: the table had
+    /// none); `names`: the digest of the event's names, if the step has it.
+    pub fn add(&self, event: &[u8], value: Option<&[u8]>, names: Option<&Names>) -> Result<Vec<u8>, String> {
         match self {
             Shape::Whole(name) => {
                 let text;
@@ -33,7 +91,7 @@ impl Shape {
                         }
                     },
                 };
-                write(event, &[(name.as_str().into(), raw)])
+                write(event, &[Added { prefix: "", name, raw }], names)
             }
             Shape::Members { prefix, fields } => {
                 let found = match value {
@@ -47,22 +105,38 @@ impl Shape {
                         })?
                         .0,
                 };
-                let named = |k: &str| -> std::borrow::Cow<'_, str> { if prefix.is_empty() { k.to_string().into() } else { format!("{prefix}{k}").into() } };
-                let added: Vec<_> = match fields {
-                    None => found.iter().map(|(k, raw)| (named(k), raw.get())).collect(),
+                let added: Vec<Added<'_>> = match fields {
+                    None => found.iter().map(|(k, raw)| Added { prefix, name: k, raw: raw.get() }).collect(),
                     Some(fields) => fields
                         .iter()
-                        .map(|f| (named(f), found.iter().rev().find(|(k, _)| k == f).map_or("null", |(_, raw)| raw.get())))
+                        .map(|f| Added { prefix, name: f, raw: found.iter().rev().find(|(k, _)| k == f).map_or("null", |(_, raw)| raw.get()) })
                         .collect(),
                 };
-                write(event, &added)
+                write(event, &added, names)
             }
         }
     }
 }
 
-/// `event`'s members but those `added` names, then `added` (raw JSON texts).
-fn write(event: &[u8], added: &[(std::borrow::Cow<'_, str>, &str)]) -> Result<Vec<u8>, String> {
+/// `event`'s members but those `added` names, then `added`.
+fn write(event: &[u8], added: &[Added<'_>], names: Option<&Names>) -> Result<Vec<u8>, String> {
+    let size = |extra: usize| extra + added.iter().map(|a| a.prefix.len() + a.name.len() + a.raw.len() + 4).sum::<usize>();
+    if let Some(names) = names.filter(|n| !added.iter().any(|a| n.may_hold(a.prefix, a.name))) {
+        // None of the event's names is added: the members go before its closing brace.
+        let end = event.iter().rposition(|b| !b.is_ascii_whitespace()).filter(|&i| event[i] == b'}');
+        if let Some(end) = end {
+            let mut out = Vec::with_capacity(size(end + 1));
+            out.extend_from_slice(&event[..end]);
+            for (i, a) in added.iter().enumerate() {
+                if names.any || i > 0 {
+                    out.push(b',');
+                }
+                write_member(&mut out, a.prefix, a.name, a.raw);
+            }
+            out.push(b'}');
+            return Ok(out);
+        }
+    }
     let m = members(event).map_err(|e| {
         let object = event.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         if object || !e.is_data() {
@@ -71,40 +145,37 @@ fn write(event: &[u8], added: &[(std::borrow::Cow<'_, str>, &str)]) -> Result<Ve
             "a lookup join needs each event's value to be a JSON object".into()
         }
     })?;
-    let mut out = Vec::with_capacity(event.len() + added.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
+    let mut out = Vec::with_capacity(size(event.len()));
     out.push(b'{');
-    let mut first = true;
-    let mut member = |out: &mut Vec<u8>, name: &str, raw: &str| {
-        if !first {
+    for (k, v) in m.0.iter().filter(|(k, _)| !added.iter().any(|a| a.is(k))) {
+        if out.len() > 1 {
             out.push(b',');
         }
-        first = false;
-        // Names are written escaped; values are copied as they are.
-        write_name(out, name);
-        out.push(b':');
-        out.extend_from_slice(raw.as_bytes());
-    };
-    for (k, v) in &m.0 {
-        if !added.iter().any(|(a, _)| a == k) {
-            member(&mut out, k, v.get());
-        }
+        write_member(&mut out, "", k, v.get());
     }
-    for (k, v) in added {
-        member(&mut out, k, v);
+    for a in added {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        write_member(&mut out, a.prefix, a.name, a.raw);
     }
     out.push(b'}');
     Ok(out)
 }
 
-/// A member name as a JSON string.
-fn write_name(out: &mut Vec<u8>, name: &str) {
-    if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+/// `"prefix++name":raw` (the name escaped; the value copied as it is).
+fn write_member(out: &mut Vec<u8>, prefix: &str, name: &str, raw: &str) {
+    let plain = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain(prefix) && plain(name) {
         out.push(b'"');
+        out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(name.as_bytes());
         out.push(b'"');
     } else {
-        out.extend_from_slice(serde_json::to_string(name).unwrap_or_default().as_bytes());
+        out.extend_from_slice(serde_json::to_string(&format!("{prefix}{name}")).unwrap_or_default().as_bytes());
     }
+    out.push(b':');
+    out.extend_from_slice(raw.as_bytes());
 }
 
 /// The start of a value, for a reason.
@@ -122,7 +193,15 @@ mod tests {
     use serde_json::{json, Value};
 
     fn add(shape: &Shape, event: &str, value: Option<&str>) -> Result<Value, String> {
-        shape.add(event.as_bytes(), value.map(str::as_bytes)).map(|v| serde_json::from_slice(&v).expect("valid JSON"))
+        let slow = shape.add(event.as_bytes(), value.map(str::as_bytes), None);
+        // With the digest of the event's names, the same output.
+        if let Ok(m) = crate::record_schema::members(event.as_bytes()) {
+            let names = Names::of(m.0.iter().map(|(k, _)| &**k));
+            let fast = shape.add(event.as_bytes(), value.map(str::as_bytes), Some(&names));
+            let parsed = |r: &Result<Vec<u8>, String>| r.as_ref().map(|v| serde_json::from_slice::<Value>(v).expect("valid JSON")).map_err(Clone::clone);
+            assert_eq!(parsed(&fast), parsed(&slow), "{event}");
+        }
+        slow.map(|v| serde_json::from_slice(&v).expect("valid JSON"))
     }
 
     fn members(prefix: &str, fields: Option<&[&str]>) -> Shape {
@@ -155,5 +234,16 @@ mod tests {
         assert_eq!(add(&s, r#"{"id":1}"#, Some("gold tier")).unwrap(), json!({"id": 1, "user": "gold tier"}));
         assert_eq!(add(&s, r#"{"id":1}"#, None).unwrap(), json!({"id": 1, "user": null}));
         assert_eq!(add(&s, r#"{"id":1,"user":"old"}"#, Some("3")).unwrap(), json!({"id": 1, "user": 3}));
+        assert_eq!(add(&s, "{ }", Some("3")).unwrap(), json!({"user": 3}));
+        assert_eq!(add(&s, "{\"a\":1}\n", Some("3")).unwrap(), json!({"a": 1, "user": 3}));
+    }
+
+    #[test]
+    fn the_digest_knows_which_names_are_absent() {
+        let names = Names::of(["uid", "n", "ts", "user_age"]);
+        assert!(names.may_hold("", "uid") && names.may_hold("", "ts") && names.may_hold("user_", "age") && names.may_hold("us", "er_age"));
+        let absent = (0..1000).filter(|i| !names.may_hold("user_", &format!("x{i}"))).count();
+        assert!(absent > 950, "{absent} of 1000 known absent");
+        assert!(!Names::of([]).may_hold("", "x"));
     }
 }

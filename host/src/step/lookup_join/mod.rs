@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub use config::{BreakerSettings, LookupCacheConfig, LookupJoinConfig, LookupMode, MissPolicy, OnUnavailable};
-pub use enrich::Shape;
+pub use enrich::{Names, Shape};
 
 use super::key::{KeyResult, KeySpec};
 use super::{Operator, StepContext};
@@ -68,8 +68,8 @@ struct Waiting {
     events: Vec<Option<(Event, Origin)>>,
     /// Why an event has no key (`None` for those with one); empty when all have.
     no_key: Vec<Option<(DeadKind, String)>>,
-    /// The table's key of each event (for reasons).
-    keys: Vec<Option<Vec<u8>>>,
+    /// The digest of each event's names, read with its key (empty: not read).
+    names: Vec<Option<Names>>,
     left: usize,
     arrived: Instant,
     /// The step's input watermark when it came: the output watermark is held there.
@@ -155,9 +155,28 @@ impl LookupJoin {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The table's keys of `events`: this step's, then the chain's, per event.
-    fn keys(&mut self, events: &[Event]) -> (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>) {
-        let own: Vec<KeyResult> = self.key.read_all(events, WHAT);
+    /// The table's keys of `events`: this step's, then the chain's, per
+    /// event; why an event has none; and the digests of their names.
+    fn keys(&mut self, events: &[Event]) -> (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>, Vec<Option<Names>>) {
+        let mut digests = Vec::new();
+        let own: Vec<KeyResult> = match self.key.field() {
+            // A field key is read in one pass over the top level, which
+            // also gives the names the value is added beside.
+            Some(_) => {
+                let mut names = Vec::new();
+                digests.reserve(events.len());
+                events
+                    .iter()
+                    .map(|e| {
+                        names.clear();
+                        let key = self.key.read(e, Some(&mut names), WHAT).map_err(|why| (DeadKind::StepError, why));
+                        digests.push(key.is_ok().then(|| Names::of(names.iter().map(|n| &**n))));
+                        key
+                    })
+                    .collect()
+            }
+            None => self.key.read_all(events, WHAT),
+        };
         let chain: Vec<Vec<Option<Vec<u8>>>> =
             self.chain.iter_mut().map(|c| c.key.read_all(events, WHAT).into_iter().map(|k| k.ok().map(|k| c.template.apply(&k))).collect()).collect();
         let columns = 1 + self.chain.len();
@@ -174,7 +193,7 @@ impl LookupJoin {
             }
             keys.extend(chain.iter().map(|c| c[i].clone()));
         }
-        (keys, no_key)
+        (keys, no_key, digests)
     }
 
     /// Lets go what the client says is answered: the events with their
@@ -204,11 +223,11 @@ impl LookupJoin {
                     }
                     Answer::Missing => {
                         missing += 1;
-                        let why = match (w.no_key.get(e).cloned().flatten(), &w.keys[e]) {
-                            (Some(why), _) => why,
-                            (None, Some(key)) => (DeadKind::LookupMiss, format!("no value for key `{}` in {table}", text(key))),
-                            // Answered by the chain: the key read again for the reason.
-                            (None, None) => match self.key.read(&event, None, WHAT) {
+                        let why = match w.no_key.get(e).cloned().flatten() {
+                            Some(why) => why,
+                            None if policy != MissPolicy::DeadLetter => (DeadKind::LookupMiss, String::new()),
+                            // The key read again for the reason (keys are not kept).
+                            None => match self.key.read(&event, None, WHAT) {
                                 Ok(k) => (DeadKind::LookupMiss, format!("no value for key `{}` in {table}", text(&self.template.apply(&k)))),
                                 Err(why) => (DeadKind::StepError, why),
                             },
@@ -217,7 +236,8 @@ impl LookupJoin {
                     }
                     Answer::Unavailable(error) => {
                         unavailable += 1;
-                        (None, Some((DeadKind::LookupUnavailable, format!("no answer for key `{}` within miss_after_ms: {error}", w.keys[e].as_deref().map(text).unwrap_or_default()))))
+                        let key = self.key.read(&event, None, WHAT).map(|k| text(&self.template.apply(&k))).unwrap_or_default();
+                        (None, Some((DeadKind::LookupUnavailable, format!("no answer for key `{key}` within miss_after_ms: {error}"))))
                     }
                 };
                 match (why, policy) {
@@ -231,7 +251,7 @@ impl LookupJoin {
                         continue;
                     }
                 }
-                match self.shape.add(&event.value, value.map(|v| &v[..])) {
+                match self.shape.add(&event.value, value.map(|v| &v[..]), w.names.get(e).and_then(Option::as_ref)) {
                     Ok(bytes) => {
                         out.push(Event { value: bytes, ..event }, origin);
                         handed_on.extend_from_slice(&cells[1..]);
@@ -269,16 +289,15 @@ impl Operator for LookupJoin {
         self.stats.step.events.fetch_add(n as u64, Relaxed);
         let columns = 1 + self.chain.len();
         let stash = if self.fed_by_chain { self.client().take_stash(self.slot, n * columns) } else { None };
-        let (keys, no_key) = match stash {
-            // Answered already: the table's keys only name misses in reasons.
-            Some(_) => (vec![None; n * columns], Vec::new()),
+        let (keys, no_key, names) = match stash {
+            // Answered already: keys are only read again for reasons.
+            Some(_) => (vec![None; n * columns], Vec::new(), Vec::new()),
             None => self.keys(&input.events),
         };
-        let own: Vec<Option<Vec<u8>>> = keys.iter().step_by(columns).cloned().collect();
         self.stats.step.no_key.fetch_add(no_key.iter().filter(|k| k.is_some()).count() as u64, Relaxed);
         let id = self.client().admit(self.slot, keys, columns, stash, Instant::now());
         let events = input.events.into_iter().zip(input.origins).map(Some).collect();
-        self.waiting.push_back(Waiting { id, events, no_key, keys: own, left: n, arrived: Instant::now(), watermark: ctx.watermark });
+        self.waiting.push_back(Waiting { id, events, no_key, names, left: n, arrived: Instant::now(), watermark: ctx.watermark });
         self.held += n;
         self.release(ctx)
     }
