@@ -557,3 +557,74 @@ fn lookups_before_a_join_killed_at_random_moments_and_restarted_lose_and_duplica
     assert_eq!(samples.len(), 100_000);
     assert!(samples.iter().filter(|s| s.get("user_age").is_some()).count() > 90_000);
 }
+
+/// The training-pipeline example (`examples/training-pipeline/run.sh`) runs to
+/// its end on a redis-server of its own, on a copy of the example (its `out/`
+/// in a temporary folder; the repository's plugins, scripts and the
+/// training-join data linked in): every sample of the join comes out once,
+/// with the features of its user, item and author exactly when the example's
+/// dimension data has them, and the counts it prints are those.
+#[test]
+fn the_training_pipeline_example_runs() {
+    let root = common::repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = dir.path().join("examples/training-pipeline");
+    std::fs::create_dir_all(ex.join("data")).unwrap();
+    for f in ["run.sh", "pipeline.json", "data/users.jsonl", "data/items.jsonl"] {
+        std::fs::copy(root.join("examples/training-pipeline").join(f), ex.join(f)).unwrap();
+    }
+    for linked in ["plugins", "scripts", "examples/training-join"] {
+        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
+    }
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = std::process::Command::new("bash")
+        .arg(ex.join("run.sh"))
+        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Plugin builds (a cold Python one takes minutes on a loaded machine) and the run.
+    let status = common::wait_or_kill(&mut child, Instant::now() + Duration::from_secs(900));
+    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
+    assert!(status.is_some_and(|s| s.success()), "run.sh failed or hung:\n{stdout}\n{stderr}");
+    assert!(stdout.trim_end().ends_with("training-pipeline: ok (samples in examples/training-pipeline/out/samples.jsonl)"), "{stdout}");
+
+    let data = root.join("examples/training-join/data");
+    let (imps, clicks) = (json_lines(&data.join("impressions.jsonl")), json_lines(&data.join("clicks.jsonl")));
+    let samples = json_lines(&ex.join("out/samples.jsonl"));
+    let positives = common::training_join::check_samples(&imps, &clicks, &samples);
+    let table = |file: &str, field: &str| -> std::collections::HashMap<String, Value> {
+        json_lines(&ex.join("data").join(file)).into_iter().map(|r| (r["id"].as_str().unwrap().to_string(), r[field].clone())).collect()
+    };
+    let (users, items) = (table("users.jsonl", "features"), table("items.jsonl", "fields"));
+    let (mut with_user, mut with_item, mut with_author) = (0, 0, 0);
+    for s in &samples {
+        match users.get(s["user_id"].as_str().unwrap_or("")) {
+            Some(f) => {
+                with_user += 1;
+                for (k, v) in f.as_object().unwrap() {
+                    assert_eq!(&s[format!("user_{k}")], v, "{s}");
+                }
+            }
+            None => assert!(s.get("user_age").is_none(), "{s}"),
+        }
+        let item = items.get(s["item_id"].as_str().unwrap_or(""));
+        with_item += usize::from(item.is_some());
+        for field in ["category", "price", "ctr_7d", "author"] {
+            assert_eq!(s[format!("item_{field}")], item.map_or(Value::Null, |i| i[field].clone()), "{s}");
+        }
+        let author = item.and_then(|i| users.get(i["author"].as_str().unwrap()));
+        with_author += usize::from(author.is_some());
+        assert_eq!(s["author_tier"], author.map_or(Value::Null, |a| a["tier"].clone()), "{s}");
+    }
+    for line in [
+        format!("samples out:     {} ({positives} positives, {} negatives)", samples.len(), samples.len() - positives),
+        format!("with features:   user {with_user}, item {with_item}, item author {with_author}"),
+    ] {
+        assert!(stdout.contains(&line), "the counts it prints ({line}):\n{stdout}");
+    }
+    // Its server is gone with it.
+    let port: u16 = stdout.split("starting redis-server on 127.0.0.1:").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).and_then(|p| p.parse().ok()).expect(&stdout);
+    assert!(Redis::command_on(port, &["PING"]).is_none(), "redis-server still answers on {port}");
+}

@@ -5,7 +5,7 @@
 //! request through after a while and closes again if it is answered.
 //! Breaker changes are logged and counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,12 +40,18 @@ pub struct CopyStats {
     pub rejected: AtomicU64,
 }
 
+const NO_TRIAL: u8 = 0;
+const TRIAL_DUE: u8 = 1;
+const TRIAL_OUT: u8 = 2;
+
 /// The breaker's events: logged, counted, and whether a trial is due.
 struct Events {
     name: String,
     stats: Arc<CopyStats>,
     open: AtomicBool,
-    half_open: AtomicBool,
+    /// Half open: [`TRIAL_DUE`] until one request claims the trial, then
+    /// [`TRIAL_OUT`] until it is answered; [`NO_TRIAL`] otherwise.
+    trial: AtomicU8,
     /// Latency (µs, moving average) and error rate (ppm) reset when the
     /// breaker closes: the copy is tried again as if fresh.
     latency_us: Arc<AtomicU64>,
@@ -61,19 +67,19 @@ impl Instrument for Hooks {
     }
 
     fn on_open(&self) {
-        self.0.half_open.store(false, Relaxed);
+        self.0.trial.store(NO_TRIAL, Relaxed);
         self.0.open.store(true, Relaxed);
         self.0.stats.opened.fetch_add(1, Relaxed);
         tracing::warn!(backend = %self.0.name, "circuit breaker open: requests go to the other copies");
     }
 
     fn on_half_open(&self) {
-        self.0.half_open.store(true, Relaxed);
+        self.0.trial.store(TRIAL_DUE, Relaxed);
         tracing::info!(backend = %self.0.name, "circuit breaker half open: one trial request");
     }
 
     fn on_closed(&self) {
-        self.0.half_open.store(false, Relaxed);
+        self.0.trial.store(NO_TRIAL, Relaxed);
         // The breaker reports itself closed when it is made, too.
         if !self.0.open.swap(false, Relaxed) {
             return;
@@ -136,7 +142,7 @@ impl FailoverBackend {
                     name: backend.name().to_string(),
                     stats: stats.clone(),
                     open: false.into(),
-                    half_open: false.into(),
+                    trial: AtomicU8::new(NO_TRIAL),
                     latency_us: latency_us.clone(),
                     error_ppm: error_ppm.clone(),
                 });
@@ -163,16 +169,21 @@ impl FailoverBackend {
         self.copies[i].backend.name()
     }
 
-    /// The copies to ask, in order: one due a trial first, then the others
-    /// whose breaker lets requests through, the first of them drawn with
-    /// weights inverse to their latency; copies with an open breaker not at all.
+    /// The copies to ask, in order: one due a trial first (for the one
+    /// request that claims it), then the others whose breaker lets requests
+    /// through, the first of them drawn with weights inverse to their
+    /// latency; copies with an open breaker, or whose trial is out, not at
+    /// all (unless nothing else is left).
     fn order(&self) -> Vec<usize> {
         let permitted: Vec<usize> = (0..self.copies.len()).filter(|&i| self.copies[i].breaker.is_call_permitted()).collect();
-        if let Some(&trial) = permitted.iter().find(|&&i| self.copies[i].events.half_open.load(Relaxed)) {
-            let mut order = vec![trial];
-            order.extend(permitted.iter().filter(|&&i| i != trial));
+        let trial = |i: usize| &self.copies[i].events.trial;
+        if let Some(&claimed) = permitted.iter().find(|&&i| trial(i).compare_exchange(TRIAL_DUE, TRIAL_OUT, Relaxed, Relaxed).is_ok()) {
+            let mut order = vec![claimed];
+            order.extend(permitted.iter().filter(|&&i| i != claimed && trial(i).load(Relaxed) == NO_TRIAL));
             return order;
         }
+        let settled: Vec<usize> = permitted.iter().copied().filter(|&i| trial(i).load(Relaxed) == NO_TRIAL).collect();
+        let permitted = if settled.is_empty() { permitted } else { settled };
         // Shares by (1 - error rate) / (latency + 100 µs) (a copy not
         // measured yet counts as fast and sound), each copy kept at least
         // MIN_SHARE of its fair share so that its figures stay known and a
