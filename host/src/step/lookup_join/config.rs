@@ -166,6 +166,7 @@ pub struct BreakerSettings {
     /// How long it stays open before one trial request, in ms (doubled after
     /// each failed trial, up to `open_max_ms`).
     pub open_ms: u64,
+    /// The longest it stays open between two trials, in ms.
     pub open_max_ms: u64,
 }
 
