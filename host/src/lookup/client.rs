@@ -111,7 +111,8 @@ impl TableClient {
             table,
             service,
             cache,
-            in_flight: KeyMap::default(),
+            // Sized for a few batches' keys: no rehash on the way up.
+            in_flight: KeyMap::with_capacity_and_hasher(4096, Default::default()),
             outbox: Vec::new(),
             max_keys: max_keys.max(1),
             tx,

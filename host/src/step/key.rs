@@ -93,10 +93,19 @@ impl KeySpec {
     /// The key of `event` (a field or the event key), or why there is none.
     /// Reading the top level for a field key also appends its member names
     /// to `names`, when given.
-    pub fn read<'e>(&self, event: &'e Event, mut names: Option<&mut Vec<Cow<'e, str>>>, what: &str) -> Result<Vec<u8>, String> {
+    pub fn read<'e>(&self, event: &'e Event, names: Option<&mut Vec<Cow<'e, str>>>, what: &str) -> Result<Vec<u8>, String> {
+        match self.read_raw(event, names, what)? {
+            RawKey::Json(text) => key_from_raw(text, self.field().unwrap_or_default(), what),
+            RawKey::Bytes(b) => Ok(b.to_vec()),
+        }
+    }
+
+    /// What [`KeySpec::read`] reads, before it is made a key: a field's raw
+    /// JSON text, or the event key.
+    pub fn read_raw<'e>(&self, event: &'e Event, mut names: Option<&mut Vec<Cow<'e, str>>>, what: &str) -> Result<RawKey<'e>, String> {
         let path = match self {
             KeySpec::Field(path) => path,
-            KeySpec::EventKey => return event.key.clone().ok_or_else(|| format!("no {what}: the event has no key")),
+            KeySpec::EventKey => return event.key.as_deref().map(RawKey::Bytes).ok_or_else(|| format!("no {what}: the event has no key")),
             KeySpec::Udf { .. } => return Err(format!("the {what}'s UDF was not called")),
         };
         // One borrowed pass per level on the path: other members are
@@ -112,8 +121,7 @@ impl KeySpec {
             bytes = found.get().as_bytes();
             raw = Some(found);
         }
-        let Some(raw) = raw else { return Err(format!("an empty {what} path")) };
-        key_from_raw(raw.get(), path, what)
+        raw.map(|r| RawKey::Json(r.get())).ok_or_else(|| format!("an empty {what} path"))
     }
 
     /// The key of each of `events`: one UDF call for the batch, or a read per event.
@@ -122,6 +130,27 @@ impl KeySpec {
             return keys;
         }
         events.iter().map(|e| self.read(e, None, what).map_err(|reason| (DeadKind::StepError, reason))).collect()
+    }
+}
+
+/// A key as read, before it is made bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawKey<'e> {
+    /// The raw JSON text of a field (see [`key_from_raw`]).
+    Json(&'e str),
+    /// The event key.
+    Bytes(&'e [u8]),
+}
+
+impl<'e> RawKey<'e> {
+    /// The key's bytes without a copy, when it has no escapes to undo: a
+    /// string's text between its quotes, or the event key.
+    pub fn plain(&self) -> Option<&'e [u8]> {
+        match *self {
+            RawKey::Bytes(b) => Some(b),
+            RawKey::Json(t) if t.len() >= 2 && t.starts_with('"') && !t.contains('\\') => Some(&t.as_bytes()[1..t.len() - 1]),
+            RawKey::Json(_) => None,
+        }
     }
 }
 

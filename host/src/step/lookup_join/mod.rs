@@ -24,7 +24,7 @@ use std::time::Instant;
 pub use config::{BreakerSettings, LookupCacheConfig, LookupJoinConfig, LookupMode, MissPolicy, OnUnavailable};
 pub use enrich::{Names, Shape};
 
-use super::key::{KeyResult, KeySpec};
+use super::key::{key_from_raw, KeySpec, RawKey};
 use super::{Operator, StepContext};
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
@@ -45,7 +45,7 @@ impl KeyTemplate {
     }
 
     pub fn apply(&self, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.0.iter().map(Vec::len).sum::<usize>() + key.len());
+        let mut out = Vec::with_capacity(self.0.iter().map(Vec::len).sum::<usize>() + key.len() * (self.0.len() - 1));
         for (i, part) in self.0.iter().enumerate() {
             if i > 0 {
                 out.extend_from_slice(key);
@@ -55,6 +55,9 @@ impl KeyTemplate {
         out
     }
 }
+
+/// A key made the table's by the template.
+struct Templated(Vec<u8>);
 
 /// A later step of the chain whose key this one reads and asks for.
 pub struct ChainKey {
@@ -159,23 +162,29 @@ impl LookupJoin {
     /// event; why an event has none; and the digests of their names.
     fn keys(&mut self, events: &[Event]) -> (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>, Vec<Option<Names>>) {
         let mut digests = Vec::new();
-        let own: Vec<KeyResult> = match self.key.field() {
+        let own: Vec<Result<Templated, (DeadKind, String)>> = match self.key.field() {
             // A field key is read in one pass over the top level, which
             // also gives the names the value is added beside.
-            Some(_) => {
+            Some(path) => {
                 let mut names = Vec::new();
                 digests.reserve(events.len());
+                let (key, template) = (&self.key, &self.template);
                 events
                     .iter()
                     .map(|e| {
                         names.clear();
-                        let key = self.key.read(e, Some(&mut names), WHAT).map_err(|why| (DeadKind::StepError, why));
+                        // A plain string goes into the template as it is: one copy.
+                        let key = key.read_raw(e, Some(&mut names), WHAT).and_then(|raw| match (raw.plain(), raw) {
+                            (Some(plain), _) => Ok(Templated(template.apply(plain))),
+                            (None, RawKey::Json(text)) => key_from_raw(text, path, WHAT).map(|k| Templated(template.apply(&k))),
+                            (None, RawKey::Bytes(b)) => Ok(Templated(template.apply(b))),
+                        });
                         digests.push(key.is_ok().then(|| Names::of(names.iter().map(|n| &**n))));
-                        key
+                        key.map_err(|why| (DeadKind::StepError, why))
                     })
                     .collect()
             }
-            None => self.key.read_all(events, WHAT),
+            None => self.key.read_all(events, WHAT).into_iter().map(|k| k.map(|k| Templated(self.template.apply(&k)))).collect(),
         };
         let chain: Vec<Vec<Option<Vec<u8>>>> =
             self.chain.iter_mut().map(|c| c.key.read_all(events, WHAT).into_iter().map(|k| k.ok().map(|k| c.template.apply(&k))).collect()).collect();
@@ -184,7 +193,7 @@ impl LookupJoin {
         let mut no_key = Vec::new();
         for (i, k) in own.into_iter().enumerate() {
             match k {
-                Ok(k) => keys.push(Some(self.template.apply(&k))),
+                Ok(Templated(k)) => keys.push(Some(k)),
                 Err(why) => {
                     no_key.resize(events.len(), None);
                     no_key[i] = Some(why);
