@@ -309,6 +309,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     }
 }
 
+/// The members of the JSON object `bytes`, or why it is not one, for a
+/// dead letter: malformed JSON, or well-formed but not an object (`step`
+/// names who needs an object, e.g. "a project step").
+pub(crate) fn object_members<'a>(bytes: &'a [u8], step: &str) -> Result<Members<'a>, String> {
+    members(bytes).map_err(|e| {
+        let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if object || !e.is_data() {
+            format!("malformed JSON: {e}")
+        } else {
+            format!("{step} needs each event's value to be a JSON object")
+        }
+    })
+}
+
 /// The raw value of the top-level member `name` of the JSON object `bytes`
 /// (the last one if the name repeats), checking the whole object is
 /// well-formed but parsing no other value into anything: no map, no

@@ -250,13 +250,7 @@ impl Worker {
     /// and what they complete goes on; then the watermarks they held move.
     fn wake(&mut self, steps: &[usize]) -> Result<(), RunError> {
         for &j in steps {
-            let node = self.steps[j].as_mut().expect("a local step");
-            let mut dead = Vec::new();
-            let watermark = self.clock.step_input(j);
-            let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
-            let out = node.op.on_io(&mut ctx);
-            check(ctx.failed)?;
-            self.after_step(j, out, dead)?;
+            self.run_step(j, 0, self.clock.step_input(j), |op, ctx| op.on_io(ctx))?;
         }
         self.advance_watermarks()
     }
@@ -316,13 +310,9 @@ impl Worker {
             // What step `j` waits for comes before it closes (later steps may
             // take more from it: they close after).
             self.settle_io(io, Some(j))?;
-            let Some(node) = self.steps[j].as_mut() else { continue };
-            let mut dead = Vec::new();
-            let watermark = self.clock.step_input(j);
-            let mut ctx = StepContext { dead: &mut dead, input: 0, watermark, state: &mut *self.state, failed: None };
-            let out = node.op.close(&mut ctx);
-            check(ctx.failed)?;
-            self.after_step(j, out, dead)?;
+            if self.steps[j].is_some() {
+                self.run_step(j, 0, self.clock.step_input(j), |op, ctx| op.close(ctx))?;
+            }
         }
         Ok(())
     }
@@ -338,15 +328,31 @@ impl Worker {
     fn process(&mut self, step: usize, port: usize, batch: Batch, keys: Option<Vec<RoutedKey>>) -> Result<(), RunError> {
         let node = self.steps[step].as_mut().ok_or_else(|| RunError::Thread(format!("step {step} is not in this worker")))?;
         node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+        self.run_step(step, port, self.clock.step_input(step), |op, ctx| match keys {
+            Some(keys) => op.process_routed(batch, keys, ctx),
+            None => op.process_batch(batch, ctx),
+        })?;
+        Ok(())
+    }
+
+    /// Calls `hook` of local step `j` with its context (input `port`, input
+    /// watermark `watermark`), then hands on what it emitted and refused.
+    /// Returns whether it emitted nothing.
+    fn run_step(
+        &mut self,
+        j: usize,
+        port: usize,
+        watermark: i64,
+        hook: impl FnOnce(&mut dyn Operator, &mut StepContext<'_>) -> Batch,
+    ) -> Result<bool, RunError> {
+        let node = self.steps[j].as_mut().expect("a local step");
         let mut dead = Vec::new();
-        let watermark = self.clock.step_input(step);
         let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
-        let out = match keys {
-            Some(keys) => node.op.process_routed(batch, keys, &mut ctx),
-            None => node.op.process_batch(batch, &mut ctx),
-        };
+        let out = hook(node.op.as_mut(), &mut ctx);
         check(ctx.failed)?;
-        self.after_step(step, out, dead)
+        let empty = out.is_empty();
+        self.after_step(j, out, dead)?;
+        Ok(empty)
     }
 
     /// Hands `batch` to step `step` of a later stage: by key to a keyed step,
@@ -402,18 +408,7 @@ impl Worker {
             if input > self.clock.step_input(j) {
                 // The furthest any worker got (workers hear the same source clocks).
                 self.steps[j].as_ref().expect("local").stats.watermark.fetch_max(input, Relaxed);
-                loop {
-                    let node = self.steps[j].as_mut().expect("local");
-                    let mut dead = Vec::new();
-                    let mut ctx = StepContext { dead: &mut dead, input: 0, watermark: input, state: &mut *self.state, failed: None };
-                    let out = node.op.on_watermark(input, &mut ctx);
-                    check(ctx.failed)?;
-                    let done = out.is_empty();
-                    self.after_step(j, out, dead)?;
-                    if done {
-                        break;
-                    }
-                }
+                while !self.run_step(j, 0, input, |op, ctx| op.on_watermark(input, ctx))? {}
             }
             // Also when the input did not move: a step that held events back
             // may have let them go. A step holding events is not idle, or the

@@ -11,7 +11,7 @@ use super::{Operator, StepContext};
 use crate::config::locate::JsonPath;
 use crate::dead_letter::DeadKind;
 use crate::event::Batch;
-use crate::record_schema::members;
+use crate::record_schema::object_members;
 
 /// The settings of a `project` step: `fields` (or `drop`) choose the
 /// top-level fields kept, then `rename` renames some of them. Fields keep
@@ -96,14 +96,7 @@ impl ProjectStep {
 
     /// The projected object, or why `value` is not one.
     pub fn project(&self, value: &[u8]) -> Result<Vec<u8>, String> {
-        let m = members(value).map_err(|e| {
-            let object = value.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-            if object || !e.is_data() {
-                format!("malformed JSON: {e}")
-            } else {
-                "a project step needs each event's value to be a JSON object".into()
-            }
-        })?;
+        let m = object_members(value, "a project step")?;
         // New names taken by a field of this event that is renamed.
         let taken: Vec<&str> = if self.targets.is_empty() {
             Vec::new()

@@ -8,7 +8,7 @@
 //! usual case) the added members are written before the event's closing
 //! brace, and the event is not parsed again.
 
-use crate::record_schema::members;
+use crate::record_schema::{members, object_members};
 
 /// How the value is added.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,14 +137,7 @@ fn write(event: &[u8], added: &[Added<'_>], names: Option<&Names>) -> Result<Vec
             return Ok(out);
         }
     }
-    let m = members(event).map_err(|e| {
-        let object = event.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if object || !e.is_data() {
-            format!("malformed JSON: {e}")
-        } else {
-            "a lookup join needs each event's value to be a JSON object".into()
-        }
-    })?;
+    let m = object_members(event, "a lookup join")?;
     let mut out = Vec::with_capacity(size(event.len()));
     out.push(b'{');
     for (k, v) in m.0.iter().filter(|(k, _)| !added.iter().any(|a| a.is(k))) {
