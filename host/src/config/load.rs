@@ -286,6 +286,46 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
     }
 }
 
+/// The Redis state backend: its settings only with it, a usable URL and
+/// prefix, and nothing whose recovery it cannot make exact: a consumer group
+/// (`scale_out`: a partition's state moves through the checkpoint folders) or
+/// an exactly-once Kafka sink (its transaction commits a checkpoint in two
+/// phases around a local record).
+fn check_state(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
+    let at = JsonPath::root().key("settings").key("state");
+    let state = &c.settings.state;
+    if state.backend != super::StateBackendKind::Redis {
+        if state.redis.is_some() {
+            err(at.key("redis"), "only with `\"backend\": \"redis\"`".into());
+        }
+        return;
+    }
+    if let Some(r) = &state.redis {
+        if let Err(e) = crate::state::check_redis_url(&r.url) {
+            err(at.key("redis").key("url"), e);
+        }
+        if r.prefix.as_deref().is_some_and(|p| p.is_empty()) {
+            err(at.key("redis").key("prefix"), "must not be empty".into());
+        }
+    }
+    if c.settings.scale_out.is_some() {
+        err(
+            JsonPath::root().key("settings").key("scale_out"),
+            "not with the redis state backend: a group moves a partition's state through the shared checkpoint folders; use `rocksdb`".into(),
+        );
+    }
+    for (name, s) in &c.sinks {
+        if let super::SinkConfig::Kafka(k) = s {
+            if k.delivery == crate::sink::Delivery::ExactlyOnce {
+                err(
+                    JsonPath::root().key("sinks").key(name).key("delivery"),
+                    "`exactly-once` is not supported with the redis state backend (its transaction commits a checkpoint in two phases around a local record); use `at-least-once` or `rocksdb`".into(),
+                );
+            }
+        }
+    }
+}
+
 /// Kafka sinks: `exactly-once` has a transactional id, checkpoints that
 /// come before the broker times a transaction out, and no second such sink
 /// (a checkpoint has one commit record).
@@ -385,6 +425,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     check_hot_swap(&c.settings, &mut err);
     check_scale_out(c, &mut err);
     check_kafka_sinks(c, &mut err);
+    check_state(c, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {

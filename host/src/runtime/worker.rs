@@ -49,7 +49,9 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     Sink { sink: usize, batch: Batch },
     Dead(Vec<DeadLetter>),
-    Checkpointed,
+    /// The barrier passed; with the writes the coordinator applies together
+    /// with the checkpoint's record, for a state kept in Redis.
+    Checkpointed(Option<crate::state::DeferredWrites>),
     Closed,
     Failed(RunError),
 }
@@ -178,9 +180,9 @@ impl Worker {
                     *seen += 1;
                     if *seen == n {
                         barriers.remove(&id);
-                        self.checkpoint(folder.as_deref())?;
+                        let deferred = self.checkpoint(folder.as_deref())?;
                         self.pass_on(|| ToWorker::Barrier { id, folder: folder.clone() })?;
-                        self.tell(FromWorker::Checkpointed)?;
+                        self.tell(FromWorker::Checkpointed(deferred))?;
                     }
                 }
                 ToWorker::Close => {
@@ -210,15 +212,15 @@ impl Worker {
         Ok(())
     }
 
-    fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<(), RunError> {
+    fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<Option<crate::state::DeferredWrites>, RunError> {
         if !self.stateful {
-            return Ok(());
+            return Ok(None);
         }
         let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
         self.state.commit().map_err(state_err)?;
-        let Some(folder) = folder else { return Ok(()) };
+        let Some(folder) = folder else { return Ok(None) };
         let dir = folder.join("state").join(super::worker_state::worker_dir(self.stage, self.index));
-        self.state.checkpoint(&dir).map_err(state_err)
+        self.state.checkpoint_or_defer(&dir).map_err(state_err)
     }
 
     fn close(&mut self) -> Result<(), RunError> {
