@@ -302,8 +302,10 @@ fn run_model(actions: &[Action], kinds: &[Kind], url: Option<&str>, newest_only:
                 }
             }
             Action::Append(bucket, bytes) => {
+                // A drop buffered before empties the bucket first.
+                let committed = if model.drops.contains(bucket) { 0 } else { model.log.get(bucket).map_or(0, Vec::len) };
                 let pending = model.appends.entry(*bucket).or_default();
-                let offset = model.log.get(bucket).map_or(0, Vec::len) + pending.len();
+                let offset = committed + pending.len();
                 pending.extend(bytes);
                 for s in &mut subjects {
                     let log = s.log;
@@ -383,14 +385,15 @@ proptest! {
     }
 }
 
-/// The same model over all three backends, one redis-server for every case;
-/// restores take the newest checkpoint, the only one Redis holds.
+/// The same model and test body on Redis (beside the memory backend), one
+/// redis-server for every case; restores take the newest checkpoint, the only
+/// one Redis holds.
 #[test]
 fn redis_matches_the_model_like_memory_and_rocksdb() {
     let server = redis_server::Redis::start();
     let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
     let strategy = prop::collection::vec(action(), 1..80);
-    let kinds = [Kind::Memory, Kind::Rocks, Kind::Redis];
+    let kinds = [Kind::Memory, Kind::Redis];
     runner.run(&strategy, |actions| run_model(&actions, &kinds, Some(&server.url), true)).unwrap();
 }
 
@@ -740,7 +743,7 @@ fn a_redis_bucket_log_spans_several_strings() {
         assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} before the checkpoint");
     }
     b.checkpoint(&root.path().join("c2")).unwrap();
-    for (offset, len) in [(edge - 10, 20), (2 * edge - 1, 2), (0, expected.len())] {
+    for (offset, len) in [(edge - 1, 2), (27 << 20, 2 << 20), (0, expected.len())] {
         assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} from the server");
     }
     assert!(b.read_bucket_at(log, -3, expected.len() as u64 - 1, 2, &mut Vec::new()).is_err(), "past its end");

@@ -550,6 +550,9 @@ impl StateBackend for RedisBackend {
         let Some(end) = end else {
             return Err(self.error("read bucket", format!("bytes {offset}..+{len} of bucket {bucket} of log {:?} are past its committed {have}", self.logs.names[log.0 as usize])));
         };
+        if len == 0 {
+            return Ok(());
+        }
         let base = self.logs.base(b).unwrap_or(0);
         // From Redis: [offset, min(end, base)), a GETRANGE per string it spans.
         if offset < base {

@@ -220,7 +220,8 @@ impl LogOverlay {
     }
 
     pub fn append(&mut self, b: (u32, i64), bytes: &[u8]) -> u64 {
-        let committed = self.len(b).unwrap_or(0);
+        // A drop buffered before this append empties the bucket first.
+        let committed = if self.drops.contains(&b) { 0 } else { self.len(b).unwrap_or(0) };
         let pending = self.appends.entry(b).or_default();
         let offset = committed + pending.len() as u64;
         pending.extend_from_slice(bytes);
@@ -322,7 +323,7 @@ mod tests {
         l.stored.insert(b, 10);
         assert_eq!(l.append(b, b"abc"), 10);
         l.drop_bucket(b);
-        assert_eq!(l.append(b, b"xy"), 10, "the drop is not committed yet");
+        assert_eq!(l.append(b, b"xy"), 0, "after the drop buffered before it");
         l.commit();
         assert_eq!((l.base(b), l.len(b)), (None, Some(2)), "dropped, then the later append");
         assert_eq!(l.buckets(0), vec![7]);
