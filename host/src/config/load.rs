@@ -782,6 +782,33 @@ mod tests {
     }
 
     #[test]
+    fn redis_state_refuses_what_it_cannot_recover_exactly() {
+        let with = |sinks: &str, settings: &str| {
+            format!(r#"{{"sources": {{"in": {{"type": "stdin"}}}}, "sinks": {sinks}, "settings": {settings}}}"#)
+        };
+        let paths = |e: Vec<ConfigError>| e.into_iter().map(|e| e.path).collect::<Vec<_>>();
+        let stdout = r#"{"o": {"type": "stdout", "inputs": ["in"]}}"#;
+        let c = parse_pipeline(&with(stdout, r#"{"state": {"backend": "redis"}}"#)).unwrap();
+        assert_eq!(c.settings.state.redis, None, "the defaults apply");
+        let full = r#"{"state": {"backend": "redis", "redis": {"url": "redis://10.0.0.5:6380/2", "prefix": "job", "ttl_slack_ms": null, "max_overlay_mb": 64}}}"#;
+        let c = parse_pipeline(&with(stdout, full)).unwrap();
+        assert_eq!(c.settings.state.redis.as_ref().map(|r| (r.ttl_slack_ms, r.max_overlay_mb)), Some((None, 64)));
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"redis": {}}}"#))), ["$.settings.state.redis"], "redis settings without the backend");
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"url": "http://x"}}}"#))), ["$.settings.state.redis.url"]);
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"prefix": ""}}}"#))), ["$.settings.state.redis.prefix"]);
+        let e = paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"ttl": 5}}}"#)));
+        assert!(e.len() == 1 && e[0].starts_with("$.settings.state.redis.ttl"), "unknown fields: {e:?}");
+        let eos = r#"{"k": {"type": "kafka", "inputs": ["in"], "brokers": "b:9092", "topic": "t", "delivery": "exactly-once", "transactional_id": "j"}}"#;
+        let e = errors(&with(eos, r#"{"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}}"#));
+        assert_eq!(paths(e.clone()), ["$.sinks.k.delivery"]);
+        assert!(e[0].message.contains("not supported with the redis state backend"), "{}", e[0].message);
+        let group = r#"{"sources": {"in": {"type": "kafka", "brokers": "b:9092", "topics": ["t"], "group_id": "g"}}, "sinks": {"o": {"type": "null", "inputs": ["in"]}},
+            "settings": {"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}, "scale_out": {}}}"#;
+        let e = errors(group);
+        assert!(paths(e.clone()).contains(&"$.settings.scale_out".to_string()), "{e:?}");
+    }
+
+    #[test]
     fn a_join_bucket_must_fit_its_window() {
         let with = |bucket: &str| {
             format!(
