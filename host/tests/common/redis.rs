@@ -32,6 +32,12 @@ impl Redis {
         redis
     }
 
+    /// The server's process id (for its memory and CPU time in /proc).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one command in the protocol's array form; its reply's first
     /// line (None: no connection).
     pub fn command(&self, args: &[&str]) -> Option<String> {

@@ -114,6 +114,34 @@ impl Resp {
     }
 }
 
+/// Commands cut into [`Resp`]s of about [`Chunks::SIZE`] bytes: a flush never
+/// holds its commands in one growing buffer, and a write that need not be atomic
+/// is sent a chunk at a time.
+#[derive(Default)]
+pub(super) struct Chunks {
+    pub done: Vec<Resp>,
+    pub current: Resp,
+}
+
+impl Chunks {
+    const SIZE: usize = 4 << 20;
+
+    /// Where the next command goes (after the one just written, if the chunk is full).
+    pub fn next(&mut self) -> &mut Resp {
+        if self.current.buf.len() >= Self::SIZE {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+        &mut self.current
+    }
+
+    pub fn finish(mut self) -> Vec<Resp> {
+        if self.current.commands > 0 {
+            self.done.push(self.current);
+        }
+        self.done
+    }
+}
+
 /// Escapes the glob characters of `s` for `SCAN MATCH`.
 pub(super) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
-use self::codec::Resp;
+use self::codec::{Chunks, Resp};
 use self::overlay::{Lookup, LogOverlay, Merge, TableOverlay};
 use super::{check_table_name, prepare_checkpoint_dir, sync_parent, Backend, LogId, RedisOptions, StateBackend, StateError, StateStats, TableId, TableOptions};
 
@@ -73,13 +73,13 @@ const MARKER: &str = "redis-checkpoint.json";
 /// A worker's writes since the last checkpoint, as commands for the coordinator's
 /// transaction ([`StateBackend::checkpoint_or_defer`]).
 pub struct DeferredWrites {
-    resp: Resp,
+    parts: Vec<Resp>,
 }
 
 impl DeferredWrites {
     /// Bytes of the encoded commands.
     pub fn bytes(&self) -> usize {
-        self.resp.buf.len()
+        self.parts.iter().map(|p| p.buf.len()).sum()
     }
 }
 
@@ -230,26 +230,27 @@ impl RedisBackend {
         self.tables.iter().map(|t| t.overlay.bytes).sum::<u64>() + self.logs.bytes
     }
 
-    /// Turns the overlay into commands (emptying it) and counts them as written:
-    /// the caller applies them before this backend is read again.
-    fn take_writes(&mut self) -> Resp {
-        let mut r = Resp::default();
+    /// Turns the overlay into commands, in order (emptying it as it goes, so
+    /// the two are not held whole at once), and counts them as written: the
+    /// caller applies them before this backend is read again.
+    fn take_writes(&mut self) -> Vec<Resp> {
+        let mut c = Chunks::default();
         for t in &mut self.tables {
             let overlay = std::mem::take(&mut t.overlay);
             for (s, e) in overlay.cleared {
-                r.cmd(&[b"ZREMRANGEBYLEX", &t.key, &codec::from_key(&s), &codec::before_key(&e)]);
+                c.next().cmd(&[b"ZREMRANGEBYLEX", &t.key, &codec::from_key(&s), &codec::before_key(&e)]);
             }
             let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(ZADD_BATCH);
             for (k, w) in overlay.writes {
-                r.cmd(&[b"ZREMRANGEBYLEX", &t.key, &codec::from_key(&k), &codec::through_key(&k)]);
+                c.next().cmd(&[b"ZREMRANGEBYLEX", &t.key, &codec::from_key(&k), &codec::through_key(&k)]);
                 if let Some(v) = w {
                     batch.push((k, v));
                     if batch.len() == ZADD_BATCH {
-                        zadd(&mut r, &t.key, &mut batch);
+                        zadd(c.next(), &t.key, &mut batch);
                     }
                 }
             }
-            zadd(&mut r, &t.key, &mut batch);
+            zadd(c.next(), &t.key, &mut batch);
         }
         let index = self.index_key();
         for ((log, bucket), change) in std::mem::take(&mut self.logs.changes) {
@@ -257,10 +258,10 @@ impl RedisBackend {
             let mut base = 0;
             if let Some(stored) = self.logs.stored.get(&(log, bucket)).copied() {
                 if change.dropped {
-                    for c in 0..chunks(stored) {
-                        r.cmd(&[b"DEL", &self.chunk_key(log, bucket, c)]);
+                    for n in 0..chunks(stored) {
+                        c.next().cmd(&[b"DEL", &self.chunk_key(log, bucket, n)]);
                     }
-                    r.cmd(&[b"HDEL", &index, &field]);
+                    c.next().cmd(&[b"HDEL", &index, &field]);
                     self.logs.stored.remove(&(log, bucket));
                 } else {
                     base = stored;
@@ -272,34 +273,37 @@ impl RedisBackend {
             while !rest.is_empty() {
                 let room = LOG_CHUNK - at % LOG_CHUNK;
                 let (piece, tail) = rest.split_at(rest.len().min(room as usize));
-                r.cmd(&[b"APPEND", &self.chunk_key(log, bucket, at / LOG_CHUNK), piece]);
+                c.next().cmd(&[b"APPEND", &self.chunk_key(log, bucket, at / LOG_CHUNK), piece]);
                 at += piece.len() as u64;
                 rest = tail;
             }
-            r.cmd(&[b"HSET", &index, &field, itoa::Buffer::new().format(at).as_bytes()]);
+            c.next().cmd(&[b"HSET", &index, &field, itoa::Buffer::new().format(at).as_bytes()]);
             self.logs.stored.insert((log, bucket), at);
         }
         self.logs.bytes = 0;
         if let Some(ttl) = self.ttl_ms {
             let ttl = itoa::Buffer::new().format(ttl).as_bytes().to_vec();
             for t in &self.tables {
-                r.cmd(&[b"PEXPIRE", &t.key, &ttl]);
+                c.next().cmd(&[b"PEXPIRE", &t.key, &ttl]);
             }
-            r.cmd(&[b"PEXPIRE", &index, &ttl]);
+            c.next().cmd(&[b"PEXPIRE", &index, &ttl]);
             for (&(log, bucket), &len) in &self.logs.stored {
-                for c in 0..chunks(len) {
-                    r.cmd(&[b"PEXPIRE", &self.chunk_key(log, bucket, c), &ttl]);
+                for n in 0..chunks(len) {
+                    c.next().cmd(&[b"PEXPIRE", &self.chunk_key(log, bucket, n), &ttl]);
                 }
             }
         }
-        r
+        c.finish()
     }
 
     /// Applies `writes` (and `extra` after them) in one transaction on this
     /// backend's connection; the replies of `extra`'s commands.
-    fn execute(&self, op: &str, writes: Resp, extra: Resp) -> Result<Vec<Value>, StateError> {
+    fn execute(&self, op: &str, writes: Vec<Resp>, extra: Resp) -> Result<Vec<Value>, StateError> {
         let mut con = self.con.borrow_mut();
-        store::transaction(&mut con, &[&writes, &extra]).map_err(|e| self.error(op, e)).map(|mut replies| replies.split_off(writes.commands))
+        let n: usize = writes.iter().map(|w| w.commands).sum();
+        let mut parts: Vec<&Resp> = writes.iter().collect();
+        parts.push(&extra);
+        store::transaction(&mut con, &parts).map_err(|e| self.error(op, e)).map(|mut replies| replies.split_off(n))
     }
 
     /// Writes the overlay out when it is over its bound and may be (no record
@@ -310,8 +314,11 @@ impl RedisBackend {
             return Ok(());
         }
         if !self.named {
-            let writes = self.take_writes();
-            self.execute("write the overlay out", writes, Resp::default())?;
+            // Nobody's recovery point: a chunk at a time, not one transaction
+            // (which Redis would hold whole until EXEC).
+            for chunk in self.take_writes() {
+                store::pipeline(&mut self.con.borrow_mut(), &chunk).map_err(|e| self.error("write the overlay out", e))?;
+            }
             return Ok(());
         }
         self.wanted.store(true, Relaxed);
@@ -621,10 +628,10 @@ impl StateBackend for RedisBackend {
     }
 
     fn checkpoint_or_defer(&mut self, _dir: &Path) -> Result<Option<DeferredWrites>, StateError> {
-        let resp = self.take_writes();
+        let parts = self.take_writes();
         // Applied by the coordinator with the record that names this namespace.
         self.named = true;
-        Ok(Some(DeferredWrites { resp }))
+        Ok(Some(DeferredWrites { parts }))
     }
 
     /// In memory: the overlay; keys: the tables' rows in Redis (one round trip)

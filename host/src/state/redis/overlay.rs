@@ -187,7 +187,7 @@ pub(super) struct LogOverlay {
     /// Appends and drops waiting for `commit` (drops applied first).
     pub appends: BTreeMap<(u32, i64), Vec<u8>>,
     pub drops: Vec<(u32, i64)>,
-    /// Bytes appended in `changes`.
+    /// Bytes allocated for the appends in `changes`.
     pub bytes: u64,
 }
 
@@ -245,7 +245,7 @@ impl LogOverlay {
                 continue;
             }
             if let Some(a) = self.changes.get(&b).and_then(|c| c.appended.as_ref()) {
-                self.bytes -= a.len() as u64;
+                self.bytes -= a.capacity() as u64;
             }
             let dropped = self.stored.contains_key(&b);
             if dropped {
@@ -255,12 +255,16 @@ impl LogOverlay {
             }
         }
         for (b, bytes) in std::mem::take(&mut self.appends) {
-            self.bytes += bytes.len() as u64;
             let change = self.changes.entry(b).or_default();
-            match &mut change.appended {
-                Some(a) => a.extend_from_slice(&bytes),
-                None => change.appended = Some(bytes),
+            let a = change.appended.get_or_insert_with(Vec::new);
+            // Counted as allocated: a growing buffer holds up to twice its bytes.
+            let before = a.capacity();
+            if a.is_empty() {
+                *a = bytes;
+            } else {
+                a.extend_from_slice(&bytes);
             }
+            self.bytes = (self.bytes + a.capacity() as u64).saturating_sub(before as u64);
         }
     }
 

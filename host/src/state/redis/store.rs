@@ -51,6 +51,19 @@ impl std::fmt::Display for Failed {
     }
 }
 
+/// Sends the commands of `chunk` (not as a transaction) and reads their replies;
+/// the first error is an error.
+pub(super) fn pipeline(con: &mut redis::Connection, chunk: &Resp) -> Result<(), String> {
+    con.send_packed_command(&chunk.buf).map_err(|e| e.to_string())?;
+    let mut first_error = None;
+    for _ in 0..chunk.commands {
+        if let Value::ServerError(e) = con.recv_response().map_err(|e| e.to_string())? {
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Sends `parts` as one `MULTI`/`EXEC`; the replies of their commands. Any
 /// error, at queueing or inside `EXEC`, is an error.
 pub(super) fn transaction(con: &mut redis::Connection, parts: &[&Resp]) -> Result<Vec<Value>, Failed> {
@@ -216,7 +229,7 @@ impl RemoteState {
         if let Some(ttl) = self.ttl_ms {
             tail.cmd(&[b"PEXPIRE", key.as_bytes(), itoa::Buffer::new().format(ttl).as_bytes()]);
         }
-        let mut parts: Vec<&Resp> = writes.iter().map(|w| &w.resp).collect();
+        let mut parts: Vec<&Resp> = writes.iter().flat_map(|w| &w.parts).collect();
         parts.push(&tail);
         let long = self.options.timeout() * TRANSACTION_TIMEOUTS;
         let _ = self.con.set_read_timeout(Some(long));
