@@ -796,8 +796,26 @@ fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
     remote.commit(writes, b"{\"id\":2}", 3).unwrap();
     assert_eq!(server.command(&["EXISTS", "job:p2:s0w1:t:t"]).unwrap(), ":0", "another parallelism's state is removed");
     assert_eq!(server.command(&["EXISTS", "job:p3:s0w0:t:t"]).unwrap(), ":1");
-    assert_eq!(remote.clear().unwrap(), 4, "record, table, log index and log string");
-    assert_eq!(server.command(&["DBSIZE"]).unwrap(), ":0");
+    // A process started later on the prefix takes the state over: the first one
+    // can no longer write, neither a checkpoint nor a namespace no record names.
+    let mut newer = RemoteState::connect(&options, None, 5_000).unwrap();
+    let writes = vec![write(&remote, 3, 0, b"stale")];
+    let err = remote.commit(writes, b"{\"id\":3}", 3).unwrap_err();
+    assert!(err.to_string().contains("taken this state over"), "{err}");
+    assert_eq!(remote.record().unwrap().as_deref(), Some(&b"{\"id\":2}"[..]), "nothing of the stale checkpoint was written");
+    let small = RedisOptions { max_overlay_mb: 1, ..options.clone() };
+    let stale = RemoteState::connect(&small, None, 5_000).unwrap();
+    let mut old = stale.open_worker(5, 0, 0, false).unwrap();
+    let _newest = RemoteState::connect(&small, None, 5_000).unwrap();
+    let t = old.open_table("t").unwrap();
+    for i in 0..1500u32 {
+        old.put(t, &i.to_be_bytes(), &[0; 1000]).unwrap();
+    }
+    let err = old.commit().unwrap_err();
+    assert!(err.to_string().contains("taken this state over"), "{err}");
+    assert_eq!(server.command(&["EXISTS", "job:p5:s0w0:t:t"]).unwrap(), ":0");
+    newer.clear().unwrap();
+    assert_eq!(server.command(&["DBSIZE"]).unwrap(), ":1", "only the owner key is left");
     server.command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]).unwrap();
     let err = RemoteState::connect(&options, None, 0).err().expect("a server that evicts keys is refused");
     assert!(err.to_string().contains("noeviction"), "{err}");

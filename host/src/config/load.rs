@@ -286,6 +286,9 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
     }
 }
 
+/// The least `ttl_slack_ms` of the Redis state backend.
+const MIN_TTL_SLACK_MS: u64 = 60_000;
+
 /// The Redis state backend: its settings only with it, a usable URL and
 /// prefix, and nothing whose recovery it cannot make exact: a consumer group
 /// (`scale_out`: a partition's state moves through the checkpoint folders) or
@@ -306,6 +309,15 @@ fn check_state(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
         }
         if r.prefix.as_deref().is_some_and(|p| p.is_empty()) {
             err(at.key("redis").key("prefix"), "must not be empty".into());
+        }
+        // Keys must outlive the time between two renewals (checkpoints) by far.
+        let interval = c.settings.checkpoint.as_ref().map_or(0, |cs| cs.interval_ms);
+        match r.ttl_slack_ms {
+            Some(slack) if slack < MIN_TTL_SLACK_MS.max(interval.saturating_mul(3)) => err(
+                at.key("redis").key("ttl_slack_ms"),
+                format!("{slack} ms: at least {} ms (one minute, and three checkpoint intervals): each checkpoint renews the keys' time-to-live", MIN_TTL_SLACK_MS.max(interval.saturating_mul(3))),
+            ),
+            _ => {}
         }
     }
     if c.settings.scale_out.is_some() {
@@ -796,6 +808,8 @@ mod tests {
         assert_eq!(paths(errors(&with(stdout, r#"{"state": {"redis": {}}}"#))), ["$.settings.state.redis"], "redis settings without the backend");
         assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"url": "http://x"}}}"#))), ["$.settings.state.redis.url"]);
         assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"prefix": ""}}}"#))), ["$.settings.state.redis.prefix"]);
+        let short = r#"{"state": {"backend": "redis", "redis": {"ttl_slack_ms": 100000}}, "checkpoint": {"interval_ms": 60000}}"#;
+        assert_eq!(paths(errors(&with(stdout, short))), ["$.settings.state.redis.ttl_slack_ms"], "keys would expire between checkpoints");
         let e = paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"ttl": 5}}}"#)));
         assert!(e.len() == 1 && e[0].starts_with("$.settings.state.redis.ttl"), "unknown fields: {e:?}");
         let eos = r#"{"k": {"type": "kafka", "inputs": ["in"], "brokers": "b:9092", "topic": "t", "delivery": "exactly-once", "transactional_id": "j"}}"#;

@@ -164,6 +164,10 @@ pub(crate) struct RedisBackend {
     wanted: Arc<AtomicBool>,
     /// Standalone checkpoints: the newest one's number.
     marker: Option<u64>,
+    /// In a pipeline: whose writes Redis takes (`store::Owner`).
+    owner: Option<store::Owner>,
+    /// When the overlay was last written out (or the backend opened).
+    last_flush: std::time::Instant,
 }
 
 impl RedisBackend {
@@ -184,6 +188,8 @@ impl RedisBackend {
             ttl_ms,
             wanted,
             marker: None,
+            owner: None,
+            last_flush: std::time::Instant::now(),
         };
         let index: Vec<(Vec<u8>, Vec<u8>)> = backend.query("open: read the log index", redis::cmd("HGETALL").arg(backend.index_key()))?;
         for (field, len) in index {
@@ -308,17 +314,28 @@ impl RedisBackend {
 
     /// Writes the overlay out when it is over its bound and may be (no record
     /// names the namespace yet); else asks for a checkpoint, or fails at twice.
+    /// Unnamed, it is also written out (renewing the keys' time-to-live) once a
+    /// quarter of that time has passed: no checkpoint renews it.
     fn bound_overlay(&mut self) -> Result<(), StateError> {
         let held = self.overlay_bytes();
-        if held <= self.max_overlay {
+        let stale = self.ttl_ms.is_some_and(|ttl| self.last_flush.elapsed() > std::time::Duration::from_millis(ttl / 4));
+        if !self.named && (held > self.max_overlay || stale) {
+            // Nobody's recovery point: a chunk at a time, not one transaction
+            // (which Redis would hold whole until EXEC), each only while this
+            // process owns the state.
+            for chunk in self.take_writes() {
+                let mut con = self.con.borrow_mut();
+                let written = match &self.owner {
+                    Some(owner) => store::fenced(&mut con, owner, &[&chunk]).map(drop).map_err(|e| e.to_string()),
+                    None => store::pipeline(&mut con, &chunk),
+                };
+                drop(con);
+                written.map_err(|e| self.error("write the overlay out", e))?;
+            }
+            self.last_flush = std::time::Instant::now();
             return Ok(());
         }
-        if !self.named {
-            // Nobody's recovery point: a chunk at a time, not one transaction
-            // (which Redis would hold whole until EXEC).
-            for chunk in self.take_writes() {
-                store::pipeline(&mut self.con.borrow_mut(), &chunk).map_err(|e| self.error("write the overlay out", e))?;
-            }
+        if held <= self.max_overlay {
             return Ok(());
         }
         self.wanted.store(true, Relaxed);

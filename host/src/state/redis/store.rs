@@ -40,6 +40,9 @@ pub(super) enum Failed {
     /// A command failed inside `EXEC`: Redis applied the others (it does not roll
     /// back), so the state is neither the old nor the new one.
     Partly(String),
+    /// Another process started on the same prefix since this one did: nothing
+    /// was applied, and this one must stop.
+    TakenOver,
 }
 
 impl std::fmt::Display for Failed {
@@ -47,6 +50,7 @@ impl std::fmt::Display for Failed {
         match self {
             Failed::Whole(e) => f.write_str(e),
             Failed::Partly(e) => write!(f, "a command of the transaction failed ({e}); the others were applied"),
+            Failed::TakenOver => f.write_str("another process has taken this state over (it started later with the same prefix): this one stops without writing"),
         }
     }
 }
@@ -87,8 +91,48 @@ pub(super) fn transaction(con: &mut redis::Connection, parts: &[&Resp]) -> Resul
                 None => Ok(replies),
             }
         }
+        // A watched key changed: the transaction was discarded.
+        Value::Nil if first_error.is_none() => Err(Failed::TakenOver),
         other => Err(Failed::Whole(first_error.unwrap_or_else(|| format!("EXEC answered {other:?}")))),
     }
+}
+
+/// Who owns a prefix's state: the process that started on it last. Every
+/// write of a checkpoint, or of a namespace no checkpoint names, is applied
+/// only while the owner key still holds the writer's token, so a process a
+/// newer one replaced (moved elsewhere, thought dead) cannot write any more.
+#[derive(Clone)]
+pub(super) struct Owner {
+    pub key: Vec<u8>,
+    pub token: Vec<u8>,
+}
+
+/// [`transaction`], fenced by `owner` (`WATCH` its key, check the token, then
+/// `MULTI`/`EXEC`, which Redis discards if the key changed in between).
+pub(super) fn fenced(con: &mut redis::Connection, owner: &Owner, parts: &[&Resp]) -> Result<Vec<Value>, Failed> {
+    let io = |e: redis::RedisError| Failed::Whole(e.to_string());
+    let mut check = Resp::default();
+    check.cmd(&[b"WATCH", &owner.key]);
+    check.cmd(&[b"GET", &owner.key]);
+    con.send_packed_command(&check.buf).map_err(io)?;
+    con.recv_response().map_err(io)?;
+    let holder = match con.recv_response().map_err(io)? {
+        Value::BulkString(b) => Some(b),
+        _ => None,
+    };
+    if holder.as_deref() != Some(owner.token.as_slice()) {
+        let _ = redis::ConnectionLike::req_packed_command(con, b"*1\r\n$7\r\nUNWATCH\r\n");
+        return Err(Failed::TakenOver);
+    }
+    transaction(con, parts)
+}
+
+/// A token no other process draws.
+fn new_token() -> Vec<u8> {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let hash = std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()));
+    format!("{hash:016x}-{}", std::process::id()).into_bytes()
 }
 
 /// The state of a pipeline in a Redis server: the coordinator's connection,
@@ -104,12 +148,15 @@ pub struct RemoteState {
     wanted: Arc<AtomicBool>,
     /// The generation (workers per stage) whose state the record covers.
     named: Option<usize>,
+    owner: Owner,
 }
 
 impl RemoteState {
-    /// Connects to the server of `options`. Keys start with its prefix (default:
-    /// `streamhost:` and `pipeline`, or `streamhost`) and live `retention_ms` (the
-    /// joins' own) plus `ttl_slack_ms`. Refuses a server that may evict keys.
+    /// Connects to the server of `options` and takes its state over (a process
+    /// that started earlier on the same prefix can no longer write). Keys start
+    /// with its prefix (default: `streamhost:` and `pipeline`, or `streamhost`)
+    /// and live `retention_ms` (the joins' own) plus `ttl_slack_ms`. Refuses a
+    /// server that may evict keys.
     pub fn connect(options: &RedisOptions, pipeline: Option<&str>, retention_ms: u64) -> Result<Self, StateError> {
         let prefix = options.prefix.clone().unwrap_or_else(|| pipeline.map_or_else(|| "streamhost".to_string(), |n| format!("streamhost:{n}")));
         let client = client(options, &prefix)?;
@@ -119,13 +166,20 @@ impl RemoteState {
             client,
             con,
             server,
-            prefix,
             options: options.clone(),
             ttl_ms: options.ttl_slack_ms.map(|s| s.saturating_add(retention_ms)),
             wanted: Arc::default(),
             named: None,
+            owner: Owner { key: format!("{prefix}:owner").into_bytes(), token: new_token() },
+            prefix,
         };
         state.check_eviction()?;
+        let mut set = redis::cmd("SET");
+        set.arg(&state.owner.key).arg(&state.owner.token);
+        if let Some(ttl) = state.ttl_ms {
+            set.arg("PX").arg(ttl);
+        }
+        set.query::<()>(&mut state.con).map_err(|e| state.error("take the state over", e))?;
         Ok(state)
     }
 
@@ -180,10 +234,11 @@ impl RemoteState {
         redis::cmd("GET").arg(self.record_key()).query(&mut self.con).map_err(|e| self.error("read the checkpoint record", e))
     }
 
-    /// Deletes every key under the prefix (a fresh start).
+    /// Deletes every key under the prefix but the owner's (a fresh start).
     pub fn clear(&mut self) -> Result<u64, StateError> {
         self.named = None;
-        self.sweep(&format!("{}:*", codec::glob_escape(&self.prefix)), None)
+        let owner = self.owner.key.clone();
+        self.sweep(&format!("{}:*", codec::glob_escape(&self.prefix)), &|k| k == owner.as_slice())
     }
 
     /// The record covers the state of `workers` workers per stage: deletes the
@@ -191,16 +246,16 @@ impl RemoteState {
     pub fn keep_generation(&mut self, workers: usize) -> Result<u64, StateError> {
         self.named = Some(workers);
         let keep = format!("{}:", self.generation(workers));
-        self.sweep(&format!("{}:p*", codec::glob_escape(&self.prefix)), Some(keep.as_bytes()))
+        self.sweep(&format!("{}:p*", codec::glob_escape(&self.prefix)), &|k| k.starts_with(keep.as_bytes()))
     }
 
-    /// Unlinks the keys matching `pattern` but not starting with `keep`.
-    fn sweep(&mut self, pattern: &str, keep: Option<&[u8]>) -> Result<u64, StateError> {
+    /// Unlinks the keys matching `pattern` but those `keep` says.
+    fn sweep(&mut self, pattern: &str, keep: &dyn Fn(&[u8]) -> bool) -> Result<u64, StateError> {
         let mut cursor: u64 = 0;
         let mut gone = 0;
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SWEEP_BATCH).query(&mut self.con).map_err(|e| self.error("list keys", e))?;
-            let doomed: Vec<&Vec<u8>> = keys.iter().filter(|k| keep.is_none_or(|keep| !k.starts_with(keep))).collect();
+            let doomed: Vec<&Vec<u8>> = keys.iter().filter(|k| !keep(k)).collect();
             if !doomed.is_empty() {
                 gone += redis::cmd("UNLINK").arg(&doomed).query::<u64>(&mut self.con).map_err(|e| self.error("delete keys", e))?;
             }
@@ -216,7 +271,9 @@ impl RemoteState {
     /// that names it.
     pub fn open_worker(&self, workers: usize, stage: usize, index: usize, restored: bool) -> Result<Box<dyn StateBackend>, StateError> {
         let namespace = format!("{}:s{stage}w{index}", self.generation(workers));
-        Ok(Box::new(RedisBackend::open(&self.client, &self.options, namespace, self.ttl_ms, restored, self.wanted.clone())?))
+        let mut backend = RedisBackend::open(&self.client, &self.options, namespace, self.ttl_ms, restored, self.wanted.clone())?;
+        backend.owner = Some(self.owner.clone());
+        Ok(Box::new(backend))
     }
 
     /// Applies every worker's writes of a checkpoint and its `record`, which
@@ -227,17 +284,19 @@ impl RemoteState {
         let mut tail = Resp::default();
         tail.cmd(&[b"SET", key.as_bytes(), record]);
         if let Some(ttl) = self.ttl_ms {
-            tail.cmd(&[b"PEXPIRE", key.as_bytes(), itoa::Buffer::new().format(ttl).as_bytes()]);
+            let ttl = itoa::Buffer::new().format(ttl).as_bytes().to_vec();
+            tail.cmd(&[b"PEXPIRE", key.as_bytes(), &ttl]);
+            tail.cmd(&[b"PEXPIRE", &self.owner.key, &ttl]);
         }
         let mut parts: Vec<&Resp> = writes.iter().flat_map(|w| &w.parts).collect();
         parts.push(&tail);
         let long = self.options.timeout() * TRANSACTION_TIMEOUTS;
         let _ = self.con.set_read_timeout(Some(long));
-        let applied = transaction(&mut self.con, &parts);
+        let applied = fenced(&mut self.con, &self.owner, &parts);
         let _ = self.con.set_read_timeout(Some(self.options.timeout()));
         match applied {
             Ok(_) => {}
-            Err(e @ Failed::Whole(_)) => return Err(self.error("checkpoint", e)),
+            Err(e @ (Failed::Whole(_) | Failed::TakenOver)) => return Err(self.error("checkpoint", e)),
             Err(e @ Failed::Partly(_)) => {
                 // The record must not name a state applied in part (best effort:
                 // the run stops anyway).
