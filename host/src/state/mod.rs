@@ -1,10 +1,12 @@
 //! The state API: the only way operators reach storage.
 //!
 //! A [`StateBackend`] holds named **tables**, each an ordered map from byte keys to byte
-//! values (lexicographic byte order). Two backends implement it: [`open_memory`] (a
-//! `BTreeMap` per table, for tests and small state) and [`open_rocksdb`] (one RocksDB
-//! column family per table, for state larger than memory). Nothing outside this module
-//! names RocksDB.
+//! values (lexicographic byte order). Three backends implement it: [`open_memory`] (a
+//! `BTreeMap` per table, for tests and small state), [`open_rocksdb`] (one RocksDB
+//! column family per table, for state larger than memory) and the Redis backend
+//! (`redis/`: state in a Redis server, which holds checkpointed state only; a pipeline
+//! opens it through [`RemoteState`]). Nothing outside this module names RocksDB or Redis
+//! as a state store.
 //!
 //! # What the API guarantees
 //!
