@@ -104,7 +104,8 @@ pub struct RedisOptions {
     /// 256): they are held in memory until the checkpoint writes them to Redis
     /// with the positions they cover. Past it the worker asks for a checkpoint at
     /// once, and at twice it the run fails. Without `settings.checkpoint` (or
-    /// before the first checkpoint) they are written as soon as they pass it.
+    /// before the first checkpoint) they are written as soon as they pass it or
+    /// 16 MiB, whichever is less.
     pub max_overlay_mb: u64,
     /// Bound on one request to Redis, in ms (default 30000; a checkpoint's
     /// transaction gets ten times as long). A request that fails or times out

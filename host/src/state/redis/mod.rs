@@ -17,7 +17,7 @@
 //!
 //! A namespace no record names yet (a fresh start before its first checkpoint, a
 //! rescale's new workers, a run without checkpoints) is nobody's recovery point:
-//! its overlay is written out whenever it passes `max_overlay_mb`. Once named,
+//! its overlay is written out whenever it passes 16 MiB (or `max_overlay_mb`). Once named,
 //! the overlay holds one checkpoint interval of writes; past the bound the worker
 //! asks for an early checkpoint, and at twice the bound the run fails
 //! ([`StateError::OverlayFull`]) rather than grow without end.
@@ -65,6 +65,9 @@ pub use store::RemoteState;
 const SCAN_CHUNK: usize = 1024;
 /// Largest string of a bucket log (Redis allows 512 MB).
 const LOG_CHUNK: u64 = 32 << 20;
+/// Bound on the overlay of a namespace no checkpoint names (written out past it,
+/// with no atomicity to keep: small writes hold less memory, at no cost).
+const UNNAMED_OVERLAY: u64 = 16 << 20;
 /// Members per `ZADD` of a flush.
 const ZADD_BATCH: usize = 512;
 /// The standalone checkpoint's marker: in the checkpoint folder and in Redis.
@@ -319,7 +322,7 @@ impl RedisBackend {
     fn bound_overlay(&mut self) -> Result<(), StateError> {
         let held = self.overlay_bytes();
         let stale = self.ttl_ms.is_some_and(|ttl| self.last_flush.elapsed() > std::time::Duration::from_millis(ttl / 4));
-        if !self.named && (held > self.max_overlay || stale) {
+        if !self.named && (held > self.max_overlay.min(UNNAMED_OVERLAY) || stale) {
             // Nobody's recovery point: a chunk at a time, not one transaction
             // (which Redis would hold whole until EXEC), each only while this
             // process owns the state.
