@@ -275,6 +275,47 @@ fn a_join_on_redis_resumes_exactly_from_a_new_empty_directory() {
     }
 }
 
+/// On Redis, a worker whose writes since the last checkpoint pass
+/// `max_overlay_mb` asks for a checkpoint at once: a run resumed with a
+/// 1 MiB bound and a one-minute interval checkpoints many times in seconds,
+/// and its output is still exact.
+#[test]
+fn redis_checkpoints_early_when_the_overlay_passes_its_bound() {
+    let server = redis_server::Redis::start();
+    let (reference, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [reference.path(), dir.path()] {
+        common::write_join_inputs(d, 120_000);
+    }
+    let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let state = redis_state(&server, "early");
+    let pipeline = write_pipeline_at(dir.path(), Some(1), Some(&state));
+    // A first run killed once Redis holds a checkpoint: the restart's state is named.
+    let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(Stdio::null()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while server.command(&["EXISTS", "early:checkpoint"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < until && child.try_wait().unwrap().is_none(), "no checkpoint in redis");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(common::wait_or_kill(&mut child, Instant::now()).is_none(), "the first run finished before it was killed");
+    let mut p: serde_json::Value = serde_json::from_slice(&std::fs::read(&pipeline).unwrap()).unwrap();
+    p["settings"]["checkpoint"]["interval_ms"] = 60_000.into();
+    p["settings"]["state"]["redis"]["max_overlay_mb"] = 1.into();
+    std::fs::write(&pipeline, p.to_string()).unwrap();
+    let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let first = resumed_from(&err).expect("it resumed");
+    let last: u64 = std::fs::read_dir(dir.path().join("out/checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap();
+    assert!(last >= first + 4, "checkpoints {first}..{last} in a run with a one-minute interval");
+    let (want, got) = (sorted_lines(&reference.path().join("out/samples.jsonl")), sorted_lines(&dir.path().join("out/samples.jsonl")));
+    assert!(got == want, "{} lines, {} without the restart", got.len(), want.len());
+}
+
 /// On Redis: a finished run resumes to nothing, `--fresh` clears the prefix and
 /// recomputes the same output, and a state Redis lost while local checkpoints
 /// remain is refused, not taken for a fresh start.
