@@ -713,7 +713,7 @@ fn redis_writes_reach_the_server_at_checkpoints_or_past_the_bound() {
     assert_eq!(dump(restored.as_ref(), &[t])[0].len(), 1100, "the checkpoint's rows only");
 }
 
-/// A bucket log longer than one Redis string (32 MiB) reads back across the
+/// A bucket log longer than one Redis string (1 MiB) reads back across the
 /// strings, from the overlay and from the server.
 #[test]
 fn a_redis_bucket_log_spans_several_strings() {
@@ -723,7 +723,7 @@ fn a_redis_bucket_log_spans_several_strings() {
     let log = b.open_log("big").unwrap();
     let mut expected = Vec::new();
     for part in 0..5u8 {
-        let bytes: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i as u8).wrapping_mul(31).wrapping_add(part)).collect();
+        let bytes: Vec<u8> = (0..(700 << 10)).map(|i: u32| (i as u8).wrapping_mul(31).wrapping_add(part)).collect();
         assert_eq!(b.append(log, -3, &bytes).unwrap(), expected.len() as u64);
         expected.extend_from_slice(&bytes);
         if part == 2 {
@@ -737,13 +737,13 @@ fn a_redis_bucket_log_spans_several_strings() {
         b.read_bucket_at(log, -3, offset, len, &mut out).unwrap();
         out
     };
-    let edge = 32 << 20;
-    // Across the first string's end, across the server/overlay boundary.
-    for (offset, len) in [(edge - 10, 20), (27 << 20, 2 << 20), (0, expected.len())] {
+    let edge = 1 << 20;
+    // Across the first string's end; across the third's and the server/overlay boundary (at 2100 KiB).
+    for (offset, len) in [(edge - 10, 20), (2_000_000, 300_000), (0, expected.len())] {
         assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} before the checkpoint");
     }
     b.checkpoint(&root.path().join("c2")).unwrap();
-    for (offset, len) in [(edge - 1, 2), (27 << 20, 2 << 20), (0, expected.len())] {
+    for (offset, len) in [(edge - 1, 2), (3 * edge - 5, 10), (0, expected.len())] {
         assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} from the server");
     }
     assert!(b.read_bucket_at(log, -3, expected.len() as u64 - 1, 2, &mut Vec::new()).is_err(), "past its end");

@@ -34,7 +34,7 @@
 //!   a chunk of main events are one pipelined round trip per other input), a
 //!   range delete one `ZREMRANGEBYLEX` (the join's expiry of old buckets).
 //! - `N:l:{bucket}:{chunk}:{log}` — a bucket log (the main events of an
-//!   `on-window-end` join by fire bucket) as strings of at most 32 MiB: appended
+//!   `on-window-end` join by fire bucket) as strings of at most 1 MiB: appended
 //!   with `APPEND`, read with `GETRANGE`, deleted with `DEL`.
 //! - `N:logs` — a hash of every log bucket's length (field: the bucket as 8
 //!   big-endian bytes, then the log's name).
@@ -63,8 +63,9 @@ pub use store::RemoteState;
 
 /// Rows read per `ZRANGEBYLEX`: a scan holds at most this many from Redis at once.
 const SCAN_CHUNK: usize = 1024;
-/// Largest string of a bucket log (Redis allows 512 MB).
-const LOG_CHUNK: u64 = 32 << 20;
+/// Largest string of a bucket log (Redis allows 512 MB, but grows a string past
+/// 1 MB a megabyte at a time, copying it).
+const LOG_CHUNK: u64 = 1 << 20;
 /// Bound on the overlay of a namespace no checkpoint names (written out past it,
 /// with no atomicity to keep: small writes hold less memory, at no cost).
 const UNNAMED_OVERLAY: u64 = 16 << 20;
