@@ -578,7 +578,7 @@ fn redis_checkpoints(store: Checkpoints, interval: std::time::Duration, r: &mut 
         None => {
             if let Some(l) = &local {
                 return Err(RunError::State(format!(
-                    "redis holds no checkpoint record under the prefix `{}`, but {} exists: the state is gone (its keys expired after `ttl_slack_ms`, the server lost them, or this is another server or prefix); start over with --fresh",
+                    "redis holds no checkpoint record under the prefix `{}`, but {} exists: the state is gone (its keys expired after `ttl_slack_ms`, the server lost them, this is another server or prefix, or those checkpoints were taken with another state backend); start over with --fresh",
                     r.prefix(),
                     l.dir.display()
                 )));

@@ -107,7 +107,7 @@ pub fn restore_redis(checkpoint_dir: &Path, options: &RedisOptions) -> Result<Bo
     })?;
     let marker: Marker = serde_json::from_str(&text).map_err(|e| StateError::CorruptCheckpoint { path: path.clone(), reason: e.to_string() })?;
     let client = store::client(options, &marker.namespace)?;
-    let mut backend = RedisBackend::open(&client, options, marker.namespace.clone(), None, true, Arc::default())?;
+    let backend = RedisBackend::open(&client, options, marker.namespace.clone(), None, true, Arc::default())?;
     let held: Option<u64> = backend.query("restore", redis::cmd("GET").arg(marker_key(&marker.namespace)))?;
     if held != Some(marker.checkpoint) {
         let now = held.map_or("none".to_string(), |n| n.to_string());
@@ -116,7 +116,6 @@ pub fn restore_redis(checkpoint_dir: &Path, options: &RedisOptions) -> Result<Bo
             reason: format!("checkpoint {} of redis namespace {}, which now holds checkpoint {now}: only the newest can be restored", marker.checkpoint, marker.namespace),
         });
     }
-    backend.marker = Some(marker.checkpoint);
     Ok(Box::new(backend))
 }
 
@@ -166,8 +165,6 @@ pub(crate) struct RedisBackend {
     ttl_ms: Option<u64>,
     /// Set when the overlay passed its bound: the coordinator checkpoints early.
     wanted: Arc<AtomicBool>,
-    /// Standalone checkpoints: the newest one's number.
-    marker: Option<u64>,
     /// In a pipeline: whose writes Redis takes (`store::Owner`).
     owner: Option<store::Owner>,
     /// When the overlay was last written out (or the backend opened).
@@ -191,7 +188,6 @@ impl RedisBackend {
             max_overlay: options.max_overlay_bytes(),
             ttl_ms,
             wanted,
-            marker: None,
             owner: None,
             last_flush: std::time::Instant::now(),
         };
@@ -638,7 +634,6 @@ impl StateBackend for RedisBackend {
         let replies = self.execute("checkpoint", writes, marker)?;
         let Some(Value::Int(n)) = replies.first() else { return Err(self.error("checkpoint", format!("INCR answered {:?}", replies.first()))) };
         self.named = true;
-        self.marker = Some(*n as u64);
         let path = dir.join(MARKER);
         let text = serde_json::to_vec(&Marker { namespace: self.namespace.clone(), checkpoint: *n as u64 }).map_err(|e| StateError::io("checkpoint: encode", &path, std::io::Error::other(e)))?;
         let tmp = dir.join(format!("{MARKER}.tmp"));

@@ -288,6 +288,7 @@ impl RemoteState {
             tail.cmd(&[b"PEXPIRE", key.as_bytes(), &ttl]);
             tail.cmd(&[b"PEXPIRE", &self.owner.key, &ttl]);
         }
+        let bytes: usize = writes.iter().map(DeferredWrites::bytes).sum();
         let mut parts: Vec<&Resp> = writes.iter().flat_map(|w| &w.parts).collect();
         parts.push(&tail);
         let long = self.options.timeout() * TRANSACTION_TIMEOUTS;
@@ -304,6 +305,7 @@ impl RemoteState {
                 return Err(self.error("checkpoint", format!("{e}; the checkpoint record was deleted, so a restart is refused until --fresh")));
             }
         }
+        tracing::debug!(prefix = %self.prefix, bytes, "checkpoint applied in redis");
         self.wanted.store(false, std::sync::atomic::Ordering::Relaxed);
         if self.named != Some(workers) {
             let gone = self.keep_generation(workers)?;
