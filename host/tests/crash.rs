@@ -1,9 +1,11 @@
-//! Crash consistency: a window join on RocksDB with checkpoints, killed with
-//! SIGKILL at random moments and restarted until its input is consumed,
-//! must produce exactly what an uninterrupted run produces: nothing lost,
-//! nothing duplicated, in its sink and in its dead letters.
+//! Crash consistency: a window join on RocksDB (and on Redis) with
+//! checkpoints, killed with SIGKILL at random moments and restarted until its
+//! input is consumed, must produce exactly what an uninterrupted run produces:
+//! nothing lost, nothing duplicated, in its sink and in its dead letters.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,14 +18,18 @@ fn streamhost() -> Command {
 }
 
 fn write_pipeline(dir: &Path) -> PathBuf {
-    write_pipeline_at(dir, None)
+    write_pipeline_at(dir, None, None)
 }
 
-/// The join at `parallelism` workers (`None`: the default, one per core).
-fn write_pipeline_at(dir: &Path, parallelism: Option<usize>) -> PathBuf {
+/// The join at `parallelism` workers (`None`: the default, one per core),
+/// with `state` as its `settings.state` (`None`: RocksDB in `out/state`).
+fn write_pipeline_at(dir: &Path, parallelism: Option<usize>, state: Option<&serde_json::Value>) -> PathBuf {
     let mut pipeline = common::file_join_pipeline();
     if let Some(n) = parallelism {
         pipeline["settings"]["parallelism"] = n.into();
+    }
+    if let Some(state) = state {
+        pipeline["settings"]["state"] = state.clone();
     }
     let path = dir.join("pipeline.json");
     std::fs::write(&path, serde_json::to_string_pretty(&pipeline).unwrap()).unwrap();
@@ -75,19 +81,20 @@ fn resumed_from(stderr: &str) -> Option<u64> {
 /// Runs `pipeline`, killing it (SIGKILL) at random moments and restarting
 /// it until one run finishes by itself.
 fn crash_until_done(pipeline: &Path) -> Crashes {
-    crash_until_done_at(pipeline, &[])
+    crash_until_done_at(pipeline, &[], None)
 }
 
 /// [`crash_until_done`], run `k` at `parallelisms[k % len]` workers (each
-/// restart then restores the checkpoint at another parallelism).
-fn crash_until_done_at(pipeline: &Path, parallelisms: &[usize]) -> Crashes {
+/// restart then restores the checkpoint at another parallelism), the
+/// pipeline written with `state` (see [`write_pipeline_at`]).
+fn crash_until_done_at(pipeline: &Path, parallelisms: &[usize], state: Option<&serde_json::Value>) -> Crashes {
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
     let (mut kills, mut runs) = (0u32, 0u32);
     let mut resumed = Vec::new();
     let started = Instant::now();
     loop {
         if !parallelisms.is_empty() {
-            write_pipeline_at(pipeline.parent().unwrap(), Some(parallelisms[runs as usize % parallelisms.len()]));
+            write_pipeline_at(pipeline.parent().unwrap(), Some(parallelisms[runs as usize % parallelisms.len()]), state);
         }
         runs += 1;
         assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
@@ -126,18 +133,31 @@ fn sorted_lines(path: &Path) -> Vec<String> {
 /// `parallelisms[k % len]` workers; empty: the default) until it finishes:
 /// its outputs and dead letters equal an uninterrupted run's.
 fn killed_and_restarted_loses_and_duplicates_nothing(parallelisms: &[usize]) {
+    killed_and_restarted_with_state(parallelisms, None, 120_000);
+}
+
+/// [`killed_and_restarted_loses_and_duplicates_nothing`] over `impressions`,
+/// with `state` as the crashed runs' `settings.state`; the uninterrupted run
+/// is then on RocksDB without checkpoints.
+fn killed_and_restarted_with_state(parallelisms: &[usize], state: Option<&serde_json::Value>, impressions: usize) {
     let reference = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
     let mut records = 0;
     for dir in [reference.path(), crashed.path()] {
-        records = common::write_join_inputs(dir, 120_000);
+        records = common::write_join_inputs(dir, impressions);
     }
 
-    let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    let uninterrupted = write_pipeline(reference.path());
+    if state.is_some() {
+        let mut p: serde_json::Value = serde_json::from_slice(&std::fs::read(&uninterrupted).unwrap()).unwrap();
+        p["settings"].as_object_mut().unwrap().remove("checkpoint");
+        std::fs::write(&uninterrupted, p.to_string()).unwrap();
+    }
+    let status = streamhost().arg("run").arg("--no-progress").arg(&uninterrupted).stderr(Stdio::null()).status().unwrap();
     assert!(status.success());
 
-    let pipeline = write_pipeline(crashed.path());
-    let crashes = crash_until_done_at(&pipeline, parallelisms);
+    let pipeline = write_pipeline_at(crashed.path(), None, state);
+    let crashes = crash_until_done_at(&pipeline, parallelisms, state);
     let (kills, runs, took) = (crashes.kills, crashes.runs, crashes.took);
     assert!(kills >= 3, "the run finished before it could be killed often enough ({kills} kills): make the input larger");
     crashes.assert_resumed(records as u64);
@@ -148,7 +168,7 @@ fn killed_and_restarted_loses_and_duplicates_nothing(parallelisms: &[usize]) {
         assert!(got == want, "{file} differs from the uninterrupted run's after {kills} kills at {parallelisms:?}");
     }
     let samples = sorted_lines(&reference.path().join("out/samples.jsonl"));
-    assert_eq!(samples.len(), 120_000, "every impression once");
+    assert_eq!(samples.len(), impressions, "every impression once");
     let late = sorted_lines(&reference.path().join("out/dead-letter.jsonl")).iter().filter(|l| l.contains("\"kind\":\"late\"")).count();
     assert_eq!(late, 0, "out of order within max_out_of_orderness_ms is never late");
     eprintln!("{parallelisms:?}: {kills} kills over {runs} runs in {took:?}; resumed from checkpoints {:?}", crashes.resumed);
@@ -178,6 +198,157 @@ fn the_same_at_four_workers() {
 #[test]
 fn the_same_restarting_at_one_two_and_four_workers_in_turn() {
     killed_and_restarted_loses_and_duplicates_nothing(&[2, 1, 4]);
+}
+
+/// `settings.state` for the Redis backend on `server`, under `prefix`.
+fn redis_state(server: &redis_server::Redis, prefix: &str) -> serde_json::Value {
+    serde_json::json!({ "backend": "redis", "redis": { "url": server.url, "prefix": prefix } })
+}
+
+/// The join with its state in Redis: every checkpoint writes the workers'
+/// state and the positions it covers in one transaction, and a restart resumes
+/// from what Redis holds. (A checkpoint costs Redis no fsync, so the join runs
+/// some 20 times faster than on RocksDB every 40 ms: a larger input is killed
+/// as often.)
+#[test]
+fn a_join_on_redis_state_killed_at_random_moments_loses_and_duplicates_nothing() {
+    let server = redis_server::Redis::start();
+    killed_and_restarted_with_state(&[], Some(&redis_state(&server, "crash")), 600_000);
+}
+
+/// On Redis, every restart at another parallelism (the state of the new one is
+/// rebuilt by key group from the old one's, in Redis).
+#[test]
+fn the_same_on_redis_restarting_at_one_two_and_four_workers_in_turn() {
+    let server = redis_server::Redis::start();
+    killed_and_restarted_with_state(&[2, 1, 4], Some(&redis_state(&server, "rescale")), 600_000);
+}
+
+/// A process killed on one machine resumes on another with an empty
+/// directory: no checkpoint folder, no state folder, only Redis (the inputs
+/// and outputs are on storage both reach).
+#[test]
+fn a_join_on_redis_resumes_exactly_from_a_new_empty_directory() {
+    let server = redis_server::Redis::start();
+    let (reference, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [reference.path(), shared.path()] {
+        common::write_join_inputs(dir, 120_000);
+    }
+    let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    // A machine's pipeline: inputs and outputs in `shared`, checkpoints beside it.
+    let machine = |dir: &Path| {
+        let mut p = common::file_join_pipeline();
+        for (section, name) in [("sources", "impressions"), ("sources", "clicks"), ("sinks", "samples")] {
+            let rel = p[section][name]["path"].as_str().unwrap().to_string();
+            p[section][name]["path"] = shared.path().join(rel).display().to_string().into();
+        }
+        p["dead_letter"]["path"] = shared.path().join("out/dead-letter.jsonl").display().to_string().into();
+        p["settings"]["state"] = redis_state(&server, "moving");
+        p["settings"]["checkpoint"]["interval_ms"] = 100.into();
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("pipeline.json");
+        std::fs::write(&path, p.to_string()).unwrap();
+        path
+    };
+    let first = tempfile::tempdir().unwrap();
+    let mut child = streamhost().arg("run").arg("--no-progress").arg(machine(first.path())).stderr(Stdio::null()).spawn().unwrap();
+    // Killed once Redis holds a checkpoint or two.
+    let until = Instant::now() + Duration::from_secs(60);
+    while server.command(&["EXISTS", "moving:checkpoint"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < until && child.try_wait().unwrap().is_none(), "no checkpoint in redis");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(common::wait_or_kill(&mut child, Instant::now()).is_none(), "the first run finished before it was killed");
+    drop(first);
+    let second = tempfile::tempdir().unwrap();
+    let out = streamhost().arg("run").arg("--no-progress").arg(machine(&second.path().join("elsewhere"))).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let resumed = resumed_from(&err).unwrap_or_else(|| panic!("it did not resume: {err}"));
+    assert!(resumed >= 1, "{err}");
+    for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
+        let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&shared.path().join(file)));
+        assert_eq!(got.len(), want.len(), "{file}");
+        assert!(got == want, "{file} differs from the uninterrupted run's after a move from checkpoint {resumed}");
+    }
+}
+
+/// On Redis, a worker whose writes since the last checkpoint pass
+/// `max_overlay_mb` asks for a checkpoint at once: a run resumed with a
+/// 1 MiB bound and a one-minute interval checkpoints many times in seconds,
+/// and its output is still exact.
+#[test]
+fn redis_checkpoints_early_when_the_overlay_passes_its_bound() {
+    let server = redis_server::Redis::start();
+    let (reference, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [reference.path(), dir.path()] {
+        common::write_join_inputs(d, 120_000);
+    }
+    let status = streamhost().arg("run").arg("--no-progress").arg(write_pipeline(reference.path())).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let state = redis_state(&server, "early");
+    let pipeline = write_pipeline_at(dir.path(), Some(1), Some(&state));
+    // A first run killed once Redis holds a checkpoint: the restart's state is named.
+    let mut child = streamhost().arg("run").arg("--no-progress").arg(&pipeline).stderr(Stdio::null()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while server.command(&["EXISTS", "early:checkpoint"]).as_deref() != Some(":1") {
+        assert!(Instant::now() < until && child.try_wait().unwrap().is_none(), "no checkpoint in redis");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(common::wait_or_kill(&mut child, Instant::now()).is_none(), "the first run finished before it was killed");
+    let mut p: serde_json::Value = serde_json::from_slice(&std::fs::read(&pipeline).unwrap()).unwrap();
+    p["settings"]["checkpoint"]["interval_ms"] = 60_000.into();
+    p["settings"]["state"]["redis"]["max_overlay_mb"] = 1.into();
+    std::fs::write(&pipeline, p.to_string()).unwrap();
+    let out = streamhost().arg("run").arg("--no-progress").arg(&pipeline).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let first = resumed_from(&err).expect("it resumed");
+    let last: u64 = std::fs::read_dir(dir.path().join("out/checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap();
+    assert!(last >= first + 4, "checkpoints {first}..{last} in a run with a one-minute interval");
+    let (want, got) = (sorted_lines(&reference.path().join("out/samples.jsonl")), sorted_lines(&dir.path().join("out/samples.jsonl")));
+    assert!(got == want, "{} lines, {} without the restart", got.len(), want.len());
+}
+
+/// On Redis: a finished run resumes to nothing, `--fresh` clears the prefix and
+/// recomputes the same output, and a state Redis lost while local checkpoints
+/// remain is refused, not taken for a fresh start.
+#[test]
+fn redis_fresh_starts_over_and_a_lost_state_is_refused() {
+    let server = redis_server::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    common::write_join_inputs(dir.path(), 2_000);
+    let pipeline = write_pipeline_at(dir.path(), None, Some(&redis_state(&server, "fresh")));
+    let run = |fresh: bool| {
+        let mut cmd = streamhost();
+        cmd.arg("run").arg("--no-progress");
+        if fresh {
+            cmd.arg("--fresh");
+        }
+        cmd.arg(&pipeline).output().unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        sorted_lines(&dir.path().join("out/samples.jsonl"))
+    };
+    let first = ok(run(false));
+    assert_eq!(first.len(), 2_000);
+    assert!(!dir.path().join("out/state").exists(), "no local state");
+    assert_eq!(ok(run(false)), first, "resuming after the final checkpoint adds nothing");
+    server.command(&["SET", "fresh:p9:s0w0:t:stray", "x"]).unwrap();
+    assert_eq!(ok(run(true)), first, "--fresh recomputes the same output from scratch");
+    assert_eq!(server.command(&["EXISTS", "fresh:p9:s0w0:t:stray"]).as_deref(), Some(":0"), "--fresh cleared the prefix");
+    server.command(&["FLUSHALL"]).unwrap();
+    let out = run(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a lost state is refused");
+    assert!(err.contains("no checkpoint record") && err.contains("--fresh"), "{err}");
 }
 
 #[test]

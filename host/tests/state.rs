@@ -1,43 +1,79 @@
-//! The state API on both backends, against real RocksDB in temporary folders: a model-based
-//! property test, checkpoint and restore, and state larger than the block cache.
+//! The state API on its three backends, against real RocksDB in temporary folders
+//! and a real redis-server the tests start: a model-based property test (tables and
+//! bucket logs, checkpoint and restore), the same semantic tests over every
+//! backend, and state larger than the block cache.
+
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use streamhost::state::{
-    open_memory, open_rocksdb, restore_memory, restore_rocksdb, Compression, RocksOptions, StateBackend, StateError,
-    TableId, TableOptions,
+    open_memory, open_redis, open_rocksdb, restore_memory, restore_redis, restore_rocksdb, Compression, LogId, RedisOptions,
+    RocksOptions, StateBackend, StateError, TableId, TableOptions,
 };
 
 const TABLES: [&str; 3] = ["a", "users", "t-2"];
+const LOG: &str = "main/log";
 
 fn small_rocks() -> RocksOptions {
     RocksOptions { block_cache_mb: 1, write_buffer_mb: 1, ..RocksOptions::default() }
+}
+
+fn redis_options(url: &str) -> RedisOptions {
+    RedisOptions { url: url.to_string(), ..RedisOptions::default() }
+}
+
+/// A namespace no other subject of this process uses.
+fn namespace() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("state-test:{}:{}", std::process::id(), N.fetch_add(1, Relaxed))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Memory,
     Rocks,
+    Redis,
+}
+
+/// Opens an empty backend of `kind` (`url`: the redis-server's, for Redis).
+fn open(kind: Kind, root: &Path, url: Option<&str>) -> Box<dyn StateBackend> {
+    match kind {
+        Kind::Memory => open_memory(),
+        Kind::Rocks => open_rocksdb(&root.join("db"), &small_rocks()).unwrap(),
+        Kind::Redis => open_redis(&redis_options(url.expect("a redis-server")), &namespace()).unwrap(),
+    }
+}
+
+/// Restores a backend of `kind` from `checkpoint`.
+fn restore(kind: Kind, checkpoint: &Path, root: &Path, url: Option<&str>) -> Result<Box<dyn StateBackend>, StateError> {
+    match kind {
+        Kind::Memory => restore_memory(checkpoint),
+        Kind::Rocks => restore_rocksdb(checkpoint, &root.join("db"), &small_rocks()),
+        Kind::Redis => restore_redis(checkpoint, &redis_options(url.expect("a redis-server"))),
+    }
 }
 
 /// One backend under test, with what it takes to restore it.
 struct Subject {
     kind: Kind,
     backend: Option<Box<dyn StateBackend>>,
-    db_dir: PathBuf,
+    root: PathBuf,
+    url: Option<String>,
     ids: BTreeMap<usize, TableId>,
+    log: LogId,
 }
 
 impl Subject {
-    fn new(kind: Kind, root: &Path) -> Self {
-        let db_dir = root.join("db");
-        let backend = match kind {
-            Kind::Memory => open_memory(),
-            Kind::Rocks => open_rocksdb(&db_dir, &small_rocks()).unwrap(),
-        };
-        Subject { kind, backend: Some(backend), db_dir, ids: BTreeMap::new() }
+    fn new(kind: Kind, root: &Path, url: Option<&str>) -> Self {
+        let mut backend = open(kind, root, url);
+        let log = backend.open_log(LOG).unwrap();
+        Subject { kind, backend: Some(backend), root: root.to_path_buf(), url: url.map(String::from), ids: BTreeMap::new(), log }
     }
 
     fn b(&mut self) -> &mut dyn StateBackend {
@@ -59,10 +95,8 @@ impl Subject {
         // The old backend is closed before its folder is replaced.
         self.backend = None;
         self.ids.clear();
-        self.backend = Some(match self.kind {
-            Kind::Memory => restore_memory(checkpoint).unwrap(),
-            Kind::Rocks => restore_rocksdb(checkpoint, &self.db_dir, &small_rocks()).unwrap(),
-        });
+        self.backend = Some(restore(self.kind, checkpoint, &self.root, self.url.as_deref()).unwrap());
+        self.log = self.b().open_log(LOG).unwrap();
     }
 
     fn scan(&mut self, table: usize, start: &[u8], end: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -76,9 +110,32 @@ impl Subject {
             .unwrap();
         out
     }
+
+    fn scan_ranges(&mut self, table: usize, ranges: &[(Vec<u8>, Vec<u8>)]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
+        let id = self.id(table);
+        let mut out = Vec::new();
+        self.b().scan_ranges(id, ranges, &mut |i, k, v| out.push((i, k.to_vec(), v.to_vec()))).unwrap();
+        out
+    }
+
+    /// Every bucket of the log with its bytes.
+    fn log_contents(&mut self) -> BTreeMap<i64, Vec<u8>> {
+        let log = self.log;
+        let b = self.b();
+        b.log_buckets(log)
+            .into_iter()
+            .map(|bucket| {
+                let mut out = Vec::new();
+                b.read_bucket(log, bucket, &mut out).unwrap();
+                assert_eq!(out.len() as u64, b.log_len(log, bucket));
+                (bucket, out)
+            })
+            .collect()
+    }
 }
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
+type Log = BTreeMap<i64, Vec<u8>>;
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -89,15 +146,22 @@ enum Action {
     Commit,
     Get(usize, Vec<u8>),
     Scan(usize, Vec<u8>, Option<Vec<u8>>, usize),
+    ScanRanges(usize, Vec<(Vec<u8>, Vec<u8>)>),
+    Append(i64, Vec<u8>),
+    DropBucket(i64),
+    ReadLog(i64, u64, usize),
     Checkpoint,
     Restore(usize),
 }
 
-/// The reference: committed tables, and the pending batch in order.
-#[derive(Default)]
+/// The reference: committed tables and log, and the pending writes in order.
+#[derive(Default, Clone)]
 struct Model {
     committed: BTreeMap<usize, Table>,
     pending: Vec<Action>,
+    log: Log,
+    appends: BTreeMap<i64, Vec<u8>>,
+    drops: Vec<i64>,
 }
 
 impl Model {
@@ -114,6 +178,13 @@ impl Model {
                 _ => unreachable!(),
             }
         }
+        // A log's drops apply before its appends.
+        for b in std::mem::take(&mut self.drops) {
+            self.log.remove(&b);
+        }
+        for (b, bytes) in std::mem::take(&mut self.appends) {
+            self.log.entry(b).or_default().extend(bytes);
+        }
     }
 
     fn scan(&self, t: usize, start: &[u8], end: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -123,6 +194,11 @@ impl Model {
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// What a checkpoint holds: the committed state only.
+    fn committed_only(&self) -> Model {
+        Model { committed: self.committed.clone(), log: self.log.clone(), ..Model::default() }
     }
 }
 
@@ -141,22 +217,28 @@ fn action() -> impl Strategy<Value = Action> {
         3 => Just(Action::Commit),
         4 => (t.clone(), key()).prop_map(|(t, k)| Action::Get(t, k)),
         3 => (t.clone(), key(), prop::option::of(key()), 1usize..6).prop_map(|(t, s, e, n)| Action::Scan(t, s, e, n)),
+        2 => (t.clone(), prop::collection::vec((key(), key()), 0..4)).prop_map(|(t, r)| Action::ScanRanges(t, r)),
+        3 => (-2i64..3, prop::collection::vec(any::<u8>(), 0..5)).prop_map(|(b, v)| Action::Append(b, v)),
+        1 => (-2i64..3).prop_map(Action::DropBucket),
+        2 => (-2i64..3, 0u64..8, 0usize..8).prop_map(|(b, o, n)| Action::ReadLog(b, o, n)),
         1 => Just(Action::Checkpoint),
         1 => any::<usize>().prop_map(Action::Restore),
     ]
 }
 
-fn run_model(actions: &[Action]) -> Result<(), TestCaseError> {
+/// Runs `actions` on a backend of each of `kinds` and on the model, comparing
+/// every read. With `newest_only` a restore takes the newest checkpoint (Redis
+/// holds only that one; an older one is refused).
+fn run_model(actions: &[Action], kinds: &[Kind], url: Option<&str>, newest_only: bool) -> Result<(), TestCaseError> {
     let root = tempfile::tempdir().unwrap();
-    let mut subjects =
-        [Subject::new(Kind::Memory, &root.path().join("mem")), Subject::new(Kind::Rocks, &root.path().join("rocks"))];
+    let mut subjects: Vec<Subject> = kinds.iter().map(|&k| Subject::new(k, &root.path().join(format!("{k:?}")), url)).collect();
     let mut model = Model::default();
-    let mut checkpoints: Vec<(usize, BTreeMap<usize, Table>)> = Vec::new();
+    let mut checkpoints: Vec<(usize, Model)> = Vec::new();
     for action in actions {
         // Every table an action names is opened first, on the model and the subjects alike.
         let table = match action {
             Action::Open(t) | Action::Put(t, ..) | Action::Delete(t, _) | Action::DeleteRange(t, ..) => Some(*t),
-            Action::Get(t, _) | Action::Scan(t, ..) => Some(*t),
+            Action::Get(t, _) | Action::Scan(t, ..) | Action::ScanRanges(t, _) => Some(*t),
             _ => None,
         };
         if let Some(t) = table {
@@ -209,6 +291,46 @@ fn run_model(actions: &[Action]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(s.scan(*t, start, end.as_deref(), *limit), expected.clone(), "{:?} scan", s.kind);
                 }
             }
+            Action::ScanRanges(t, ranges) => {
+                let expected: Vec<(usize, Vec<u8>, Vec<u8>)> = ranges
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, (s, e))| model.scan(*t, s, Some(e), usize::MAX).into_iter().map(move |(k, v)| (i, k, v)))
+                    .collect();
+                for s in &mut subjects {
+                    prop_assert_eq!(s.scan_ranges(*t, ranges), expected.clone(), "{:?} scan_ranges", s.kind);
+                }
+            }
+            Action::Append(bucket, bytes) => {
+                // A drop buffered before empties the bucket first.
+                let committed = if model.drops.contains(bucket) { 0 } else { model.log.get(bucket).map_or(0, Vec::len) };
+                let pending = model.appends.entry(*bucket).or_default();
+                let offset = committed + pending.len();
+                pending.extend(bytes);
+                for s in &mut subjects {
+                    let log = s.log;
+                    prop_assert_eq!(s.b().append(log, *bucket, bytes).unwrap(), offset as u64, "{:?} append", s.kind);
+                }
+            }
+            Action::DropBucket(bucket) => {
+                model.appends.remove(bucket);
+                model.drops.push(*bucket);
+                for s in &mut subjects {
+                    let log = s.log;
+                    s.b().drop_bucket(log, *bucket).unwrap();
+                }
+            }
+            Action::ReadLog(bucket, offset, len) => {
+                let have = model.log.get(bucket).cloned().unwrap_or_default();
+                let expected = (*offset as usize + len <= have.len()).then(|| have[*offset as usize..*offset as usize + len].to_vec());
+                for s in &mut subjects {
+                    let log = s.log;
+                    let mut out = b"kept".to_vec();
+                    let got = s.b().read_bucket_at(log, *bucket, *offset, *len, &mut out).ok().map(|()| out[4..].to_vec());
+                    prop_assert_eq!(got, expected.clone(), "{:?} read_bucket_at", s.kind);
+                    prop_assert_eq!(s.b().log_len(log, *bucket), have.len() as u64, "{:?} log_len", s.kind);
+                }
+            }
             Action::Checkpoint => {
                 let n = checkpoints.len();
                 for s in &mut subjects {
@@ -218,35 +340,38 @@ fn run_model(actions: &[Action]) -> Result<(), TestCaseError> {
                     let again = s.b().checkpoint(&dir);
                     prop_assert!(matches!(again, Err(StateError::CheckpointExists { .. })), "{:?}", again.err());
                 }
-                checkpoints.push((n, model.committed.clone()));
+                checkpoints.push((n, model.committed_only()));
             }
             Action::Restore(i) => {
                 if checkpoints.is_empty() {
                     continue;
                 }
-                let (n, snapshot) = &checkpoints[i % checkpoints.len()];
+                let i = if newest_only { checkpoints.len() - 1 } else { i % checkpoints.len() };
+                let (n, snapshot) = &checkpoints[i];
                 for s in &mut subjects {
                     let dir = root.path().join(format!("checkpoint-{n}-{:?}", s.kind));
+                    if s.kind == Kind::Redis && *n > 0 {
+                        // Redis holds the newest checkpoint only.
+                        let older = root.path().join(format!("checkpoint-{}-{:?}", n - 1, s.kind));
+                        let err = restore(s.kind, &older, &s.root, s.url.as_deref()).err().expect("an older checkpoint is refused");
+                        prop_assert!(err.to_string().contains("only the newest"), "{}", err);
+                    }
                     s.restore(&dir);
                 }
-                model.committed = snapshot.clone();
-                model.pending.clear();
+                model = snapshot.clone();
             }
         }
     }
-    // Finally every table, whole.
+    // Finally every table and the log, whole.
     let tables: Vec<usize> = model.committed.keys().copied().collect();
     for t in tables {
         let expected = model.scan(t, b"", None, usize::MAX);
         for s in &mut subjects {
-            prop_assert_eq!(
-                s.scan(t, b"", None, usize::MAX),
-                expected.clone(),
-                "{:?} final scan of {}",
-                s.kind,
-                TABLES[t]
-            );
+            prop_assert_eq!(s.scan(t, b"", None, usize::MAX), expected.clone(), "{:?} final scan of {}", s.kind, TABLES[t]);
         }
+    }
+    for s in &mut subjects {
+        prop_assert_eq!(s.log_contents(), model.log.clone(), "{:?} final log", s.kind);
     }
     Ok(())
 }
@@ -255,15 +380,29 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn both_backends_match_a_btreemap_model(actions in prop::collection::vec(action(), 1..80)) {
-        run_model(&actions)?;
+    fn memory_and_rocksdb_match_a_btreemap_model(actions in prop::collection::vec(action(), 1..80)) {
+        run_model(&actions, &[Kind::Memory, Kind::Rocks], None, false)?;
     }
+}
+
+/// The same model and test body on Redis (beside the memory backend), one
+/// redis-server for every case; restores take the newest checkpoint, the only
+/// one Redis holds.
+#[test]
+fn redis_matches_the_model_like_memory_and_rocksdb() {
+    let server = redis_server::Redis::start();
+    let mut runner = TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
+    let strategy = prop::collection::vec(action(), 1..80);
+    let kinds = [Kind::Memory, Kind::Redis];
+    runner.run(&strategy, |actions| run_model(&actions, &kinds, Some(&server.url), true)).unwrap();
 }
 
 #[test]
 fn writes_in_one_batch_apply_in_order() {
     let root = tempfile::tempdir().unwrap();
-    for mut b in [open_memory(), open_rocksdb(&root.path().join("db"), &small_rocks()).unwrap()] {
+    let server = redis_server::Redis::start();
+    for kind in [Kind::Memory, Kind::Rocks, Kind::Redis] {
+        let mut b = open(kind, root.path(), Some(&server.url));
         let t = b.open_table("t").unwrap();
         b.put(t, b"a", b"1").unwrap();
         b.put(t, b"b", b"1").unwrap();
@@ -312,12 +451,9 @@ fn dump(b: &dyn StateBackend, tables: &[TableId]) -> Vec<Table> {
 /// Checkpoint, more writes (committed and pending), restore: the state at checkpoint time.
 fn checkpoint_roundtrip(kind: Kind) {
     let root = tempfile::tempdir().unwrap();
-    let db = root.path().join("db");
-    let options = small_rocks();
-    let mut b = match kind {
-        Kind::Memory => open_memory(),
-        Kind::Rocks => open_rocksdb(&db, &options).unwrap(),
-    };
+    let server = (kind == Kind::Redis).then(redis_server::Redis::start);
+    let url = server.as_ref().map(|s| s.url.as_str());
+    let mut b = open(kind, root.path(), url);
     let tables = [b.open_table("left").unwrap(), b.open_table("right").unwrap()];
     fill(b.as_mut(), &tables, 0, 5000, "v1");
     b.put(tables[0], b"pending", b"not committed").unwrap();
@@ -348,11 +484,7 @@ fn checkpoint_roundtrip(kind: Kind) {
     assert!(matches!(err, StateError::CheckpointExists { .. }), "{err}");
 
     drop(b);
-    let b = match kind {
-        Kind::Memory => restore_memory(&checkpoint).unwrap(),
-        Kind::Rocks => restore_rocksdb(&checkpoint, &db, &options).unwrap(),
-    };
-    let mut b = b;
+    let mut b = restore(kind, &checkpoint, root.path(), url).unwrap();
     let tables = [b.open_table("left").unwrap(), b.open_table("right").unwrap()];
     assert_eq!(dump(b.as_ref(), &tables), at_checkpoint);
     let extra = b.open_table("extra").unwrap();
@@ -362,11 +494,7 @@ fn checkpoint_roundtrip(kind: Kind) {
     // The checkpoint outlives the restored state's writes and restores again.
     fill(b.as_mut(), &tables, 0, 10, "v3");
     drop(b);
-    let b = match kind {
-        Kind::Memory => restore_memory(&checkpoint).unwrap(),
-        Kind::Rocks => restore_rocksdb(&checkpoint, &db, &options).unwrap(),
-    };
-    let mut b = b;
+    let mut b = restore(kind, &checkpoint, root.path(), url).unwrap();
     let tables = [b.open_table("left").unwrap(), b.open_table("right").unwrap()];
     assert_eq!(dump(b.as_ref(), &tables), at_checkpoint);
 }
@@ -379,6 +507,11 @@ fn memory_checkpoint_then_writes_then_restore() {
 #[test]
 fn rocksdb_checkpoint_then_writes_then_restore() {
     checkpoint_roundtrip(Kind::Rocks);
+}
+
+#[test]
+fn redis_checkpoint_then_writes_then_restore() {
+    checkpoint_roundtrip(Kind::Redis);
 }
 
 #[cfg(unix)]
@@ -480,6 +613,212 @@ fn prefixed_tables_answer_range_lookups_like_plain_ones() {
     let t = rocks.open_table("t").unwrap();
     assert_eq!(lookup(rocks.as_ref(), t), expected, "after a reopen");
     assert!(rocks.open_table("t#range-prefix=4").is_err(), "the suffix is the backend's own");
+}
+
+/// The same range lookups on Redis, with the rows split between the server and
+/// the overlay (a checkpoint in the middle), a range delete over both, and
+/// ranges holding more rows than one read of the server.
+#[test]
+fn redis_answers_range_lookups_from_the_server_and_the_overlay() {
+    let server = redis_server::Redis::start();
+    let key = |p: u32, i: u32| [p.to_be_bytes(), i.to_be_bytes()].concat();
+    let write = |b: &mut dyn StateBackend, t: TableId, from: u32, to: u32| {
+        for i in from..to {
+            b.put(t, &key(i % 50 * 3, i), format!("v{i}").as_bytes()).unwrap();
+        }
+        b.commit().unwrap();
+    };
+    let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..160u32).map(|p| (key(p, p * 7 % 1000), key(p, 2000 + p % 900))).collect();
+    // Every row in one range, and an empty range.
+    ranges.push((key(0, 0), key(u32::MAX, 0)));
+    ranges.push((key(9, 9), key(9, 9)));
+    let lookup = |b: &dyn StateBackend, t: TableId| {
+        let mut got = Vec::new();
+        b.scan_ranges(t, &ranges, &mut |r, k, v| got.push((r, k.to_vec(), v.to_vec()))).unwrap();
+        got
+    };
+    let all = |b: &dyn StateBackend, t: TableId| dump(b, &[t]).remove(0);
+    let mut memory = open_memory();
+    let mt = memory.open_table("t").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut redis = open(Kind::Redis, root.path(), Some(&server.url));
+    let rt = redis.open_table_with("t", TableOptions { range_prefix_len: Some(4) }).unwrap();
+    for (b, t) in [(&mut memory, mt), (&mut redis, rt)] {
+        write(b.as_mut(), t, 0, 1500);
+    }
+    redis.checkpoint(&root.path().join("c1")).unwrap();
+    for (b, t) in [(&mut memory, mt), (&mut redis, rt)] {
+        write(b.as_mut(), t, 1500, 3000);
+        // Over rows in Redis and in the overlay alike.
+        b.delete_range(t, &key(30, 0), &key(33, 0)).unwrap();
+        b.put(t, &key(30, 5), b"after the range delete").unwrap();
+        b.delete(t, &key(3, 1)).unwrap();
+        b.commit().unwrap();
+    }
+    let expected = lookup(memory.as_ref(), mt);
+    assert!(expected.iter().filter(|(r, ..)| *r == 160).count() > 2000, "one range holds more rows than a read");
+    assert_eq!(lookup(redis.as_ref(), rt), expected, "from the server and the overlay");
+    assert_eq!(all(redis.as_ref(), rt), all(memory.as_ref(), mt));
+    // A scan stopped early, from the middle.
+    let first = |b: &dyn StateBackend, t: TableId| {
+        let mut got = Vec::new();
+        b.scan(t, &key(29, 7), Some(&key(40, 0)), &mut |k, _| {
+            got.push(k.to_vec());
+            got.len() < 30
+        })
+        .unwrap();
+        got
+    };
+    assert_eq!(first(redis.as_ref(), rt), first(memory.as_ref(), mt));
+    redis.checkpoint(&root.path().join("c2")).unwrap();
+    assert_eq!(lookup(redis.as_ref(), rt), expected, "all of it from the server");
+    drop(redis);
+    let mut again = restore(Kind::Redis, &root.path().join("c2"), root.path(), Some(&server.url)).unwrap();
+    let t = again.open_table("t").unwrap();
+    assert_eq!(lookup(again.as_ref(), t), expected, "after a restore");
+}
+
+/// A Redis backend writes to the server at a checkpoint, or, while no checkpoint
+/// names it, once its overlay passes `max_overlay_mb`; named, it refuses to hold
+/// more than twice that.
+#[test]
+fn redis_writes_reach_the_server_at_checkpoints_or_past_the_bound() {
+    let server = redis_server::Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let ns = namespace();
+    let options = RedisOptions { max_overlay_mb: 1, ..redis_options(&server.url) };
+    let mut b = open_redis(&options, &ns).unwrap();
+    let t = b.open_table("t").unwrap();
+    let rows = |server: &redis_server::Redis| server.command(&["ZCARD", &format!("{ns}:t:t")]).unwrap();
+    let value = vec![7u8; 1000];
+    let fill = |b: &mut dyn StateBackend, from: u32, n: u32| {
+        for i in from..from + n {
+            b.put(t, &i.to_be_bytes(), &value).unwrap();
+        }
+        b.commit()
+    };
+    fill(b.as_mut(), 0, 100).unwrap();
+    assert_eq!(rows(&server), ":0", "committed writes wait in the overlay");
+    assert_eq!(b.get(t, &5u32.to_be_bytes()).unwrap().as_deref(), Some(value.as_slice()));
+    fill(b.as_mut(), 100, 1000).unwrap();
+    assert_eq!(rows(&server), ":1100", "past the bound, before any checkpoint: written out");
+    b.checkpoint(&root.path().join("c1")).unwrap();
+    fill(b.as_mut(), 2000, 1100).unwrap();
+    assert_eq!(rows(&server), ":1100", "named by a checkpoint: past the bound it waits for the next");
+    let err = fill(b.as_mut(), 4000, 1200).unwrap_err();
+    assert!(matches!(err, StateError::OverlayFull { .. }), "{err}");
+    assert!(err.to_string().contains("max_overlay_mb"), "{err}");
+    let mut restored = restore_redis(&root.path().join("c1"), &options).unwrap();
+    let t = restored.open_table("t").unwrap();
+    assert_eq!(dump(restored.as_ref(), &[t])[0].len(), 1100, "the checkpoint's rows only");
+}
+
+/// A bucket log longer than one Redis string (1 MiB) reads back across the
+/// strings, from the overlay and from the server.
+#[test]
+fn a_redis_bucket_log_spans_several_strings() {
+    let server = redis_server::Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut b = open(Kind::Redis, root.path(), Some(&server.url));
+    let log = b.open_log("big").unwrap();
+    let mut expected = Vec::new();
+    for part in 0..5u8 {
+        let bytes: Vec<u8> = (0..(700 << 10)).map(|i: u32| (i as u8).wrapping_mul(31).wrapping_add(part)).collect();
+        assert_eq!(b.append(log, -3, &bytes).unwrap(), expected.len() as u64);
+        expected.extend_from_slice(&bytes);
+        if part == 2 {
+            b.commit().unwrap();
+            b.checkpoint(&root.path().join("c1")).unwrap();
+        }
+    }
+    b.commit().unwrap();
+    let read = |b: &dyn StateBackend, offset: u64, len: usize| {
+        let mut out = Vec::new();
+        b.read_bucket_at(log, -3, offset, len, &mut out).unwrap();
+        out
+    };
+    let edge = 1 << 20;
+    // Across the first string's end; across the third's and the server/overlay boundary (at 2100 KiB).
+    for (offset, len) in [(edge - 10, 20), (2_000_000, 300_000), (0, expected.len())] {
+        assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} before the checkpoint");
+    }
+    b.checkpoint(&root.path().join("c2")).unwrap();
+    for (offset, len) in [(edge - 1, 2), (3 * edge - 5, 10), (0, expected.len())] {
+        assert!(read(b.as_ref(), offset as u64, len) == expected[offset..offset + len], "{offset}+{len} from the server");
+    }
+    assert!(b.read_bucket_at(log, -3, expected.len() as u64 - 1, 2, &mut Vec::new()).is_err(), "past its end");
+    b.drop_bucket(log, -3).unwrap();
+    b.commit().unwrap();
+    assert!(b.log_buckets(log).is_empty());
+    b.checkpoint(&root.path().join("c3")).unwrap();
+    assert_eq!(server.command(&["DBSIZE"]).unwrap(), ":1", "only the checkpoint marker is left");
+}
+
+/// The coordinator's side: a record and every worker's writes in one
+/// transaction, keys with a time-to-live, another parallelism's state removed
+/// once a record names the new one, a prefix cleared whole; and a server that
+/// may evict keys refused.
+#[test]
+fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
+    use streamhost::state::RemoteState;
+    let server = redis_server::Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let options = RedisOptions { prefix: Some("job".into()), ttl_slack_ms: Some(60_000), ..redis_options(&server.url) };
+    let mut remote = RemoteState::connect(&options, Some("ignored"), 5_000).unwrap();
+    assert_eq!(remote.prefix(), "job");
+    assert_eq!(remote.record().unwrap(), None);
+    let write = |remote: &RemoteState, workers: usize, index: usize, value: &[u8]| {
+        let mut b = remote.open_worker(workers, 0, index, false).unwrap();
+        let t = b.open_table("t").unwrap();
+        b.put(t, b"k", value).unwrap();
+        let log = b.open_log("l").unwrap();
+        b.append(log, 1, value).unwrap();
+        b.commit().unwrap();
+        b.checkpoint_or_defer(&root.path().join("unused")).unwrap().expect("deferred to the coordinator")
+    };
+    let writes = vec![write(&remote, 2, 0, b"a"), write(&remote, 2, 1, b"b")];
+    assert!(!root.path().join("unused").exists(), "no local snapshot");
+    assert_eq!(server.command(&["EXISTS", "job:p2:s0w0:t:t"]).unwrap(), ":0", "nothing before the coordinator commits");
+    remote.commit(writes, b"{\"id\":1}", 2).unwrap();
+    assert_eq!(remote.record().unwrap().as_deref(), Some(&b"{\"id\":1}"[..]));
+    for key in ["job:checkpoint", "job:p2:s0w0:t:t", "job:p2:s0w1:t:t", "job:p2:s0w1:logs", "job:p2:s0w1:l:1:0:l"] {
+        let ttl: i64 = server.command(&["PTTL", key]).unwrap().trim_start_matches(':').parse().unwrap();
+        assert!(ttl > 60_000 && ttl <= 65_000, "{key}: ttl {ttl}");
+    }
+    let mut back = remote.open_worker(2, 0, 1, true).unwrap();
+    let t = back.open_table("t").unwrap();
+    assert_eq!(back.get(t, b"k").unwrap().as_deref(), Some(&b"b"[..]));
+    let log = back.open_log("l").unwrap();
+    assert_eq!(back.log_buckets(log), vec![1]);
+    // A rescale to 3 workers: the old generation goes once a record names the new one.
+    let writes = vec![write(&remote, 3, 0, b"c")];
+    assert_eq!(server.command(&["EXISTS", "job:p2:s0w1:t:t"]).unwrap(), ":1", "still named by the record");
+    remote.commit(writes, b"{\"id\":2}", 3).unwrap();
+    assert_eq!(server.command(&["EXISTS", "job:p2:s0w1:t:t"]).unwrap(), ":0", "another parallelism's state is removed");
+    assert_eq!(server.command(&["EXISTS", "job:p3:s0w0:t:t"]).unwrap(), ":1");
+    // A process started later on the prefix takes the state over: the first one
+    // can no longer write, neither a checkpoint nor a namespace no record names.
+    let mut newer = RemoteState::connect(&options, None, 5_000).unwrap();
+    let writes = vec![write(&remote, 3, 0, b"stale")];
+    let err = remote.commit(writes, b"{\"id\":3}", 3).unwrap_err();
+    assert!(err.to_string().contains("taken this state over"), "{err}");
+    assert_eq!(remote.record().unwrap().as_deref(), Some(&b"{\"id\":2}"[..]), "nothing of the stale checkpoint was written");
+    let small = RedisOptions { max_overlay_mb: 1, ..options.clone() };
+    let stale = RemoteState::connect(&small, None, 5_000).unwrap();
+    let mut old = stale.open_worker(5, 0, 0, false).unwrap();
+    let _newest = RemoteState::connect(&small, None, 5_000).unwrap();
+    let t = old.open_table("t").unwrap();
+    for i in 0..1500u32 {
+        old.put(t, &i.to_be_bytes(), &[0; 1000]).unwrap();
+    }
+    let err = old.commit().unwrap_err();
+    assert!(err.to_string().contains("taken this state over"), "{err}");
+    assert_eq!(server.command(&["EXISTS", "job:p5:s0w0:t:t"]).unwrap(), ":0");
+    newer.clear().unwrap();
+    assert_eq!(server.command(&["DBSIZE"]).unwrap(), ":1", "only the owner key is left");
+    server.command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]).unwrap();
+    let err = RemoteState::connect(&options, None, 0).err().expect("a server that evicts keys is refused");
+    assert!(err.to_string().contains("noeviction"), "{err}");
 }
 
 #[test]

@@ -21,10 +21,17 @@
 //! cargo bench -p streamhost-tests --bench sjoin -- --events 2000000
 //! cargo test --release -p streamhost-tests --bench sjoin -- --events 200000 --backend memory
 //! cargo bench -p streamhost-tests --bench sjoin -- --events 25000000 --backend rocksdb --hours 2.5 --block-cache-mb 32
+//! cargo bench -p streamhost-tests --bench sjoin -- --events 2000000 --backend rocksdb,redis --parallelism 1 --rounds 5
 //! ```
 //!
 //! Options: `--events N` impressions (default 2,000,000; clicks are
-//! N × 20 / 150), `--backend memory|rocksdb|both`, `--hours H` event time
+//! N × 20 / 150), `--backend memory|rocksdb|redis|both|all` or a list
+//! (`rocksdb,redis`; `both`: memory and RocksDB; `redis` starts its own
+//! redis-server on 127.0.0.1 in the child, without persistence), `--rounds R`
+//! (run the list R times, alternating, and print each backend's median and its
+//! ratio to RocksDB's), `--checkpoint-ms N` (checkpoints every N ms, as a
+//! recoverable run takes them; default none), `--max-overlay-mb M` (the Redis
+//! backend's bound on unwritten state), `--hours H` event time
 //! covered (default 4), `--block-cache-mb M` (default 32),
 //! `--flink` (write the inputs to files, read them with `file` sources, run
 //! the PyFlink interval join of `tests/benches/flink` on the same files and
@@ -67,6 +74,9 @@ use streamhost::step::{NativeFn, NativeRegistry};
 
 use streamhost_tests::sjoin::{clicks_of, CLK_SEED, OUT_OF_ORDERNESS_MS, WINDOW_MS};
 
+#[path = "../../host/tests/common/redis.rs"]
+mod redis_server;
+
 #[derive(Clone, Debug)]
 struct Args {
     events: u64,
@@ -87,6 +97,10 @@ struct Args {
     flink_parallelism: u32,
     /// Worker counts to run streamhost at (`--parallelism 1,2`; a child gets one).
     parallelism: Vec<usize>,
+    /// Times to run every backend and parallelism, alternating.
+    rounds: usize,
+    checkpoint_ms: Option<u64>,
+    max_overlay_mb: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -111,6 +125,9 @@ fn parse_args() -> Args {
             .split(',')
             .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("--parallelism {v}: not a number")))
             .collect(),
+        rounds: num("--rounds", 1.0).max(1.0) as usize,
+        checkpoint_ms: get("--checkpoint-ms").map(|_| num("--checkpoint-ms", 0.0) as u64),
+        max_overlay_mb: get("--max-overlay-mb").map(|_| num("--max-overlay-mb", 0.0) as u64),
     }
 }
 
@@ -157,7 +174,8 @@ fn main() {
         println!("inputs written to {dir}");
         return;
     }
-    if a.child || (a.backend != "both" && !a.flink && a.parallelism.len() == 1) {
+    let single = !a.backend.contains(',') && !matches!(a.backend.as_str(), "both" | "all");
+    if a.child || (single && !a.flink && a.parallelism.len() == 1 && a.rounds == 1) {
         let r = run_backend(&a);
         println!("RESULT {}", serde_json::to_string(&r).unwrap());
         return;
@@ -174,12 +192,15 @@ fn main() {
     let mut results = Vec::new();
     let backends: Vec<&str> = match a.backend.as_str() {
         "both" => vec!["memory", "rocksdb"],
-        one => vec![one],
+        "all" => vec!["memory", "rocksdb", "redis"],
+        list => list.split(',').map(str::trim).collect(),
     };
     let runs: Vec<(&str, usize)> = backends.iter().flat_map(|b| a.parallelism.iter().map(move |p| (*b, *p))).collect();
+    // Rounds alternate the runs, so a noisy neighbour slows every backend alike.
+    let runs: Vec<(&str, usize)> = (0..a.rounds).flat_map(|_| runs.iter().copied()).collect();
     for (backend, parallelism) in runs {
         let mut argv: Vec<String> = std::env::args().skip(1).collect();
-        for flag in ["--backend", "--parallelism"] {
+        for flag in ["--backend", "--parallelism", "--rounds"] {
             if let Some(i) = argv.iter().position(|x| x == flag) {
                 argv.drain(i..(i + 2).min(argv.len()));
             }
@@ -227,6 +248,9 @@ fn main() {
             r["lag_event_ms_p99"],
             r["input_10s_min_over_median"].as_f64().map_or("-".into(), |v| format!("{v:.2}")),
         );
+    }
+    if a.rounds > 1 {
+        print_medians(&results);
     }
     if let Some(f) = &flink {
         // Flink's whole wall time (its JVM start included, as a user waits for it)
@@ -421,9 +445,52 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
     (blocks, apparent)
 }
 
+/// Per backend and parallelism over the rounds: the median input rate and CPU
+/// per event, and the ratio of the medians to RocksDB's at that parallelism.
+fn print_medians(results: &[serde_json::Value]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut keys: Vec<(String, u64)> = results.iter().map(|r| (r["backend"].as_str().unwrap().to_string(), r["parallelism"].as_u64().unwrap())).collect();
+    keys.dedup();
+    keys.sort();
+    keys.dedup();
+    let of = |key: &(String, u64), field: &str| -> Vec<f64> {
+        results.iter().filter(|r| r["backend"] == key.0.as_str() && r["parallelism"] == key.1).filter_map(|r| r[field].as_f64()).collect()
+    };
+    println!();
+    println!("medians over the rounds (all runs listed above):");
+    for key in &keys {
+        let rates = of(key, "input_per_s");
+        let (rate, cpu) = (median(rates.clone()), median(of(key, "cpu_us_per_input_event_all")));
+        let rocks = (String::from("rocksdb"), key.1);
+        let vs = if keys.contains(&rocks) && key.0 != "rocksdb" {
+            format!("; {:.2}x RocksDB's input rate, {:.2}x its CPU per event", rate / median(of(&rocks, "input_per_s")), cpu / median(of(&rocks, "cpu_us_per_input_event_all")))
+        } else {
+            String::new()
+        };
+        let spread = format!("{:.0}..{:.0}", rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
+        println!("  {:<8} p{}: {rate:.0} input events/s (runs {spread}), {cpu:.2} us CPU per event (streamhost + redis-server){vs}", key.0, key.1);
+    }
+}
+
+/// A redis-server's CPU seconds and peak RSS, from /proc.
+fn process_cpu_and_peak(pid: u32) -> (f64, u64) {
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu_seconds(&format!("/proc/{pid}/stat")), peak * 1024)
+}
+
 fn run_backend(a: &Args) -> serde_json::Value {
     let backend = a.backend.as_str();
-    assert!(matches!(backend, "memory" | "rocksdb"), "--backend memory|rocksdb|both, not {backend}");
+    assert!(matches!(backend, "memory" | "rocksdb" | "redis"), "--backend memory|rocksdb|redis|both|all or a list, not {backend}");
+    // The Redis backend's server: this child's own, gone with it.
+    let redis = (backend == "redis").then(redis_server::Redis::start);
     let n = a.events;
     let n_clicks = clicks_of(n);
     let tmp = tempfile::tempdir().unwrap();
@@ -449,6 +516,17 @@ fn run_backend(a: &Args) -> serde_json::Value {
             "rocksdb": {"block_cache_mb": a.block_cache_mb, "write_buffer_mb": a.write_buffer_mb}
         }}
     });
+    let mut config = config;
+    if let Some(server) = &redis {
+        let mut options = json!({"url": server.url, "prefix": "sjoin"});
+        if let Some(mb) = a.max_overlay_mb {
+            options["max_overlay_mb"] = mb.into();
+        }
+        config["settings"]["state"]["redis"] = options;
+    }
+    if let Some(ms) = a.checkpoint_ms {
+        config["settings"]["checkpoint"] = json!({"interval_ms": ms, "dir": tmp.path().join("checkpoints")});
+    }
     let path = streamhost_tests::write_pipeline(tmp.path(), &config);
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
     // The generators' grids (also when reading the files they wrote).
@@ -523,6 +601,8 @@ fn run_backend(a: &Args) -> serde_json::Value {
     // wall time on a shared machine.
     let pipeline_cpu = cpu_seconds("/proc/thread-self/stat") - thread_before;
     let process_cpu = cpu_seconds("/proc/self/stat") - cpu_before;
+    // The server's work is the backend's too.
+    let (redis_cpu, redis_peak) = redis.as_ref().map_or((0.0, 0), |s| process_cpu_and_peak(s.pid()));
     stop.store(true, Relaxed);
     let progress = sampler.join().unwrap();
     let (window_min, window_median) = ten_second_rates(&progress);
@@ -588,6 +668,12 @@ fn run_backend(a: &Args) -> serde_json::Value {
         "input_per_s_10s_median": window_median,
         "input_10s_min_over_median": window_min.zip(window_median).map(|(a, b)| a / b.max(1.0)),
     });
+    let mut r = r;
+    // The server's CPU is the backend's cost too (json! recurses too deep for one literal).
+    r["redis_cpu_s"] = redis_cpu.into();
+    r["redis_peak_rss_mib"] = (redis_peak as f64 / 1048576.0).into();
+    r["cpu_us_per_input_event_all"] = ((process_cpu + redis_cpu) * 1e6 / input.max(1) as f64).into();
+    r["checkpoint_ms"] = a.checkpoint_ms.into();
     println!("--- sjoin, backend {backend}, parallelism {}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", a.parallelism[0], r["event_time_hours"].as_f64().unwrap());
     println!("  elapsed               {secs:.2} s");
     println!("  input                 {:.0} events/s ({input} events)", r["input_per_s"].as_f64().unwrap());
@@ -603,6 +689,9 @@ fn run_backend(a: &Args) -> serde_json::Value {
         _ => println!("  input over 10 s       (the run is shorter than 20 s)"),
     }
     println!("  peak RSS (VmHWM)      {:.0} MiB", r["peak_rss_mib"].as_f64().unwrap());
+    if redis.is_some() {
+        println!("  redis-server          {redis_cpu:.1} s CPU, peak RSS {:.0} MiB", r["redis_peak_rss_mib"].as_f64().unwrap());
+    }
     println!(
         "  state on disk, peak   {:.0} MiB allocated ({:.0} MiB apparent; RSS then {:.0} MiB)",
         r["state_disk_peak_mib"].as_f64().unwrap(),

@@ -286,6 +286,58 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
     }
 }
 
+/// The least `ttl_slack_ms` of the Redis state backend.
+const MIN_TTL_SLACK_MS: u64 = 60_000;
+
+/// The Redis state backend: its settings only with it, a usable URL and
+/// prefix, and nothing whose recovery it cannot make exact: a consumer group
+/// (`scale_out`: a partition's state moves through the checkpoint folders) or
+/// an exactly-once Kafka sink (its transaction commits a checkpoint in two
+/// phases around a local record).
+fn check_state(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
+    let at = JsonPath::root().key("settings").key("state");
+    let state = &c.settings.state;
+    if state.backend != super::StateBackendKind::Redis {
+        if state.redis.is_some() {
+            err(at.key("redis"), "only with `\"backend\": \"redis\"`".into());
+        }
+        return;
+    }
+    if let Some(r) = &state.redis {
+        if let Err(e) = crate::state::check_redis_url(&r.url) {
+            err(at.key("redis").key("url"), e);
+        }
+        if r.prefix.as_deref().is_some_and(|p| p.is_empty()) {
+            err(at.key("redis").key("prefix"), "must not be empty".into());
+        }
+        // Keys must outlive the time between two renewals (checkpoints) by far.
+        let interval = c.settings.checkpoint.as_ref().map_or(0, |cs| cs.interval_ms);
+        match r.ttl_slack_ms {
+            Some(slack) if slack < MIN_TTL_SLACK_MS.max(interval.saturating_mul(3)) => err(
+                at.key("redis").key("ttl_slack_ms"),
+                format!("{slack} ms: at least {} ms (one minute, and three checkpoint intervals): each checkpoint renews the keys' time-to-live", MIN_TTL_SLACK_MS.max(interval.saturating_mul(3))),
+            ),
+            _ => {}
+        }
+    }
+    if c.settings.scale_out.is_some() {
+        err(
+            JsonPath::root().key("settings").key("scale_out"),
+            "not with the redis state backend: a group moves a partition's state through the shared checkpoint folders; use `rocksdb`".into(),
+        );
+    }
+    for (name, s) in &c.sinks {
+        if let super::SinkConfig::Kafka(k) = s {
+            if k.delivery == crate::sink::Delivery::ExactlyOnce {
+                err(
+                    JsonPath::root().key("sinks").key(name).key("delivery"),
+                    "`exactly-once` is not supported with the redis state backend (its transaction commits a checkpoint in two phases around a local record); use `at-least-once` or `rocksdb`".into(),
+                );
+            }
+        }
+    }
+}
+
 /// Kafka sinks: `exactly-once` has a transactional id, checkpoints that
 /// come before the broker times a transaction out, and no second such sink
 /// (a checkpoint has one commit record).
@@ -386,6 +438,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
     check_scale_out(c, &mut err);
     check_kafka_sinks(c, &mut err);
     check_lookup_tables(c, &mut err);
+    check_state(c, &mut err);
     for (name, s) in &c.sources {
         check_retry(s.common(), &root.key("sources").key(name), &mut err);
         if let SourceConfig::Generator(crate::source::GeneratorSourceConfig { dirty_ratio, event_time, impressions, .. }) = s {
@@ -771,6 +824,35 @@ mod tests {
         assert!(msgs.iter().any(|m| m.starts_with("$.steps.misuse.plugin plugin `j` is declared as world `joiner` but this step needs `transform`")), "{msgs:#?}");
         assert!(!msgs.iter().any(|m| m.contains("steps.right")), "{msgs:#?}");
         assert_eq!(msgs.len(), 3, "{msgs:#?}");
+    }
+
+    #[test]
+    fn redis_state_refuses_what_it_cannot_recover_exactly() {
+        let with = |sinks: &str, settings: &str| {
+            format!(r#"{{"sources": {{"in": {{"type": "stdin"}}}}, "sinks": {sinks}, "settings": {settings}}}"#)
+        };
+        let paths = |e: Vec<ConfigError>| e.into_iter().map(|e| e.path).collect::<Vec<_>>();
+        let stdout = r#"{"o": {"type": "stdout", "inputs": ["in"]}}"#;
+        let c = parse_pipeline(&with(stdout, r#"{"state": {"backend": "redis"}}"#)).unwrap();
+        assert_eq!(c.settings.state.redis, None, "the defaults apply");
+        let full = r#"{"state": {"backend": "redis", "redis": {"url": "redis://10.0.0.5:6380/2", "prefix": "job", "ttl_slack_ms": null, "max_overlay_mb": 64}}}"#;
+        let c = parse_pipeline(&with(stdout, full)).unwrap();
+        assert_eq!(c.settings.state.redis.as_ref().map(|r| (r.ttl_slack_ms, r.max_overlay_mb)), Some((None, 64)));
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"redis": {}}}"#))), ["$.settings.state.redis"], "redis settings without the backend");
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"url": "http://x"}}}"#))), ["$.settings.state.redis.url"]);
+        assert_eq!(paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"prefix": ""}}}"#))), ["$.settings.state.redis.prefix"]);
+        let short = r#"{"state": {"backend": "redis", "redis": {"ttl_slack_ms": 100000}}, "checkpoint": {"interval_ms": 60000}}"#;
+        assert_eq!(paths(errors(&with(stdout, short))), ["$.settings.state.redis.ttl_slack_ms"], "keys would expire between checkpoints");
+        let e = paths(errors(&with(stdout, r#"{"state": {"backend": "redis", "redis": {"ttl": 5}}}"#)));
+        assert!(e.len() == 1 && e[0].starts_with("$.settings.state.redis.ttl"), "unknown fields: {e:?}");
+        let eos = r#"{"k": {"type": "kafka", "inputs": ["in"], "brokers": "b:9092", "topic": "t", "delivery": "exactly-once", "transactional_id": "j"}}"#;
+        let e = errors(&with(eos, r#"{"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}}"#));
+        assert_eq!(paths(e.clone()), ["$.sinks.k.delivery"]);
+        assert!(e[0].message.contains("not supported with the redis state backend"), "{}", e[0].message);
+        let group = r#"{"sources": {"in": {"type": "kafka", "brokers": "b:9092", "topics": ["t"], "group_id": "g"}}, "sinks": {"o": {"type": "null", "inputs": ["in"]}},
+            "settings": {"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}, "scale_out": {}}}"#;
+        let e = errors(group);
+        assert!(paths(e.clone()).contains(&"$.settings.scale_out".to_string()), "{e:?}");
     }
 
     #[test]

@@ -253,6 +253,9 @@ pub struct StateSettings {
     pub dir: Option<PathBuf>,
     /// Tuning of the RocksDB backend (memory bounds).
     pub rocksdb: crate::state::RocksOptions,
+    /// The Redis backend's server, key prefix, time-to-live and memory bound
+    /// (only with `"backend": "redis"`; default: a server on 127.0.0.1:6379).
+    pub redis: Option<crate::state::RedisOptions>,
 }
 
 /// The state backends.
@@ -264,6 +267,11 @@ pub enum StateBackendKind {
     Rocksdb,
     /// Ordered maps in memory: fast, bounded by RAM.
     Memory,
+    /// A Redis server (`redis`): no local state, so a restarted process, here
+    /// or on another machine, resumes from the checkpoint Redis holds. Each
+    /// checkpoint writes every worker's state with the source positions it
+    /// covers in one transaction (docs/checkpoints.md).
+    Redis,
 }
 
 /// A plugin: a WebAssembly component, or a plugin source folder built on demand.

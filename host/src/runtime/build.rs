@@ -118,6 +118,9 @@ pub struct Pipeline {
     pub(crate) admin: Option<AdminServer>,
     /// The checkpoint the run resumes from, if any.
     pub(crate) resumed_from: Option<u64>,
+    /// The state in Redis: each checkpoint's writes and record go there in
+    /// one transaction.
+    pub(crate) remote: Option<crate::state::RemoteState>,
 }
 
 impl Pipeline {
@@ -213,8 +216,18 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let sample = SampleSettings { sample_events: hot.canary.sample_events, sample_every_ms: hot.canary.sample_every_ms };
     let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
     let registry = Arc::new(PluginRegistry::new(configs, sample));
+    let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
+    // The Redis state: where the checkpoint record to resume from is, too.
+    let stateful = (0..graph.stages).any(|s| graph.stateful(s));
+    let mut remote = match c.settings.state.backend {
+        crate::config::StateBackendKind::Redis if stateful && opts.group.is_none() => {
+            let options = c.settings.state.redis.clone().unwrap_or_default();
+            Some(crate::state::RemoteState::connect(&options, c.name.as_deref(), retention_ms(p)).map_err(|e| RunError::State(e.to_string()))?)
+        }
+        _ => None,
+    };
     let (schedule, resume) = match &opts.group {
-        None => checkpoints(p, opts.fresh)?,
+        None => checkpoints(p, opts.fresh, remote.as_mut())?,
         Some(plan) => plan.checkpoints(p)?,
     };
     if let Some(r) = &resume {
@@ -227,7 +240,6 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             }
         }
     }
-    let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
     // In a group the key groups are the input partitions (`partition.rs`).
     let (key_groups, grouping) = match &opts.group {
         None => (c.settings.max_parallelism, super::KeyGrouping::KeyHash),
@@ -295,7 +307,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
 
     // The workers: stage by stage, each with its own copy of its stage's steps.
     let parts = resume.as_ref().map_or(&[][..], |r| &r.parts[..]);
-    let states = super::worker_state::StateRoot::prepare(p, parts, &graph, per_stage, key_groups, instance)?;
+    let states = super::worker_state::StateRoot::prepare(p, parts, &graph, (per_stage, key_groups), instance, remote.as_ref())?;
     let mut workers = Vec::new();
     for stage in 0..graph.stages {
         for index in 0..per_stage {
@@ -379,6 +391,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         swapper,
         admin,
         resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
+        remote,
     })
 }
 
@@ -523,13 +536,26 @@ fn check_key_groups(p: &LoadedPipeline, found: &Found, key_groups: usize) -> Res
 /// The checkpoint schedule, and the checkpoint to resume from (none with
 /// `fresh`, which deletes them all; with a transactional sink, the newest
 /// whose transaction committed).
-fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
-    let Some(cs) = &p.config.settings.checkpoint else { return Ok((None, None)) };
+fn checkpoints(p: &LoadedPipeline, fresh: bool, remote: Option<&mut crate::state::RemoteState>) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
+    let redis_err = |e: crate::state::StateError| RunError::State(e.to_string());
+    let Some(cs) = &p.config.settings.checkpoint else {
+        // Without checkpoints a run starts from empty state.
+        if let Some(r) = remote {
+            r.clear().map_err(redis_err)?;
+        }
+        return Ok((None, None));
+    };
     let dir = cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d));
     let store = Checkpoints::new(dir, cs.keep);
     let err = |e: String| RunError::State(format!("checkpoints: {e}"));
     if fresh {
         store.clear().map_err(err)?;
+    }
+    if let Some(r) = remote {
+        if fresh {
+            r.clear().map_err(redis_err)?;
+        }
+        return redis_checkpoints(store, std::time::Duration::from_millis(cs.interval_ms), r);
     }
     let latest = store.latest().map_err(err)?;
     let found = match commit_record(p, None, latest.as_ref())? {
@@ -540,6 +566,63 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool) -> Result<(Option<super::checkpo
     let next_id = found.as_ref().map_or(1, |f| f.meta.id + 1);
     let schedule = super::checkpoint::Schedule::new(store, std::time::Duration::from_millis(cs.interval_ms), next_id);
     Ok((Some(schedule), found.map(Restore::whole)))
+}
+
+/// With the state in Redis, the checkpoint to resume from is the record Redis
+/// holds (the state it covers is there): it may be newer than the local
+/// folders (written after it) or the only one (a new machine). A record lost
+/// while local checkpoints remain (expired, flushed, another server or
+/// prefix) is refused: the state is gone.
+fn redis_checkpoints(store: Checkpoints, interval: std::time::Duration, r: &mut crate::state::RemoteState) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
+    let err = |e: String| RunError::State(format!("checkpoints: {e}"));
+    let redis_err = |e: crate::state::StateError| RunError::State(e.to_string());
+    store.remove_incomplete().map_err(err)?;
+    let local = store.latest().map_err(err)?;
+    let found = match r.record().map_err(redis_err)? {
+        Some(bytes) => {
+            let meta: super::CheckpointMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| RunError::State(format!("redis key {}:checkpoint is not a checkpoint record: {e}; start over with --fresh", r.prefix())))?;
+            if let Some(l) = local.as_ref().filter(|l| l.meta.id > meta.id) {
+                tracing::warn!(redis = meta.id, local = l.meta.id, "redis holds an older checkpoint than the local folders (a server restored from an older snapshot?): resuming from it, where the state is");
+            }
+            if let Some(workers) = meta.workers {
+                r.keep_generation(workers).map_err(redis_err)?;
+            }
+            Some(Found { dir: store.folder(meta.id), meta })
+        }
+        None => {
+            if let Some(l) = &local {
+                return Err(RunError::State(format!(
+                    "redis holds no checkpoint record under the prefix `{}`, but {} exists: the state is gone (its keys expired after `ttl_slack_ms`, the server lost them, this is another server or prefix, or those checkpoints were taken with another state backend); start over with --fresh",
+                    r.prefix(),
+                    l.dir.display()
+                )));
+            }
+            // Anything under the prefix is from a run that never checkpointed.
+            r.clear().map_err(redis_err)?;
+            None
+        }
+    };
+    let next_id = found.iter().chain(&local).map(|f| f.meta.id).max().unwrap_or(0) + 1;
+    let schedule = super::checkpoint::Schedule::new(store, interval, next_id).with_early(r.checkpoint_wanted());
+    Ok((Some(schedule), found.map(Restore::whole)))
+}
+
+/// How long the joins keep events, in ms: the time-to-live of Redis state is
+/// this plus `ttl_slack_ms`.
+fn retention_ms(p: &LoadedPipeline) -> u64 {
+    p.config
+        .steps
+        .values()
+        .filter_map(|s| match s {
+            StepConfig::WindowJoin(j) => {
+                let window = j.window.end_ms.saturating_sub(j.window.start_ms).max(j.window.end_ms).max(0) as u64;
+                Some(window.saturating_add(j.bucket_ms.unwrap_or(window)).saturating_add(j.allowed_lateness_ms))
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The pipeline's transactional sink (`delivery: exactly-once`; the config

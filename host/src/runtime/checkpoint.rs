@@ -352,26 +352,44 @@ pub(crate) struct Schedule {
     interval: std::time::Duration,
     last: std::time::Instant,
     pub(crate) next_id: u64,
+    /// Set by a worker whose state must be checkpointed before the interval
+    /// ends (Redis: its writes since the last checkpoint passed their bound).
+    early: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Schedule {
     pub(crate) fn new(store: Checkpoints, interval: std::time::Duration, next_id: u64) -> Self {
-        Schedule { store, interval, last: std::time::Instant::now(), next_id }
+        Schedule { store, interval, last: std::time::Instant::now(), next_id, early: None }
+    }
+
+    /// A checkpoint is also due whenever `early` is set.
+    pub(crate) fn with_early(self, early: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Schedule { early: Some(early), ..self }
+    }
+
+    fn asked_early(&self) -> bool {
+        self.early.as_ref().is_some_and(|e| e.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether a checkpoint is due now.
     pub(crate) fn due(&self) -> bool {
-        self.last.elapsed() >= self.interval
+        self.last.elapsed() >= self.interval || self.asked_early()
     }
 
     /// How long until the next checkpoint is due (zero: now).
     pub(crate) fn until_due(&self) -> std::time::Duration {
+        if self.asked_early() {
+            return std::time::Duration::ZERO;
+        }
         self.interval.saturating_sub(self.last.elapsed())
     }
 
     /// The id of the checkpoint being taken, and restart the interval.
     pub(crate) fn start(&mut self) -> u64 {
         self.last = std::time::Instant::now();
+        if let Some(e) = &self.early {
+            e.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         self.next_id += 1;
         self.next_id - 1
     }

@@ -32,6 +32,9 @@ struct Links {
     from: Receiver<FromWorker>,
     /// Barriers acknowledged, closes reported.
     acks: usize,
+    /// The writes the acknowledgements of a checkpoint's barrier carried (Redis
+    /// state), applied with its record.
+    deferred: Vec<crate::state::DeferredWrites>,
     closed: usize,
     /// Where the next batch without keys goes first.
     next: usize,
@@ -349,7 +352,7 @@ impl Pipeline {
             handles.push(std::thread::Builder::new().name(name).spawn(move || worker.run()).map_err(|e| RunError::Thread(e.to_string()))?);
         }
         let sent = vec![None; self.sources.len()];
-        Ok((Links { to, from: out_rx, acks: 0, closed: 0, next: 0, sent }, handles))
+        Ok((Links { to, from: out_rx, acks: 0, deferred: Vec::new(), closed: 0, next: 0, sent }, handles))
     }
 
     /// Sends `msg` to worker `w`, writing the workers' outputs while it waits
@@ -392,8 +395,9 @@ impl Pipeline {
         match m.map_err(|_| RunError::Thread("every worker stopped".into()))? {
             FromWorker::Sink { sink, batch } => self.write_sink(sink, &batch),
             FromWorker::Dead(dead) => self.write_dead(&dead),
-            FromWorker::Checkpointed => {
+            FromWorker::Checkpointed(deferred) => {
                 links.acks += 1;
+                links.deferred.extend(deferred);
                 Ok(())
             }
             FromWorker::Closed => {
@@ -412,6 +416,7 @@ impl Pipeline {
 
     fn barrier(&mut self, links: &mut Links, id: u64, folder: Option<std::path::PathBuf>) -> Result<(), RunError> {
         links.acks = 0;
+        links.deferred.clear();
         for w in 0..links.to.len() {
             self.send_to(links, w, ToWorker::Barrier { id, folder: folder.clone() })?;
         }
@@ -562,6 +567,12 @@ impl Pipeline {
         for (i, s) in self.sources.iter().enumerate() {
             progress[i].watermark = clock.source_watermark(i);
             meta.sources.insert(s.name.clone(), progress[i].clone());
+        }
+        if let Some(remote) = self.remote.as_mut() {
+            // The state of every worker and the positions it covers, at once:
+            // Redis never holds one without the other.
+            let record = serde_json::to_vec(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
+            remote.commit(std::mem::take(&mut links.deferred), &record, self.per_stage).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
         }
         std::fs::create_dir_all(&folder).map_err(|e| RunError::State(format!("checkpoint {id}: {}: {e}", folder.display())))?;
         let store = &self.checkpoints.as_ref().expect("checked above").store;

@@ -53,7 +53,9 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     Sink { sink: usize, batch: Batch },
     Dead(Vec<DeadLetter>),
-    Checkpointed,
+    /// The barrier passed; with the writes the coordinator applies together
+    /// with the checkpoint's record, for a state kept in Redis.
+    Checkpointed(Option<crate::state::DeferredWrites>),
     Closed,
     Failed(RunError),
 }
@@ -214,9 +216,9 @@ impl Worker {
                         // Events waiting for answers are in no state: the
                         // checkpoint covers them once they have gone on.
                         self.settle_io(&io, None)?;
-                        self.checkpoint(folder.as_deref())?;
+                        let deferred = self.checkpoint(folder.as_deref())?;
                         self.pass_on(|| ToWorker::Barrier { id, folder: folder.clone() })?;
-                        self.tell(FromWorker::Checkpointed)?;
+                        self.tell(FromWorker::Checkpointed(deferred))?;
                     }
                 }
                 ToWorker::Close => {
@@ -294,15 +296,15 @@ impl Worker {
         Ok(())
     }
 
-    fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<(), RunError> {
+    fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<Option<crate::state::DeferredWrites>, RunError> {
         if !self.stateful {
-            return Ok(());
+            return Ok(None);
         }
         let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
         self.state.commit().map_err(state_err)?;
-        let Some(folder) = folder else { return Ok(()) };
+        let Some(folder) = folder else { return Ok(None) };
         let dir = folder.join("state").join(super::worker_state::worker_dir(self.stage, self.index));
-        self.state.checkpoint(&dir).map_err(state_err)
+        self.state.checkpoint_or_defer(&dir).map_err(state_err)
     }
 
     fn close(&mut self, io: &[(Receiver<crate::lookup::Reply>, Vec<usize>)]) -> Result<(), RunError> {

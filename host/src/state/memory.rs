@@ -173,13 +173,7 @@ impl StateBackend for MemoryBackend {
         self.push("delete_range", table, Op::DeleteRange { table, start: start.to_vec(), end: end.to_vec() }, size)
     }
 
-    fn logs(&self) -> &super::Logs {
-        &self.logs
-    }
-
-    fn logs_mut(&mut self) -> &mut super::Logs {
-        &mut self.logs
-    }
+    super::delegate_logs!();
 
     fn commit(&mut self) -> Result<(), StateError> {
         self.logs.commit()?;

@@ -1,10 +1,12 @@
 //! The state API: the only way operators reach storage.
 //!
 //! A [`StateBackend`] holds named **tables**, each an ordered map from byte keys to byte
-//! values (lexicographic byte order). Two backends implement it: [`open_memory`] (a
-//! `BTreeMap` per table, for tests and small state) and [`open_rocksdb`] (one RocksDB
-//! column family per table, for state larger than memory). Nothing outside this module
-//! names RocksDB.
+//! values (lexicographic byte order). Three backends implement it: [`open_memory`] (a
+//! `BTreeMap` per table, for tests and small state), [`open_rocksdb`] (one RocksDB
+//! column family per table, for state larger than memory) and the Redis backend
+//! (`redis/`: state in a Redis server, which holds checkpointed state only; a pipeline
+//! opens it through [`RemoteState`]). Nothing outside this module names RocksDB or Redis
+//! as a state store.
 //!
 //! # What the API guarantees
 //!
@@ -51,17 +53,54 @@
 mod logs;
 mod memory;
 mod options;
+mod redis;
 mod rocks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use logs::LogId;
-#[doc(hidden)]
-pub use logs::Logs;
+use logs::Logs;
 pub use memory::{open_memory, restore_memory};
-pub use options::{Compression, RocksOptions};
+pub use options::{Compression, RedisOptions, RocksOptions};
+pub use redis::{check_redis_url, open_redis, restore_redis, DeferredWrites, RemoteState};
 pub use rocks::{open_rocksdb, restore_rocksdb};
+
+/// The bucket-log methods of [`StateBackend`] for a backend keeping its logs in a
+/// `logs: Logs` field (memory and RocksDB).
+macro_rules! delegate_logs {
+    () => {
+        fn open_log(&mut self, name: &str) -> Result<super::LogId, StateError> {
+            super::check_table_name(name, || super::Backend::Memory)?;
+            Ok(self.logs.open(name))
+        }
+
+        fn append(&mut self, log: super::LogId, bucket: i64, bytes: &[u8]) -> Result<u64, StateError> {
+            self.logs.append(log, bucket, bytes)
+        }
+
+        fn drop_bucket(&mut self, log: super::LogId, bucket: i64) -> Result<(), StateError> {
+            self.logs.drop_bucket(log, bucket)
+        }
+
+        fn read_bucket(&self, log: super::LogId, bucket: i64, out: &mut Vec<u8>) -> Result<(), StateError> {
+            self.logs.read(log, bucket, out)
+        }
+
+        fn read_bucket_at(&self, log: super::LogId, bucket: i64, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<(), StateError> {
+            self.logs.read_at(log, bucket, offset, len, out)
+        }
+
+        fn log_buckets(&self, log: super::LogId) -> Vec<i64> {
+            self.logs.buckets(log)
+        }
+
+        fn log_len(&self, log: super::LogId, bucket: i64) -> u64 {
+            self.logs.len(log, bucket)
+        }
+    };
+}
+use delegate_logs;
 
 /// Identifies a table opened on a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -142,49 +181,43 @@ pub trait StateBackend: Send {
 
     /// Opens (creating if needed) a named bucket log: append-only bytes per bucket, read
     /// and deleted a bucket at a time, with no LSM tree on their path (see `logs.rs`).
-    fn open_log(&mut self, name: &str) -> Result<LogId, StateError> {
-        check_table_name(name, || Backend::Memory)?;
-        Ok(self.logs_mut().open(name))
-    }
+    fn open_log(&mut self, name: &str) -> Result<LogId, StateError>;
 
     /// Appends `bytes` to `bucket` of `log` (buffered until `commit`); returns the
     /// offset in the bucket where they will lie.
-    fn append(&mut self, log: LogId, bucket: i64, bytes: &[u8]) -> Result<u64, StateError> {
-        self.logs_mut().append(log, bucket, bytes)
-    }
+    fn append(&mut self, log: LogId, bucket: i64, bytes: &[u8]) -> Result<u64, StateError>;
 
     /// Deletes `bucket` of `log` whole (buffered until `commit`; an append to it
     /// buffered before is dropped too, one buffered after survives).
-    fn drop_bucket(&mut self, log: LogId, bucket: i64) -> Result<(), StateError> {
-        self.logs_mut().drop_bucket(log, bucket)
-    }
+    fn drop_bucket(&mut self, log: LogId, bucket: i64) -> Result<(), StateError>;
 
     /// Appends the committed bytes of `bucket` of `log` to `out`.
-    fn read_bucket(&self, log: LogId, bucket: i64, out: &mut Vec<u8>) -> Result<(), StateError> {
-        self.logs().read(log, bucket, out)
-    }
+    fn read_bucket(&self, log: LogId, bucket: i64, out: &mut Vec<u8>) -> Result<(), StateError>;
 
     /// Appends `len` committed bytes of `bucket` of `log`, from `offset` on, to `out`.
-    fn read_bucket_at(&self, log: LogId, bucket: i64, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<(), StateError> {
-        self.logs().read_at(log, bucket, offset, len, out)
-    }
+    fn read_bucket_at(&self, log: LogId, bucket: i64, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<(), StateError>;
 
     /// The buckets of `log` holding committed bytes, ascending.
-    fn log_buckets(&self, log: LogId) -> Vec<i64> {
-        self.logs().buckets(log)
-    }
+    fn log_buckets(&self, log: LogId) -> Vec<i64>;
 
-    /// The backend's bucket logs (the log methods above use them).
-    #[doc(hidden)]
-    fn logs(&self) -> &Logs;
-    #[doc(hidden)]
-    fn logs_mut(&mut self) -> &mut Logs;
+    /// Committed bytes of `bucket` of `log` (0 if it has none).
+    fn log_len(&self, log: LogId, bucket: i64) -> u64;
 
     /// Writes a consistent snapshot of the committed state into `dir`, which must not exist
     /// yet (its parent is created if needed). The pending batch is neither included nor
     /// discarded. RocksDB: hard-linked SST files, so repeated checkpoints are incremental
     /// on disk.
     fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
+
+    /// A checkpoint as a pipeline's worker takes it at a barrier: into `dir`, like
+    /// [`StateBackend::checkpoint`] (`None`), or, for a backend whose checkpoints live
+    /// in its store (Redis), the writes since the last one, which the coordinator
+    /// applies together with every other worker's and the checkpoint's record in one
+    /// transaction ([`RemoteState::commit`]). Reads see the writes as applied from
+    /// then on: the caller applies them before this backend is read again.
+    fn checkpoint_or_defer(&mut self, dir: &Path) -> Result<Option<DeferredWrites>, StateError> {
+        self.checkpoint(dir).map(|()| None)
+    }
 
     /// Sizes for benchmarks and metrics.
     fn stats(&self) -> StateStats;
@@ -227,6 +260,14 @@ pub enum StateError {
     /// State written by a version of an operator whose layout this one cannot read.
     #[error("state of {owner}: {reason}; start over with `streamhost run --fresh`")]
     Incompatible { owner: String, reason: String },
+    /// A request to the Redis server failed (or its answer was not what the layout
+    /// says): the run stops, and a restart resumes from the last checkpoint.
+    #[error("state: redis {op} on {server} ({namespace}): {message}")]
+    Redis { op: String, server: String, namespace: String, message: String },
+    /// The writes since the last checkpoint outgrew their bound: an early checkpoint
+    /// was asked for and did not come.
+    #[error("state: redis {namespace}: {held_mib} MiB of writes since the last checkpoint, over twice `settings.state.redis.max_overlay_mb` ({max_mib}); the early checkpoint asked for did not come (lower `settings.checkpoint.interval_ms` or raise `max_overlay_mb`)")]
+    OverlayFull { namespace: String, held_mib: u64, max_mib: u64 },
 }
 
 /// Which backend an error comes from (for messages).
@@ -234,6 +275,8 @@ pub enum StateError {
 pub enum Backend {
     Memory,
     Rocks(PathBuf),
+    /// A Redis namespace (the prefix of its keys).
+    Redis(String),
 }
 
 impl fmt::Display for Backend {
@@ -241,6 +284,7 @@ impl fmt::Display for Backend {
         match self {
             Backend::Memory => f.write_str("the memory backend"),
             Backend::Rocks(path) => write!(f, "rocksdb {}", path.display()),
+            Backend::Redis(namespace) => write!(f, "redis {namespace}"),
         }
     }
 }

@@ -327,13 +327,7 @@ impl StateBackend for RocksBackend {
         Ok(())
     }
 
-    fn logs(&self) -> &super::Logs {
-        &self.logs
-    }
-
-    fn logs_mut(&mut self) -> &mut super::Logs {
-        &mut self.logs
-    }
+    super::delegate_logs!();
 
     fn commit(&mut self) -> Result<(), StateError> {
         self.logs.commit()?;

@@ -72,7 +72,7 @@ impl Redis {
         }
     }
 
-    /// The server's process id.
+    /// The server's process id (for its memory and CPU time in /proc).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -192,7 +192,7 @@ impl MainLog {
     /// The index of a bucket: its events not fired yet, sorted.
     fn load(&self, state: &dyn StateBackend, bucket: i64) -> Result<Loaded, StateError> {
         let mut entries = Vec::new();
-        let total = state.logs().len(self.log, bucket);
+        let total = state.log_len(self.log, bucket);
         let mut buf = Vec::new();
         // Offset in the bucket of the frame at the start of `buf`.
         let mut at = 0u64;
@@ -280,7 +280,7 @@ fn each_frame(
     bucket: i64,
     mut f: impl FnMut(i64, u64, &[u8]) -> Result<(), StateError>,
 ) -> Result<(), StateError> {
-    let total = state.logs().len(log, bucket);
+    let total = state.log_len(log, bucket);
     let partial = |at: u64| StateError::Incompatible {
         owner: "a window join's main events".into(),
         reason: format!("bucket {bucket} of the main log ends in a partial record ({at} of {total} bytes read)"),
