@@ -48,9 +48,24 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
+    /// The counts of its buckets now (for the quantiles of an interval:
+    /// [`Histogram::quantile_between`]).
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+
     /// The `q` quantile (0..=1), as its bucket's upper bound; `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        Self::quantile_of(&self.counts(), q)
+    }
+
+    /// The `q` quantile of the values recorded since `earlier` ([`Histogram::counts`]).
+    pub fn quantile_between(&self, earlier: &[u64], q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.counts().iter().zip(earlier).map(|(now, then)| now.saturating_sub(*then)).collect();
+        Self::quantile_of(&counts, q)
+    }
+
+    fn quantile_of(counts: &[u64], q: f64) -> Option<Duration> {
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
