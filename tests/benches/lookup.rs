@@ -23,6 +23,11 @@
 //!    (SIGKILL) or frozen (SIGSTOP, a hung server) 1 s into the run: no event
 //!    lost, and the longest an event waited (the time its lookups took to
 //!    move to B).
+//! 4. **Flink** (`--only flink`, not part of the default run: it installs
+//!    PyFlink, tests/benches/flink/setup.sh): the same impressions written to
+//!    a file, then in turns the cold lookup from a `file` source, and PyFlink
+//!    looking each user up with a pandas UDF that sends one MGET per Arrow
+//!    batch (tests/benches/flink/lookup_flink.py), on the same server.
 
 #[allow(dead_code)]
 #[path = "../../host/tests/common/redis.rs"]
@@ -248,6 +253,58 @@ fn latency(a: &Args, server: &redis_server::Redis) {
     );
 }
 
+/// The impressions as a JSON-lines file (what both engines read).
+fn write_impressions(a: &Args, dir: &std::path::Path) -> std::path::PathBuf {
+    let p = json!({
+        "sources": { "impressions": { "type": "generator", "shape": "join-impression", "seed": 1, "count": a.events } },
+        "sinks": { "out": { "type": "file", "path": "impressions.jsonl", "inputs": ["impressions"] } }
+    });
+    let path = dir.join("write.json");
+    std::fs::write(&path, p.to_string()).unwrap();
+    build_pipeline(&load_pipeline(&path).unwrap(), BuildOptions::default()).unwrap().run().unwrap();
+    dir.join("impressions.jsonl")
+}
+
+fn flink(a: &Args, server: &redis_server::Redis) {
+    let flink_dir = streamhost_tests::repo().join("tests/benches/flink");
+    let setup = Command::new("bash").arg(flink_dir.join("setup.sh")).stderr(std::process::Stdio::inherit()).output().expect("run flink/setup.sh");
+    assert!(setup.status.success(), "tests/benches/flink/setup.sh failed");
+    let python = String::from_utf8_lossy(&setup.stdout).lines().last().expect("setup.sh prints the venv's python").trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_impressions(a, dir.path());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        let mut p = pipeline(a, a.events, 0, cold(&[&server.url]));
+        p["sources"] = json!({ "impressions": { "type": "file", "path": file } });
+        let r = run(&p, |_| {});
+        ours.push(r.rate());
+        let out = Command::new(&python)
+            .arg(flink_dir.join("lookup_flink.py"))
+            .args(["--impressions", file.to_str().unwrap(), "--redis-port", &server.port.to_string(), "--parallelism", &a.parallelism.to_string()])
+            .env("JAVA_HOME", std::env::var("JAVA_HOME").unwrap_or_else(|_| "/usr/lib/jvm/java-17-openjdk-amd64".into()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let result: Value = text
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .map(|r| serde_json::from_str(r).unwrap())
+            .unwrap_or_else(|| panic!("lookup_flink.py said:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!((result["rows"].as_u64(), result["found"].as_u64()), (Some(a.events), Some(a.events)), "Flink found every user: {result}");
+        theirs.push(result["rows_per_s"].as_f64().unwrap());
+        println!(
+            "  round {}: lookup-join from a file (cold) {:.0} events/s; PyFlink pandas UDF, MGET per batch {:.0} rows/s ({:.1}x); Flink's whole run {:.1} s",
+            round + 1,
+            ours[round],
+            theirs[round],
+            ours[round] / theirs[round],
+            result["wall_seconds"].as_f64().unwrap_or_default()
+        );
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!("flink (medians of {} rounds, parallelism {}): streamhost {o:.0} events/s, PyFlink {t:.0} rows/s, {:.1}x", a.rounds, a.parallelism, o / t);
+}
+
 fn failover(a: &Args) {
     for how in ["KILL", "STOP"] {
         let (a_copy, b_copy) = (redis_server::Redis::start(), redis_server::Redis::start());
@@ -286,7 +343,7 @@ fn main() {
         return;
     }
     let wants = |part: &str| a.only.as_deref().is_none_or(|o| o == part);
-    if wants("throughput") || wants("latency") {
+    if wants("throughput") || wants("latency") || a.only.as_deref() == Some("flink") {
         let server = redis_server::Redis::start();
         load_tables(server.port);
         if wants("throughput") {
@@ -294,6 +351,9 @@ fn main() {
         }
         if wants("latency") {
             latency(&a, &server);
+        }
+        if a.only.as_deref() == Some("flink") {
+            flink(&a, &server);
         }
     }
     if wants("failover") {

@@ -9,10 +9,12 @@
 set -euo pipefail
 
 FLINK_VERSION=2.3.0
+# The lookup baseline's Redis client (lookup_flink.py).
+REDIS_PY_VERSION=5.2.1
 TOOLS="${STREAMHOST_TOOLS:-$HOME/.cache/streamhost}"
 VENV="$TOOLS/flink-venv"
 PY="$VENV/bin/python"
-STAMP="$VENV/.streamhost-apache-flink-$FLINK_VERSION"
+STAMP="$VENV/.streamhost-apache-flink-$FLINK_VERSION-redis-$REDIS_PY_VERSION"
 
 if [[ -x "$PY" && -f "$STAMP" ]]; then
     echo "$PY"
@@ -24,7 +26,7 @@ if [[ ! -x "$PY" ]]; then
     python3 -m venv "$VENV" >&2
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-"$PY" -m pip install --disable-pip-version-check "apache-flink==$FLINK_VERSION" >&2
+"$PY" -m pip install --disable-pip-version-check "apache-flink==$FLINK_VERSION" "redis==$REDIS_PY_VERSION" >&2
 # The install must be importable (pyflink ships Flink's jars under lib/).
 "$PY" -c 'import pyflink, os; lib = os.path.join(os.path.dirname(pyflink.__file__), "lib"); assert any(f.startswith("flink-dist") for f in os.listdir(lib)), lib' >&2
 touch "$STAMP"
