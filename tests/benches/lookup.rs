@@ -327,9 +327,9 @@ fn failover(a: &Args) {
             ms(l.latency_max),
             ms(l.latency_p99),
             l.failovers,
-            l.copies[0].3,
-            l.copies[0].1,
-            l.copies[1].1
+            l.copies[0].opened,
+            l.copies[0].requests,
+            l.copies[1].requests
         );
         if how == "STOP" {
             let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();

@@ -29,5 +29,5 @@ pub use failover::{BreakerConfig, FailoverBackend};
 pub use postgres::{PostgresBackend, PostgresConfig};
 pub use redis::{RedisBackend, RedisConfig, RedisValues};
 pub use service::{LookupService, Reply, Request, RetryPolicy, Unavailable};
-pub use stats::{LookupSnapshot, LookupStats, StepStats, TableStats};
+pub use stats::{CopySnapshot, LookupSnapshot, LookupStats, StepStats, TableStats};
 pub use table::{Table, Tables};

@@ -191,8 +191,8 @@ pub struct LookupSnapshot {
     pub retries: u64,
     pub failed_requests: u64,
     pub request_p99: Option<Duration>,
-    /// Per copy of the table (A, B, ...): (name, requests, failures, breaker opened, breaker closed).
-    pub copies: Vec<(String, u64, u64, u64, u64)>,
+    /// Per copy of the table (A, B, ...), in the order of `backends`.
+    pub copies: Vec<CopySnapshot>,
     /// Requests answered by another copy than the first asked.
     pub failovers: u64,
 }
@@ -207,6 +207,17 @@ impl LookupSnapshot {
             self.cache_hits as f64 / all as f64
         }
     }
+}
+
+/// One copy of a table at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CopySnapshot {
+    pub name: String,
+    pub requests: u64,
+    pub failures: u64,
+    /// Times its circuit breaker opened, and closed again.
+    pub opened: u64,
+    pub closed: u64,
 }
 
 /// A step's stats and its table's, as the run's summary reads them.
@@ -245,11 +256,17 @@ impl LookupStats {
     }
 }
 
-fn copies_of(f: &FailoverBackend) -> Vec<(String, u64, u64, u64, u64)> {
+fn copies_of(f: &FailoverBackend) -> Vec<CopySnapshot> {
     (0..f.copies())
         .map(|i| {
             let c = f.stats(i);
-            (f.copy_name(i).to_string(), c.requests.load(Relaxed), c.failures.load(Relaxed), c.opened.load(Relaxed), c.closed.load(Relaxed))
+            CopySnapshot {
+                name: f.copy_name(i).to_string(),
+                requests: c.requests.load(Relaxed),
+                failures: c.failures.load(Relaxed),
+                opened: c.opened.load(Relaxed),
+                closed: c.closed.load(Relaxed),
+            }
         })
         .collect()
 }

@@ -273,8 +273,8 @@ fn write_lookup(f: &mut fmt::Formatter<'_>, step: &str, l: &crate::lookup::Looku
         l.retries,
         l.failed_requests
     )?;
-    for (name, requests, failures, opened, closed) in &l.copies {
-        writeln!(f, "    copy {name}: {requests} requests, {failures} failed; breaker opened {opened}, closed {closed}")?;
+    for c in &l.copies {
+        writeln!(f, "    copy {}: {} requests, {} failed; breaker opened {}, closed {}", c.name, c.requests, c.failures, c.opened, c.closed)?;
     }
     if !l.copies.is_empty() {
         writeln!(f, "    failovers: {}", l.failovers)?;
