@@ -30,17 +30,8 @@ new_version=tests/plugins/hostile
 # Phases last this many output lines (2000 per second).
 phase_lines=${DEMO_PHASE_LINES:-4000}
 
-step() { printf '\n== %s\n' "$*"; }
-fail() { echo "demo: $*" >&2; exit 1; }
-
-if [ -n "${STREAMHOST:-}" ]; then
-    bin=$STREAMHOST
-else
-    step "building streamhost (cargo build --release -p streamhost)"
-    cargo build --release -p streamhost
-    bin=target/release/streamhost
-fi
-[ -x "$bin" ] || fail "no streamhost binary at $bin"
+name=demo
+. scripts/example-lib.sh
 
 step "building the new version ($new_version) before the run, so the swap itself is quick"
 "$bin" plugin build "$new_version"

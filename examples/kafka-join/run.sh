@@ -21,25 +21,15 @@ ex=examples/kafka-join
 out=$ex/out
 partitions=3
 
-step() { printf '\n== %s\n' "$*"; }
-fail() { echo "kafka-join: $*" >&2; exit 1; }
-
-if [ -n "${STREAMHOST:-}" ]; then
-    bin=$STREAMHOST
-else
-    step "building streamhost (cargo build --release -p streamhost)"
-    cargo build --release -p streamhost
-    bin=target/release/streamhost
-fi
-[ -x "$bin" ] || fail "no streamhost binary at $bin"
+name=kafka-join
+. scripts/example-lib.sh
 tansu=${STREAMHOST_TANSU:?scripts/setup.sh sets STREAMHOST_TANSU}
 [ -x "$tansu" ] || fail "no Tansu at $tansu (scripts/setup.sh fetches it)"
 
 rm -rf "$out"
 mkdir -p "$out"
 
-# A free port: bind port 0 and read what the kernel gave.
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 brokers=127.0.0.1:$port
 step "starting Tansu on $brokers (memory storage; log: $out/tansu.log)"
 "$tansu" broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
@@ -66,10 +56,10 @@ for p in produce join read; do
 done
 
 run() {
-    local name=$1
-    "$bin" run --no-progress "$out/$name.json" 2> "$out/$name.log" || { cat "$out/$name.log" >&2; fail "streamhost run $ex/pipelines/$name.json failed"; }
+    local job=$1
+    "$bin" run --no-progress "$out/$job.json" 2> "$out/$job.log" || { cat "$out/$job.log" >&2; fail "streamhost run $ex/pipelines/$job.json failed"; }
     # The run's summary (its log is in out/NAME.log).
-    sed 's/\x1b\[[0-9;]*m//g' "$out/$name.log" | grep -E '^streamhost:|^  ' || true
+    sed 's/\x1b\[[0-9;]*m//g' "$out/$job.log" | grep -E '^streamhost:|^  ' || true
 }
 
 step "producing examples/training-join/data into impressions and clicks (streamhost run $ex/pipelines/produce.json)"

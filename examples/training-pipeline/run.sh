@@ -20,22 +20,13 @@ export STREAMHOST_LOG=${STREAMHOST_LOG:-warn}
 ex=examples/training-pipeline
 out=$ex/out
 
-step() { printf '\n== %s\n' "$*"; }
-fail() { echo "training-pipeline: $*" >&2; exit 1; }
-
-if [ -n "${STREAMHOST:-}" ]; then
-    bin=$STREAMHOST
-else
-    step "building streamhost (cargo build --release -p streamhost)"
-    cargo build --release -p streamhost
-    bin=target/release/streamhost
-fi
-[ -x "$bin" ] || fail "no streamhost binary at $bin"
+name=training-pipeline
+. scripts/example-lib.sh
 
 rm -rf "$out"
 mkdir -p "$out"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 step "starting redis-server on 127.0.0.1:$port (no persistence; log: $out/redis.log)"
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no > "$out/redis.log" 2>&1 &
 redis_pid=$!

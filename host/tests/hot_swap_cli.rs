@@ -139,24 +139,9 @@ fn client_addr(file: &Path) -> String {
 /// folder), with the repository's plugins and scripts linked in.
 #[test]
 fn the_hot_swap_demo_runs() {
-    let root = common::repo_root();
-    let dir = tempfile::tempdir().unwrap();
-    let ex = dir.path().join("examples/hot-swap");
-    std::fs::create_dir_all(&ex).unwrap();
-    for f in ["demo.sh", "pipeline.json"] {
-        std::fs::copy(root.join("examples/hot-swap").join(f), ex.join(f)).unwrap();
-    }
-    for linked in ["plugins", "tests", "scripts"] {
-        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
-    }
-    let out = Command::new("bash")
-        .arg(ex.join("demo.sh"))
-        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
-        .env("DEMO_TIMEOUT", "120")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "demo.sh failed:\n{stdout}\n{stderr}");
+    let (dir, ex) = common::example_copy("hot-swap", &["demo.sh", "pipeline.json"], &["plugins", "tests", "scripts"]);
+    let (ok, stdout, stderr) = common::run_example_script(dir.path(), &ex.join("demo.sh"), &[("DEMO_TIMEOUT", "120")], std::time::Duration::from_secs(600));
+    assert!(ok, "demo.sh failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("swapped `cleaner` to"), "{stdout}");
     assert!(stdout.contains("rolled `cleaner` back to"), "{stdout}");
     assert!(stdout.contains("plugin `cleaner`: 1 swaps, 1 rollbacks, 0 automatic rollbacks, 0 refused"), "{stdout}");

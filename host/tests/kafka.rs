@@ -385,28 +385,12 @@ fn kafka_to_clean_to_join_to_kafka_gives_what_the_same_pipeline_gives_over_files
 #[test]
 fn the_kafka_join_example_runs() {
     let root = common::repo_root();
-    let dir = tempfile::tempdir().unwrap();
-    let ex = dir.path().join("examples/kafka-join");
-    std::fs::create_dir_all(ex.join("pipelines")).unwrap();
-    for f in ["run.sh", "pipelines/produce.json", "pipelines/join.json", "pipelines/read.json"] {
-        std::fs::copy(root.join("examples/kafka-join").join(f), ex.join(f)).unwrap();
-    }
-    for linked in ["plugins", "scripts", "examples/training-join"] {
-        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
-    }
-    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let files = ["run.sh", "pipelines/produce.json", "pipelines/join.json", "pipelines/read.json"];
+    let (dir, ex) = common::example_copy("kafka-join", &files, &["plugins", "scripts", "examples/training-join"]);
     let started = std::time::Instant::now();
-    let mut child = std::process::Command::new("bash")
-        .arg(ex.join("run.sh"))
-        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
     // Plugin builds (a cold Python one takes minutes on a loaded machine) and three runs.
-    let status = common::wait_or_kill(&mut child, started + std::time::Duration::from_secs(900));
-    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
-    assert!(status.is_some_and(|s| s.success()), "run.sh failed or hung:\n{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = common::run_example_script(dir.path(), &ex.join("run.sh"), &[], std::time::Duration::from_secs(900));
+    assert!(ok, "run.sh failed or hung:\n{stdout}\n{stderr}");
     assert!(stdout.trim_end().ends_with("kafka-join: ok (samples in examples/kafka-join/out/samples.jsonl)"), "{stdout}");
     // Its broker is gone with it.
     let log = std::fs::read_to_string(ex.join("out/tansu.log")).unwrap();

@@ -567,27 +567,11 @@ fn lookups_before_a_join_killed_at_random_moments_and_restarted_lose_and_duplica
 #[test]
 fn the_training_pipeline_example_runs() {
     let root = common::repo_root();
-    let dir = tempfile::tempdir().unwrap();
-    let ex = dir.path().join("examples/training-pipeline");
-    std::fs::create_dir_all(ex.join("data")).unwrap();
-    for f in ["run.sh", "pipeline.json", "data/users.jsonl", "data/items.jsonl"] {
-        std::fs::copy(root.join("examples/training-pipeline").join(f), ex.join(f)).unwrap();
-    }
-    for linked in ["plugins", "scripts", "examples/training-join"] {
-        std::os::unix::fs::symlink(root.join(linked), dir.path().join(linked)).unwrap();
-    }
-    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = std::process::Command::new("bash")
-        .arg(ex.join("run.sh"))
-        .env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"))
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
+    let files = ["run.sh", "pipeline.json", "data/users.jsonl", "data/items.jsonl"];
+    let (dir, ex) = common::example_copy("training-pipeline", &files, &["plugins", "scripts", "examples/training-join"]);
     // Plugin builds (a cold Python one takes minutes on a loaded machine) and the run.
-    let status = common::wait_or_kill(&mut child, Instant::now() + Duration::from_secs(900));
-    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
-    assert!(status.is_some_and(|s| s.success()), "run.sh failed or hung:\n{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = common::run_example_script(dir.path(), &ex.join("run.sh"), &[], Duration::from_secs(900));
+    assert!(ok, "run.sh failed or hung:\n{stdout}\n{stderr}");
     assert!(stdout.trim_end().ends_with("training-pipeline: ok (samples in examples/training-pipeline/out/samples.jsonl)"), "{stdout}");
 
     let data = root.join("examples/training-join/data");

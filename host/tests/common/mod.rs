@@ -249,3 +249,43 @@ pub fn wait_or_kill(child: &mut std::process::Child, deadline: std::time::Instan
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// A copy of `examples/NAME` (its `files`) in a temporary folder, laid out as
+/// in the repository, with the repository's folders `linked` in (plugins,
+/// scripts, data): the example's script runs there and writes its `out/`
+/// there. Returns the folder and the example's path in it.
+pub fn example_copy(name: &str, files: &[&str], linked: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let root = repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ex = dir.path().join("examples").join(name);
+    for f in files {
+        let to = ex.join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join("examples").join(name).join(f), to).unwrap();
+    }
+    for l in linked {
+        let to = dir.path().join(l);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(root.join(l), to).unwrap();
+    }
+    (dir, ex)
+}
+
+/// Runs `script` (an example's) with this build's binary, its output in
+/// files under `dir`, killed past `limit`: its success, stdout and stderr.
+pub fn run_example_script(dir: &Path, script: &Path, env: &[(&str, &str)], limit: std::time::Duration) -> (bool, String, String) {
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script).env("STREAMHOST", env!("CARGO_BIN_EXE_streamhost"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, std::time::Instant::now() + limit);
+    let (stdout, stderr) = (std::fs::read_to_string(&stdout_path).unwrap(), std::fs::read_to_string(&stderr_path).unwrap());
+    (status.is_some_and(|s| s.success()), stdout, stderr)
+}
