@@ -505,7 +505,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             StepConfig::LookupJoin(l) => {
                 let at = root.key("steps").key(name);
                 l.check(&at, &mut err);
-                check_key(c, &broken, &at.key("key"), &l.key, "a lookup key", &mut err);
+                check_key(c, broken, &at.key("key"), &l.key, "a lookup key", &mut err);
             }
             _ => {}
         }
@@ -525,7 +525,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
                     err(at, format!("`{input}` is not one of this step's inputs"));
                     continue;
                 }
-                check_key(c, &broken, &at, key, "a join key", &mut err);
+                check_key(c, broken, &at, key, "a join key", &mut err);
             }
             if j.window.end_ms < j.window.start_ms {
                 err(at.key("window"), format!("end_ms ({}) is before start_ms ({})", j.window.end_ms, j.window.start_ms));

@@ -84,7 +84,13 @@ enum Read {
 enum Connection {
     Server(redis::aio::ConnectionManager),
     /// Connected on first use; the cluster connection follows the slots by itself.
-    Cluster { client: redis::cluster::ClusterClient, connection: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection> },
+    Cluster(Box<Cluster>),
+}
+
+/// A cluster's client, and its connection once made.
+struct Cluster {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
 }
 
 /// A Redis server or cluster.
@@ -119,7 +125,7 @@ impl RedisBackend {
             }
             (None, Some(nodes)) => {
                 let client = redis::cluster::ClusterClient::builder(nodes.clone()).connection_timeout(CONNECT_TIMEOUT).build().map_err(error)?;
-                Connection::Cluster { client, connection: tokio::sync::OnceCell::new() }
+                Connection::Cluster(Box::new(Cluster { client, connection: tokio::sync::OnceCell::new() }))
             }
             _ => return Err(LookupError::Connect { backend: name, error: "give `url` (one server) or `nodes` (a cluster), not both".into() }),
         };
@@ -134,7 +140,7 @@ impl RedisBackend {
         match &self.connection {
             // A handle to one shared pipeline: cloning it is cheap.
             Connection::Server(m) => cmd.query_async(&mut m.clone()).await.map_err(|e| self.error(e)),
-            Connection::Cluster { .. } => cmd.query_async(&mut self.cluster().await?).await.map_err(|e| self.error(e)),
+            Connection::Cluster(_) => cmd.query_async(&mut self.cluster().await?).await.map_err(|e| self.error(e)),
         }
     }
 
@@ -149,7 +155,7 @@ impl RedisBackend {
                 }
                 pipe.query_async(&mut m.clone()).await.map_err(|e| self.error(e))
             }
-            Connection::Cluster { .. } => {
+            Connection::Cluster(_) => {
                 let connection = self.cluster().await?;
                 let calls: Vec<_> = cmds
                     .into_iter()
@@ -164,7 +170,8 @@ impl RedisBackend {
     }
 
     async fn cluster(&self) -> Result<redis::cluster_async::ClusterConnection, LookupError> {
-        let Connection::Cluster { client, connection } = &self.connection else { unreachable!("a cluster's connection") };
+        let Connection::Cluster(cluster) = &self.connection else { unreachable!("a cluster's connection") };
+        let (client, connection) = (&cluster.client, &cluster.connection);
         let c = connection
             .get_or_try_init(|| client.get_async_connection())
             .await

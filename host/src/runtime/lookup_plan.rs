@@ -31,11 +31,14 @@ struct Planned {
     stats: Arc<LookupStats>,
 }
 
+/// A worker's client of a table, shared by its steps on the table.
+type SharedClient = Arc<Mutex<TableClient>>;
+
 pub(crate) struct LookupPlan {
     tables: Tables,
     steps: BTreeMap<usize, Planned>,
     /// (group, worker) → the worker's client of the group's table.
-    clients: Mutex<HashMap<(String, usize), Arc<Mutex<TableClient>>>>,
+    clients: Mutex<HashMap<(String, usize), SharedClient>>,
 }
 
 fn lookup<'p>(p: &'p LoadedPipeline, name: &str) -> Option<&'p LookupJoinConfig> {

@@ -59,6 +59,10 @@ impl KeyTemplate {
 /// A key made the table's by the template.
 struct Templated(Vec<u8>);
 
+/// The keys of a batch (its events' cells, `None`: no key), why an event has
+/// none (empty: all have), and the digests of their names (empty: not read).
+type Keys = (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>, Vec<Option<Names>>);
+
 /// A later step of the chain whose key this one reads and asks for.
 pub struct ChainKey {
     pub key: KeySpec,
@@ -160,7 +164,7 @@ impl LookupJoin {
 
     /// The table's keys of `events`: this step's, then the chain's, per
     /// event; why an event has none; and the digests of their names.
-    fn keys(&mut self, events: &[Event]) -> (Vec<Option<Vec<u8>>>, Vec<Option<(DeadKind, String)>>, Vec<Option<Names>>) {
+    fn keys(&mut self, events: &[Event]) -> Keys {
         let mut digests = Vec::new();
         let own: Vec<Result<Templated, (DeadKind, String)>> = match self.key.field() {
             // A field key is read in one pass over the top level, which
