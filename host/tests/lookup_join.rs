@@ -289,20 +289,20 @@ fn ordered_output_keeps_input_order_and_unordered_keeps_each_keys_order() {
     }
 }
 
-/// About 2,000 events a second for 3 s, keyed over the 100 users.
-fn steady_events(redis_urls: &[String], extra: Value) -> Value {
+/// `count` events at 2,000 a second, keyed over the first 50 users.
+fn steady_events(redis_urls: &[String], count: u64, extra: Value) -> Value {
     let mut step = json!({ "type": "lookup-join", "inputs": ["gen"], "key": "$.position", "key_template": "user:u{}",
         "backends": redis_urls.iter().map(|u| json!({ "type": "redis", "url": u })).collect::<Vec<_>>(),
         "prefix": "user_", "cache": { "max_bytes": 0 }, "timeout_ms": 100, "breaker": { "failures": 2, "open_ms": 300, "open_max_ms": 1000 } });
     step.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     let mut p = pipeline(json!({ "users": step }), "users", json!({ "parallelism": 2, "batch_linger_ms": 10 }));
-    p["sources"] = json!({ "gen": { "type": "generator", "shape": "join-impression", "seed": 5, "count": 6000, "rate": 2000, "timestamp_field": "ts" } });
+    p["sources"] = json!({ "gen": { "type": "generator", "shape": "join-impression", "seed": 5, "count": count, "rate": 2000, "timestamp_field": "ts" } });
     p
 }
 
-/// Every event of a [`steady_events`] run came out with its user (positions are 0-49).
-fn all_found(r: &Run) {
-    assert_eq!(r.out.len(), 6000, "no event lost");
+/// Every event of a [`steady_events`] run of `count` came out with its user (positions are 0-49).
+fn all_found(r: &Run, count: usize) {
+    assert_eq!(r.out.len(), count, "no event lost");
     for v in &r.out {
         assert_eq!(v["user_age"], v["position"], "{v}");
     }
@@ -315,13 +315,13 @@ fn copy_a_killed_mid_run_its_traffic_moves_to_b_and_no_event_is_lost() {
     let (a, b) = (Redis::start(), Redis::start());
     users(&a);
     users(&b);
-    let p = steady_events(&[a.url.clone(), b.url.clone()], json!({}));
+    let p = steady_events(&[a.url.clone(), b.url.clone()], 6000, json!({}));
     let mut a = Some(a);
     let r = run_with(dir.path(), &p, |_| {
         std::thread::sleep(Duration::from_millis(1200));
         a.take().unwrap().kill();
     });
-    all_found(&r);
+    all_found(&r, 6000);
     let l = r.lookup("users");
     let (ca, cb) = (&l.copies[0], &l.copies[1]);
     assert!(ca.requests > 0 && cb.requests > 0, "both copies took traffic: {l:?}");
@@ -336,13 +336,15 @@ fn copy_a_slowed_opens_its_breaker_latency_stays_bounded_and_it_closes_once_a_re
     let (a, b) = (Redis::start(), Redis::start());
     users(&a);
     users(&b);
-    let p = steady_events(&[a.url.clone(), b.url.clone()], json!({}));
+    let p = steady_events(&[a.url.clone(), b.url.clone()], 10_000, json!({}));
     let port = a.port;
+    // 5 s: A sleeps from 0.6 s to 1.8 s, and its breaker's trials (after 0.3,
+    // 0.6, 1 s open) find it awake well before the end.
     let r = run_with(dir.path(), &p, |_| {
         std::thread::sleep(Duration::from_millis(600));
         Redis::command_on(port, &["DEBUG", "SLEEP", "1.2"]);
     });
-    all_found(&r);
+    all_found(&r, 10_000);
     let l = r.lookup("users");
     let ca = &l.copies[0];
     assert!(ca.opened >= 1 && ca.closed >= 1, "A's breaker opened, and closed again once A answered: {l:?}");
@@ -356,7 +358,7 @@ fn both_copies_down_events_wait_with_backpressure_and_the_run_completes_when_one
     let (a, b) = (Redis::start(), Redis::start());
     users(&a);
     users(&b);
-    let p = steady_events(&[a.url.clone(), b.url.clone()], json!({ "max_in_flight": 300 }));
+    let p = steady_events(&[a.url.clone(), b.url.clone()], 6000, json!({ "max_in_flight": 300 }));
     let (port, mut copies) = (a.port, Some((a, b)));
     let started = Instant::now();
     let r = run_with(dir.path(), &p, |stats| {
@@ -380,7 +382,7 @@ fn both_copies_down_events_wait_with_backpressure_and_the_run_completes_when_one
         users(&back);
         std::mem::forget(back);
     });
-    all_found(&r);
+    all_found(&r, 6000);
     assert!(started.elapsed() > Duration::from_secs(3));
     let l = r.lookup("users");
     assert!(l.retries > 0 && l.failed_requests == 0, "{l:?}");
