@@ -217,10 +217,11 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
     let registry = Arc::new(PluginRegistry::new(configs, sample));
     let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
-    // The Redis state: where the checkpoint record to resume from is, too.
+    // The Redis state: where the checkpoint record to resume from is, too (in a
+    // group, with or without state, the partitions' offsets).
     let stateful = (0..graph.stages).any(|s| graph.stateful(s));
     let mut remote = match c.settings.state.backend {
-        crate::config::StateBackendKind::Redis if stateful => {
+        crate::config::StateBackendKind::Redis if stateful || opts.group.is_some() => {
             let options = c.settings.state.redis.clone().unwrap_or_default();
             let (name, retention) = (c.name.as_deref(), retention_ms(p));
             Some(match &opts.group {
