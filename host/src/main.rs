@@ -227,7 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
             if let Some(scale) = &p.config.settings.scale_out {
                 if fresh {
-                    eprintln!("error: --fresh is not for a scaled-out pipeline (other processes may be using its checkpoints); remove its checkpoint directory while none runs");
+                    eprintln!("error: --fresh is not for a scaled-out pipeline (other processes may be using its checkpoints); remove its checkpoint directory (with redis state, the prefix's keys) while none runs");
                     return Ok(ExitCode::from(INVALID));
                 }
                 let instance = instance

@@ -764,6 +764,7 @@ fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
     let server = redis_server::Redis::start();
     let root = tempfile::tempdir().unwrap();
     let options = RedisOptions { prefix: Some("job".into()), ttl_slack_ms: Some(60_000), ..redis_options(&server.url) };
+    let record = |id: u64, bytes: &'static [u8], workers: usize| streamhost::state::RemoteRecord { id, bytes, workers, partitions: Vec::new() };
     let mut remote = RemoteState::connect(&options, Some("ignored"), 5_000).unwrap();
     assert_eq!(remote.prefix(), "job");
     assert_eq!(remote.record().unwrap(), None);
@@ -779,7 +780,7 @@ fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
     let writes = vec![write(&remote, 2, 0, b"a"), write(&remote, 2, 1, b"b")];
     assert!(!root.path().join("unused").exists(), "no local snapshot");
     assert_eq!(server.command(&["EXISTS", "job:p2:s0w0:t:t"]).unwrap(), ":0", "nothing before the coordinator commits");
-    remote.commit(writes, b"{\"id\":1}", 2).unwrap();
+    remote.commit(writes, &record(1, b"{\"id\":1}", 2)).unwrap();
     assert_eq!(remote.record().unwrap().as_deref(), Some(&b"{\"id\":1}"[..]));
     for key in ["job:checkpoint", "job:p2:s0w0:t:t", "job:p2:s0w1:t:t", "job:p2:s0w1:logs", "job:p2:s0w1:l:1:0:l"] {
         let ttl: i64 = server.command(&["PTTL", key]).unwrap().trim_start_matches(':').parse().unwrap();
@@ -793,14 +794,14 @@ fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
     // A rescale to 3 workers: the old generation goes once a record names the new one.
     let writes = vec![write(&remote, 3, 0, b"c")];
     assert_eq!(server.command(&["EXISTS", "job:p2:s0w1:t:t"]).unwrap(), ":1", "still named by the record");
-    remote.commit(writes, b"{\"id\":2}", 3).unwrap();
+    remote.commit(writes, &record(2, b"{\"id\":2}", 3)).unwrap();
     assert_eq!(server.command(&["EXISTS", "job:p2:s0w1:t:t"]).unwrap(), ":0", "another parallelism's state is removed");
     assert_eq!(server.command(&["EXISTS", "job:p3:s0w0:t:t"]).unwrap(), ":1");
     // A process started later on the prefix takes the state over: the first one
     // can no longer write, neither a checkpoint nor a namespace no record names.
     let mut newer = RemoteState::connect(&options, None, 5_000).unwrap();
     let writes = vec![write(&remote, 3, 0, b"stale")];
-    let err = remote.commit(writes, b"{\"id\":3}", 3).unwrap_err();
+    let err = remote.commit(writes, &record(3, b"{\"id\":3}", 3)).unwrap_err();
     assert!(err.to_string().contains("taken this state over"), "{err}");
     assert_eq!(remote.record().unwrap().as_deref(), Some(&b"{\"id\":2}"[..]), "nothing of the stale checkpoint was written");
     let small = RedisOptions { max_overlay_mb: 1, ..options.clone() };
@@ -819,6 +820,92 @@ fn redis_remote_state_commits_checkpoints_and_keeps_one_generation() {
     server.command(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]).unwrap();
     let err = RemoteState::connect(&options, None, 0).err().expect("a server that evicts keys is refused");
     assert!(err.to_string().contains("noeviction"), "{err}");
+}
+
+/// In a consumer group the processes share a prefix: each build claims its
+/// partitions with a new epoch; a checkpoint writes its generation's state,
+/// the instance's record, the entries of its partitions and its marker in
+/// one transaction; a build that lost a partition to a newer one writes
+/// nothing any more; a generation no entry names is removed by the last
+/// build that took a partition from it.
+#[test]
+fn redis_group_state_moves_with_its_partitions_fenced_per_partition() {
+    use streamhost::state::{RemoteRecord, RemoteState};
+    let server = redis_server::Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let options = RedisOptions { prefix: Some("g".into()), ttl_slack_ms: Some(60_000), ..redis_options(&server.url) };
+    let join = |instance: &str, partitions: &[u16]| RemoteState::join_group(&options, None, 5_000, instance, partitions, 4);
+    let write = |remote: &RemoteState, value: &[u8]| {
+        let mut b = remote.open_worker(1, 0, 0, false).unwrap();
+        let t = b.open_table("t").unwrap();
+        b.put(t, b"k", value).unwrap();
+        b.commit().unwrap();
+        vec![b.checkpoint_or_defer(&root.path().join("unused")).unwrap().expect("deferred")]
+    };
+    let commit = |remote: &mut RemoteState, id: u64, value: &[u8]| {
+        let writes = write(remote, value);
+        let partitions = remote.partitions().iter().map(|&p| (p, format!("{{\"p\":{p},\"id\":{id}}}").into_bytes())).collect();
+        remote.commit(writes, &RemoteRecord { id, bytes: format!("{{\"id\":{id}}}").as_bytes(), workers: 1, partitions })
+    };
+    let get = |key: &str| server.command(&["GET", key]).unwrap();
+    let exists = |key: &str| server.command(&["EXISTS", key]).unwrap() == ":1";
+
+    // a owns partitions 0 and 1 (epoch 1): nothing in the index yet.
+    let mut a = join("a", &[0, 1]).unwrap();
+    assert_eq!(a.group_generation().as_deref(), Some("e1"));
+    assert!(a.partition_entries().unwrap().is_empty());
+    assert_eq!(a.record().unwrap(), None);
+    commit(&mut a, 7, b"a7").unwrap();
+    assert_eq!(a.record().unwrap().as_deref(), Some(&b"{\"id\":7}"[..]), "the instance's record");
+    assert!(exists("g:e1:s0w0:t:t") && get("g:e1:checkpoint") == "$1", "the generation's state and marker");
+    for key in ["g:kg:0", "g:kg:1", "g:kg:0:owner", "g:i:a:owner", "g:i:a:checkpoint", "g:e1:checkpoint", "g:e1:s0w0:t:t"] {
+        let ttl: i64 = server.command(&["PTTL", key]).unwrap().trim_start_matches(':').parse().unwrap();
+        assert!(ttl > 60_000 && ttl <= 65_000, "{key}: ttl {ttl}");
+    }
+
+    // b is given partition 1 (epoch 2): it reads the entry a's checkpoint wrote.
+    let mut b = join("b", &[1]).unwrap();
+    let entries = b.partition_entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    let (p, entry) = &entries[0];
+    assert_eq!((*p, entry.generation.as_str(), entry.record.as_slice(), entry.state_at), (1, "e1", &b"{\"p\":1,\"id\":7}"[..], Some(7)));
+    let mut from = b.open_generation("e1", 0, 0).unwrap();
+    let t = from.open_table("t").unwrap();
+    assert_eq!(from.get(t, b"k").unwrap().as_deref(), Some(&b"a7"[..]), "a's state, as its checkpoint left it");
+    // a, replaced for partition 1, can write nothing: not its checkpoint,
+    // not partition 0's entry, not its state.
+    let err = commit(&mut a, 10, b"a10").unwrap_err();
+    assert!(matches!(err, streamhost::state::StateError::TakenOver { .. }) && err.to_string().contains("taken this state over"), "{err}");
+    assert_eq!(a.record().unwrap().as_deref(), Some(&b"{\"id\":7}"[..]));
+    assert_eq!(get("g:e1:checkpoint"), "$1");
+    assert_eq!(server.command(&["HGET", "g:kg:0", "record"]).unwrap(), "$14", "partition 0's entry is still checkpoint 7's (14 bytes; checkpoint 10's would be 15)");
+    // Nor write out an overlay no checkpoint names.
+    let small = RedisOptions { max_overlay_mb: 1, ..options.clone() };
+    let zombie = RemoteState::join_group(&small, None, 5_000, "z", &[3], 4).unwrap();
+    let mut stale = zombie.open_worker(1, 0, 0, false).unwrap();
+    let _newer = join("y", &[3]).unwrap();
+    let t = stale.open_table("t").unwrap();
+    for i in 0..1500u32 {
+        stale.put(t, &i.to_be_bytes(), &[0; 1000]).unwrap();
+    }
+    let err = stale.commit().unwrap_err();
+    assert!(matches!(err, streamhost::state::StateError::TakenOver { .. }), "{err}");
+    assert!(!exists(&format!("g:{}:s0w0:t:t", zombie.group_generation().unwrap())));
+    // A build older than the partition's claim is refused.
+    server.command(&["SET", "g:kg:2:owner", "1000"]).unwrap();
+    let err = join("old", &[2]).err().expect("a newer claim holds partition 2");
+    assert!(err.to_string().contains("g:kg:2:owner holds the claim of a newer build"), "{err}");
+
+    // b checkpoints: partition 1 now names b's generation; a's stays, named by 0.
+    commit(&mut b, 1, b"b1").unwrap();
+    assert_eq!(server.command(&["HGET", "g:kg:1", "generation"]).unwrap(), "$2");
+    assert!(exists("g:e1:s0w0:t:t"), "still named for partition 0");
+    // c takes partition 0: its first checkpoint leaves e1 unnamed, and removes it.
+    let mut c = join("c", &[0]).unwrap();
+    assert_eq!(c.partition_entries().unwrap()[0].1.generation, "e1");
+    commit(&mut c, 1, b"c1").unwrap();
+    assert!(!exists("g:e1:s0w0:t:t") && !exists("g:e1:checkpoint"), "a generation no entry names is removed");
+    assert!(exists(&format!("g:{}:s0w0:t:t", b.group_generation().unwrap())) && exists(&format!("g:{}:checkpoint", c.group_generation().unwrap())));
 }
 
 #[test]

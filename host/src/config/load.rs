@@ -256,7 +256,11 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
         err(at.key("instance"), "must be 1-64 letters, digits, `-`, `_` or `.` (it names folders)".into());
     }
     if c.settings.checkpoint.is_none() {
-        err(at.clone(), "needs `settings.checkpoint` with a `dir` every process reaches: a partition's state moves through it".into());
+        let how = match c.settings.state.backend {
+            super::StateBackendKind::Redis => "a partition's state moves at checkpoints, through redis",
+            _ => "with a `dir` every process reaches: a partition's state moves through it",
+        };
+        err(at.clone(), format!("needs `settings.checkpoint` {how}"));
     }
     let mut group: Option<(&str, &str)> = None;
     for (name, s) in &c.sources {
@@ -290,10 +294,9 @@ fn check_scale_out(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
 const MIN_TTL_SLACK_MS: u64 = 60_000;
 
 /// The Redis state backend: its settings only with it, a usable URL and
-/// prefix, and nothing whose recovery it cannot make exact: a consumer group
-/// (`scale_out`: a partition's state moves through the checkpoint folders) or
-/// an exactly-once Kafka sink (its transaction commits a checkpoint in two
-/// phases around a local record).
+/// prefix, and nothing whose recovery it cannot make exact: an exactly-once
+/// Kafka sink (its transaction commits a checkpoint in two phases around a
+/// local record), alone or in a group.
 fn check_state(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
     let at = JsonPath::root().key("settings").key("state");
     let state = &c.settings.state;
@@ -319,12 +322,6 @@ fn check_state(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
             ),
             _ => {}
         }
-    }
-    if c.settings.scale_out.is_some() {
-        err(
-            JsonPath::root().key("settings").key("scale_out"),
-            "not with the redis state backend: a group moves a partition's state through the shared checkpoint folders; use `rocksdb`".into(),
-        );
     }
     for (name, s) in &c.sinks {
         if let super::SinkConfig::Kafka(k) = s {
@@ -849,10 +846,17 @@ mod tests {
         let e = errors(&with(eos, r#"{"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}}"#));
         assert_eq!(paths(e.clone()), ["$.sinks.k.delivery"]);
         assert!(e[0].message.contains("not supported with the redis state backend"), "{}", e[0].message);
+        // A group shares its state through redis; an exactly-once sink is refused there too.
         let group = r#"{"sources": {"in": {"type": "kafka", "brokers": "b:9092", "topics": ["t"], "group_id": "g"}}, "sinks": {"o": {"type": "null", "inputs": ["in"]}},
             "settings": {"state": {"backend": "redis"}, "checkpoint": {"interval_ms": 1000}, "scale_out": {}}}"#;
-        let e = errors(group);
-        assert!(paths(e.clone()).contains(&"$.settings.scale_out".to_string()), "{e:?}");
+        assert!(parse_pipeline(group).is_ok(), "{:?}", parse_pipeline(group).err());
+        let with_eos = group.replace(r#"{"o": {"type": "null", "inputs": ["in"]}}"#, eos);
+        let e = errors(&with_eos);
+        assert_eq!(paths(e.clone()), ["$.sinks.k.delivery"], "{e:?}");
+        let unchecked = group.replace(r#", "checkpoint": {"interval_ms": 1000}"#, "");
+        let e = errors(&unchecked);
+        assert_eq!(paths(e.clone()), ["$.settings.scale_out"], "{e:?}");
+        assert!(e[0].message.contains("through redis"), "{}", e[0].message);
     }
 
     #[test]

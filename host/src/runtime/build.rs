@@ -217,18 +217,24 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let configs = plugins.iter().map(|(name, plugin)| (plugin.clone(), c.plugins.get(name).map(|pc| pc.config.clone()).unwrap_or_default()));
     let registry = Arc::new(PluginRegistry::new(configs, sample));
     let graph = Arc::new(Graph::of(p).map_err(|e| p.errors(vec![e]))?);
-    // The Redis state: where the checkpoint record to resume from is, too.
+    // The Redis state: where the checkpoint record to resume from is, too (in a
+    // group, with or without state, the partitions' offsets).
     let stateful = (0..graph.stages).any(|s| graph.stateful(s));
     let mut remote = match c.settings.state.backend {
-        crate::config::StateBackendKind::Redis if stateful && opts.group.is_none() => {
+        crate::config::StateBackendKind::Redis if stateful || opts.group.is_some() => {
             let options = c.settings.state.redis.clone().unwrap_or_default();
-            Some(crate::state::RemoteState::connect(&options, c.name.as_deref(), retention_ms(p)).map_err(|e| RunError::State(e.to_string()))?)
+            let (name, retention) = (c.name.as_deref(), retention_ms(p));
+            Some(match &opts.group {
+                None => crate::state::RemoteState::connect(&options, name, retention)?,
+                Some(plan) => crate::state::RemoteState::join_group(&options, name, retention, &plan.instance, &plan.owned, plan.key_groups)?,
+            })
         }
         _ => None,
     };
-    let (schedule, resume) = match &opts.group {
-        None => checkpoints(p, opts.fresh, remote.as_mut())?,
-        Some(plan) => plan.checkpoints(p)?,
+    let (schedule, resume) = match (&opts.group, remote.as_mut()) {
+        (None, remote) => checkpoints(p, opts.fresh, remote)?,
+        (Some(plan), None) => plan.checkpoints(p)?,
+        (Some(plan), Some(remote)) => plan.redis_checkpoints(p, remote)?,
     };
     if let Some(r) = &resume {
         let at: Vec<String> = r.meta.sources.iter().map(|(name, m)| format!("{name} at {}", m.resume.line)).collect();
@@ -537,11 +543,10 @@ fn check_key_groups(p: &LoadedPipeline, found: &Found, key_groups: usize) -> Res
 /// `fresh`, which deletes them all; with a transactional sink, the newest
 /// whose transaction committed).
 fn checkpoints(p: &LoadedPipeline, fresh: bool, remote: Option<&mut crate::state::RemoteState>) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
-    let redis_err = |e: crate::state::StateError| RunError::State(e.to_string());
     let Some(cs) = &p.config.settings.checkpoint else {
         // Without checkpoints a run starts from empty state.
         if let Some(r) = remote {
-            r.clear().map_err(redis_err)?;
+            r.clear()?;
         }
         return Ok((None, None));
     };
@@ -553,7 +558,7 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool, remote: Option<&mut crate::state
     }
     if let Some(r) = remote {
         if fresh {
-            r.clear().map_err(redis_err)?;
+            r.clear()?;
         }
         return redis_checkpoints(store, std::time::Duration::from_millis(cs.interval_ms), r);
     }
@@ -570,42 +575,47 @@ fn checkpoints(p: &LoadedPipeline, fresh: bool, remote: Option<&mut crate::state
 
 /// With the state in Redis, the checkpoint to resume from is the record Redis
 /// holds (the state it covers is there): it may be newer than the local
-/// folders (written after it) or the only one (a new machine). A record lost
-/// while local checkpoints remain (expired, flushed, another server or
-/// prefix) is refused: the state is gone.
+/// folders (written after it) or the only one (a new machine).
 fn redis_checkpoints(store: Checkpoints, interval: std::time::Duration, r: &mut crate::state::RemoteState) -> Result<(Option<super::checkpoint::Schedule>, Option<Restore>), RunError> {
-    let err = |e: String| RunError::State(format!("checkpoints: {e}"));
-    let redis_err = |e: crate::state::StateError| RunError::State(e.to_string());
-    store.remove_incomplete().map_err(err)?;
-    let local = store.latest().map_err(err)?;
-    let found = match r.record().map_err(redis_err)? {
-        Some(bytes) => {
-            let meta: super::CheckpointMeta = serde_json::from_slice(&bytes)
-                .map_err(|e| RunError::State(format!("redis key {}:checkpoint is not a checkpoint record: {e}; start over with --fresh", r.prefix())))?;
-            if let Some(l) = local.as_ref().filter(|l| l.meta.id > meta.id) {
-                tracing::warn!(redis = meta.id, local = l.meta.id, "redis holds an older checkpoint than the local folders (a server restored from an older snapshot?): resuming from it, where the state is");
+    let (found, local) = redis_record(&store, r, "start over with --fresh")?;
+    match &found {
+        Some(f) => {
+            if let Some(workers) = f.meta.workers {
+                r.keep_generation(workers)?;
             }
-            if let Some(workers) = meta.workers {
-                r.keep_generation(workers).map_err(redis_err)?;
-            }
-            Some(Found { dir: store.folder(meta.id), meta })
         }
-        None => {
-            if let Some(l) = &local {
-                return Err(RunError::State(format!(
-                    "redis holds no checkpoint record under the prefix `{}`, but {} exists: the state is gone (its keys expired after `ttl_slack_ms`, the server lost them, this is another server or prefix, or those checkpoints were taken with another state backend); start over with --fresh",
-                    r.prefix(),
-                    l.dir.display()
-                )));
-            }
-            // Anything under the prefix is from a run that never checkpointed.
-            r.clear().map_err(redis_err)?;
-            None
-        }
-    };
+        // Anything under the prefix is from a run that never checkpointed.
+        None => drop(r.clear()?),
+    }
     let next_id = found.iter().chain(&local).map(|f| f.meta.id).max().unwrap_or(0) + 1;
     let schedule = super::checkpoint::Schedule::new(store, interval, next_id).with_early(r.checkpoint_wanted());
     Ok((Some(schedule), found.map(Restore::whole)))
+}
+
+/// This process's checkpoint record in Redis (in a group, its instance's) and
+/// its newest local checkpoint, once interrupted ones are removed. A record
+/// lost while local checkpoints remain (expired, flushed, another server or
+/// prefix) is refused: the state is gone (`start_over` says what to do).
+pub(crate) fn redis_record(store: &Checkpoints, r: &mut crate::state::RemoteState, start_over: &str) -> Result<(Option<Found>, Option<Found>), RunError> {
+    let err = |e: String| RunError::State(format!("checkpoints: {e}"));
+    store.remove_incomplete().map_err(err)?;
+    let local = store.latest().map_err(err)?;
+    let Some(bytes) = r.record()? else {
+        return match &local {
+            Some(l) => Err(RunError::State(format!(
+                "redis holds no checkpoint record under the prefix `{}`, but {} exists: the state is gone (its keys expired after `ttl_slack_ms`, the server lost them, this is another server or prefix, or those checkpoints were taken with another state backend); {start_over}",
+                r.prefix(),
+                l.dir.display()
+            ))),
+            None => Ok((None, None)),
+        };
+    };
+    let meta: super::CheckpointMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| RunError::State(format!("the checkpoint record in redis (prefix `{}`) is not one: {e}; {start_over}", r.prefix())))?;
+    if let Some(l) = local.as_ref().filter(|l| l.meta.id > meta.id) {
+        tracing::warn!(redis = meta.id, local = l.meta.id, "redis holds an older checkpoint than the local folders (a server restored from an older snapshot?): resuming from it, where the state is");
+    }
+    Ok((Some(Found { dir: store.folder(meta.id), meta }), local))
 }
 
 /// How long the joins keep events, in ms: the time-to-live of Redis state is

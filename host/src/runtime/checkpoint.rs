@@ -72,6 +72,27 @@ pub struct CheckpointMeta {
     /// named by the sink's commit record).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transactional: bool,
+    /// In a group with Redis state: the generation holding the state it
+    /// covers (`e{epoch}`; `None`: the parallelism's, `p{workers}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_generation: Option<String>,
+}
+
+impl CheckpointMeta {
+    /// The record as it concerns partition `p` only: the sources' positions in
+    /// it, none of the outputs (a group's index entry).
+    pub(crate) fn for_partition(&self, p: u16) -> CheckpointMeta {
+        let mut meta = CheckpointMeta { sinks: Default::default(), dead_letter: None, dead_count: 0, ..self.clone() };
+        for mark in meta.sources.values_mut() {
+            mark.resume.partitions.retain(|key, _| partition_of(key) == Some(p));
+        }
+        meta
+    }
+}
+
+/// The partition of a `topic/partition` position key.
+pub(crate) fn partition_of(key: &str) -> Option<u16> {
+    key.rsplit_once('/').and_then(|(_, p)| p.parse().ok())
 }
 
 /// A transactional sink's commit record: the last checkpoint whose outputs

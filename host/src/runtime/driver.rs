@@ -570,9 +570,17 @@ impl Pipeline {
         }
         if let Some(remote) = self.remote.as_mut() {
             // The state of every worker and the positions it covers, at once:
-            // Redis never holds one without the other.
-            let record = serde_json::to_vec(&meta).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
-            remote.commit(std::mem::take(&mut links.deferred), &record, self.per_stage).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")))?;
+            // Redis never holds one without the other. In a group, with the
+            // entry of each partition owned: its state and its offsets.
+            meta.redis_generation = remote.group_generation();
+            let encode = |m: &CheckpointMeta| serde_json::to_vec(m).map_err(|e| RunError::State(format!("checkpoint {id}: {e}")));
+            let record = encode(&meta)?;
+            let partitions = remote.partitions().iter().map(|&p| Ok((p, encode(&meta.for_partition(p))?))).collect::<Result<_, RunError>>()?;
+            let written = crate::state::RemoteRecord { id, bytes: &record, workers: self.per_stage, partitions };
+            remote.commit(std::mem::take(&mut links.deferred), &written).map_err(|e| match e {
+                e @ crate::state::StateError::TakenOver { .. } => RunError::from(e),
+                e => RunError::State(format!("checkpoint {id}: {e}")),
+            })?;
         }
         std::fs::create_dir_all(&folder).map_err(|e| RunError::State(format!("checkpoint {id}: {}: {e}", folder.display())))?;
         let store = &self.checkpoints.as_ref().expect("checked above").store;

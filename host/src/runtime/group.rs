@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::build::{build_pipeline, BuildOptions, Restore, RestorePart};
-use super::checkpoint::{Checkpoints, Schedule, SharedIndex};
+use super::checkpoint::{partition_of, Checkpoints, Found, Schedule, SharedIndex};
 use super::stats::RunSummary;
 use super::{CheckpointMeta, ResumePoint, RunError, SourceMark, StopHandle};
 use crate::config::{LoadedPipeline, SourceConfig};
 use crate::source::{Assignment, GroupMember, SourceError};
+use crate::state::RemoteState;
 
 /// This process's share of the group, for a build.
 #[derive(Clone)]
@@ -53,12 +54,14 @@ pub(crate) fn instance_path(path: &Path, instance: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// What to do when a group's state in Redis cannot be resumed from.
+const START_OVER: &str = "to start over, delete the prefix's keys in redis and the instances' checkpoint folders while no process of the group runs";
+
 impl GroupPlan {
     /// This process's checkpoint schedule, and what it restores: for each
     /// partition owned, the checkpoint the shared index names for it.
     pub(crate) fn checkpoints(&self, p: &LoadedPipeline) -> Result<(Option<Schedule>, Option<Restore>), RunError> {
-        let cs = p.config.settings.checkpoint.as_ref().ok_or_else(|| RunError::State("settings.scale_out needs settings.checkpoint".into()))?;
-        let root = cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d));
+        let (root, cs) = checkpoint_root(p)?;
         let err = |e: String| RunError::State(format!("checkpoints: {e}"));
         let index = SharedIndex { root, instance: self.instance.clone(), groups: self.owned.clone() };
         let mut by_checkpoint: BTreeMap<PathBuf, Vec<u16>> = BTreeMap::new();
@@ -84,11 +87,71 @@ impl GroupPlan {
                 .ok_or_else(|| err(format!("{} is named for partitions {groups:?} in the shared index but is not a complete checkpoint", dir.display())))?;
             parts.push(RestorePart { found, groups: Some(groups) });
         }
-        // This process's own outputs (dead letters) go on from its own last checkpoint.
-        let mut meta = own.map(|f| CheckpointMeta { sources: Default::default(), ..f.meta }).unwrap_or_default();
-        meta.sources = merged_sources(&parts);
-        Ok((Some(schedule), (meta.id > 0 || !parts.is_empty()).then_some(Restore { meta, parts })))
+        Ok((Some(schedule), restore(own, parts)))
     }
+
+    /// The same with the state in Redis, which alone carries it (no shared
+    /// folder): this process's checkpoints are its instance's record there
+    /// (its local folders, under `instances/NAME/`, only follow it), and each
+    /// partition owned goes on from the generation and checkpoint its index
+    /// entry names (`state/redis/group.rs`), read after this build claimed it.
+    pub(crate) fn redis_checkpoints(&self, p: &LoadedPipeline, remote: &mut RemoteState) -> Result<(Option<Schedule>, Option<Restore>), RunError> {
+        let (root, cs) = checkpoint_root(p)?;
+        let store = Checkpoints::new(SharedIndex::instance_dir(&root, &self.instance), cs.keep);
+        let (own, local) = super::build::redis_record(&store, remote, START_OVER)?;
+        // The partitions whose entries name one generation are taken from it together.
+        let mut by_generation: BTreeMap<String, (CheckpointMeta, Vec<u16>)> = BTreeMap::new();
+        for (kg, entry) in remote.partition_entries()? {
+            let mut meta: CheckpointMeta = serde_json::from_slice(&entry.record)
+                .map_err(|e| RunError::State(format!("the index entry of partition {kg} in redis (prefix `{}`) is not a checkpoint record: {e}; {START_OVER}", remote.prefix())))?;
+            if entry.state_at != Some(meta.id) {
+                let at = entry.state_at.map_or_else(|| "gone".to_string(), |id| format!("at checkpoint {id}"));
+                return Err(RunError::State(format!(
+                    "partition {kg}: its index entry in redis names checkpoint {} of generation {}, whose state is {at} (its keys expired or were deleted, or a checkpoint was applied in part); {START_OVER}",
+                    meta.id, entry.generation
+                )));
+            }
+            meta.redis_generation = Some(entry.generation.clone());
+            match by_generation.entry(entry.generation) {
+                std::collections::btree_map::Entry::Vacant(v) => drop(v.insert((meta, vec![kg]))),
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    // One transaction wrote them: the same checkpoint, other partitions.
+                    let (merged, groups) = o.get_mut();
+                    for (name, mark) in meta.sources {
+                        match merged.sources.get_mut(&name) {
+                            Some(m) => m.resume.partitions.extend(mark.resume.partitions),
+                            None => drop(merged.sources.insert(name, mark)),
+                        }
+                    }
+                    groups.push(kg);
+                }
+            }
+        }
+        let parts: Vec<RestorePart> = by_generation
+            .into_iter()
+            .map(|(generation, (meta, groups))| {
+                let dir = PathBuf::from(format!("redis {}:{generation} (checkpoint {})", remote.prefix(), meta.id));
+                RestorePart { found: Found { dir, meta }, groups: Some(groups) }
+            })
+            .collect();
+        let next_id = own.iter().chain(&local).map(|f| f.meta.id).max().unwrap_or(0) + 1;
+        let schedule = Schedule::new(store, Duration::from_millis(cs.interval_ms), next_id).with_early(remote.checkpoint_wanted());
+        Ok((Some(schedule), restore(own, parts)))
+    }
+}
+
+/// The checkpoint directory of a group, and its settings.
+fn checkpoint_root(p: &LoadedPipeline) -> Result<(PathBuf, &crate::config::CheckpointSettings), RunError> {
+    let cs = p.config.settings.checkpoint.as_ref().ok_or_else(|| RunError::State("settings.scale_out needs settings.checkpoint".into()))?;
+    Ok((cs.dir.as_ref().map_or_else(|| p.base_dir.join("checkpoints"), |d| p.resolve(d)), cs))
+}
+
+/// What a build restores: each part's partitions at their positions, and this
+/// process's own outputs (dead letters) from its own last checkpoint (`own`).
+fn restore(own: Option<Found>, parts: Vec<RestorePart>) -> Option<Restore> {
+    let mut meta = own.map(|f| CheckpointMeta { sources: Default::default(), ..f.meta }).unwrap_or_default();
+    meta.sources = merged_sources(&parts);
+    (meta.id > 0 || !parts.is_empty()).then_some(Restore { meta, parts })
 }
 
 /// The checkpoint of `groups` as their last owner left it: the one the
@@ -114,7 +177,7 @@ fn committed_after(p: &LoadedPipeline, dir: PathBuf, groups: &[u16]) -> Result<P
         .sources
         .values()
         .flat_map(|m| m.resume.partitions.keys())
-        .filter_map(|key| key.rsplit_once('/').and_then(|(_, p)| p.parse().ok()))
+        .filter_map(|key| partition_of(key))
         .collect();
     if found.meta.lineage.as_ref() == Some(&record.lineage) && groups.iter().all(|g| covered.contains(g)) {
         tracing::info!(named = %dir.display(), committed = %newer.display(), "the partitions' last owner committed a newer checkpoint than it named");
@@ -136,8 +199,7 @@ fn merged_sources(parts: &[RestorePart]) -> BTreeMap<String, SourceMark> {
                 .or_insert_with(|| SourceMark { resume: ResumePoint::default(), watermark: i64::MAX, ended: false });
             merged.watermark = merged.watermark.min(mark.watermark);
             for (key, next) in &mark.resume.partitions {
-                let partition = key.rsplit_once('/').and_then(|(_, p)| p.parse::<u16>().ok());
-                if partition.is_some_and(|p| groups.contains(&p)) {
+                if partition_of(key).is_some_and(|p| groups.contains(&p)) {
                     merged.resume.partitions.insert(key.clone(), *next);
                 }
             }
@@ -173,6 +235,9 @@ fn stop_generation(running: &Mutex<Option<Generation>>, outcome: &Mutex<Outcome>
             eprint!("{summary}");
             o.last = Some(summary);
         }
+        // Fenced: a newer build claimed its partitions (it was slow to stop,
+        // or was given them from a stale assignment); the group assigns again.
+        Err(RunError::TakenOver(e)) => tracing::warn!(error = %e, "the pipeline stopped: its partitions were taken over; waiting for the group's next assignment"),
         Err(e) => {
             o.error.get_or_insert(e);
         }
@@ -219,7 +284,13 @@ pub fn run_in_group(p: &LoadedPipeline, opts: BuildOptions, instance: &str, stop
                     k.assigned = Some(owned.iter().map(|&kg| i32::from(kg)).collect());
                 }
             }
-            let built = build_pipeline(&mine, BuildOptions { group: Some(plan), ..opts.clone() })?;
+            let built = match build_pipeline(&mine, BuildOptions { group: Some(plan), ..opts.clone() }) {
+                Err(RunError::TakenOver(e)) => {
+                    tracing::warn!(error = %e, "a newer build holds these partitions: waiting for the group's next assignment");
+                    continue;
+                }
+                built => built?,
+            };
             let handle = built.stop_handle();
             let thread = std::thread::Builder::new().name("generation".into()).spawn(move || built.run()).map_err(|e| RunError::Thread(e.to_string()))?;
             let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());

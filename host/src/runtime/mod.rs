@@ -31,6 +31,15 @@ pub use stop::StopHandle;
 
 use crate::config::ConfigErrors;
 
+impl From<crate::state::StateError> for RunError {
+    fn from(e: crate::state::StateError) -> Self {
+        match e {
+            crate::state::StateError::TakenOver { .. } => RunError::TakenOver(e.to_string()),
+            e => RunError::State(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::plugin::PluginError> for RunError {
     fn from(e: crate::plugin::PluginError) -> Self {
         RunError::Plugin(e)
@@ -56,6 +65,11 @@ pub enum RunError {
     Thread(String),
     #[error("state: {0}")]
     State(String),
+    /// Another process took this state (in a group: one of its partitions)
+    /// over: nothing was written. In a group the process waits for the group's
+    /// next assignment instead of failing.
+    #[error("state: {0}")]
+    TakenOver(String),
     #[error("{0}")]
     Step(String),
     #[error(transparent)]

@@ -300,11 +300,10 @@ impl Worker {
         if !self.stateful {
             return Ok(None);
         }
-        let state_err = |e: crate::state::StateError| RunError::State(e.to_string());
-        self.state.commit().map_err(state_err)?;
+        self.state.commit()?;
         let Some(folder) = folder else { return Ok(None) };
         let dir = folder.join("state").join(super::worker_state::worker_dir(self.stage, self.index));
-        self.state.checkpoint_or_defer(&dir).map_err(state_err)
+        Ok(self.state.checkpoint_or_defer(&dir)?)
     }
 
     fn close(&mut self, io: &[(Receiver<crate::lookup::Reply>, Vec<usize>)]) -> Result<(), RunError> {

@@ -6,7 +6,9 @@
 //! checkpoint it is `chk-N/state/stage-S-worker-I`. In Redis it is a
 //! namespace of the pipeline's keys, which the checkpoint record names (it
 //! holds only the newest checkpoint's state: nothing is restored, the worker
-//! opens it). A stage without keyed steps has no state.
+//! opens it); in a group, each build writes a generation of its own, filled
+//! from the generations the partitions' index entries name. A stage without
+//! keyed steps has no state.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,8 @@ struct Restored {
     workers: usize,
     /// Only these key groups of it (`None`: all).
     groups: Option<Vec<u16>>,
+    /// In a group, the Redis generation holding its state.
+    generation: Option<String>,
 }
 
 /// A worker's folder name, on disk and in a checkpoint.
@@ -55,7 +59,7 @@ pub(crate) fn worker_dir(stage: usize, index: usize) -> String {
 }
 
 fn state_err(e: StateError) -> RunError {
-    RunError::State(e.to_string())
+    e.into()
 }
 
 impl<'a> StateRoot<'a> {
@@ -80,7 +84,8 @@ impl<'a> StateRoot<'a> {
                     part.found.dir.display()
                 )));
             };
-            restored.push(Restored { dir: part.found.dir.join("state"), workers, groups: part.groups.clone() });
+            let generation = part.found.meta.redis_generation.clone();
+            restored.push(Restored { dir: part.found.dir.join("state"), workers, groups: part.groups.clone(), generation });
         }
         let store = match (settings.backend, remote) {
             (StateBackendKind::Redis, Some(remote)) => Store::Redis(remote),
@@ -151,7 +156,11 @@ impl<'a> StateRoot<'a> {
         match &self.store {
             Store::Memory => crate::state::restore_memory(checkpoint).map_err(state_err),
             Store::Rocks(dir) => crate::state::restore_rocksdb(checkpoint, &dir.join(name), &self.options).map_err(state_err),
-            Store::Redis(remote) => remote.open_worker(part.workers, stage, index, true).map_err(state_err),
+            Store::Redis(remote) => match &part.generation {
+                Some(generation) => remote.open_generation(generation, stage, index),
+                None => remote.open_worker(part.workers, stage, index, true),
+            }
+            .map_err(state_err),
         }
     }
 }

@@ -63,7 +63,7 @@ pub use logs::LogId;
 use logs::Logs;
 pub use memory::{open_memory, restore_memory};
 pub use options::{Compression, RedisOptions, RocksOptions};
-pub use redis::{check_redis_url, open_redis, restore_redis, DeferredWrites, RemoteState};
+pub use redis::{check_redis_url, open_redis, restore_redis, DeferredWrites, PartitionEntry, RemoteRecord, RemoteState};
 pub use rocks::{open_rocksdb, restore_rocksdb};
 
 /// The bucket-log methods of [`StateBackend`] for a backend keeping its logs in a
@@ -264,6 +264,11 @@ pub enum StateError {
     /// says): the run stops, and a restart resumes from the last checkpoint.
     #[error("state: redis {op} on {server} ({namespace}): {message}")]
     Redis { op: String, server: String, namespace: String, message: String },
+    /// Another process took this Redis state (or, in a group, one of its
+    /// partitions) over since this one claimed it: nothing was written, and
+    /// this one stops writing.
+    #[error("state: redis {op} on {server} ({namespace}): {message}")]
+    TakenOver { op: String, server: String, namespace: String, message: String },
     /// The writes since the last checkpoint outgrew their bound: an early checkpoint
     /// was asked for and did not come.
     #[error("state: redis {namespace}: {held_mib} MiB of writes since the last checkpoint, over twice `settings.state.redis.max_overlay_mb` ({max_mib}); the early checkpoint asked for did not come (lower `settings.checkpoint.interval_ms` or raise `max_overlay_mb`)")]

@@ -44,6 +44,7 @@
 //! while the join's own deletes stay the exact expiry.
 
 mod codec;
+mod group;
 mod overlay;
 mod store;
 
@@ -59,7 +60,8 @@ use self::codec::{Chunks, Resp};
 use self::overlay::{Lookup, LogOverlay, Merge, TableOverlay};
 use super::{check_table_name, prepare_checkpoint_dir, sync_parent, Backend, LogId, RedisOptions, StateBackend, StateError, StateStats, TableId, TableOptions};
 
-pub use store::RemoteState;
+pub use group::PartitionEntry;
+pub use store::{RemoteRecord, RemoteState};
 
 /// Rows read per `ZRANGEBYLEX`: a scan holds at most this many from Redis at once.
 const SCAN_CHUNK: usize = 1024;
@@ -165,8 +167,8 @@ pub(crate) struct RedisBackend {
     ttl_ms: Option<u64>,
     /// Set when the overlay passed its bound: the coordinator checkpoints early.
     wanted: Arc<AtomicBool>,
-    /// In a pipeline: whose writes Redis takes (`store::Owner`).
-    owner: Option<store::Owner>,
+    /// In a pipeline: whose writes Redis takes (`store::Fence`).
+    fence: Option<store::Fence>,
     /// When the overlay was last written out (or the backend opened).
     last_flush: std::time::Instant,
 }
@@ -188,7 +190,7 @@ impl RedisBackend {
             max_overlay: options.max_overlay_bytes(),
             ttl_ms,
             wanted,
-            owner: None,
+            fence: None,
             last_flush: std::time::Instant::now(),
         };
         let index: Vec<(Vec<u8>, Vec<u8>)> = backend.query("open: read the log index", redis::cmd("HGETALL").arg(backend.index_key()))?;
@@ -325,12 +327,12 @@ impl RedisBackend {
             // process owns the state.
             for chunk in self.take_writes() {
                 let mut con = self.con.borrow_mut();
-                let written = match &self.owner {
-                    Some(owner) => store::fenced(&mut con, owner, &[&chunk]).map(drop).map_err(|e| e.to_string()),
-                    None => store::pipeline(&mut con, &chunk),
+                let written = match &self.fence {
+                    Some(fence) => store::fenced(&mut con, fence, &[&chunk]).map(drop),
+                    None => store::pipeline(&mut con, &chunk).map_err(store::Failed::Whole),
                 };
                 drop(con);
-                written.map_err(|e| self.error("write the overlay out", e))?;
+                written.map_err(|e| store::failed_error("write the overlay out", &self.server, &self.namespace, e))?;
             }
             self.last_flush = std::time::Instant::now();
             return Ok(());

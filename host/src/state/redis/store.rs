@@ -50,7 +50,7 @@ impl std::fmt::Display for Failed {
         match self {
             Failed::Whole(e) => f.write_str(e),
             Failed::Partly(e) => write!(f, "a command of the transaction failed ({e}); the others were applied"),
-            Failed::TakenOver => f.write_str("another process has taken this state over (it started later with the same prefix): this one stops without writing"),
+            Failed::TakenOver => f.write_str("another process has taken this state over (it started later with the same prefix, or, in a group, was given one of this process's partitions since): this one stops without writing"),
         }
     }
 }
@@ -97,30 +97,35 @@ pub(super) fn transaction(con: &mut redis::Connection, parts: &[&Resp]) -> Resul
     }
 }
 
-/// Who owns a prefix's state: the process that started on it last. Every
-/// write of a checkpoint, or of a namespace no checkpoint names, is applied
-/// only while the owner key still holds the writer's token, so a process a
-/// newer one replaced (moved elsewhere, thought dead) cannot write any more.
+/// Who may write: every guard key must still hold the value this process
+/// set. Alone, the prefix's owner token (`P:owner`: the process that started on
+/// it last); in a group, the instance's and each owned partition's claim
+/// (`group.rs`). Every write of a checkpoint, or of a namespace no checkpoint
+/// names, is applied only while they all hold, so a process that was replaced
+/// (moved elsewhere, thought dead, its partitions given to another) cannot
+/// write any more.
 #[derive(Clone)]
-pub(super) struct Owner {
-    pub key: Vec<u8>,
-    pub token: Vec<u8>,
+pub(super) struct Fence {
+    pub guards: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// [`transaction`], fenced by `owner` (`WATCH` its key, check the token, then
-/// `MULTI`/`EXEC`, which Redis discards if the key changed in between).
-pub(super) fn fenced(con: &mut redis::Connection, owner: &Owner, parts: &[&Resp]) -> Result<Vec<Value>, Failed> {
+/// [`transaction`], fenced (`WATCH` the guard keys, check their values, then
+/// `MULTI`/`EXEC`, which Redis discards if one changed in between).
+pub(super) fn fenced(con: &mut redis::Connection, fence: &Fence, parts: &[&Resp]) -> Result<Vec<Value>, Failed> {
     let io = |e: redis::RedisError| Failed::Whole(e.to_string());
+    let keys: Vec<&[u8]> = fence.guards.iter().map(|(k, _)| k.as_slice()).collect();
     let mut check = Resp::default();
-    check.cmd(&[b"WATCH", &owner.key]);
-    check.cmd(&[b"GET", &owner.key]);
+    check.cmd(&[&[b"WATCH".as_slice()], &keys[..]].concat());
+    check.cmd(&[&[b"MGET".as_slice()], &keys[..]].concat());
     con.send_packed_command(&check.buf).map_err(io)?;
     con.recv_response().map_err(io)?;
-    let holder = match con.recv_response().map_err(io)? {
-        Value::BulkString(b) => Some(b),
-        _ => None,
+    let held = match con.recv_response().map_err(io)? {
+        Value::Array(values) => values,
+        _ => Vec::new(),
     };
-    if holder.as_deref() != Some(owner.token.as_slice()) {
+    let holds = held.len() == fence.guards.len()
+        && held.iter().zip(&fence.guards).all(|(v, (_, want))| matches!(v, Value::BulkString(b) if b == want));
+    if !holds {
         let _ = redis::ConnectionLike::req_packed_command(con, b"*1\r\n$7\r\nUNWATCH\r\n");
         return Err(Failed::TakenOver);
     }
@@ -136,19 +141,33 @@ fn new_token() -> Vec<u8> {
 }
 
 /// The state of a pipeline in a Redis server: the coordinator's connection,
-/// where it reads and writes the checkpoint record (`P:checkpoint`) and applies
-/// each checkpoint in one transaction; it opens the workers' backends.
+/// where it reads and writes its checkpoint record and applies each checkpoint
+/// in one transaction; it opens the workers' backends.
 pub struct RemoteState {
     client: redis::Client,
-    con: redis::Connection,
-    server: String,
-    prefix: String,
+    pub(super) con: redis::Connection,
+    pub(super) server: String,
+    pub(super) prefix: String,
     options: RedisOptions,
-    ttl_ms: Option<u64>,
+    pub(super) ttl_ms: Option<u64>,
     wanted: Arc<AtomicBool>,
     /// The generation (workers per stage) whose state the record covers.
     named: Option<usize>,
-    owner: Owner,
+    pub(super) fence: Fence,
+    /// In a consumer group: this process's share (`group.rs`).
+    pub(super) group: Option<super::group::Group>,
+}
+
+/// What a checkpoint writes to Redis besides the workers' state.
+pub struct RemoteRecord<'a> {
+    pub id: u64,
+    /// The checkpoint record (`meta.json`'s JSON).
+    pub bytes: &'a [u8],
+    /// Workers per stage of the state it covers.
+    pub workers: usize,
+    /// In a group: each owned partition's index entry (the record restricted
+    /// to that partition).
+    pub partitions: Vec<(u16, Vec<u8>)>,
 }
 
 impl RemoteState {
@@ -158,6 +177,20 @@ impl RemoteState {
     /// and live `retention_ms` (the joins' own) plus `ttl_slack_ms`. Refuses a
     /// server that may evict keys.
     pub fn connect(options: &RedisOptions, pipeline: Option<&str>, retention_ms: u64) -> Result<Self, StateError> {
+        let mut state = Self::open(options, pipeline, retention_ms)?;
+        let (key, token) = (format!("{}:owner", state.prefix).into_bytes(), new_token());
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(&token);
+        if let Some(ttl) = state.ttl_ms {
+            set.arg("PX").arg(ttl);
+        }
+        set.query::<()>(&mut state.con).map_err(|e| state.error("take the state over", e))?;
+        state.fence = Fence { guards: vec![(key, token)] };
+        Ok(state)
+    }
+
+    /// Connected, checked, fenced by nothing yet.
+    pub(super) fn open(options: &RedisOptions, pipeline: Option<&str>, retention_ms: u64) -> Result<Self, StateError> {
         let prefix = options.prefix.clone().unwrap_or_else(|| pipeline.map_or_else(|| "streamhost".to_string(), |n| format!("streamhost:{n}")));
         let client = client(options, &prefix)?;
         let server = client.get_connection_info().addr().to_string();
@@ -170,16 +203,11 @@ impl RemoteState {
             ttl_ms: options.ttl_slack_ms.map(|s| s.saturating_add(retention_ms)),
             wanted: Arc::default(),
             named: None,
-            owner: Owner { key: format!("{prefix}:owner").into_bytes(), token: new_token() },
+            fence: Fence { guards: Vec::new() },
+            group: None,
             prefix,
         };
         state.check_eviction()?;
-        let mut set = redis::cmd("SET");
-        set.arg(&state.owner.key).arg(&state.owner.token);
-        if let Some(ttl) = state.ttl_ms {
-            set.arg("PX").arg(ttl);
-        }
-        set.query::<()>(&mut state.con).map_err(|e| state.error("take the state over", e))?;
         Ok(state)
     }
 
@@ -206,8 +234,13 @@ impl RemoteState {
         Ok(())
     }
 
-    fn error(&self, op: &str, message: impl std::fmt::Display) -> StateError {
+    pub(super) fn error(&self, op: &str, message: impl std::fmt::Display) -> StateError {
         super::redis_error(op, &self.server, &self.prefix, message)
+    }
+
+    /// `e` as an error of `op`: [`StateError::TakenOver`] when fenced.
+    pub(super) fn failed(&self, op: &str, e: Failed) -> StateError {
+        failed_error(op, &self.server, &self.prefix, e)
     }
 
     /// The prefix of every key.
@@ -221,24 +254,33 @@ impl RemoteState {
         self.wanted.clone()
     }
 
+    /// This process's record: the pipeline's, or in a group its instance's.
     fn record_key(&self) -> String {
-        format!("{}:checkpoint", self.prefix)
+        match &self.group {
+            Some(g) => g.instance_key(&self.prefix, "checkpoint"),
+            None => format!("{}:checkpoint", self.prefix),
+        }
     }
 
+    /// The keys of the generation new workers write: `P:p{workers}`, or in a
+    /// group this build's `P:e{epoch}`.
     fn generation(&self, workers: usize) -> String {
-        format!("{}:p{workers}", self.prefix)
+        match &self.group {
+            Some(g) => format!("{}:{}", self.prefix, g.generation()),
+            None => format!("{}:p{workers}", self.prefix),
+        }
     }
 
-    /// The checkpoint record Redis holds, if any.
+    /// This process's checkpoint record Redis holds, if any.
     pub fn record(&mut self) -> Result<Option<Vec<u8>>, StateError> {
         redis::cmd("GET").arg(self.record_key()).query(&mut self.con).map_err(|e| self.error("read the checkpoint record", e))
     }
 
-    /// Deletes every key under the prefix but the owner's (a fresh start).
+    /// Deletes every key under the prefix but the fence's (a fresh start).
     pub fn clear(&mut self) -> Result<u64, StateError> {
         self.named = None;
-        let owner = self.owner.key.clone();
-        self.sweep(&format!("{}:*", codec::glob_escape(&self.prefix)), &|k| k == owner.as_slice())
+        let fence = self.fence.clone();
+        self.sweep(&format!("{}:*", codec::glob_escape(&self.prefix)), &|k| fence.guards.iter().any(|(g, _)| g == k))
     }
 
     /// The record covers the state of `workers` workers per stage: deletes the
@@ -250,7 +292,7 @@ impl RemoteState {
     }
 
     /// Unlinks the keys matching `pattern` but those `keep` says.
-    fn sweep(&mut self, pattern: &str, keep: &dyn Fn(&[u8]) -> bool) -> Result<u64, StateError> {
+    pub(super) fn sweep(&mut self, pattern: &str, keep: &dyn Fn(&[u8]) -> bool) -> Result<u64, StateError> {
         let mut cursor: u64 = 0;
         let mut gone = 0;
         loop {
@@ -266,51 +308,80 @@ impl RemoteState {
         }
     }
 
-    /// Worker `index` of `stage` of a state of `workers` per stage: as the
-    /// record left it (`restored`), or to be filled before the first checkpoint
-    /// that names it.
+    /// Worker `index` of `stage` of a state of `workers` per stage (in a
+    /// group: of this build's generation): as the record left it
+    /// (`restored`), or to be filled before the first checkpoint that names it.
     pub fn open_worker(&self, workers: usize, stage: usize, index: usize, restored: bool) -> Result<Box<dyn StateBackend>, StateError> {
-        let namespace = format!("{}:s{stage}w{index}", self.generation(workers));
+        self.open_namespace(format!("{}:s{stage}w{index}", self.generation(workers)), restored)
+    }
+
+    /// Worker `index` of `stage` of generation `generation` (`e{epoch}`, as an
+    /// index entry names it), as its last checkpoint left it: to read from.
+    pub fn open_generation(&self, generation: &str, stage: usize, index: usize) -> Result<Box<dyn StateBackend>, StateError> {
+        self.open_namespace(format!("{}:{generation}:s{stage}w{index}", self.prefix), true)
+    }
+
+    fn open_namespace(&self, namespace: String, restored: bool) -> Result<Box<dyn StateBackend>, StateError> {
         let mut backend = RedisBackend::open(&self.client, &self.options, namespace, self.ttl_ms, restored, self.wanted.clone())?;
-        backend.owner = Some(self.owner.clone());
+        backend.fence = Some(self.fence.clone());
         Ok(Box::new(backend))
     }
 
-    /// Applies every worker's writes of a checkpoint and its `record`, which
-    /// covers a state of `workers` per stage, in one transaction; then, if the
-    /// record names another generation than before, deletes the old one.
-    pub fn commit(&mut self, writes: Vec<DeferredWrites>, record: &[u8], workers: usize) -> Result<(), StateError> {
+    /// Applies every worker's writes of a checkpoint and its `record` in one
+    /// transaction (in a group, with the instance's record, the index entries
+    /// of its partitions and its generation's marker); then removes the state
+    /// no record names any more: alone, another parallelism's; in a group, the
+    /// generations this one took partitions from, once no entry names them.
+    pub fn commit(&mut self, writes: Vec<DeferredWrites>, record: &RemoteRecord<'_>) -> Result<(), StateError> {
         let key = self.record_key();
+        let ttl = self.ttl_ms.map(|t| itoa::Buffer::new().format(t).as_bytes().to_vec());
         let mut tail = Resp::default();
-        tail.cmd(&[b"SET", key.as_bytes(), record]);
-        if let Some(ttl) = self.ttl_ms {
-            let ttl = itoa::Buffer::new().format(ttl).as_bytes().to_vec();
-            tail.cmd(&[b"PEXPIRE", key.as_bytes(), &ttl]);
-            tail.cmd(&[b"PEXPIRE", &self.owner.key, &ttl]);
+        tail.cmd(&[b"SET", key.as_bytes(), record.bytes]);
+        if let Some(ttl) = &ttl {
+            tail.cmd(&[b"PEXPIRE", key.as_bytes(), ttl]);
+            for (guard, _) in &self.fence.guards {
+                tail.cmd(&[b"PEXPIRE", guard, ttl]);
+            }
+        }
+        if let Some(g) = &self.group {
+            g.entries(&self.prefix, record, ttl.as_deref(), &mut tail).map_err(|e| self.error("checkpoint", e))?;
         }
         let bytes: usize = writes.iter().map(DeferredWrites::bytes).sum();
         let mut parts: Vec<&Resp> = writes.iter().flat_map(|w| &w.parts).collect();
         parts.push(&tail);
         let long = self.options.timeout() * TRANSACTION_TIMEOUTS;
         let _ = self.con.set_read_timeout(Some(long));
-        let applied = fenced(&mut self.con, &self.owner, &parts);
+        let applied = fenced(&mut self.con, &self.fence, &parts);
         let _ = self.con.set_read_timeout(Some(self.options.timeout()));
         match applied {
             Ok(_) => {}
-            Err(e @ (Failed::Whole(_) | Failed::TakenOver)) => return Err(self.error("checkpoint", e)),
+            Err(e @ (Failed::Whole(_) | Failed::TakenOver)) => return Err(self.failed("checkpoint", e)),
             Err(e @ Failed::Partly(_)) => {
                 // The record must not name a state applied in part (best effort:
-                // the run stops anyway).
-                let _ = redis::cmd("DEL").arg(&key).query::<u64>(&mut self.con);
+                // the run stops anyway); in a group, the generation's marker goes
+                // too, so no entry naming it is taken.
+                let mut doomed = vec![key.into_bytes()];
+                doomed.extend(self.group.as_ref().map(|g| g.marker_key(&self.prefix)));
+                let _ = redis::cmd("DEL").arg(&doomed).query::<u64>(&mut self.con);
                 return Err(self.error("checkpoint", format!("{e}; the checkpoint record was deleted, so a restart is refused until --fresh")));
             }
         }
         tracing::debug!(prefix = %self.prefix, bytes, "checkpoint applied in redis");
         self.wanted.store(false, std::sync::atomic::Ordering::Relaxed);
-        if self.named != Some(workers) {
-            let gone = self.keep_generation(workers)?;
-            tracing::info!(prefix = %self.prefix, workers, keys = gone, "state of other parallelisms removed from redis");
+        if self.group.is_some() {
+            self.collect_garbage();
+        } else if self.named != Some(record.workers) {
+            let gone = self.keep_generation(record.workers)?;
+            tracing::info!(prefix = %self.prefix, workers = record.workers, keys = gone, "state of other parallelisms removed from redis");
         }
         Ok(())
+    }
+}
+
+/// `e` as an error of `op` on `namespace`: [`StateError::TakenOver`] when fenced.
+pub(super) fn failed_error(op: &str, server: &str, namespace: &str, e: Failed) -> StateError {
+    match e {
+        Failed::TakenOver => StateError::TakenOver { op: op.into(), server: server.into(), namespace: namespace.into(), message: e.to_string() },
+        e => super::redis_error(op, server, namespace, e),
     }
 }
