@@ -43,6 +43,46 @@ pub enum DeadKind {
     LookupUnavailable,
 }
 
+impl DeadKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [DeadKind; 12] = [
+        DeadKind::Malformed,
+        DeadKind::Schema,
+        DeadKind::TooLarge,
+        DeadKind::PluginError,
+        DeadKind::PluginTrap,
+        DeadKind::PluginTimeout,
+        DeadKind::PluginOutOfMemory,
+        DeadKind::PluginLimit,
+        DeadKind::StepError,
+        DeadKind::Late,
+        DeadKind::LookupMiss,
+        DeadKind::LookupUnavailable,
+    ];
+
+    /// The name dead letters (and metrics' `kind` label) carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadKind::Malformed => "malformed",
+            DeadKind::Schema => "schema",
+            DeadKind::TooLarge => "too-large",
+            DeadKind::PluginError => "plugin-error",
+            DeadKind::PluginTrap => "plugin-trap",
+            DeadKind::PluginTimeout => "plugin-timeout",
+            DeadKind::PluginOutOfMemory => "plugin-out-of-memory",
+            DeadKind::PluginLimit => "plugin-limit",
+            DeadKind::StepError => "step-error",
+            DeadKind::Late => "late",
+            DeadKind::LookupMiss => "lookup-miss",
+            DeadKind::LookupUnavailable => "lookup-unavailable",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DeadKind> {
+        DeadKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// One refused event, ready to be written.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {

@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod alerts;
 pub mod build;
 pub mod config;
 pub mod dead_letter;

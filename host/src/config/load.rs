@@ -432,6 +432,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         err(root.key("settings").key("channel_bytes"), "must be at least 1".into());
     }
     check_hot_swap(&c.settings, &mut err);
+    crate::alerts::check_alerts(c, &mut err);
     check_scale_out(c, &mut err);
     check_kafka_sinks(c, &mut err);
     check_lookup_tables(c, &mut err);

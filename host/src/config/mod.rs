@@ -92,6 +92,11 @@ pub struct Settings {
     /// processes running this pipeline share its Kafka partitions and keep
     /// their checkpoints in one directory all of them reach (docs/kafka.md).
     pub scale_out: Option<ScaleOutSettings>,
+    /// Alert rules on the pipeline's own metrics (delay, broken stream,
+    /// fluctuation, dead-letter and plugin failure rates, checkpoint
+    /// failures), to the log, the admin API and a webhook (docs/alerts.md).
+    /// Off when absent.
+    pub alerts: Option<crate::alerts::AlertSettings>,
 }
 
 /// Scale-out over the consumer group of the pipeline's Kafka sources.
@@ -238,6 +243,7 @@ impl Default for Settings {
             hot_swap: HotSwapSettings::default(),
             admin: None,
             scale_out: None,
+            alerts: None,
         }
     }
 }
