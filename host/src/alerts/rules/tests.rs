@@ -194,3 +194,47 @@ fn the_board_lists_every_rule_before_it_fires() {
     assert_eq!(st.iter().map(|s| (s.rule.as_str(), s.state)).collect::<Vec<_>>(), [("broken-stream:a", "ok"), ("x", "ok")]);
     assert!(st[0].message.contains("silent"), "{}", st[0].message);
 }
+
+#[test]
+fn bad_rules_are_refused_with_their_json_path_and_line() {
+    let text = r#"{
+  "sources": {"in": {"type": "file", "path": "in.jsonl"}},
+  "sinks": {"out": {"type": "stdout", "inputs": ["in"]}},
+  "settings": {"alerts": {
+    "webhook": {"url": "https://hooks.example/x"},
+    "rules": [
+      {"when": {"type": "broken-stream", "source": "nope", "silent_ms": 5000}},
+      {"when": {"type": "delay", "source": "in", "step": "in", "above_ms": 1}},
+      {"when": {"type": "dead-letter-rate", "kind": "bogus", "above_per_s": 1}},
+      {"when": {"type": "fluctuation", "source": "in", "band": 0, "window_ms": 5000, "over_ms": 10000}},
+      {"when": {"type": "checkpoint-failures"}},
+      {"when": {"type": "broken-stream", "source": "in", "silent_ms": 5000}},
+      {"when": {"type": "broken-stream", "source": "in", "silent_ms": 9000}}
+    ]
+  }}
+}"#;
+    let errors = crate::config::parse_pipeline(text).expect_err("refused").errors;
+    let found: Vec<(&str, usize)> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    assert_eq!(
+        found,
+        [
+            ("$.settings.alerts.webhook.url", 5),
+            ("$.settings.alerts.rules[0].when.source", 7),
+            ("$.settings.alerts.rules[1].when", 8),
+            ("$.settings.alerts.rules[2].when.kind", 9),
+            ("$.settings.alerts.rules[3].when.band", 10),
+            ("$.settings.alerts.rules[3].when.window_ms", 10),
+            ("$.settings.alerts.rules[4].when", 11),
+            ("$.settings.alerts.rules[6].name", 13),
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[0].message.contains("https is not supported"), "{}", errors[0].message);
+    assert!(errors[1].message.contains("no source `nope`") && errors[1].message.contains("sources: in"), "{}", errors[1].message);
+    assert!(errors[3].message.contains("plugin-trap"), "{}", errors[3].message);
+    // An unknown field inside a condition is refused where it is.
+    let text = r#"{"sources": {"in": {"type": "file", "path": "in.jsonl"}}, "sinks": {"out": {"type": "stdout", "inputs": ["in"]}},
+  "settings": {"alerts": {"rules": [{"when": {"type": "broken-stream", "source": "in", "silent_ms": 5000, "silence": 1}}]}}}"#;
+    let errors = crate::config::parse_pipeline(text).expect_err("refused").errors;
+    assert!(errors.iter().any(|e| e.message.contains("silence") && e.line == 2), "{errors:#?}");
+}
