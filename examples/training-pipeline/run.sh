@@ -75,6 +75,8 @@ for plugin in p["plugins"].values():
 for node in list(p["sources"].values()) + list(p["sinks"].values()) + [p["dead_letter"]]:
     node["path"] = absolute(node["path"])
 p["settings"]["state"]["dir"] = absolute(p["settings"]["state"]["dir"])
+if "addr_file" in p["settings"].get("admin", {}):
+    p["settings"]["admin"]["addr_file"] = absolute(p["settings"]["admin"]["addr_file"])
 for step in p["steps"].values():
     for b in step.get("backends", []):
         b["url"] = b["url"].replace("127.0.0.1:6379", f"127.0.0.1:{port}")

@@ -60,8 +60,8 @@ impl DeadKind {
         DeadKind::LookupUnavailable,
     ];
 
-    /// The name dead letters (and metrics' `kind` label) carry.
-    pub fn name(self) -> &'static str {
+    /// The name written in dead letters (`kind`).
+    pub fn as_str(self) -> &'static str {
         match self {
             DeadKind::Malformed => "malformed",
             DeadKind::Schema => "schema",
@@ -78,8 +78,23 @@ impl DeadKind {
         }
     }
 
+    /// The kind named `name` (as [`DeadKind::as_str`] writes it).
     pub fn from_name(name: &str) -> Option<DeadKind> {
-        DeadKind::ALL.into_iter().find(|k| k.name() == name)
+        DeadKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// Dead letters written in this run, by kind (read by the metrics).
+#[derive(Debug, Default)]
+pub struct DeadCounts([std::sync::atomic::AtomicU64; DeadKind::ALL.len()]);
+
+impl DeadCounts {
+    pub fn get(&self, kind: DeadKind) -> u64 {
+        self.0[kind as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, kind: DeadKind) {
+        self.0[kind as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -133,6 +148,8 @@ pub struct DeadLetterWriter {
     out: Box<dyn Output>,
     path: Option<PathBuf>,
     count: u64,
+    /// This run's, by kind.
+    by_kind: std::sync::Arc<DeadCounts>,
 }
 
 impl DeadLetterWriter {
@@ -140,11 +157,11 @@ impl DeadLetterWriter {
     /// the checkpoint the run resumes from (the file is cut back to it).
     pub fn file(path: &Path, resume: Option<(u64, u64)>) -> io::Result<Self> {
         let out = CommittedFile::open(path, resume.map(|(len, _)| len))?;
-        Ok(DeadLetterWriter { out: Box::new(out), path: Some(path.to_path_buf()), count: resume.map_or(0, |(_, n)| n) })
+        Ok(DeadLetterWriter { out: Box::new(out), path: Some(path.to_path_buf()), count: resume.map_or(0, |(_, n)| n), by_kind: Default::default() })
     }
 
     pub fn stderr() -> Self {
-        DeadLetterWriter { out: Box::new(Stream(BufWriter::new(io::stderr()))), path: None, count: 0 }
+        DeadLetterWriter { out: Box::new(Stream(BufWriter::new(io::stderr()))), path: None, count: 0, by_kind: Default::default() }
     }
 
     /// Makes the dead letters durable; the committed length of the file.
@@ -158,6 +175,11 @@ impl DeadLetterWriter {
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// This run's dead letters by kind (a restored run's start at 0).
+    pub fn by_kind(&self) -> std::sync::Arc<DeadCounts> {
+        self.by_kind.clone()
     }
 
     pub fn write(&mut self, d: &DeadLetter) -> io::Result<()> {
@@ -181,6 +203,7 @@ impl DeadLetterWriter {
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")?;
         self.count += 1;
+        self.by_kind.add(d.kind);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod failpoint;
 pub mod lookup;
+pub mod metrics;
 pub mod plugin;
 pub mod record_schema;
 pub mod runtime;

@@ -1,8 +1,9 @@
 //! The `streamhost` command: run, validate, schema, plugin build, and the
-//! hot-swap verbs (plugin list|swap|rollback) that talk to a running
-//! pipeline's admin API.
+//! verbs that talk to a running pipeline's admin API: hot swap (plugin
+//! list|swap|rollback) and `top`.
 
 mod plugin_cli;
+mod top_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -53,6 +54,20 @@ enum Command {
     },
     /// Prints the JSON Schema of pipeline.json.
     Schema,
+    /// Shows a running pipeline's metrics live: rates, lags, backpressure,
+    /// plugins, joins, lookups, state and checkpoints (from its admin API's
+    /// `/metrics`, refreshed every interval).
+    Top {
+        #[command(flatten)]
+        admin: plugin_cli::AdminArgs,
+        /// Print one snapshot (rates over one interval) and exit; also what
+        /// happens when stdout is not a terminal.
+        #[arg(long)]
+        once: bool,
+        /// Milliseconds between two scrapes.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Plugin tools.
     Plugin {
         #[command(subcommand)]
@@ -256,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Top { admin, once, interval_ms } => top_cli::run(&admin.client()?, once, std::time::Duration::from_millis(interval_ms)),
         Command::Plugin { command: PluginCommand::List { admin, json } } => plugin_cli::list(&admin, json),
         Command::Plugin { command: PluginCommand::Swap { name, file, config, canary, watch, admin } } => {
             plugin_cli::swap(&admin, &name, &file, config.as_deref(), canary, watch)

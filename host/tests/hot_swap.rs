@@ -494,14 +494,14 @@ fn a_joiner_swap_in_a_running_window_join_keeps_the_join_state() {
     // Swap once every impression is in the join and version 1 has emitted
     // some: the rest are in the join's state, with the clicks so far.
     let until = Instant::now() + Duration::from_secs(60);
-    while imps.events_out.load(Relaxed) < JOIN_IMPRESSIONS || out.events_in.load(Relaxed) < 50 {
+    while imps.events_out() < JOIN_IMPRESSIONS || out.events_in() < 50 {
         assert!(Instant::now() < until && !running.run.is_finished(), "the join never got going: {:#?}", running.plugin("j"));
         std::thread::sleep(Duration::from_millis(2));
     }
     // Read before the request: lower bounds of what the join had before
     // the new version was published.
-    let out_before = out.events_in.load(Relaxed) as usize;
-    let clicks_before = clicks.events_out.load(Relaxed) as usize;
+    let out_before = out.events_in() as usize;
+    let clicks_before = clicks.events_out() as usize;
     let swapped = running.client.swap("j", &std::fs::read(&joiner).unwrap(), Some(&v2), false).unwrap();
     assert_eq!(swapped.generation, 1);
     let view = running.plugin("j");

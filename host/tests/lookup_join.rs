@@ -373,8 +373,8 @@ fn both_copies_down_events_wait_with_backpressure_and_the_run_completes_when_one
         let mut read = Vec::new();
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(100));
-            held = held.max(step.events_in.load(Relaxed) - step.events_out.load(Relaxed));
-            read.push(stats("gen").events_out.load(Relaxed));
+            held = held.max(step.events_in() - step.events_out());
+            read.push(stats("gen").events_out());
         }
         assert!(held <= 2 * (300 + 1024), "the step held {held} events, more than its bound and a batch");
         assert!(read[19] - read[10] < 500, "the source went on reading: {read:?}");

@@ -280,7 +280,7 @@ fn streamhost_pass(a: &Args, brokers: &str, topic: &str, group: &str) -> u64 {
     let p = build_pipeline(&loaded, BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let built = t.elapsed();
     let stats = p.node_stats("null").unwrap();
-    let timeline = a.timeline.then(|| sample_timeline(move || stats.events_in.load(Relaxed)));
+    let timeline = a.timeline.then(|| sample_timeline(move || stats.events_in()));
     let s = p.run().unwrap_or_else(|e| panic!("{e}"));
     if let Some((stop, h)) = timeline {
         stop.store(1, Relaxed);

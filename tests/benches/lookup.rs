@@ -315,7 +315,7 @@ fn failover(a: &Args) {
         let mut at = None;
         let r = run(&p, |stats| {
             std::thread::sleep(Duration::from_secs(1));
-            at = Some(stats.events_out.load(std::sync::atomic::Ordering::Relaxed));
+            at = Some(stats.events_out());
             assert!(Command::new("kill").arg(format!("-{how}")).arg(pid.to_string()).status().unwrap().success());
         });
         let l = &r.lookup;

@@ -41,7 +41,10 @@
 //! directly instead of parsed back from `ts` by the source's
 //! `timestamp_field`), `--write-inputs DIR` (only write the input files, for
 //! later runs with `--inputs DIR --backend rocksdb --parallelism 2`, e.g. under
-//! a profiler).
+//! a profiler), `--metrics on,off` (each run also with metrics on, the admin
+//! API on and `/metrics` scraped every second, and off,
+//! `settings.metrics.enabled: false`; with `--rounds` the medians say the
+//! ratio on / off: the cost of the metrics, docs/metrics.md).
 //!
 //! Reported per backend: input and output events/s, the output checked
 //! (every impression exactly once, the matches exactly those the
@@ -101,6 +104,8 @@ struct Args {
     rounds: usize,
     checkpoint_ms: Option<u64>,
     max_overlay_mb: Option<u64>,
+    /// Metrics modes to run (`on`, `off`; empty: the default settings, not scraped).
+    metrics: Vec<String>,
 }
 
 fn parse_args() -> Args {
@@ -128,6 +133,7 @@ fn parse_args() -> Args {
         rounds: num("--rounds", 1.0).max(1.0) as usize,
         checkpoint_ms: get("--checkpoint-ms").map(|_| num("--checkpoint-ms", 0.0) as u64),
         max_overlay_mb: get("--max-overlay-mb").map(|_| num("--max-overlay-mb", 0.0) as u64),
+        metrics: get("--metrics").map_or_else(Vec::new, |v| v.split(',').map(|m| m.trim().to_string()).collect()),
     }
 }
 
@@ -175,7 +181,7 @@ fn main() {
         return;
     }
     let single = !a.backend.contains(',') && !matches!(a.backend.as_str(), "both" | "all");
-    if a.child || (single && !a.flink && a.parallelism.len() == 1 && a.rounds == 1) {
+    if a.child || (single && !a.flink && a.parallelism.len() == 1 && a.rounds == 1 && a.metrics.len() <= 1) {
         let r = run_backend(&a);
         println!("RESULT {}", serde_json::to_string(&r).unwrap());
         return;
@@ -195,18 +201,23 @@ fn main() {
         "all" => vec!["memory", "rocksdb", "redis"],
         list => list.split(',').map(str::trim).collect(),
     };
-    let runs: Vec<(&str, usize)> = backends.iter().flat_map(|b| a.parallelism.iter().map(move |p| (*b, *p))).collect();
+    let modes: Vec<Option<&str>> = if a.metrics.is_empty() { vec![None] } else { a.metrics.iter().map(|m| Some(m.as_str())).collect() };
+    let runs: Vec<(&str, usize, Option<&str>)> =
+        backends.iter().flat_map(|b| a.parallelism.iter().flat_map(|p| modes.iter().map(move |m| (*b, *p, *m)))).collect();
     // Rounds alternate the runs, so a noisy neighbour slows every backend alike.
-    let runs: Vec<(&str, usize)> = (0..a.rounds).flat_map(|_| runs.iter().copied()).collect();
-    for (backend, parallelism) in runs {
+    let runs: Vec<(&str, usize, Option<&str>)> = (0..a.rounds).flat_map(|_| runs.iter().copied()).collect();
+    for (backend, parallelism, metrics) in runs {
         let mut argv: Vec<String> = std::env::args().skip(1).collect();
-        for flag in ["--backend", "--parallelism", "--rounds"] {
+        for flag in ["--backend", "--parallelism", "--rounds", "--metrics"] {
             if let Some(i) = argv.iter().position(|x| x == flag) {
                 argv.drain(i..(i + 2).min(argv.len()));
             }
         }
         argv.retain(|x| x != "--flink");
         argv.extend(["--child".into(), "--backend".into(), backend.into(), "--parallelism".into(), parallelism.to_string()]);
+        if let Some(m) = metrics {
+            argv.extend(["--metrics".into(), m.into()]);
+        }
         if let Some(dir) = &files {
             let canonical = dir.path().join(format!("streamhost-{backend}-p{parallelism}.tsv"));
             argv.extend(["--inputs".into(), dir.path().display().to_string(), "--canonical".into(), canonical.display().to_string()]);
@@ -238,7 +249,7 @@ fn main() {
     for r in &results {
         println!(
             "{:<12} {:>12.0} {:>12.0} {:>10.2} {:>8.0}Mi {:>10.0}Mi {:>8}ms {:>8}ms {:>10}",
-            format!("{} p{}", r["backend"].as_str().unwrap(), r["parallelism"]),
+            format!("{} p{}{}", r["backend"].as_str().unwrap(), r["parallelism"], r["metrics"].as_str().map_or(String::new(), |m| format!(" m-{m}"))),
             r["input_per_s"].as_f64().unwrap(),
             r["output_per_s"].as_f64().unwrap(),
             r["cpu_us_per_input_event"].as_f64().unwrap(),
@@ -452,26 +463,39 @@ fn print_medians(results: &[serde_json::Value]) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let mut keys: Vec<(String, u64)> = results.iter().map(|r| (r["backend"].as_str().unwrap().to_string(), r["parallelism"].as_u64().unwrap())).collect();
-    keys.dedup();
+    let mode = |r: &serde_json::Value| r["metrics"].as_str().unwrap_or("default").to_string();
+    let mut keys: Vec<(String, u64, String)> = results.iter().map(|r| (r["backend"].as_str().unwrap().to_string(), r["parallelism"].as_u64().unwrap(), mode(r))).collect();
     keys.sort();
     keys.dedup();
-    let of = |key: &(String, u64), field: &str| -> Vec<f64> {
-        results.iter().filter(|r| r["backend"] == key.0.as_str() && r["parallelism"] == key.1).filter_map(|r| r[field].as_f64()).collect()
+    let of = |key: &(String, u64, String), field: &str| -> Vec<f64> {
+        results.iter().filter(|r| r["backend"] == key.0.as_str() && r["parallelism"] == key.1 && mode(r) == key.2).filter_map(|r| r[field].as_f64()).collect()
     };
     println!();
     println!("medians over the rounds (all runs listed above):");
     for key in &keys {
         let rates = of(key, "input_per_s");
         let (rate, cpu) = (median(rates.clone()), median(of(key, "cpu_us_per_input_event_all")));
-        let rocks = (String::from("rocksdb"), key.1);
+        let rocks = (String::from("rocksdb"), key.1, key.2.clone());
         let vs = if keys.contains(&rocks) && key.0 != "rocksdb" {
             format!("; {:.2}x RocksDB's input rate, {:.2}x its CPU per event", rate / median(of(&rocks, "input_per_s")), cpu / median(of(&rocks, "cpu_us_per_input_event_all")))
         } else {
             String::new()
         };
         let spread = format!("{:.0}..{:.0}", rates.iter().copied().fold(f64::MAX, f64::min), rates.iter().copied().fold(0.0, f64::max));
-        println!("  {:<8} p{}: {rate:.0} input events/s (runs {spread}), {cpu:.2} us CPU per event (streamhost + redis-server){vs}", key.0, key.1);
+        println!("  {:<8} p{} metrics {}: {rate:.0} input events/s (runs {spread}), {cpu:.2} us CPU per event (streamhost + redis-server){vs}", key.0, key.1, key.2);
+    }
+    // The cost of the metrics: on against off, per backend and parallelism.
+    for key in keys.iter().filter(|k| k.2 == "on") {
+        let off = (key.0.clone(), key.1, "off".to_string());
+        if keys.contains(&off) {
+            println!(
+                "  metrics on / off, {} p{}: {:.3} of the input rate, {:.3} of the CPU per event",
+                key.0,
+                key.1,
+                median(of(key, "input_per_s")) / median(of(&off, "input_per_s")),
+                median(of(key, "cpu_us_per_input_event_all")) / median(of(&off, "cpu_us_per_input_event_all"))
+            );
+        }
     }
 }
 
@@ -526,6 +550,17 @@ fn run_backend(a: &Args) -> serde_json::Value {
     }
     if let Some(ms) = a.checkpoint_ms {
         config["settings"]["checkpoint"] = json!({"interval_ms": ms, "dir": tmp.path().join("checkpoints")});
+    }
+    // `--metrics on|off`: on, the admin API serves them and a thread scrapes them every second.
+    let metrics = a.metrics.first().map(String::as_str);
+    match metrics {
+        Some("on") => {
+            config["settings"]["metrics"] = json!({"enabled": true});
+            config["settings"]["admin"] = json!({"addr_file": tmp.path().join("admin.addr")});
+        }
+        Some("off") => config["settings"]["metrics"] = json!({"enabled": false}),
+        Some(other) => panic!("--metrics on|off or a list, not {other}"),
+        None => {}
     }
     let path = streamhost_tests::write_pipeline(tmp.path(), &config);
     let loaded = streamhost::config::load_pipeline(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -582,7 +617,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
             while !stop.load(Relaxed) {
                 let t = t0.elapsed().as_secs_f64();
                 if progress.last().is_none_or(|(last, _)| t - last >= 1.0) {
-                    progress.push((t, inputs_taken.iter().map(|s| s.events_out.load(Relaxed)).sum()));
+                    progress.push((t, inputs_taken.iter().map(|s| s.events_out()).sum()));
                 }
                 let (blocks, apparent) = disk_usage(&dir);
                 if blocks > disk_peak.load(Relaxed) {
@@ -595,6 +630,23 @@ fn run_backend(a: &Args) -> serde_json::Value {
             progress
         })
     };
+    let scraper = pipeline.admin_addr().map(|addr| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let client = streamhost::swap::AdminClient::new(&addr.to_string(), None);
+            let mut scrapes = 0u64;
+            while !stop.load(Relaxed) {
+                let text = client.metrics().expect("GET /metrics");
+                assert!(text.contains("streamhost_window_join_fired_total"), "{text}");
+                scrapes += 1;
+                let next = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < next && !stop.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            scrapes
+        })
+    });
     let (cpu_before, thread_before) = (cpu_seconds("/proc/self/stat"), cpu_seconds("/proc/thread-self/stat"));
     let summary = pipeline.run().unwrap_or_else(|e| panic!("{e}"));
     // This thread ran the pipeline (every step); CPU time is steadier than
@@ -605,6 +657,7 @@ fn run_backend(a: &Args) -> serde_json::Value {
     let (redis_cpu, redis_peak) = redis.as_ref().map_or((0.0, 0), |s| process_cpu_and_peak(s.pid()));
     stop.store(true, Relaxed);
     let progress = sampler.join().unwrap();
+    let scrapes = scraper.map_or(0, |s| s.join().unwrap());
     let (window_min, window_median) = ten_second_rates(&progress);
     let secs = summary.elapsed.as_secs_f64();
     let peak_rss = status_kib("VmHWM:") * 1024;
@@ -674,7 +727,9 @@ fn run_backend(a: &Args) -> serde_json::Value {
     r["redis_peak_rss_mib"] = (redis_peak as f64 / 1048576.0).into();
     r["cpu_us_per_input_event_all"] = ((process_cpu + redis_cpu) * 1e6 / input.max(1) as f64).into();
     r["checkpoint_ms"] = a.checkpoint_ms.into();
-    println!("--- sjoin, backend {backend}, parallelism {}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", a.parallelism[0], r["event_time_hours"].as_f64().unwrap());
+    r["metrics"] = metrics.into();
+    r["scrapes"] = scrapes.into();
+    println!("--- sjoin, backend {backend}, parallelism {}{}: {n} impressions + {n_clicks} clicks over {:.2} h of event time", a.parallelism[0], metrics.map_or(String::new(), |m| format!(", metrics {m} ({scrapes} scrapes)")), r["event_time_hours"].as_f64().unwrap());
     println!("  elapsed               {secs:.2} s");
     println!("  input                 {:.0} events/s ({input} events)", r["input_per_s"].as_f64().unwrap());
     println!("  output                {:.0} events/s ({} events, sink got {sink_in}, join out {})", r["output_per_s"].as_f64().unwrap(), p.outputs, join.events_out);

@@ -11,6 +11,15 @@
 //!   boundary crossing, per core.
 //! - pipeline: `generator -> step -> null` through the real runtime (the
 //!   generator runs on its own thread), events/s end to end.
+//!
+//! `-- --metrics-ab [--rounds R] [--events N]` runs instead the cost of the
+//! metrics (docs/metrics.md): the Rust plugin pipeline at parallelism 1 and 2
+//! with metrics on (the admin API on, `/metrics` scraped every second) and off
+//! (`settings.metrics.enabled: false`), alternating, R rounds (default 5) of N
+//! events (default 2,000,000); it prints each run, the medians and the ratio
+//! on / off. Faster, without a cold bench-profile build:
+//! `cargo test --release -p streamhost-tests --bench throughput --no-run`, then
+//! run the binary it names with `--metrics-ab`.
 
 
 /// The `streamhost` binary's allocator, so the bench measures what users run.
@@ -125,9 +134,88 @@ fn pipeline(dir: &Path, step: serde_json::Value, shape: &str, n: usize, natives:
     best
 }
 
+/// One run of `generator -> impression-cleaner -> null` at `parallelism`,
+/// metrics on (scraped every second) or off: its events/s and scrapes.
+fn metrics_run(dir: &Path, n: usize, parallelism: usize, on: bool) -> (f64, usize) {
+    let path = streamhost_tests::plugin_dir("plugins/impression-cleaner");
+    let mut settings = json!({"parallelism": parallelism, "metrics": {"enabled": on}});
+    if on {
+        settings["admin"] = json!({"addr_file": dir.join("admin.addr")});
+    }
+    let config = json!({
+        "plugins": {"impression-cleaner": {"path": path}},
+        "sources": {"gen": {"type": "generator", "shape": "impression", "seed": 7, "count": n, "dirty_ratio": 0.05}},
+        "steps": {"clean": {"type": "transform", "plugin": "impression-cleaner", "inputs": ["gen"]}},
+        "sinks": {"null": {"type": "null", "inputs": ["clean"]}},
+        "dead_letter": {"type": "file", "path": "dead.jsonl"},
+        "settings": settings
+    });
+    let loaded = streamhost::config::load_pipeline(&streamhost_tests::write_pipeline(dir, &config)).unwrap_or_else(|e| panic!("{e}"));
+    let p = build_pipeline(&loaded, BuildOptions::default()).unwrap();
+    let scraper = p.admin_addr().map(|addr| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let client = streamhost::swap::AdminClient::new(&addr.to_string(), None);
+            let mut scrapes = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = client.metrics().expect("GET /metrics");
+                assert!(text.contains("streamhost_step_events_in_total"), "{text}");
+                scrapes += 1;
+                let next = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < next && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            scrapes
+        });
+        (stop, thread)
+    });
+    let s = p.run().unwrap();
+    let scrapes = scraper.map_or(0, |(stop, thread)| {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread.join().unwrap()
+    });
+    assert_eq!(s.node("gen").unwrap().events_in, n as u64);
+    (n as f64 / s.elapsed.as_secs_f64(), scrapes)
+}
+
+/// `--metrics-ab`: metrics on against off, alternating (see the module doc).
+fn metrics_ab(args: &[String], n: usize) {
+    let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(5usize);
+    let dir = tempfile::tempdir().unwrap();
+    println!("metrics on (scraped every second) against off: generator -> rust plugin cleaner -> null, {n} events, {rounds} rounds, alternating");
+    let mut rates: std::collections::BTreeMap<(usize, bool), Vec<f64>> = Default::default();
+    for round in 0..rounds {
+        for parallelism in [1, 2] {
+            // Alternate which goes first, so a warming machine favours neither.
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for on in order {
+                let (rate, scrapes) = metrics_run(dir.path(), n, parallelism, on);
+                println!("  round {round} p{parallelism} metrics {:<3} {rate:>12.0} events/s ({scrapes} scrapes)", if on { "on" } else { "off" });
+                rates.entry((parallelism, on)).or_default().push(rate);
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("medians:");
+    for parallelism in [1, 2] {
+        let (on, off) = (median(&rates[&(parallelism, true)]), median(&rates[&(parallelism, false)]));
+        println!("  p{parallelism}: on {on:.0} events/s, off {off:.0} events/s, on / off {:.3}", on / off);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n = args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(300_000usize);
+    let given = args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+    if args.iter().any(|a| a == "--metrics-ab") {
+        return metrics_ab(&args, given.unwrap_or(2_000_000));
+    }
+    let n = given.unwrap_or(300_000usize);
     let build = |rel: &str| {
         streamhost::build::build_plugin(&streamhost_tests::repo().join(rel), None, false)
             .unwrap_or_else(|e| panic!("{rel}: {e}"))

@@ -257,7 +257,7 @@ pub fn check_alerts(c: &PipelineConfig, err: &mut dyn FnMut(JsonPath, String)) {
             AlertCondition::DeadLetterRate { kind, above_per_s, over_ms } => {
                 if let Some(k) = kind {
                     if crate::dead_letter::DeadKind::from_name(k).is_none() {
-                        let kinds: Vec<&str> = crate::dead_letter::DeadKind::ALL.iter().map(|k| k.name()).collect();
+                        let kinds: Vec<&str> = crate::dead_letter::DeadKind::ALL.iter().map(|k| k.as_str()).collect();
                         err(when.key("kind"), format!("`{k}` is not a dead-letter kind ({})", kinds.join(", ")));
                     }
                 }

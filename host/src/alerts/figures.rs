@@ -21,15 +21,15 @@ impl Figures {
     pub fn gather(families: &[MetricFamily]) -> Self {
         let mut series: HashMap<String, Vec<Series>> = HashMap::new();
         for f in families {
-            let value = |m: &prometheus::proto::Metric| match f.type_() {
-                MetricType::COUNTER => Some(m.counter.value()),
-                MetricType::GAUGE => Some(m.gauge.value()),
+            let value = |m: &prometheus::proto::Metric| match f.get_field_type() {
+                MetricType::COUNTER => Some(m.get_counter().get_value()),
+                MetricType::GAUGE => Some(m.get_gauge().get_value()),
                 _ => None,
             };
             let entry = series.entry(f.name().to_string()).or_default();
-            for m in &f.metric {
+            for m in f.get_metric() {
                 if let Some(value) = value(m) {
-                    let labels = m.label.iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
+                    let labels = m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
                     entry.push(Series { labels, value });
                 }
             }

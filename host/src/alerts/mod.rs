@@ -58,18 +58,9 @@ pub struct AlertsHandle {
     pub board: SharedBoard,
 }
 
-impl AlertsHandle {
-    /// Stops the evaluation (one last tick first, so a figure of the run's
-    /// end is seen) and lets the webhook deliver what is queued, for at most
-    /// `webhook.drain_ms`.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
+/// Dropping it stops the evaluation (one last tick first, so a figure of the
+/// run's end is seen) and lets the webhook deliver what is queued, for at most
+/// `webhook.drain_ms`.
 impl Drop for AlertsHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -86,8 +86,11 @@ pub struct Settings {
     /// rule and the canary (see docs/hot-swap.md).
     pub hot_swap: HotSwapSettings,
     /// The admin HTTP API (list, swap and roll back plugins of the running
-    /// pipeline). Off when absent.
+    /// pipeline; its metrics). Off when absent.
     pub admin: Option<AdminSettings>,
+    /// Prometheus metrics, served as `GET /metrics` by the admin API
+    /// (docs/metrics.md). On by default.
+    pub metrics: crate::metrics::MetricsSettings,
     /// Scale-out over a Kafka consumer group (off when absent): several
     /// processes running this pipeline share its Kafka partitions and keep
     /// their checkpoints in one directory all of them reach (docs/kafka.md).
@@ -242,6 +245,7 @@ impl Default for Settings {
             checkpoint: None,
             hot_swap: HotSwapSettings::default(),
             admin: None,
+            metrics: crate::metrics::MetricsSettings::default(),
             scale_out: None,
             alerts: None,
         }

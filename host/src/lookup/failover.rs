@@ -159,6 +159,11 @@ impl FailoverBackend {
         &self.copies[i].stats
     }
 
+    /// Whether copy `i`'s breaker is open now (half open counts as open).
+    pub fn is_open(&self, i: usize) -> bool {
+        self.copies[i].events.open.load(Relaxed)
+    }
+
     /// How many copies there are.
     pub fn copies(&self) -> usize {
         self.copies.len()

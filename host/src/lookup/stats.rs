@@ -218,6 +218,8 @@ pub struct CopySnapshot {
     /// Times its circuit breaker opened, and closed again.
     pub opened: u64,
     pub closed: u64,
+    /// Whether its breaker is open (or half open) now.
+    pub open: bool,
 }
 
 /// A step's stats and its table's, as the run's summary reads them.
@@ -266,6 +268,7 @@ fn copies_of(f: &FailoverBackend) -> Vec<CopySnapshot> {
                 failures: c.failures.load(Relaxed),
                 opened: c.opened.load(Relaxed),
                 closed: c.closed.load(Relaxed),
+                open: f.is_open(i),
             }
         })
         .collect()

@@ -8,7 +8,7 @@ use wasmtime::{Store, Trap};
 
 use super::isolation::Metered;
 use super::loaded::{LoadedPlugin, WorldPre};
-use super::outcome::{Failure, FailureKind, PluginStats};
+use super::outcome::{Failure, FailureKind, PluginCounters, PluginStats};
 use super::sandbox::StoreState;
 use super::wit::{FunctionSignature, Joiner, Transform, Udf};
 use crate::config::WorldName;
@@ -72,6 +72,8 @@ pub(crate) fn start<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<Live<B>, 
     let state = StoreState::new(plugin.name_arc(), plugin.limits(), plugin.grants())
         .map_err(|e| Failure::new(FailureKind::Error, e))?;
     let mut store = Store::new(plugin.engine(), state);
+    // Counted as no step's until a runner takes the instance.
+    store.data_mut().limiter.count_into(plugin.stats().counters(""));
     store.limiter(|state| &mut state.limiter);
     arm(plugin, &mut store);
     let bindings = B::instantiate(plugin.pre(), &mut store).map_err(|e| {
@@ -130,6 +132,10 @@ fn settle<R>(plugin: &LoadedPlugin, store: &mut Store<StoreState>, result: wasmt
 /// Owns at most one live instance of a plugin and rebuilds it after a trap.
 pub(crate) struct Supervisor<B: WorldBindings> {
     plugin: Arc<LoadedPlugin>,
+    /// The step it runs for, and its counters in that step (the version's
+    /// figures are their sum).
+    step: Arc<str>,
+    counters: Arc<PluginCounters>,
     live: Option<Live<B>>,
     /// Why the last rebuild failed; set for the rest of the current batch so
     /// a plugin whose init keeps failing is not re-instantiated per record.
@@ -142,11 +148,28 @@ pub(crate) struct Supervisor<B: WorldBindings> {
 impl<B: WorldBindings> Supervisor<B> {
     /// Takes the plugin's spare instance, or starts a new one.
     pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, Failure> {
-        let live = match plugin.take_spare().and_then(B::from_spare) {
+        Self::for_step(plugin, "".into())
+    }
+
+    /// [`Supervisor::new`], counting into step `step`'s counters.
+    fn for_step(plugin: Arc<LoadedPlugin>, step: Arc<str>) -> Result<Self, Failure> {
+        let mut live = match plugin.take_spare().and_then(B::from_spare) {
             Some(live) => live,
             None => start::<B>(&plugin)?,
         };
-        Ok(Supervisor { plugin, live: Some(live), rebuild_failure: None, failed_time: Duration::ZERO })
+        let counters = plugin.stats().counters(&step);
+        live.store.data_mut().limiter.count_into(counters.clone());
+        Ok(Supervisor { plugin, step, counters, live: Some(live), rebuild_failure: None, failed_time: Duration::ZERO })
+    }
+
+    /// Counts from now on into step `step`'s counters (a runner is made
+    /// first, then given to its step).
+    pub(crate) fn set_step(&mut self, step: &str) {
+        self.step = step.into();
+        self.counters = self.plugin.stats().counters(step);
+        if let Some(live) = self.live.as_mut() {
+            live.store.data_mut().limiter.count_into(self.counters.clone());
+        }
     }
 
     pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
@@ -159,14 +182,17 @@ impl<B: WorldBindings> Supervisor<B> {
     /// now. If it cannot start, the failure surfaces on the next call, as
     /// for a rebuild, and counts against the new version.
     pub(crate) fn switch_to(&mut self, plugin: Arc<LoadedPlugin>) {
-        *self = Supervisor::new(plugin.clone()).unwrap_or_else(|f| {
+        let step = self.step.clone();
+        *self = Supervisor::for_step(plugin.clone(), step.clone()).unwrap_or_else(|f| {
             tracing::warn!(plugin = plugin.name(), error = %f, "cannot start the new plugin version");
-            Supervisor { plugin, live: None, rebuild_failure: None, failed_time: Duration::ZERO }
+            let counters = plugin.stats().counters(&step);
+            Supervisor { plugin, step, counters, live: None, rebuild_failure: None, failed_time: Duration::ZERO }
         });
     }
 
-    pub(crate) fn stats(&self) -> &PluginStats {
-        self.plugin.stats()
+    /// Its counters (its version's, in its step).
+    pub(crate) fn stats(&self) -> &PluginCounters {
+        &self.counters
     }
 
     /// Call at the start of each batch: a rebuild may be attempted again.
@@ -202,7 +228,7 @@ impl<B: WorldBindings> Supervisor<B> {
         let Some(live) = self.live.as_mut() else {
             return Err(Failure::new(FailureKind::Trap, "no plugin instance"));
         };
-        let stats = self.plugin.stats();
+        let stats = &self.counters;
         PluginStats::add(&stats.calls, 1);
         arm(&self.plugin, &mut live.store);
         let started = Instant::now();
@@ -223,9 +249,10 @@ impl<B: WorldBindings> Supervisor<B> {
         if let Some(failure) = &self.rebuild_failure {
             return Err(failure.clone());
         }
-        PluginStats::add(&self.plugin.stats().rebuilds, 1);
+        PluginStats::add(&self.counters.rebuilds, 1);
         match start::<B>(&self.plugin) {
-            Ok(live) => {
+            Ok(mut live) => {
+                live.store.data_mut().limiter.count_into(self.counters.clone());
                 self.live = Some(live);
                 Ok(())
             }

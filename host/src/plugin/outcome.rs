@@ -65,9 +65,18 @@ impl FailureKind {
     }
 }
 
-/// Counters of one loaded plugin, shared by all its runners.
+/// Counters of one loaded plugin (one version), by the step whose runners
+/// count into them: each runner holds its step's [`PluginCounters`] and adds
+/// to them per call, and the version's figures are their sum.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    steps: std::sync::Mutex<Vec<(std::sync::Arc<str>, std::sync::Arc<PluginCounters>)>>,
+}
+
+/// What the runners of one plugin version in one step did (`""`: runners
+/// made for no step, such as a swap's spare instances before a runner takes them).
+#[derive(Debug, Default)]
+pub struct PluginCounters {
     /// Calls into the plugin (batches, plus the calls isolating failed ones).
     pub calls: AtomicU64,
     /// Inputs handed to the plugin (events or UDF rows), retries not counted.
@@ -95,9 +104,11 @@ pub struct PluginStats {
     /// the Unix epoch (0: none yet). After a hot swap this is when the new
     /// version processed its first batch.
     pub first_call_unix_us: AtomicU64,
+    /// Linear memory of the live instances, in bytes.
+    pub memory_bytes: AtomicU64,
 }
 
-/// A plain copy of [`PluginStats`].
+/// A plain copy of [`PluginStats`] (or of one step's [`PluginCounters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PluginStatsSnapshot {
     pub calls: u64,
@@ -112,6 +123,7 @@ pub struct PluginStatsSnapshot {
     pub rebuilds: u64,
     pub busy_nanos: u64,
     pub first_call_unix_us: u64,
+    pub memory_bytes: u64,
 }
 
 impl PluginStatsSnapshot {
@@ -120,9 +132,61 @@ impl PluginStatsSnapshot {
     pub fn failures(&self) -> u64 {
         self.errors + self.traps + self.limit_violations
     }
+
+    fn add(mut self, o: &PluginStatsSnapshot) -> Self {
+        self.calls += o.calls;
+        self.events_in += o.events_in;
+        self.events_out += o.events_out;
+        self.errors += o.errors;
+        self.traps += o.traps;
+        self.timeouts += o.timeouts;
+        self.limit_violations += o.limit_violations;
+        self.retried_batches += o.retried_batches;
+        self.not_isolated += o.not_isolated;
+        self.rebuilds += o.rebuilds;
+        self.busy_nanos += o.busy_nanos;
+        self.memory_bytes += o.memory_bytes;
+        self.first_call_unix_us = match (self.first_call_unix_us, o.first_call_unix_us) {
+            (0, t) | (t, 0) => t,
+            (a, b) => a.min(b),
+        };
+        self
+    }
 }
 
 impl PluginStats {
+    /// The version's figures: the sum over its steps.
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        self.by_step().iter().fold(PluginStatsSnapshot::default(), |sum, (_, s)| sum.add(s))
+    }
+
+    /// The figures of each step using the version (`""`: no step).
+    pub fn by_step(&self) -> Vec<(std::sync::Arc<str>, PluginStatsSnapshot)> {
+        self.lock().iter().map(|(step, c)| (step.clone(), c.snapshot())).collect()
+    }
+
+    /// The counters of step `step` (made on first use; a runner takes them
+    /// once, never per call).
+    pub fn counters(&self, step: &str) -> std::sync::Arc<PluginCounters> {
+        let mut steps = self.lock();
+        if let Some((_, c)) = steps.iter().find(|(s, _)| &**s == step) {
+            return c.clone();
+        }
+        let c = std::sync::Arc::new(PluginCounters::default());
+        steps.push((step.into(), c.clone()));
+        c
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(std::sync::Arc<str>, std::sync::Arc<PluginCounters>)>> {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl PluginCounters {
     pub fn snapshot(&self) -> PluginStatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PluginStatsSnapshot {
@@ -138,11 +202,8 @@ impl PluginStats {
             rebuilds: get(&self.rebuilds),
             busy_nanos: get(&self.busy_nanos),
             first_call_unix_us: get(&self.first_call_unix_us),
+            memory_bytes: get(&self.memory_bytes),
         }
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records that a call returned, if it is the first one.
@@ -155,14 +216,14 @@ impl PluginStats {
     /// Counts one failed input under its kind.
     pub(crate) fn count_failure(&self, kind: FailureKind) {
         if kind == FailureKind::Timeout {
-            Self::add(&self.timeouts, 1);
+            PluginStats::add(&self.timeouts, 1);
         }
         let counter = match kind {
             FailureKind::Error => &self.errors,
             FailureKind::Limit => &self.limit_violations,
             FailureKind::Trap | FailureKind::Timeout | FailureKind::OutOfMemory => &self.traps,
         };
-        Self::add(counter, 1);
+        PluginStats::add(counter, 1);
     }
 }
 

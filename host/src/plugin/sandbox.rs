@@ -72,11 +72,25 @@ pub(crate) struct MemoryLimiter {
     max_bytes: usize,
     /// Set when a growth was refused; cleared by [`MemoryLimiter::take_hit`].
     hit: bool,
+    /// Bytes of linear memory this store has grown to, counted into the
+    /// counters of the plugin version and step running it (the metrics).
+    bytes: u64,
+    counted: Option<std::sync::Arc<super::outcome::PluginCounters>>,
 }
 
 impl MemoryLimiter {
     fn new(max_bytes: usize) -> Self {
-        MemoryLimiter { max_bytes, hit: false }
+        MemoryLimiter { max_bytes, hit: false, bytes: 0, counted: None }
+    }
+
+    /// Counts this store's memory into `counters` from now on (moved from
+    /// those it was counted into).
+    pub(crate) fn count_into(&mut self, counters: std::sync::Arc<super::outcome::PluginCounters>) {
+        if let Some(old) = self.counted.take() {
+            old.memory_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+        counters.memory_bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        self.counted = Some(counters);
     }
 
     /// Whether the limit was hit since the last call.
@@ -86,14 +100,23 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
             // An error (not `Ok(false)`) traps at once: a guest allocator that
             // would handle a failed grow gracefully still cannot go past it.
             wasmtime::bail!("memory limit of {} MiB exceeded (wanted {} MiB)", self.max_bytes >> 20, desired >> 20);
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let allowed = maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            // Called with `current` 0 when a memory is made, too.
+            let grown = desired.saturating_sub(current) as u64;
+            self.bytes += grown;
+            if let Some(c) = &self.counted {
+                c.memory_bytes.fetch_add(grown, Ordering::Relaxed);
+            }
+        }
+        Ok(allowed)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -106,6 +129,14 @@ impl ResourceLimiter for MemoryLimiter {
             wasmtime::bail!("table limit of {MAX_TABLE_ELEMENTS} elements exceeded");
         }
         Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counted {
+            c.memory_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
     }
 }
 

@@ -29,6 +29,12 @@ impl TransformRunner {
         self
     }
 
+    /// Counts its calls under step `step` (the metrics' `step` label).
+    pub fn for_step(mut self, step: &str) -> Self {
+        self.runner.supervisor.set_step(step);
+        self
+    }
+
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         self.runner.plugin()
     }

@@ -39,6 +39,8 @@ use super::graph::Graph;
 pub(crate) struct StepNode {
     pub op: Box<dyn Operator>,
     pub stats: Arc<NodeStats>,
+    /// Its counters in this worker (the step's events are their sum).
+    pub metrics: Arc<crate::metrics::StepMetrics>,
 }
 
 /// What one worker thread runs: the steps of its stage (by their index in
@@ -51,6 +53,9 @@ pub(crate) struct WorkerParts {
     pub routers: BTreeMap<usize, Box<dyn Operator>>,
     /// `None` for a stage without keyed steps.
     pub state: Option<Box<dyn StateBackend>>,
+    pub metrics: crate::metrics::WorkerMetrics,
+    /// Whether the figures only metrics need are collected.
+    pub metrics_on: bool,
 }
 
 pub(crate) struct SinkNode {
@@ -121,6 +126,12 @@ pub struct Pipeline {
     /// The state in Redis: each checkpoint's writes and record go there in
     /// one transaction.
     pub(crate) remote: Option<crate::state::RemoteState>,
+    /// Its metrics (`GET /metrics`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Its alert rules' evaluation, when `settings.alerts` has some; stopped
+    /// (one last evaluation, the webhook's queue drained) when the pipeline
+    /// is dropped, after its threads ended.
+    pub(crate) alerts: Option<crate::alerts::AlertsHandle>,
 }
 
 impl Pipeline {
@@ -138,6 +149,11 @@ impl Pipeline {
     /// hard exit (a graceful end removes it itself).
     pub fn admin_addr_file(&self) -> Option<(PathBuf, std::net::SocketAddr)> {
         self.admin.as_ref().and_then(|a| a.addr_file().map(|f| (f.to_path_buf(), a.addr())))
+    }
+
+    /// Its metrics, in Prometheus's text format (what `GET /metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
     }
 
     /// Stops this pipeline gracefully from any thread (see [`super::StopHandle`]).
@@ -253,6 +269,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     };
     let per_stage = c.settings.workers().min(key_groups);
     let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
+    let metrics = crate::metrics::Metrics::new(&pipeline_label(p), c.settings.metrics.enabled);
     let lookups = super::lookup_plan::LookupPlan::of(p, &graph, &step_stats)?;
     let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref() };
 
@@ -325,8 +342,19 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                     (true, 0) => first[j].take(),
                     (true, _) => builder.step(j, stage * per_stage + index, &mut errors)?,
                 };
-                steps.push(op.map(|op| StepNode { op, stats: step_stats[j].clone() }));
+                let worker = crate::metrics::Metrics::worker_label(stage, index);
+                steps.push(op.map(|mut op| {
+                    let m = metrics.step(&graph.order[j], &worker);
+                    step_stats[j].add_worker(m.clone());
+                    if matches!(c.steps[&graph.order[j]], StepConfig::WindowJoin(_)) {
+                        op.attach_join_metrics(metrics.join(&graph.order[j], &worker));
+                    }
+                    StepNode { op, stats: step_stats[j].clone(), metrics: m }
+                }));
             }
+            // The steps sharing the stage's state, for the state's gauges.
+            let stateful: Vec<&str> = graph.steps_of(stage).filter(|j| graph.keyed[*j]).map(|j| graph.order[j].as_str()).collect();
+            let worker_metrics = metrics.worker(&crate::metrics::Metrics::worker_label(stage, index), graph.stateful(stage).then(|| stateful.join(",")).as_deref());
             let mut routers = BTreeMap::new();
             for j in 0..graph.order.len() {
                 let fed_here = graph.step_producers[j].iter().any(|p| matches!(*p, Producer::Step(k) if graph.stage[k] == stage));
@@ -340,7 +368,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             } else {
                 None
             };
-            workers.push(WorkerParts { stage, index, steps, routers, state });
+            workers.push(WorkerParts { stage, index, steps, routers, state, metrics: worker_metrics, metrics_on: metrics.enabled() });
         }
     }
     let mut routers = BTreeMap::new();
@@ -363,14 +391,22 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     };
 
     let swapper = Arc::new(Swapper::new(runtime, registry, hot.clone()));
+    let alerts = match &c.settings.alerts {
+        Some(a) => Some(crate::alerts::start(a, &pipeline_label(p), metrics.registry().clone()).map_err(|e| RunError::Thread(format!("alerts: {e}")))?),
+        None => None,
+    };
     let admin = match &c.settings.admin {
         None => None,
         Some(a) => {
             let bind = a.bind.parse().map_err(|_| crate::swap::AdminError::Start(format!("bad address `{}`", a.bind)))?;
             let addr_file = a.addr_file.as_ref().map_or_else(|| p.base_dir.join("admin.addr"), |f| p.resolve(f));
-            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone())?)
+            let served = metrics.enabled().then(|| metrics.clone());
+            let board = alerts.as_ref().map(|a| a.board.clone());
+            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone(), served, board)?)
         }
     };
+    let nodes = sources.iter().map(|s| s.stats.clone()).chain(step_stats.iter().cloned()).chain(sinks.iter().map(|s| s.stats.clone())).collect();
+    metrics.watch(crate::metrics::Sources { nodes, plugins: swapper.registry().clone(), dead: dead.by_kind(), started: std::time::SystemTime::now() });
 
     Ok(Pipeline {
         name: c.name.clone(),
@@ -398,7 +434,14 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         admin,
         resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
         remote,
+        metrics,
+        alerts,
     })
+}
+
+/// The `pipeline` label of the metrics: the pipeline's name, or its file's stem.
+fn pipeline_label(p: &LoadedPipeline) -> String {
+    p.config.name.clone().or_else(|| p.file.as_ref().and_then(|f| f.file_stem()).map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "pipeline".into())
 }
 
 /// Builds steps from their config, as many copies as there are workers.
@@ -421,9 +464,9 @@ impl StepBuilder<'_> {
         let (name, stats) = (self.graph.order[j].as_str(), &self.step_stats[j]);
         let at = JsonPath::root().key("steps").key(name);
         let op: Box<dyn Operator> = match &p.config.steps[name] {
-            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?)),
+            StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?.for_step(name))),
             StepConfig::Udf { plugin, function, args, output, .. } => {
-                let runner = registry.udf(plugin)?;
+                let runner = registry.udf(plugin)?.for_step(name);
                 if !check_function(p, &at, plugin, function, args.len(), runner.functions(), errors) {
                     return Ok(None);
                 }
@@ -433,7 +476,7 @@ impl StepBuilder<'_> {
             }
             StepConfig::WindowJoin(j) => {
                 let join = match &j.joiner {
-                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, registry.joiner(plugin)?),
+                    crate::config::JoinerConfig::Plugin { plugin } => WindowJoin::with_plugin(name, j, plugin, registry.joiner(plugin)?.for_step(name)),
                     crate::config::JoinerConfig::Merge { .. } => WindowJoin::new(name, j),
                 };
                 match self.key_udfs(name, j, errors)? {
@@ -445,7 +488,7 @@ impl StepBuilder<'_> {
                 let plan = self.lookups.expect("a pipeline with lookup joins has a lookup plan");
                 let runner = match &l.key {
                     crate::config::JoinKey::Udf(u) => {
-                        let runner = registry.udf(&u.plugin)?;
+                        let runner = registry.udf(&u.plugin)?.for_step(name);
                         if !check_function(p, &at.key("key"), &u.plugin, &u.function, u.args.len(), runner.functions(), errors) {
                             return Ok(None);
                         }
@@ -489,7 +532,7 @@ impl StepBuilder<'_> {
         let mut ok = true;
         for (input, key) in &j.keys {
             let crate::config::JoinKey::Udf(u) = key else { continue };
-            let runner = self.registry.udf(&u.plugin)?;
+            let runner = self.registry.udf(&u.plugin)?.for_step(name);
             if check_function(self.p, &at.key("keys").key(input), &u.plugin, &u.function, u.args.len(), runner.functions(), errors) {
                 self.uses_function(&u.plugin, &u.function);
                 runners.insert(input.clone(), runner);

@@ -65,7 +65,8 @@ impl Pipeline {
             let mut emitter = Emitter::new(i, &s.name, tx.clone(), self.batch_size, Duration::from_millis(self.linger_ms))
                 .with_out_of_orderness(s.out_of_orderness_ms)
                 .with_halt(halt.clone())
-                .with_budget(budget.clone());
+                .with_budget(budget.clone())
+                .with_blocked_count(s.stats.clone());
             if let Some(mark) = s.resume.clone() {
                 emitter = emitter.resume_at(mark.resume, mark.watermark);
             }
@@ -95,6 +96,7 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let progress_line = self.progress.then(|| spawn_progress(all_stats.clone(), stop.clone()));
 
+        let metrics_on = self.metrics.enabled();
         let mut errors = Vec::new();
         let mut live = n_sources;
         // How each source ended (None: still running).
@@ -110,6 +112,7 @@ impl Pipeline {
             let mark = match s.resume.clone() {
                 Some(mark) => {
                     clock.advance_source(i, mark.watermark);
+                    s.stats.watermark.store(mark.watermark, Relaxed);
                     SourceMark { ended: false, ..mark }
                 }
                 None => SourceMark { watermark: i64::MIN, ..Default::default() },
@@ -180,18 +183,29 @@ impl Pipeline {
                 match msg {
                     SourceMessage::Batch(batch, keys) => {
                         let src = &self.sources[i];
-                        src.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
-                        src.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+                        src.stats.add_out(batch.len() as u64);
+                        src.stats.add_in(batch.len() as u64);
+                        if let Some(last) = batch.events.last().filter(|_| metrics_on) {
+                            src.stats.bytes.fetch_add(crate::metrics::batch_bytes(&batch), Relaxed);
+                            // Flink's currentEmitEventTimeLag: when handed over, minus its event time.
+                            src.stats.last_event_time_ms.store(last.timestamp, Relaxed);
+                            src.stats.last_emit_ms.store(crate::source::now_ms(), Relaxed);
+                        }
                         let keys = keys.and_then(|k| captured_for[i].map(|c| (c, k)));
                         self.route_source(&mut links, i, batch, keys)?;
                     }
                     SourceMessage::Rejected(dead) => {
                         let src = &self.sources[i];
-                        src.stats.events_in.fetch_add(dead.len() as u64, Relaxed);
+                        src.stats.add_in(dead.len() as u64);
+                        if metrics_on {
+                            let read: usize = dead.iter().map(|d| d.event.value.len() + d.event.key.as_ref().map_or(0, Vec::len)).sum();
+                            src.stats.bytes.fetch_add(read as u64, Relaxed);
+                        }
                         src.stats.dead.fetch_add(dead.len() as u64, Relaxed);
                         self.write_dead(&dead)?;
                     }
                     SourceMessage::Watermark(wm) => {
+                        self.sources[i].stats.watermark.store(wm, Relaxed);
                         clock.advance_source(i, wm);
                         self.send_clocks(&mut links, &clock)?;
                     }
@@ -210,6 +224,7 @@ impl Pipeline {
                         match &end {
                             // Only an exhausted input ends event time.
                             SourceEnd::Exhausted => {
+                                self.sources[i].stats.watermark.store(END_OF_TIME, Relaxed);
                                 clock.advance_source(i, END_OF_TIME);
                                 progress[i].ended = true;
                                 self.send_clocks(&mut links, &clock)?;
@@ -294,6 +309,9 @@ impl Pipeline {
                 }
             }
         }
+        // The alert rules see the run's last figures and their webhook
+        // delivers what is queued, before the summary is printed.
+        drop(self.alerts.take());
         result?;
         let end = if !errors.is_empty() {
             RunEnd::Failed
@@ -511,9 +529,12 @@ impl Pipeline {
 
     fn write_sink(&mut self, i: usize, batch: &Batch) -> Result<(), RunError> {
         let s = &mut self.sinks[i];
-        s.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+        s.stats.add_in(batch.len() as u64);
         s.sink.write_batch(batch)?;
-        s.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
+        s.stats.add_out(batch.len() as u64);
+        if self.metrics.enabled() {
+            s.stats.bytes.fetch_add(crate::metrics::batch_bytes(batch), Relaxed);
+        }
         Ok(())
     }
 
@@ -543,7 +564,30 @@ impl Pipeline {
     /// and the checkpoint confirmed (see `checkpoint.rs`), then the sources'
     /// committers told (`last`: the run's final one). Returns its id.
     fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
-        let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
+        if self.checkpoints.is_none() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let taken = self.take_checkpoint(links, clock, progress, last);
+        let m = self.metrics.checkpoints();
+        match &taken {
+            Ok((_, folder)) => {
+                m.duration.observe(started.elapsed().as_secs_f64());
+                if self.metrics.enabled() {
+                    m.size.set(i64::try_from(folder_bytes(folder)).unwrap_or(i64::MAX));
+                }
+                m.last_success.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+                // Last: a scrape that sees it counted sees its duration too.
+                m.ok.inc();
+            }
+            Err(_) => m.failed.inc(),
+        }
+        taken.map(|(id, _)| id)
+    }
+
+    /// [`Pipeline::checkpoint`]'s work: its id and folder.
+    fn take_checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<(u64, std::path::PathBuf), RunError> {
+        let Some(schedule) = self.checkpoints.as_mut() else { return Err(RunError::State("checkpoints are off".into())) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
         self.barrier(links, id, Some(folder.clone()))?;
@@ -595,7 +639,7 @@ impl Pipeline {
                 c.commit(&progress[i].resume, last);
             }
         }
-        Ok(id)
+        Ok((id, folder))
     }
 
     fn write_dead(&mut self, dead: &[DeadLetter]) -> Result<(), RunError> {
@@ -607,6 +651,20 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Bytes of the files under `dir` (a checkpoint's folder: its state files
+/// are hard links, counted in full).
+fn folder_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// How long a stop waits for the sources to hand over what they hold.

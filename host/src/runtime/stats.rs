@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,18 +14,23 @@ pub enum NodeKind {
     Sink,
 }
 
-/// Counters of one source, step or sink, shared with the progress thread.
+/// Counters of one source, step or sink, shared with the progress thread
+/// and the metrics' collector.
 #[derive(Debug)]
 pub struct NodeStats {
     pub name: String,
     pub kind: NodeKind,
-    pub events_in: AtomicU64,
-    pub events_out: AtomicU64,
+    /// Sources and sinks: events in and out (a step's are its workers').
+    events_in: AtomicU64,
+    events_out: AtomicU64,
+    /// Steps: each worker's counters, whose events in and out are the step's.
+    workers: Mutex<Vec<Arc<crate::metrics::StepMetrics>>>,
     pub dead: AtomicU64,
     /// Steps: events deliberately dropped (a filter's misses).
     pub filtered: AtomicU64,
     /// Steps: the input watermark the step was last advanced to, set before
-    /// the step fires what it completes (`i64::MIN` before any).
+    /// the step fires what it completes; sources: the source's watermark
+    /// (`i64::MIN` before any).
     pub watermark: AtomicI64,
     /// Window joins: events joined with only `max_matches` of their matches
     /// (of some input), the rest left out.
@@ -34,6 +39,14 @@ pub struct NodeStats {
     pub matches_not_joined: AtomicU64,
     /// Lookup joins: their lookups' figures and their table's.
     pub lookup: std::sync::OnceLock<Arc<crate::lookup::LookupStats>>,
+    /// Sources: bytes read (values and keys); sinks: bytes written.
+    pub bytes: AtomicU64,
+    /// Sources: time blocked on the full channel to the coordinator, in ns.
+    pub blocked_nanos: AtomicU64,
+    /// Sources: when the coordinator last took a batch of it (Unix ms;
+    /// `i64::MIN`: none yet), and the event time of that batch's last event.
+    pub last_emit_ms: AtomicI64,
+    pub last_event_time_ms: AtomicI64,
 }
 
 impl NodeStats {
@@ -43,13 +56,55 @@ impl NodeStats {
             kind,
             events_in: AtomicU64::new(0),
             events_out: AtomicU64::new(0),
+            workers: Mutex::new(Vec::new()),
             dead: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             over_max_matches: AtomicU64::new(0),
             matches_not_joined: AtomicU64::new(0),
             lookup: std::sync::OnceLock::new(),
+            bytes: AtomicU64::new(0),
+            blocked_nanos: AtomicU64::new(0),
+            last_emit_ms: AtomicI64::new(i64::MIN),
+            last_event_time_ms: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// Events in: a source's records read, a step's inputs over its workers,
+    /// a sink's events received.
+    pub fn events_in(&self) -> u64 {
+        match self.kind {
+            NodeKind::Step => self.each_worker(|w| w.events_in.get()),
+            _ => self.events_in.load(Relaxed),
+        }
+    }
+
+    /// Events out: a source's events handed on, a step's outputs over its
+    /// workers, a sink's events written.
+    pub fn events_out(&self) -> u64 {
+        match self.kind {
+            NodeKind::Step => self.each_worker(|w| w.events_out.get()),
+            _ => self.events_out.load(Relaxed),
+        }
+    }
+
+    fn each_worker(&self, f: impl Fn(&crate::metrics::StepMetrics) -> u64) -> u64 {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| f(w)).sum()
+    }
+
+    /// Sources and sinks: `n` events in.
+    pub(crate) fn add_in(&self, n: u64) {
+        self.events_in.fetch_add(n, Relaxed);
+    }
+
+    /// Sources and sinks: `n` events out.
+    pub(crate) fn add_out(&self, n: u64) {
+        self.events_out.fetch_add(n, Relaxed);
+    }
+
+    /// Steps: the counters of one more worker running the step.
+    pub(crate) fn add_worker(&self, m: Arc<crate::metrics::StepMetrics>) {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(m);
     }
 }
 
@@ -157,8 +212,8 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
         .map(|n| NodeSnapshot {
             name: n.name.clone(),
             kind: n.kind,
-            events_in: n.events_in.load(Relaxed),
-            events_out: n.events_out.load(Relaxed),
+            events_in: n.events_in(),
+            events_out: n.events_out(),
             dead: n.dead.load(Relaxed),
             over_max_matches: n.over_max_matches.load(Relaxed),
             matches_not_joined: n.matches_not_joined.load(Relaxed),

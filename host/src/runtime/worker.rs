@@ -83,7 +83,16 @@ pub(crate) struct Worker {
     out: Sender<FromWorker>,
     /// Per step: the output clock last sent downstream.
     sent: Vec<Option<(i64, bool)>>,
+    metrics: crate::metrics::WorkerMetrics,
+    /// Whether to collect what only metrics need (clock reads, byte sums).
+    metrics_on: bool,
+    /// When the state's size was last sampled.
+    state_sampled: Option<std::time::Instant>,
 }
+
+/// How often a worker samples its state's size for the metrics (also at
+/// every checkpoint): RocksDB lists its folder, Redis takes a round trip.
+const STATE_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Worker {
     #[allow(clippy::too_many_arguments)]
@@ -136,6 +145,9 @@ impl Worker {
             out,
             sent: vec![None; graph.order.len()],
             graph,
+            metrics: parts.metrics,
+            metrics_on: parts.metrics_on,
+            state_sampled: None,
         }
     }
 
@@ -193,6 +205,7 @@ impl Worker {
                     continue;
                 }
             };
+            self.sample_state(false);
             match msg {
                 ToWorker::Batch { step, port, batch, keys: None } => self.deliver(Consumer::Step { step, port }, batch)?,
                 ToWorker::Batch { step, port, batch, keys: Some(keys) } => self.process(step, port, batch, Some(keys))?,
@@ -252,7 +265,7 @@ impl Worker {
     /// and what they complete goes on; then the watermarks they held move.
     fn wake(&mut self, steps: &[usize]) -> Result<(), RunError> {
         for &j in steps {
-            self.run_step(j, 0, self.clock.step_input(j), |op, ctx| op.on_io(ctx))?;
+            self.run_step(j, 0, self.clock.step_input(j), false, |op, ctx| op.on_io(ctx))?;
         }
         self.advance_watermarks()
     }
@@ -283,17 +296,33 @@ impl Worker {
     }
 
     fn tell(&self, msg: FromWorker) -> Result<(), RunError> {
-        self.out.send(msg).map_err(|_| RunError::Thread("the coordinator stopped".into()))
+        crate::metrics::send_counting(&self.out, msg, &self.metrics.blocked).map_err(|_| RunError::Thread("the coordinator stopped".into()))
     }
 
     /// Sends a message to every worker downstream.
     fn pass_on(&self, msg: impl Fn() -> ToWorker) -> Result<(), RunError> {
         for senders in self.downstream.values() {
             for tx in senders {
-                tx.send(msg()).map_err(|_| RunError::Thread("a worker downstream stopped".into()))?;
+                self.send(tx, msg())?;
             }
         }
         Ok(())
+    }
+
+    /// Sends `msg` to a worker downstream, counting the time it waits for room.
+    fn send(&self, tx: &Sender<ToWorker>, msg: ToWorker) -> Result<(), RunError> {
+        crate::metrics::send_counting(tx, msg, &self.metrics.blocked).map_err(|_| RunError::Thread("a worker downstream stopped".into()))
+    }
+
+    /// Samples the state's size for the metrics: every few seconds, or now
+    /// (`now`: at a checkpoint).
+    fn sample_state(&mut self, now: bool) {
+        let Some(gauges) = self.metrics.state.as_ref().filter(|_| self.metrics_on && self.stateful) else { return };
+        if !now && self.state_sampled.is_some_and(|t| t.elapsed() < STATE_SAMPLE_EVERY) {
+            return;
+        }
+        gauges.set(&self.state.stats());
+        self.state_sampled = Some(std::time::Instant::now());
     }
 
     fn checkpoint(&mut self, folder: Option<&std::path::Path>) -> Result<Option<crate::state::DeferredWrites>, RunError> {
@@ -301,6 +330,7 @@ impl Worker {
             return Ok(None);
         }
         self.state.commit()?;
+        self.sample_state(true);
         let Some(folder) = folder else { return Ok(None) };
         let dir = folder.join("state").join(super::worker_state::worker_dir(self.stage, self.index));
         Ok(self.state.checkpoint_or_defer(&dir)?)
@@ -312,7 +342,7 @@ impl Worker {
             // take more from it: they close after).
             self.settle_io(io, Some(j))?;
             if self.steps[j].is_some() {
-                self.run_step(j, 0, self.clock.step_input(j), |op, ctx| op.close(ctx))?;
+                self.run_step(j, 0, self.clock.step_input(j), false, |op, ctx| op.close(ctx))?;
             }
         }
         Ok(())
@@ -328,8 +358,11 @@ impl Worker {
 
     fn process(&mut self, step: usize, port: usize, batch: Batch, keys: Option<Vec<RoutedKey>>) -> Result<(), RunError> {
         let node = self.steps[step].as_mut().ok_or_else(|| RunError::Thread(format!("step {step} is not in this worker")))?;
-        node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
-        self.run_step(step, port, self.clock.step_input(step), |op, ctx| match keys {
+        node.metrics.events_in.inc_by(batch.len() as u64);
+        if self.metrics_on {
+            node.metrics.bytes_in.inc_by(crate::metrics::batch_bytes(&batch));
+        }
+        self.run_step(step, port, self.clock.step_input(step), true, |op, ctx| match keys {
             Some(keys) => op.process_routed(batch, keys, ctx),
             None => op.process_batch(batch, ctx),
         })?;
@@ -338,18 +371,28 @@ impl Worker {
 
     /// Calls `hook` of local step `j` with its context (input `port`, input
     /// watermark `watermark`), then hands on what it emitted and refused.
-    /// Returns whether it emitted nothing.
+    /// Returns whether it emitted nothing. With metrics on, its time counts
+    /// as busy, and `batch` (a `process_batch`) also in the step's histogram.
     fn run_step(
         &mut self,
         j: usize,
         port: usize,
         watermark: i64,
+        batch: bool,
         hook: impl FnOnce(&mut dyn Operator, &mut StepContext<'_>) -> Batch,
     ) -> Result<bool, RunError> {
         let node = self.steps[j].as_mut().expect("a local step");
         let mut dead = Vec::new();
         let mut ctx = StepContext { dead: &mut dead, input: port, watermark, state: &mut *self.state, failed: None };
+        let started = self.metrics_on.then(std::time::Instant::now);
         let out = hook(node.op.as_mut(), &mut ctx);
+        if let Some(started) = started {
+            let secs = started.elapsed().as_secs_f64();
+            self.metrics.busy.inc_by(secs);
+            if batch {
+                node.metrics.batch.observe(secs);
+            }
+        }
         check(ctx.failed)?;
         let empty = out.is_empty();
         self.after_step(j, out, dead)?;
@@ -363,13 +406,14 @@ impl Worker {
         let gone = |_| RunError::Thread("a worker downstream stopped".into());
         let senders = &self.downstream[&stage];
         let (n, kgs) = (self.per_stage, self.key_groups);
+        let blocked = &self.metrics.blocked;
         let Some(router) = self.routers.get_mut(&step) else {
-            return senders[self.index].send(ToWorker::Batch { step, port, batch, keys: None }).map_err(gone);
+            return crate::metrics::send_counting(&senders[self.index], ToWorker::Batch { step, port, batch, keys: None }, blocked).map_err(gone);
         };
         let parts = by_key(router.as_mut(), port, batch, n, kgs, self.grouping).ok_or_else(|| RunError::Step(format!("step {step} routes by key but keeps no keys")))?;
         for (w, part) in parts.into_iter().enumerate() {
             if let Some((batch, keys)) = part {
-                senders[w].send(ToWorker::Batch { step, port, batch, keys: Some(keys) }).map_err(gone)?;
+                crate::metrics::send_counting(&senders[w], ToWorker::Batch { step, port, batch, keys: Some(keys) }, blocked).map_err(gone)?;
             }
         }
         Ok(())
@@ -380,7 +424,10 @@ impl Worker {
         let filtered = node.op.take_filtered();
         let st = &node.stats;
         st.dead.fetch_add(dead.len() as u64, Relaxed);
-        st.events_out.fetch_add(out.len() as u64, Relaxed);
+        node.metrics.events_out.inc_by(out.len() as u64);
+        if self.metrics_on && !out.is_empty() {
+            node.metrics.bytes_out.inc_by(crate::metrics::batch_bytes(&out));
+        }
         st.filtered.fetch_add(filtered, Relaxed);
         if !dead.is_empty() {
             self.tell(FromWorker::Dead(dead))?;
@@ -409,13 +456,14 @@ impl Worker {
             if input > self.clock.step_input(j) {
                 // The furthest any worker got (workers hear the same source clocks).
                 self.steps[j].as_ref().expect("local").stats.watermark.fetch_max(input, Relaxed);
-                while !self.run_step(j, 0, input, |op, ctx| op.on_watermark(input, ctx))? {}
+                while !self.run_step(j, 0, input, false, |op, ctx| op.on_watermark(input, ctx))? {}
             }
             // Also when the input did not move: a step that held events back
             // may have let them go. A step holding events is not idle, or the
             // steps after it would move past them.
-            let op = &self.steps[j].as_ref().expect("local").op;
-            let (output, idle) = (op.output_watermark(input), idle && op.io_waiting() == 0);
+            let node = self.steps[j].as_ref().expect("local");
+            let (output, idle) = (node.op.output_watermark(input), idle && node.op.io_waiting() == 0);
+            node.metrics.set_watermark(output);
             self.clock.set_step(j, input, output, idle);
         }
         self.send_clocks()
@@ -443,8 +491,7 @@ impl Worker {
             self.sent[j] = Some(now);
             for stage in remote {
                 for tx in &self.downstream[&stage] {
-                    let msg = ToWorker::StepClock { step: j, from: self.index, watermark: now.0, idle: now.1 };
-                    tx.send(msg).map_err(|_| RunError::Thread("a worker downstream stopped".into()))?;
+                    self.send(tx, ToWorker::StepClock { step: j, from: self.index, watermark: now.0, idle: now.1 })?;
                 }
             }
         }

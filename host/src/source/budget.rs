@@ -44,6 +44,17 @@ impl ByteBudget {
         true
     }
 
+    /// Takes `bytes` if they fit now (or nothing else is in flight), without
+    /// waiting; false if they do not (or the budget is closed).
+    pub fn try_acquire(&self, bytes: usize) -> bool {
+        let mut s = self.lock();
+        if s.closed || (s.in_flight > 0 && s.in_flight.saturating_add(bytes) > self.capacity) {
+            return false;
+        }
+        s.in_flight += bytes;
+        true
+    }
+
     /// Gives `bytes` back (the coordinator took their message).
     pub fn release(&self, bytes: usize) {
         let mut s = self.lock();

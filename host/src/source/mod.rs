@@ -167,6 +167,8 @@ pub struct Emitter {
     /// The captured keys of the pending batch; `None` once an event of it
     /// came without one (the router then reads them all).
     routed: Option<Vec<RoutedKey>>,
+    /// Counts the time `send` waits for room (the metrics' backpressure).
+    blocked: Option<Arc<crate::runtime::NodeStats>>,
 }
 
 impl Emitter {
@@ -193,7 +195,14 @@ impl Emitter {
             budget: None,
             capture: None,
             routed: None,
+            blocked: None,
         }
+    }
+
+    /// Counts into `stats.blocked_nanos` the time it waits for room.
+    pub fn with_blocked_count(mut self, stats: Arc<crate::runtime::NodeStats>) -> Self {
+        self.blocked = Some(stats);
+        self
     }
 
     /// Reads `capture`'s key of each record in the record check's pass.
@@ -446,17 +455,37 @@ impl Emitter {
         false
     }
 
+    /// Sends `msg`, waiting for room in the channel (its bytes and its
+    /// messages); the clock is read only when it must wait.
     fn send(&mut self, msg: SourceMessage) {
+        let mut waited = Duration::ZERO;
         if let Some(budget) = &self.budget {
             // Waits while the channel holds too many bytes; the pipeline
             // thread gives them back as it takes each message.
-            if !budget.acquire(message_bytes(&msg)) {
-                self.closed = true;
-                return;
+            let bytes = message_bytes(&msg);
+            if !budget.try_acquire(bytes) {
+                let start = Instant::now();
+                let acquired = budget.acquire(bytes);
+                waited += start.elapsed();
+                if !acquired {
+                    self.closed = true;
+                    return;
+                }
             }
         }
-        if self.tx.send((self.index, msg)).is_err() {
-            self.closed = true;
+        match self.tx.try_send((self.index, msg)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.closed = true,
+            Err(crossbeam_channel::TrySendError::Full(m)) => {
+                let start = Instant::now();
+                if self.tx.send(m).is_err() {
+                    self.closed = true;
+                }
+                waited += start.elapsed();
+            }
+        }
+        if let Some(stats) = self.blocked.as_ref().filter(|_| !waited.is_zero()) {
+            stats.blocked_nanos.fetch_add(waited.as_nanos() as u64, Relaxed);
         }
     }
 }

@@ -156,6 +156,10 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// A window join: the handles of its figures in its worker (held, fired,
+    /// matched, late), given once when its worker is built.
+    fn attach_join_metrics(&mut self, _metrics: crate::metrics::JoinMetrics) {}
+
     /// Called once when all inputs are exhausted (and, for a step waiting
     /// on I/O, every answer is in); may emit what it held.
     fn close(&mut self, _ctx: &mut StepContext<'_>) -> Batch {

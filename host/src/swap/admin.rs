@@ -4,7 +4,9 @@
 //!
 //! Routes (docs/hot-swap.md): `GET /plugins`, `GET /plugins/{name}`,
 //! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
-//! component as the body, `POST /plugins/{name}/rollback`. Every error is
+//! component as the body, `POST /plugins/{name}/rollback`; `GET /metrics`
+//! (docs/metrics.md), Prometheus's text format; `GET /api/alerts`
+//! (docs/alerts.md). Every error is
 //! `{"error": "..."}`.
 
 use std::net::SocketAddr;
@@ -53,7 +55,15 @@ impl AdminServer {
     /// Binds `bind` now (so a busy port is an error at start), serves on a
     /// new thread, prints the bound address to stderr and writes it to
     /// `addr_file`.
-    pub fn start(bind: SocketAddr, token: Option<String>, addr_file: Option<PathBuf>, swapper: Arc<Swapper>) -> Result<Self, AdminError> {
+    /// `metrics`: what `GET /metrics` serves (`None`: metrics are off).
+    pub fn start(
+        bind: SocketAddr,
+        token: Option<String>,
+        addr_file: Option<PathBuf>,
+        swapper: Arc<Swapper>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        alerts: Option<crate::alerts::SharedBoard>,
+    ) -> Result<Self, AdminError> {
         let listener = std::net::TcpListener::bind(bind).map_err(|source| AdminError::Bind { bind, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { bind, source })?;
         listener.set_nonblocking(true).map_err(|e| AdminError::Start(e.to_string()))?;
@@ -62,7 +72,7 @@ impl AdminServer {
             .build()
             .map_err(|e| AdminError::Start(format!("tokio runtime: {e}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(swapper, token);
+        let app = router(swapper, token, metrics, alerts);
         std::thread::Builder::new()
             .name("admin-api".into())
             .spawn(move || {
@@ -126,8 +136,24 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn router(swapper: Arc<Swapper>, token: Option<String>) -> Router {
+fn router(swapper: Arc<Swapper>, token: Option<String>, metrics: Option<Arc<crate::metrics::Metrics>>, alerts: Option<crate::alerts::SharedBoard>) -> Router {
+    // Every rule and its state (docs/alerts.md); none without `settings.alerts`.
+    let alerts = get(move || {
+        let board = alerts.as_ref().map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default();
+        async move { axum::Json(board).into_response() }
+    });
+    let metrics = get(move || {
+        let metrics = metrics.clone();
+        async move {
+            match metrics {
+                Some(m) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render()).into_response(),
+                None => error(StatusCode::NOT_FOUND, "metrics are off (settings.metrics.enabled is false)".into()),
+            }
+        }
+    });
     Router::new()
+        .route("/metrics", metrics)
+        .route("/api/alerts", alerts)
         .route("/plugins", get(list))
         .route("/plugins/{name}", get(one))
         .route("/plugins/{name}/swap", post(swap))

@@ -1,4 +1,5 @@
-//! A client of the admin API (used by `streamhost plugin list|swap|rollback`).
+//! A client of the admin API (used by `streamhost plugin list|swap|rollback`
+//! and `streamhost top`).
 
 use std::time::Duration;
 
@@ -69,6 +70,20 @@ impl AdminClient {
         let url = format!("{}/plugins/{name}/rollback", self.base);
         let request = self.auth(self.agent.post(&url));
         self.answer(&url, request.send_empty())
+    }
+
+    /// `GET /metrics`: the text of a scrape.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let url = format!("{}/metrics", self.base);
+        let response = self.auth(self.agent.get(&url)).config().timeout_global(Some(Duration::from_secs(10))).build().call();
+        let mut response = response.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(body)
     }
 
     fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {

@@ -162,6 +162,8 @@ pub struct WindowJoin {
     max_matches: usize,
     /// The step's counters (shared with the run's summary once built).
     stats: std::sync::Arc<crate::runtime::NodeStats>,
+    /// Its figures in its worker (held, fired, matched, late), once built.
+    metrics: Option<crate::metrics::JoinMetrics>,
 }
 
 /// The merge joiner's prefix of each other input (default `INPUT.`).
@@ -265,6 +267,16 @@ impl WindowJoin {
             fired_below: Vec::new(),
             scratch: Vec::new(),
             filters: (1..cfg.inputs.len()).map(|_| KeyFilter::default()).collect(),
+            metrics: None,
+        }
+    }
+
+    /// `n` main events fired (their window closed): no longer held.
+    pub(super) fn count_fired(&self, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.fired.inc_by(n as u64);
+            // Events restored from a checkpoint were never counted as held.
+            m.held.sub((n as i64).min(m.held.get()));
         }
     }
 
@@ -425,6 +437,9 @@ impl WindowJoin {
     /// order; a main event whose join fails is dead-lettered.
     fn flush(&mut self, out: &mut Batch, ctx: &mut StepContext<'_>) {
         let mut pending = std::mem::take(&mut self.pending);
+        if let Some(m) = &self.metrics {
+            m.matched.inc_by(pending.cases.iter().filter(|(_, groups)| groups.iter().any(|g| !g.is_empty())).count() as u64);
+        }
         // What `max_matches` left out is said on the main event (a plugin
         // joiner sees it) and on every output made from it.
         let headers: Vec<Option<crate::event::Header>> = pending
@@ -556,12 +571,17 @@ impl WindowJoin {
     fn arrive_all(&mut self, input: Batch, keys: Vec<ReadKey>, ctx: &mut StepContext<'_>) -> Batch {
         let port = ctx.input;
         let mut out = Batch::default();
+        let stored_before = self.seq;
         for ((event, origin), read) in input.events.into_iter().zip(input.origins).zip(keys) {
             if let Err(e) = self.arrive(port, event, origin, read, ctx) {
                 ctx.fail(format!("step `{}`: state: {e}", self.name));
                 self.pending = Pending::default();
                 return out;
             }
+        }
+        if let Some(m) = self.metrics.as_ref().filter(|_| port == 0) {
+            // Every event stored takes a seq: the main events this batch added.
+            m.held.add((self.seq - stored_before) as i64);
         }
         // The on-match pairs of the whole batch: one joiner call.
         self.flush(&mut out, ctx);
@@ -598,6 +618,9 @@ impl WindowJoin {
                 format!("late: every window it could join closed (watermark {})", ctx.watermark)
             };
             ctx.refuse(&self.name, None, DeadKind::Late, reason, origin, event);
+            if let Some(m) = &self.metrics {
+                m.late.inc();
+            }
             return Ok(());
         }
         let seq = self.next_seq(&join_key, &origin);
@@ -835,6 +858,10 @@ impl Operator for WindowJoin {
             _ => None,
         };
         Some(std::sync::Arc::new(FieldCapture { path: path.to_vec(), merge, key_groups: self.key_groups }))
+    }
+
+    fn attach_join_metrics(&mut self, metrics: crate::metrics::JoinMetrics) {
+        self.metrics = Some(metrics);
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {

@@ -94,6 +94,7 @@ impl WindowJoin {
         })?;
         let mut out = Batch::with_capacity(due.len());
         let more = due.len() == FIRE_CHUNK;
+        self.count_fired(due.iter().filter(|(_, main)| main.is_some()).count());
         for (key, main) in &due {
             let Some(main) = main else { continue };
             let was_matched = ctx.state.get(matched, key)?.is_some();

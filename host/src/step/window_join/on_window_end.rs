@@ -32,6 +32,7 @@ impl WindowJoin {
                 false => due.len(),
             };
             let mut found = found.into_iter();
+            self.count_fired(due.iter().take(taken).flatten().count());
             for main in due.into_iter().take(taken).flatten() {
                 let matches = found.next().unwrap_or_default();
                 if self.mode == JoinMode::Left || matches.groups.iter().any(|g| !g.is_empty()) {
