@@ -541,8 +541,19 @@ impl Pipeline {
     /// transaction's records on the broker) and dead letters committed, then
     /// the record of the checkpoint, then the sinks' transactions committed
     /// and the checkpoint confirmed (see `checkpoint.rs`), then the sources'
-    /// committers told (`last`: the run's final one). Returns its id.
+    /// committers told (`last`: the run's final one). Returns its id. Its
+    /// outcome and timing go to the web page's list of checkpoints.
     fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
+        let Some(schedule) = self.checkpoints.as_ref() else { return Ok(0) };
+        let (id, folder) = (schedule.next_id, schedule.store.folder(schedule.next_id));
+        let (started, timer) = (std::time::SystemTime::now(), Instant::now());
+        let taken = self.take_checkpoint(links, clock, progress, last);
+        let error = taken.as_ref().err().map(|e| e.to_string());
+        self.live.checkpoints.record(id, started, timer.elapsed(), folder, last, error);
+        taken
+    }
+
+    fn take_checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
         let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
@@ -605,6 +616,7 @@ impl Pipeline {
                 return Err(RunError::DeadLetter { path, error });
             }
         }
+        self.live.dead_letters.record(dead);
         Ok(())
     }
 }

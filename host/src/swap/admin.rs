@@ -4,8 +4,8 @@
 //!
 //! Routes (docs/hot-swap.md): `GET /plugins`, `GET /plugins/{name}`,
 //! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
-//! component as the body, `POST /plugins/{name}/rollback`. Every error is
-//! `{"error": "..."}`.
+//! component as the body, `POST /plugins/{name}/rollback`; and the web page
+//! with its own routes (`crate::web`). Every error is `{"error": "..."}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,7 +53,13 @@ impl AdminServer {
     /// Binds `bind` now (so a busy port is an error at start), serves on a
     /// new thread, prints the bound address to stderr and writes it to
     /// `addr_file`.
-    pub fn start(bind: SocketAddr, token: Option<String>, addr_file: Option<PathBuf>, swapper: Arc<Swapper>) -> Result<Self, AdminError> {
+    pub fn start(
+        bind: SocketAddr,
+        token: Option<String>,
+        addr_file: Option<PathBuf>,
+        swapper: Arc<Swapper>,
+        live: Arc<crate::web::LiveView>,
+    ) -> Result<Self, AdminError> {
         let listener = std::net::TcpListener::bind(bind).map_err(|source| AdminError::Bind { bind, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { bind, source })?;
         listener.set_nonblocking(true).map_err(|e| AdminError::Start(e.to_string()))?;
@@ -62,7 +68,7 @@ impl AdminServer {
             .build()
             .map_err(|e| AdminError::Start(format!("tokio runtime: {e}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(swapper, token);
+        let app = router(swapper, token, live);
         std::thread::Builder::new()
             .name("admin-api".into())
             .spawn(move || {
@@ -126,8 +132,9 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn router(swapper: Arc<Swapper>, token: Option<String>) -> Router {
+fn router(swapper: Arc<Swapper>, token: Option<String>, live: Arc<crate::web::LiveView>) -> Router {
     Router::new()
+        .merge(crate::web::router(live))
         .route("/plugins", get(list))
         .route("/plugins/{name}", get(one))
         .route("/plugins/{name}/swap", post(swap))
@@ -138,9 +145,10 @@ fn router(swapper: Arc<Swapper>, token: Option<String>) -> Router {
         .with_state(swapper)
 }
 
-/// With a token configured, every request must carry it.
+/// With a token configured, every request must carry it (but the web page's
+/// assets, which hold no data).
 async fn auth(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
-    if let Some(expected) = token.as_deref() {
+    if let Some(expected) = token.as_deref().filter(|_| !crate::web::is_public(req.uri().path())) {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same(g.trim().as_bytes(), expected.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong token: send `Authorization: Bearer <token>`".into());
