@@ -66,7 +66,7 @@ fn write_pipeline(dir: &Path, plugin: &Path, token: Option<&str>) -> PathBuf {
         "name": "web-demo",
         "plugins": { "cleaner": { "path": plugin } },
         "sources": {
-            "impressions": { "type": "generator", "shape": "impression", "rate": 2000, "dirty_ratio": 0.02, "seed": 3,
+            "impressions": { "type": "generator", "shape": "impression", "rate": 2000, "dirty_ratio": 0.005, "seed": 3,
                 "event_time": { "start_ms": now_ms, "step_ms": 0.5 } },
             "clicks": { "type": "generator", "shape": "click", "rate": 200, "seed": 3,
                 "event_time": { "start_ms": now_ms, "step_ms": 5.0 } },

@@ -549,7 +549,7 @@ impl Pipeline {
         let (started, timer) = (std::time::SystemTime::now(), Instant::now());
         let taken = self.take_checkpoint(links, clock, progress, last);
         let error = taken.as_ref().err().map(|e| e.to_string());
-        self.live.checkpoints.record(id, started, timer.elapsed(), folder, last, error);
+        self.live.checkpoints.record(id, started, timer.elapsed(), &folder, last, error);
         taken
     }
 

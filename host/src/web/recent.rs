@@ -1,10 +1,13 @@
 //! The last dead letters and checkpoints, in bounded rings the coordinator
 //! feeds and the admin API reads. Dead letters are rare and checkpoints
 //! seconds apart: one short lock per batch of dead letters or per checkpoint,
-//! never per event of the hot path.
+//! never per event of the hot path. A checkpoint's size is measured when it
+//! is recorded (a walk of its folder: a few stat calls per worker, next to a
+//! checkpoint that takes tens of milliseconds), since older folders are
+//! removed as new ones complete.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -133,15 +136,10 @@ pub struct CheckpointView {
     /// The run's last checkpoint (a stop or the end of the input).
     #[serde(rename = "final")]
     pub last: bool,
-    /// Bytes of its folder (state snapshots, hard-linked files counted in
-    /// full); `None` once the folder is gone (older checkpoints are removed)
-    /// or for a failed one.
+    /// Bytes of its folder (state snapshots and record; hard-linked files
+    /// counted in full); `None` for a failed one, or a folder that was not
+    /// there.
     pub size_bytes: Option<u64>,
-    #[serde(skip)]
-    folder: PathBuf,
-    /// The size was measured (once: a complete checkpoint does not change).
-    #[serde(skip)]
-    measured: bool,
 }
 
 /// The last [`CHECKPOINTS_KEPT`] checkpoints.
@@ -152,18 +150,16 @@ pub struct CheckpointLog {
 
 impl CheckpointLog {
     /// Records checkpoint `id`, started at `started` and ended now, written to
-    /// `folder`; `error` if it failed.
-    pub fn record(&self, id: u64, started: SystemTime, took: Duration, folder: PathBuf, last: bool, error: Option<String>) {
+    /// `folder` (measured here); `error` if it failed.
+    pub fn record(&self, id: u64, started: SystemTime, took: Duration, folder: &Path, last: bool, error: Option<String>) {
         let view = CheckpointView {
             id,
             started_unix_ms: unix_ms(started),
             duration_ms: took.as_secs_f64() * 1e3,
             outcome: if error.is_none() { "ok" } else { "failed" },
-            measured: error.is_some(),
+            size_bytes: if error.is_none() { folder_bytes(folder) } else { None },
             error,
             last,
-            size_bytes: None,
-            folder,
         };
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == CHECKPOINTS_KEPT {
@@ -172,27 +168,15 @@ impl CheckpointLog {
         recent.push_back(view);
     }
 
-    /// Every checkpoint kept, newest first. Sizes are measured here, on the
-    /// reader's thread (a walk of the folder), once per checkpoint.
+    /// Every checkpoint kept, newest first.
     pub fn newest(&self) -> Vec<CheckpointView> {
-        let unmeasured: Vec<(u64, PathBuf)> = {
-            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            recent.iter().filter(|c| !c.measured).map(|c| (c.id, c.folder.clone())).collect()
-        };
-        let sizes: Vec<(u64, Option<u64>)> = unmeasured.into_iter().map(|(id, folder)| (id, folder_bytes(&folder))).collect();
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, size) in sizes {
-            if let Some(c) = recent.iter_mut().find(|c| c.id == id) {
-                c.size_bytes = size;
-                c.measured = true;
-            }
-        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().rev().cloned().collect()
     }
 }
 
 /// Bytes of the files under `dir` (`None` if it does not exist).
-fn folder_bytes(dir: &std::path::Path) -> Option<u64> {
+fn folder_bytes(dir: &Path) -> Option<u64> {
     let mut total = 0u64;
     let mut todo = vec![dir.to_path_buf()];
     std::fs::metadata(dir).ok()?;
@@ -251,22 +235,21 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_are_measured_once_and_bounded() {
+    fn checkpoints_are_measured_when_recorded_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let log = CheckpointLog::default();
         let chk = dir.path().join("chk-1");
         std::fs::create_dir_all(chk.join("state/a")).unwrap();
         std::fs::write(chk.join("meta.json"), b"12345").unwrap();
         std::fs::write(chk.join("state/a/x"), vec![0u8; 1000]).unwrap();
-        log.record(1, SystemTime::now(), Duration::from_millis(3), chk.clone(), false, None);
-        log.record(2, SystemTime::now(), Duration::from_millis(4), dir.path().join("chk-2"), false, Some("disk full".into()));
+        log.record(1, SystemTime::now(), Duration::from_millis(3), &chk, false, None);
+        log.record(2, SystemTime::now(), Duration::from_millis(4), &chk, false, Some("disk full".into()));
+        // Measured when recorded: a folder removed later keeps its size.
+        std::fs::remove_dir_all(&chk).unwrap();
         let views = log.newest();
         assert_eq!(views.iter().map(|c| (c.id, c.outcome, c.size_bytes)).collect::<Vec<_>>(), [(2, "failed", None), (1, "ok", Some(1005))]);
-        // Measured once: a folder removed later keeps its size.
-        std::fs::remove_dir_all(&chk).unwrap();
-        assert_eq!(log.newest()[1].size_bytes, Some(1005));
         for id in 3..(CHECKPOINTS_KEPT as u64 + 10) {
-            log.record(id, SystemTime::now(), Duration::ZERO, dir.path().join("none"), false, None);
+            log.record(id, SystemTime::now(), Duration::ZERO, &dir.path().join("none"), false, None);
         }
         let views = log.newest();
         assert_eq!(views.len(), CHECKPOINTS_KEPT);

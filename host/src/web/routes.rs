@@ -67,7 +67,7 @@ async fn dead_letters(State(view): State<Arc<LiveView>>, query: Result<Query<Lim
     let limit = match query {
         Ok(Query(Limit { limit })) => limit.unwrap_or(50),
         Err(e) => {
-            let message = format!("bad query (expected `limit=N`, N from 0 to {DEAD_LETTERS_KEPT}): {e}");
+            let message = format!("bad query (expected `limit=N`; the host keeps the last {DEAD_LETTERS_KEPT}): {e}");
             return (StatusCode::BAD_REQUEST, Json(ErrorBody { error: message })).into_response();
         }
     };
@@ -83,9 +83,5 @@ struct Checkpoints {
 }
 
 async fn checkpoints(State(view): State<Arc<LiveView>>) -> Response {
-    // Sizes are measured by walking folders: off the async thread.
-    match tokio::task::spawn_blocking(move || view.checkpoints.newest()).await {
-        Ok(checkpoints) => Json(Checkpoints { checkpoints }).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorBody { error: format!("checkpoints: {e}") })).into_response(),
-    }
+    Json(Checkpoints { checkpoints: view.checkpoints.newest() }).into_response()
 }

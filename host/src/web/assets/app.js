@@ -300,32 +300,53 @@ function showFigures() {
 
 // ---- the DAG -----------------------------------------------------------------
 
-const BOX_W = 210, BOX_H = 70, COL_GAP = 90, ROW_GAP = 26, PAD = 16;
+const BOX_W = 230, BOX_H = 70, COL_GAP = 90, ROW_GAP = 26, PAD = 16;
+// The slot of a waypoint of an edge that skips layers.
+const WAY_H = 14;
 
-// Layers: a source in the first, a step one after its latest input, every
-// sink in the last. Then a few barycentre sweeps order each layer so edges
-// cross less.
+// A layered layout (Sugiyama-style, small): a source in the first layer, a
+// step one after its latest input, every sink in the last. An edge that
+// skips layers gets a waypoint in each layer it crosses, so it runs beside
+// the nodes instead of under them. A few barycentre sweeps then order each
+// layer so edges cross less.
 function layout(graph) {
   const nodes = [...graph.sources, ...graph.steps, ...graph.sinks];
-  const byId = new Map(nodes.map((n) => [n.id, n]));
-  const inputs = new Map(nodes.map((n) => [n.id, []]));
-  const outputs = new Map(nodes.map((n) => [n.id, []]));
-  for (const e of graph.edges) {
-    inputs.get(e.to).push(e.from);
-    outputs.get(e.from).push(e.to);
-  }
   const layer = new Map();
+  const inputsOf = new Map(nodes.map((n) => [n.id, []]));
+  for (const e of graph.edges) inputsOf.get(e.to).push(e.from);
   for (const n of graph.sources) layer.set(n.id, 0);
   for (const n of graph.steps) {
     // Steps come in topological order: their inputs have layers already.
-    layer.set(n.id, 1 + Math.max(0, ...inputs.get(n.id).map((i) => layer.get(i) ?? 0)));
+    layer.set(n.id, 1 + Math.max(0, ...inputsOf.get(n.id).map((i) => layer.get(i) ?? 0)));
   }
   const lastStep = Math.max(0, ...graph.steps.map((n) => layer.get(n.id)));
   for (const n of graph.sinks) layer.set(n.id, lastStep + 1);
+
+  // Slots: the nodes, and the waypoints of long edges; links between slots of adjacent layers.
+  const height = new Map(nodes.map((n) => [n.id, BOX_H]));
+  const up = new Map(nodes.map((n) => [n.id, []]));
+  const down = new Map(nodes.map((n) => [n.id, []]));
+  const routes = graph.edges.map((e, k) => {
+    const chain = [e.from];
+    for (let l = layer.get(e.from) + 1; l < layer.get(e.to); l++) {
+      const id = `way:${k}:${l}`;
+      layer.set(id, l);
+      height.set(id, WAY_H);
+      up.set(id, []);
+      down.set(id, []);
+      chain.push(id);
+    }
+    chain.push(e.to);
+    for (let i = 1; i < chain.length; i++) {
+      down.get(chain[i - 1]).push(chain[i]);
+      up.get(chain[i]).push(chain[i - 1]);
+    }
+    return chain;
+  });
   const columns = [];
-  for (const n of nodes) {
-    const l = layer.get(n.id);
-    (columns[l] = columns[l] || []).push(n.id);
+  for (const id of layer.keys()) {
+    const l = layer.get(id);
+    (columns[l] = columns[l] || []).push(id);
   }
   const position = new Map();
   const index = () => columns.forEach((col) => col.forEach((id, i) => position.set(id, i)));
@@ -334,25 +355,51 @@ function layout(graph) {
     const ps = neighbours.get(id).map((n) => position.get(n));
     return ps.length ? ps.reduce((a, b) => a + b, 0) / ps.length : position.get(id);
   };
-  for (let sweep = 0; sweep < 4; sweep++) {
+  for (let sweep = 0; sweep < 6; sweep++) {
     const forward = sweep % 2 === 0;
     const order = forward ? columns.slice(1) : columns.slice(0, -1).reverse();
     for (const col of order) {
-      const keys = new Map(col.map((id) => [id, barycentre(id, forward ? inputs : outputs)]));
+      const keys = new Map(col.map((id) => [id, barycentre(id, forward ? up : down)]));
       col.sort((a, b) => keys.get(a) - keys.get(b));
       index();
     }
   }
-  const tallest = Math.max(...columns.map((c) => c.length));
-  const height = PAD * 2 + tallest * BOX_H + (tallest - 1) * ROW_GAP;
-  const width = PAD * 2 + columns.length * BOX_W + (columns.length - 1) * COL_GAP;
+  const columnHeight = (col) => col.reduce((h, id) => h + height.get(id), 0) + (col.length - 1) * ROW_GAP;
+  const tallest = Math.max(...columns.map(columnHeight));
+  const total = { width: PAD * 2 + columns.length * BOX_W + (columns.length - 1) * COL_GAP, height: PAD * 2 + tallest };
   const at = new Map();
   columns.forEach((col, l) => {
-    const colHeight = col.length * BOX_H + (col.length - 1) * ROW_GAP;
-    const top = (height - colHeight) / 2;
-    col.forEach((id, i) => at.set(id, { x: PAD + l * (BOX_W + COL_GAP), y: top + i * (BOX_H + ROW_GAP) }));
+    let y = PAD + (tallest - columnHeight(col)) / 2;
+    for (const id of col) {
+      at.set(id, { x: PAD + l * (BOX_W + COL_GAP), y, h: height.get(id) });
+      y += height.get(id) + ROW_GAP;
+    }
   });
-  return { nodes, byId, at, width, height };
+  return { nodes, at, routes, width: total.width, height: total.height };
+}
+
+// An edge's path: a curve out of its source's right side into each
+// waypoint (crossing the layer straight) and into its target's left side.
+function edgePath(chain, at) {
+  const points = [];
+  chain.forEach((id, i) => {
+    const a = at.get(id);
+    const y = a.y + a.h / 2;
+    if (i > 0) points.push([a.x, y]);
+    if (i < chain.length - 1) points.push([a.x + BOX_W, y]);
+  });
+  let d = `M ${points[0][0]} ${points[0][1]}`;
+  for (let i = 1; i < points.length; i++) {
+    const [x1, y1] = points[i - 1], [x2, y2] = points[i];
+    const last = i === points.length - 1;
+    if (i % 2 === 1) {
+      const mid = (x1 + x2) / 2;
+      d += ` C ${mid} ${y1}, ${mid} ${y2}, ${last ? x2 - 2 : x2} ${y2}`;
+    } else {
+      d += ` L ${x2} ${y2}`;
+    }
+  }
+  return d;
 }
 
 function nodeSubtitle(n) {
@@ -364,18 +411,15 @@ function nodeSubtitle(n) {
 }
 
 function drawDag(graph) {
-  const { nodes, at, width, height } = layout(graph);
+  const { nodes, at, routes, width, height } = layout(graph);
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "pipeline DAG" });
   root.append(
     svg("defs", {},
       svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
         svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow" }))));
-  for (const e of graph.edges) {
-    const a = at.get(e.from), b = at.get(e.to);
-    const x1 = a.x + BOX_W, y1 = a.y + BOX_H / 2, x2 = b.x, y2 = b.y + BOX_H / 2;
-    const mid = (x1 + x2) / 2;
+  graph.edges.forEach((e, k) => {
     const path = svg("path", {
-      d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2 - 2} ${y2}`,
+      d: edgePath(routes[k], at),
       class: "edge " + e.kind,
       "marker-end": "url(#arrow)",
       "data-from": e.from,
@@ -384,7 +428,7 @@ function drawDag(graph) {
     });
     path.append(svg("title", { text: `${e.from} → ${e.to} (${e.kind})` }));
     root.append(path);
-  }
+  });
   for (const n of nodes) {
     const { x, y } = at.get(n.id);
     const g = svg("g", { class: `node ${n.kind}${n.keyed ? " keyed" : ""}`, "data-node": n.id, transform: `translate(${x},${y})` },
