@@ -548,8 +548,12 @@ impl Pipeline {
         let (id, folder) = (schedule.next_id, schedule.store.folder(schedule.next_id));
         let (started, timer) = (std::time::SystemTime::now(), Instant::now());
         let taken = self.take_checkpoint(links, clock, progress, last);
-        let error = taken.as_ref().err().map(|e| e.to_string());
-        self.live.checkpoints.record(id, started, timer.elapsed(), &folder, last, error);
+        let took = timer.elapsed();
+        let (size, error) = match &taken {
+            Ok(_) => (crate::web::folder_bytes(&folder), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        self.live.checkpoints.record(id, started, took, size, last, error);
         taken
     }
 

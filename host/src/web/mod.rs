@@ -16,7 +16,7 @@ mod routes;
 use std::sync::Arc;
 
 pub use graph::{EdgeView, GraphView, NodeView};
-pub use recent::{CheckpointView, CheckpointLog, DeadLetterRing, DeadLetterView, CHECKPOINTS_KEPT, DEAD_LETTERS_KEPT};
+pub use recent::{folder_bytes, CheckpointLog, CheckpointView, DeadLetterRing, DeadLetterView, CHECKPOINTS_KEPT, DEAD_LETTERS_KEPT};
 pub use routes::{is_public, router};
 
 /// What the page shows of one pipeline run, shared by the coordinator (which

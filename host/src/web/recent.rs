@@ -1,10 +1,7 @@
 //! The last dead letters and checkpoints, in bounded rings the coordinator
 //! feeds and the admin API reads. Dead letters are rare and checkpoints
 //! seconds apart: one short lock per batch of dead letters or per checkpoint,
-//! never per event of the hot path. A checkpoint's size is measured when it
-//! is recorded (a walk of its folder: a few stat calls per worker, next to a
-//! checkpoint that takes tens of milliseconds), since older folders are
-//! removed as new ones complete.
+//! never per event of the hot path.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -149,15 +146,15 @@ pub struct CheckpointLog {
 }
 
 impl CheckpointLog {
-    /// Records checkpoint `id`, started at `started` and ended now, written to
-    /// `folder` (measured here); `error` if it failed.
-    pub fn record(&self, id: u64, started: SystemTime, took: Duration, folder: &Path, last: bool, error: Option<String>) {
+    /// Records checkpoint `id`, started at `started` and ended now, of
+    /// `size_bytes` ([`folder_bytes`] of its folder); `error` if it failed.
+    pub fn record(&self, id: u64, started: SystemTime, took: Duration, size_bytes: Option<u64>, last: bool, error: Option<String>) {
         let view = CheckpointView {
             id,
             started_unix_ms: unix_ms(started),
             duration_ms: took.as_secs_f64() * 1e3,
             outcome: if error.is_none() { "ok" } else { "failed" },
-            size_bytes: if error.is_none() { folder_bytes(folder) } else { None },
+            size_bytes,
             error,
             last,
         };
@@ -175,8 +172,11 @@ impl CheckpointLog {
     }
 }
 
-/// Bytes of the files under `dir` (`None` if it does not exist).
-fn folder_bytes(dir: &Path) -> Option<u64> {
+/// Bytes of the files under `dir` (`None` if it does not exist): a checkpoint's
+/// size, measured as it completes (older folders are removed as new ones
+/// complete; a walk is a few stat calls per worker, next to a checkpoint of
+/// tens of milliseconds).
+pub fn folder_bytes(dir: &Path) -> Option<u64> {
     let mut total = 0u64;
     let mut todo = vec![dir.to_path_buf()];
     std::fs::metadata(dir).ok()?;
@@ -235,25 +235,24 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_are_measured_when_recorded_and_bounded() {
+    fn folders_are_measured_and_the_checkpoints_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let log = CheckpointLog::default();
         let chk = dir.path().join("chk-1");
         std::fs::create_dir_all(chk.join("state/a")).unwrap();
         std::fs::write(chk.join("meta.json"), b"12345").unwrap();
         std::fs::write(chk.join("state/a/x"), vec![0u8; 1000]).unwrap();
-        log.record(1, SystemTime::now(), Duration::from_millis(3), &chk, false, None);
-        log.record(2, SystemTime::now(), Duration::from_millis(4), &chk, false, Some("disk full".into()));
-        // Measured when recorded: a folder removed later keeps its size.
-        std::fs::remove_dir_all(&chk).unwrap();
+        assert_eq!(folder_bytes(&chk), Some(1005));
+        assert_eq!(folder_bytes(&dir.path().join("none")), None);
+        log.record(1, SystemTime::now(), Duration::from_millis(3), folder_bytes(&chk), false, None);
+        log.record(2, SystemTime::now(), Duration::from_millis(4), None, false, Some("disk full".into()));
         let views = log.newest();
         assert_eq!(views.iter().map(|c| (c.id, c.outcome, c.size_bytes)).collect::<Vec<_>>(), [(2, "failed", None), (1, "ok", Some(1005))]);
         for id in 3..(CHECKPOINTS_KEPT as u64 + 10) {
-            log.record(id, SystemTime::now(), Duration::ZERO, &dir.path().join("none"), false, None);
+            log.record(id, SystemTime::now(), Duration::ZERO, None, false, None);
         }
         let views = log.newest();
         assert_eq!(views.len(), CHECKPOINTS_KEPT);
         assert_eq!(views[0].id, CHECKPOINTS_KEPT as u64 + 9);
-        assert_eq!(views[0].size_bytes, None, "its folder does not exist");
     }
 }
