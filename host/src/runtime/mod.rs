@@ -28,6 +28,7 @@ pub use group::{run_in_group, valid_instance, GroupPlan};
 pub use partition::{key_group, key_groups_of, worker_of, KeyGrouping, MAX_KEY_GROUPS};
 pub use stats::{NodeKind, NodeStats, PluginSummary, RunEnd, RunSummary};
 pub use stop::StopHandle;
+pub(crate) use graph::{Consumer, Graph, Producer};
 
 use crate::config::ConfigErrors;
 

@@ -6,8 +6,8 @@
 //! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
 //! component as the body, `POST /plugins/{name}/rollback`; `GET /metrics`
 //! (docs/metrics.md), Prometheus's text format; `GET /api/alerts`
-//! (docs/alerts.md). Every error is
-//! `{"error": "..."}`.
+//! (docs/alerts.md); and the web page with its own routes (`crate::web`).
+//! Every error is `{"error": "..."}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,14 +55,13 @@ impl AdminServer {
     /// Binds `bind` now (so a busy port is an error at start), serves on a
     /// new thread, prints the bound address to stderr and writes it to
     /// `addr_file`.
-    /// `metrics`: what `GET /metrics` serves (`None`: metrics are off).
+    /// `views`: what it serves besides the plugins (metrics, alerts, the page).
     pub fn start(
         bind: SocketAddr,
         token: Option<String>,
         addr_file: Option<PathBuf>,
         swapper: Arc<Swapper>,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
-        alerts: Option<crate::alerts::SharedBoard>,
+        views: AdminViews,
     ) -> Result<Self, AdminError> {
         let listener = std::net::TcpListener::bind(bind).map_err(|source| AdminError::Bind { bind, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { bind, source })?;
@@ -72,7 +71,7 @@ impl AdminServer {
             .build()
             .map_err(|e| AdminError::Start(format!("tokio runtime: {e}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(swapper, token, metrics, alerts);
+        let app = router(swapper, token, views);
         std::thread::Builder::new()
             .name("admin-api".into())
             .spawn(move || {
@@ -136,7 +135,18 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn router(swapper: Arc<Swapper>, token: Option<String>, metrics: Option<Arc<crate::metrics::Metrics>>, alerts: Option<crate::alerts::SharedBoard>) -> Router {
+/// What the admin API serves besides the plugins.
+pub struct AdminViews {
+    /// What `GET /metrics` serves (`None`: metrics are off).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The alert rules' board, `GET /api/alerts` (`None`: no rules).
+    pub alerts: Option<crate::alerts::SharedBoard>,
+    /// The web page's data.
+    pub live: Arc<crate::web::LiveView>,
+}
+
+fn router(swapper: Arc<Swapper>, token: Option<String>, views: AdminViews) -> Router {
+    let AdminViews { metrics, alerts, live } = views;
     // Every rule and its state (docs/alerts.md); none without `settings.alerts`.
     let alerts = get(move || {
         let board = alerts.as_ref().map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default();
@@ -152,6 +162,7 @@ fn router(swapper: Arc<Swapper>, token: Option<String>, metrics: Option<Arc<crat
         }
     });
     Router::new()
+        .merge(crate::web::router(live))
         .route("/metrics", metrics)
         .route("/api/alerts", alerts)
         .route("/plugins", get(list))
@@ -164,9 +175,10 @@ fn router(swapper: Arc<Swapper>, token: Option<String>, metrics: Option<Arc<crat
         .with_state(swapper)
 }
 
-/// With a token configured, every request must carry it.
+/// With a token configured, every request must carry it (but the web page's
+/// assets, which hold no data).
 async fn auth(State(token): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
-    if let Some(expected) = token.as_deref() {
+    if let Some(expected) = token.as_deref().filter(|_| !crate::web::is_public(req.uri().path())) {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same(g.trim().as_bytes(), expected.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong token: send `Authorization: Bearer <token>`".into());

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{HotSwapSettings, WorldName};
 use crate::plugin::{unix_micros, PluginError, PluginRegistry, PluginRuntime, Slot, SwapAction, Version};
-pub use admin::{remove_addr_file, AdminError, AdminServer};
+pub use admin::{remove_addr_file, AdminError, AdminServer, AdminViews};
 pub use api::{PluginList, PluginView, RollbackResponse, SwapResponse};
 pub use canary::CanaryReport;
 pub use client::{AdminClient, ClientError};
