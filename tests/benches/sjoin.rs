@@ -202,8 +202,12 @@ fn main() {
         list => list.split(',').map(str::trim).collect(),
     };
     let modes: Vec<Option<&str>> = if a.metrics.is_empty() { vec![None] } else { a.metrics.iter().map(|m| Some(m.as_str())).collect() };
-    let runs: Vec<(&str, usize, Option<&str>)> =
-        backends.iter().flat_map(|b| a.parallelism.iter().flat_map(|p| modes.iter().map(move |m| (*b, *p, *m)))).collect();
+    let mut runs: Vec<(&str, usize, Option<&str>)> = Vec::new();
+    for b in &backends {
+        for p in &a.parallelism {
+            runs.extend(modes.iter().map(|m| (*b, *p, *m)));
+        }
+    }
     // Rounds alternate the runs, so a noisy neighbour slows every backend alike.
     let runs: Vec<(&str, usize, Option<&str>)> = (0..a.rounds).flat_map(|_| runs.iter().copied()).collect();
     for (backend, parallelism, metrics) in runs {
