@@ -211,3 +211,16 @@ impl DeadLetterWriter {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DeadKind;
+
+    #[test]
+    fn every_kind_is_listed_under_the_name_dead_letters_carry() {
+        for (i, kind) in DeadKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "ALL is in declaration order (DeadCounts indexes by it)");
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+}

@@ -11,7 +11,6 @@ mod postgres_server;
 mod redis_server;
 
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -156,7 +156,11 @@ fn a_running_pipeline_reports_exact_counts_lags_dead_letters_plugins_joins_and_c
     let version = client.list().unwrap().plugins[0].current.hash[..12].to_string();
 
     // The clicks first: then none of them can be late for the impressions' watermark.
-    let s = scrape_until(&client, "the clicks", |s| s.get("streamhost_step_events_in_total", &[("step", "join")]) == Some(CLICKS as f64));
+    // (Exhausted: its end follows its batch, and then it lags by nothing.)
+    let s = scrape_until(&client, "the clicks", |s| {
+        s.get("streamhost_step_events_in_total", &[("step", "join")]) == Some(CLICKS as f64)
+            && s.get("streamhost_source_watermark_lag_seconds", &[("source", "clicks")]) == Some(0.0)
+    });
     s.check_pipeline_label("metrics-test");
     assert_eq!(s.value("streamhost_up", &[]), 1.0);
     let start = s.value("streamhost_start_time_seconds", &[]) * 1e3;

@@ -202,10 +202,20 @@ fn main() {
         list => list.split(',').map(str::trim).collect(),
     };
     let modes: Vec<Option<&str>> = if a.metrics.is_empty() { vec![None] } else { a.metrics.iter().map(|m| Some(m.as_str())).collect() };
-    let runs: Vec<(&str, usize, Option<&str>)> =
-        backends.iter().flat_map(|b| a.parallelism.iter().flat_map(|p| modes.iter().map(move |m| (*b, *p, *m)))).collect();
-    // Rounds alternate the runs, so a noisy neighbour slows every backend alike.
-    let runs: Vec<(&str, usize, Option<&str>)> = (0..a.rounds).flat_map(|_| runs.iter().copied()).collect();
+    // Rounds alternate the runs, so a noisy neighbour slows every backend alike;
+    // the metrics modes swap places every round (a run's disk writes slow the next).
+    let mut runs: Vec<(&str, usize, Option<&str>)> = Vec::new();
+    for round in 0..a.rounds {
+        for b in &backends {
+            for p in &a.parallelism {
+                let mut modes = modes.clone();
+                if round % 2 == 1 {
+                    modes.reverse();
+                }
+                runs.extend(modes.into_iter().map(|m| (*b, *p, m)));
+            }
+        }
+    }
     for (backend, parallelism, metrics) in runs {
         let mut argv: Vec<String> = std::env::args().skip(1).collect();
         for flag in ["--backend", "--parallelism", "--rounds", "--metrics"] {
@@ -639,10 +649,8 @@ fn run_backend(a: &Args) -> serde_json::Value {
                 let text = client.metrics().expect("GET /metrics");
                 assert!(text.contains("streamhost_window_join_fired_total"), "{text}");
                 scrapes += 1;
-                let next = Instant::now() + Duration::from_secs(1);
-                while Instant::now() < next && !stop.load(Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                // One wake-up a second, as a Prometheus scraping every second costs.
+                std::thread::sleep(Duration::from_secs(1));
             }
             scrapes
         })

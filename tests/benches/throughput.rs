@@ -134,9 +134,20 @@ fn pipeline(dir: &Path, step: serde_json::Value, shape: &str, n: usize, natives:
     best
 }
 
+/// This process's CPU seconds (user + system), from /proc.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// One run of `generator -> impression-cleaner -> null` at `parallelism`,
-/// metrics on (scraped every second) or off: its events/s and scrapes.
-fn metrics_run(dir: &Path, n: usize, parallelism: usize, on: bool) -> (f64, usize) {
+/// metrics on (scraped every second) or off: its events/s, CPU µs per event
+/// (the whole process: the scraper's and the admin API's work included) and scrapes.
+fn metrics_run(dir: &Path, n: usize, parallelism: usize, on: bool) -> (f64, f64, usize) {
     let path = streamhost_tests::plugin_dir("plugins/impression-cleaner");
     let mut settings = json!({"parallelism": parallelism, "metrics": {"enabled": on}});
     if on {
@@ -162,38 +173,78 @@ fn metrics_run(dir: &Path, n: usize, parallelism: usize, on: bool) -> (f64, usiz
                 let text = client.metrics().expect("GET /metrics");
                 assert!(text.contains("streamhost_step_events_in_total"), "{text}");
                 scrapes += 1;
-                let next = Instant::now() + Duration::from_secs(1);
-                while Instant::now() < next && !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                // One wake-up a second, as a Prometheus scraping every second costs.
+                std::thread::sleep(Duration::from_secs(1));
             }
             scrapes
         });
         (stop, thread)
     });
+    let cpu = process_cpu_seconds();
     let s = p.run().unwrap();
+    let cpu = process_cpu_seconds() - cpu;
     let scrapes = scraper.map_or(0, |(stop, thread)| {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         thread.join().unwrap()
     });
     assert_eq!(s.node("gen").unwrap().events_in, n as u64);
-    (n as f64 / s.elapsed.as_secs_f64(), scrapes)
+    (n as f64 / s.elapsed.as_secs_f64(), cpu * 1e6 / n as f64, scrapes)
+}
+
+/// What metrics on add per batch of the ETL path, alone, on one thread: the
+/// coordinator's byte sum and clock read for a source batch, a worker's two
+/// clock reads, histogram and busy time around the step, its byte sums in and
+/// out, the sink's byte sum. Returns ns per event (over batches of 1024).
+fn metrics_work_per_event(events: &[Event]) -> f64 {
+    let m = streamhost::metrics::Metrics::new("bench", true);
+    let (step, worker) = (m.step("clean", "0.0"), m.worker("0.0", None));
+    let batches: Vec<streamhost::event::Batch> = events
+        .chunks(BATCH)
+        .map(|c| {
+            let mut b = streamhost::event::Batch::with_capacity(c.len());
+            for e in c {
+                b.push(e.clone(), streamhost::event::Origin::new("gen", 0));
+            }
+            b
+        })
+        .collect();
+    let (mut sum, mut last) = (0u64, 0i64);
+    let start = Instant::now();
+    for b in &batches {
+        sum += streamhost::metrics::batch_bytes(b);
+        last = last.max(streamhost::source::now_ms());
+        let t = Instant::now();
+        step.bytes_in.inc_by(streamhost::metrics::batch_bytes(b));
+        let secs = t.elapsed().as_secs_f64();
+        worker.busy.inc_by(secs);
+        step.batch.observe(secs);
+        step.bytes_out.inc_by(streamhost::metrics::batch_bytes(b));
+        sum += streamhost::metrics::batch_bytes(b);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / events.len() as f64;
+    assert!(sum > 0 && last > 0 && step.bytes_in.get() > 0);
+    ns
 }
 
 /// `--metrics-ab`: metrics on against off, alternating (see the module doc).
 fn metrics_ab(args: &[String], n: usize) {
+    let sample = events(GeneratorShape::Impression, 300_000);
+    let per_event = (0..5).map(|_| metrics_work_per_event(&sample)).fold(f64::MAX, f64::min);
+    println!("the work metrics on add per batch, alone on one thread: {per_event:.2} ns per event (best of 5 over 300,000 impressions)");
     let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(5usize);
     let dir = tempfile::tempdir().unwrap();
     println!("metrics on (scraped every second) against off: generator -> rust plugin cleaner -> null, {n} events, {rounds} rounds, alternating");
     let mut rates: std::collections::BTreeMap<(usize, bool), Vec<f64>> = Default::default();
+    let mut cpus: std::collections::BTreeMap<(usize, bool), Vec<f64>> = Default::default();
     for round in 0..rounds {
         for parallelism in [1, 2] {
             // Alternate which goes first, so a warming machine favours neither.
             let order = if round % 2 == 0 { [true, false] } else { [false, true] };
             for on in order {
-                let (rate, scrapes) = metrics_run(dir.path(), n, parallelism, on);
-                println!("  round {round} p{parallelism} metrics {:<3} {rate:>12.0} events/s ({scrapes} scrapes)", if on { "on" } else { "off" });
+                let (rate, cpu, scrapes) = metrics_run(dir.path(), n, parallelism, on);
+                println!("  round {round} p{parallelism} metrics {:<3} {rate:>12.0} events/s {cpu:>7.3} us CPU/event ({scrapes} scrapes)", if on { "on" } else { "off" });
                 rates.entry((parallelism, on)).or_default().push(rate);
+                cpus.entry((parallelism, on)).or_default().push(cpu);
             }
         }
     }
@@ -205,7 +256,12 @@ fn metrics_ab(args: &[String], n: usize) {
     println!("medians:");
     for parallelism in [1, 2] {
         let (on, off) = (median(&rates[&(parallelism, true)]), median(&rates[&(parallelism, false)]));
-        println!("  p{parallelism}: on {on:.0} events/s, off {off:.0} events/s, on / off {:.3}", on / off);
+        let (cpu_on, cpu_off) = (median(&cpus[&(parallelism, true)]), median(&cpus[&(parallelism, false)]));
+        println!(
+            "  p{parallelism}: on {on:.0} events/s, off {off:.0} events/s, on / off {:.3}; CPU per event on {cpu_on:.3} us, off {cpu_off:.3} us, on / off {:.3}",
+            on / off,
+            cpu_on / cpu_off
+        );
     }
 }
 

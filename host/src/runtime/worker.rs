@@ -93,6 +93,8 @@ pub(crate) struct Worker {
 /// How often a worker samples its state's size for the metrics (also at
 /// every checkpoint): RocksDB lists its folder, Redis takes a round trip.
 const STATE_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// At checkpoints (which may come every few ms), at most this often.
+const STATE_SAMPLE_AT_CHECKPOINTS: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Worker {
     #[allow(clippy::too_many_arguments)]
@@ -314,11 +316,12 @@ impl Worker {
         crate::metrics::send_counting(tx, msg, &self.metrics.blocked).map_err(|_| RunError::Thread("a worker downstream stopped".into()))
     }
 
-    /// Samples the state's size for the metrics: every few seconds, or now
-    /// (`now`: at a checkpoint).
-    fn sample_state(&mut self, now: bool) {
+    /// Samples the state's size for the metrics: every few seconds, or at a
+    /// checkpoint (`checkpoint`) a second after the last sample at most.
+    fn sample_state(&mut self, checkpoint: bool) {
         let Some(gauges) = self.metrics.state.as_ref().filter(|_| self.metrics_on && self.stateful) else { return };
-        if !now && self.state_sampled.is_some_and(|t| t.elapsed() < STATE_SAMPLE_EVERY) {
+        let every = if checkpoint { STATE_SAMPLE_AT_CHECKPOINTS } else { STATE_SAMPLE_EVERY };
+        if self.state_sampled.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         gauges.set(&self.state.stats());
