@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod lookup;
 pub mod plugin;
 pub mod record_schema;
+pub mod replay;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -32,7 +32,7 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn client(&self) -> anyhow::Result<AdminClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<AdminClient> {
         if let Some(addr) = &self.admin {
             return Ok(AdminClient::new(addr, self.token.clone()));
         }

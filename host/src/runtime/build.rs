@@ -30,6 +30,11 @@ pub struct BuildOptions {
     pub fresh: bool,
     /// Scale-out: this process's share of a consumer group (`group.rs`).
     pub group: Option<super::group::GroupPlan>,
+    /// `streamhost test`: the sources read these samples, in their fixed
+    /// order, and the coordinator runs in lockstep (`replay/`).
+    pub replay: Option<Arc<crate::replay::Feed>>,
+    /// `streamhost test --trace`: follows matching events through the steps.
+    pub trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 use super::graph::Producer;
@@ -51,6 +56,9 @@ pub(crate) struct WorkerParts {
     pub routers: BTreeMap<usize, Box<dyn Operator>>,
     /// `None` for a stage without keyed steps.
     pub state: Option<Box<dyn StateBackend>>,
+    /// Per step (by index): where `streamhost sample` copies its output from.
+    pub taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    pub trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 pub(crate) struct SinkNode {
@@ -121,6 +129,11 @@ pub struct Pipeline {
     /// The state in Redis: each checkpoint's writes and record go there in
     /// one transaction.
     pub(crate) remote: Option<crate::state::RemoteState>,
+    /// Per source (by index): where `streamhost sample` copies its records from.
+    pub(crate) source_taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    /// A replay: every source message goes through the whole DAG before the next.
+    pub(crate) lockstep: bool,
+    pub(crate) trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 impl Pipeline {
@@ -254,7 +267,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let per_stage = c.settings.workers().min(key_groups);
     let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
     let lookups = super::lookup_plan::LookupPlan::of(p, &graph, &step_stats)?;
-    let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref() };
+    let taps = crate::replay::Taps::of(p);
+    let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref(), taps: &taps };
 
     // Every step once, to check it and take its fingerprint; the copies of
     // the workers are built the same way.
@@ -297,10 +311,14 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 (Some(plan), crate::config::SourceConfig::Kafka(k)) => Some(plan.member.committer(name, &k.topics)),
                 _ => crate::source::build_committer(name, sc)?,
             };
+            let source = match &opts.replay {
+                Some(feed) => feed.index_of(name).map(|i| feed.source(i)).ok_or_else(|| RunError::Step(format!("source `{name}` has no sample")))?,
+                None => build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone())),
+            };
             Ok(SourceNode {
                 name: name.clone(),
                 committer,
-                source: Some(build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone()))),
+                source: Some(source),
                 resume: mark,
                 factory,
                 retry: sc.common().retry_policy(),
@@ -340,7 +358,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             } else {
                 None
             };
-            workers.push(WorkerParts { stage, index, steps, routers, state });
+            let taps = graph.order.iter().map(|n| taps.point(n)).collect();
+            workers.push(WorkerParts { stage, index, steps, routers, state, taps, trace: opts.trace.clone() });
         }
     }
     let mut routers = BTreeMap::new();
@@ -368,7 +387,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         Some(a) => {
             let bind = a.bind.parse().map_err(|_| crate::swap::AdminError::Start(format!("bad address `{}`", a.bind)))?;
             let addr_file = a.addr_file.as_ref().map_or_else(|| p.base_dir.join("admin.addr"), |f| p.resolve(f));
-            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone())?)
+            Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone(), taps.clone())?)
         }
     };
 
@@ -398,6 +417,9 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         admin,
         resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
         remote,
+        source_taps: c.sources.keys().map(|n| taps.point(n)).collect(),
+        lockstep: opts.replay.is_some(),
+        trace: opts.trace.clone(),
     })
 }
 
@@ -411,6 +433,7 @@ struct StepBuilder<'a> {
     key_groups: usize,
     grouping: super::KeyGrouping,
     lookups: Option<&'a super::lookup_plan::LookupPlan>,
+    taps: &'a crate::replay::Taps,
 }
 
 impl StepBuilder<'_> {
@@ -454,7 +477,7 @@ impl StepBuilder<'_> {
                     }
                     crate::config::JoinKey::Field(_) => None,
                 };
-                Box::new(plan.step(p, self.graph, j, worker).with_key_udf(runner))
+                Box::new(plan.step(p, self.graph, j, worker).with_key_udf(runner).with_answer_tap(self.taps.answers(name)))
             }
             StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
             StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),

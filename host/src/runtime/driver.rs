@@ -183,12 +183,21 @@ impl Pipeline {
                         src.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
                         src.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
                         let keys = keys.and_then(|k| captured_for[i].map(|c| (c, k)));
+                        if let Some(tap) = &self.source_taps[i] {
+                            tap.offer(&batch);
+                        }
+                        if let Some(t) = &self.trace {
+                            t.source(&src.name, &batch);
+                        }
                         self.route_source(&mut links, i, batch, keys)?;
                     }
                     SourceMessage::Rejected(dead) => {
                         let src = &self.sources[i];
                         src.stats.events_in.fetch_add(dead.len() as u64, Relaxed);
                         src.stats.dead.fetch_add(dead.len() as u64, Relaxed);
+                        if let Some(tap) = &self.source_taps[i] {
+                            tap.offer_rejected(&dead);
+                        }
                         self.write_dead(&dead)?;
                     }
                     SourceMessage::Watermark(wm) => {
@@ -225,6 +234,11 @@ impl Pipeline {
                 }
                 if matches!(msg_kind, Kind::Data) {
                     unreported[i] = true;
+                }
+                // A replay: what this message started is finished before the
+                // next is read, so no thread's timing changes the outputs.
+                if self.lockstep {
+                    self.drain_workers(&mut links)?;
                 }
                 // A source's flush (dead letters, batch, watermark, progress)
                 // is one unit: between its data and its progress report the
@@ -511,6 +525,9 @@ impl Pipeline {
 
     fn write_sink(&mut self, i: usize, batch: &Batch) -> Result<(), RunError> {
         let s = &mut self.sinks[i];
+        if let Some(t) = &self.trace {
+            t.sink(&s.name, batch);
+        }
         s.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
         s.sink.write_batch(batch)?;
         s.stats.events_out.fetch_add(batch.len() as u64, Relaxed);
@@ -599,6 +616,9 @@ impl Pipeline {
     }
 
     fn write_dead(&mut self, dead: &[DeadLetter]) -> Result<(), RunError> {
+        if let Some(t) = &self.trace {
+            t.dead(dead);
+        }
         for d in dead {
             if let Err(error) = self.dead.write(d) {
                 let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();

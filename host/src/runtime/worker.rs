@@ -83,6 +83,10 @@ pub(crate) struct Worker {
     out: Sender<FromWorker>,
     /// Per step: the output clock last sent downstream.
     sent: Vec<Option<(i64, bool)>>,
+    /// Per step: where `streamhost sample` copies its output from.
+    taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    /// A replay's `--trace`.
+    trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 impl Worker {
@@ -135,6 +139,8 @@ impl Worker {
             downstream,
             out,
             sent: vec![None; graph.order.len()],
+            taps: parts.taps,
+            trace: parts.trace,
             graph,
         }
     }
@@ -329,6 +335,9 @@ impl Worker {
     fn process(&mut self, step: usize, port: usize, batch: Batch, keys: Option<Vec<RoutedKey>>) -> Result<(), RunError> {
         let node = self.steps[step].as_mut().ok_or_else(|| RunError::Thread(format!("step {step} is not in this worker")))?;
         node.stats.events_in.fetch_add(batch.len() as u64, Relaxed);
+        if let Some(t) = &self.trace {
+            t.step_in(&self.graph.order[step], port, &batch);
+        }
         self.run_step(step, port, self.clock.step_input(step), |op, ctx| match keys {
             Some(keys) => op.process_routed(batch, keys, ctx),
             None => op.process_batch(batch, ctx),
@@ -387,6 +396,12 @@ impl Worker {
         }
         if out.is_empty() {
             return Ok(());
+        }
+        if let Some(tap) = &self.taps[j] {
+            tap.offer(&out);
+        }
+        if let Some(t) = &self.trace {
+            t.step_out(&self.graph.order[j], &out);
         }
         let graph = self.graph.clone();
         let consumers = &graph.step_consumers[j];

@@ -167,6 +167,8 @@ pub struct Emitter {
     /// The captured keys of the pending batch; `None` once an event of it
     /// came without one (the router then reads them all).
     routed: Option<Vec<RoutedKey>>,
+    /// Called once the end has been sent (a replay's sources end in turn).
+    after_end: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Emitter {
@@ -193,7 +195,13 @@ impl Emitter {
             budget: None,
             capture: None,
             routed: None,
+            after_end: None,
         }
+    }
+
+    /// Calls `f` once the source's end has been sent.
+    pub fn after_end(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.after_end = Some(f);
     }
 
     /// Reads `capture`'s key of each record in the record check's pass.
@@ -425,6 +433,9 @@ impl Emitter {
     pub fn finish(&mut self, end: SourceEnd) {
         self.flush();
         self.send(SourceMessage::End(end));
+        if let Some(f) = self.after_end.take() {
+            f();
+        }
     }
 
     /// Hands over what is pending, then says the source will be retried.

@@ -4,8 +4,9 @@
 //!
 //! Routes (docs/hot-swap.md): `GET /plugins`, `GET /plugins/{name}`,
 //! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
-//! component as the body, `POST /plugins/{name}/rollback`. Every error is
-//! `{"error": "..."}`.
+//! component as the body, `POST /plugins/{name}/rollback`; `POST /sample`
+//! (docs/replay-tests.md: the next events of a source or a step, for
+//! `streamhost sample`). Every error is `{"error": "..."}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ impl AdminServer {
     /// Binds `bind` now (so a busy port is an error at start), serves on a
     /// new thread, prints the bound address to stderr and writes it to
     /// `addr_file`.
-    pub fn start(bind: SocketAddr, token: Option<String>, addr_file: Option<PathBuf>, swapper: Arc<Swapper>) -> Result<Self, AdminError> {
+    pub fn start(bind: SocketAddr, token: Option<String>, addr_file: Option<PathBuf>, swapper: Arc<Swapper>, taps: Arc<crate::replay::Taps>) -> Result<Self, AdminError> {
         let listener = std::net::TcpListener::bind(bind).map_err(|source| AdminError::Bind { bind, source })?;
         let addr = listener.local_addr().map_err(|source| AdminError::Bind { bind, source })?;
         listener.set_nonblocking(true).map_err(|e| AdminError::Start(e.to_string()))?;
@@ -62,7 +63,7 @@ impl AdminServer {
             .build()
             .map_err(|e| AdminError::Start(format!("tokio runtime: {e}")))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(swapper, token);
+        let app = router(swapper, token, taps);
         std::thread::Builder::new()
             .name("admin-api".into())
             .spawn(move || {
@@ -126,12 +127,13 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn router(swapper: Arc<Swapper>, token: Option<String>) -> Router {
+fn router(swapper: Arc<Swapper>, token: Option<String>, taps: Arc<crate::replay::Taps>) -> Router {
     Router::new()
         .route("/plugins", get(list))
         .route("/plugins/{name}", get(one))
         .route("/plugins/{name}/swap", post(swap))
         .route("/plugins/{name}/rollback", post(rollback))
+        .merge(sample_routes(taps))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (see docs/hot-swap.md)".into()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(Arc::new(token), auth))
@@ -208,6 +210,24 @@ async fn rollback(State(swapper): State<Arc<Swapper>>, name: Result<Path<String>
         Ok(Ok(done)) => Json(done).into_response(),
         Ok(Err(e)) => swap_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the rollback failed: {e}")),
+    }
+}
+
+/// `POST /sample`: a body of [`crate::replay::SampleRequest`]; answers when
+/// the events are taken or the request's timeout passed.
+fn sample_routes<S: Clone + Send + Sync + 'static>(taps: Arc<crate::replay::Taps>) -> Router<S> {
+    Router::new().route("/sample", post(sample)).with_state(taps)
+}
+
+async fn sample(State(taps): State<Arc<crate::replay::Taps>>, body: Result<Json<crate::replay::SampleRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"node\": NAME or null, \"events\": N, \"timeout_ms\": T}}: {e}")),
+    };
+    match tokio::task::spawn_blocking(move || taps.sample(&req)).await {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(e)) => error(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the sample failed: {e}")),
     }
 }
 

@@ -71,6 +71,23 @@ impl AdminClient {
         self.answer(&url, request.send_empty())
     }
 
+    /// Takes a sample of the running pipeline (`POST /sample`; waits until it is taken).
+    pub fn sample(&self, request: &crate::replay::SampleRequest) -> Result<crate::replay::SampleResponse, ClientError> {
+        let url = format!("{}/sample", self.base);
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })?;
+        let response = self.auth(self.agent.post(&url)).header("content-type", "application/json").send(&body[..]);
+        let mut response = response.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        // A sample may be far larger than ureq's default limit of 10 MB.
+        let text = response.body_mut().with_config().limit(1 << 30).read_to_string();
+        let text = text.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+    }
+
     fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
             Some(t) => request.header("authorization", format!("Bearer {t}")),
