@@ -112,7 +112,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         let diff = o.compare()?;
         let file = o.expected.display();
         if diff.matches() {
-            println!("ok    {} ({file}): {} lines", o.label, diff.got_lines);
+            println!("ok    {} ({file}): {}", o.label, count(diff.got_lines));
         } else {
             failed += 1;
             let absent = if o.expected.exists() { "" } else { ", the file does not exist" };
@@ -129,6 +129,11 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// "1 line", "3 lines".
+fn count(n: usize) -> String {
+    format!("{n} line{}", if n == 1 { "" } else { "s" })
+}
+
 /// Without expected files: each output's first lines.
 fn show_outputs(replay: &Replay) -> anyhow::Result<()> {
     let mut all: Vec<(String, &Path)> = replay.outputs.iter().map(|(n, p)| (format!("sink `{n}`"), p.as_path())).collect();
@@ -136,7 +141,7 @@ fn show_outputs(replay: &Replay) -> anyhow::Result<()> {
     for (label, path) in all {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        println!("{label}: {} lines", lines.len());
+        println!("{label}: {}", count(lines.len()));
         for l in lines.iter().take(SHOWN) {
             println!("  {l}");
         }

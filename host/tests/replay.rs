@@ -4,6 +4,8 @@
 //! redis-server, temporary folders.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::{free_port, Redis};
+use redis_server::{free_port, Redis};
 use common::{build, lines, streamhost, write_pipeline};
 use serde_json::{json, Value};
 use streamhost::config::WorldName;

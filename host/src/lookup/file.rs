@@ -47,10 +47,16 @@ const UNKNOWN_SHOWN: usize = 8;
 #[serde(deny_unknown_fields)]
 struct Entry {
     key: String,
-    #[serde(default)]
+    /// `Some` whenever present, `null` included (a recorded miss).
+    #[serde(default, deserialize_with = "present")]
     value: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     value_text: Option<String>,
+}
+
+/// A field that is there, whatever its value (serde's `Option` takes `null` for absent).
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<serde_json::value::RawValue>>, D::Error> {
+    Box::<serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
 /// A table loaded from a file.

@@ -69,7 +69,7 @@ impl SampleForm {
 #[serde(deny_unknown_fields)]
 struct Envelope {
     /// The value, as JSON.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::lookup::file::present")]
     value: Option<Box<serde_json::value::RawValue>>,
     /// ... or as text that is not JSON.
     #[serde(default)]
@@ -106,6 +106,10 @@ impl SampleFile {
     /// Reads `path` (in `form`). Blank lines are skipped but counted, as a
     /// file source counts them.
     pub fn read(name: &str, path: &Path, form: SampleForm) -> Result<SampleFile, String> {
+        let len = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+        if len > MAX_SAMPLE_BYTES {
+            return Err(format!("{}: {len} bytes; a sample is read into memory and may have at most {MAX_SAMPLE_BYTES}", path.display()));
+        }
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut records = Vec::new();
         for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {

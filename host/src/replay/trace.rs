@@ -53,8 +53,9 @@ impl TraceSpec {
                 None => return false,
             }
         }
-        // A number or boolean given as text still matches its JSON value's text.
-        at == &self.value || matches!((&self.value, at), (serde_json::Value::String(s), other) if !other.is_string() && other.to_string() == *s)
+        // An unquoted number or boolean also matches a string of the same text
+        // (ids are often strings); a quoted value matches strings only.
+        at == &self.value || matches!((&self.value, at), (given, serde_json::Value::String(s)) if !given.is_string() && given.to_string() == *s)
     }
 }
 
@@ -185,6 +186,7 @@ mod tests {
         assert!(!s.matches(br#"{"request_id":"abd"}"#));
         let n: TraceSpec = "$.user.id=42".parse().unwrap();
         assert!(n.matches(br#"{"user":{"id":42}}"#));
+        assert!(n.matches(br#"{"user":{"id":"42"}}"#), "an id kept as a string");
         let quoted: TraceSpec = r#"$.user.id="42""#.parse().unwrap();
         assert!(!quoted.matches(br#"{"user":{"id":42}}"#), "a quoted value is a string");
         assert!(quoted.matches(br#"{"user":{"id":"42"}}"#));

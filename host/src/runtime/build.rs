@@ -358,8 +358,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             } else {
                 None
             };
-            let taps = graph.order.iter().map(|n| taps.point(n)).collect();
-            workers.push(WorkerParts { stage, index, steps, routers, state, taps, trace: opts.trace.clone() });
+            let step_taps = graph.order.iter().map(|n| taps.point(n)).collect();
+            workers.push(WorkerParts { stage, index, steps, routers, state, taps: step_taps, trace: opts.trace.clone() });
         }
     }
     let mut routers = BTreeMap::new();
