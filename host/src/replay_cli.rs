@@ -115,8 +115,8 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             println!("ok    {} ({file}): {}", o.label, count(diff.got_lines));
         } else {
             failed += 1;
-            let absent = if o.expected.exists() { "" } else { ", the file does not exist" };
-            println!("FAIL  {} ({file}): {} ({} expected{absent}, {} got)", o.label, diff.counts(), diff.expected_lines, diff.got_lines);
+            let absent = if o.expected.exists() { "" } else { "; the expected file does not exist" };
+            println!("FAIL  {} ({file}): {} ({} expected, {} got{absent})", o.label, diff.counts(), diff.expected_lines, diff.got_lines);
             print!("{}", diff.render());
         }
     }

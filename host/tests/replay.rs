@@ -148,7 +148,9 @@ fn a_plugin_and_a_window_join_replay_pass_fail_update_and_trace() {
     let o = test(&pipeline, &["--sample", s, "--trace", "$.request_id=r1"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let out = text(&o.stdout);
-    let trace = &out[out.find("trace of $.request_id=r1:").unwrap_or_else(|| panic!("no trace in {out}"))..];
+    let start = out.find("trace of $.request_id=r1:").unwrap_or_else(|| panic!("no trace in {out}"));
+    // The trace comes before the outputs, which are shown without --expect.
+    let trace = &out[start..out.find("sink `training`:").unwrap_or(out.len())];
     let order = ["source impressions (line 1)", "-> clean from impressions", "<- clean:", "-> samples from clean", "-> samples from clicks", "<- samples:", "=> sink training"];
     let mut at = 0;
     for step in order {
@@ -191,7 +193,7 @@ fn bad_samples_and_a_missing_expected_file_are_explained() {
     // No expected files yet: everything the run wrote is extra.
     let o = test(&pipeline, &["--sample", s, "--expect", dir.path().join("none").to_str().unwrap()]);
     assert_eq!(code(&o), 1, "{}", explain(&o));
-    assert!(text(&o.stdout).contains("0 changed, 0 missing, 3 extra (0 expected, 3 got, the file does not exist)"), "{}", explain(&o));
+    assert!(text(&o.stdout).contains("0 changed, 0 missing, 3 extra (0 expected, 3 got; the expected file does not exist)"), "{}", explain(&o));
     // A bad --trace is refused before anything runs.
     let o = test(&pipeline, &["--sample", s, "--trace", "request_id"]);
     assert_eq!(code(&o), 2, "{}", explain(&o));
