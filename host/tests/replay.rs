@@ -215,6 +215,40 @@ fn a_replay_is_deterministic_where_timing_decides_lateness() {
 }
 
 #[test]
+fn a_changed_plugin_shows_in_the_replay_before_it_is_swapped_in() {
+    // The workflow of docs/replay-tests.md on a pipeline of file sources (its
+    // own files are the sample): record what the plugin does, change it (here
+    // its config), see the change as a difference of every output line.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = build("tests/plugins/hostile", WorldName::Transform);
+    let events: String = (0..5).map(|i| format!("{}\n", json!({ "do": if i == 3 { "error" } else { "ok" }, "ts": 1_700_000_000_000i64 + i, "i": i }))).collect();
+    std::fs::write(dir.path().join("events.jsonl"), events).unwrap();
+    let pipeline = |tag: &str| {
+        write_pipeline(
+            dir.path(),
+            &json!({
+                "plugins": { "h": { "path": plugin, "config": { "tag": tag } } },
+                "sources": { "events": { "type": "file", "path": "events.jsonl", "timestamp_field": "ts" } },
+                "steps": { "t": { "type": "transform", "plugin": "h", "inputs": ["events"] } },
+                "sinks": { "out": { "type": "file", "path": "out/events.jsonl", "inputs": ["t"] } }
+            }),
+        )
+    };
+    let e = dir.path().join("expected");
+    let o = test(&pipeline("v1"), &["--expect", e.to_str().unwrap(), "--update"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert!(values(&e.join("out.jsonl")).iter().all(|v| v["tag"] == "v1"));
+    assert_eq!(values(&e.join("dead-letters.jsonl"))[0]["kind"], "plugin-error");
+    assert!(!dir.path().join("out").exists(), "a replay writes nothing where the pipeline's outputs go");
+    let o = test(&pipeline("v2"), &["--expect", e.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", explain(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("FAIL  sink `out`") && out.contains("4 changed, 0 missing, 0 extra"), "{out}");
+    assert_eq!(out.matches("$.tag: expected \"v1\", got \"v2\"").count(), 4, "{out}");
+    assert!(out.contains("ok    dead letters"), "{out}");
+}
+
+#[test]
 fn bad_samples_and_a_missing_expected_file_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = join_pipeline(dir.path());
@@ -334,7 +368,7 @@ fn feed(mut stdin: std::process::ChildStdin, stop: Arc<AtomicBool>) -> std::thre
             let mut chunk = String::new();
             for _ in 0..10 {
                 let mut v = json!({ "ts": 1_700_000_000_000u64 + n * 10, "user_id": format!("u{}", n % 10), "n": n });
-                if n % 13 == 0 {
+                if n.is_multiple_of(13) {
                     v["drop"] = json!(true);
                 }
                 chunk.push_str(&v.to_string());
@@ -411,7 +445,7 @@ fn samples_of_a_running_pipeline_replay_as_it_ran() {
     let o = test(&pipeline, &["--sample", s.to_str().unwrap(), "--expect", e.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let replayed = values(&e.join("out.jsonl"));
-    let dropped = ns.iter().filter(|n| *n % 13 == 0).count();
+    let dropped = ns.iter().filter(|n| n.is_multiple_of(13)).count();
     assert_eq!(replayed.len(), 100 - dropped);
     let live = values(&dir.path().join("out.jsonl"));
     assert!(live.len() as u64 >= 100 && (live.len() as u64) < fed, "{} live of {fed} fed", live.len());

@@ -134,10 +134,13 @@ struct Copy {
     rejected: bool,
 }
 
+/// A lookup step's answer: the step, the key, the value (`None`: no such key).
+type Answered = (Arc<str>, Vec<u8>, Option<Vec<u8>>);
+
 /// The receiving end's counters and channels, shared by the points tapped.
 struct Session {
     events: Sender<Copy>,
-    answers: Sender<(Arc<str>, Vec<u8>, Option<Vec<u8>>)>,
+    answers: Sender<Answered>,
     /// Events still wanted; bytes still allowed.
     left: AtomicUsize,
     bytes_left: AtomicUsize,
@@ -356,7 +359,7 @@ fn stop(points: &[Arc<TapPoint>]) {
     }
 }
 
-fn drain_answers(rx: &Receiver<(Arc<str>, Vec<u8>, Option<Vec<u8>>)>, out: &mut Vec<SampledAnswer>) {
+fn drain_answers(rx: &Receiver<Answered>, out: &mut Vec<SampledAnswer>) {
     for (step, key, value) in rx.try_iter() {
         if out.len() < MAX_ANSWERS {
             let text = |b: Vec<u8>| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());

@@ -22,6 +22,8 @@ const MAX_LINES: usize = 2_000;
 pub struct TraceSpec {
     path: Vec<String>,
     value: serde_json::Value,
+    /// The value's JSON text (an unquoted number also matches it as a string).
+    text_value: String,
     text: String,
 }
 
@@ -38,7 +40,7 @@ impl std::str::FromStr for TraceSpec {
             return Err(bad());
         }
         let value = serde_json::from_str(value.trim()).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-        Ok(TraceSpec { path: fields.split('.').map(String::from).collect(), value, text: s.to_string() })
+        Ok(TraceSpec { path: fields.split('.').map(String::from).collect(), text_value: value.to_string(), value, text: s.to_string() })
     }
 }
 
@@ -55,7 +57,7 @@ impl TraceSpec {
         }
         // An unquoted number or boolean also matches a string of the same text
         // (ids are often strings); a quoted value matches strings only.
-        at == &self.value || matches!((&self.value, at), (given, serde_json::Value::String(s)) if !given.is_string() && given.to_string() == *s)
+        at == &self.value || matches!((&self.value, at), (given, serde_json::Value::String(s)) if !given.is_string() && self.text_value == *s)
     }
 }
 
