@@ -191,7 +191,7 @@ pub fn sample(admin: &AdminArgs, args: SampleArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !got.complete {
-        println!("warning: timed out after {} s with {} of {} events", args.timeout_s, got.events.len(), args.events);
+        println!("warning: stopped after {} s (or at the sample's size bound) with {} of {} events", args.timeout_s, got.events.len(), args.events);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -103,7 +103,8 @@ pub struct SampleResponse {
     /// Copies dropped (the buffer was full): the sample is not contiguous.
     pub dropped: u64,
     pub lookups_dropped: u64,
-    /// Whether all the events asked for were taken (else it timed out).
+    /// Whether all the events asked for were taken (else it timed out, or
+    /// ran out of room); `dropped` of them may be missing.
     pub complete: bool,
 }
 
@@ -146,6 +147,8 @@ struct Session {
     bytes_left: AtomicUsize,
     dropped: AtomicU64,
     answers_dropped: AtomicU64,
+    /// The bytes bound ended the sample before its count.
+    out_of_room: AtomicBool,
 }
 
 impl Session {
@@ -156,6 +159,7 @@ impl Session {
         }
         if self.bytes_left.fetch_update(Relaxed, Relaxed, |b| b.checked_sub(bytes)).is_err() {
             // Out of room: this sample is over.
+            self.out_of_room.store(true, Relaxed);
             self.left.store(0, Relaxed);
             return false;
         }
@@ -292,6 +296,7 @@ impl Taps {
             bytes_left: AtomicUsize::new(MAX_BYTES),
             dropped: AtomicU64::new(0),
             answers_dropped: AtomicU64::new(0),
+            out_of_room: AtomicBool::new(false),
         });
         let points: Vec<Arc<TapPoint>> = tapped.iter().map(|n| self.points[*n].0.clone()).collect();
         let answers: Vec<Arc<TapPoint>> = self.lookups.values().cloned().collect();
@@ -321,7 +326,8 @@ impl Taps {
             }
             drain_answers(&answers_rx, &mut got_answers);
         }
-        out.complete = taken >= req.events;
+        // Every place was taken (copies dropped on the way are counted apart).
+        out.complete = session.left.load(Relaxed) == 0 && !session.out_of_room.load(Relaxed);
         stop(&points);
         let settle = Instant::now() + Duration::from_millis(req.settle_ms);
         while Instant::now() < settle {
