@@ -81,6 +81,10 @@ enum Command {
         /// Keep the run's outputs in DIR (default: a temporary folder).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Ask the lookup joins' real tables (not the recorded files) and
+        /// add their answers to the sample's lookups/STEP.jsonl.
+        #[arg(long, requires = "sample")]
+        record_lookups: bool,
     },
     /// Takes a sample of a running pipeline's inputs (or of one step's
     /// output), with the answers of its lookup joins, through its admin API:
@@ -309,8 +313,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Test { pipeline, sample, expect, update, trace, out } => {
-            replay_cli::test(replay_cli::TestArgs { pipeline, sample, expect, update, trace, out })
+        Command::Test { pipeline, sample, expect, update, trace, out, record_lookups } => {
+            replay_cli::test(replay_cli::TestArgs { pipeline, sample, expect, update, trace, out, record_lookups })
         }
         Command::Sample { admin, step, events, output, timeout_s, settle_ms } => {
             replay_cli::sample(&admin, replay_cli::SampleArgs { node: step, events, output, timeout_s, settle_ms })

@@ -29,6 +29,7 @@ pub struct TestArgs {
     pub update: bool,
     pub trace: Option<String>,
     pub out: Option<PathBuf>,
+    pub record_lookups: bool,
 }
 
 fn invalid(message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
@@ -62,7 +63,10 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
-    let replay = match Replay::prepare(&p, args.sample.as_deref(), &out) {
+    if args.record_lookups && args.sample.is_none() {
+        return invalid("--record-lookups writes into the sample folder: give --sample DIR");
+    }
+    let replay = match Replay::prepare_with(&p, args.sample.as_deref(), &out, args.record_lookups) {
         Ok(r) => r,
         Err(ReplayError::Run(RunError::Config(e))) => {
             eprint!("{e}");
@@ -79,15 +83,23 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         let inputs = p.config.steps.iter().map(|(n, s): (&String, &StepConfig)| (n.clone(), s.inputs().to_vec())).collect();
         Arc::new(Tracer::new(s, inputs))
     });
-    let summary = match replay.run(tracer.clone()) {
-        Ok(s) => s,
+    let ran = match replay.run(tracer.clone()) {
+        Ok(r) => r,
         Err(RunError::Config(e)) => {
             eprint!("{e}");
             return Ok(ExitCode::from(INVALID));
         }
         Err(e) => return Err(e.into()),
     };
+    let summary = ran.summary;
     eprint!("{summary}");
+    if let (Some((answers, dropped)), Some(dir)) = (&ran.answers, &args.sample) {
+        write_answers(dir, answers)?;
+        println!("recorded {} lookup answers into {}", answers.len(), dir.join(LOOKUPS_DIR).display());
+        if *dropped > 0 {
+            println!("warning: {dropped} lookup answers were dropped (the recorder's buffer was full): record again");
+        }
+    }
     if let Some(t) = &tracer {
         print!("{}", t.report());
     }
@@ -245,10 +257,14 @@ fn write_sample(dir: &Path, got: &SampleResponse) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    // Answers by step, each key once (the last answer), added to what an
-    // earlier sample recorded.
+    write_answers(dir, &got.lookups)
+}
+
+/// Writes lookup answers as `lookups/STEP.jsonl`: each key once (its last
+/// answer), added to what was recorded before.
+fn write_answers(dir: &Path, got: &[streamhost::replay::SampledAnswer]) -> anyhow::Result<()> {
     let mut by_step: BTreeMap<&str, Vec<(String, Option<String>)>> = BTreeMap::new();
-    for a in &got.lookups {
+    for a in got {
         by_step.entry(&a.step).or_default().push((a.key.clone(), a.value.clone()));
     }
     for (step, answers) in by_step {

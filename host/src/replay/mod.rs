@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use compare::{compare, FileDiff};
 pub use feed::{Feed, SampleFile, SampleForm, VIRTUAL_EPOCH_MS};
 pub use plan::{DEAD_LETTERS, LOOKUPS_DIR};
-pub use tap::{SampleRequest, SampleResponse, SampledAnswer, SampledEvent, SampledNode, TapError, TapPoint, Taps};
+pub use tap::{AnswerRecorder, SampleRequest, SampleResponse, SampledAnswer, SampledEvent, SampledNode, TapError, TapPoint, Taps};
 pub use trace::{TraceSpec, Tracer};
 
 use crate::config::{DeadLetterConfig, LoadedPipeline, SinkConfig};
@@ -55,15 +55,30 @@ pub struct Replay {
     pub dead_letters: PathBuf,
     /// What the rewrite did that a user may not expect (sources left out...).
     pub notes: Vec<String>,
+    record_lookups: bool,
+}
+
+/// What a replay's run gives.
+pub struct Ran {
+    pub summary: RunSummary,
+    /// With `record_lookups`: the lookup joins' answers, and how many were
+    /// dropped (the recorder's buffer was full).
+    pub answers: Option<(Vec<SampledAnswer>, u64)>,
 }
 
 impl Replay {
     /// Prepares `p` to replay the samples in `sample` (without it, its file
     /// sources' own files), its outputs written under `out`.
     pub fn prepare(p: &LoadedPipeline, sample: Option<&Path>, out: &Path) -> Result<Replay, ReplayError> {
-        let r = plan::rewrite(p, sample, out)?;
+        Replay::prepare_with(p, sample, out, false)
+    }
+
+    /// [`Replay::prepare`]; with `record_lookups`, the lookup joins ask
+    /// their real tables and [`Replay::run`] returns the answers.
+    pub fn prepare_with(p: &LoadedPipeline, sample: Option<&Path>, out: &Path, record_lookups: bool) -> Result<Replay, ReplayError> {
+        let r = plan::rewrite(p, sample, out, record_lookups)?;
         let feed = Feed::new(r.samples, r.pipeline.config.settings.batch_size);
-        Ok(Replay { pipeline: r.pipeline, feed, outputs: r.outputs, dead_letters: r.dead_letters, notes: r.notes })
+        Ok(Replay { pipeline: r.pipeline, feed, outputs: r.outputs, dead_letters: r.dead_letters, notes: r.notes, record_lookups })
     }
 
     /// The samples read, by source.
@@ -72,9 +87,15 @@ impl Replay {
     }
 
     /// Runs the replay to the end of its samples.
-    pub fn run(&self, trace: Option<Arc<Tracer>>) -> Result<RunSummary, RunError> {
+    pub fn run(&self, trace: Option<Arc<Tracer>>) -> Result<Ran, RunError> {
         let opts = BuildOptions { replay: Some(self.feed.clone()), trace, ..Default::default() };
-        build_pipeline(&self.pipeline, opts)?.run()
+        let built = build_pipeline(&self.pipeline, opts)?;
+        let recorder = match self.record_lookups {
+            true => Some(built.taps().record_answers().map_err(|e| RunError::Step(e.to_string()))?),
+            false => None,
+        };
+        let summary = built.run()?;
+        Ok(Ran { summary, answers: recorder.map(tap::AnswerRecorder::finish) })
     }
 
     /// Each output (sink `name`, or the dead letters) with its capture file

@@ -40,8 +40,9 @@ fn sample_name(file: &str) -> Option<&str> {
 }
 
 /// Rewrites `p` to replay `sample` (or, without one, its file sources' own
-/// files), writing its outputs under `out`.
-pub(super) fn rewrite(p: &LoadedPipeline, sample: Option<&Path>, out: &Path) -> Result<Rewritten, ReplayError> {
+/// files), writing its outputs under `out`. `record_lookups`: its lookup
+/// joins read their real tables (their answers are recorded), not files.
+pub(super) fn rewrite(p: &LoadedPipeline, sample: Option<&Path>, out: &Path, record_lookups: bool) -> Result<Rewritten, ReplayError> {
     let c = &p.config;
     let err = ReplayError::Sample;
     let mut notes = Vec::new();
@@ -127,6 +128,10 @@ pub(super) fn rewrite(p: &LoadedPipeline, sample: Option<&Path>, out: &Path) -> 
     let mut missing = Vec::new();
     for (name, step) in config.steps.iter_mut() {
         let StepConfig::LookupJoin(l) = step else { continue };
+        if record_lookups {
+            notes.push(format!("step `{name}`: its lookups go to its real table ({}), and are recorded", l.backends.iter().map(BackendConfig::name).collect::<Vec<_>>().join(", ")));
+            continue;
+        }
         let recorded = sample.map(|d| d.join(LOOKUPS_DIR).join(format!("{name}.jsonl")));
         match recorded {
             Some(path) if path.is_file() => {

@@ -358,6 +358,60 @@ impl Taps {
     }
 }
 
+/// Lookup answers recorded while a replay runs (`streamhost test --record-lookups`).
+pub struct AnswerRecorder {
+    points: Vec<Arc<TapPoint>>,
+    session: Arc<Session>,
+    drain: Option<std::thread::JoinHandle<Vec<SampledAnswer>>>,
+}
+
+impl Taps {
+    /// Records every lookup step's answers until [`AnswerRecorder::finish`].
+    pub fn record_answers(&self) -> Result<AnswerRecorder, TapError> {
+        let Ok(_one) = self.busy.try_lock() else { return Err(TapError::Busy) };
+        let (events, _) = crossbeam_channel::bounded(1);
+        let (answers, rx) = crossbeam_channel::bounded(CHANNEL);
+        let session = Arc::new(Session {
+            events,
+            answers,
+            left: AtomicUsize::new(0),
+            bytes_left: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            answers_dropped: AtomicU64::new(0),
+            out_of_room: AtomicBool::new(false),
+        });
+        let points: Vec<Arc<TapPoint>> = self.lookups.values().cloned().collect();
+        for p in &points {
+            *p.session.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+            p.active.store(true, Relaxed);
+        }
+        // Drained as they come: a replay waits for nobody.
+        let drain = std::thread::Builder::new()
+            .name("record-lookups".into())
+            .spawn(move || {
+                let mut got = Vec::new();
+                while let Ok(a) = rx.recv() {
+                    push_answer(a, &mut got);
+                }
+                got
+            })
+            .ok();
+        Ok(AnswerRecorder { points, session, drain })
+    }
+}
+
+impl AnswerRecorder {
+    /// Stops recording: the answers, and how many were dropped.
+    pub fn finish(mut self) -> (Vec<SampledAnswer>, u64) {
+        stop(&self.points);
+        let dropped = self.session.answers_dropped.load(Relaxed);
+        // The last sender goes with the session: the drain ends.
+        let got = self.drain.take();
+        drop(self);
+        (got.and_then(|d| d.join().ok()).unwrap_or_default(), dropped)
+    }
+}
+
 fn stop(points: &[Arc<TapPoint>]) {
     for p in points {
         p.active.store(false, Relaxed);
@@ -366,11 +420,15 @@ fn stop(points: &[Arc<TapPoint>]) {
 }
 
 fn drain_answers(rx: &Receiver<Answered>, out: &mut Vec<SampledAnswer>) {
-    for (step, key, value) in rx.try_iter() {
-        if out.len() < MAX_ANSWERS {
-            let text = |b: Vec<u8>| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            out.push(SampledAnswer { step: step.to_string(), key: text(key), value: value.map(text) });
-        }
+    for a in rx.try_iter() {
+        push_answer(a, out);
+    }
+}
+
+fn push_answer((step, key, value): Answered, out: &mut Vec<SampledAnswer>) {
+    if out.len() < MAX_ANSWERS {
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        out.push(SampledAnswer { step: step.to_string(), key: text(key), value: value.map(text) });
     }
 }
 

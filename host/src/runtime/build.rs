@@ -131,6 +131,8 @@ pub struct Pipeline {
     pub(crate) remote: Option<crate::state::RemoteState>,
     /// Per source (by index): where `streamhost sample` copies its records from.
     pub(crate) source_taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    /// Every tap point (the admin API's `POST /sample`).
+    pub(crate) taps: Arc<crate::replay::Taps>,
     /// A replay: every source message goes through the whole DAG before the next.
     pub(crate) lockstep: bool,
     pub(crate) trace: Option<Arc<crate::replay::Tracer>>,
@@ -151,6 +153,11 @@ impl Pipeline {
     /// hard exit (a graceful end removes it itself).
     pub fn admin_addr_file(&self) -> Option<(PathBuf, std::net::SocketAddr)> {
         self.admin.as_ref().and_then(|a| a.addr_file().map(|f| (f.to_path_buf(), a.addr())))
+    }
+
+    /// Its tap points (`streamhost sample`; a replay records lookups through them).
+    pub fn taps(&self) -> &Arc<crate::replay::Taps> {
+        &self.taps
     }
 
     /// Stops this pipeline gracefully from any thread (see [`super::StopHandle`]).
@@ -418,6 +425,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         resumed_from: resume.as_ref().filter(|r| r.meta.id > 0).map(|r| r.meta.id),
         remote,
         source_taps: c.sources.keys().map(|n| taps.point(n)).collect(),
+        taps,
         lockstep: opts.replay.is_some(),
         trace: opts.trace.clone(),
     })
