@@ -100,6 +100,9 @@ pub struct SampleFile {
     pub path: PathBuf,
     pub form: SampleForm,
     records: Vec<Record>,
+    /// It stands for a file or stdin source: a line too long is refused as
+    /// that source refuses it.
+    pub lines: bool,
 }
 
 impl SampleFile {
@@ -123,7 +126,7 @@ impl SampleFile {
                 SampleForm::Events => envelope(raw).map_err(|e| format!("{}:{line}: {e}", path.display()))?.with_line(line),
             });
         }
-        Ok(SampleFile { name: name.to_string(), path: path.to_path_buf(), form, records })
+        Ok(SampleFile { name: name.to_string(), path: path.to_path_buf(), form, records, lines: false })
     }
 
     pub fn len(&self) -> usize {
@@ -290,6 +293,13 @@ impl Source for ReplaySource {
             for r in &file.records[turn.start..turn.end] {
                 let point = crate::runtime::ResumePoint { line: r.line, offset: r.line, ..Default::default() };
                 out.consumed(point);
+                if file.lines && r.value.len() > *max_bytes {
+                    // What the file source would have buffered of it.
+                    let buffered = &r.value[..r.value.len().min(max_bytes.saturating_add(2))];
+                    let dead = crate::source::too_large(out, buffered, r.value.len() as u64, *max_bytes, r.line);
+                    out.reject(dead);
+                    continue;
+                }
                 let virtual_time = r.time.unwrap_or(VIRTUAL_EPOCH_MS.saturating_add(r.line as i64));
                 crate::source::admit_record(out, check, *max_bytes, r.value.clone(), r.line, virtual_time, r.key.clone(), r.headers.clone());
             }
@@ -321,7 +331,7 @@ mod tests {
             .enumerate()
             .map(|(i, l)| Record { line: i as u64 + 1, value: l.as_bytes().to_vec(), key: None, time: None, headers: Vec::new() })
             .collect();
-        SampleFile { name: name.into(), path: PathBuf::new(), form: SampleForm::Records, records }
+        SampleFile { name: name.into(), path: PathBuf::new(), form: SampleForm::Records, records, lines: false }
     }
 
     fn timed() -> SourceCommon {
@@ -336,6 +346,53 @@ mod tests {
         let got: Vec<(usize, usize, usize)> = feed.turns.iter().map(|t| (t.source, t.start, t.end)).collect();
         // a:1 a:2 | b:2 b:5 | b:bad (takes 5's place) | a:10 a:3 (file order) | a:11 | b:20
         assert_eq!(got, [(0, 0, 2), (1, 0, 2), (1, 2, 3), (0, 2, 4), (0, 4, 5), (1, 3, 4)]);
+    }
+
+    /// Runs `feed`'s sources to their end: per source, its messages.
+    fn run(feed: &Arc<Feed>, n: usize) -> Vec<crate::source::SourceMessage> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let (feed, tx) = (feed.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let mut out = Emitter::new(i, &feed.files[i].name, tx, 1000, std::time::Duration::from_secs(3600));
+                    feed.source(i).run(&mut out).unwrap();
+                    out.finish(crate::source::SourceEnd::Exhausted);
+                })
+            })
+            .collect();
+        drop(tx);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        rx.into_iter().map(|(_, m)| m).collect()
+    }
+
+    #[test]
+    fn sources_send_on_their_turns_and_end_in_order() {
+        use crate::source::SourceMessage;
+        let a = sample("a", &[r#"{"t":1}"#, r#"{"t":5}"#]);
+        let mut b = sample("b", &[r#"{"t":3}"#, &format!(r#"{{"t":4,"pad":"{}"}}"#, "x".repeat(100))]);
+        b.lines = true;
+        let small = SourceCommon { max_record_bytes: Some(50), ..timed() };
+        let feed = Feed::new(vec![(a, timed()), (b, small)], 10);
+        for _ in 0..3 {
+            let got: Vec<String> = run(&feed_again(&feed), 2)
+                .into_iter()
+                .filter_map(|m| match m {
+                    SourceMessage::Batch(b, _) => Some(format!("batch {}", b.origins.iter().map(|o| format!("{}:{}", o.source, o.position)).collect::<Vec<_>>().join(","))),
+                    SourceMessage::Rejected(d) => Some(format!("rejected {}:{} {}", d[0].origin.source, d[0].origin.position, &d[0].reason[..12])),
+                    SourceMessage::End(_) => Some("end".into()),
+                    _ => None,
+                })
+                .collect();
+            // a:1 | b:3, b:4 (too long, refused as a file source refuses a line) | a:5 | a ends, then b.
+            assert_eq!(got, ["batch a:1", "rejected b:2 line of 116 ", "batch b:1", "batch a:2", "end", "end"]);
+        }
+    }
+
+    /// A feed with the same samples and turns, from its first turn.
+    fn feed_again(feed: &Arc<Feed>) -> Arc<Feed> {
+        *feed.next.lock().unwrap() = 0;
+        feed.clone()
     }
 
     #[test]

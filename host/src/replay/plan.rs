@@ -109,7 +109,9 @@ pub(super) fn rewrite(p: &LoadedPipeline, sample: Option<&Path>, out: &Path, rec
             }
         };
         let common = SourceCommon { idle_timeout_ms: None, on_error: Default::default(), retry: None, ..original.common().clone() };
-        samples.push((SampleFile::read(name, &path, form).map_err(err)?, common.clone()));
+        let mut file = SampleFile::read(name, &path, form).map_err(err)?;
+        file.lines = form == SampleForm::Records && matches!(original, SourceConfig::File(_) | SourceConfig::Stdin(_));
+        samples.push((file, common.clone()));
         config.sources.insert(name.clone(), SourceConfig::File(FileSourceConfig { path, common }));
     }
     for name in &cut {

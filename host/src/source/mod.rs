@@ -29,6 +29,7 @@ pub use budget::{message_bytes, ByteBudget};
 pub use kafka::{KafkaSourceConfig, KafkaStart, CONSUMER_DEFAULTS as KAFKA_CONSUMER_DEFAULTS};
 pub use kafka_group::{Assignment, GroupMember, RevokeHook};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
+pub(crate) use lines::too_large;
 
 /// Errors that stop a source.
 #[derive(Debug, thiserror::Error)]
