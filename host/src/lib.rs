@@ -13,6 +13,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod plugin;
 pub mod record_schema;
+pub mod replay;
 pub mod runtime;
 pub mod sink;
 pub mod source;

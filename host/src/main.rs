@@ -4,6 +4,7 @@
 
 mod plugin_cli;
 mod top_cli;
+mod replay_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -67,6 +68,62 @@ enum Command {
         /// Milliseconds between two scrapes.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
+    },
+    /// Replays sample files through a pipeline, deterministically, and
+    /// compares every sink and the dead letters with expected files
+    /// (docs/replay-tests.md). Exit 0: as expected; 1: they differ (the
+    /// difference is shown); 2: bad input.
+    Test {
+        /// The pipeline.json file.
+        pipeline: PathBuf,
+        /// The samples: NAME.jsonl (records) or NAME.events.jsonl (envelopes)
+        /// per source, or per step whose output it replaces, and
+        /// lookups/STEP.jsonl per lookup join. Default: file sources read
+        /// their own files.
+        #[arg(long, value_name = "DIR")]
+        sample: Option<PathBuf>,
+        /// The expected outputs: SINK.jsonl per sink and dead-letters.jsonl
+        /// (absent: empty). Without it the outputs are shown.
+        #[arg(long, value_name = "DIR")]
+        expect: Option<PathBuf>,
+        /// Write this run's outputs as the expected files.
+        #[arg(long, requires = "expect")]
+        update: bool,
+        /// Show the events whose field at PATH equals VALUE as they enter and
+        /// leave each step, e.g. `$.request_id=abc`.
+        #[arg(long, value_name = "PATH=VALUE")]
+        trace: Option<String>,
+        /// Keep the run's outputs in DIR (default: a temporary folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Ask the lookup joins' real tables (not the recorded files) and
+        /// add their answers to the sample's lookups/STEP.jsonl.
+        #[arg(long, requires = "sample")]
+        record_lookups: bool,
+    },
+    /// Takes a sample of a running pipeline's inputs (or of one step's
+    /// output), with the answers of its lookup joins, through its admin API:
+    /// a folder `streamhost test --sample` reads.
+    Sample {
+        #[command(flatten)]
+        admin: plugin_cli::AdminArgs,
+        /// The step whose output (or the source whose records) to take
+        /// (default: every source).
+        #[arg(long, value_name = "NAME")]
+        step: Option<String>,
+        /// Events to take, in all.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        events: usize,
+        /// The sample folder (its files for the nodes sampled are replaced;
+        /// lookup answers are added to those recorded before).
+        #[arg(short = 'o', long, value_name = "DIR")]
+        output: PathBuf,
+        /// Stop waiting after this many seconds (what was taken is written).
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+        /// Keep recording lookup answers this many ms after the last event.
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
     },
     /// Plugin tools.
     Plugin {
@@ -272,6 +329,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Top { admin, once, interval_ms } => top_cli::run(&admin.client()?, once, std::time::Duration::from_millis(interval_ms)),
+        Command::Test { pipeline, sample, expect, update, trace, out, record_lookups } => {
+            replay_cli::test(replay_cli::TestArgs { pipeline, sample, expect, update, trace, out, record_lookups })
+        }
+        Command::Sample { admin, step, events, output, timeout_s, settle_ms } => {
+            replay_cli::sample(&admin, replay_cli::SampleArgs { node: step, events, output, timeout_s, settle_ms })
+        }
         Command::Plugin { command: PluginCommand::List { admin, json } } => plugin_cli::list(&admin, json),
         Command::Plugin { command: PluginCommand::Swap { name, file, config, canary, watch, admin } } => {
             plugin_cli::swap(&admin, &name, &file, config.as_deref(), canary, watch)

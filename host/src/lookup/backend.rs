@@ -8,6 +8,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::file::{FileBackend, FileTableConfig};
 use super::postgres::{PostgresBackend, PostgresConfig};
 use super::redis::{RedisBackend, RedisConfig};
 
@@ -53,6 +54,9 @@ pub enum BackendConfig {
     Redis(RedisConfig),
     /// PostgreSQL: a parameterised query taking all of a request's keys.
     Postgres(PostgresConfig),
+    /// A file of JSON lines loaded at start: recorded answers for
+    /// `streamhost test`, or a small static table.
+    File(FileTableConfig),
 }
 
 impl BackendConfig {
@@ -61,6 +65,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Redis(r) => r.name(),
             BackendConfig::Postgres(p) => p.name(),
+            BackendConfig::File(f) => f.name(),
         }
     }
 
@@ -69,6 +74,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Redis(r) => r.check(at, err),
             BackendConfig::Postgres(p) => p.check(at, err),
+            BackendConfig::File(_) => {}
         }
     }
 
@@ -80,6 +86,15 @@ impl BackendConfig {
         Ok(match self {
             BackendConfig::Redis(r) => Arc::new(RedisBackend::lazy(r, fields)?),
             BackendConfig::Postgres(p) => Arc::new(PostgresBackend::lazy(p)),
+            BackendConfig::File(f) => Arc::new(FileBackend::load(f)?),
         })
+    }
+
+    /// Its relative paths resolved by `resolve` (against pipeline.json's folder).
+    pub fn resolved(&self, resolve: impl Fn(&std::path::Path) -> std::path::PathBuf) -> BackendConfig {
+        match self {
+            BackendConfig::File(f) => BackendConfig::File(FileTableConfig { path: resolve(&f.path) }),
+            other => other.clone(),
+        }
     }
 }

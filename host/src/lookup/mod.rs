@@ -9,13 +9,14 @@
 //! Requests run on the lookup runtime ([`service`]: one `lookup-io` thread
 //! driving tokio, the only async part of the hot path; timeouts, retries,
 //! and what happens when the table is unavailable). A table ([`table`]) is
-//! one [`backend`] (Redis: [`redis`]; PostgreSQL: [`postgres`]) or copies
+//! one [`backend`] (Redis: [`redis`]; PostgreSQL: [`postgres`]; a file: [`file`]) or copies
 //! A, B, ... behind circuit breakers ([`failover`]). Counters: [`stats`].
 
 pub mod backend;
 pub mod cache;
 pub mod client;
 pub mod failover;
+pub mod file;
 pub mod postgres;
 pub mod redis;
 pub mod service;
@@ -26,6 +27,7 @@ pub use backend::{Backend, BackendConfig, LookupError};
 pub use cache::{CacheStats, LookupCache};
 pub use client::{Answer, Ready, TableClient};
 pub use failover::{BreakerConfig, FailoverBackend};
+pub use file::{FileBackend, FileTableConfig};
 pub use postgres::{PostgresBackend, PostgresConfig};
 pub use redis::{RedisBackend, RedisConfig, RedisValues};
 pub use service::{LookupService, Reply, Request, RetryPolicy, Unavailable};

@@ -30,6 +30,11 @@ pub struct BuildOptions {
     pub fresh: bool,
     /// Scale-out: this process's share of a consumer group (`group.rs`).
     pub group: Option<super::group::GroupPlan>,
+    /// `streamhost test`: the sources read these samples, in their fixed
+    /// order, and the coordinator runs in lockstep (`replay/`).
+    pub replay: Option<Arc<crate::replay::Feed>>,
+    /// `streamhost test --trace`: follows matching events through the steps.
+    pub trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 use super::graph::Producer;
@@ -56,6 +61,9 @@ pub(crate) struct WorkerParts {
     pub metrics: crate::metrics::WorkerMetrics,
     /// Whether the figures only metrics need are collected.
     pub metrics_on: bool,
+    /// Per step (by index): where `streamhost sample` copies its output from.
+    pub taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    pub trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 pub(crate) struct SinkNode {
@@ -135,6 +143,13 @@ pub struct Pipeline {
     /// (one last evaluation, the webhook's queue drained) when the pipeline
     /// is dropped, after its threads ended.
     pub(crate) alerts: Option<crate::alerts::AlertsHandle>,
+    /// Per source (by index): where `streamhost sample` copies its records from.
+    pub(crate) source_taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    /// Every tap point (the admin API's `POST /sample`).
+    pub(crate) taps: Arc<crate::replay::Taps>,
+    /// A replay: every source message goes through the whole DAG before the next.
+    pub(crate) lockstep: bool,
+    pub(crate) trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 impl Pipeline {
@@ -162,6 +177,11 @@ impl Pipeline {
     /// Its metrics, in Prometheus's text format (what `GET /metrics` serves).
     pub fn metrics_text(&self) -> String {
         self.metrics.render()
+    }
+
+    /// Its tap points (`streamhost sample`; a replay records lookups through them).
+    pub fn taps(&self) -> &Arc<crate::replay::Taps> {
+        &self.taps
     }
 
     /// Stops this pipeline gracefully from any thread (see [`super::StopHandle`]).
@@ -279,7 +299,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
     let step_stats: Vec<Arc<NodeStats>> = graph.order.iter().map(|n| NodeStats::new(n, NodeKind::Step)).collect();
     let metrics = crate::metrics::Metrics::new(&pipeline_label(p), c.settings.metrics.enabled);
     let lookups = super::lookup_plan::LookupPlan::of(p, &graph, &step_stats)?;
-    let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref() };
+    let taps = crate::replay::Taps::of(p);
+    let builder = StepBuilder { p, graph: &graph, step_stats: &step_stats, registry: &registry, natives: &opts.natives, key_groups, grouping, lookups: lookups.as_ref(), taps: &taps };
 
     // Every step once, to check it and take its fingerprint; the copies of
     // the workers are built the same way.
@@ -322,10 +343,14 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 (Some(plan), crate::config::SourceConfig::Kafka(k)) => Some(plan.member.committer(name, &k.topics)),
                 _ => crate::source::build_committer(name, sc)?,
             };
+            let source = match &opts.replay {
+                Some(feed) => feed.index_of(name).map(|i| feed.source(i)).ok_or_else(|| RunError::Step(format!("source `{name}` has no sample")))?,
+                None => build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone())),
+            };
             Ok(SourceNode {
                 name: name.clone(),
                 committer,
-                source: Some(build_source(name, sc, resolve, mark.as_ref().map(|m| m.resume.clone()))),
+                source: Some(source),
                 resume: mark,
                 factory,
                 retry: sc.common().retry_policy(),
@@ -376,7 +401,8 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
             } else {
                 None
             };
-            workers.push(WorkerParts { stage, index, steps, routers, state, metrics: worker_metrics, metrics_on: metrics.enabled() });
+            let step_taps = graph.order.iter().map(|n| taps.point(n)).collect();
+            workers.push(WorkerParts { stage, index, steps, routers, state, metrics: worker_metrics, metrics_on: metrics.enabled(), taps: step_taps, trace: opts.trace.clone() });
         }
     }
     let mut routers = BTreeMap::new();
@@ -414,6 +440,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 metrics: metrics.enabled().then(|| metrics.clone()),
                 alerts: alerts.as_ref().map(|a| a.board.clone()),
                 live: live.clone(),
+                taps: taps.clone(),
             };
             Some(AdminServer::start(bind, a.token.clone(), Some(addr_file), swapper.clone(), views)?)
         }
@@ -450,6 +477,10 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         remote,
         metrics,
         alerts,
+        source_taps: c.sources.keys().map(|n| taps.point(n)).collect(),
+        taps,
+        lockstep: opts.replay.is_some(),
+        trace: opts.trace.clone(),
     })
 }
 
@@ -468,6 +499,7 @@ struct StepBuilder<'a> {
     key_groups: usize,
     grouping: super::KeyGrouping,
     lookups: Option<&'a super::lookup_plan::LookupPlan>,
+    taps: &'a crate::replay::Taps,
 }
 
 impl StepBuilder<'_> {
@@ -511,7 +543,7 @@ impl StepBuilder<'_> {
                     }
                     crate::config::JoinKey::Field(_) => None,
                 };
-                Box::new(plan.step(p, self.graph, j, worker).with_key_udf(runner))
+                Box::new(plan.step(p, self.graph, j, worker).with_key_udf(runner).with_answer_tap(self.taps.answers(name)))
             }
             StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
             StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),

@@ -192,6 +192,12 @@ impl Pipeline {
                             src.stats.last_emit_ms.store(crate::source::now_ms(), Relaxed);
                         }
                         let keys = keys.and_then(|k| captured_for[i].map(|c| (c, k)));
+                        if let Some(tap) = &self.source_taps[i] {
+                            tap.offer(&batch);
+                        }
+                        if let Some(t) = &self.trace {
+                            t.source(&src.name, &batch);
+                        }
                         self.route_source(&mut links, i, batch, keys)?;
                     }
                     SourceMessage::Rejected(dead) => {
@@ -202,6 +208,9 @@ impl Pipeline {
                             src.stats.bytes.fetch_add(read as u64, Relaxed);
                         }
                         src.stats.dead.fetch_add(dead.len() as u64, Relaxed);
+                        if let Some(tap) = &self.source_taps[i] {
+                            tap.offer_rejected(&dead);
+                        }
                         self.write_dead(&dead)?;
                     }
                     SourceMessage::Watermark(wm) => {
@@ -240,6 +249,11 @@ impl Pipeline {
                 }
                 if matches!(msg_kind, Kind::Data) {
                     unreported[i] = true;
+                }
+                // A replay: what this message started is finished before the
+                // next is read, so no thread's timing changes the outputs.
+                if self.lockstep {
+                    self.drain_workers(&mut links)?;
                 }
                 // A source's flush (dead letters, batch, watermark, progress)
                 // is one unit: between its data and its progress report the
@@ -529,6 +543,9 @@ impl Pipeline {
 
     fn write_sink(&mut self, i: usize, batch: &Batch) -> Result<(), RunError> {
         let s = &mut self.sinks[i];
+        if let Some(t) = &self.trace {
+            t.sink(&s.name, batch);
+        }
         s.stats.add_in(batch.len() as u64);
         s.sink.write_batch(batch)?;
         s.stats.add_out(batch.len() as u64);
@@ -649,6 +666,9 @@ impl Pipeline {
     }
 
     fn write_dead(&mut self, dead: &[DeadLetter]) -> Result<(), RunError> {
+        if let Some(t) = &self.trace {
+            t.dead(dead);
+        }
         for d in dead {
             if let Err(error) = self.dead.write(d) {
                 let path = self.dead.path().map(|p| p.display().to_string()).unwrap_or_default();

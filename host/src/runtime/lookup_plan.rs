@@ -82,8 +82,9 @@ impl LookupPlan {
             let group = format!("{}@{}", cfg.table_identity(), graph.stage[j]);
             let slot = slots.entry(group.clone()).or_insert(0);
             let (policy, breaker) = policy(cfg);
+            let backends: Vec<_> = cfg.backends.iter().map(|b| b.resolved(|path| p.resolve(path))).collect();
             let table = tables
-                .open(&group, &cfg.backends, cfg.hash_fields(), policy, breaker)
+                .open(&group, &backends, cfg.hash_fields(), policy, breaker)
                 .map_err(|e| p.errors(vec![p.error_at(&crate::config::locate::JsonPath::root().key("steps").key(name).key("backends"), e.to_string())]))?;
             let stats = Arc::new(LookupStats { table: table.clone(), step: Arc::default() });
             let _ = step_stats[j].lookup.set(stats.clone());

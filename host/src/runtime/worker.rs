@@ -88,6 +88,10 @@ pub(crate) struct Worker {
     metrics_on: bool,
     /// When the state's size was last sampled.
     state_sampled: Option<std::time::Instant>,
+    /// Per step: where `streamhost sample` copies its output from.
+    taps: Vec<Option<Arc<crate::replay::TapPoint>>>,
+    /// A replay's `--trace`.
+    trace: Option<Arc<crate::replay::Tracer>>,
 }
 
 /// How often a worker samples its state's size for the metrics (also at
@@ -146,6 +150,8 @@ impl Worker {
             downstream,
             out,
             sent: vec![None; graph.order.len()],
+            taps: parts.taps,
+            trace: parts.trace,
             graph,
             metrics: parts.metrics,
             metrics_on: parts.metrics_on,
@@ -365,6 +371,9 @@ impl Worker {
         if self.metrics_on {
             node.metrics.bytes_in.inc_by(crate::metrics::batch_bytes(&batch));
         }
+        if let Some(t) = &self.trace {
+            t.step_in(&self.graph.order[step], port, &batch);
+        }
         self.run_step(step, port, self.clock.step_input(step), true, |op, ctx| match keys {
             Some(keys) => op.process_routed(batch, keys, ctx),
             None => op.process_batch(batch, ctx),
@@ -437,6 +446,12 @@ impl Worker {
         }
         if out.is_empty() {
             return Ok(());
+        }
+        if let Some(tap) = &self.taps[j] {
+            tap.offer(&out);
+        }
+        if let Some(t) = &self.trace {
+            t.step_out(&self.graph.order[j], &out);
         }
         let graph = self.graph.clone();
         let consumers = &graph.step_consumers[j];

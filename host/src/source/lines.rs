@@ -136,7 +136,7 @@ fn skip_line(reader: &mut impl BufRead) -> io::Result<(u64, bool)> {
 
 /// The dead letter of a line longer than `max_bytes`: its length, its
 /// line, and only its first bytes.
-fn too_large(out: &Emitter, raw: &[u8], bytes: u64, max_bytes: usize, line: u64) -> DeadLetter {
+pub(crate) fn too_large(out: &Emitter, raw: &[u8], bytes: u64, max_bytes: usize, line: u64) -> DeadLetter {
     let kept = &raw[..raw.len().min(TOO_LARGE_PREFIX)];
     DeadLetter {
         kind: DeadKind::TooLarge,

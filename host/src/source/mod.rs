@@ -29,6 +29,7 @@ pub use budget::{message_bytes, ByteBudget};
 pub use kafka::{KafkaSourceConfig, KafkaStart, CONSUMER_DEFAULTS as KAFKA_CONSUMER_DEFAULTS};
 pub use kafka_group::{Assignment, GroupMember, RevokeHook};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
+pub(crate) use lines::too_large;
 
 /// Errors that stop a source.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,8 @@ pub struct Emitter {
     routed: Option<Vec<RoutedKey>>,
     /// Counts the time `send` waits for room (the metrics' backpressure).
     blocked: Option<Arc<crate::runtime::NodeStats>>,
+    /// Called once the end has been sent (a replay's sources end in turn).
+    after_end: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Emitter {
@@ -196,6 +199,7 @@ impl Emitter {
             capture: None,
             routed: None,
             blocked: None,
+            after_end: None,
         }
     }
 
@@ -203,6 +207,11 @@ impl Emitter {
     pub fn with_blocked_count(mut self, stats: Arc<crate::runtime::NodeStats>) -> Self {
         self.blocked = Some(stats);
         self
+    }
+
+    /// Calls `f` once the source's end has been sent.
+    pub fn after_end(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.after_end = Some(f);
     }
 
     /// Reads `capture`'s key of each record in the record check's pass.
@@ -434,6 +443,9 @@ impl Emitter {
     pub fn finish(&mut self, end: SourceEnd) {
         self.flush();
         self.send(SourceMessage::End(end));
+        if let Some(f) = self.after_end.take() {
+            f();
+        }
     }
 
     /// Hands over what is pending, then says the source will be retried.

@@ -6,8 +6,9 @@
 //! `POST /plugins/{name}/swap[?canary=true&config=<JSON>]` with the
 //! component as the body, `POST /plugins/{name}/rollback`; `GET /metrics`
 //! (docs/metrics.md), Prometheus's text format; `GET /api/alerts`
-//! (docs/alerts.md); and the web page with its own routes (`crate::web`).
-//! Every error is `{"error": "..."}`.
+//! (docs/alerts.md); `POST /sample` (docs/replay-tests.md: the next events of
+//! a source or a step, for `streamhost sample`); and the web page with its own
+//! routes (`crate::web`). Every error is `{"error": "..."}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -143,10 +144,12 @@ pub struct AdminViews {
     pub alerts: Option<crate::alerts::SharedBoard>,
     /// The web page's data.
     pub live: Arc<crate::web::LiveView>,
+    /// The tap points `POST /sample` copies from.
+    pub taps: Arc<crate::replay::Taps>,
 }
 
 fn router(swapper: Arc<Swapper>, token: Option<String>, views: AdminViews) -> Router {
-    let AdminViews { metrics, alerts, live } = views;
+    let AdminViews { metrics, alerts, live, taps } = views;
     // Every rule and its state (docs/alerts.md); none without `settings.alerts`.
     let alerts = get(move || {
         let board = alerts.as_ref().map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default();
@@ -169,6 +172,7 @@ fn router(swapper: Arc<Swapper>, token: Option<String>, views: AdminViews) -> Ro
         .route("/plugins/{name}", get(one))
         .route("/plugins/{name}/swap", post(swap))
         .route("/plugins/{name}/rollback", post(rollback))
+        .merge(sample_routes(taps))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint (see docs/hot-swap.md)".into()) })
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(middleware::from_fn_with_state(Arc::new(token), auth))
@@ -246,6 +250,24 @@ async fn rollback(State(swapper): State<Arc<Swapper>>, name: Result<Path<String>
         Ok(Ok(done)) => Json(done).into_response(),
         Ok(Err(e)) => swap_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the rollback failed: {e}")),
+    }
+}
+
+/// `POST /sample`: a body of [`crate::replay::SampleRequest`]; answers when
+/// the events are taken or the request's timeout passed.
+fn sample_routes<S: Clone + Send + Sync + 'static>(taps: Arc<crate::replay::Taps>) -> Router<S> {
+    Router::new().route("/sample", post(sample)).with_state(taps)
+}
+
+async fn sample(State(taps): State<Arc<crate::replay::Taps>>, body: Result<Json<crate::replay::SampleRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"node\": NAME or null, \"events\": N, \"timeout_ms\": T}}: {e}")),
+    };
+    match tokio::task::spawn_blocking(move || taps.sample(&req)).await {
+        Ok(Ok(done)) => Json(done).into_response(),
+        Ok(Err(e)) => error(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the sample failed: {e}")),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct AdminClient {
     agent: ureq::Agent,
 }
 
+/// ureq's default limit on a body read whole.
+const DEFAULT_LIMIT: u64 = 10 << 20;
+
 impl AdminClient {
     /// `addr` is `HOST:PORT` or `http://HOST:PORT`.
     pub fn new(addr: &str, token: Option<String>) -> Self {
@@ -76,14 +79,30 @@ impl AdminClient {
     pub fn metrics(&self) -> Result<String, ClientError> {
         let url = format!("{}/metrics", self.base);
         let response = self.auth(self.agent.get(&url)).config().timeout_global(Some(Duration::from_secs(10))).build().call();
-        let mut response = response.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        Self::text(&url, response, DEFAULT_LIMIT)
+    }
+
+    /// Takes a sample of the running pipeline (`POST /sample`; waits until it is taken).
+    pub fn sample(&self, request: &crate::replay::SampleRequest) -> Result<crate::replay::SampleResponse, ClientError> {
+        let url = format!("{}/sample", self.base);
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })?;
+        let response = self.auth(self.agent.post(&url)).header("content-type", "application/json").send(&body[..]);
+        // A sample may be far larger than ureq's default limit of 10 MB.
+        let text = Self::text(&url, response, 1 << 30)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+    }
+
+    /// The body of a 2xx answer (at most `limit` bytes), or the API's error.
+    fn text(url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>, limit: u64) -> Result<String, ClientError> {
+        let mut response = response.map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
+        let text = response.body_mut().with_config().limit(limit).read_to_string();
+        let text = text.map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
             return Err(ClientError::Api { status, message });
         }
-        Ok(body)
+        Ok(text)
     }
 
     fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -94,17 +113,8 @@ impl AdminClient {
     }
 
     fn answer<T: DeserializeOwned>(&self, url: &str, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
-        let mut response = response.map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| ClientError::Transport { url: url.into(), message: e.to_string() })?;
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ErrorBody>(&body).map(|b| b.error).unwrap_or(body);
-            return Err(ClientError::Api { status, message });
-        }
-        serde_json::from_str(&body).map_err(|e| ClientError::Decode { url: url.into(), message: e.to_string() })
+        let text = Self::text(url, response, DEFAULT_LIMIT)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode { url: url.into(), message: e.to_string() })
     }
 }
 

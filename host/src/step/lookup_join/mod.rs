@@ -104,6 +104,8 @@ pub struct LookupJoin {
     max_in_flight: usize,
     stats: Arc<LookupStats>,
     filtered: u64,
+    /// Where `streamhost sample` records the answers (key, value) from.
+    answer_tap: Option<Arc<crate::replay::TapPoint>>,
 }
 
 impl LookupJoin {
@@ -135,7 +137,14 @@ impl LookupJoin {
             max_in_flight: cfg.max_in_flight.max(1),
             stats,
             filtered: 0,
+            answer_tap: None,
         }
+    }
+
+    /// Records this step's answers while a sample is taken.
+    pub fn with_answer_tap(mut self, tap: Option<Arc<crate::replay::TapPoint>>) -> Self {
+        self.answer_tap = tap;
+        self
     }
 
     /// Gives a UDF key its runner.
@@ -219,6 +228,7 @@ impl LookupJoin {
         let now = Instant::now();
         let (mut found, mut missing, mut unavailable, mut filtered) = (0, 0, 0, 0);
         let (name, policy, table) = (&self.name, self.policy, &self.stats.table.name);
+        let tap = self.answer_tap.as_deref().filter(|t| t.active());
         for r in ready {
             let Some(first) = self.waiting.front().map(|w| w.id) else { break };
             let Some(w) = self.waiting.get_mut((r.batch - first) as usize) else { continue };
@@ -229,6 +239,9 @@ impl LookupJoin {
                 w.left -= 1;
                 self.held -= 1;
                 let cells = &r.cells[n * columns..(n + 1) * columns];
+                if let Some(tap) = tap {
+                    record_answer(tap, &self.key, &self.template, &event, &cells[0]);
+                }
                 let (value, why) = match &cells[0] {
                     Answer::Found(v) => {
                         found += 1;
@@ -285,6 +298,19 @@ impl LookupJoin {
             self.client().stash(next, if out.is_empty() { Vec::new() } else { handed_on });
         }
         out
+    }
+}
+
+/// Hands `tap` the table's answer for `event`'s key (its key read again:
+/// keys are not kept; only while a sample is taken).
+fn record_answer(tap: &crate::replay::TapPoint, key: &KeySpec, template: &KeyTemplate, event: &Event, answer: &Answer) {
+    let value = match answer {
+        Answer::Found(v) => Some(v.to_vec()),
+        Answer::Missing => None,
+        Answer::Unavailable(_) => return,
+    };
+    if let Ok(k) = key.read(event, None, WHAT) {
+        tap.offer_answer(template.apply(&k), value);
     }
 }
 
