@@ -2,6 +2,7 @@
 //! hot-swap verbs (plugin list|swap|rollback) that talk to a running
 //! pipeline's admin API.
 
+mod authoring_cli;
 mod plugin_cli;
 
 use std::io::IsTerminal;
@@ -62,6 +63,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Creates a plugin folder (Rust, Python or Go) that builds and tests anywhere: plugin.toml, one function, a native unit test, a sample, the SDK.
+    New(authoring_cli::NewArgs),
+    /// Runs a plugin on sample input (JSON lines) in the sandbox: outputs, errors, cost per event; exit 1 on a trap.
+    Test(authoring_cli::TestArgs),
     /// Builds a plugin source folder (Rust, Python or Go, with a plugin.toml) into a component.
     Build {
         /// The plugin folder.
@@ -256,6 +261,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{summary}");
             Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Plugin { command: PluginCommand::New(args) } => authoring_cli::new(&args),
+        Command::Plugin { command: PluginCommand::Test(args) } => authoring_cli::test(&args),
         Command::Plugin { command: PluginCommand::List { admin, json } } => plugin_cli::list(&admin, json),
         Command::Plugin { command: PluginCommand::Swap { name, file, config, canary, watch, admin } } => {
             plugin_cli::swap(&admin, &name, &file, config.as_deref(), canary, watch)

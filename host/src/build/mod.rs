@@ -9,11 +9,15 @@
 //! world = "transform"           # or "udf", "joiner"
 //! ```
 //! and the language is recognised by `Cargo.toml`, `go.mod` or `app.py`.
+//! A folder made by `streamhost plugin new` (`scaffold`) also holds the SDK
+//! and contract in `.streamhost/` (`vendor`), refreshed by every build.
 
 mod componentize;
 mod go;
 mod python;
 mod rust;
+pub mod scaffold;
+pub mod vendor;
 
 use std::path::{Path, PathBuf};
 
@@ -148,6 +152,13 @@ pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Bu
     // on a couple of cores, and two builds must not write one output.
     static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A folder made by `plugin new` builds against this binary's SDK.
+    if vendor::has_vendored_sdk(dir) {
+        let changed = vendor::vendor_sdk(dir, language)?;
+        if changed > 0 {
+            tracing::info!(plugin = %manifest.name, files = changed, "refreshed the vendored SDK in {}", vendor::VENDOR_DIR);
+        }
+    }
     let stamp_path = output.with_extension("stamp");
     let fingerprint = (language == Language::Python).then(|| fingerprint(dir, &manifest, language));
     if !force && output.is_file() {

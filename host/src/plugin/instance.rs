@@ -208,6 +208,7 @@ impl<B: WorldBindings> Supervisor<B> {
         let started = Instant::now();
         let result = f(&live.bindings, &mut live.store);
         PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        stats.peak_memory_bytes.fetch_max(live.store.data().limiter.bytes as u64, std::sync::atomic::Ordering::Relaxed);
         stats.mark_first_call();
         let settled = settle(&self.plugin, &mut live.store, result);
         if settled.is_err() {

@@ -95,6 +95,9 @@ pub struct PluginStats {
     /// the Unix epoch (0: none yet). After a hot swap this is when the new
     /// version processed its first batch.
     pub first_call_unix_us: AtomicU64,
+    /// The largest linear memory (all memories of an instance) any instance
+    /// had after a call, in bytes.
+    pub peak_memory_bytes: AtomicU64,
 }
 
 /// A plain copy of [`PluginStats`].
@@ -112,6 +115,7 @@ pub struct PluginStatsSnapshot {
     pub rebuilds: u64,
     pub busy_nanos: u64,
     pub first_call_unix_us: u64,
+    pub peak_memory_bytes: u64,
 }
 
 impl PluginStatsSnapshot {
@@ -138,6 +142,7 @@ impl PluginStats {
             rebuilds: get(&self.rebuilds),
             busy_nanos: get(&self.busy_nanos),
             first_call_unix_us: get(&self.first_call_unix_us),
+            peak_memory_bytes: get(&self.peak_memory_bytes),
         }
     }
 

@@ -72,11 +72,14 @@ pub(crate) struct MemoryLimiter {
     max_bytes: usize,
     /// Set when a growth was refused; cleared by [`MemoryLimiter::take_hit`].
     hit: bool,
+    /// Linear memory of the instance, all its memories together (they
+    /// only grow): what `PluginStats::peak_memory_bytes` reports.
+    pub(crate) bytes: usize,
 }
 
 impl MemoryLimiter {
     fn new(max_bytes: usize) -> Self {
-        MemoryLimiter { max_bytes, hit: false }
+        MemoryLimiter { max_bytes, hit: false, bytes: 0 }
     }
 
     /// Whether the limit was hit since the last call.
@@ -86,14 +89,19 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
             // An error (not `Ok(false)`) traps at once: a guest allocator that
             // would handle a failed grow gracefully still cannot go past it.
             wasmtime::bail!("memory limit of {} MiB exceeded (wanted {} MiB)", self.max_bytes >> 20, desired >> 20);
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let allowed = maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            // Called for a memory's creation too (from 0).
+            self.bytes = self.bytes.saturating_add(desired.saturating_sub(current));
+        }
+        Ok(allowed)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
