@@ -268,7 +268,7 @@ folder; every `streamhost plugin build` refreshes it from the binary that runs i
 
 // ---------------------------------------------------------------- Rust ----
 
-const RUST_CARGO_TOML: &str = r#"[package]
+const RUST_CARGO_TOML: &str = r##"[package]
 name = "__NAME__"
 version = "0.1.0"
 edition = "2021"
@@ -285,9 +285,9 @@ serde_json = "1"
 
 # A crate of its own, even inside another workspace's folder.
 [workspace]
-"#;
+"##;
 
-const RUST_TRANSFORM: &str = r#"//! __NAME__: a streamhost `transform` plugin.
+const RUST_TRANSFORM: &str = r##"//! __NAME__: a streamhost `transform` plugin.
 //!
 //! `tag` is an ordinary function, called once per input event: it returns the
 //! event to pass on, `None` to drop it, or an error that dead-letters that
@@ -336,9 +336,9 @@ mod tests {
         assert_eq!(out[2].as_ref().unwrap().len(), 1);
     }
 }
-"#;
+"##;
 
-const RUST_UDF: &str = r#"//! __NAME__: a streamhost `udf` plugin: scalar functions a pipeline step
+const RUST_UDF: &str = r##"//! __NAME__: a streamhost `udf` plugin: scalar functions a pipeline step
 //! calls by name. Their signatures come from the Rust types (`i64` is int,
 //! `f64` float, `String` str, `Option<T>` nullable).
 
@@ -378,9 +378,9 @@ mod tests {
         assert!(out[1].is_err());
     }
 }
-"#;
+"##;
 
-const RUST_JOINER: &str = r#"//! __NAME__: a streamhost `joiner` plugin, the output of a `window-join`
+const RUST_JOINER: &str = r##"//! __NAME__: a streamhost `joiner` plugin, the output of a `window-join`
 //! step: called with a main event and the events of each other input that
 //! matched it within the window.
 
@@ -426,11 +426,11 @@ mod tests {
         assert_eq!(out[2].as_ref().unwrap_err(), "expected a JSON object");
     }
 }
-"#;
+"##;
 
 // -------------------------------------------------------------- Python ----
 
-const PY_TRANSFORM: &str = r#""""__NAME__: a streamhost ``transform`` plugin.
+const PY_TRANSFORM: &str = r##""""__NAME__: a streamhost ``transform`` plugin.
 
 ``tag`` is an ordinary function; ``Plugin.process_event`` is called once per
 input event and returns the event to pass on, None to drop it, or raises to
@@ -456,9 +456,9 @@ class Plugin(streamhost.Transform):
         if record is None:
             return None
         return event.set_json(record)
-"#;
+"##;
 
-const PY_TEST_PREAMBLE: &str = r#""""Native unit test: ``python3 -m unittest`` in this folder."""
+const PY_TEST_PREAMBLE: &str = r##""""Native unit test: ``python3 -m unittest`` in this folder."""
 
 import os
 import sys
@@ -469,9 +469,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".st
 
 import streamhost  # noqa: E402
 
-"#;
+"##;
 
-const PY_TRANSFORM_TEST: &str = r#"from app import Plugin, tag  # noqa: E402
+const PY_TRANSFORM_TEST: &str = r##"from app import Plugin, tag  # noqa: E402
 
 
 class TagTest(unittest.TestCase):
@@ -490,9 +490,9 @@ class TagTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
-"#;
+"##;
 
-const PY_UDF: &str = r#""""__NAME__: a streamhost ``udf`` plugin: scalar functions a pipeline step
+const PY_UDF: &str = r##""""__NAME__: a streamhost ``udf`` plugin: scalar functions a pipeline step
 calls by name. Their signatures come from the type hints (``int``,
 ``float``, ``str``, ``bytes``, ``bool``, ``Optional[...]`` for nullable).
 """
@@ -512,9 +512,9 @@ class Plugin(streamhost.Udf):
         if impressions == 0:
             return None
         return clicks / impressions
-"#;
+"##;
 
-const PY_UDF_TEST: &str = r#"from app import Plugin  # noqa: E402
+const PY_UDF_TEST: &str = r##"from app import Plugin  # noqa: E402
 
 
 class CtrTest(unittest.TestCase):
@@ -529,9 +529,9 @@ class CtrTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
-"#;
+"##;
 
-const PY_JOINER: &str = r#""""__NAME__: a streamhost ``joiner`` plugin, the output of a ``window-join``
+const PY_JOINER: &str = r##""""__NAME__: a streamhost ``joiner`` plugin, the output of a ``window-join``
 step: called with a main event and the events of each other input that
 matched it within the window.
 """
@@ -548,9 +548,9 @@ class Plugin(streamhost.Joiner):
             raise streamhost.PluginError("expected a JSON object")
         record["matches"] = {name: len(events) for name, events in matches.items()}
         return main.with_json(record)
-"#;
+"##;
 
-const PY_JOINER_TEST: &str = r#"from app import Plugin  # noqa: E402
+const PY_JOINER_TEST: &str = r##"from app import Plugin  # noqa: E402
 
 
 class JoinTest(unittest.TestCase):
@@ -566,11 +566,11 @@ class JoinTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
-"#;
+"##;
 
 // ------------------------------------------------------------------ Go ----
 
-const GO_MOD: &str = r#"module __NAME__
+const GO_MOD: &str = r##"module __NAME__
 
 go 1.24
 
@@ -578,9 +578,9 @@ require streamhost.dev/sdk v0.0.0
 
 // The SDK of the streamhost binary that created (and builds) this folder.
 replace streamhost.dev/sdk => ./.streamhost/sdk/go
-"#;
+"##;
 
-const GO_TRANSFORM: &str = r#"// __NAME__: a streamhost transform plugin. tag is called once per input
+const GO_TRANSFORM: &str = r##"// __NAME__: a streamhost transform plugin. tag is called once per input
 // event: it returns the events to pass on (none drops it), or an error that
 // dead-letters that event alone.
 package main
@@ -622,9 +622,9 @@ func tag(e sdk.Event) ([]sdk.Event, error) {
 	e.Value = value
 	return []sdk.Event{e}, nil
 }
-"#;
+"##;
 
-const GO_TRANSFORM_TEST: &str = r#"package main
+const GO_TRANSFORM_TEST: &str = r##"package main
 
 import (
 	"encoding/json"
@@ -653,9 +653,9 @@ func TestTag(t *testing.T) {
 		t.Fatalf("not an object: %v", err)
 	}
 }
-"#;
+"##;
 
-const GO_UDF: &str = r#"// __NAME__: a streamhost udf plugin: scalar functions a pipeline step calls
+const GO_UDF: &str = r##"// __NAME__: a streamhost udf plugin: scalar functions a pipeline step calls
 // by name, registered with their parameter and result types.
 package main
 
@@ -689,9 +689,9 @@ func ctr(args []sdk.Scalar) (sdk.Scalar, error) {
 	}
 	return sdk.FloatValue(float64(clicks) / float64(impressions)), nil
 }
-"#;
+"##;
 
-const GO_UDF_TEST: &str = r#"package main
+const GO_UDF_TEST: &str = r##"package main
 
 import (
 	"testing"
@@ -711,7 +711,7 @@ func TestCtr(t *testing.T) {
 		t.Fatalf("ctr(-1, 5): %v", err)
 	}
 }
-"#;
+"##;
 
 #[cfg(test)]
 mod tests {

@@ -85,7 +85,7 @@ pub fn parse(text: &str, world: WorldName, records: &RecordOptions, inputs: Opti
             let mut names: Vec<String> = inputs.map(<[String]>::to_vec).unwrap_or_default();
             let mut parsed = Vec::new();
             for (n, line) in lines {
-                let groups = case_line(line).map_err(|m| bad(n, m))?;
+                let (main, groups) = case_line(line).map_err(|m| bad(n, m))?;
                 for (input, _) in &groups {
                     if !names.contains(input) {
                         if inputs.is_some() {
@@ -94,10 +94,10 @@ pub fn parse(text: &str, world: WorldName, records: &RecordOptions, inputs: Opti
                         names.push(input.clone());
                     }
                 }
-                parsed.push((n, groups));
+                parsed.push((n, main, groups));
             }
             let mut cases = Vec::with_capacity(parsed.len());
-            for (n, (main, groups)) in parsed {
+            for (n, main, groups) in parsed {
                 let main = event(main.get(), &check, records).map_err(|m| bad(n, format!("main: {m}")))?;
                 let mut matches = vec![Vec::new(); names.len()];
                 for (input, records_of) in groups {
