@@ -139,6 +139,16 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return invalid(format!("{}: {e}", args.sample.display())),
         }
     };
+    let records = RecordOptions { timestamp_field: args.timestamp_field.clone(), key_field: args.key_field.clone(), default_timestamp: 0 };
+    // A folder's world is known before its build: check the sample first,
+    // so a bad line is reported in a second, not after minutes of build.
+    if args.dir.is_dir() {
+        if let Ok(manifest) = streamhost::build::read_manifest(&args.dir) {
+            if let Err(e) = trial::parse_sample(&sample, manifest.world, &records, args.inputs.as_deref()) {
+                return invalid(e.to_string());
+            }
+        }
+    }
     let (name, wasm, world) = if args.dir.is_dir() {
         match streamhost::build::build_plugin(&args.dir, None, args.force) {
             Ok(b) => (b.manifest.name, b.output, Some(b.manifest.world)),
@@ -157,7 +167,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             batch_timeout_ms: args.batch_timeout_ms.unwrap_or(defaults.batch_timeout_ms),
             ..defaults
         },
-        records: RecordOptions { timestamp_field: args.timestamp_field.clone(), key_field: args.key_field.clone(), default_timestamp: 0 },
+        records,
         function: args.function.clone(),
         inputs: args.inputs.clone(),
     };

@@ -205,6 +205,11 @@ fn fingerprint(dir: &Path, manifest: &PluginManifest, language: Language) -> Str
             let path = entry.path();
             if path.is_dir() {
                 walk(root, &path, h);
+            } else if is_sample_or_doc(&name) {
+                // Samples for `plugin test` and docs: componentize-py bundles
+                // what the app imports, so editing them must not cost a
+                // rebuild (and a recompile) of the component.
+                continue;
             } else if let Ok(bytes) = std::fs::read(&path) {
                 h.update(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().as_bytes());
                 h.update((bytes.len() as u64).to_le_bytes());
@@ -225,6 +230,11 @@ fn fingerprint(dir: &Path, manifest: &PluginManifest, language: Language) -> Str
     }
     walk(dir, dir, &mut h);
     hex::encode(h.finalize())
+}
+
+/// Files of a plugin folder no build reads: JSON-lines samples and Markdown.
+fn is_sample_or_doc(name: &str) -> bool {
+    name.ends_with(".jsonl") || name.ends_with(".md")
 }
 
 /// Runs a command, capturing its output into a `ToolFailed` error on failure.
@@ -252,4 +262,25 @@ pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Python component is rebuilt when a module changes, not when a
+    /// sample or a doc does.
+    #[test]
+    fn samples_and_docs_do_not_change_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = PluginManifest { name: "p".into(), world: WorldName::Transform };
+        std::fs::write(dir.path().join("app.py"), "x = 1\n").unwrap();
+        std::fs::write(dir.path().join("sample.jsonl"), "{}\n").unwrap();
+        let before = fingerprint(dir.path(), &manifest, Language::Python);
+        std::fs::write(dir.path().join("sample.jsonl"), "{\"a\":1}\n").unwrap();
+        std::fs::write(dir.path().join("README.md"), "# p\n").unwrap();
+        assert_eq!(fingerprint(dir.path(), &manifest, Language::Python), before);
+        std::fs::write(dir.path().join("app.py"), "x = 2\n").unwrap();
+        assert_ne!(fingerprint(dir.path(), &manifest, Language::Python), before);
+    }
 }

@@ -239,7 +239,7 @@ The code is in `{source}`; change it, keep the test next to it in step.
 ## Next steps
 
 ```sh
-{test}                                   # the native unit test (no WebAssembly involved)
+{test:<46} # the native unit test (no WebAssembly involved)
 streamhost plugin build .                      # the component: target/streamhost/__NAME__.wasm
 streamhost plugin test . --sample sample.jsonl # runs it in the sandbox: outputs, errors, cost per event
 ```
