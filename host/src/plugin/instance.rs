@@ -115,6 +115,7 @@ fn arm(plugin: &LoadedPlugin, store: &mut Store<StoreState>) {
     let state = store.data_mut();
     state.call_deadline = Instant::now() + Duration::from_millis(plugin.limits().batch_timeout_ms);
     state.take_budget_exceeded();
+    state.last_error_log = None;
 }
 
 /// The result of one call, as a [`Failure`] if it trapped or if it waited
@@ -271,7 +272,11 @@ fn classify(plugin: &LoadedPlugin, error: &wasmtime::Error, store: &mut Store<St
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => timeout(plugin),
-        Some(trap) => Failure::new(FailureKind::Trap, format!("the plugin trapped: {}", describe_trap(*trap))),
+        Some(trap) => {
+            // What the plugin said last before dying (a Rust panic's message).
+            let logged = store.data_mut().last_error_log.take().map_or(String::new(), |m| format!("; it logged: {m}"));
+            Failure::new(FailureKind::Trap, format!("the plugin trapped: {}{logged}", describe_trap(*trap)))
+        }
         None => Failure::new(FailureKind::Trap, format!("the plugin call failed: {}", error.root_cause())),
     }
 }
