@@ -88,6 +88,10 @@ pub struct TestArgs {
     /// The time budget of one call in ms (`limits.batch_timeout_ms`).
     #[arg(long)]
     batch_timeout_ms: Option<u64>,
+    /// Also count the fuel each event uses (about one unit per wasm
+    /// instruction: a cost independent of the machine; slows the calls).
+    #[arg(long)]
+    fuel: bool,
     /// Print JSON lines (one per input, then a summary) instead of text.
     #[arg(long)]
     json: bool,
@@ -171,8 +175,13 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         function: args.function.clone(),
         inputs: args.inputs.clone(),
     };
-    let runtime = streamhost::plugin::PluginRuntime::new(streamhost::plugin::RuntimeOptions::default())
-        .context("starting the plugin runtime")?;
+    let options = streamhost::plugin::RuntimeOptions::default();
+    let runtime = if args.fuel {
+        streamhost::plugin::PluginRuntime::metering_fuel(options)
+    } else {
+        streamhost::plugin::PluginRuntime::new(options)
+    }
+    .context("starting the plugin runtime")?;
     let trial = match trial::run(&runtime, &name, &wasm, &sample, world, &opts) {
         Ok(t) => t,
         Err(e) => return invalid(e.to_string()),

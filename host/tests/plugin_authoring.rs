@@ -53,7 +53,26 @@ fn new_plugin(root: &Path, name: &str, lang: &str, world: &str) -> PathBuf {
     let dir = root.join(name);
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
     assert!(!cargo.contains("../"), "the crate must not point outside its folder:\n{cargo}");
+    // Nothing in the folder names this repository: it builds anywhere.
+    let repo = common::repo_root().canonicalize().unwrap();
+    for file in files_under(&dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(repo.to_str().unwrap()), "{} names the repository", file.display());
+    }
     dir
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// The shared cargo target dir of the Rust plugins of these tests.
@@ -132,6 +151,18 @@ fn rust_plugins_from_an_empty_folder() {
     let (out, lines, summary) = trial(&tagger, "sample.jsonl", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_transform_sample("rs-tagger", &lines, &summary);
+    assert_eq!(summary["fuel"], Value::Null, "no fuel counted unless asked");
+    // --fuel: instructions per event, the same on every run (a cost measure
+    // free of timing noise).
+    let fuel_of = || {
+        let (out, lines, summary) = trial(&tagger, "sample.jsonl", &["--fuel"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_transform_sample("rs-tagger", &lines, &summary);
+        summary["fuel"].as_u64().unwrap_or_else(|| panic!("{summary}"))
+    };
+    let fuel = fuel_of();
+    assert!(fuel > 1000, "parsing and writing JSON takes thousands of instructions: {fuel}");
+    assert_eq!(fuel_of(), fuel);
 
     // A joiner, sharing the target dir (the std for wasm is built once).
     let joiner = new_plugin(root.path(), "rs-joiner", "rust", "joiner");

@@ -112,6 +112,10 @@ pub(crate) fn udf_functions(plugin: &LoadedPlugin, live: &mut Live<Udf>) -> Resu
 /// the call deadline bounds guest timers (host code, see `timers`).
 fn arm(plugin: &LoadedPlugin, store: &mut Store<StoreState>) {
     store.set_epoch_deadline(plugin.deadline_ticks());
+    if plugin.fuel {
+        // Cannot fail: the engine consumes fuel.
+        let _ = store.set_fuel(super::engine::FUEL_PER_CALL);
+    }
     let state = store.data_mut();
     state.call_deadline = Instant::now() + Duration::from_millis(plugin.limits().batch_timeout_ms);
     state.take_budget_exceeded();
@@ -210,6 +214,10 @@ impl<B: WorldBindings> Supervisor<B> {
         let result = f(&live.bindings, &mut live.store);
         PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
         stats.peak_memory_bytes.fetch_max(live.store.data().limiter.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.plugin.fuel {
+            let left = live.store.get_fuel().unwrap_or(super::engine::FUEL_PER_CALL);
+            PluginStats::add(&stats.fuel_consumed, super::engine::FUEL_PER_CALL.saturating_sub(left));
+        }
         stats.mark_first_call();
         let settled = settle(&self.plugin, &mut live.store, result);
         if settled.is_err() {

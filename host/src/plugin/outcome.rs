@@ -98,6 +98,9 @@ pub struct PluginStats {
     /// The largest linear memory (all memories of an instance) any instance
     /// had after a call, in bytes.
     pub peak_memory_bytes: AtomicU64,
+    /// Fuel the calls used (about one unit per wasm instruction); 0 unless
+    /// the runtime meters fuel (`PluginRuntime::metering_fuel`).
+    pub fuel_consumed: AtomicU64,
 }
 
 /// A plain copy of [`PluginStats`].
@@ -116,6 +119,7 @@ pub struct PluginStatsSnapshot {
     pub busy_nanos: u64,
     pub first_call_unix_us: u64,
     pub peak_memory_bytes: u64,
+    pub fuel_consumed: u64,
 }
 
 impl PluginStatsSnapshot {
@@ -143,6 +147,7 @@ impl PluginStats {
             busy_nanos: get(&self.busy_nanos),
             first_call_unix_us: get(&self.first_call_unix_us),
             peak_memory_bytes: get(&self.peak_memory_bytes),
+            fuel_consumed: get(&self.fuel_consumed),
         }
     }
 

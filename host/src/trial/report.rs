@@ -34,6 +34,8 @@ pub struct Summary {
     /// Linear memory of the largest instance after a call.
     pub peak_memory_bytes: u64,
     pub rebuilds: u64,
+    /// Fuel the calls used, when the runtime meters it (`--fuel`).
+    pub fuel: Option<u64>,
     pub load_ms: f64,
     pub artifact: &'static str,
 }
@@ -53,6 +55,7 @@ impl Summary {
             wall_ns: trial.wall.as_nanos() as u64,
             peak_memory_bytes: 0,
             rebuilds: 0,
+            fuel: None,
             load_ms: trial.plugin.load_time().as_secs_f64() * 1e3,
             artifact: match trial.plugin.timings().artifact {
                 ArtifactSource::Compiled => "compiled",
@@ -75,6 +78,7 @@ impl Summary {
         s.busy_ns = stats.busy_nanos;
         s.peak_memory_bytes = stats.peak_memory_bytes;
         s.rebuilds = stats.rebuilds;
+        s.fuel = trial.plugin.meters_fuel().then_some(stats.fuel_consumed);
         s
     }
 
@@ -141,6 +145,13 @@ pub fn render_text(trial: &Trial) -> String {
         bytes(s.peak_memory_bytes),
         plural(s.rebuilds as usize, "instance rebuild"),
     );
+    if let Some(fuel) = s.fuel {
+        let _ = writeln!(
+            out,
+            "fuel per event: {} ({fuel} in all; about one unit per wasm instruction; metering slows the calls down)",
+            fuel / s.inputs.max(1) as u64
+        );
+    }
     out
 }
 
@@ -166,6 +177,7 @@ pub fn render_json(trial: &Trial) -> String {
         "busy_ns": s.busy_ns, "busy_ns_per_event": s.busy_ns_per_event(),
         "wall_ns": s.wall_ns, "wall_ns_per_event": s.wall_ns_per_event(),
         "peak_memory_bytes": s.peak_memory_bytes, "instance_rebuilds": s.rebuilds,
+        "fuel": s.fuel, "fuel_per_event": s.fuel.map(|f| f / s.inputs.max(1) as u64),
         "load_ms": s.load_ms, "artifact": s.artifact,
     }});
     out.push_str(&summary.to_string());
