@@ -122,7 +122,7 @@ fn assert_costs(summary: &Value, inputs: u64) {
     assert!(summary["busy_ns"].as_u64().unwrap() > 0, "{summary}");
     assert!(summary["busy_ns_per_event"].as_u64().unwrap() > 0, "{summary}");
     let memory = summary["peak_memory_bytes"].as_u64().unwrap();
-    assert!(memory >= 64 << 10 && memory <= 256 << 20, "a wasm instance has at least a page and at most its limit: {summary}");
+    assert!((64 << 10..=256 << 20).contains(&memory), "a wasm instance has at least a page and at most its limit: {summary}");
 }
 
 /// The transform every language's template implements, on its sample.jsonl.
