@@ -282,6 +282,25 @@ fn go_plugins_from_an_empty_folder() {
     assert!(out.status.success(), "{}", text(&out));
     assert_transform_sample("go-tagger", &lines, &summary);
 
+    // The folder, as it is, in a pipeline run from elsewhere.
+    let pipeline = common::write_pipeline(
+        root.path(),
+        &json!({
+            "plugins": {"go-tagger": {"path": "go-tagger", "world": "transform"}},
+            "sources": {"raw": {"type": "file", "path": "go-tagger/sample.jsonl"}},
+            "steps": {"tagged": {"type": "transform", "plugin": "go-tagger", "inputs": ["raw"]}},
+            "sinks": {"out": {"type": "file", "path": "out.jsonl", "inputs": ["tagged"]}},
+            "dead_letter": {"type": "file", "path": "dead.jsonl"}
+        }),
+    );
+    let out = timed("streamhost run (go-tagger)", streamhost(root.path()).arg("run").arg(&pipeline));
+    assert!(out.status.success(), "{}", text(&out));
+    let got: Vec<Value> = common::lines(&root.path().join("out.jsonl")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got, vec![json!({"user_id": "u1", "item_id": "i1", "processed_by": "go-tagger"})]);
+    let dead = common::lines(&root.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains("expected a JSON object"), "{dead:?}");
+
     let udf = new_plugin(root.path(), "go-ctr", "go", "udf");
     ok("go test (go-ctr)", &mut go_test(&udf));
     build(&udf);
