@@ -21,6 +21,7 @@ pub mod state;
 pub mod step;
 pub mod swap;
 pub mod web;
+pub mod trial;
 
 /// The allocator the `streamhost` binary runs with (`#[global_allocator]` in
 /// `main.rs`; the benchmarks use it too, so they measure what users run).

@@ -1,7 +1,8 @@
-//! The `streamhost` command: run, validate, schema, plugin build, and the
-//! verbs that talk to a running pipeline's admin API: hot swap (plugin
-//! list|swap|rollback) and `top`.
+//! The `streamhost` command: run, validate, schema, test (replays of samples),
+//! plugin new|build|test, and the verbs that talk to a running pipeline's
+//! admin API: hot swap (plugin list|swap|rollback), `top` and `sample`.
 
+mod authoring_cli;
 mod plugin_cli;
 mod top_cli;
 mod replay_cli;
@@ -134,6 +135,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Creates a plugin folder (Rust, Python or Go) that builds and tests anywhere: plugin.toml, one function, a native unit test, a sample, the SDK.
+    New(authoring_cli::NewArgs),
+    /// Runs a plugin on sample input (JSON lines) in the sandbox: outputs, errors, cost per event; exit 1 on a trap.
+    Test(authoring_cli::TestArgs),
     /// Builds a plugin source folder (Rust, Python or Go, with a plugin.toml) into a component.
     Build {
         /// The plugin folder.
@@ -335,6 +340,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sample { admin, step, events, output, timeout_s, settle_ms } => {
             replay_cli::sample(&admin, replay_cli::SampleArgs { node: step, events, output, timeout_s, settle_ms })
         }
+        Command::Plugin { command: PluginCommand::New(args) } => authoring_cli::new(&args),
+        Command::Plugin { command: PluginCommand::Test(args) } => authoring_cli::test(&args),
         Command::Plugin { command: PluginCommand::List { admin, json } } => plugin_cli::list(&admin, json),
         Command::Plugin { command: PluginCommand::Swap { name, file, config, canary, watch, admin } } => {
             plugin_cli::swap(&admin, &name, &file, config.as_deref(), canary, watch)

@@ -5,5 +5,6 @@ go 1.24
 require streamhost.dev/sdk v0.0.0
 
 // The SDK is resolved from this repository (builds are offline). A plugin
-// outside the repository points this at its checkout of streamhost's sdk/go.
+// outside the repository gets it vendored by `streamhost plugin new --lang go`
+// (./.streamhost/sdk/go; see docs/plugin-authoring.md).
 replace streamhost.dev/sdk => ../../sdk/go

@@ -9,11 +9,15 @@
 //! world = "transform"           # or "udf", "joiner"
 //! ```
 //! and the language is recognised by `Cargo.toml`, `go.mod` or `app.py`.
+//! A folder made by `streamhost plugin new` (`scaffold`) also holds the SDK
+//! and contract in `.streamhost/` (`vendor`), refreshed by every build.
 
 mod componentize;
 mod go;
 mod python;
 mod rust;
+pub mod scaffold;
+pub mod vendor;
 
 use std::path::{Path, PathBuf};
 
@@ -148,6 +152,13 @@ pub fn build_plugin(dir: &Path, output: Option<&Path>, force: bool) -> Result<Bu
     // on a couple of cores, and two builds must not write one output.
     static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A folder made by `plugin new` builds against this binary's SDK.
+    if vendor::has_vendored_sdk(dir) {
+        let changed = vendor::vendor_sdk(dir, language)?;
+        if changed > 0 {
+            tracing::info!(plugin = %manifest.name, files = changed, "refreshed the vendored SDK in {}", vendor::VENDOR_DIR);
+        }
+    }
     let stamp_path = output.with_extension("stamp");
     let fingerprint = (language == Language::Python).then(|| fingerprint(dir, &manifest, language));
     if !force && output.is_file() {
@@ -194,6 +205,11 @@ fn fingerprint(dir: &Path, manifest: &PluginManifest, language: Language) -> Str
             let path = entry.path();
             if path.is_dir() {
                 walk(root, &path, h);
+            } else if is_sample_or_doc(&name) {
+                // Samples for `plugin test` and docs: componentize-py bundles
+                // what the app imports, so editing them must not cost a
+                // rebuild (and a recompile) of the component.
+                continue;
             } else if let Ok(bytes) = std::fs::read(&path) {
                 h.update(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().as_bytes());
                 h.update((bytes.len() as u64).to_le_bytes());
@@ -214,6 +230,11 @@ fn fingerprint(dir: &Path, manifest: &PluginManifest, language: Language) -> Str
     }
     walk(dir, dir, &mut h);
     hex::encode(h.finalize())
+}
+
+/// Files of a plugin folder no build reads: JSON-lines samples and Markdown.
+fn is_sample_or_doc(name: &str) -> bool {
+    name.ends_with(".jsonl") || name.ends_with(".md")
 }
 
 /// Runs a command, capturing its output into a `ToolFailed` error on failure.
@@ -241,4 +262,25 @@ pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Python component is rebuilt when a module changes, not when a
+    /// sample or a doc does.
+    #[test]
+    fn samples_and_docs_do_not_change_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = PluginManifest { name: "p".into(), world: WorldName::Transform };
+        std::fs::write(dir.path().join("app.py"), "x = 1\n").unwrap();
+        std::fs::write(dir.path().join("sample.jsonl"), "{}\n").unwrap();
+        let before = fingerprint(dir.path(), &manifest, Language::Python);
+        std::fs::write(dir.path().join("sample.jsonl"), "{\"a\":1}\n").unwrap();
+        std::fs::write(dir.path().join("README.md"), "# p\n").unwrap();
+        assert_eq!(fingerprint(dir.path(), &manifest, Language::Python), before);
+        std::fs::write(dir.path().join("app.py"), "x = 2\n").unwrap();
+        assert_ne!(fingerprint(dir.path(), &manifest, Language::Python), before);
+    }
 }

@@ -15,10 +15,14 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// instantiation would not pay for its fixed per-slot reservations (which
 /// would also have to be sized for the largest `memory_mb` of any plugin).
 /// Copy-on-write memory images keep instantiation cheap anyway.
-pub(crate) fn new_engine() -> wasmtime::Result<Engine> {
+///
+/// `fuel`: count the instructions each call executes (`plugin test --fuel`;
+/// it slows execution, so pipelines run without).
+pub(crate) fn new_engine(fuel: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        .consume_fuel(fuel)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true)
         .memory_init_cow(true);
@@ -39,6 +43,10 @@ pub(crate) fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     })?;
     Ok(())
 }
+
+/// The fuel a metered store gets before each call: never runs out (time is
+/// bounded by epochs), so what is left tells what the call used.
+pub(crate) const FUEL_PER_CALL: u64 = 1 << 62;
 
 /// Epoch ticks that cover `budget_ms`: rounded up, plus one because the
 /// next tick may come at any moment after the deadline is set.

@@ -114,9 +114,14 @@ pub(crate) fn udf_functions(plugin: &LoadedPlugin, live: &mut Live<Udf>) -> Resu
 /// the call deadline bounds guest timers (host code, see `timers`).
 fn arm(plugin: &LoadedPlugin, store: &mut Store<StoreState>) {
     store.set_epoch_deadline(plugin.deadline_ticks());
+    if plugin.fuel {
+        // Cannot fail: the engine consumes fuel.
+        let _ = store.set_fuel(super::engine::FUEL_PER_CALL);
+    }
     let state = store.data_mut();
     state.call_deadline = Instant::now() + Duration::from_millis(plugin.limits().batch_timeout_ms);
     state.take_budget_exceeded();
+    state.last_error_log = None;
 }
 
 /// The result of one call, as a [`Failure`] if it trapped or if it waited
@@ -234,6 +239,11 @@ impl<B: WorldBindings> Supervisor<B> {
         let started = Instant::now();
         let result = f(&live.bindings, &mut live.store);
         PluginStats::add(&stats.busy_nanos, started.elapsed().as_nanos() as u64);
+        stats.peak_memory_bytes.fetch_max(live.store.data().limiter.bytes, std::sync::atomic::Ordering::Relaxed);
+        if self.plugin.fuel {
+            let left = live.store.get_fuel().unwrap_or(super::engine::FUEL_PER_CALL);
+            PluginStats::add(&stats.fuel_consumed, super::engine::FUEL_PER_CALL.saturating_sub(left));
+        }
         stats.mark_first_call();
         let settled = settle(&self.plugin, &mut live.store, result);
         if settled.is_err() {
@@ -297,7 +307,11 @@ fn classify(plugin: &LoadedPlugin, error: &wasmtime::Error, store: &mut Store<St
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => timeout(plugin),
-        Some(trap) => Failure::new(FailureKind::Trap, format!("the plugin trapped: {}", describe_trap(*trap))),
+        Some(trap) => {
+            // What the plugin said last before dying (a Rust panic's message).
+            let logged = store.data_mut().last_error_log.take().map_or(String::new(), |m| format!("; it logged: {m}"));
+            Failure::new(FailureKind::Trap, format!("the plugin trapped: {}{logged}", describe_trap(*trap)))
+        }
         None => Failure::new(FailureKind::Trap, format!("the plugin call failed: {}", error.root_cause())),
     }
 }

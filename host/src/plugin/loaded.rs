@@ -80,6 +80,8 @@ pub struct LoadedPlugin {
     pub(crate) spare: Mutex<Vec<Spare>>,
     /// A UDF's functions, asked once at load time (empty for other worlds).
     pub(crate) functions: Vec<FunctionSignature>,
+    /// Whether its calls are metered in fuel (the runtime's engine consumes fuel).
+    pub(crate) fuel: bool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -140,6 +142,11 @@ impl LoadedPlugin {
     /// A UDF's functions, as it declared them (empty for other worlds).
     pub fn functions(&self) -> &[FunctionSignature] {
         &self.functions
+    }
+
+    /// Whether its calls are metered in fuel (`PluginStats::fuel_consumed`).
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Starts instances until `n` wait for runners, so that runners

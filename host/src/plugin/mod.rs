@@ -119,12 +119,26 @@ pub struct PluginRuntime {
     compiled: AtomicU64,
     disk_hits: AtomicU64,
     memory_hits: AtomicU64,
+    /// Whether calls are metered in fuel (see [`PluginRuntime::metering_fuel`]).
+    fuel: bool,
 }
 
 impl PluginRuntime {
     pub fn new(opts: RuntimeOptions) -> Result<Self, PluginError> {
+        Self::with_engine(opts, false)
+    }
+
+    /// A runtime whose plugins count the fuel (about one unit per wasm
+    /// instruction) every call uses, in `PluginStats::fuel_consumed`: a cost
+    /// measure independent of the machine. Metering slows the code down;
+    /// `streamhost plugin test --fuel` uses it, pipelines do not.
+    pub fn metering_fuel(opts: RuntimeOptions) -> Result<Self, PluginError> {
+        Self::with_engine(opts, true)
+    }
+
+    fn with_engine(opts: RuntimeOptions, fuel: bool) -> Result<Self, PluginError> {
         let engine_err = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
-        let engine = engine::new_engine().map_err(engine_err)?;
+        let engine = engine::new_engine(fuel).map_err(engine_err)?;
         engine::start_epoch_ticker(&engine).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wit::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(engine_err)?;
@@ -140,6 +154,7 @@ impl PluginRuntime {
             compiled: AtomicU64::new(0),
             disk_hits: AtomicU64::new(0),
             memory_hits: AtomicU64::new(0),
+            fuel,
         })
     }
 
@@ -235,6 +250,7 @@ impl PluginRuntime {
             component,
             spare: Mutex::new(Vec::new()),
             functions: Vec::new(),
+            fuel: self.fuel,
         };
         let instantiated = Instant::now();
         let spare = match world {

@@ -106,6 +106,12 @@ pub struct PluginCounters {
     pub first_call_unix_us: AtomicU64,
     /// Linear memory of the live instances, in bytes.
     pub memory_bytes: AtomicU64,
+    /// The largest linear memory (all memories of an instance) any instance
+    /// had after a call, in bytes.
+    pub peak_memory_bytes: AtomicU64,
+    /// Fuel the calls used (about one unit per wasm instruction); 0 unless
+    /// the runtime meters fuel (`PluginRuntime::metering_fuel`).
+    pub fuel_consumed: AtomicU64,
 }
 
 /// A plain copy of [`PluginStats`] (or of one step's [`PluginCounters`]).
@@ -124,6 +130,8 @@ pub struct PluginStatsSnapshot {
     pub busy_nanos: u64,
     pub first_call_unix_us: u64,
     pub memory_bytes: u64,
+    pub peak_memory_bytes: u64,
+    pub fuel_consumed: u64,
 }
 
 impl PluginStatsSnapshot {
@@ -146,6 +154,9 @@ impl PluginStatsSnapshot {
         self.rebuilds += o.rebuilds;
         self.busy_nanos += o.busy_nanos;
         self.memory_bytes += o.memory_bytes;
+        // The largest instance of any step.
+        self.peak_memory_bytes = self.peak_memory_bytes.max(o.peak_memory_bytes);
+        self.fuel_consumed += o.fuel_consumed;
         self.first_call_unix_us = match (self.first_call_unix_us, o.first_call_unix_us) {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
@@ -203,6 +214,8 @@ impl PluginCounters {
             busy_nanos: get(&self.busy_nanos),
             first_call_unix_us: get(&self.first_call_unix_us),
             memory_bytes: get(&self.memory_bytes),
+            peak_memory_bytes: get(&self.peak_memory_bytes),
+            fuel_consumed: get(&self.fuel_consumed),
         }
     }
 

@@ -35,6 +35,10 @@ pub(crate) struct StoreState {
     pub(crate) call_deadline: Instant,
     /// Set by a guest timer that fired at `call_deadline` (see `timers`).
     pub(crate) budget_exceeded: Arc<AtomicBool>,
+    /// The last error-level line the guest logged during the current call
+    /// (cleared when a call starts): the Rust SDK logs a panic's message
+    /// there before aborting, and a trap's failure quotes it.
+    pub(crate) last_error_log: Option<String>,
 }
 
 impl StoreState {
@@ -48,6 +52,7 @@ impl StoreState {
             monotonic,
             call_deadline: Instant::now(),
             budget_exceeded: Arc::new(AtomicBool::new(false)),
+            last_error_log: None,
             plugin,
         })
     }
@@ -72,9 +77,11 @@ pub(crate) struct MemoryLimiter {
     max_bytes: usize,
     /// Set when a growth was refused; cleared by [`MemoryLimiter::take_hit`].
     hit: bool,
-    /// Bytes of linear memory this store has grown to, counted into the
-    /// counters of the plugin version and step running it (the metrics).
-    bytes: u64,
+    /// Bytes of linear memory this store has grown to (all its memories;
+    /// they only grow), counted into the counters of the plugin version and
+    /// step running it (the metrics) and what `PluginStats::peak_memory_bytes`
+    /// reports.
+    pub(crate) bytes: u64,
     counted: Option<std::sync::Arc<super::outcome::PluginCounters>>,
 }
 
@@ -152,6 +159,9 @@ impl host_api::Host for StoreState {
             Level::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
             Level::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
             Level::Error => tracing::error!(target: "plugin", plugin, fields, "{message}"),
+        }
+        if matches!(level, Level::Error) {
+            self.last_error_log = Some(message.replace('\n', " "));
         }
     }
 }

@@ -20,6 +20,7 @@ pub use native::{NativeFn, NativeRegistry, NativeStep};
 pub use project::{ProjectConfig, ProjectStep};
 pub use transform::TransformStep;
 pub use udf::{UdfArg, UdfStep};
+pub(crate) use udf::{json_to_scalar, scalar_to_json};
 pub use window_join::WindowJoin;
 
 use crate::state::{StateBackend, StateError};

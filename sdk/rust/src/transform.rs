@@ -50,9 +50,18 @@ where
     C: DeserializeOwned,
     F: FnOnce(C) -> Result<(), Error>,
 {
+    report_panics();
     let config = if config.trim().is_empty() { "null" } else { config };
     let parsed: C = serde_json::from_str(config).map_err(|e| format!("invalid plugin config: {e}"))?;
     f(parsed).map_err(Error::into_message)
+}
+
+/// In a wasm plugin, makes a panic log its message and location through the
+/// host before the instance aborts: the trap itself only says "unreachable".
+/// Installed by `init`, which every world calls first.
+fn report_panics() {
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(|info| crate::log::error(&format!("plugin {info}"))));
 }
 
 /// The `init` of a plugin that declares none: accepts any config.
