@@ -102,12 +102,12 @@ fn render(d: &Delta<'_>) -> String {
 
     let sources = now.values("streamhost_source_events_total", "source");
     if !sources.is_empty() {
-        let _ = writeln!(o, "\n{:<24} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}", "SOURCE", "events/s", "MB/s", "events", "wm lag", "time lag", "blocked");
+        let _ = writeln!(o, "\n{:<24} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8} {:>10}", "SOURCE", "events/s", "MB/s", "events", "wm lag", "time lag", "blocked", "kafka lag");
         for s in &sources {
             let l = [("source", s.as_str())];
             let _ = writeln!(
                 o,
-                "{:<24} {:>10} {:>10.2} {:>12} {:>10} {:>10} {:>7.0}%",
+                "{:<24} {:>10} {:>10.2} {:>12} {:>10} {:>10} {:>7.0}% {:>10}",
                 s,
                 count(d.rate("streamhost_source_events_total", &l)),
                 d.rate("streamhost_source_bytes_total", &l) / 1e6,
@@ -115,6 +115,8 @@ fn render(d: &Delta<'_>) -> String {
                 now.max("streamhost_source_watermark_lag_seconds", &l).map_or("-".into(), duration),
                 now.max("streamhost_source_event_time_lag_seconds", &l).map_or("-".into(), duration),
                 d.rate("streamhost_source_blocked_seconds_total", &l) * 100.0,
+                // Records not read yet, over the source's partitions (Kafka only).
+                now.max("streamhost_kafka_partition_lag_records", &l).map_or("-".into(), |_| count(now.sum("streamhost_kafka_partition_lag_records", &l))),
             );
         }
     }

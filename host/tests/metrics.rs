@@ -5,6 +5,9 @@
 //! against the known event times and the moments around the scrape.
 
 mod common;
+#[path = "common/kafka.rs"]
+#[allow(dead_code)]
+mod kafka;
 #[path = "common/redis.rs"]
 mod redis_server;
 
@@ -340,6 +343,54 @@ fn metrics_can_be_turned_off_and_the_admin_api_then_answers_404() {
     assert!(status.success(), "{summary}");
     assert!(summary.contains("out rate"), "the summary's counts are kept: {summary}");
     assert_eq!(common::lines(&dir.path().join("out.jsonl")).len(), 1);
+}
+
+/// A Kafka source's figures by partition: records read counted exactly per
+/// partition, and its position against the broker's high watermark (from
+/// librdkafka's statistics) caught up, also after more records arrive.
+#[test]
+fn a_kafka_source_reports_records_offsets_and_lag_by_partition() {
+    let broker = kafka::Broker::start();
+    broker.create_topic("views", 2);
+    let records = |n: usize, from: usize| -> Vec<kafka::Record> {
+        (from..from + n).map(|i| kafka::Record { key: None, value: format!(r#"{{"i":{i}}}"#).into_bytes(), timestamp: None, headers: Vec::new() }).collect()
+    };
+    broker.produce_to("views", 0, &records(30, 0));
+    broker.produce_to("views", 1, &records(20, 30));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = json!({
+        "name": "views-job",
+        "sources": { "views": { "type": "kafka", "brokers": broker.brokers, "topics": ["views"], "group_id": "metrics-test" } },
+        "sinks": { "out": { "type": "file", "path": "out.jsonl", "inputs": ["views"] } },
+        "settings": { "batch_linger_ms": 5, "admin": {} }
+    });
+    let path = common::write_pipeline(dir.path(), &pipeline);
+    let child = streamhost().args(["run", "--no-progress"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let _run = Running(child);
+    wait_for_file(&dir.path().join("admin.addr"));
+    let client = AdminClient::new(std::fs::read_to_string(dir.path().join("admin.addr")).unwrap().trim(), None);
+    let at = |p: &'static str| [("source", "views"), ("topic", "views"), ("partition", p)];
+    let caught_up = |s: &Scrape, p: &'static str, n: f64| {
+        s.get("streamhost_kafka_partition_records_total", &at(p)) == Some(n)
+            && s.get("streamhost_kafka_partition_high_watermark", &at(p)) == Some(n)
+            && s.get("streamhost_kafka_partition_next_offset", &at(p)) == Some(n)
+    };
+    let s = scrape_until(&client, "both partitions read and their positions known", |s| caught_up(s, "0", 30.0) && caught_up(s, "1", 20.0));
+    s.check_pipeline_label("views-job");
+    assert_eq!(s.value("streamhost_kafka_partition_lag_records", &at("0")), 0.0);
+    assert_eq!(s.value("streamhost_kafka_partition_lag_records", &at("1")), 0.0);
+    assert_eq!(s.value("streamhost_source_events_total", &[("source", "views")]), 50.0);
+
+    broker.produce_to("views", 1, &records(15, 50));
+    let s = scrape_until(&client, "the new records of partition 1", |s| caught_up(s, "1", 35.0));
+    assert_eq!(s.value("streamhost_kafka_partition_records_total", &at("0")), 30.0, "partition 0 read nothing more");
+    assert_eq!(s.value("streamhost_kafka_partition_lag_records", &at("1")), 0.0);
+    assert_eq!(s.value("streamhost_source_events_total", &[("source", "views")]), 65.0);
+    let top = streamhost().args(["top", "--once", "--interval-ms", "200", "--pipeline"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let row = text.lines().find(|l| l.starts_with("views ")).unwrap_or_else(|| panic!("no row of the source:\n{text}"));
+    assert!(text.contains("kafka lag") && row.trim_end().ends_with(" 0"), "the sources' table shows the Kafka lag:\n{text}");
 }
 
 /// A lookup join on two copies of a table (two redis-servers): keys,

@@ -165,6 +165,20 @@ fn source(f: &mut Families, n: &NodeStats, now_ms: i64) {
     }
     let last = if emitted == i64::MIN { 0.0 } else { emitted as f64 / 1e3 };
     f.gauge("streamhost_source_last_event_timestamp_seconds", "Unix time a source last handed events over (0: none yet).", &l, last);
+    for p in n.kafka.get().map(|k| k.snapshot()).unwrap_or_default() {
+        let partition = p.partition.to_string();
+        let l = [("source", n.name.as_str()), ("topic", p.topic.as_str()), ("partition", partition.as_str())];
+        f.counter("streamhost_kafka_partition_records_total", "Records a Kafka source read from a partition.", &l, p.records);
+        if let Some(next) = p.next_offset {
+            f.gauge("streamhost_kafka_partition_next_offset", "The next offset a Kafka source reads of a partition (librdkafka's app_offset).", &l, next as f64);
+        }
+        if let Some(high) = p.high_watermark {
+            f.gauge("streamhost_kafka_partition_high_watermark", "The broker's high watermark of a partition (the offset after its last record).", &l, high as f64);
+        }
+        if let Some(lag) = p.lag() {
+            f.gauge("streamhost_kafka_partition_lag_records", "Records of a partition on the broker a Kafka source has not read yet.", &l, lag as f64);
+        }
+    }
 }
 
 fn step(f: &mut Families, n: &NodeStats) {

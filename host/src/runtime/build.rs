@@ -334,6 +334,14 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
         .iter()
         .map(|(name, sc)| -> Result<SourceNode, RunError> {
             let mark = resume.as_ref().and_then(|r| r.meta.sources.get(name).cloned());
+            let stats = NodeStats::new(name, NodeKind::Source);
+            let mut sc = sc.clone();
+            if let (crate::config::SourceConfig::Kafka(k), true) = (&mut sc, metrics.enabled()) {
+                let figures = Arc::new(crate::source::KafkaFigures::default());
+                k.figures = Some(figures.clone());
+                let _ = stats.kafka.set(figures);
+            }
+            let sc = &sc;
             let (source_name, config, base) = (name.clone(), sc.clone(), p.base_dir.clone());
             let factory: SourceFactory = Arc::new(move |point| {
                 let resolve = |path: &Path| if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
@@ -354,7 +362,7 @@ pub fn build_pipeline(p: &LoadedPipeline, opts: BuildOptions) -> Result<Pipeline
                 resume: mark,
                 factory,
                 retry: sc.common().retry_policy(),
-                stats: NodeStats::new(name, NodeKind::Source),
+                stats,
                 out_of_orderness_ms: sc.common().max_out_of_orderness_ms,
                 idle_timeout: sc.common().idle_timeout_ms.map(std::time::Duration::from_millis),
             })

@@ -39,6 +39,8 @@ pub struct NodeStats {
     pub matches_not_joined: AtomicU64,
     /// Lookup joins: their lookups' figures and their table's.
     pub lookup: std::sync::OnceLock<Arc<crate::lookup::LookupStats>>,
+    /// Kafka sources, with metrics on: their figures by partition.
+    pub kafka: std::sync::OnceLock<Arc<crate::source::KafkaFigures>>,
     /// Sources: bytes read (values and keys); sinks: bytes written.
     pub bytes: AtomicU64,
     /// Sources: time blocked on the full channel to the coordinator, in ns.
@@ -63,6 +65,7 @@ impl NodeStats {
             over_max_matches: AtomicU64::new(0),
             matches_not_joined: AtomicU64::new(0),
             lookup: std::sync::OnceLock::new(),
+            kafka: std::sync::OnceLock::new(),
             bytes: AtomicU64::new(0),
             blocked_nanos: AtomicU64::new(0),
             last_emit_ms: AtomicI64::new(i64::MIN),

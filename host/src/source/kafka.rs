@@ -30,6 +30,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::kafka_figures::{KafkaFigures, STATISTICS_INTERVAL_MS};
 use super::{admit_record, now_ms, Emitter, PositionCommitter, Source, SourceError};
 use crate::config::SourceCommon;
 use crate::event::{Header, Partition};
@@ -78,6 +79,11 @@ pub struct KafkaSourceConfig {
     #[serde(skip)]
     #[schemars(skip)]
     pub assigned: Option<Vec<i32>>,
+    /// Where the per-partition figures go, with metrics on; set by the
+    /// runtime, never in pipeline.json.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub figures: Option<Arc<KafkaFigures>>,
 }
 
 fn yes() -> bool {
@@ -104,14 +110,23 @@ pub enum KafkaStart {
 
 /// The sources' consumers: the end of a partition is an event the source
 /// reads from its queue, not an error to log (librdkafka reports it on the
-/// error callback too).
-pub(super) struct SourceContext;
+/// error callback too); librdkafka's statistics (only asked for with
+/// metrics on) go to the source's figures.
+pub(super) struct SourceContext {
+    figures: Option<Arc<KafkaFigures>>,
+}
 
 impl rdkafka::ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             KafkaError::PartitionEOF(_) => tracing::trace!(reason, "end of a partition"),
             e => tracing::warn!(error = %e, reason, "librdkafka"),
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(f) = &self.figures {
+            f.take_statistics(statistics);
         }
     }
 }
@@ -184,6 +199,10 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 pub(super) fn client_config(config: &KafkaSourceConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers).set("group.id", &config.group_id);
+    if config.figures.is_some() {
+        // The partitions' positions for the metrics (a `properties` entry overrides it).
+        c.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
     for (k, v) in CONSUMER_DEFAULTS.iter().copied().chain(config.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         c.set(k, v);
     }
@@ -214,6 +233,21 @@ struct Assigned {
     key: String,
     /// Caught up with its end (the broker said so), and not read since.
     at_end: bool,
+    /// Records read since the last [`Assigned::publish`], and where they are
+    /// counted for the metrics (with metrics on).
+    unpublished: u64,
+    read: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl Assigned {
+    /// Adds the records read since the last call to the metrics' count (once
+    /// a turn, not once a record).
+    fn publish(&mut self) {
+        if let Some(read) = self.read.as_ref().filter(|_| self.unpublished > 0) {
+            read.fetch_add(self.unpublished, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.unpublished = 0;
+    }
 }
 
 /// The consumer of one topic and the partitions it reads.
@@ -265,7 +299,7 @@ impl KafkaSource {
     /// checkpointed offset or at `start`.
     fn reader(&self, topic: &str, out: &mut Emitter) -> Result<TopicReader, SourceError> {
         let consumer: Arc<BaseConsumer<SourceContext>> = Arc::new(
-            client_config(&self.config).create_with_context(SourceContext).map_err(|e| self.error(format!("creating the consumer: {e}")))?,
+            client_config(&self.config).create_with_context(SourceContext { figures: self.config.figures.clone() }).map_err(|e| self.error(format!("creating the consumer: {e}")))?,
         );
         let partitions = match &self.config.assigned {
             Some(assigned) => assigned.clone(),
@@ -319,7 +353,8 @@ impl KafkaSource {
         reader.consumer.incremental_assign(&tpl).map_err(|e| self.error(format!("assigning topic `{topic}`: {e}")))?;
         for &p in partitions {
             let lane = out.add_lane(Arc::new(Partition { topic: topic.clone(), partition: p }));
-            reader.partitions.insert(p, Assigned { lane, key: partition_key(&topic, p), at_end: false });
+            let read = self.config.figures.as_ref().map(|f| f.records_of(&topic, p));
+            reader.partitions.insert(p, Assigned { lane, key: partition_key(&topic, p), at_end: false, unpublished: 0, read });
             // Records fetched before the split stay in the consumer's queue,
             // which the loop drains before any partition queue: each
             // partition's records are still taken in offset order.
@@ -360,6 +395,7 @@ impl KafkaSource {
             Ok(m) => {
                 let Some(a) = partitions.get_mut(&m.partition()) else { return Ok(false) };
                 a.at_end = false;
+                a.unpublished += 1;
                 out.set_lane(a.lane);
                 *line += 1;
                 out.consumed_partition(&a.key, m.offset() + 1, *line);
@@ -443,6 +479,9 @@ impl Source for KafkaSource {
                         }
                     }
                 }
+            }
+            for a in readers.iter_mut().flat_map(|r| r.partitions.values_mut()) {
+                a.publish();
             }
             if self.config.stop_at_end && readers.iter().all(|r| r.partitions.values().all(|a| a.at_end)) {
                 return Ok(());

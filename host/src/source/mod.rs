@@ -5,6 +5,7 @@
 mod budget;
 mod generator;
 mod kafka;
+mod kafka_figures;
 mod kafka_group;
 mod lines;
 mod stdin;
@@ -26,6 +27,7 @@ pub use generator::{
     GeneratorSourceConfig, JoinImpressions, BASE_TIME_MS, CLICKS_PER_IMPRESSION,
 };
 pub use budget::{message_bytes, ByteBudget};
+pub use kafka_figures::{KafkaFigures, PartitionFigures as KafkaPartitionFigures};
 pub use kafka::{KafkaSourceConfig, KafkaStart, CONSUMER_DEFAULTS as KAFKA_CONSUMER_DEFAULTS};
 pub use kafka_group::{Assignment, GroupMember, RevokeHook};
 pub use lines::{FileSourceConfig, LineSource, StdinSourceConfig};
