@@ -25,9 +25,9 @@ APT_ALWAYS=(python3-venv redis-server postgresql librocksdb-dev libclang-dev cla
 APT_WASM_STD=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 # The web page's browser test: Debian's Chromium, driven by playwright-core
 # (npm, no browser download) from $TOOLS/web, installed with `npm ci` from the
-# lock file in host/tests/web.
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WEB_LOCK="$REPO/host/tests/web"
+# lock file in scripts/web (beside this script: the examples' copies link
+# scripts/ and run it too).
+WEB_LOCK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/web"
 WEB="$TOOLS/web"
 
 print_env() {
