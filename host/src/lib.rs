@@ -17,6 +17,7 @@ pub mod replay;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod sql;
 pub mod state;
 pub mod step;
 pub mod swap;
