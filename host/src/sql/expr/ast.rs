@@ -268,15 +268,16 @@ impl Expr {
                 }
             }
             ExprKind::Literal(l) => write_literal(o, l),
+            // Wrapped whole: `NOT x = y` would read as `NOT (x = y)`.
             ExprKind::Neg(e) => {
-                o.push_str("-(");
+                o.push_str("(-(");
                 e.write(o);
-                o.push(')');
+                o.push_str("))");
             }
             ExprKind::Not(e) => {
-                o.push_str("NOT (");
+                o.push_str("(NOT (");
                 e.write(o);
-                o.push(')');
+                o.push_str("))");
             }
             ExprKind::Binary { op, left, right } => {
                 o.push('(');

@@ -212,14 +212,13 @@ fn eval<'a>(n: &'a Node, found: &[Option<&'a RawValue>]) -> R<'a> {
         Node::Concat(l, r) => value::concat(&[eval(l, found)?, eval(r, found)?]),
         Node::IsNull(x, negated) => Ok(Value::Bool(eval(x, found)?.is_null() != *negated)),
         Node::In { expr, list, negated } => {
+            // Every item is evaluated up to the first match (an error in
+            // one fails the row even when `x` is NULL), as `x = a OR x = b`.
             let x = eval(expr, found)?;
-            if x.is_null() {
-                return Ok(Value::Null);
-            }
-            let mut saw_null = false;
+            let mut saw_null = x.is_null();
             for item in list {
                 let v = eval(item, found)?;
-                if v.is_null() {
+                if v.is_null() || x.is_null() {
                     saw_null = true;
                 } else if value::compare(&x, &v)?.is_eq() {
                     return Ok(Value::Bool(!negated));

@@ -56,8 +56,17 @@ impl fmt::Display for ExprError {
 /// Parses one SQL scalar expression (the whole text; GenericDialect).
 pub fn parse_expr(text: &str) -> Result<Expr, ExprError> {
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(parser_error)?;
-    let e = parser.parse_expr().map_err(parser_error)?;
+    let at_end = |mut e: ExprError| {
+        // An error at the end of the text (`a +`) comes without a place.
+        if e.span.start.line == 0 {
+            let (line, column) = crate::config::locate::line_col(text, text.len());
+            let at = Pos { line: line as u64, column: column as u64 };
+            e.span = Span { start: at, end: at };
+        }
+        e
+    };
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(parser_error).map_err(at_end)?;
+    let e = parser.parse_expr().map_err(parser_error).map_err(at_end)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(ExprError::new(format!("unexpected `{}` after the expression", next.token), next.span.into()));

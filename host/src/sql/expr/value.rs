@@ -363,7 +363,7 @@ pub(crate) fn substring(s: &str, start: i64, len: Option<i64>) -> Result<String,
         return Ok(String::new());
     }
     let skip = (from - 1) as usize;
-    let take = (end - from).min(usize::MAX as i64) as usize;
+    let take = usize::try_from(end - from).unwrap_or(usize::MAX);
     Ok(s.chars().skip(skip).take(take).collect())
 }
 
