@@ -500,6 +500,7 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
         match step {
             StepConfig::Filter(f) => f.check(&root.key("steps").key(name), &mut err),
             StepConfig::Project(pc) => pc.check(&root.key("steps").key(name), &mut err),
+            StepConfig::Select(sc) => sc.check(&root.key("steps").key(name), &mut err),
             StepConfig::LookupJoin(l) => {
                 let at = root.key("steps").key(name);
                 l.check(&at, &mut err);

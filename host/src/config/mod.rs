@@ -596,6 +596,9 @@ pub enum StepConfig {
     /// Keeps (`fields`) or removes (`drop`) top-level fields of JSON events
     /// and renames them (`rename`).
     Project(crate::step::ProjectConfig),
+    /// A SQL WHERE and projection on JSON events, evaluated natively
+    /// (`where`, `columns`; see docs/select-step.md).
+    Select(crate::step::SelectConfig),
     /// A transform compiled into a program that embeds streamhost as a
     /// library and registers it by name (`BuildOptions::natives`; the
     /// benchmarks use it). `streamhost run` registers none: use `filter` or
@@ -771,6 +774,7 @@ impl StepConfig {
             | StepConfig::Native { inputs, .. }
             | StepConfig::Filter(crate::step::FilterConfig { inputs, .. })
             | StepConfig::Project(crate::step::ProjectConfig { inputs, .. })
+            | StepConfig::Select(crate::step::SelectConfig { inputs, .. })
             | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. })
             | StepConfig::LookupJoin(crate::step::LookupJoinConfig { inputs, .. }) => inputs,
         }
@@ -781,7 +785,12 @@ impl StepConfig {
         match self {
             StepConfig::Udf { .. } => WorldName::Udf,
             StepConfig::WindowJoin(_) => WorldName::Joiner,
-            StepConfig::Transform { .. } | StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::LookupJoin(_) => {
+            StepConfig::Transform { .. }
+            | StepConfig::Native { .. }
+            | StepConfig::Filter(_)
+            | StepConfig::Project(_)
+            | StepConfig::Select(_)
+            | StepConfig::LookupJoin(_) => {
                 WorldName::Transform
             }
         }
@@ -792,7 +801,7 @@ impl StepConfig {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
             StepConfig::WindowJoin(WindowJoinConfig { joiner: JoinerConfig::Plugin { plugin }, .. }) => Some(plugin),
-            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::WindowJoin(_) | StepConfig::LookupJoin(_) => None,
+            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::Select(_) | StepConfig::WindowJoin(_) | StepConfig::LookupJoin(_) => None,
         }
     }
 

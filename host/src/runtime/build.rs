@@ -17,7 +17,7 @@ use crate::source::{build_source, Source, SourceFactory};
 use super::checkpoint::{Checkpoints, Found};
 use super::fingerprint::Fingerprints;
 use crate::state::StateBackend;
-use crate::step::{FilterStep, NativeRegistry, NativeStep, Operator, ProjectStep, TransformStep, UdfArg, UdfStep, WindowJoin};
+use crate::step::{FilterStep, NativeRegistry, NativeStep, Operator, ProjectStep, SelectStep, TransformStep, UdfArg, UdfStep, WindowJoin};
 
 /// Library-level knobs of a build.
 #[derive(Clone, Default)]
@@ -555,6 +555,14 @@ impl StepBuilder<'_> {
             }
             StepConfig::Filter(f) => Box::new(FilterStep::new(name, f)),
             StepConfig::Project(pc) => Box::new(ProjectStep::new(name, pc)),
+            StepConfig::Select(sc) => match SelectStep::new(name, sc) {
+                Ok(step) => Box::new(step),
+                Err(e) => {
+                    // Checked at load already; kept located if it ever differs.
+                    errors.push(p.error_at(&at, e));
+                    return Ok(None);
+                }
+            },
             StepConfig::Native { name: native, .. } => match self.natives.create(native) {
                 Some(f) => Box::new(NativeStep::new(name, f)),
                 None => {

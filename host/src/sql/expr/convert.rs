@@ -110,6 +110,17 @@ pub fn from_sql(e: &sql::Expr) -> Result<Expr, ExprError> {
             }
             ExprKind::Call { func, args }
         }
+        sql::Expr::CompoundFieldAccess { root, access_chain } => {
+            // `user.id`: sqlparser reads a keyword followed by a field this way.
+            let ExprKind::Column(mut path) = from_sql(root)?.kind else { return unsupported(&format!("`{e}`")) };
+            for a in access_chain {
+                match a {
+                    sql::AccessExpr::Dot(sql::Expr::Identifier(id)) => path.push(id.value.clone()),
+                    _ => return unsupported(&format!("the access `{a}`")),
+                }
+            }
+            ExprKind::Column(path)
+        }
         sql::Expr::Function(f) => return function(f, span),
         sql::Expr::Subquery(_) | sql::Expr::Exists { .. } => return unsupported("a subquery"),
         sql::Expr::Interval(_) => return unsupported("an INTERVAL"),
@@ -136,7 +147,12 @@ fn function(f: &sql::Function, span: Span) -> Result<Expr, ExprError> {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
-        sql::FunctionArguments::None => return Err(ExprError::new(format!("`{name}` without parentheses is not supported"), span)),
+        // A keyword without parentheses (`user`, `value`) names a field,
+        // except the SQL clock functions, which a stream job cannot mean.
+        sql::FunctionArguments::None if !name.to_ascii_uppercase().starts_with("CURRENT_") && !name.to_ascii_uppercase().starts_with("LOCALTIME") => {
+            return Ok(Expr { kind: ExprKind::Column(vec![name]), span })
+        }
+        sql::FunctionArguments::None => return Err(ExprError::new(format!("`{name}` is not supported in an expression"), span)),
         sql::FunctionArguments::Subquery(_) => return Err(ExprError::new("a subquery is not supported in an expression".into(), span)),
     };
     if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || !matches!(f.parameters, sql::FunctionArguments::None) {

@@ -34,6 +34,7 @@ fn evaluates_the_language() {
     assert_eq!(ok("a / 2.0"), Value::Float(3.5));
     assert_eq!(ok("f * 2"), Value::Float(5.0));
     assert_eq!(ok("u.id"), Value::Int(42));
+    assert_eq!(run("user.id + user.x.y", r#"{"user": {"id": 1, "x": {"y": 2}}}"#).unwrap(), Value::Int(3), "a keyword as a field name");
     assert_eq!(ok(r#"u."odd-key""#), s("o"));
     assert_eq!(ok("u.missing"), Value::Null);
     assert_eq!(ok("s.x"), Value::Null, "a path through a non-object is NULL");
@@ -177,6 +178,7 @@ fn to_sql_round_trips_awkward_cases() {
         "LOCATE('a', s) + CEILING(f) + FLOOR(f)",
         "CAST(CAST(CAST(x AS INT) AS VARCHAR) AS TIMESTAMP)",
         "my_udf(a, 'b', NULL)",
+        "user.id + \"user\" + value.x.\"user\" + a.user.b",
         "a NOT BETWEEN 1 AND 2 AND (b NOT IN (1, 2)) AND (c NOT LIKE 'x')",
     ] {
         let e = parse_expr(t).unwrap();
@@ -438,3 +440,4 @@ proptest! {
         prop_assert_eq!(back.unwrap(), e, "{}", text);
     }
 }
+
