@@ -338,6 +338,14 @@ impl Expr {
                 let _ = write!(o, " AS {})", to.sql_name());
             }
             ExprKind::Call { func, args } => match func {
+                // A hand-built call with the wrong arguments: written plainly
+                // (the parser refuses it back with a message, no panic here).
+                _ if !super::compile::arity_ok(*func, args.len()) => {
+                    o.push_str(func.name());
+                    o.push('(');
+                    list(o, args);
+                    o.push(')');
+                }
                 // Written in the standard forms sqlparser reads back.
                 Func::Substring => {
                     o.push_str("SUBSTRING(");

@@ -103,6 +103,7 @@ fn has_column(n: &Node) -> bool {
 fn compile(e: &Expr, fields: &mut Fields) -> Result<Node, ExprError> {
     let mut c = |x: &Expr| compile(x, fields).map(Box::new);
     let node = match &e.kind {
+        ExprKind::Column(path) if path.is_empty() => return Err(ExprError::new("a column needs a name".into(), e.span)),
         ExprKind::Column(path) => {
             let field = fields.index(&path[0]);
             return Ok(Node::Column { field, nested: path[1..].into() });
@@ -140,6 +141,9 @@ fn compile(e: &Expr, fields: &mut Fields) -> Result<Node, ExprError> {
             otherwise: otherwise.as_deref().map(|x| compile(x, fields).map(Box::new)).transpose()?,
         },
         ExprKind::Cast { expr, to } => Node::Cast(c(expr)?, *to),
+        ExprKind::Call { func, args } if !arity_ok(*func, args.len()) => {
+            return Err(ExprError::new(format!("{} cannot take {} argument(s)", func.name(), args.len()), e.span))
+        }
         ExprKind::Call { func, args } => Node::Call(*func, args.iter().map(|x| compile(x, fields)).collect::<Result<_, _>>()?),
         ExprKind::Udf { name, .. } => {
             return Err(ExprError::new(format!("unknown function `{name}` (a UDF runs in a plugin: call it from a SQL job, not in a select step)"), e.span))
@@ -153,6 +157,13 @@ fn compile(e: &Expr, fields: &mut Fields) -> Result<Node, ExprError> {
         }
     }
     Ok(node)
+}
+
+/// Trees built by hand (not parsed) may call a function wrongly: refused
+/// here rather than indexing past the arguments at run time.
+pub(crate) fn arity_ok(func: Func, n: usize) -> bool {
+    let (min, max) = func.arity();
+    n >= min && max.is_none_or(|m| n <= m)
 }
 
 fn borrow<'a>(v: &'a Value<'static>) -> Value<'a> {

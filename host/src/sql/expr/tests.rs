@@ -149,6 +149,16 @@ fn unknown_functions_and_types() {
 }
 
 #[test]
+fn hand_built_trees_are_refused_not_panicked_on() {
+    let bad = call(Func::Substring, vec![lit(Literal::Str("x".into()))]);
+    assert_eq!(bad.to_sql(), "SUBSTRING('x')");
+    assert!(parse_expr(&bad.to_sql()).is_err());
+    assert_eq!(Compiled::new(&bad, &mut Fields::default()).unwrap_err().message, "SUBSTRING cannot take 1 argument(s)");
+    assert!(typecheck(&bad, &Schema::open()).is_err());
+    assert!(Compiled::new(&Expr::new(ExprKind::Column(vec![])), &mut Fields::default()).is_err());
+}
+
+#[test]
 fn from_sql_keeps_the_spans_of_a_whole_job() {
     use sqlparser::dialect::GenericDialect;
     use sqlparser::parser::Parser;
