@@ -181,6 +181,7 @@ fn to_sql_round_trips_awkward_cases() {
         "- - 5",
         "-(a)",
         "1.5e300 + 0.1 + 2.0 + -0.0",
+        "1e-7 + 5e-324 + 123456789.123 + 0.30000000000000004 + 1.7976931348623157e308",
         "NOT a IS NULL",
         "CASE WHEN a THEN 1 END",
         "TRIM(LEADING 'x' FROM s) || TRIM(s) || RTRIM(s, 'ab')",
