@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod record_schema;
 pub mod replay;
 pub mod runtime;
+pub mod sql;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -1,0 +1,15 @@
+//! `streamhost sql`: a SQL job file compiled to a pipeline.json (docs/sql.md).
+//!
+//! The job is tokenized and parsed by sqlparser; the few constructs that are
+//! not SQL (the delayed join, `WATERMARK FOR`, `FOR SYSTEM_TIME AS OF
+//! PROCTIME()`, `CREATE FUNCTION|TRANSFORM`) are recognised and rewritten by
+//! a pass over the token stream first ([`tokens`]), keeping every span, so
+//! every error points to line:column in the .sql file.
+
+pub mod catalog;
+pub mod compile;
+pub mod error;
+pub mod tokens;
+
+pub use compile::{compile, load_sql};
+pub use error::{SqlError, SqlErrors};
