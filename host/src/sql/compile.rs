@@ -274,7 +274,7 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 SelectItem::QualifiedWildcard(kind, _) => {
-                    let text = kind.to_string();
+                    let text = kind.to_string().trim_end_matches(".*").to_string();
                     match rels.iter().find(|r| r.qualifier == text) {
                         Some(r) if r.prefix.is_empty() && r.columns.is_none() && rels.len() == 1 => columns.push(json!({ "name": "*" })),
                         Some(r) if r.columns.is_some() => {
