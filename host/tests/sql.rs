@@ -172,7 +172,7 @@ fn delay_join_without_window_is_located() {
 fn syntax_error_is_located() {
     let err = error_of(&format!("{TABLES}INSERT INTO out SELECT uid FROM clicks WHERE uid = = 'x';"));
     assert!(err.contains("Expected"), "{err}");
-    assert_at(&err, 3, 51, "=");
+    assert_at(&err, 3, 52, "=");
 }
 
 #[test]
