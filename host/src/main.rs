@@ -313,14 +313,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_pipeline(p, fresh, no_progress, instance)
         }
         Command::Sql(args) => {
+            if args.explain {
+                return Ok(match sql_cli::explain(&args.job) {
+                    Ok(json) => {
+                        println!("{json}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(code) => code,
+                });
+            }
             let p = match sql_cli::load(&args.job) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            if args.explain {
-                println!("{}", p.text);
-                return Ok(ExitCode::SUCCESS);
-            }
             run_pipeline(p, args.fresh, args.no_progress, args.instance)
         }
         Command::Top { admin, once, interval_ms } => top_cli::run(&admin.client()?, once, std::time::Duration::from_millis(interval_ms)),

@@ -38,3 +38,12 @@ pub fn load(path: &Path) -> Result<LoadedPipeline, ExitCode> {
         ExitCode::from(super::INVALID)
     })
 }
+
+/// `sql --explain`: the compiled pipeline.json, or the exit code after its
+/// errors were printed.
+pub fn explain(path: &Path) -> Result<String, ExitCode> {
+    streamhost::sql::compile_file(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(super::INVALID)
+    })
+}

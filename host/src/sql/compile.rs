@@ -20,18 +20,30 @@ use super::error::{locate_parser_error, SqlError, SqlErrors};
 use super::tokens::{prepare, DelayedJoin, PluginKind, Prepared};
 use crate::config::{parse_pipeline, LoadedPipeline};
 
-/// Compiles a job file and loads the result as `streamhost run` would load
-/// a pipeline.json beside it (relative paths against the .sql's folder).
-pub fn load_sql(path: &Path) -> Result<LoadedPipeline, SqlErrors> {
-    let fail = |text: String, e: SqlError| SqlErrors { file: Some(path.to_path_buf()), text, errors: vec![e] };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(String::new(), SqlError::new(Span::empty(), format!("cannot read: {e}"))))?;
+/// Compiles a job file to pipeline.json text (`sql --explain`).
+pub fn compile_file(path: &Path) -> Result<String, SqlErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| SqlErrors {
+        file: Some(path.to_path_buf()),
+        text: String::new(),
+        errors: vec![SqlError::new(Span::empty(), format!("cannot read: {e}"))],
+    })?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     let pipeline = compile(&text, name.as_deref()).map_err(|mut e| {
         e.file = Some(path.to_path_buf());
         e
     })?;
-    let json = serde_json::to_string_pretty(&pipeline).expect("JSON values serialise");
-    let config = parse_pipeline(&json).map_err(|e| fail(text.clone(), SqlError::new(Span::empty(), format!("the compiled pipeline is invalid: {e}"))))?;
+    Ok(serde_json::to_string_pretty(&pipeline).expect("JSON values serialise"))
+}
+
+/// Compiles a job file and loads the result as `streamhost run` would load
+/// a pipeline.json beside it (relative paths against the .sql's folder).
+pub fn load_sql(path: &Path) -> Result<LoadedPipeline, SqlErrors> {
+    let json = compile_file(path)?;
+    let config = parse_pipeline(&json).map_err(|e| SqlErrors {
+        file: Some(path.to_path_buf()),
+        text: String::new(),
+        errors: vec![SqlError::new(Span::empty(), format!("the compiled pipeline (see `streamhost sql --explain`) is invalid:\n{e}"))],
+    })?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

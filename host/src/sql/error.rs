@@ -56,6 +56,9 @@ impl fmt::Display for SqlErrors {
         let file = self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "job.sql".into());
         for e in &self.errors {
             writeln!(f, "error: {}", e.message)?;
+            if e.line() == 0 {
+                continue;
+            }
             writeln!(f, "  --> {file}:{}:{}", e.line(), e.column())?;
             if let Some(line) = self.text.lines().nth(e.line().saturating_sub(1) as usize) {
                 let num = e.line().to_string();

@@ -11,5 +11,5 @@ pub mod compile;
 pub mod error;
 pub mod tokens;
 
-pub use compile::{compile, load_sql};
+pub use compile::{compile, compile_file, load_sql};
 pub use error::{SqlError, SqlErrors};
