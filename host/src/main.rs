@@ -6,6 +6,7 @@ mod authoring_cli;
 mod plugin_cli;
 mod top_cli;
 mod replay_cli;
+mod sql_cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use streamhost::config::{load_pipeline, ConfigErrors};
+use streamhost::config::{load_pipeline, ConfigErrors, LoadedPipeline};
 use streamhost::runtime::{build_pipeline, prepare_plugins, BuildOptions, RunError, StopHandle};
 
 /// A stream processor whose per-business logic runs as sandboxed WebAssembly plugins.
@@ -46,9 +47,11 @@ enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Compiles a SQL job (docs/sql.md) and runs it as `run` runs a pipeline.
+    Sql(sql_cli::SqlArgs),
     /// Checks a pipeline: shape, graph, and that every plugin loads as the world it is used as.
     Validate {
-        /// The pipeline.json file.
+        /// The pipeline.json file (or a SQL job, `.sql`, compiled first).
         pipeline: PathBuf,
         /// Skip building and loading plugins (shape and graph only).
         #[arg(long)]
@@ -279,9 +282,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { pipeline, no_plugins } => {
-            let p = match load_pipeline(&pipeline) {
-                Ok(p) => p,
-                Err(e) => return Ok(invalid(&e)),
+            let p = if sql_cli::is_sql(&pipeline) {
+                match sql_cli::load(&pipeline) {
+                    Ok(p) => p,
+                    Err(code) => return Ok(code),
+                }
+            } else {
+                match load_pipeline(&pipeline) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(invalid(&e)),
+                }
             };
             if !no_plugins {
                 let runtime = streamhost::plugin::PluginRuntime::new(streamhost::plugin::RuntimeOptions {
@@ -300,38 +310,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(p) => p,
                 Err(e) => return Ok(invalid(&e)),
             };
-            let signals = stop_on_signals()?;
-            let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
-            if let Some(scale) = &p.config.settings.scale_out {
-                if fresh {
-                    eprintln!("error: --fresh is not for a scaled-out pipeline (other processes may be using its checkpoints); remove its checkpoint directory (with redis state, the prefix's keys) while none runs");
-                    return Ok(ExitCode::from(INVALID));
-                }
-                let instance = instance
-                    .or_else(|| std::env::var("STREAMHOST_INSTANCE").ok())
-                    .or_else(|| scale.instance.clone())
-                    .unwrap_or_else(default_instance);
-                if !streamhost::runtime::valid_instance(&instance) {
-                    eprintln!("error: instance `{instance}`: must be 1-64 letters, digits, `-`, `_` or `.`");
-                    return Ok(ExitCode::from(INVALID));
-                }
-                let stop = StopHandle::new();
-                attach_signals(&signals, stop.clone(), None);
-                return match streamhost::runtime::run_in_group(&p, BuildOptions { progress: false, ..opts }, &instance, stop) {
-                    Ok(_) => Ok(ExitCode::SUCCESS),
-                    Err(RunError::Config(e)) => Ok(invalid(&e)),
-                    Err(e) => Err(e.into()),
-                };
+            run_pipeline(p, fresh, no_progress, instance)
+        }
+        Command::Sql(args) => {
+            if args.explain {
+                return Ok(match sql_cli::explain(&args.job) {
+                    Ok(json) => {
+                        println!("{json}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(code) => code,
+                });
             }
-            let built = match build_pipeline(&p, opts) {
-                Ok(b) => b,
-                Err(RunError::Config(e)) => return Ok(invalid(&e)),
-                Err(e) => return Err(e.into()),
+            let p = match sql_cli::load(&args.job) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
             };
-            attach_signals(&signals, built.stop_handle(), built.admin_addr_file());
-            let summary = built.run()?;
-            eprint!("{summary}");
-            Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            run_pipeline(p, args.fresh, args.no_progress, args.instance)
         }
         Command::Top { admin, once, interval_ms } => top_cli::run(&admin.client()?, once, std::time::Duration::from_millis(interval_ms)),
         Command::Test { pipeline, sample, expect, update, trace, out, record_lookups } => {
@@ -361,4 +356,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `run` (and `sql`): runs a loaded pipeline until its sources are exhausted or a signal stops it.
+fn run_pipeline(p: LoadedPipeline, fresh: bool, no_progress: bool, instance: Option<String>) -> anyhow::Result<ExitCode> {
+    let signals = stop_on_signals()?;
+    let opts = BuildOptions { progress: !no_progress && std::io::stderr().is_terminal(), fresh, ..Default::default() };
+    if let Some(scale) = &p.config.settings.scale_out {
+        if fresh {
+            eprintln!("error: --fresh is not for a scaled-out pipeline (other processes may be using its checkpoints); remove its checkpoint directory (with redis state, the prefix's keys) while none runs");
+            return Ok(ExitCode::from(INVALID));
+        }
+        let instance = instance
+            .or_else(|| std::env::var("STREAMHOST_INSTANCE").ok())
+            .or_else(|| scale.instance.clone())
+            .unwrap_or_else(default_instance);
+        if !streamhost::runtime::valid_instance(&instance) {
+            eprintln!("error: instance `{instance}`: must be 1-64 letters, digits, `-`, `_` or `.`");
+            return Ok(ExitCode::from(INVALID));
+        }
+        let stop = StopHandle::new();
+        attach_signals(&signals, stop.clone(), None);
+        return match streamhost::runtime::run_in_group(&p, BuildOptions { progress: false, ..opts }, &instance, stop) {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(RunError::Config(e)) => Ok(invalid(&e)),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let built = match build_pipeline(&p, opts) {
+        Ok(b) => b,
+        Err(RunError::Config(e)) => return Ok(invalid(&e)),
+        Err(e) => return Err(e.into()),
+    };
+    attach_signals(&signals, built.stop_handle(), built.admin_addr_file());
+    let summary = built.run()?;
+    eprint!("{summary}");
+    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,0 +1,683 @@
+//! A job → pipeline.json: tables become sources, sinks and lookup backends;
+//! each INSERT a chain of steps from its FROM to its sink (a transform for a
+//! table function, a window-join for delayed joins, lookup-joins, udf steps
+//! for UDF calls, and a `select` for WHERE and the projection).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Join, JoinConstraint, JoinOperator, ObjectName, Query,
+    SelectItem, SetExpr, Spanned, Statement, TableFactor, TableObject,
+};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan};
+
+use super::catalog::Table;
+use super::error::{locate_parser_error, SqlError, SqlErrors};
+use super::tokens::{prepare, DelayedJoin, PluginKind, Prepared};
+use crate::config::{parse_pipeline, LoadedPipeline};
+
+/// Compiles a job file to pipeline.json text (`sql --explain`).
+pub fn compile_file(path: &Path) -> Result<String, SqlErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| SqlErrors {
+        file: Some(path.to_path_buf()),
+        text: String::new(),
+        errors: vec![SqlError::new(Span::empty(), format!("cannot read: {e}"))],
+    })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let pipeline = compile(&text, name.as_deref()).map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })?;
+    Ok(serde_json::to_string_pretty(&pipeline).expect("JSON values serialise"))
+}
+
+/// Compiles a job file and loads the result as `streamhost run` would load
+/// a pipeline.json beside it (relative paths against the .sql's folder).
+pub fn load_sql(path: &Path) -> Result<LoadedPipeline, SqlErrors> {
+    let json = compile_file(path)?;
+    let config = parse_pipeline(&json).map_err(|e| SqlErrors {
+        file: Some(path.to_path_buf()),
+        text: String::new(),
+        errors: vec![SqlError::new(Span::empty(), format!("the compiled pipeline (see `streamhost sql --explain`) is invalid:\n{e}"))],
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut file = path.as_os_str().to_owned();
+    file.push(" (compiled)");
+    Ok(LoadedPipeline { config, base_dir, file: Some(PathBuf::from(file)), text: json })
+}
+
+/// Compiles job text to pipeline.json (as a JSON value).
+pub fn compile(text: &str, name: Option<&str>) -> Result<Value, SqlErrors> {
+    let wrap = |errors: Vec<SqlError>| SqlErrors { file: None, text: text.to_string(), errors };
+    let prepared = prepare(text).map_err(|e| wrap(vec![e]))?;
+    let mut tokens = prepared.tokens.clone();
+    let end = tokens.last().map(|t| t.span.end).unwrap_or(Location::new(1, 1));
+    tokens.push(TokenWithSpan::new(Token::EOF, Span::new(end, end)));
+    let statements = Parser::new(&GenericDialect {})
+        .with_tokens_with_locations(tokens.clone())
+        .parse_statements()
+        .map_err(|e| {
+            let (span, message) = locate_parser_error(&e.to_string(), &tokens);
+            wrap(vec![SqlError::new(span, message)])
+        })?;
+    Compiler::new(&prepared).run(&statements, name).map_err(wrap)
+}
+
+struct Compiler<'a> {
+    prepared: &'a Prepared,
+    tables: BTreeMap<String, Table>,
+    /// Plugins by pipeline name, and SQL function / transform names to them.
+    plugins: Map<String, Value>,
+    functions: BTreeMap<String, String>,
+    transforms: BTreeMap<String, String>,
+    sources: Map<String, Value>,
+    steps: Map<String, Value>,
+    /// Sink name → its inputs.
+    sinks: BTreeMap<String, Vec<String>>,
+    errors: Vec<SqlError>,
+}
+
+/// A relation in scope: a table (or a table function's output) under its
+/// qualifier, its fields in the current record under `prefix`.
+#[derive(Clone, Debug)]
+struct Rel {
+    qualifier: String,
+    table: String,
+    /// Declared columns; None: unknown (anything goes).
+    columns: Option<Vec<String>>,
+    prefix: String,
+    /// Columns that stand for another field (a lookup key: the main side's).
+    aliases: BTreeMap<String, String>,
+}
+
+fn name_of(n: &ObjectName) -> (String, Span) {
+    let parts: Vec<&Ident> = n.0.iter().filter_map(|p| p.as_ident()).collect();
+    let text = parts.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(".");
+    (text, n.span())
+}
+
+impl<'a> Compiler<'a> {
+    fn new(prepared: &'a Prepared) -> Self {
+        Compiler {
+            prepared,
+            tables: BTreeMap::new(),
+            plugins: Map::new(),
+            functions: BTreeMap::new(),
+            transforms: BTreeMap::new(),
+            sources: Map::new(),
+            steps: Map::new(),
+            sinks: BTreeMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn run(mut self, statements: &[Statement], name: Option<&str>) -> Result<Value, Vec<SqlError>> {
+        for p in &self.prepared.plugins {
+            let plugin = Path::new(&p.path).file_name().map(|f| f.to_string_lossy().replace(['-', '.'], "_")).unwrap_or_else(|| p.name.clone());
+            let world = if p.kind == PluginKind::Function { "udf" } else { "transform" };
+            if let Some(old) = self.plugins.get(&plugin) {
+                if old["path"] != json!(p.path) || old["world"] != json!(world) {
+                    self.errors.push(SqlError::new(p.path_span, format!("another plugin is named `{plugin}` (after its folder)")));
+                }
+            }
+            self.plugins.insert(plugin.clone(), json!({ "path": p.path, "world": world }));
+            let names = if p.kind == PluginKind::Function { &mut self.functions } else { &mut self.transforms };
+            if names.insert(p.name.to_ascii_lowercase(), plugin).is_some() {
+                self.errors.push(SqlError::new(p.name_span, format!("`{}` is declared twice", p.name)));
+            }
+        }
+        for s in statements {
+            match s {
+                Statement::CreateTable(ct) => match Table::from_ddl(ct, &self.prepared.watermarks) {
+                    Ok(t) => {
+                        if self.tables.contains_key(&t.name) {
+                            self.errors.push(SqlError::new(t.span, format!("table `{}` is declared twice", t.name)));
+                        }
+                        self.tables.insert(t.name.clone(), t);
+                    }
+                    Err(e) => self.errors.extend(e),
+                },
+                Statement::Insert(ins) => {
+                    let TableObject::TableName(target) = &ins.table else {
+                        self.errors.push(SqlError::new(s.span(), "INSERT INTO needs a table name"));
+                        continue;
+                    };
+                    let Some(query) = &ins.source else {
+                        self.errors.push(SqlError::new(s.span(), "expected INSERT INTO sink SELECT ..."));
+                        continue;
+                    };
+                    let cols: Vec<Ident> = ins.columns.iter().filter_map(|c| c.0.last().and_then(|p| p.as_ident()).cloned()).collect();
+                    if let Err(e) = self.insert(target, &cols, query) {
+                        self.errors.extend(e);
+                    }
+                }
+                other => self.errors.push(SqlError::new(
+                    other.span(),
+                    "only CREATE TABLE, CREATE FUNCTION, CREATE TRANSFORM and INSERT INTO ... SELECT are supported",
+                )),
+            }
+        }
+        if self.sinks.is_empty() && self.errors.is_empty() {
+            self.errors.push(SqlError::new(Span::empty(), "the job has no INSERT INTO: nothing would be written"));
+        }
+        let mut sinks = Map::new();
+        for (name, inputs) in &self.sinks {
+            match self.tables[name].sink_json(inputs) {
+                Ok(v) => {
+                    sinks.insert(name.clone(), v);
+                }
+                Err(e) => self.errors.extend(e),
+            }
+        }
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let mut out = Map::new();
+        if let Some(n) = name {
+            out.insert("name".into(), json!(n));
+        }
+        if !self.plugins.is_empty() {
+            out.insert("plugins".into(), Value::Object(self.plugins));
+        }
+        out.insert("sources".into(), Value::Object(self.sources));
+        if !self.steps.is_empty() {
+            out.insert("steps".into(), Value::Object(self.steps));
+        }
+        out.insert("sinks".into(), Value::Object(sinks));
+        Ok(Value::Object(out))
+    }
+
+    fn table(&self, name: &str, span: Span) -> Result<&Table, Vec<SqlError>> {
+        self.tables.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+            vec![SqlError::new(span, format!("unknown table `{name}` (declared: {})", known.join(", ")))]
+        })
+    }
+
+    /// The pipeline source of table `name` (added once, shared).
+    fn source(&mut self, name: &str, span: Span) -> Result<String, Vec<SqlError>> {
+        let t = self.table(name, span)?;
+        if self.sinks.contains_key(name) {
+            return Err(vec![SqlError::new(span, format!("table `{name}` is written by an INSERT: reading it back is not supported"))]);
+        }
+        if !self.sources.contains_key(name) {
+            let v = t.source_json()?;
+            self.sources.insert(name.to_string(), v);
+        }
+        Ok(name.to_string())
+    }
+
+    fn add_step(&mut self, name: &str, step: Value) -> String {
+        let mut n = name.to_string();
+        let mut i = 2;
+        while self.steps.get(&n).is_some_and(|s| *s != step) || self.sources.contains_key(&n) || self.tables.contains_key(&n) {
+            n = format!("{name}_{i}");
+            i += 1;
+        }
+        self.steps.insert(n.clone(), step);
+        n
+    }
+
+    /// One INSERT INTO target SELECT ...
+    fn insert(&mut self, target: &ObjectName, cols: &[Ident], query: &Query) -> Result<(), Vec<SqlError>> {
+        let (sink, sink_span) = name_of(target);
+        let t = self.table(&sink, sink_span)?;
+        if self.sources.contains_key(&sink) {
+            return Err(vec![SqlError::new(sink_span, format!("table `{sink}` is read as a source: writing it is not supported"))]);
+        }
+        let sink_columns: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return Err(vec![SqlError::new(query.span(), "only a plain SELECT is supported here (no UNION, VALUES, ORDER BY)")]);
+        };
+        if query.order_by.is_some() || query.limit_clause.is_some() || select.group_by != sqlparser::ast::GroupByExpr::Expressions(vec![], vec![]) || select.having.is_some() || select.distinct.is_some() {
+            return Err(vec![SqlError::new(query.span(), "GROUP BY, HAVING, DISTINCT, ORDER BY and LIMIT are not supported yet")]);
+        }
+        let [from] = &select.from[..] else {
+            let span = select.from.get(1).map(|f| f.relation.span()).unwrap_or(select.span());
+            return Err(vec![SqlError::new(span, "expected one table in FROM (join others with JOIN)")]);
+        };
+        let (mut node, main) = self.relation(&from.relation)?;
+        let mut rels = vec![main];
+        // Delayed joins first: one window-join over the main input and all of them.
+        let mut joins = from.joins.iter().peekable();
+        let mut delayed: Vec<(&Join, &DelayedJoin)> = Vec::new();
+        while let Some(j) = joins.peek() {
+            match self.prepared.delayed.iter().find(|d| d.at == j.relation.span().start) {
+                Some(d) => {
+                    delayed.push((j, d));
+                    joins.next();
+                }
+                None => break,
+            }
+        }
+        if !delayed.is_empty() {
+            node = self.window_join(&sink, node, &mut rels, &delayed)?;
+        }
+        for j in joins {
+            let at = match &j.relation {
+                TableFactor::Table { name, .. } => name.0.last().and_then(|p| p.as_ident()).map(|i| i.span.start),
+                _ => None,
+            };
+            if self.prepared.lookups.iter().any(|l| Some(l.at) == at) {
+                node = self.lookup_join(&sink, node, &mut rels, j)?;
+            } else {
+                return Err(vec![SqlError::new(
+                    j.relation.span(),
+                    "this join is not supported: use a delayed join (`LEFT <interval> WINDOW AND <interval> DELAY JOIN`) or a lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`); delayed joins come first",
+                )]);
+            }
+        }
+        // UDF calls become udf steps before the select; then the select.
+        let mut udfs = Vec::new();
+        let mut columns = Vec::new();
+        let mut star_only = true;
+        let mut errors = Vec::new();
+        for (i, item) in select.projection.iter().enumerate() {
+            let (expr, alias) = match item {
+                SelectItem::Wildcard(_) => {
+                    columns.push(json!({ "name": "*" }));
+                    continue;
+                }
+                SelectItem::QualifiedWildcard(kind, _) => {
+                    let text = kind.to_string().trim_end_matches(".*").to_string();
+                    match rels.iter().find(|r| r.qualifier == text) {
+                        Some(r) if r.prefix.is_empty() && r.columns.is_none() && rels.len() == 1 => columns.push(json!({ "name": "*" })),
+                        Some(r) if r.columns.is_some() => {
+                            for c in r.columns.clone().unwrap_or_default() {
+                                columns.push(json!({ "name": c, "expr": field_ref(&r.prefix, &c) }));
+                            }
+                            star_only = false;
+                        }
+                        _ => errors.push(SqlError::new(item.span(), format!("cannot expand `{text}.*` here: its columns are not known"))),
+                    }
+                    continue;
+                }
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                SelectItem::ExprWithAliases { .. } => {
+                    errors.push(SqlError::new(item.span(), "one alias per column"));
+                    continue;
+                }
+            };
+            star_only = false;
+            let name = alias.unwrap_or_else(|| match expr {
+                Expr::Identifier(i) => i.value.clone(),
+                Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
+                _ => format!("EXPR${i}"),
+            });
+            match self.rewrite(expr, &rels, &mut udfs) {
+                Ok(e) => columns.push(json!({ "name": name, "expr": e.to_string(), "span": [expr.span().start.line, expr.span().start.column] })),
+                Err(e) => errors.extend(e),
+            }
+        }
+        let where_ = match &select.selection {
+            Some(w) => match self.rewrite(w, &rels, &mut udfs) {
+                Ok(e) => Some(e.to_string()),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // INSERT INTO sink (a, b): the columns' names.
+        if !cols.is_empty() {
+            if star_only || cols.len() != columns.len() {
+                return Err(vec![SqlError::new(cols[0].span, format!("{} columns named for {} selected", cols.len(), if star_only { "*".to_string() } else { columns.len().to_string() }))]);
+            }
+            for (c, name) in columns.iter_mut().zip(cols) {
+                c["name"] = json!(name.value);
+            }
+        }
+        // The sink's declared columns: what it is given must be among them.
+        if !sink_columns.is_empty() && !star_only {
+            for (c, item) in columns.iter().zip(&select.projection) {
+                let n = c["name"].as_str().unwrap_or_default();
+                if n != "*" && !sink_columns.iter().any(|s| s == n) {
+                    errors.push(SqlError::new(item.span(), format!("table `{sink}` has no column `{n}` (columns: {})", sink_columns.join(", "))));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for (k, (function, args, output)) in udfs.into_iter().enumerate() {
+            let plugin = self.functions[&function].clone();
+            let step = json!({ "type": "udf", "inputs": [node], "plugin": plugin, "function": function, "args": args, "output": output });
+            node = self.add_step(&format!("{sink}_udf{k}"), step);
+        }
+        if !(star_only && where_.is_none()) {
+            let mut step = Map::new();
+            step.insert("type".into(), json!("select"));
+            step.insert("inputs".into(), json!([node]));
+            if let Some(w) = where_ {
+                step.insert("where".into(), json!(w));
+            }
+            if !star_only {
+                for c in &mut columns {
+                    c.as_object_mut().map(|o| o.remove("span"));
+                }
+                step.insert("columns".into(), Value::Array(columns));
+            }
+            node = self.add_step(&format!("{sink}_select"), Value::Object(step));
+        }
+        self.sinks.entry(sink).or_default().push(node);
+        Ok(())
+    }
+
+    /// A FROM relation: a table (its source) or TABLE(transform(table)).
+    fn relation(&mut self, f: &TableFactor) -> Result<(String, Rel), Vec<SqlError>> {
+        match f {
+            TableFactor::Table { name, alias, args: None, .. } => {
+                let (table, span) = name_of(name);
+                let node = self.source(&table, span)?;
+                let columns = self.tables[&table].columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+                let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(table.clone());
+                Ok((node, Rel { qualifier, table, columns: (!columns.is_empty()).then_some(columns), prefix: String::new(), aliases: BTreeMap::new() }))
+            }
+            TableFactor::TableFunction { expr: Expr::Function(func), alias } => {
+                let (fname, fspan) = name_of(&func.name);
+                let Some(plugin) = self.transforms.get(&fname.to_ascii_lowercase()).cloned() else {
+                    return Err(vec![SqlError::new(fspan, format!("unknown transform `{fname}`: declare it with CREATE TRANSFORM {fname} AS 'path'"))]);
+                };
+                let arg = match &func.args {
+                    FunctionArguments::List(l) => match &l.args[..] {
+                        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))] => i.clone(),
+                        _ => return Err(vec![SqlError::new(func.span(), format!("expected TABLE({fname}(table))"))]),
+                    },
+                    _ => return Err(vec![SqlError::new(func.span(), format!("expected TABLE({fname}(table))"))]),
+                };
+                let input = self.source(&arg.value, arg.span)?;
+                let node = self.add_step(&format!("{fname}_{input}"), json!({ "type": "transform", "inputs": [input], "plugin": plugin }));
+                let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(fname.clone());
+                Ok((node, Rel { qualifier, table: fname, columns: None, prefix: String::new(), aliases: BTreeMap::new() }))
+            }
+            other => Err(vec![SqlError::new(other.span(), "expected a table or TABLE(transform(table))")]),
+        }
+    }
+
+    /// `a.k = b.k`: (a's field, b's field), a being `left` and b `right`.
+    fn equi_key(&self, on: &JoinConstraint, span: Span, left: &[Rel], right: &Rel) -> Result<(String, String), Vec<SqlError>> {
+        let usage = || vec![SqlError::new(span, format!("expected ON x.key = {}.key (one equality of fields)", right.qualifier))];
+        let JoinConstraint::On(Expr::BinaryOp { left: l, op: BinaryOperator::Eq, right: r }) = on else { return Err(usage()) };
+        let side = |e: &Expr| -> Option<(String, String)> {
+            match e {
+                Expr::CompoundIdentifier(p) if p.len() == 2 => Some((p[0].value.clone(), p[1].value.clone())),
+                _ => None,
+            }
+        };
+        let (Some(a), Some(b)) = (side(l), side(r)) else { return Err(usage()) };
+        let mine_left = a.0 == right.qualifier;
+        let (mine, theirs) = if mine_left { (a, b) } else { (b, a) };
+        if mine.0 != right.qualifier {
+            return Err(usage());
+        }
+        let Some(other) = left.iter().find(|r| r.qualifier == theirs.0) else {
+            return Err(vec![SqlError::new(span, format!("`{}` is not a table of this FROM", theirs.0))]);
+        };
+        for (rel, col, e) in [(right, &mine.1, if mine_left { l } else { r }), (other, &theirs.1, if mine_left { r } else { l })] {
+            if let Some(cols) = &rel.columns {
+                if !cols.contains(col) {
+                    return Err(vec![SqlError::new(e.span(), format!("unknown column `{col}` of `{}` (columns: {})", rel.qualifier, cols.join(", ")))]);
+                }
+            }
+        }
+        if !other.prefix.is_empty() {
+            return Err(vec![SqlError::new(span, "joining on a field of a joined table is not supported yet: join on the first table's fields")]);
+        }
+        Ok((theirs.1, mine.1))
+    }
+
+    fn window_join(&mut self, sink: &str, node: String, rels: &mut Vec<Rel>, delayed: &[(&Join, &DelayedJoin)]) -> Result<String, Vec<SqlError>> {
+        let first = delayed[0].1;
+        let mut inputs = vec![node.clone()];
+        let mut keys = Map::new();
+        let mut prefixes = Map::new();
+        let mut main_key: Option<String> = None;
+        for (j, d) in delayed {
+            if (d.window_ms, d.delay_ms, d.left, d.global.is_some()) != (first.window_ms, first.delay_ms, first.left, first.global.is_some()) {
+                return Err(vec![SqlError::new(d.span, "the joins of one chain must have the same window, delay, LEFT/INNER and GLOBAL (one window-join step)")]);
+            }
+            let constraint = match &j.join_operator {
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) | JoinOperator::Inner(c) | JoinOperator::Join(c) => c,
+                _ => return Err(vec![SqlError::new(d.span, "expected LEFT or INNER")]),
+            };
+            let TableFactor::Table { name, alias, .. } = &j.relation else {
+                return Err(vec![SqlError::new(j.relation.span(), "a delayed join joins a table")]);
+            };
+            let (table, span) = name_of(name);
+            let input = self.source(&table, span)?;
+            let columns = self.tables[&table].columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+            let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(table.clone());
+            let rel = Rel { qualifier: qualifier.clone(), table, columns: (!columns.is_empty()).then_some(columns), prefix: format!("{qualifier}."), aliases: BTreeMap::new() };
+            let (main_field, field) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
+            if main_key.as_ref().is_some_and(|k| *k != main_field) {
+                return Err(vec![SqlError::new(j.relation.span(), "the joins of one chain must join on the same field of the first table")]);
+            }
+            main_key = Some(main_field.clone());
+            if inputs.contains(&input) {
+                return Err(vec![SqlError::new(span, format!("`{input}` is joined twice"))]);
+            }
+            keys.insert(input.clone(), json!(format!("$.{field}")));
+            prefixes.insert(input.clone(), json!(rel.prefix));
+            inputs.push(input);
+            rels.push(rel);
+        }
+        keys.insert(node, json!(format!("$.{}", main_key.unwrap_or_default())));
+        let w = first.window_ms as i64;
+        let step = json!({
+            "type": "window-join",
+            "inputs": inputs,
+            "keys": keys,
+            "window": { "start_ms": if first.global.is_some() { -w } else { 0 }, "end_ms": w },
+            "mode": if first.left { "left" } else { "inner" },
+            "allowed_lateness_ms": first.delay_ms,
+            "joiner": { "type": "merge", "prefixes": prefixes },
+        });
+        // The number of matches of each joined table: `<qualifier>.count`.
+        for r in rels.iter_mut().skip(1) {
+            if let Some(c) = &mut r.columns {
+                if !c.iter().any(|x| x == "count") {
+                    c.push("count".into());
+                }
+            }
+        }
+        Ok(self.add_step(&format!("{sink}_join"), step))
+    }
+
+    fn lookup_join(&mut self, sink: &str, node: String, rels: &mut Vec<Rel>, j: &Join) -> Result<String, Vec<SqlError>> {
+        let (mode, constraint) = match &j.join_operator {
+            JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => ("left", c),
+            JoinOperator::Inner(c) | JoinOperator::Join(c) => ("inner", c),
+            _ => return Err(vec![SqlError::new(j.relation.span(), "a lookup join is JOIN (inner) or LEFT JOIN")]),
+        };
+        let TableFactor::Table { name, alias, .. } = &j.relation else { unreachable!("lookups are marked on table names") };
+        let (table, span) = name_of(name);
+        let t = self.table(&table, span)?.clone();
+        let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(table.clone());
+        let mut rel = Rel {
+            qualifier: qualifier.clone(),
+            table: table.clone(),
+            columns: (!t.columns.is_empty()).then(|| t.columns.iter().map(|c| c.name.clone()).collect()),
+            prefix: format!("{qualifier}."),
+            aliases: BTreeMap::new(),
+        };
+        let (main_field, dim_key) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
+        let (backend, options) = t.lookup_json()?;
+        let mut step = options;
+        step.insert("type".into(), json!("lookup-join"));
+        step.insert("inputs".into(), json!([node]));
+        step.insert("key".into(), json!(format!("$.{main_field}")));
+        step.insert("mode".into(), json!(mode));
+        step.insert("backends".into(), json!([backend]));
+        step.insert("prefix".into(), json!(rel.prefix));
+        if let Some(cols) = &rel.columns {
+            let fields: Vec<&String> = cols.iter().filter(|c| **c != dim_key).collect();
+            if !fields.is_empty() {
+                step.insert("fields".into(), json!(fields));
+            }
+        }
+        rel.aliases.insert(dim_key, main_field);
+        rels.push(rel);
+        Ok(self.add_step(&format!("{sink}_lookup_{qualifier}"), Value::Object(step)))
+    }
+
+    /// An identifier of the query → the field of the current record.
+    fn resolve(&self, parts: &[Ident], rels: &[Rel], span: Span) -> Result<Expr, Vec<SqlError>> {
+        let (rel, rest): (&Rel, &[Ident]) = match rels.iter().find(|r| parts.len() > 1 && r.qualifier == parts[0].value) {
+            Some(r) => (r, &parts[1..]),
+            None => {
+                let col = &parts[0].value;
+                let known: Vec<&Rel> = rels.iter().filter(|r| r.columns.as_ref().is_some_and(|c| c.contains(col))).collect();
+                match known[..] {
+                    [r] => (r, parts),
+                    [_, _, ..] => return Err(vec![SqlError::new(span, format!("column `{col}` is ambiguous: qualify it"))]),
+                    [] => match rels.iter().find(|r| r.columns.is_none() && r.prefix.is_empty()) {
+                        Some(r) => (r, parts),
+                        None => {
+                            let all: Vec<String> = rels.iter().flat_map(|r| r.columns.iter().flatten().map(move |c| if rels.len() > 1 { format!("{}.{c}", r.qualifier) } else { c.clone() })).collect();
+                            return Err(vec![SqlError::new(parts[0].span, format!("unknown column `{col}` (columns: {})", all.join(", ")))]);
+                        }
+                    },
+                }
+            }
+        };
+        let col = &rest[0];
+        if let Some(cols) = &rel.columns {
+            if !cols.contains(&col.value) && !rel.aliases.contains_key(&col.value) {
+                return Err(vec![SqlError::new(col.span, format!("unknown column `{}` of `{}` (columns: {})", col.value, rel.table, cols.join(", ")))]);
+            }
+        }
+        let mut out: Vec<Ident> = Vec::new();
+        match rel.aliases.get(&col.value) {
+            Some(main) => out.push(Ident { value: main.clone(), quote_style: None, span: col.span }),
+            None if rel.prefix.is_empty() => out.push(col.clone()),
+            None => out.push(Ident { value: format!("{}{}", rel.prefix, col.value), quote_style: Some('"'), span: col.span }),
+        }
+        out.extend(rest[1..].iter().cloned());
+        Ok(if out.len() == 1 { Expr::Identifier(out.remove(0)) } else { Expr::CompoundIdentifier(out) })
+    }
+
+    /// The expression with its identifiers made fields of the current
+    /// record, checked against the tables' columns, and UDF calls replaced
+    /// by the fields their udf steps write.
+    fn rewrite(&self, e: &Expr, rels: &[Rel], udfs: &mut Vec<(String, Vec<Value>, String)>) -> Result<Expr, Vec<SqlError>> {
+        let mut r = |x: &Expr| self.rewrite(x, rels, udfs);
+        let b = |x: Expr| Box::new(x);
+        Ok(match e {
+            Expr::Identifier(i) => self.resolve(std::slice::from_ref(i), rels, i.span)?,
+            Expr::CompoundIdentifier(p) => self.resolve(p, rels, e.span())?,
+            Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) => e.clone(),
+            Expr::Nested(x) => Expr::Nested(b(r(x)?)),
+            Expr::BinaryOp { left, op, right } => Expr::BinaryOp { left: b(r(left)?), op: op.clone(), right: b(r(right)?) },
+            Expr::UnaryOp { op, expr } => Expr::UnaryOp { op: *op, expr: b(r(expr)?) },
+            Expr::IsNull(x) => Expr::IsNull(b(r(x)?)),
+            Expr::IsNotNull(x) => Expr::IsNotNull(b(r(x)?)),
+            Expr::IsTrue(x) => Expr::IsTrue(b(r(x)?)),
+            Expr::IsFalse(x) => Expr::IsFalse(b(r(x)?)),
+            Expr::IsNotTrue(x) => Expr::IsNotTrue(b(r(x)?)),
+            Expr::IsNotFalse(x) => Expr::IsNotFalse(b(r(x)?)),
+            Expr::Between { expr, negated, low, high } => Expr::Between { expr: b(r(expr)?), negated: *negated, low: b(r(low)?), high: b(r(high)?) },
+            Expr::Like { negated, any, expr, pattern, escape_char } => {
+                Expr::Like { negated: *negated, any: *any, expr: b(r(expr)?), pattern: b(r(pattern)?), escape_char: escape_char.clone() }
+            }
+            Expr::ILike { negated, any, expr, pattern, escape_char } => {
+                Expr::ILike { negated: *negated, any: *any, expr: b(r(expr)?), pattern: b(r(pattern)?), escape_char: escape_char.clone() }
+            }
+            Expr::In { expr, target: sqlparser::ast::InTarget::List(list), negated, global } => Expr::In {
+                expr: b(r(expr)?),
+                target: sqlparser::ast::InTarget::List(list.iter().map(&mut r).collect::<Result<_, _>>()?),
+                negated: *negated,
+                global: *global,
+            },
+            Expr::Cast { kind, expr, data_type, format } => Expr::Cast { kind: kind.clone(), expr: b(r(expr)?), data_type: data_type.clone(), format: format.clone() },
+            Expr::Case { case_token, end_token, operand, conditions, else_result } => Expr::Case {
+                case_token: case_token.clone(),
+                end_token: end_token.clone(),
+                operand: operand.as_ref().map(|o| r(o).map(b)).transpose()?,
+                conditions: conditions
+                    .iter()
+                    .map(|c| Ok(sqlparser::ast::CaseWhen { condition: r(&c.condition)?, result: r(&c.result)? }))
+                    .collect::<Result<_, Vec<SqlError>>>()?,
+                else_result: else_result.as_ref().map(|o| r(o).map(b)).transpose()?,
+            },
+            Expr::Substring { expr, substring_from, substring_for, special, shorthand } => Expr::Substring {
+                expr: b(r(expr)?),
+                substring_from: substring_from.as_ref().map(|o| r(o).map(b)).transpose()?,
+                substring_for: substring_for.as_ref().map(|o| r(o).map(b)).transpose()?,
+                special: *special,
+                shorthand: *shorthand,
+            },
+            Expr::Trim { trim_where, trim_what, expr, trim_characters } => Expr::Trim {
+                trim_where: *trim_where,
+                trim_what: trim_what.as_ref().map(|o| r(o).map(b)).transpose()?,
+                expr: b(r(expr)?),
+                trim_characters: trim_characters.clone(),
+            },
+            Expr::Function(f) => {
+                let (fname, _) = name_of(&f.name);
+                let FunctionArguments::List(list) = &f.args else {
+                    return match &f.args {
+                        FunctionArguments::None => Ok(e.clone()),
+                        _ => Err(vec![SqlError::new(e.span(), "a subquery as argument is not supported")]),
+                    };
+                };
+                if self.functions.contains_key(&fname.to_ascii_lowercase()) {
+                    // A UDF: its arguments must be fields or literals (udf step args).
+                    let mut args = Vec::new();
+                    for a in &list.args {
+                        let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
+                            return Err(vec![SqlError::new(e.span(), "a UDF takes positional arguments")]);
+                        };
+                        match r(x)? {
+                            Expr::Identifier(i) if i.quote_style.is_none() => args.push(json!(format!("$.{}", i.value))),
+                            Expr::CompoundIdentifier(p) if p.iter().all(|i| i.quote_style.is_none()) => {
+                                args.push(json!(format!("$.{}", p.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join("."))))
+                            }
+                            Expr::Value(v) => args.push(match &v.value {
+                                sqlparser::ast::Value::SingleQuotedString(s) => json!(s),
+                                sqlparser::ast::Value::Number(n, _) => serde_json::from_str(n).unwrap_or(json!(n)),
+                                sqlparser::ast::Value::Boolean(x) => json!(x),
+                                _ => Value::Null,
+                            }),
+                            _ => return Err(vec![SqlError::new(x.span(), "a UDF's argument must be a column of the first table or a literal (for now)")]),
+                        }
+                    }
+                    let output = format!("__{}_{}", fname.to_ascii_lowercase(), udfs.len());
+                    udfs.push((fname.to_ascii_lowercase(), args, output.clone()));
+                    return Ok(Expr::Identifier(Ident { value: output, quote_style: None, span: e.span() }));
+                }
+                let mut f2 = f.clone();
+                if let FunctionArguments::List(l2) = &mut f2.args {
+                    for a in &mut l2.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                            *x = r(x)?;
+                        }
+                    }
+                }
+                Expr::Function(f2)
+            }
+            other => return Err(vec![SqlError::new(other.span(), format!("`{other}` is not supported in a query yet"))]),
+        })
+    }
+}
+
+/// A field of the current record as SQL text: plain, or quoted when it
+/// carries a join prefix.
+fn field_ref(prefix: &str, col: &str) -> String {
+    if prefix.is_empty() {
+        col.to_string()
+    } else {
+        format!("\"{prefix}{col}\"")
+    }
+}

@@ -1,0 +1,186 @@
+//! `streamhost sql`: golden folders (sql_cases/NAME: job.sql, its inputs,
+//! the expected pipeline.json, and expected/ outputs where the job runs
+//! before the `select` step exists), and errors located at line:column.
+//!
+//! `STREAMHOST_UPDATE_SQL=1` rewrites the expected pipeline.json files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn streamhost() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamhost"))
+}
+
+fn cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases")
+}
+
+/// A copy of the case's folder (outputs land in it, not in the repository).
+fn copy_case(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(cases().join(name)).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+fn sorted_lines(p: &Path) -> Vec<String> {
+    let mut l: Vec<String> = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(String::from).collect();
+    l.sort();
+    l
+}
+
+/// The explain output equals the case's pipeline.json; where expected/
+/// exists, `sql` and `run` of the explained pipeline both write it.
+fn golden(name: &str) {
+    let dir = copy_case(name);
+    let job = dir.path().join("job.sql");
+    let out = streamhost().args(["sql", "--explain"]).arg(&job).output().unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    let explained = String::from_utf8(out.stdout).unwrap();
+    let expected_file = cases().join(name).join("pipeline.json");
+    if std::env::var_os("STREAMHOST_UPDATE_SQL").is_some() {
+        std::fs::write(&expected_file, &explained).unwrap();
+    }
+    let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| panic!("{name}: {e} (STREAMHOST_UPDATE_SQL=1 writes it)"));
+    assert_eq!(explained, expected, "{name}: the compiled pipeline differs");
+    // `streamhost run` takes the explained pipeline as it is.
+    std::fs::write(dir.path().join("pipeline.json"), &explained).unwrap();
+    let v = streamhost().args(["validate", "--no-plugins"]).arg(dir.path().join("pipeline.json")).output().unwrap();
+    assert!(v.status.success(), "{name}: {}", String::from_utf8_lossy(&v.stderr));
+    let v = streamhost().args(["validate", "--no-plugins"]).arg(&job).output().unwrap();
+    assert!(v.status.success(), "{name}: {}", String::from_utf8_lossy(&v.stderr));
+    let expected_dir = cases().join(name).join("expected");
+    if !expected_dir.exists() {
+        return;
+    }
+    for args in [vec!["sql".to_string(), job.display().to_string()], vec!["run".into(), dir.path().join("pipeline.json").display().to_string()]] {
+        let out = streamhost().args(&args).arg("--no-progress").current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{name}: {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        for e in std::fs::read_dir(&expected_dir).unwrap() {
+            let e = e.unwrap();
+            assert_eq!(sorted_lines(&dir.path().join(e.file_name())), sorted_lines(&e.path()), "{name}: {args:?}: {:?}", e.file_name());
+            std::fs::remove_file(dir.path().join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn passthrough_keeps_valid_records_and_dead_letters_the_others() {
+    golden("passthrough");
+    // The dead letters of a run: the record without `id`, the one whose `n` is a string.
+    let dir = copy_case("passthrough");
+    let out = streamhost().arg("sql").arg(dir.path().join("job.sql")).arg("--no-progress").output().unwrap();
+    assert!(out.status.success());
+    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 2, "{dead}");
+    assert!(dead.contains("\\\"three\\\"") || dead.contains("three"), "{dead}");
+}
+
+#[test]
+fn fan_out_reads_its_source_once_for_two_inserts() {
+    golden("fan_out");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("fan_out/pipeline.json")).unwrap()).unwrap();
+    assert_eq!(p["sources"].as_object().unwrap().len(), 1);
+    assert!(p.get("steps").is_none(), "SELECT * needs no step: {p}");
+}
+
+#[test]
+fn delayed_join_star_runs_as_a_window_join() {
+    golden("delayed_join_star");
+}
+
+#[test]
+fn lookup_join_star_runs_against_a_file_table() {
+    golden("lookup_join_star");
+}
+
+/// These compile to `select` steps: their pipelines are checked here, and
+/// run once the select step is merged.
+#[test]
+fn select_steps_compile_by_the_contract() {
+    for name in ["projection_where", "delayed_join", "transform_udf"] {
+        let dir = copy_case(name);
+        let out = streamhost().args(["sql", "--explain"]).arg(dir.path().join("job.sql")).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let explained = String::from_utf8(out.stdout).unwrap();
+        let expected_file = cases().join(name).join("pipeline.json");
+        if std::env::var_os("STREAMHOST_UPDATE_SQL").is_some() {
+            std::fs::write(&expected_file, &explained).unwrap();
+        }
+        assert_eq!(explained, std::fs::read_to_string(&expected_file).unwrap(), "{name}");
+    }
+}
+
+/// The error of `job` (exit 2): its message names `line:column` and shows
+/// the offending text under a caret.
+fn error_of(job: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("job.sql");
+    std::fs::write(&p, job).unwrap();
+    let out = streamhost().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err.replace(&p.display().to_string(), "job.sql")
+}
+
+/// `err` points at `line:col` and carets exactly `text` there.
+fn assert_at(err: &str, line: usize, col: usize, text: &str) {
+    assert!(err.contains(&format!("--> job.sql:{line}:{col}\n")), "expected {line}:{col}:\n{err}");
+    let shown: Vec<&str> = err.lines().collect();
+    let i = shown.iter().position(|l| l.starts_with(&format!("{line} | "))).unwrap_or_else(|| panic!("no line {line}:\n{err}"));
+    let source = &shown[i][format!("{line} | ").len()..];
+    let carets = &shown[i + 1][format!("{line} | ").len()..];
+    let start = carets.find('^').unwrap();
+    let width = carets.matches('^').count();
+    assert_eq!(start + 1, col, "{err}");
+    assert_eq!(&source[start..start + width], text, "{err}");
+}
+
+const TABLES: &str = "CREATE TABLE clicks (uid STRING, ts BIGINT) WITH ('connector' = 'file', 'path' = 'c.jsonl');\nCREATE TABLE out WITH ('connector' = 'stdout');\n";
+
+#[test]
+fn unknown_column_is_located() {
+    let err = error_of(&format!("{TABLES}INSERT INTO out SELECT uid, dwell FROM clicks;"));
+    assert!(err.contains("unknown column `dwell`") && err.contains("uid, ts"), "{err}");
+    assert_at(&err, 3, 29, "dwell");
+    let err = error_of(&format!("{TABLES}INSERT INTO out\nSELECT * FROM clicks AS c WHERE c.nope > 1;"));
+    assert_at(&err, 4, 35, "nope");
+}
+
+#[test]
+fn unknown_connector_option_is_located() {
+    let err = error_of("CREATE TABLE clicks (uid STRING)\n  WITH ('connector' = 'file', 'pathh' = 'c.jsonl');\nCREATE TABLE out WITH ('connector' = 'stdout');\nINSERT INTO out SELECT * FROM clicks;");
+    assert!(err.contains("unknown option `pathh`") && err.contains("known: path"), "{err}");
+    assert_at(&err, 2, 31, "'pathh'");
+}
+
+#[test]
+fn delay_join_without_window_is_located() {
+    let err = error_of(&format!(
+        "{TABLES}CREATE TABLE views (uid STRING) WITH ('connector' = 'file', 'path' = 'v.jsonl');\nINSERT INTO out SELECT * FROM views AS v\n  LEFT INTERVAL '5' MINUTE DELAY JOIN clicks AS c ON v.uid = c.uid;"
+    ));
+    assert!(err.contains("needs a window"), "{err}");
+    assert_at(&err, 5, 8, "INTERVAL '5' MINUTE DELAY");
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let err = error_of(&format!("{TABLES}INSERT INTO out SELECT uid FROM clicks WHERE uid = = 'x';"));
+    assert!(err.contains("Expected"), "{err}");
+    assert_at(&err, 3, 52, "=");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_sql_folder() {
+    // Run from another directory: the source and the sink are beside job.sql.
+    let dir = copy_case("fan_out");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = streamhost().arg("sql").arg(dir.path().join("job.sql")).arg("--no-progress").current_dir(elsewhere.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sorted_lines(&dir.path().join("a.jsonl")).len(), 2);
+}
