@@ -351,6 +351,7 @@ impl<'a> Compiler<'a> {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let udfs_written: Vec<String> = udfs.iter().map(|u| u.2.clone()).collect();
         for (k, (function, args, output)) in udfs.into_iter().enumerate() {
             let plugin = self.functions[&function].clone();
             let step = json!({ "type": "udf", "inputs": [node], "plugin": plugin, "function": function, "args": args, "output": output });
@@ -364,8 +365,13 @@ impl<'a> Compiler<'a> {
                 step.insert("where".into(), json!(w));
             }
             if !star_only {
+                // `*` shows the input's fields, not the UDF results added for the projection.
+                let outputs: Vec<&String> = udfs_written.iter().collect();
                 for c in &mut columns {
                     c.as_object_mut().map(|o| o.remove("span"));
+                    if c["name"] == "*" && !outputs.is_empty() {
+                        c["except"] = json!(outputs);
+                    }
                 }
                 step.insert("columns".into(), Value::Array(columns));
             }

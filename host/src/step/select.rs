@@ -50,6 +50,10 @@ pub struct SelectColumn {
     /// `"odd-name"`, `UPPER(country)`). Absent: the input field `name`.
     #[serde(default)]
     pub expr: Option<String>,
+    /// With `*` only: input fields it leaves out too (a SQL job's UDF
+    /// results, `__domain_0`, which the projection reads but does not show).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
 }
 
 impl SelectConfig {
@@ -81,6 +85,9 @@ impl SelectConfig {
                     }
                 }
                 (_, None) => {}
+            }
+            if c.name != "*" && !c.except.is_empty() {
+                err(at.key("except"), "only `*` takes `except`".into());
             }
         }
     }
@@ -165,7 +172,7 @@ impl SelectStep {
             ),
         };
         let star = columns.iter().flatten().any(|c| matches!(c, Column::Star));
-        let named = c.columns.iter().flatten().filter(|c| c.name != "*").map(|c| c.name.clone()).collect();
+        let named = c.columns.iter().flatten().flat_map(|c| if c.name == "*" { c.except.clone() } else { vec![c.name.clone()] }).collect();
         Ok(SelectStep { name: name.into(), condition, columns, named, star, fields, filtered: 0 })
     }
 
@@ -328,6 +335,7 @@ mod tests {
         let e = r#"{"a": 1, "b": "x", "c": {"d": 2}}"#;
         assert_eq!(select(json!({"columns": [{"name": "*"}, {"name": "e", "expr": "c.d * 2"}]}), e).unwrap().unwrap(), r#"{"a":1,"b":"x","c":{"d": 2},"e":4}"#);
         assert_eq!(select(json!({"columns": [{"name": "b", "expr": "UPPER(b)"}, {"name": "*"}]}), e).unwrap().unwrap(), r#"{"b":"X","a":1,"c":{"d": 2}}"#, "a named column replaces the input's");
+        assert_eq!(select(json!({"columns": [{"name": "*", "except": ["a", "zz"]}, {"name": "e", "expr": "a + 1"}]}), e).unwrap().unwrap(), r#"{"b":"x","c":{"d": 2},"e":2}"#, "`except` leaves input fields out of `*`");
         assert_eq!(select(json!({"where": "a = 1"}), e).unwrap().unwrap(), e, "no columns: unchanged");
         assert_eq!(select(json!({"columns": [{"name": "z", "expr": "missing"}]}), e).unwrap().unwrap(), r#"{"z":null}"#);
         assert_eq!(select(json!({"columns": [{"name": "*"}]}), "[]").unwrap_err(), "a select step needs each event's value to be a JSON object");
