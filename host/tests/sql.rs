@@ -200,3 +200,22 @@ fn relative_paths_resolve_against_the_sql_folder() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sorted_lines(&dir.path().join("a.jsonl")).len(), 2);
 }
+
+#[test]
+fn type_mismatches_are_located() {
+    let err = error_of(&format!("{TABLES}INSERT INTO out SELECT uid FROM clicks WHERE uid > 3;"));
+    assert!(err.contains("cannot compare STRING with BIGINT"), "{err}");
+    assert_at(&err, 3, 52, "3");
+    let err = error_of(&format!("{TABLES}INSERT INTO out\nSELECT UPPER(ts) AS x FROM clicks;"));
+    assert!(err.contains("argument 1 of UPPER needs STRING, not BIGINT"), "{err}");
+    assert_at(&err, 4, 14, "ts");
+    let err = error_of(&format!("{TABLES}INSERT INTO out\nSELECT UPPER(uid) AS x FROM clicks WHERE ts + 1;"));
+    assert!(err.contains("WHERE needs a BOOLEAN condition, not BIGINT"), "{err}");
+    assert_at(&err, 4, 42, "ts + 1");
+    // A joined table's columns are typed under their alias.
+    let err = error_of(&format!(
+        "{TABLES}CREATE TABLE views (uid STRING, ts BIGINT, WATERMARK FOR ts AS ts) WITH ('connector' = 'file', 'path' = 'v.jsonl');\nINSERT INTO out SELECT v.uid, c.uid * 2 AS x FROM views AS v\n  LEFT INTERVAL '5' MINUTE WINDOW JOIN clicks AS c ON v.uid = c.uid;"
+    ));
+    assert!(err.contains("`*` needs a number, not STRING"), "{err}");
+    assert_at(&err, 4, 31, "c.uid");
+}

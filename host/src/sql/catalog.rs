@@ -11,6 +11,7 @@ use sqlparser::ast::{ColumnOption, CreateTable, CreateTableOptions, DataType, Ex
 use sqlparser::tokenizer::Span;
 
 use super::error::SqlError;
+use super::expr::SqlType;
 use super::tokens::WatermarkDecl;
 
 /// A declared column.
@@ -20,6 +21,8 @@ pub struct Column {
     pub span: Span,
     /// Its JSON type in the record schema (`string`, `int`, ...).
     pub json_type: &'static str,
+    /// Its type in expressions (what the query's type check sees).
+    pub sql_type: SqlType,
     pub not_null: bool,
 }
 
@@ -160,6 +163,18 @@ fn json_type(t: &DataType) -> &'static str {
     }
 }
 
+/// The expression type of a SQL column type (TIMESTAMP: milliseconds).
+fn sql_type(t: &DataType) -> SqlType {
+    match json_type(t) {
+        "string" => SqlType::String,
+        "int" if t.to_string().to_ascii_uppercase().starts_with("TIMESTAMP") => SqlType::Timestamp,
+        "int" => SqlType::BigInt,
+        "number" => SqlType::Double,
+        "bool" => SqlType::Boolean,
+        _ => SqlType::Any,
+    }
+}
+
 impl Table {
     /// The table of a CREATE TABLE (its WATERMARK from the token pass).
     pub fn from_ddl(ct: &CreateTable, watermarks: &[WatermarkDecl]) -> Result<Table, Vec<SqlError>> {
@@ -174,6 +189,7 @@ impl Table {
                 name: c.name.value.clone(),
                 span: c.name.span,
                 json_type: json_type(&c.data_type),
+                sql_type: sql_type(&c.data_type),
                 not_null: c.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull)),
             })
             .collect();

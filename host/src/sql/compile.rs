@@ -17,6 +17,7 @@ use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan};
 
 use super::catalog::Table;
 use super::error::{locate_parser_error, SqlError, SqlErrors};
+use super::expr::{self, ExprError, ExprKind, Literal, Schema, SqlType, UdfSignature};
 use super::tokens::{prepare, DelayedJoin, PluginKind, Prepared};
 use crate::config::{parse_pipeline, LoadedPipeline};
 
@@ -76,6 +77,8 @@ struct Compiler<'a> {
     /// Plugins by pipeline name, and SQL function / transform names to them.
     plugins: Map<String, Value>,
     functions: BTreeMap<String, String>,
+    /// Known signatures of the declared functions (lowercase SQL names).
+    signatures: BTreeMap<String, Vec<UdfSignature>>,
     transforms: BTreeMap<String, String>,
     sources: Map<String, Value>,
     steps: Map<String, Value>,
@@ -110,6 +113,7 @@ impl<'a> Compiler<'a> {
             tables: BTreeMap::new(),
             plugins: Map::new(),
             functions: BTreeMap::new(),
+            signatures: BTreeMap::new(),
             transforms: BTreeMap::new(),
             sources: Map::new(),
             steps: Map::new(),
@@ -275,6 +279,7 @@ impl<'a> Compiler<'a> {
             }
         }
         // UDF calls become udf steps before the select; then the select.
+        let schema = self.schema(&rels);
         let mut udfs = Vec::new();
         let mut columns = Vec::new();
         let mut star_only = true;
@@ -312,14 +317,18 @@ impl<'a> Compiler<'a> {
                 Expr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
                 _ => format!("EXPR${i}"),
             });
-            match self.rewrite(expr, &rels, &mut udfs) {
-                Ok(e) => columns.push(json!({ "name": name, "expr": e.to_string(), "span": [expr.span().start.line, expr.span().start.column] })),
+            match self.expression(expr, &rels, &schema, &mut udfs) {
+                Ok((e, _)) => columns.push(json!({ "name": name, "expr": e })),
                 Err(e) => errors.extend(e),
             }
         }
         let where_ = match &select.selection {
-            Some(w) => match self.rewrite(w, &rels, &mut udfs) {
-                Ok(e) => Some(e.to_string()),
+            Some(w) => match self.expression(w, &rels, &schema, &mut udfs) {
+                Ok((e, SqlType::Boolean | SqlType::Any | SqlType::Null)) => Some(e),
+                Ok((_, t)) => {
+                    errors.push(SqlError::new(w.span(), format!("WHERE needs a BOOLEAN condition, not {t}")));
+                    None
+                }
                 Err(e) => {
                     errors.extend(e);
                     None
@@ -368,7 +377,6 @@ impl<'a> Compiler<'a> {
                 // `*` shows the input's fields, not the UDF results added for the projection.
                 let outputs: Vec<&String> = udfs_written.iter().collect();
                 for c in &mut columns {
-                    c.as_object_mut().map(|o| o.remove("span"));
                     if c["name"] == "*" && !outputs.is_empty() {
                         c["except"] = json!(outputs);
                     }
@@ -538,6 +546,51 @@ impl<'a> Compiler<'a> {
         Ok(self.add_step(&format!("{sink}_lookup_{qualifier}"), Value::Object(step)))
     }
 
+    /// What the query's expressions may read: the columns of the tables in
+    /// scope, by the fields they are in the current record, with their
+    /// declared types (a relation whose columns are not known opens it).
+    fn schema(&self, rels: &[Rel]) -> Schema {
+        let open = rels.iter().any(|r| r.columns.is_none());
+        let mut schema = if open { Schema::open() } else { Schema::strict() };
+        for r in rels {
+            for c in r.columns.iter().flatten() {
+                let declared = self.tables.get(&r.table).and_then(|t| t.column(c)).map(|c| c.sql_type);
+                let ty = declared.unwrap_or(if c == "count" && !r.prefix.is_empty() { SqlType::BigInt } else { SqlType::Any });
+                schema = schema.column(&[&format!("{}{c}", r.prefix)], ty);
+            }
+        }
+        for (name, sigs) in &self.signatures {
+            for s in sigs {
+                schema = schema.udf(name, s.params.clone(), s.returns);
+            }
+        }
+        schema
+    }
+
+    /// A WHERE or projection expression → its text for the `select` step
+    /// and its type: identifiers resolved, the whole type-checked, and UDF
+    /// calls replaced by the fields their udf steps (pushed on `udfs`) write.
+    fn expression(&self, e: &Expr, rels: &[Rel], schema: &Schema, udfs: &mut Vec<(String, Vec<Value>, String)>) -> Result<(String, SqlType), Vec<SqlError>> {
+        let located = |x: ExprError| {
+            let at = |p: expr::Pos| Location::new(p.line, p.column);
+            let span = if x.span.start.line == 0 { e.span() } else { Span::new(at(x.span.start), at(x.span.end)) };
+            vec![SqlError::new(span, x.message)]
+        };
+        let mut tree = expr::from_sql(&self.rewrite(e, rels)?).map_err(located)?;
+        // A declared function whose plugin was not loaded: any arguments, any result.
+        let mut schema = schema.clone();
+        let mut calls = Vec::new();
+        udf_calls(&mut tree, &mut |name, args| calls.push((name.to_ascii_lowercase(), args.len())));
+        for (name, n) in calls {
+            if self.functions.contains_key(&name) && schema.udf_signatures(&name).is_none() {
+                schema = schema.udf(&name, vec![SqlType::Any; n], SqlType::Any);
+            }
+        }
+        let ty = expr::typecheck(&tree, &schema).map_err(located)?;
+        replace_udfs(&mut tree, udfs).map_err(located)?;
+        Ok((tree.to_sql(), ty))
+    }
+
     /// An identifier of the query → the field of the current record.
     fn resolve(&self, parts: &[Ident], rels: &[Rel], span: Span) -> Result<Expr, Vec<SqlError>> {
         let (rel, rest): (&Rel, &[Ident]) = match rels.iter().find(|r| parts.len() > 1 && r.qualifier == parts[0].value) {
@@ -565,20 +618,21 @@ impl<'a> Compiler<'a> {
             }
         }
         let mut out: Vec<Ident> = Vec::new();
+        // The field's text in the .sql, qualifier included (`c.uid`), for errors.
+        let at = Span::new(parts[0].span.start, col.span.end);
         match rel.aliases.get(&col.value) {
-            Some(main) => out.push(Ident { value: main.clone(), quote_style: None, span: col.span }),
-            None if rel.prefix.is_empty() => out.push(col.clone()),
-            None => out.push(Ident { value: format!("{}{}", rel.prefix, col.value), quote_style: Some('"'), span: col.span }),
+            Some(main) => out.push(Ident { value: main.clone(), quote_style: None, span: at }),
+            None if rel.prefix.is_empty() => out.push(Ident { span: at, ..col.clone() }),
+            None => out.push(Ident { value: format!("{}{}", rel.prefix, col.value), quote_style: Some('"'), span: at }),
         }
         out.extend(rest[1..].iter().cloned());
         Ok(if out.len() == 1 { Expr::Identifier(out.remove(0)) } else { Expr::CompoundIdentifier(out) })
     }
 
     /// The expression with its identifiers made fields of the current
-    /// record, checked against the tables' columns, and UDF calls replaced
-    /// by the fields their udf steps write.
-    fn rewrite(&self, e: &Expr, rels: &[Rel], udfs: &mut Vec<(String, Vec<Value>, String)>) -> Result<Expr, Vec<SqlError>> {
-        let mut r = |x: &Expr| self.rewrite(x, rels, udfs);
+    /// record, checked against the tables' columns.
+    fn rewrite(&self, e: &Expr, rels: &[Rel]) -> Result<Expr, Vec<SqlError>> {
+        let mut r = |x: &Expr| self.rewrite(x, rels);
         let b = |x: Expr| Box::new(x);
         Ok(match e {
             Expr::Identifier(i) => self.resolve(std::slice::from_ref(i), rels, i.span)?,
@@ -631,38 +685,12 @@ impl<'a> Compiler<'a> {
                 trim_characters: trim_characters.clone(),
             },
             Expr::Function(f) => {
-                let (fname, _) = name_of(&f.name);
-                let FunctionArguments::List(list) = &f.args else {
+                let FunctionArguments::List(_) = &f.args else {
                     return match &f.args {
                         FunctionArguments::None => Ok(e.clone()),
                         _ => Err(vec![SqlError::new(e.span(), "a subquery as argument is not supported")]),
                     };
                 };
-                if self.functions.contains_key(&fname.to_ascii_lowercase()) {
-                    // A UDF: its arguments must be fields or literals (udf step args).
-                    let mut args = Vec::new();
-                    for a in &list.args {
-                        let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a else {
-                            return Err(vec![SqlError::new(e.span(), "a UDF takes positional arguments")]);
-                        };
-                        match r(x)? {
-                            Expr::Identifier(i) if i.quote_style.is_none() => args.push(json!(format!("$.{}", i.value))),
-                            Expr::CompoundIdentifier(p) if p.iter().all(|i| i.quote_style.is_none()) => {
-                                args.push(json!(format!("$.{}", p.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join("."))))
-                            }
-                            Expr::Value(v) => args.push(match &v.value {
-                                sqlparser::ast::Value::SingleQuotedString(s) => json!(s),
-                                sqlparser::ast::Value::Number(n, _) => serde_json::from_str(n).unwrap_or(json!(n)),
-                                sqlparser::ast::Value::Boolean(x) => json!(x),
-                                _ => Value::Null,
-                            }),
-                            _ => return Err(vec![SqlError::new(x.span(), "a UDF's argument must be a column of the first table or a literal (for now)")]),
-                        }
-                    }
-                    let output = format!("__{}_{}", fname.to_ascii_lowercase(), udfs.len());
-                    udfs.push((fname.to_ascii_lowercase(), args, output.clone()));
-                    return Ok(Expr::Identifier(Ident { value: output, quote_style: None, span: e.span() }));
-                }
                 let mut f2 = f.clone();
                 if let FunctionArguments::List(l2) = &mut f2.args {
                     for a in &mut l2.args {
@@ -676,6 +704,43 @@ impl<'a> Compiler<'a> {
             other => return Err(vec![SqlError::new(other.span(), format!("`{other}` is not supported in a query yet"))]),
         })
     }
+}
+
+/// Calls `f` on each UDF call of `e`.
+fn udf_calls(e: &mut expr::Expr, f: &mut dyn FnMut(&str, &[expr::Expr])) {
+    if let ExprKind::Udf { name, args } = &e.kind {
+        f(name, args);
+    }
+    for c in e.children_mut() {
+        udf_calls(c, f);
+    }
+}
+
+/// Replaces each UDF call of `e` (innermost first) by the field its udf
+/// step writes, `__<function>_<n>`; its arguments must be fields of the
+/// first table (or results of inner calls) or literals: a udf step's args.
+fn replace_udfs(e: &mut expr::Expr, udfs: &mut Vec<(String, Vec<Value>, String)>) -> Result<(), ExprError> {
+    for c in e.children_mut() {
+        replace_udfs(c, udfs)?;
+    }
+    let ExprKind::Udf { name, args } = &e.kind else { return Ok(()) };
+    let mut values = Vec::new();
+    for a in args {
+        values.push(match &a.kind {
+            ExprKind::Column(path) if path.iter().all(|p| !p.contains('.')) => json!(format!("$.{}", path.join("."))),
+            ExprKind::Literal(Literal::Str(s)) => json!(s),
+            ExprKind::Literal(Literal::Int(i)) => json!(i),
+            ExprKind::Literal(Literal::Float(f)) => json!(f),
+            ExprKind::Literal(Literal::Bool(b)) => json!(b),
+            ExprKind::Literal(Literal::Null) => Value::Null,
+            _ => return Err(ExprError::new("a UDF's argument must be a column of the first table or a literal (for now)".into(), a.span)),
+        });
+    }
+    let function = name.to_ascii_lowercase();
+    let output = format!("__{function}_{}", udfs.len());
+    udfs.push((function, values, output.clone()));
+    e.kind = ExprKind::Column(vec![output]);
+    Ok(())
 }
 
 /// A field of the current record as SQL text: plain, or quoted when it

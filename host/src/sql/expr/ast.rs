@@ -241,6 +241,26 @@ impl Expr {
         Expr { kind, span: Span::default() }
     }
 
+    /// The direct subexpressions, to rewrite a tree in place (the SQL
+    /// compiler replaces UDF calls by the fields their steps write).
+    pub fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match &mut self.kind {
+            ExprKind::Column(_) | ExprKind::Literal(_) => vec![],
+            ExprKind::Neg(x) | ExprKind::Not(x) | ExprKind::IsNull { expr: x, .. } | ExprKind::Cast { expr: x, .. } => vec![x],
+            ExprKind::Binary { left, right, .. } => vec![left, right],
+            ExprKind::InList { expr, list, .. } => std::iter::once(&mut **expr).chain(list.iter_mut()).collect(),
+            ExprKind::Between { expr, low, high, .. } => vec![expr, low, high],
+            ExprKind::Like { expr, pattern, .. } => vec![expr, pattern],
+            ExprKind::Case { operand, whens, otherwise } => operand
+                .iter_mut()
+                .map(|b| &mut **b)
+                .chain(whens.iter_mut().flat_map(|(w, t)| [w, t]))
+                .chain(otherwise.iter_mut().map(|b| &mut **b))
+                .collect(),
+            ExprKind::Call { args, .. } | ExprKind::Udf { args, .. } => args.iter_mut().collect(),
+        }
+    }
+
     /// The expression as SQL text that parses back to an equal expression
     /// (fully parenthesised, identifiers quoted when they must be).
     pub fn to_sql(&self) -> String {
