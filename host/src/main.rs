@@ -283,7 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { pipeline, no_plugins } => {
             let p = if sql_cli::is_sql(&pipeline) {
-                match sql_cli::load(&pipeline) {
+                match sql_cli::load(&pipeline, !no_plugins) {
                     Ok(p) => p,
                     Err(code) => return Ok(code),
                 }
@@ -322,7 +322,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(code) => code,
                 });
             }
-            let p = match sql_cli::load(&args.job) {
+            let p = match sql_cli::load(&args.job, true) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };

@@ -219,3 +219,30 @@ fn type_mismatches_are_located() {
     assert!(err.contains("`*` needs a number, not STRING"), "{err}");
     assert_at(&err, 4, 31, "c.uid");
 }
+
+/// `validate` (and `sql`) load the UDF plugins first: a call is checked
+/// against the plugin's declared signatures. `--explain` does not load them.
+#[test]
+fn udf_calls_are_checked_against_the_plugin() {
+    common::build("plugins/url-udf", streamhost::config::WorldName::Udf);
+    let dir = copy_case("passthrough");
+    let job = dir.path().join("job.sql");
+    let write = |select: &str| {
+        std::fs::write(&job, format!("CREATE FUNCTION domain AS 'plugins/url-udf';\nCREATE FUNCTION bucket AS 'plugins/url-udf';\n{TABLES}{select}")).unwrap();
+    };
+    write("INSERT INTO out SELECT uid, domain(ts) AS d FROM clicks;");
+    let out = streamhost().arg("validate").arg(&job).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap().replace(&job.display().to_string(), "job.sql");
+    assert!(err.contains("no signature of `domain` takes (BIGINT); it has domain(STRING)"), "{err}");
+    assert_at(&err, 5, 29, "domain(ts"); // sqlparser's span of a call ends before its `)`
+    let explained = streamhost().args(["sql", "--explain"]).arg(&job).output().unwrap();
+    assert!(explained.status.success(), "--explain does not load plugins: {}", String::from_utf8_lossy(&explained.stderr));
+    // The result's type is the plugin's: bucket returns an int.
+    write("INSERT INTO out SELECT UPPER(bucket(uid, 4)) AS b FROM clicks;");
+    let err = String::from_utf8(streamhost().arg("validate").arg(&job).output().unwrap().stderr).unwrap();
+    assert!(err.contains("argument 1 of UPPER needs STRING, not BIGINT"), "{err}");
+    write("INSERT INTO out SELECT bucket(uid, 4) + 1 AS b FROM clicks WHERE domain(uid) = 'x';");
+    let ok = streamhost().arg("validate").arg(&job).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}

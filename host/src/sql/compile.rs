@@ -20,16 +20,21 @@ use super::error::{locate_parser_error, SqlError, SqlErrors};
 use super::expr::{self, ExprError, ExprKind, Literal, Schema, SqlType, UdfSignature};
 use super::tokens::{prepare, DelayedJoin, PluginKind, Prepared};
 use crate::config::{parse_pipeline, LoadedPipeline};
+use crate::plugin::{FunctionSignature, ScalarType};
+
+/// The functions of each UDF plugin (by its pipeline name), when loaded:
+/// calls to them are type-checked against these signatures.
+pub type UdfFunctions = BTreeMap<String, Vec<FunctionSignature>>;
 
 /// Compiles a job file to pipeline.json text (`sql --explain`).
-pub fn compile_file(path: &Path) -> Result<String, SqlErrors> {
+pub fn compile_file(path: &Path, udfs: &UdfFunctions) -> Result<String, SqlErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| SqlErrors {
         file: Some(path.to_path_buf()),
         text: String::new(),
         errors: vec![SqlError::new(Span::empty(), format!("cannot read: {e}"))],
     })?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-    let pipeline = compile(&text, name.as_deref()).map_err(|mut e| {
+    let pipeline = compile(&text, name.as_deref(), udfs).map_err(|mut e| {
         e.file = Some(path.to_path_buf());
         e
     })?;
@@ -38,8 +43,8 @@ pub fn compile_file(path: &Path) -> Result<String, SqlErrors> {
 
 /// Compiles a job file and loads the result as `streamhost run` would load
 /// a pipeline.json beside it (relative paths against the .sql's folder).
-pub fn load_sql(path: &Path) -> Result<LoadedPipeline, SqlErrors> {
-    let json = compile_file(path)?;
+pub fn load_sql(path: &Path, udfs: &UdfFunctions) -> Result<LoadedPipeline, SqlErrors> {
+    let json = compile_file(path, udfs)?;
     let config = parse_pipeline(&json).map_err(|e| SqlErrors {
         file: Some(path.to_path_buf()),
         text: String::new(),
@@ -55,7 +60,7 @@ pub fn load_sql(path: &Path) -> Result<LoadedPipeline, SqlErrors> {
 }
 
 /// Compiles job text to pipeline.json (as a JSON value).
-pub fn compile(text: &str, name: Option<&str>) -> Result<Value, SqlErrors> {
+pub fn compile(text: &str, name: Option<&str>, udfs: &UdfFunctions) -> Result<Value, SqlErrors> {
     let wrap = |errors: Vec<SqlError>| SqlErrors { file: None, text: text.to_string(), errors };
     let prepared = prepare(text).map_err(|e| wrap(vec![e]))?;
     let mut tokens = prepared.tokens.clone();
@@ -68,7 +73,7 @@ pub fn compile(text: &str, name: Option<&str>) -> Result<Value, SqlErrors> {
             let (span, message) = locate_parser_error(&e.to_string(), &tokens);
             wrap(vec![SqlError::new(span, message)])
         })?;
-    Compiler::new(&prepared).run(&statements, name).map_err(wrap)
+    Compiler::new(&prepared).run(&statements, name, udfs).map_err(wrap)
 }
 
 struct Compiler<'a> {
@@ -122,7 +127,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn run(mut self, statements: &[Statement], name: Option<&str>) -> Result<Value, Vec<SqlError>> {
+    fn run(mut self, statements: &[Statement], name: Option<&str>, udfs: &UdfFunctions) -> Result<Value, Vec<SqlError>> {
         for p in &self.prepared.plugins {
             let plugin = Path::new(&p.path).file_name().map(|f| f.to_string_lossy().replace(['-', '.'], "_")).unwrap_or_else(|| p.name.clone());
             let world = if p.kind == PluginKind::Function { "udf" } else { "transform" };
@@ -133,8 +138,21 @@ impl<'a> Compiler<'a> {
             }
             self.plugins.insert(plugin.clone(), json!({ "path": p.path, "world": world }));
             let names = if p.kind == PluginKind::Function { &mut self.functions } else { &mut self.transforms };
-            if names.insert(p.name.to_ascii_lowercase(), plugin).is_some() {
+            if names.insert(p.name.to_ascii_lowercase(), plugin.clone()).is_some() {
                 self.errors.push(SqlError::new(p.name_span, format!("`{}` is declared twice", p.name)));
+            }
+            // The plugin's own signature of the function, when it was loaded.
+            if let (PluginKind::Function, Some(functions)) = (p.kind, udfs.get(&plugin)) {
+                match functions.iter().find(|f| f.name == p.name) {
+                    Some(f) => {
+                        let sig = UdfSignature { params: f.params.iter().map(|t| sql_type(*t)).collect(), returns: sql_type(f.result) };
+                        self.signatures.insert(p.name.to_ascii_lowercase(), vec![sig]);
+                    }
+                    None => {
+                        let has: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+                        self.errors.push(SqlError::new(p.name_span, format!("plugin `{plugin}` has no function `{}` (it has: {})", p.name, has.join(", "))));
+                    }
+                }
             }
         }
         for s in statements {
@@ -703,6 +721,18 @@ impl<'a> Compiler<'a> {
             }
             other => return Err(vec![SqlError::new(other.span(), format!("`{other}` is not supported in a query yet"))]),
         })
+    }
+}
+
+/// A UDF parameter's or result's type in expressions.
+fn sql_type(t: ScalarType) -> SqlType {
+    match t {
+        ScalarType::Null => SqlType::Null,
+        ScalarType::Boolean => SqlType::Boolean,
+        ScalarType::Int => SqlType::BigInt,
+        ScalarType::Float => SqlType::Double,
+        ScalarType::Str => SqlType::String,
+        ScalarType::Bytes | ScalarType::Any => SqlType::Any,
     }
 }
 

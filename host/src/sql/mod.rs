@@ -13,5 +13,5 @@ pub mod error;
 pub mod expr;
 pub mod tokens;
 
-pub use compile::{compile, compile_file, load_sql};
+pub use compile::{compile, compile_file, load_sql, UdfFunctions};
 pub use error::{SqlError, SqlErrors};
