@@ -1,4 +1,4 @@
-//! Joiner plugins built from source: the Rust and Python sample joiners
+//! Joiner plugins built from source: the Rust, Python and Go sample joiners
 //! (`plugins/sample-joiner-*`) give the same training samples, and a
 //! joiner that panics or loops on one main event fails only that one
 //! (`tests/plugins/hostile-joiner`).
@@ -63,13 +63,14 @@ fn values(outcomes: &[Outcome]) -> Vec<Result<Vec<(Value, i64)>, FailureKind>> {
 }
 
 #[test]
-fn rust_and_python_sample_joiners_make_the_same_samples() {
+fn rust_python_and_go_sample_joiners_make_the_same_samples() {
     let limits = PluginLimits::default();
     let rust = load("sample-joiner-rust", "plugins/sample-joiner-rust", &limits).unwrap();
     let python = load("sample-joiner-python", "plugins/sample-joiner-python", &limits).unwrap();
-    assert_eq!((rust.world(), python.world()), (WorldName::Joiner, WorldName::Joiner));
+    let go = load("sample-joiner-go", "plugins/sample-joiner-go", &limits).unwrap();
+    assert_eq!((rust.world(), python.world(), go.world()), (WorldName::Joiner, WorldName::Joiner, WorldName::Joiner));
     let cases = batch();
-    let (r, p) = (run(&rust, &cases), run(&python, &cases));
+    let (r, p, g) = (run(&rust, &cases), run(&python, &cases), run(&go, &cases));
     let want = vec![
         Ok(vec![(json!({"request_id":"r1","user_id":"u1","item_id":"i1","device":"ios","position":1,"label":1,"clicks":2,"dwell_ms":150}), 1001)]),
         Ok(vec![(json!({"request_id":"r2","user_id":"u1","item_id":"i2","device":"ios","position":2,"label":0,"clicks":0,"dwell_ms":0}), 1002)]),
@@ -79,20 +80,24 @@ fn rust_and_python_sample_joiners_make_the_same_samples() {
     ];
     assert_eq!(values(&r), want, "rust");
     assert_eq!(values(&p), want, "python");
-    // Byte for byte too (both write compact JSON with sorted keys), key kept.
-    for (a, b) in r.iter().zip(&p) {
-        if let (Outcome::Ok(a), Outcome::Ok(b)) = (a, b) {
+    assert_eq!(values(&g), want, "go");
+    // Byte for byte too (all write compact JSON with sorted keys), key kept.
+    for ((a, b), c) in r.iter().zip(&p).zip(&g) {
+        if let (Outcome::Ok(a), Outcome::Ok(b), Outcome::Ok(c)) = (a, b, c) {
             assert_eq!(a, b);
+            assert_eq!(a, c);
             assert_eq!(a[0].key.as_deref(), Some(&b"k"[..]));
         }
     }
-    match (&r[2], &p[2]) {
-        (Outcome::Failed(a), Outcome::Failed(b)) => {
-            assert!(a.message.contains("request_id") && b.message.contains("request_id"), "{a} / {b}")
+    for failed in [&r[2], &p[2], &g[2]] {
+        match failed {
+            Outcome::Failed(f) => assert!(f.message.contains("request_id"), "{f}"),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     let stats = rust.stats().snapshot();
+    assert_eq!((stats.events_in, stats.events_out, stats.errors, stats.retried_batches), (5, 4, 1, 0));
+    let stats = go.stats().snapshot();
     assert_eq!((stats.events_in, stats.events_out, stats.errors, stats.retried_batches), (5, 4, 1, 0));
 }
 

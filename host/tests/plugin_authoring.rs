@@ -316,6 +316,20 @@ fn go_plugins_from_an_empty_folder() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no function \"nope\"; it exports: ctr"), "{}", text(&out));
 
+    let joiner = new_plugin(root.path(), "go-joiner", "go", "joiner");
+    ok("go test (go-joiner)", &mut go_test(&joiner));
+    build(&joiner);
+    let (out, lines, summary) = trial(&joiner, "sample.jsonl", &["--inputs", "views,clicks"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        outputs(&lines),
+        vec![
+            Some(vec![json!({"request_id": "r1", "matches": {"views": 0, "clicks": 2}})]),
+            Some(vec![json!({"request_id": "r2", "matches": {"views": 0, "clicks": 0}})]),
+        ]
+    );
+    assert_costs(&summary, 2);
+
     // A build refreshes the vendored SDK from the binary (here: undoes an edit).
     let doc = udf.join(".streamhost/sdk/go/doc.go");
     let original = std::fs::read_to_string(&doc).unwrap();
@@ -337,7 +351,6 @@ fn bad_names_and_occupied_folders_are_refused() {
     refused(&["My Plugin", "--lang", "rust"], "invalid plugin name \"My Plugin\": 'M' is not allowed");
     refused(&["9lives", "--lang", "python"], "must start with a lowercase letter");
     refused(&["streamhost", "--lang", "go"], "reserved");
-    refused(&["j", "--lang", "go", "--world", "joiner"], "the Go SDK has no joiner world");
     std::fs::create_dir(root.path().join("taken")).unwrap();
     std::fs::write(root.path().join("taken/notes.txt"), "mine").unwrap();
     refused(&["taken", "--lang", "rust"], "exists and is not empty");

@@ -286,3 +286,63 @@ func bytesToString(b []byte) string {
 
 // floatBits is used by tests and the encoder.
 func floatBits(f float64) uint64 { return math.Float64bits(f) }
+
+// batchAt reads the (ptr, len) pairs of an event-batch stored in memory at
+// ptr (a joiner's parameters are passed that way).
+func batchAt(m memory, ptr uint32) batchArgs {
+	m.slice(ptr, batchSize)
+	l := func(off uint32) listArg {
+		p, n := m.list(ptr + off)
+		return listArg{p, n}
+	}
+	return batchArgs{
+		values:     column{data: l(batchValuesOff + byteColumnDataOff), ends: l(batchValuesOff + byteColumnEndsOff)},
+		keys:       column{data: l(batchKeysOff + byteColumnDataOff), ends: l(batchKeysOff + byteColumnEndsOff)},
+		keyless:    l(batchKeylessOff),
+		timestamps: l(batchTimestampsOff),
+		headers:    l(batchHeadersOff),
+	}
+}
+
+// decodeStrings copies a list<string> out of memory.
+func decodeStrings(m memory, ptr, n uint32) []string {
+	m.slice(ptr, n*listSize)
+	out := make([]string, n)
+	for i := range out {
+		p, l := m.list(ptr + uint32(i)*listSize)
+		out[i] = m.copyString(p, l)
+	}
+	return out
+}
+
+// decodeU32s copies a list<u32> out of memory.
+func decodeU32s(m memory, ptr, n uint32) []uint32 {
+	b := m.elems(ptr, n, u32Size)
+	out := make([]uint32, n)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint32(b[4*i:])
+	}
+	return out
+}
+
+// joinArgs is a joiner call's parameters, decoded.
+type joinArgs struct {
+	inputs                  []string
+	mains, matches          []Event
+	matchMains, matchInputs []uint32
+}
+
+// decodeJoinArgs reads join's parameter tuple stored at ptr.
+func decodeJoinArgs(m memory, ptr uint32) joinArgs {
+	m.slice(ptr, joinArgsSize)
+	ip, in := m.list(ptr + joinArgsInputsOff)
+	mp, mn := m.list(ptr + joinArgsMatchMainsOff)
+	kp, kn := m.list(ptr + joinArgsMatchInputsOff)
+	return joinArgs{
+		inputs:      decodeStrings(m, ip, in),
+		mains:       decodeBatch(m, batchAt(m, ptr+joinArgsMainsOff)),
+		matches:     decodeBatch(m, batchAt(m, ptr+joinArgsMatchesOff)),
+		matchMains:  decodeU32s(m, mp, mn),
+		matchInputs: decodeU32s(m, kp, kn),
+	}
+}

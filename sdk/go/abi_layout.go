@@ -87,4 +87,16 @@ const (
 
 	// tuple<string, string>, the element of host.log's `fields`.
 	fieldSize = 16
+
+	// join's parameters (inputs: list<string>, mains: event-batch, matches:
+	// event-batch, match-mains: list<u32>, match-inputs: list<u32>) flatten
+	// to 2 + 14 + 14 + 2 + 2 = 34 i32s, more than MAX_FLAT_PARAMS (16): the
+	// host stores them as a tuple in memory (allocated through
+	// cabi_realloc) and passes its address alone. Every field is 4-aligned.
+	joinArgsInputsOff      = 0
+	joinArgsMainsOff       = 8
+	joinArgsMatchesOff     = 64
+	joinArgsMatchMainsOff  = 120
+	joinArgsMatchInputsOff = 128
+	joinArgsSize           = 136
 )

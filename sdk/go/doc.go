@@ -17,7 +17,8 @@
 // A `transform` plugin calls RegisterTransform with a function of one
 // Event (the host sends whole batches by column; the SDK calls the
 // function once per event and packs the outputs back into columns); a
-// `udf` plugin calls RegisterUDF once per function. Either may
+// `udf` plugin calls RegisterUDF once per function; a `joiner` calls
+// RegisterJoiner with a function of a main event and its Matches. Any may
 // call OnInit to read its configuration, and Log to write to the host's
 // log. fmt.Println and friends work too: their output goes to the host's
 // log as well.

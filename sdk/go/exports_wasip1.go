@@ -8,7 +8,7 @@ import (
 
 // The component's exports, in the core-module names wit-component expects
 // for world-level functions (`init`, `process`, ...) and their post-return
-// functions (`cabi_post_<name>`). Both worlds' exports are always present;
+// functions (`cabi_post_<name>`). Every world's exports are always present;
 // wit-component keeps only those of the plugin's world (see
 // host/src/build/go.rs).
 //
@@ -85,6 +85,20 @@ func exportCall(namePtr, nameLen, rowsPtr, rowsLen uint32) uint32 {
 //go:wasmexport cabi_post_call
 //go:nosplit
 func postCall(uint32) { resetArgs() }
+
+// join(inputs, mains, matches, match-mains, match-inputs) -> transform-output.
+// Its parameters flatten to 34 i32s, past the canonical ABI's 16: the host
+// stores them as a tuple in the argument arena and passes its address
+// (abi_layout.go's joinArgs*).
+//
+//go:wasmexport join
+func exportJoin(argsPtr uint32) uint32 {
+	return publish(runJoin(argMemory(), argsPtr, &results))
+}
+
+//go:wasmexport cabi_post_join
+//go:nosplit
+func postJoin(uint32) { resetArgs() }
 
 // publish turns the results buffer's relative pointers into addresses and
 // returns the address of the return area at offset ret. The buffer stays

@@ -79,13 +79,13 @@ func RegisterUDF(name string, params []Type, result Type, fn UDFFunc) {
 	udfs = append(udfs, udf{name: name, params: append([]Type(nil), params...), result: result, fn: fn})
 }
 
-// runInit implements the `init` export of both worlds.
+// runInit implements the `init` export of every world.
 func runInit(config string) (err error) {
 	if len(registerErrs) > 0 {
 		return errors.Join(registerErrs...)
 	}
-	if transform == nil && len(udfs) == 0 {
-		return errors.New("the plugin registers nothing: call sdk.RegisterTransform or sdk.RegisterUDF from init() or main()")
+	if transform == nil && len(udfs) == 0 && joiner == nil {
+		return errors.New("the plugin registers nothing: call sdk.RegisterTransform, sdk.RegisterUDF or sdk.RegisterJoiner from init() or main()")
 	}
 	if initFunc == nil {
 		return nil
@@ -145,15 +145,25 @@ func runTransform(e Event) (evs []Event, err error) {
 	}()
 	evs, err = transform(e)
 	if err == nil {
-		for _, o := range evs {
-			for _, h := range o.Headers {
-				if err := checkUTF8(h.Name); err != nil {
-					return nil, fmt.Errorf("output header name: %w", err)
-				}
+		err = checkHeaderNames(evs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// checkHeaderNames refuses output header names that are not UTF-8 (a WIT
+// string must be).
+func checkHeaderNames(evs []Event) error {
+	for _, o := range evs {
+		for _, h := range o.Headers {
+			if err := checkUTF8(h.Name); err != nil {
+				return fmt.Errorf("output header name: %w", err)
 			}
 		}
 	}
-	return evs, err
+	return nil
 }
 
 // signature is one `function-signature`.

@@ -9,7 +9,7 @@ import (
 )
 
 func resetRegistry() {
-	initFunc, transform, udfs, udfIndex, registerErrs = nil, nil, nil, map[string]int{}, nil
+	initFunc, transform, joiner, udfs, udfIndex, registerErrs = nil, nil, nil, nil, map[string]int{}, nil
 }
 
 func TestUDFChecksArityAndTypes(t *testing.T) {

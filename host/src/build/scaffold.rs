@@ -27,8 +27,6 @@ pub enum ScaffoldError {
     BadName { name: String, reason: String },
     #[error("{0}: exists and is not empty (choose another NAME or --dir; nothing was written)")]
     NotEmpty(PathBuf),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -83,12 +81,6 @@ pub struct Scaffolded {
 /// Creates the plugin folder `dir` (which must not exist, or be empty).
 pub fn new_plugin(dir: &Path, name: &str, language: Language, world: WorldName) -> Result<Scaffolded, ScaffoldError> {
     validate_name(name)?;
-    if language == Language::Go && world == WorldName::Joiner {
-        return Err(ScaffoldError::Unsupported(
-            "the Go SDK has no joiner world yet (sdk/go implements transform and udf): write a joiner in Rust or Python"
-                .into(),
-        ));
-    }
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(ScaffoldError::NotEmpty(dir.to_path_buf()));
     }
@@ -156,8 +148,9 @@ pub fn template_files(name: &str, language: Language, world: WorldName) -> Vec<(
         (Language::Go, _) => {
             files.push(("go.mod", fill(GO_MOD)));
             let (main, test) = match world {
+                WorldName::Transform => (GO_TRANSFORM, GO_TRANSFORM_TEST),
                 WorldName::Udf => (GO_UDF, GO_UDF_TEST),
-                _ => (GO_TRANSFORM, GO_TRANSFORM_TEST),
+                WorldName::Joiner => (GO_JOINER, GO_JOINER_TEST),
             };
             files.push(("main.go", fill(main)));
             files.push(("main_test.go", fill(test)));
@@ -284,6 +277,8 @@ const GO_TRANSFORM: &str = include_str!("templates/go/transform.go.tmpl");
 const GO_TRANSFORM_TEST: &str = include_str!("templates/go/transform_test.go.tmpl");
 const GO_UDF: &str = include_str!("templates/go/udf.go.tmpl");
 const GO_UDF_TEST: &str = include_str!("templates/go/udf_test.go.tmpl");
+const GO_JOINER: &str = include_str!("templates/go/joiner.go.tmpl");
+const GO_JOINER_TEST: &str = include_str!("templates/go/joiner_test.go.tmpl");
 
 #[cfg(test)]
 mod tests {
@@ -323,14 +318,6 @@ mod tests {
         new_plugin(&empty, "p", Language::Rust, WorldName::Transform).unwrap();
     }
 
-    #[test]
-    fn go_has_no_joiner() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = new_plugin(&dir.path().join("j"), "j", Language::Go, WorldName::Joiner).unwrap_err();
-        assert!(e.to_string().contains("no joiner"), "{e}");
-        assert!(!dir.path().join("j").exists());
-    }
-
     /// Every combination writes a folder the builder recognises (manifest
     /// and language), with no placeholder left and nothing pointing at a
     /// checkout of this repository.
@@ -339,9 +326,6 @@ mod tests {
         let worlds = [WorldName::Transform, WorldName::Udf, WorldName::Joiner];
         for language in [Language::Rust, Language::Python, Language::Go] {
             for world in worlds {
-                if language == Language::Go && world == WorldName::Joiner {
-                    continue;
-                }
                 let tmp = tempfile::tempdir().unwrap();
                 let dir = tmp.path().join("my-plugin");
                 let made = new_plugin(&dir, "my-plugin", language, world).unwrap();

@@ -55,6 +55,7 @@ const GO_SDK_FILES: &[(&str, &str)] = &[
     ("doc.go", include_str!("../../../sdk/go/doc.go")),
     ("exports_wasip1.go", include_str!("../../../sdk/go/exports_wasip1.go")),
     ("go.mod", include_str!("../../../sdk/go/go.mod")),
+    ("joiner.go", include_str!("../../../sdk/go/joiner.go")),
     ("log.go", include_str!("../../../sdk/go/log.go")),
     ("log_native.go", include_str!("../../../sdk/go/log_native.go")),
     ("log_wasip1.go", include_str!("../../../sdk/go/log_wasip1.go")),
