@@ -278,7 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Schema => {
             let schema = schemars::schema_for!(streamhost::config::PipelineConfig);
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            print_out(&serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { pipeline, no_plugins } => {
@@ -316,7 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if args.explain {
                 return Ok(match sql_cli::explain(&args.job) {
                     Ok(json) => {
-                        println!("{json}");
+                        print_out(&json);
                         ExitCode::SUCCESS
                     }
                     Err(code) => code,
@@ -392,4 +392,12 @@ fn run_pipeline(p: LoadedPipeline, fresh: bool, no_progress: bool, instance: Opt
     let summary = built.run()?;
     eprint!("{summary}");
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A long output to stdout, a line at its end; a reader that stopped early
+/// (`| head`) ends it quietly rather than with a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush());
 }

@@ -246,3 +246,37 @@ fn udf_calls_are_checked_against_the_plugin() {
     let ok = streamhost().arg("validate").arg(&job).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+fn json_objects(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// examples/training-join/job.sql, the SQL form of its pipeline.json, run on
+/// a copy of the example: the same samples as the JSON form (as multisets of
+/// JSON objects, `click_*` fields included), each checked against the raw
+/// data, and the same dead letter (the impression without a user).
+#[test]
+fn training_join_in_sql_makes_the_samples_of_the_json_form() {
+    let root = common::repo_root();
+    let (dir, ex) = common::example_copy("training-join", &["job.sql", "pipeline.json", "data/impressions.jsonl", "data/clicks.jsonl"], &["plugins"]);
+    let mut forms = Vec::new();
+    for args in [["run", "pipeline.json"], ["sql", "job.sql"]] {
+        let out = streamhost().args(args).arg("--no-progress").current_dir(&ex).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let canonical = |p: &Path| {
+            let mut v: Vec<String> = json_objects(p).iter().map(|o| o.to_string()).collect();
+            v.sort();
+            v
+        };
+        let (samples, dead) = (json_objects(&ex.join("out/samples.jsonl")), json_objects(&ex.join("out/dead-letter.jsonl")));
+        assert_eq!(dead.len(), 1, "{args:?}: {dead:?}");
+        assert_eq!(dead[0]["reason"], "missing or empty user_id", "{args:?}");
+        let data = root.join("examples/training-join/data");
+        common::training_join::check_samples(&json_objects(&data.join("impressions.jsonl")), &json_objects(&data.join("clicks.jsonl")), &samples);
+        forms.push(canonical(&ex.join("out/samples.jsonl")));
+        std::fs::remove_dir_all(ex.join("out")).unwrap();
+    }
+    assert_eq!(forms[0], forms[1], "the SQL job's samples differ from the JSON pipeline's");
+    assert!(forms[1].iter().any(|s| s.contains("\"click_dwell_ms\"")), "positives carry the click's fields");
+    drop(dir);
+}

@@ -213,6 +213,7 @@ impl<'a> Compiler<'a> {
             out.insert("steps".into(), Value::Object(self.steps));
         }
         out.insert("sinks".into(), Value::Object(sinks));
+        super::settings::apply(&mut out, &self.prepared.settings)?;
         Ok(Value::Object(out))
     }
 
@@ -270,10 +271,16 @@ impl<'a> Compiler<'a> {
         // Delayed joins first: one window-join over the main input and all of them.
         let mut joins = from.joins.iter().peekable();
         let mut delayed: Vec<(&Join, &DelayedJoin)> = Vec::new();
+        // A join is delayed when the pass marked the token after its JOIN: at or
+        // before the relation's start (`TABLE(f(t))` starts at `f`), after the
+        // previous relation's.
+        let mut previous = from.relation.span().start;
         while let Some(j) = joins.peek() {
-            match self.prepared.delayed.iter().find(|d| d.at == j.relation.span().start) {
+            let start = j.relation.span().start;
+            match self.prepared.delayed.iter().find(|d| previous < d.at && d.at <= start) {
                 Some(d) => {
                     delayed.push((j, d));
+                    previous = start;
                     joins.next();
                 }
                 None => break,
@@ -290,10 +297,7 @@ impl<'a> Compiler<'a> {
             if self.prepared.lookups.iter().any(|l| Some(l.at) == at) {
                 node = self.lookup_join(&sink, node, &mut rels, j)?;
             } else {
-                return Err(vec![SqlError::new(
-                    j.relation.span(),
-                    "this join is not supported: use a delayed join (`LEFT <interval> WINDOW AND <interval> DELAY JOIN`) or a lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`); delayed joins come first",
-                )]);
+                node = self.interval_join(&sink, node, &mut rels, j)?;
             }
         }
         // UDF calls become udf steps before the select; then the select.
@@ -484,14 +488,10 @@ impl<'a> Compiler<'a> {
                 JoinOperator::Left(c) | JoinOperator::LeftOuter(c) | JoinOperator::Inner(c) | JoinOperator::Join(c) => c,
                 _ => return Err(vec![SqlError::new(d.span, "expected LEFT or INNER")]),
             };
-            let TableFactor::Table { name, alias, .. } = &j.relation else {
-                return Err(vec![SqlError::new(j.relation.span(), "a delayed join joins a table")]);
-            };
-            let (table, span) = name_of(name);
-            let input = self.source(&table, span)?;
-            let columns = self.tables[&table].columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-            let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(table.clone());
-            let rel = Rel { qualifier: qualifier.clone(), table, columns: (!columns.is_empty()).then_some(columns), prefix: format!("{qualifier}."), aliases: BTreeMap::new() };
+            // A table or TABLE(transform(table)); its columns come under `<alias>_`.
+            let (input, mut rel) = self.relation(&j.relation)?;
+            rel.prefix = format!("{}_", rel.qualifier);
+            let span = j.relation.span();
             let (main_field, field) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
             if main_key.as_ref().is_some_and(|k| *k != main_field) {
                 return Err(vec![SqlError::new(j.relation.span(), "the joins of one chain must join on the same field of the first table")]);
@@ -516,7 +516,7 @@ impl<'a> Compiler<'a> {
             "allowed_lateness_ms": first.delay_ms,
             "joiner": { "type": "merge", "prefixes": prefixes },
         });
-        // The number of matches of each joined table: `<qualifier>.count`.
+        // The number of matches of each joined table: `<qualifier>.count` (field `<qualifier>_count`).
         for r in rels.iter_mut().skip(1) {
             if let Some(c) = &mut r.columns {
                 if !c.iter().any(|x| x == "count") {
@@ -525,6 +525,132 @@ impl<'a> Compiler<'a> {
             }
         }
         Ok(self.add_step(&format!("{sink}_join"), step))
+    }
+
+    /// `JOIN b ON a.k = b.k AND b.ts BETWEEN a.ts - INTERVAL .. AND a.ts +
+    /// INTERVAL ..` (or the bounds as `>=`/`<=`/`>`/`<`): Flink's inner
+    /// interval join, a window-join that emits each pair when it matches.
+    fn interval_join(&mut self, sink: &str, node: String, rels: &mut Vec<Rel>, j: &Join) -> Result<String, Vec<SqlError>> {
+        let span = j.relation.span();
+        let usage = |at: Span| {
+            SqlError::new(
+                at,
+                "expected a stream join ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL .. (an interval join), a delayed join (`LEFT <interval> WINDOW JOIN`) or a lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`)",
+            )
+        };
+        let on = match &j.join_operator {
+            JoinOperator::Inner(JoinConstraint::On(on)) | JoinOperator::Join(JoinConstraint::On(on)) => on,
+            JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => {
+                return Err(vec![SqlError::new(
+                    span,
+                    "a LEFT join of two streams is the delayed join: `LEFT <interval> WINDOW JOIN` (each row once, when its window has passed); a LEFT lookup join reads its table `FOR SYSTEM_TIME AS OF PROCTIME()`",
+                )])
+            }
+            _ => return Err(vec![usage(span)]),
+        };
+        if rels.len() != 1 {
+            return Err(vec![SqlError::new(span, "an interval join must be the first join of its FROM")]);
+        }
+        let (input, mut rel) = self.relation(&j.relation)?;
+        if input == node {
+            return Err(vec![SqlError::new(span, format!("`{input}` is joined with itself: not supported"))]);
+        }
+        rel.prefix = format!("{}_", rel.qualifier);
+        let mut conjuncts = Vec::new();
+        and_terms(on, &mut conjuncts);
+        let mut key = None;
+        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+        for c in conjuncts {
+            let bounds: Vec<(&Expr, BinaryOperator, &Expr)> = match c {
+                Expr::BinaryOp { op: BinaryOperator::Eq, .. } if key.is_none() => {
+                    key = Some(self.equi_key(&JoinConstraint::On(c.clone()), c.span(), rels, &rel)?);
+                    continue;
+                }
+                Expr::Between { expr, negated: false, low, high } => vec![(expr, BinaryOperator::GtEq, low), (expr, BinaryOperator::LtEq, high)],
+                Expr::BinaryOp { left, op: op @ (BinaryOperator::Gt | BinaryOperator::GtEq | BinaryOperator::Lt | BinaryOperator::LtEq), right } => vec![(left, op.clone(), right)],
+                other => return Err(vec![usage(other.span())]),
+            };
+            for (x, op, y) in bounds {
+                let (lower, ms) = self.time_bound(x, op, y, &rels[0], &rel).map_err(|e| vec![e])?;
+                if lower {
+                    lo = Some(lo.map_or(ms, |l| l.max(ms)));
+                } else {
+                    hi = Some(hi.map_or(ms, |h| h.min(ms)));
+                }
+            }
+        }
+        let Some((main_field, field)) = key else { return Err(vec![SqlError::new(on.span(), "an interval join needs an equality of keys: a.key = b.key")]) };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Err(vec![SqlError::new(on.span(), "an interval join needs both bounds of its time: b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..")]);
+        };
+        if lo > hi {
+            return Err(vec![SqlError::new(on.span(), format!("the time bounds leave no window ({lo} ms to {hi} ms)"))]);
+        }
+        let mut keys = Map::new();
+        keys.insert(node.clone(), json!(format!("$.{main_field}")));
+        keys.insert(input.clone(), json!(format!("$.{field}")));
+        let step = json!({
+            "type": "window-join",
+            "inputs": [node, input],
+            "keys": keys,
+            "window": { "start_ms": lo, "end_ms": hi },
+            "mode": "inner",
+            "emit": "on-match",
+            "joiner": { "type": "merge", "prefixes": { input.clone(): rel.prefix } },
+        });
+        if let Some(c) = &mut rel.columns {
+            if !c.iter().any(|x| x == "count") {
+                c.push("count".into());
+            }
+        }
+        rels.push(rel);
+        Ok(self.add_step(&format!("{sink}_join"), step))
+    }
+
+    /// One bound of an interval join, `x op y`, as `b.ts >= a.ts + lo` (true,
+    /// lo) or `b.ts <= a.ts + hi` (false, hi); the times are each table's
+    /// event time (its WATERMARK column; a transform's output time is its own).
+    fn time_bound(&self, x: &Expr, op: BinaryOperator, y: &Expr, main: &Rel, other: &Rel) -> Result<(bool, i64), SqlError> {
+        let bad = |e: &Expr, why: &str| SqlError::new(e.span(), why.to_string());
+        let term = |e: &Expr| -> Result<(bool, i64), SqlError> {
+            let (col, off) = match e {
+                Expr::BinaryOp { left, op: op @ (BinaryOperator::Plus | BinaryOperator::Minus), right } => {
+                    let ms = interval_ms(right).ok_or_else(|| bad(right, "expected an interval such as INTERVAL '1' HOUR"))?;
+                    (left.as_ref(), if *op == BinaryOperator::Minus { -ms } else { ms })
+                }
+                Expr::Nested(inner) => return Err(bad(inner, "write the bound without parentheses: a.ts + INTERVAL '1' HOUR")),
+                other => (other, 0),
+            };
+            let Expr::CompoundIdentifier(p) = col else { return Err(bad(col, "expected a table's time column, e.g. c.ts")) };
+            let [q, c] = &p[..] else { return Err(bad(col, "expected a table's time column, e.g. c.ts")) };
+            let rel = if q.value == other.qualifier {
+                other
+            } else if q.value == main.qualifier {
+                main
+            } else {
+                return Err(bad(col, &format!("`{}` is not a table of this join", q.value)));
+            };
+            if let Some(t) = self.tables.get(&rel.table) {
+                match &t.watermark {
+                    Some(w) if w.column == c.value => {}
+                    Some(w) => return Err(bad(col, &format!("an interval join compares event times: `{}`'s is `{}` (its WATERMARK)", rel.qualifier, w.column))),
+                    None => return Err(bad(col, &format!("table `{}` has no WATERMARK: an interval join needs its event time", rel.table))),
+                }
+            }
+            Ok((std::ptr::eq(rel, other), off))
+        };
+        let ((x_other, ox), (y_other, oy)) = (term(x)?, term(y)?);
+        if x_other == y_other {
+            return Err(bad(x, "a bound compares the two tables' times: b.ts >= a.ts - INTERVAL .."));
+        }
+        // b.ts + ob op a.ts + oa  →  b.ts op' a.ts + d
+        let (op, d) = if x_other { (op, oy - ox) } else { (flip(op), ox - oy) };
+        Ok(match op {
+            BinaryOperator::GtEq => (true, d),
+            BinaryOperator::Gt => (true, d + 1),
+            BinaryOperator::LtEq => (false, d),
+            _ => (false, d - 1),
+        })
     }
 
     fn lookup_join(&mut self, sink: &str, node: String, rels: &mut Vec<Rel>, j: &Join) -> Result<String, Vec<SqlError>> {
@@ -541,7 +667,7 @@ impl<'a> Compiler<'a> {
             qualifier: qualifier.clone(),
             table: table.clone(),
             columns: (!t.columns.is_empty()).then(|| t.columns.iter().map(|c| c.name.clone()).collect()),
-            prefix: format!("{qualifier}."),
+            prefix: format!("{qualifier}_"),
             aliases: BTreeMap::new(),
         };
         let (main_field, dim_key) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
@@ -724,6 +850,53 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// The terms of `a AND b AND ...`.
+fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            and_terms(left, out);
+            and_terms(right, out);
+        }
+        Expr::Nested(inner) => and_terms(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// `a < b` as `b > a`.
+fn flip(op: BinaryOperator) -> BinaryOperator {
+    match op {
+        BinaryOperator::Gt => BinaryOperator::Lt,
+        BinaryOperator::GtEq => BinaryOperator::LtEq,
+        BinaryOperator::Lt => BinaryOperator::Gt,
+        BinaryOperator::LtEq => BinaryOperator::GtEq,
+        other => other,
+    }
+}
+
+/// `INTERVAL '5' SECOND` (or `INTERVAL '5 seconds'`) in milliseconds.
+fn interval_ms(e: &Expr) -> Option<i64> {
+    let Expr::Interval(i) = e else { return None };
+    let text = match i.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+            sqlparser::ast::Value::Number(n, _) => n.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let mut words = text.split_whitespace();
+    let amount: i64 = words.next()?.parse().ok()?;
+    let unit = match (words.next(), &i.leading_field) {
+        (Some(u), None) => u.to_string(),
+        (None, Some(f)) => f.to_string(),
+        _ => return None,
+    };
+    if words.next().is_some() || i.last_field.is_some() {
+        return None;
+    }
+    amount.checked_mul(super::tokens::unit_ms(&unit)? as i64)
+}
+
 /// A UDF parameter's or result's type in expressions.
 fn sql_type(t: ScalarType) -> SqlType {
     match t {
@@ -763,7 +936,7 @@ fn replace_udfs(e: &mut expr::Expr, udfs: &mut Vec<(String, Vec<Value>, String)>
             ExprKind::Literal(Literal::Float(f)) => json!(f),
             ExprKind::Literal(Literal::Bool(b)) => json!(b),
             ExprKind::Literal(Literal::Null) => Value::Null,
-            _ => return Err(ExprError::new("a UDF's argument must be a column of the first table or a literal (for now)".into(), a.span)),
+            _ => return Err(ExprError::new("a UDF's argument must be a column or a literal (for now)".into(), a.span)),
         });
     }
     let function = name.to_ascii_lowercase();

@@ -75,6 +75,23 @@ pub struct WatermarkDecl {
     pub span: Span,
 }
 
+/// `SET 'key' = value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetDecl {
+    pub key: String,
+    pub key_span: Span,
+    pub value: SetValue,
+    pub value_span: Span,
+}
+
+/// A SET's value as written: `'text'`, a number, TRUE or FALSE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetValue {
+    Text(String),
+    Number(String),
+    Bool(bool),
+}
+
 /// The job's tokens ready for the parser, and what the pass took out.
 #[derive(Clone, Debug, Default)]
 pub struct Prepared {
@@ -83,6 +100,7 @@ pub struct Prepared {
     pub delayed: Vec<DelayedJoin>,
     pub lookups: Vec<LookupMark>,
     pub watermarks: Vec<WatermarkDecl>,
+    pub settings: Vec<SetDecl>,
 }
 
 /// Tokenizes `text` and runs the pass.
@@ -111,7 +129,7 @@ fn word(t: &Token) -> Option<String> {
 }
 
 /// A duration unit's milliseconds.
-fn unit_ms(unit: &str) -> Option<u64> {
+pub(super) fn unit_ms(unit: &str) -> Option<u64> {
     Some(match unit.to_ascii_uppercase().trim_end_matches('S') {
         "MILLISECOND" | "M" => 1,
         "SECOND" => 1_000,
@@ -178,6 +196,9 @@ impl Pass {
         if self.is_word(start, "CREATE") && self.is_word(start + 1, "TABLE") {
             return self.create_table(start, end);
         }
+        if self.is_word(start, "SET") {
+            return self.set(start, end);
+        }
         let mut s = start;
         while s < end {
             if self.is_word(s, "FOR") && self.is_word(s + 1, "SYSTEM_TIME") {
@@ -212,6 +233,38 @@ impl Pass {
         }
         self.out.plugins.push(PluginDecl { kind, name, name_span: self.span(start + 2), path, path_span: self.span(start + 4) });
         // The statement and its `;`.
+        self.remove(start, (end + 1).min(self.sig.len()));
+        if end >= self.sig.len() {
+            let from = self.sig[start];
+            for k in from..self.tokens.len() {
+                self.keep[k] = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// `SET 'key' = 'value'` (Flink SQL's form): a setting of the pipeline.
+    fn set(&mut self, start: usize, end: usize) -> Result<(), SqlError> {
+        let usage = "expected `SET 'key' = 'value'` (keys: name, parallelism, dead_letter.*, settings.*)";
+        let key = match self.tok(start + 1) {
+            Some(Token::SingleQuotedString(k)) if start + 1 < end => k.clone(),
+            _ => return Err(SqlError::new(self.span(start + 1), usage)),
+        };
+        if !matches!(self.tok(start + 2), Some(Token::Eq)) || start + 3 >= end {
+            return Err(SqlError::new(self.span(start + 2), usage));
+        }
+        let value = match self.tok(start + 3) {
+            Some(Token::SingleQuotedString(v)) => SetValue::Text(v.clone()),
+            Some(Token::Number(n, _)) => SetValue::Number(n.clone()),
+            Some(Token::Word(w)) if w.quote_style.is_none() && (w.value.eq_ignore_ascii_case("true") || w.value.eq_ignore_ascii_case("false")) => {
+                SetValue::Bool(w.value.eq_ignore_ascii_case("true"))
+            }
+            _ => return Err(SqlError::new(self.span(start + 3), usage)),
+        };
+        if start + 4 < end {
+            return Err(SqlError::new(self.span(start + 4), "unexpected text after `SET 'key' = value`"));
+        }
+        self.out.settings.push(SetDecl { key, key_span: self.span(start + 1), value, value_span: self.span(start + 3) });
         self.remove(start, (end + 1).min(self.sig.len()));
         if end >= self.sig.len() {
             let from = self.sig[start];
