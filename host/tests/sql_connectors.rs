@@ -503,3 +503,89 @@ WHERE (device = 'android' OR device = 'ios') AND position >= 10 AND duration_ms 
     refused.sort_by_key(by_id);
     assert_eq!(dead_values, refused);
 }
+
+/// A lookup table's options (`on_miss`, `timeout_ms`, `cache.*`) reach its
+/// step: with `'on_miss' = 'dead-letter'` an inner join dead-letters a key
+/// the table lacks (`lookup-miss`, naming the key) and an event without a
+/// key (`step-error`) instead of dropping them.
+#[test]
+fn a_lookup_tables_on_miss_option_dead_letters_the_misses() {
+    let t = lookup_tables();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), EVENTS).unwrap();
+    let job = format!(
+        "CREATE TABLE events (id BIGINT NOT NULL, uid STRING) WITH ('connector' = 'file', 'path' = 'events.jsonl');
+CREATE TABLE users (uid STRING, name STRING)
+  WITH ('connector' = 'redis', 'url' = '{r}', 'key_template' = 'user:{{}}', 'on_miss' = 'dead-letter',
+        'timeout_ms' = 500, 'cache.ttl_ms' = 1000);
+CREATE TABLE named WITH ('connector' = 'file', 'path' = 'named.jsonl');
+INSERT INTO named SELECT e.id, u.name FROM events AS e JOIN users FOR SYSTEM_TIME AS OF PROCTIME() AS u ON e.uid = u.uid;
+",
+        r = t.redis.url
+    );
+    run_sql(dir.path(), &job, false);
+    assert_eq!(
+        sorted(common::lines(&dir.path().join("named.jsonl"))),
+        [r#"{"id":1,"name":"Ann"}"#, r#"{"id":2,"name":"Bob"}"#, r#"{"id":3,"name":"Cy"}"#, r#"{"id":7,"name":"Ann"}"#].map(String::from).to_vec()
+    );
+    let mut dead: Vec<(String, String, String)> = json_lines(&dir.path().join("dead-letter.jsonl"))
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap().into(), d["reason"].as_str().unwrap().into(), d["value"].as_str().unwrap().into()))
+        .collect();
+    dead.sort();
+    let miss = |k: &str| format!("no value for key `user:{k}` in {}", t.redis.url);
+    assert_eq!(
+        dead,
+        vec![
+            ("lookup-miss".into(), miss("u4"), r#"{"id":4,"uid":"u4"}"#.into()),
+            ("lookup-miss".into(), miss("u5"), r#"{"id":5,"uid":"u5"}"#.into()),
+            ("schema".into(), "field `uid` should be a string but is an integer".into(), r#"{"id":8,"uid":9}"#.into()),
+            ("step-error".into(), "no lookup key: field `$.uid` is missing".into(), r#"{"id":6}"#.into()),
+        ]
+    );
+}
+
+/// A redis table of hashes hands its fields on as strings
+/// (docs/lookup-join.md), yet the compiler takes its declared column types
+/// for the joined values: `p.age BIGINT` type-checks `p.age > 30` and
+/// `p.age + 1`, and at run time every joined row is dead-lettered (`where:
+/// cannot compare a string with an integer`). Either the job should be
+/// refused at the column's type (a hashes table's columns are strings), or
+/// the declared type should hold for the values (converted); this test
+/// accepts either.
+#[test]
+#[ignore = "compiler bug: a `values = hashes` table's non-STRING columns are trusted by the type check, but the values are strings at run time (every matching row dead-lettered)"]
+fn a_hashes_tables_numeric_column_is_refused_or_converted() {
+    let t = lookup_tables();
+    t.redis.pipeline(&[["HSET", "pref:u1", "age", "31"].map(String::from).to_vec(), ["HSET", "pref:u4", "age", "20"].map(String::from).to_vec()]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), EVENTS).unwrap();
+    let job = format!(
+        "CREATE TABLE events (id BIGINT NOT NULL, uid STRING) WITH ('connector' = 'file', 'path' = 'events.jsonl');
+CREATE TABLE prefs (uid STRING, age BIGINT, lang STRING)
+  WITH ('connector' = 'redis', 'url' = '{r}', 'values' = 'hashes', 'key_template' = 'pref:{{}}');
+CREATE TABLE older WITH ('connector' = 'file', 'path' = 'older.jsonl');
+INSERT INTO older
+SELECT e.id, p.age + 1 AS next_age, p.lang FROM events AS e
+  JOIN prefs FOR SYSTEM_TIME AS OF PROCTIME() AS p ON e.uid = p.uid
+WHERE p.age > 30;
+",
+        r = t.redis.url
+    );
+    std::fs::write(dir.path().join("job.sql"), &job).unwrap();
+    let v = common::streamhost().args(["validate", "--no-plugins"]).arg(dir.path().join("job.sql")).output().unwrap();
+    if v.status.code() == Some(2) {
+        // Refused: at the column's type, line 2.
+        let err = String::from_utf8_lossy(&v.stderr);
+        assert!(err.contains("job.sql:2:") && err.contains("BIGINT"), "refused, but not at `age BIGINT`:\n{err}");
+        return;
+    }
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    run_sql(dir.path(), &job, false);
+    assert_eq!(
+        sorted(common::lines(&dir.path().join("older.jsonl"))),
+        [r#"{"id":1,"next_age":32,"lang":"fr"}"#, r#"{"id":7,"next_age":32,"lang":"fr"}"#].map(String::from).to_vec()
+    );
+    let dead = json_lines(&dir.path().join("dead-letter.jsonl"));
+    assert!(dead.iter().all(|d| d["kind"] == json!("schema")), "only the refused event: {dead:?}");
+}
