@@ -280,3 +280,43 @@ fn training_join_in_sql_makes_the_samples_of_the_json_form() {
     assert!(forms[1].iter().any(|s| s.contains("\"click_dwell_ms\"")), "positives carry the click's fields");
     drop(dir);
 }
+
+/// Flink's inner interval join (BETWEEN, and strict bounds written the other
+/// way round): a row per pair, the bounds' edges as written.
+#[test]
+fn interval_join_emits_each_pair_within_its_bounds() {
+    golden("interval_join");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("interval_join/pipeline.json")).unwrap()).unwrap();
+    assert_eq!(p["steps"]["pairs_join"]["window"], serde_json::json!({"start_ms": -1000, "end_ms": 5000}));
+    assert_eq!(p["steps"]["strict_join"]["window"], serde_json::json!({"start_ms": 0, "end_ms": 4999}));
+}
+
+/// A 3-way LEFT delayed join is one window-join over three inputs; an INNER
+/// delayed join keeps only the matched rows.
+#[test]
+fn delayed_join_chain_and_inner_window_join() {
+    golden("delayed_join_chain");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("delayed_join_chain/pipeline.json")).unwrap()).unwrap();
+    assert_eq!(p["steps"]["chain_join"]["inputs"].as_array().unwrap().len(), 3);
+    assert_eq!(p["steps"]["matched_join"]["mode"], "inner");
+}
+
+/// A join of two streams without a window, an interval join missing a bound
+/// or comparing a column that is not the event time, and a bad SET: each
+/// refused at its text.
+#[test]
+fn stream_joins_without_a_window_and_bad_settings_are_located() {
+    const STREAMS: &str = "CREATE TABLE v (uid STRING, ts BIGINT, at BIGINT, WATERMARK FOR ts AS ts) WITH ('connector' = 'file', 'path' = 'v.jsonl');\nCREATE TABLE c (uid STRING, ts BIGINT, WATERMARK FOR ts AS ts) WITH ('connector' = 'file', 'path' = 'c.jsonl');\nCREATE TABLE out WITH ('connector' = 'stdout');\n";
+    let err = error_of(&format!("{STREAMS}INSERT INTO out SELECT * FROM v\n  LEFT JOIN c ON v.uid = c.uid;"));
+    assert!(err.contains("a LEFT join of two streams is the delayed join"), "{err}");
+    assert_at(&err, 5, 13, "c");
+    let err = error_of(&format!("{STREAMS}INSERT INTO out SELECT * FROM v\n  JOIN c ON v.uid = c.uid AND c.ts >= v.ts;"));
+    assert!(err.contains("needs both bounds"), "{err}");
+    assert_at(&err, 5, 13, "v.uid = c.uid AND c.ts >= v.ts");
+    let err = error_of(&format!("{STREAMS}INSERT INTO out SELECT * FROM v\n  JOIN c ON v.uid = c.uid AND c.ts BETWEEN v.at AND v.at + INTERVAL '1' MINUTE;"));
+    assert!(err.contains("compares event times: `v`'s is `ts`"), "{err}");
+    assert_at(&err, 5, 44, "v.at");
+    let err = error_of(&format!("SET 'settings.paralelism' = '2';\nSET 'state.dir' = 'x';\n{STREAMS}INSERT INTO out SELECT * FROM v;"));
+    assert_at(&err, 2, 5, "'state.dir'");
+    assert!(err.contains("unknown setting `state.dir`"), "{err}");
+}
