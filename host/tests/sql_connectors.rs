@@ -589,3 +589,54 @@ WHERE p.age > 30;
     let dead = json_lines(&dir.path().join("dead-letter.jsonl"));
     assert!(dead.iter().all(|d| d["kind"] == json!("schema")), "only the refused event: {dead:?}");
 }
+
+/// Two generators (impressions, and the clicks that refer to them) in a
+/// delayed join: each impression's `c.count` is the number of its clicks
+/// within the hour after it, as a join of the generators' own records
+/// (written whole by two more tables of the same generators) counts them.
+#[test]
+fn generated_impressions_and_clicks_in_a_delayed_join_count_their_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let imps = "'connector' = 'generator', 'shape' = 'join-impression', 'seed' = 9, 'count' = 3000, 'event_time.step_ms' = 400";
+    let clicks = "'connector' = 'generator', 'shape' = 'join-click', 'seed' = 9, 'count' = 400, 'event_time.step_ms' = 3000, \
+                  'impressions.step_ms' = 400, 'impressions.count' = 3000";
+    let job = format!(
+        "CREATE TABLE imps (request_id STRING NOT NULL, ts BIGINT NOT NULL, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ({imps});
+CREATE TABLE clicks (request_id STRING NOT NULL, ts BIGINT NOT NULL, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ({clicks});
+CREATE TABLE imps_raw WITH ({imps});
+CREATE TABLE clicks_raw WITH ({clicks});
+CREATE TABLE all_imps WITH ('connector' = 'file', 'path' = 'imps.jsonl');
+CREATE TABLE all_clicks WITH ('connector' = 'file', 'path' = 'clicks.jsonl');
+CREATE TABLE samples WITH ('connector' = 'file', 'path' = 'samples.jsonl');
+INSERT INTO all_imps SELECT * FROM imps_raw;
+INSERT INTO all_clicks SELECT * FROM clicks_raw;
+INSERT INTO samples
+SELECT i.request_id, i.ts, c.count AS clicks
+FROM imps AS i LEFT INTERVAL '1' HOUR WINDOW JOIN clicks AS c ON i.request_id = c.request_id;
+"
+    );
+    run_sql(dir.path(), &job, false);
+    let all_imps = json_lines(&dir.path().join("imps.jsonl"));
+    let all_clicks = json_lines(&dir.path().join("clicks.jsonl"));
+    assert_eq!((all_imps.len(), all_clicks.len()), (3000, 400));
+    let mut click_times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for c in &all_clicks {
+        click_times.entry(c["request_id"].as_str().unwrap()).or_default().push(c["ts"].as_i64().unwrap());
+    }
+    let mut want: Vec<(String, i64, u64)> = all_imps
+        .iter()
+        .map(|i| {
+            let (id, t) = (i["request_id"].as_str().unwrap(), i["ts"].as_i64().unwrap());
+            let n = click_times.get(id).map_or(0, |ts| ts.iter().filter(|&&c| c >= t && c <= t + 3_600_000).count());
+            (id.to_string(), t, n as u64)
+        })
+        .collect();
+    let mut got: Vec<(String, i64, u64)> = json_lines(&dir.path().join("samples.jsonl"))
+        .iter()
+        .map(|v| (v["request_id"].as_str().unwrap().to_string(), v["ts"].as_i64().unwrap(), v["clicks"].as_u64().unwrap()))
+        .collect();
+    want.sort();
+    got.sort();
+    assert!(want.iter().filter(|w| w.2 > 0).count() > 200, "many impressions were clicked");
+    assert_eq!(got, want, "(request_id, ts, clicks) of every impression");
+}
