@@ -120,13 +120,26 @@ fn transform_and_udf_run_from_source() {
     common::build("plugins/impression-cleaner", streamhost::config::WorldName::Transform);
     common::build("plugins/url-udf", streamhost::config::WorldName::Udf);
     golden("transform_udf");
-    // r2 is a bot (dropped by the cleaner); r3 has no `extra.url`: the udf
-    // step dead-letters a NULL for a `str` parameter.
+    // r2 is a bot (dropped by the cleaner); r3 has no `extra.url`: SQL's
+    // NULL in, NULL out (`null_input: null`), no dead letter...
     let dir = copy_case("transform_udf");
-    let stdin = std::fs::File::open(dir.path().join("stdin.jsonl")).unwrap();
-    let out = streamhost().arg("sql").arg(dir.path().join("job.sql")).arg("--no-progress").stdin(stdin).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let stdin = std::fs::File::open(dir.path().join("stdin.jsonl")).unwrap();
+        let out = streamhost().args(args).arg("--no-progress").current_dir(dir.path()).stdin(stdin).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dead = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap_or_default();
+        std::fs::remove_file(dir.path().join("dead-letter.jsonl")).ok();
+        dead
+    };
+    let dead = run(&["sql".as_ref(), dir.path().join("job.sql").as_os_str()]);
+    assert_eq!(dead, "", "{dead}");
+    // ...while the udf step's default (`call`) passes the NULL to the
+    // function, whose `str` parameter refuses it: r3 is dead-lettered.
+    let mut p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("transform_udf/pipeline.json")).unwrap()).unwrap();
+    let udf = p["steps"].as_object_mut().unwrap().values_mut().find(|s| s["type"] == "udf").unwrap();
+    assert_eq!(udf.as_object_mut().unwrap().remove("null_input"), Some(serde_json::json!("null")));
+    std::fs::write(dir.path().join("pipeline.json"), p.to_string()).unwrap();
+    let dead = run(&["run".as_ref(), dir.path().join("pipeline.json").as_os_str()]);
     assert_eq!(dead.lines().count(), 1, "{dead}");
     assert!(dead.contains("r3") && dead.contains("argument 1: expected str, got null"), "{dead}");
 }

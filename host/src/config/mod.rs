@@ -589,6 +589,12 @@ pub enum StepConfig {
         args: Vec<serde_json::Value>,
         /// Top-level field the result is written to.
         output: String,
+        /// A row with a null argument for a parameter the function declares
+        /// typed (not `any` or `null`): `call` (default) passes the null to the
+        /// function, which may refuse it (the row is dead-lettered); `null`
+        /// does not call it and writes null (SQL's RETURNS NULL ON NULL INPUT).
+        #[serde(default)]
+        null_input: UdfNullInput,
     },
     /// Keeps the events whose JSON value meets a condition on its fields
     /// (`where`); the others are filtered out and counted.
@@ -699,6 +705,17 @@ pub struct UdfKeyConfig {
     /// anything else a literal.
     #[serde(default)]
     pub args: Vec<serde_json::Value>,
+}
+
+/// What a `udf` step does with a null argument of a typed parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UdfNullInput {
+    /// Pass it to the function.
+    #[default]
+    Call,
+    /// Skip the call; the result is null.
+    Null,
 }
 
 /// A window of event time relative to a main event at time `t`: other events

@@ -519,14 +519,14 @@ impl StepBuilder<'_> {
         let at = JsonPath::root().key("steps").key(name);
         let op: Box<dyn Operator> = match &p.config.steps[name] {
             StepConfig::Transform { plugin, .. } => Box::new(TransformStep::new(name, plugin, registry.transform(plugin)?.for_step(name))),
-            StepConfig::Udf { plugin, function, args, output, .. } => {
+            StepConfig::Udf { plugin, function, args, output, null_input, .. } => {
                 let runner = registry.udf(plugin)?.for_step(name);
                 if !check_function(p, &at, plugin, function, args.len(), runner.functions(), errors) {
                     return Ok(None);
                 }
                 self.uses_function(plugin, function);
                 let args = args.iter().map(UdfArg::parse).collect();
-                Box::new(UdfStep::new(name, plugin, function, args, output, runner))
+                Box::new(UdfStep::new(name, plugin, function, args, output, runner).null_input(*null_input))
             }
             StepConfig::WindowJoin(j) => {
                 let join = match &j.joiner {

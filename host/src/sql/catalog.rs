@@ -363,6 +363,19 @@ impl Table {
     /// A lookup table: its backend, and the lookup-join step's own options.
     pub fn lookup_json(&self) -> Result<(Value, Map<String, Value>), Vec<SqlError>> {
         let all = self.option_fields(Role::Lookup)?;
+        // A Redis hash's fields are strings: a column declared otherwise would
+        // type-check here and fail on every row at run time.
+        if self.connector == "redis" && self.options.iter().any(|o| o.key == "values" && o.value == "hashes") {
+            let wrong: Vec<SqlError> = self
+                .columns
+                .iter()
+                .filter(|c| !matches!(c.sql_type, SqlType::String | SqlType::Any))
+                .map(|c| SqlError::new(c.span, format!("column `{}`: a Redis hash's fields are strings: declare it STRING (and CAST it in the query)", c.name)))
+                .collect();
+            if !wrong.is_empty() {
+                return Err(wrong);
+            }
+        }
         let (mut backend, mut step) = (Map::new(), Map::new());
         for (k, v) in all {
             if LOOKUP_STEP.iter().any(|(s, _)| s.split('.').next() == Some(k.as_str())) {

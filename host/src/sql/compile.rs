@@ -385,7 +385,7 @@ impl<'a> Compiler<'a> {
         let udfs_written: Vec<String> = udfs.iter().map(|u| u.2.clone()).collect();
         for (k, (function, args, output)) in udfs.into_iter().enumerate() {
             let plugin = self.functions[&function].clone();
-            let step = json!({ "type": "udf", "inputs": [node], "plugin": plugin, "function": function, "args": args, "output": output });
+            let step = json!({ "type": "udf", "inputs": [node], "plugin": plugin, "function": function, "args": args, "output": output, "null_input": "null" });
             node = self.add_step(&format!("{sink}_udf{k}"), step);
         }
         if !(star_only && where_.is_none()) {

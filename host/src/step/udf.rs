@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 use super::{dead_kind, Operator, StepContext};
 use crate::dead_letter::DeadKind;
 use crate::event::Batch;
-use crate::plugin::{Scalar, UdfRunner};
+use crate::config::UdfNullInput;
+use crate::plugin::{Scalar, ScalarType, UdfRunner};
 
 /// One argument of the call: a field of the event or a literal.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,11 +73,27 @@ pub struct UdfStep {
     args: Vec<UdfArg>,
     output: String,
     runner: UdfRunner,
+    /// With `null_input: null`, the parameters a null skips the call for.
+    typed: Vec<bool>,
 }
 
 impl UdfStep {
     pub fn new(name: &str, plugin: &str, function: &str, args: Vec<UdfArg>, output: &str, runner: UdfRunner) -> Self {
-        UdfStep { name: name.into(), plugin: plugin.into(), function: function.into(), args, output: output.into(), runner }
+        UdfStep { name: name.into(), plugin: plugin.into(), function: function.into(), args, output: output.into(), runner, typed: Vec::new() }
+    }
+
+    /// What a null argument of a typed parameter does (see [`UdfNullInput`]).
+    pub fn null_input(mut self, mode: UdfNullInput) -> Self {
+        self.typed = match (mode, self.runner.function(&self.function)) {
+            (UdfNullInput::Null, Some(f)) => f.params.iter().map(|t| !matches!(t, ScalarType::Any | ScalarType::Null)).collect(),
+            _ => Vec::new(),
+        };
+        self
+    }
+
+    /// Whether the row gives null without a call.
+    fn skips(&self, row: &[Scalar]) -> bool {
+        row.iter().zip(&self.typed).any(|(a, typed)| *typed && matches!(a, Scalar::Null))
     }
 }
 
@@ -103,7 +120,11 @@ impl Operator for UdfStep {
                 ),
             }
         }
-        let results = self.runner.call(&self.function, &rows);
+        // Rows a null argument skips get null; the others are called.
+        let skipped: Vec<bool> = rows.iter().map(|r| self.skips(r)).collect();
+        let called: Vec<Vec<Scalar>> = rows.into_iter().zip(&skipped).filter(|(_, s)| !**s).map(|(r, _)| r).collect();
+        let mut answers = self.runner.call(&self.function, &called).into_iter();
+        let results = skipped.iter().map(|s| if *s { Ok(Scalar::Null) } else { answers.next().expect("one result per called row") });
         let mut out = Batch::with_capacity(kept.len());
         for (((mut event, origin), mut obj), result) in kept.events.into_iter().zip(kept.origins).zip(objects).zip(results) {
             match result {
