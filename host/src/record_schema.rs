@@ -69,23 +69,15 @@ impl RecordCheck {
                 return found;
             }
         }
+        if let Some(schema) = self.schema.as_ref().filter(|s| s.allow_extra_fields) {
+            return self.schema_pass(schema, raw, capture);
+        }
         if self.schema.is_none() && self.timestamp_field.is_none() && self.key_field.is_none() {
             // Still must be one well-formed JSON value.
             serde_json::from_slice::<serde::de::IgnoredAny>(raw).map_err(|e| Rejection(format!("malformed JSON: {e}")))?;
             return Ok(Extracted::default());
         }
-        // serde stops at the type of a non-object before reading on, so
-        // tell "well-formed but not an object" from "not JSON at all".
-        let refused = |e: serde_json::Error| {
-            if e.is_data() && e.to_string().starts_with("invalid type") {
-                match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
-                    Ok(_) => Rejection("record is not a JSON object".into()),
-                    Err(e) => Rejection(format!("malformed JSON: {e}")),
-                }
-            } else {
-                Rejection(format!("malformed JSON: {e}"))
-            }
-        };
+        let refused = |e: serde_json::Error| self.refusal(raw, e);
         if self.schema.is_none() {
             // Only the time and the key: one pass, no map of the members.
             let mut found = [None, None];
@@ -134,6 +126,68 @@ impl RecordCheck {
 }
 
 impl RecordCheck {
+    /// A declared schema that allows other fields: one pass over the top
+    /// level for its fields, the time, the key and a keyed step's key,
+    /// without a map of the members (the check of every SQL table).
+    fn schema_pass(&self, schema: &RecordSchema, raw: &[u8], capture: Option<&dyn KeyCapture>) -> Result<Extracted, Rejection> {
+        let nf = schema.fields.len();
+        let mut wanted: Vec<&str> = Vec::with_capacity(nf + 3);
+        wanted.extend(schema.fields.keys().map(String::as_str));
+        wanted.extend(self.wanted.iter().map(String::as_str));
+        wanted.extend(capture.map(|c| c.field()));
+        let mut small = [None; 24];
+        let mut large = Vec::new();
+        let found: &mut [Option<&RawValue>] = if wanted.len() <= small.len() {
+            &mut small[..wanted.len()]
+        } else {
+            large.resize(wanted.len(), None);
+            &mut large
+        };
+        let mut names = Vec::new();
+        let names_out = capture.is_some_and(|c| c.wants_names()).then_some(&mut names);
+        if let Err(e) = members_found(raw, &wanted, found, names_out) {
+            return Err(self.refusal(raw, e));
+        }
+        for ((name, f), v) in schema.fields.iter().zip(found.iter()) {
+            match v {
+                None if f.required => return Err(Rejection(format!("missing required field `{name}`"))),
+                None => {}
+                Some(v) => {
+                    let kind = kind_of(v.get());
+                    if kind == Kind::Null {
+                        if f.required {
+                            return Err(Rejection(format!("required field `{name}` is null")));
+                        }
+                    } else if !matches_type(kind, f.ty) {
+                        return Err(Rejection(format!("field `{name}` should be {} but is {}", type_name(f.ty), kind.name())));
+                    }
+                }
+            }
+        }
+        let mut it = found[nf..].iter().copied();
+        let ts = self.timestamp_field.as_ref().map(|tf| (tf, it.next().flatten()));
+        let key = self.key_field.as_ref().map(|kf| (kf, it.next().flatten()));
+        let mut out = extract(ts, key)?;
+        if let Some(c) = capture {
+            out.routed = Some(c.capture(it.next().flatten().map(RawValue::get), &names));
+        }
+        Ok(out)
+    }
+
+    /// Why `raw` failed to parse as an object: serde stops at the type of a
+    /// non-object before reading on, so tell "well-formed but not an object"
+    /// from "not JSON at all".
+    fn refusal(&self, raw: &[u8], e: serde_json::Error) -> Rejection {
+        if e.is_data() && e.to_string().starts_with("invalid type") {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+                Ok(_) => Rejection("record is not a JSON object".into()),
+                Err(e) => Rejection(format!("malformed JSON: {e}")),
+            }
+        } else {
+            Rejection(format!("malformed JSON: {e}"))
+        }
+    }
+
     /// One pass for the time, the key field and a keyed step's key; `None`
     /// when the record is not a JSON object and the source names no field
     /// (then it is not refused here: the plain check decides).
@@ -457,6 +511,67 @@ mod tests {
         assert!(c.check(br#"{"ts":1.5,"k":"a"}"#).unwrap_err().0.contains("not a whole number"));
         let time_only = RecordCheck::new(&SourceCommon { timestamp_field: Some("ts".into()), ..Default::default() });
         assert_eq!(time_only.check(br#"{"ts":7}"#).unwrap(), Extracted { timestamp: Some(7), key: None, routed: None });
+    }
+
+    /// What a declared schema (other fields allowed) decides for `raw`,
+    /// computed on a parsed `serde_json::Value`.
+    fn reference(schema: &RecordSchema, raw: &[u8], ts: &str) -> Result<Option<i64>, String> {
+        let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| format!("malformed JSON: {e}"))?;
+        let obj = v.as_object().ok_or("record is not a JSON object")?;
+        for (name, f) in &schema.fields {
+            match obj.get(name) {
+                None if f.required => return Err(format!("missing required field `{name}`")),
+                Some(serde_json::Value::Null) if f.required => return Err(format!("required field `{name}` is null")),
+                None | Some(serde_json::Value::Null) => {}
+                Some(x) => {
+                    let ok = match f.ty {
+                        FieldType::Any => true,
+                        FieldType::String => x.is_string(),
+                        FieldType::Int => x.is_i64() || x.is_u64(),
+                        FieldType::Number => x.is_number(),
+                        FieldType::Bool => x.is_boolean(),
+                        FieldType::Object => x.is_object(),
+                        FieldType::Array => x.is_array(),
+                    };
+                    if !ok {
+                        return Err(format!("field `{name}` is refused"));
+                    }
+                }
+            }
+        }
+        match obj.get(ts) {
+            None => Err(format!("missing timestamp field `{ts}`")),
+            Some(t) => t.as_i64().map(Some).ok_or_else(|| format!("timestamp field `{ts}` is not a whole number of milliseconds")),
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass check of a schema that allows other fields decides
+        /// as the reference does, on random records (duplicate, missing and
+        /// null members, every JSON type) and random schemas.
+        #[test]
+        fn one_pass_schema_check_matches_a_parsed_reference(
+            members in proptest::collection::vec((0usize..5, 0usize..6), 0..8),
+            fields in proptest::collection::btree_map(0usize..5, (0usize..7, proptest::bool::ANY), 0..5),
+        ) {
+            const NAMES: [&str; 5] = ["a", "b", "ts", "dup", "x"];
+            const VALUES: [&str; 6] = ["\"s\"", "3", "2.5", "null", "{\"n\":[1]}", "true"];
+            const TYPES: [FieldType; 7] = [FieldType::String, FieldType::Int, FieldType::Number, FieldType::Bool, FieldType::Object, FieldType::Array, FieldType::Any];
+            let raw = format!("{{{}}}", members.iter().map(|(n, v)| format!("\"{}\":{}", NAMES[*n], VALUES[*v])).collect::<Vec<_>>().join(","));
+            let schema = RecordSchema {
+                fields: fields.iter().map(|(n, (t, r))| (NAMES[*n].to_string(), FieldSchema { ty: TYPES[*t], required: *r })).collect(),
+                allow_extra_fields: true,
+            };
+            let c = RecordCheck::new(&SourceCommon { schema: Some(schema.clone()), timestamp_field: Some("ts".into()), ..Default::default() });
+            let got = c.check(raw.as_bytes()).map(|e| e.timestamp).map_err(|e| e.0);
+            let want = reference(&schema, raw.as_bytes(), "ts");
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b, "{}", raw),
+                (Err(a), Err(b)) if b.ends_with("is refused") => proptest::prop_assert!(a.starts_with(&b[..b.len() - "is refused".len()]), "{} vs {} on {}", a, b, raw),
+                (Err(a), Err(b)) => proptest::prop_assert!(a.starts_with(b.as_str()), "{} vs {} on {}", a, b, raw),
+                _ => proptest::prop_assert!(false, "{:?} vs {:?} on {}", got, want, raw),
+            }
+        }
     }
 
     #[test]

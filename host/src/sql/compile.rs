@@ -442,13 +442,16 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// `a.k = b.k`: (a's field, b's field), a being `left` and b `right`.
-    fn equi_key(&self, on: &JoinConstraint, span: Span, left: &[Rel], right: &Rel) -> Result<(String, String), Vec<SqlError>> {
+    /// `a.k = b.k`: (a's field, b's field) as paths in their records (`k`,
+    /// `user.id` for a nested field, `c_uid` for a joined table's), a being of
+    /// `left` and b `right`. With `main_only`, a must be the first table (a
+    /// window-join keys its inputs; a lookup may key on any field in scope).
+    fn equi_key(&self, on: &JoinConstraint, span: Span, left: &[Rel], right: &Rel, main_only: bool) -> Result<(String, String), Vec<SqlError>> {
         let usage = || vec![SqlError::new(span, format!("expected ON x.key = {}.key (one equality of fields)", right.qualifier))];
         let JoinConstraint::On(Expr::BinaryOp { left: l, op: BinaryOperator::Eq, right: r }) = on else { return Err(usage()) };
-        let side = |e: &Expr| -> Option<(String, String)> {
+        let side = |e: &Expr| -> Option<(String, Vec<String>)> {
             match e {
-                Expr::CompoundIdentifier(p) if p.len() == 2 => Some((p[0].value.clone(), p[1].value.clone())),
+                Expr::CompoundIdentifier(p) if p.len() >= 2 => Some((p[0].value.clone(), p[1..].iter().map(|i| i.value.clone()).collect())),
                 _ => None,
             }
         };
@@ -461,17 +464,23 @@ impl<'a> Compiler<'a> {
         let Some(other) = left.iter().find(|r| r.qualifier == theirs.0) else {
             return Err(vec![SqlError::new(span, format!("`{}` is not a table of this FROM", theirs.0))]);
         };
-        for (rel, col, e) in [(right, &mine.1, if mine_left { l } else { r }), (other, &theirs.1, if mine_left { r } else { l })] {
+        for (rel, path, e) in [(right, &mine.1, if mine_left { l } else { r }), (other, &theirs.1, if mine_left { r } else { l })] {
             if let Some(cols) = &rel.columns {
-                if !cols.contains(col) {
-                    return Err(vec![SqlError::new(e.span(), format!("unknown column `{col}` of `{}` (columns: {})", rel.qualifier, cols.join(", ")))]);
+                if !cols.contains(&path[0]) && !rel.aliases.contains_key(&path[0]) {
+                    return Err(vec![SqlError::new(e.span(), format!("unknown column `{}` of `{}` (columns: {})", path[0], rel.qualifier, cols.join(", ")))]);
                 }
             }
         }
-        if !other.prefix.is_empty() {
-            return Err(vec![SqlError::new(span, "joining on a field of a joined table is not supported yet: join on the first table's fields")]);
+        if main_only && !other.prefix.is_empty() {
+            return Err(vec![SqlError::new(span, "a stream join keys on the first table's fields: joining on a field of a joined table is not supported yet")]);
         }
-        Ok((theirs.1, mine.1))
+        // The other side's field as the record holds it.
+        let mut theirs_path = theirs.1.clone();
+        match other.aliases.get(&theirs_path[0]) {
+            Some(main) => theirs_path[0] = main.clone(),
+            None => theirs_path[0] = format!("{}{}", other.prefix, theirs_path[0]),
+        }
+        Ok((theirs_path.join("."), mine.1.join(".")))
     }
 
     fn window_join(&mut self, sink: &str, node: String, rels: &mut Vec<Rel>, delayed: &[(&Join, &DelayedJoin)]) -> Result<String, Vec<SqlError>> {
@@ -492,7 +501,7 @@ impl<'a> Compiler<'a> {
             let (input, mut rel) = self.relation(&j.relation)?;
             rel.prefix = format!("{}_", rel.qualifier);
             let span = j.relation.span();
-            let (main_field, field) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
+            let (main_field, field) = self.equi_key(constraint, j.relation.span(), rels, &rel, true)?;
             if main_key.as_ref().is_some_and(|k| *k != main_field) {
                 return Err(vec![SqlError::new(j.relation.span(), "the joins of one chain must join on the same field of the first table")]);
             }
@@ -563,7 +572,7 @@ impl<'a> Compiler<'a> {
         for c in conjuncts {
             let bounds: Vec<(&Expr, BinaryOperator, &Expr)> = match c {
                 Expr::BinaryOp { op: BinaryOperator::Eq, .. } if key.is_none() => {
-                    key = Some(self.equi_key(&JoinConstraint::On(c.clone()), c.span(), rels, &rel)?);
+                    key = Some(self.equi_key(&JoinConstraint::On(c.clone()), c.span(), rels, &rel, true)?);
                     continue;
                 }
                 Expr::Between { expr, negated: false, low, high } => vec![(expr, BinaryOperator::GtEq, low), (expr, BinaryOperator::LtEq, high)],
@@ -670,7 +679,10 @@ impl<'a> Compiler<'a> {
             prefix: format!("{qualifier}_"),
             aliases: BTreeMap::new(),
         };
-        let (main_field, dim_key) = self.equi_key(constraint, j.relation.span(), rels, &rel)?;
+        let (main_field, dim_key) = self.equi_key(constraint, j.relation.span(), rels, &rel, false)?;
+        if dim_key.contains('.') {
+            return Err(vec![SqlError::new(j.relation.span(), format!("a lookup table is keyed by a column: ON x.key = {qualifier}.column"))]);
+        }
         let (backend, options) = t.lookup_json()?;
         let mut step = options;
         step.insert("type".into(), json!("lookup-join"));
@@ -765,7 +777,7 @@ impl<'a> Compiler<'a> {
         // The field's text in the .sql, qualifier included (`c.uid`), for errors.
         let at = Span::new(parts[0].span.start, col.span.end);
         match rel.aliases.get(&col.value) {
-            Some(main) => out.push(Ident { value: main.clone(), quote_style: None, span: at }),
+            Some(main) => out.extend(main.split('.').map(|p| Ident { value: p.to_string(), quote_style: None, span: at })),
             None if rel.prefix.is_empty() => out.push(Ident { span: at, ..col.clone() }),
             None => out.push(Ident { value: format!("{}{}", rel.prefix, col.value), quote_style: Some('"'), span: at }),
         }
