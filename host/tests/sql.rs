@@ -333,3 +333,13 @@ fn stream_joins_without_a_window_and_bad_settings_are_located() {
     assert_at(&err, 2, 5, "'state.dir'");
     assert!(err.contains("unknown setting `state.dir`"), "{err}");
 }
+
+/// A delayed join keyed on a nested field (`i.req.id`), then a lookup keyed
+/// on the joined click's field (`c.uid`, the record's `c_uid`).
+#[test]
+fn a_lookup_keys_on_a_joined_tables_field() {
+    golden("join_then_lookup");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("join_then_lookup/pipeline.json")).unwrap()).unwrap();
+    assert_eq!(p["steps"]["out_join"]["keys"]["impressions"], "$.req.id");
+    assert_eq!(p["steps"]["out_lookup_u"]["key"], "$.c_uid");
+}
