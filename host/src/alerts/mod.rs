@@ -17,7 +17,7 @@ mod webhook;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use config::{check_alerts, AlertCondition, AlertRule, AlertSettings, WebhookSettings};
 pub use figures::Figures;
@@ -70,11 +70,6 @@ impl Drop for AlertsHandle {
     }
 }
 
-/// Unix time in ms.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Starts evaluating `settings` against `registry` for pipeline `pipeline`.
 pub fn start(settings: &AlertSettings, pipeline: &str, registry: prometheus::Registry) -> std::io::Result<AlertsHandle> {
     let board: SharedBoard = Arc::default();
@@ -89,7 +84,7 @@ pub fn start(settings: &AlertSettings, pipeline: &str, registry: prometheus::Reg
         loop {
             let last = stop2.load(Ordering::Relaxed);
             let figures = Figures::gather(&registry.gather());
-            for t in evaluator.tick(Instant::now(), unix_ms(), &figures) {
+            for t in evaluator.tick(Instant::now(), crate::source::now_ms().max(0) as u64, &figures) {
                 t.log();
                 if let Some(s) = &sender {
                     s.send(&t);
