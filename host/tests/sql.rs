@@ -343,3 +343,13 @@ fn a_lookup_keys_on_a_joined_tables_field() {
     assert_eq!(p["steps"]["out_join"]["keys"]["impressions"], "$.req.id");
     assert_eq!(p["steps"]["out_lookup_u"]["key"], "$.c_uid");
 }
+
+/// Two INSERTs with the same delayed join share one window-join step.
+#[test]
+fn identical_steps_of_two_inserts_are_one() {
+    golden("shared_join");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases().join("shared_join/pipeline.json")).unwrap()).unwrap();
+    let joins: Vec<&String> = p["steps"].as_object().unwrap().iter().filter(|(_, s)| s["type"] == "window-join").map(|(n, _)| n).collect();
+    assert_eq!(joins, ["positives_join"], "{p}");
+    assert_eq!(p["steps"]["labels_select"]["inputs"], serde_json::json!(["positives_join"]));
+}

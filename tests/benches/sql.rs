@@ -44,11 +44,9 @@
 //! ```
 //!
 //! Defaults: N = 2,000,000, M = 1,000,000, R = 3, P = 2 (streamhost's
-//! `settings.parallelism` and Flink's parallelism). `streamhost sql` has no
-//! parallelism setting of its own and runs with one worker per core: at
-//! P = the number of cores the job runs as is; at another P the bench runs
-//! `sql --explain`'s pipeline.json with `settings.parallelism` added (said in
-//! the output). `--keep` keeps the working folder (inputs, outputs, jobs).
+//! `settings.parallelism` — in the SQL jobs `SET 'parallelism.default' = P` —
+//! and Flink's parallelism). `--keep` keeps the working folder (inputs,
+//! outputs, jobs).
 //!
 //! Flink's figure is its script's `seconds_total`: from the script's start
 //! (Python, JVM and mini-cluster start included, as streamhost's process
@@ -165,23 +163,10 @@ fn assert_no_dead_letters(path: &Path) {
     assert_eq!(n, 0, "dead letters in {}", path.display());
 }
 
-/// How a SQL job is run at `parallelism`: `streamhost sql` as is when that
-/// is its default (one worker per core), else its `--explain` pipeline with
-/// `settings.parallelism` set, run beside the job.
-fn sql_command(bin: &Path, run_dir: &Path, parallelism: usize) -> Command {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+/// `streamhost sql job.sql` in `run_dir` (the job sets its parallelism).
+fn sql_command(bin: &Path, run_dir: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.current_dir(run_dir);
-    if parallelism == cores {
-        cmd.args(["sql", "--no-progress", "job.sql"]);
-    } else {
-        let out = Command::new(bin).current_dir(run_dir).args(["sql", "--explain", "job.sql"]).output().unwrap();
-        assert!(out.status.success(), "sql --explain: {}", String::from_utf8_lossy(&out.stderr));
-        let mut p: Value = serde_json::from_slice(&out.stdout).unwrap();
-        p["settings"]["parallelism"] = parallelism.into();
-        std::fs::write(run_dir.join("explained.json"), serde_json::to_string_pretty(&p).unwrap()).unwrap();
-        cmd.args(["run", "--no-progress", "explained.json"]);
-    }
+    cmd.current_dir(run_dir).args(["sql", "--no-progress", "job.sql"]);
     cmd
 }
 
@@ -336,9 +321,10 @@ fn write_impressions(n: u64, dir: &Path) -> PathBuf {
     file
 }
 
-fn etl_sql(input: &Path) -> String {
+fn etl_sql(input: &Path, parallelism: usize) -> String {
     format!(
-        "CREATE TABLE imps (request_id STRING NOT NULL, user_id STRING, item_id STRING, device STRING, position INT, page STRING)\n  \
+        "SET 'parallelism.default' = {parallelism};\n\
+         CREATE TABLE imps (request_id STRING NOT NULL, user_id STRING, item_id STRING, device STRING, position INT, page STRING)\n  \
          WITH ('connector' = 'file', 'path' = '{}');\n\
          CREATE TABLE out WITH ('connector' = 'file', 'path' = 'out.jsonl');\n\
          INSERT INTO out\n\
@@ -395,8 +381,8 @@ fn etl(a: &Args, bin: &Path, python: Option<&str>, work: &Path) -> Value {
         std::fs::create_dir_all(&run_dir).unwrap();
         let (secs, outputs, job_secs) = match contender {
             "sql" => {
-                std::fs::write(run_dir.join("job.sql"), etl_sql(&input)).unwrap();
-                let (secs, _) = timed(sql_command(bin, &run_dir, a.parallelism), &run_dir, "sql");
+                std::fs::write(run_dir.join("job.sql"), etl_sql(&input, a.parallelism)).unwrap();
+                let (secs, _) = timed(sql_command(bin, &run_dir), &run_dir, "sql");
                 assert_no_dead_letters(&run_dir.join("dead-letter.jsonl"));
                 (secs, vec![run_dir.join("out.jsonl")], None)
             }
@@ -456,7 +442,7 @@ fn etl(a: &Args, bin: &Path, python: Option<&str>, work: &Path) -> Value {
 
 // ---------------------------------------------------------------- SJoin
 
-fn sjoin_sql(dir: &Path) -> String {
+fn sjoin_sql(dir: &Path, parallelism: usize) -> String {
     assert_eq!(WINDOW_MS, 3_600_000, "the job's window is 1 h");
     let table = |name: &str, file: &str| {
         format!(
@@ -467,7 +453,7 @@ fn sjoin_sql(dir: &Path) -> String {
         )
     };
     format!(
-        "{}{}CREATE TABLE joined WITH ('connector' = 'file', 'path' = 'out.jsonl');\n\
+        "SET 'parallelism.default' = {parallelism};\n{}{}CREATE TABLE joined WITH ('connector' = 'file', 'path' = 'out.jsonl');\n\
          INSERT INTO joined\n\
          SELECT * FROM imps AS i LEFT INTERVAL '1' HOUR WINDOW JOIN clicks AS c ON i.request_id = c.request_id;\n",
         table("imps", "impressions.jsonl"),
@@ -530,8 +516,8 @@ fn sjoin(a: &Args, bin: &Path, python: Option<&str>, work: &Path) -> Value {
         std::fs::create_dir_all(&run_dir).unwrap();
         let (secs, canonical, job_secs) = match contender {
             "sql" => {
-                std::fs::write(run_dir.join("job.sql"), sjoin_sql(&dir)).unwrap();
-                let (secs, _) = timed(sql_command(bin, &run_dir, a.parallelism), &run_dir, "sql");
+                std::fs::write(run_dir.join("job.sql"), sjoin_sql(&dir, a.parallelism)).unwrap();
+                let (secs, _) = timed(sql_command(bin, &run_dir), &run_dir, "sql");
                 assert_no_dead_letters(&run_dir.join("dead-letter.jsonl"));
                 (secs, sjoin_canonical(&run_dir.join("out.jsonl")), None)
             }

@@ -237,10 +237,16 @@ impl<'a> Compiler<'a> {
         Ok(name.to_string())
     }
 
+    /// Adds `step` under `name` (numbered if taken), or returns the name of
+    /// an identical step: the same work on the same input, done once for
+    /// every INSERT that needs it (a join's state kept once).
     fn add_step(&mut self, name: &str, step: Value) -> String {
+        if let Some((existing, _)) = self.steps.iter().find(|(_, s)| **s == step) {
+            return existing.clone();
+        }
         let mut n = name.to_string();
         let mut i = 2;
-        while self.steps.get(&n).is_some_and(|s| *s != step) || self.sources.contains_key(&n) || self.tables.contains_key(&n) {
+        while self.steps.contains_key(&n) || self.sources.contains_key(&n) || self.tables.contains_key(&n) {
             n = format!("{name}_{i}");
             i += 1;
         }
