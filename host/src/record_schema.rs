@@ -12,7 +12,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{FieldType, RecordSchema, SourceCommon};
+use crate::config::{FieldSchema, FieldType, RecordSchema, SourceCommon};
 use crate::step::{KeyCapture, RoutedKey};
 
 /// What a source needs to know about each record, compiled once.
@@ -91,27 +91,7 @@ impl RecordCheck {
         let fields = fields.0;
         if let Some(schema) = &self.schema {
             for (name, f) in &schema.fields {
-                match fields.get(name.as_str()) {
-                    None => {
-                        if f.required {
-                            return Err(Rejection(format!("missing required field `{name}`")));
-                        }
-                    }
-                    Some(v) => {
-                        let kind = kind_of(v.get());
-                        if kind == Kind::Null {
-                            if f.required {
-                                return Err(Rejection(format!("required field `{name}` is null")));
-                            }
-                        } else if !matches_type(kind, f.ty) {
-                            return Err(Rejection(format!(
-                                "field `{name}` should be {} but is {}",
-                                type_name(f.ty),
-                                kind.name()
-                            )));
-                        }
-                    }
-                }
+                check_field(name, f, fields.get(name.as_str()).map(|v| v.get()))?;
             }
             if !schema.allow_extra_fields {
                 if let Some(extra) = fields.keys().find(|k| !schema.fields.contains_key(k.as_ref())) {
@@ -149,20 +129,7 @@ impl RecordCheck {
             return Err(self.refusal(raw, e));
         }
         for ((name, f), v) in schema.fields.iter().zip(found.iter()) {
-            match v {
-                None if f.required => return Err(Rejection(format!("missing required field `{name}`"))),
-                None => {}
-                Some(v) => {
-                    let kind = kind_of(v.get());
-                    if kind == Kind::Null {
-                        if f.required {
-                            return Err(Rejection(format!("required field `{name}` is null")));
-                        }
-                    } else if !matches_type(kind, f.ty) {
-                        return Err(Rejection(format!("field `{name}` should be {} but is {}", type_name(f.ty), kind.name())));
-                    }
-                }
-            }
+            check_field(name, f, v.map(RawValue::get))?;
         }
         let mut it = found[nf..].iter().copied();
         let ts = self.timestamp_field.as_ref().map(|tf| (tf, it.next().flatten()));
@@ -212,6 +179,19 @@ impl RecordCheck {
         let key = self.key_field.as_ref().map(|kf| (kf, it.next().flatten()));
         let routed = capture.capture(found[n].map(RawValue::get), &names);
         Some(extract(ts, key).map(|x| Extracted { routed: Some(routed), ..x }))
+    }
+}
+
+/// One declared field against its raw value in the record (`None`: absent).
+fn check_field(name: &str, f: &FieldSchema, raw: Option<&str>) -> Result<(), Rejection> {
+    let Some(raw) = raw else {
+        return if f.required { Err(Rejection(format!("missing required field `{name}`"))) } else { Ok(()) };
+    };
+    match kind_of(raw) {
+        Kind::Null if f.required => Err(Rejection(format!("required field `{name}` is null"))),
+        Kind::Null => Ok(()),
+        kind if !matches_type(kind, f.ty) => Err(Rejection(format!("field `{name}` should be {} but is {}", type_name(f.ty), kind.name()))),
+        _ => Ok(()),
     }
 }
 

@@ -232,7 +232,13 @@ impl Pass {
             return Err(SqlError::new(self.span(start + 5), format!("unexpected text after `CREATE {what} {name} AS '{path}'`")));
         }
         self.out.plugins.push(PluginDecl { kind, name, name_span: self.span(start + 2), path, path_span: self.span(start + 4) });
-        // The statement and its `;`.
+        self.take_statement(start, end);
+        Ok(())
+    }
+
+    /// Takes the statement at sig tokens `start..end` and its `;` (and, when
+    /// it is the last, whatever follows) out of what the parser sees.
+    fn take_statement(&mut self, start: usize, end: usize) {
         self.remove(start, (end + 1).min(self.sig.len()));
         if end >= self.sig.len() {
             let from = self.sig[start];
@@ -240,7 +246,6 @@ impl Pass {
                 self.keep[k] = false;
             }
         }
-        Ok(())
     }
 
     /// `SET 'key' = 'value'` (Flink SQL's form): a setting of the pipeline.
@@ -265,13 +270,7 @@ impl Pass {
             return Err(SqlError::new(self.span(start + 4), "unexpected text after `SET 'key' = value`"));
         }
         self.out.settings.push(SetDecl { key, key_span: self.span(start + 1), value, value_span: self.span(start + 3) });
-        self.remove(start, (end + 1).min(self.sig.len()));
-        if end >= self.sig.len() {
-            let from = self.sig[start];
-            for k in from..self.tokens.len() {
-                self.keep[k] = false;
-            }
-        }
+        self.take_statement(start, end);
         Ok(())
     }
 

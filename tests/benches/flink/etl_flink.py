@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from flink_env import file_uri, table_env
+
 T_START = time.monotonic()
 
 # The columns the query reads, as the impression generator writes them.
@@ -52,10 +54,6 @@ QUERY = """INSERT INTO `out`
 SELECT `request_id`, `user_id`, `item_id`, LOWER(TRIM(`device`)) AS `device`, `position` + 1 AS `pos`
 FROM `imps`
 WHERE `position` <= 20 AND `page` = 'feed'"""
-
-
-def file_uri(path):
-    return "file://" + os.path.abspath(path)
 
 
 def table_ddl(name, path, fields, source):
@@ -123,23 +121,9 @@ def main():
 
 
 def run(a, work):
-    from pyflink.common import Configuration
-    from pyflink.table import EnvironmentSettings, TableEnvironment
     from pyflink.version import __version__ as flink_version
 
-    conf = Configuration()
-    n = str(a.parallelism)
-    for k, v in {
-        "execution.runtime-mode": "streaming",
-        "parallelism.default": n,
-        "taskmanager.numberOfTaskSlots": n,
-        "io.tmp.dirs": os.path.join(work, "io"),
-        "rest.bind-port": "0",
-    }.items():
-        conf.set_string(k, v)
-    os.makedirs(os.path.join(work, "io"))
-    settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
-    t_env = TableEnvironment.create(settings)
+    t_env = table_env(a.parallelism, work)
     t_env_ready = time.monotonic()
     t_env.execute_sql(table_ddl("imps", a.input, INPUT_FIELDS, True))
     t_env.execute_sql(table_ddl("out", a.out, OUTPUT_FIELDS, False))

@@ -203,6 +203,20 @@ impl Func {
         }
     }
 
+    /// Why `n` arguments are wrong for it, if they are.
+    pub fn check_arity(self, n: usize) -> Result<(), String> {
+        let (min, max) = self.arity();
+        if n >= min && max.is_none_or(|m| n <= m) {
+            return Ok(());
+        }
+        let want = match max {
+            Some(m) if m == min => format!("{min}"),
+            Some(m) => format!("{min} to {m}"),
+            None => format!("at least {min}"),
+        };
+        Err(format!("{} takes {want} argument(s), not {n}", self.name()))
+    }
+
     /// How many arguments it takes: (min, max), max None = any number.
     pub fn arity(self) -> (usize, Option<usize>) {
         match self {

@@ -162,8 +162,7 @@ fn compile(e: &Expr, fields: &mut Fields) -> Result<Node, ExprError> {
 /// Trees built by hand (not parsed) may call a function wrongly: refused
 /// here rather than indexing past the arguments at run time.
 pub(crate) fn arity_ok(func: Func, n: usize) -> bool {
-    let (min, max) = func.arity();
-    n >= min && max.is_none_or(|m| n <= m)
+    func.check_arity(n).is_ok()
 }
 
 fn borrow<'a>(v: &'a Value<'static>) -> Value<'a> {

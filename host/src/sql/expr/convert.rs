@@ -160,15 +160,7 @@ fn function(f: &sql::Function, span: Span) -> Result<Expr, ExprError> {
     }
     let kind = match Func::by_name(&name) {
         Some(func) => {
-            let (min, max) = func.arity();
-            if args.len() < min || max.is_some_and(|m| args.len() > m) {
-                let want = match max {
-                    Some(m) if m == min => format!("{min}"),
-                    Some(m) => format!("{min} to {m}"),
-                    None => format!("at least {min}"),
-                };
-                return Err(ExprError::new(format!("{} takes {want} argument(s), not {}", func.name(), args.len()), span));
-            }
+            func.check_arity(args.len()).map_err(|m| ExprError::new(m, span))?;
             ExprKind::Call { func, args }
         }
         None => ExprKind::Udf { name, args },

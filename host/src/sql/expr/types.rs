@@ -284,15 +284,7 @@ fn unify(acc: SqlType, t: SqlType, at: &Expr) -> Result<SqlType, ExprError> {
 }
 
 fn call_type(func: Func, args: &[Expr], schema: &Schema, e: &Expr) -> Result<SqlType, ExprError> {
-    let (min, max) = func.arity();
-    if args.len() < min || max.is_some_and(|m| args.len() > m) {
-        let want = match max {
-            Some(m) if m == min => format!("{min}"),
-            Some(m) => format!("{min} to {m}"),
-            None => format!("at least {min}"),
-        };
-        return Err(ExprError::new(format!("{} takes {want} argument(s), not {}", func.name(), args.len()), e.span));
-    }
+    func.check_arity(args.len()).map_err(|m| ExprError::new(m, e.span))?;
     let arg = |i: usize, want: SqlType| -> Result<SqlType, ExprError> {
         let t = typecheck(&args[i], schema)?;
         if t.fits(want) || (want == SqlType::Double && t.numeric()) {
