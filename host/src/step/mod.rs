@@ -9,6 +9,7 @@ mod project;
 mod select;
 mod transform;
 mod udf;
+pub mod window_aggregate;
 mod window_join;
 
 use crate::dead_letter::{DeadKind, DeadLetter};
