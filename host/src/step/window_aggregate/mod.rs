@@ -7,3 +7,4 @@
 //! builds).
 
 pub mod acc;
+pub mod window;
