@@ -7,4 +7,5 @@
 //! builds).
 
 pub mod acc;
+pub mod approx;
 pub mod window;
