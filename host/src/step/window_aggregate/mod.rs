@@ -8,4 +8,5 @@
 
 pub mod acc;
 pub mod approx;
+pub mod percentile;
 pub mod window;
