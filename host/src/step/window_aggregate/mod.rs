@@ -1,12 +1,16 @@
 //! The `window-aggregate` step (issue 15, in progress): per key and window,
 //! pre-aggregated accumulators kept in the state backend.
 //!
-//! [`acc`]: the accumulators of the built-in aggregates, each mergeable (two
-//! panes of a sliding window, two partials of a hot key) and encoded to bytes
-//! by a hand codec that stays stable across serde versions (state outlives
-//! builds).
+//! Every accumulator is mergeable (two panes of a sliding window, two
+//! partials of a hot key) and encodes to bytes that outlive builds:
+//! [`acc`] the exact ones (count, sum, min, max, avg, first, last; a hand
+//! codec), [`approx`] approx_distinct (HyperLogLog), [`top_k`] (frequent
+//! items), [`percentile`] (DDSketch), each sketch in its library's stable
+//! binary format. [`window`]: which windows and panes an event falls in,
+//! and when they are complete or late.
 
 pub mod acc;
 pub mod approx;
 pub mod percentile;
+pub mod top_k;
 pub mod window;
