@@ -6,10 +6,12 @@
 //! [`acc`] the exact ones (count, sum, min, max, avg, first, last; a hand
 //! codec), [`approx`] approx_distinct (HyperLogLog), [`top_k`] (frequent
 //! items), [`percentile`] (DDSketch), each sketch in its library's stable
-//! binary format. [`window`]: which windows and panes an event falls in,
+//! binary format. [`aggregates`]: an aggregate's settings and its
+//! accumulator of any kind behind one shape, and a key's pane [`aggregates::Row`]. [`window`]: which windows and panes an event falls in,
 //! and when they are complete or late.
 
 pub mod acc;
+pub mod aggregates;
 pub mod approx;
 pub mod percentile;
 pub mod top_k;
