@@ -8,11 +8,13 @@
 //! items), [`percentile`] (DDSketch), each sketch in its library's stable
 //! binary format. [`aggregates`]: an aggregate's settings and its
 //! accumulator of any kind behind one shape, and a key's pane [`aggregates::Row`]. [`window`]: which windows and panes an event falls in,
-//! and when they are complete or late.
+//! and when they are complete or late. [`panes`]: the firing of tumbling and
+//! sliding windows over pane rows, in memory (the operator's semantics).
 
 pub mod acc;
 pub mod aggregates;
 pub mod approx;
+pub mod panes;
 pub mod percentile;
 pub mod top_k;
 pub mod window;
