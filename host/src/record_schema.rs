@@ -111,10 +111,17 @@ impl RecordCheck {
     /// without a map of the members (the check of every SQL table).
     fn schema_pass(&self, schema: &RecordSchema, raw: &[u8], capture: Option<&dyn KeyCapture>) -> Result<Extracted, Rejection> {
         let nf = schema.fields.len();
-        let mut wanted: Vec<&str> = Vec::with_capacity(nf + 3);
-        wanted.extend(schema.fields.keys().map(String::as_str));
-        wanted.extend(self.wanted.iter().map(String::as_str));
-        wanted.extend(capture.map(|c| c.field()));
+        // The names looked for, on the stack for a table of up to 24 of them.
+        let all = schema.fields.keys().map(String::as_str).chain(self.wanted.iter().map(String::as_str)).chain(capture.map(|c| c.field()));
+        let count = nf + self.wanted.len() + usize::from(capture.is_some());
+        let (mut small_names, mut large_names) = ([""; 24], Vec::new());
+        let wanted: &[&str] = if count <= small_names.len() {
+            small_names.iter_mut().zip(all).for_each(|(w, n)| *w = n);
+            &small_names[..count]
+        } else {
+            large_names.extend(all);
+            &large_names
+        };
         let mut small = [None; 24];
         let mut large = Vec::new();
         let found: &mut [Option<&RawValue>] = if wanted.len() <= small.len() {
@@ -125,7 +132,7 @@ impl RecordCheck {
         };
         let mut names = Vec::new();
         let names_out = capture.is_some_and(|c| c.wants_names()).then_some(&mut names);
-        if let Err(e) = members_found(raw, &wanted, found, names_out) {
+        if let Err(e) = members_found(raw, wanted, found, names_out) {
             return Err(self.refusal(raw, e));
         }
         for ((name, f), v) in schema.fields.iter().zip(found.iter()) {
@@ -468,6 +475,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use crate::config::FieldSchema;
 
     fn check(schema: &str, ts: Option<&str>, key: Option<&str>) -> RecordCheck {
@@ -552,6 +560,20 @@ mod tests {
                 _ => proptest::prop_assert!(false, "{:?} vs {:?} on {}", got, want, raw),
             }
         }
+    }
+
+    /// A schema of more names than the one pass keeps on the stack.
+    #[test]
+    fn a_wide_schema_is_checked_in_one_pass_too() {
+        let fields: serde_json::Map<String, serde_json::Value> = (0..30).map(|i| (format!("f{i:02}"), json!({"type": "int", "required": true}))).collect();
+        let c = check(&json!({"fields": fields}).to_string(), Some("ts"), None);
+        let record = |skip: Option<usize>| {
+            let mut r: serde_json::Map<String, serde_json::Value> = (0..30).filter(|i| Some(*i) != skip).map(|i| (format!("f{i:02}"), json!(i))).collect();
+            r.insert("ts".into(), json!(5));
+            serde_json::Value::Object(r).to_string()
+        };
+        assert_eq!(c.check(record(None).as_bytes()).unwrap().timestamp, Some(5));
+        assert_eq!(c.check(record(Some(29)).as_bytes()).unwrap_err().0, "missing required field `f29`");
     }
 
     #[test]

@@ -120,11 +120,15 @@ impl Operator for UdfStep {
                 ),
             }
         }
-        // Rows a null argument skips get null; the others are called.
-        let skipped: Vec<bool> = rows.iter().map(|r| self.skips(r)).collect();
-        let called: Vec<Vec<Scalar>> = rows.into_iter().zip(&skipped).filter(|(_, s)| !**s).map(|(r, _)| r).collect();
-        let mut answers = self.runner.call(&self.function, &called).into_iter();
-        let results = skipped.iter().map(|s| if *s { Ok(Scalar::Null) } else { answers.next().expect("one result per called row") });
+        let results = if self.typed.is_empty() {
+            self.runner.call(&self.function, &rows)
+        } else {
+            // Rows a null argument skips get null; the others are called.
+            let skipped: Vec<bool> = rows.iter().map(|r| self.skips(r)).collect();
+            let called: Vec<Vec<Scalar>> = rows.into_iter().zip(&skipped).filter(|(_, s)| !**s).map(|(r, _)| r).collect();
+            let mut answers = self.runner.call(&self.function, &called).into_iter();
+            skipped.iter().map(|s| if *s { Ok(Scalar::Null) } else { answers.next().expect("one result per called row") }).collect()
+        };
         let mut out = Batch::with_capacity(kept.len());
         for (((mut event, origin), mut obj), result) in kept.events.into_iter().zip(kept.origins).zip(objects).zip(results) {
             match result {
