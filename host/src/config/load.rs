@@ -501,6 +501,17 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             StepConfig::Filter(f) => f.check(&root.key("steps").key(name), &mut err),
             StepConfig::Project(pc) => pc.check(&root.key("steps").key(name), &mut err),
             StepConfig::Select(sc) => sc.check(&root.key("steps").key(name), &mut err),
+            StepConfig::WindowAggregate(a) => {
+                let at = root.key("steps").key(name);
+                a.check(&at, &mut err);
+                for (i, key) in a.keys.iter().enumerate() {
+                    for input in &a.inputs {
+                        if let Some(k) = key.of_input(input) {
+                            check_key(c, broken, &at.key("keys").index(i), &k, "a grouping key", &mut err);
+                        }
+                    }
+                }
+            }
             StepConfig::LookupJoin(l) => {
                 let at = root.key("steps").key(name);
                 l.check(&at, &mut err);

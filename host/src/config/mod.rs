@@ -623,6 +623,10 @@ pub enum StepConfig {
     /// for its key, through a per-worker cache, without blocking the worker
     /// (see docs/lookup-join.md).
     LookupJoin(crate::step::LookupJoinConfig),
+    /// Per grouping key and window of event time (tumbling, sliding), the
+    /// aggregates of its events, emitted when the watermark closes the window
+    /// (see docs/aggregations.md).
+    WindowAggregate(crate::step::WindowAggregateConfig),
 }
 
 /// The settings of a `window-join` step.
@@ -793,7 +797,8 @@ impl StepConfig {
             | StepConfig::Project(crate::step::ProjectConfig { inputs, .. })
             | StepConfig::Select(crate::step::SelectConfig { inputs, .. })
             | StepConfig::WindowJoin(WindowJoinConfig { inputs, .. })
-            | StepConfig::LookupJoin(crate::step::LookupJoinConfig { inputs, .. }) => inputs,
+            | StepConfig::LookupJoin(crate::step::LookupJoinConfig { inputs, .. })
+            | StepConfig::WindowAggregate(crate::step::WindowAggregateConfig { inputs, .. }) => inputs,
         }
     }
 
@@ -807,7 +812,8 @@ impl StepConfig {
             | StepConfig::Filter(_)
             | StepConfig::Project(_)
             | StepConfig::Select(_)
-            | StepConfig::LookupJoin(_) => {
+            | StepConfig::LookupJoin(_)
+            | StepConfig::WindowAggregate(_) => {
                 WorldName::Transform
             }
         }
@@ -818,26 +824,34 @@ impl StepConfig {
         match self {
             StepConfig::Transform { plugin, .. } | StepConfig::Udf { plugin, .. } => Some(plugin),
             StepConfig::WindowJoin(WindowJoinConfig { joiner: JoinerConfig::Plugin { plugin }, .. }) => Some(plugin),
-            StepConfig::Native { .. } | StepConfig::Filter(_) | StepConfig::Project(_) | StepConfig::Select(_) | StepConfig::WindowJoin(_) | StepConfig::LookupJoin(_) => None,
+            StepConfig::Native { .. }
+            | StepConfig::Filter(_)
+            | StepConfig::Project(_)
+            | StepConfig::Select(_)
+            | StepConfig::WindowJoin(_)
+            | StepConfig::LookupJoin(_)
+            | StepConfig::WindowAggregate(_) => None,
         }
     }
 
     /// The keys of this step computed by UDFs, each with where it is in the
-    /// step's settings (`keys.INPUT` of a join, `key` of a lookup).
-    pub fn udf_keys(&self) -> Vec<(Vec<&str>, &UdfKeyConfig)> {
+    /// step's settings (`keys.INPUT` of a join, `key` of a lookup, `keys[i].key`
+    /// of an aggregate; a segment of digits is an array index).
+    pub fn udf_keys(&self) -> Vec<(Vec<String>, &UdfKeyConfig)> {
         match self {
             StepConfig::WindowJoin(j) => j
                 .keys
                 .iter()
                 .filter_map(|(input, k)| match k {
-                    JoinKey::Udf(u) => Some((vec!["keys", input.as_str()], u)),
+                    JoinKey::Udf(u) => Some((vec!["keys".to_string(), input.clone()], u)),
                     JoinKey::Field(_) => None,
                 })
                 .collect(),
             StepConfig::LookupJoin(l) => match &l.key {
-                JoinKey::Udf(u) => vec![(vec!["key"], u)],
+                JoinKey::Udf(u) => vec![(vec!["key".to_string()], u)],
                 JoinKey::Field(_) => Vec::new(),
             },
+            StepConfig::WindowAggregate(a) => a.udf_keys(),
             _ => Vec::new(),
         }
     }

@@ -230,7 +230,11 @@ pub fn prepare_plugins(p: &LoadedPipeline, runtime: &PluginRuntime) -> Result<BT
                     }
                     for (at_key, u) in sc.udf_keys() {
                         if &u.plugin == name && plugin.world() != crate::config::WorldName::Udf {
-                            let at = at_key.iter().fold(JsonPath::root().key("steps").key(step), |at, k| at.key(k)).key("plugin");
+                            let at = at_key.iter().fold(JsonPath::root().key("steps").key(step), |at, k| match k.parse::<usize>() {
+                                Ok(i) => at.index(i),
+                                Err(_) => at.key(k),
+                            });
+                            let at = at.key("plugin");
                             errors.push(p.error_at(&at, format!("plugin `{name}` exports world `{}` but a key needs `udf`", plugin.world().as_str())));
                         }
                     }
@@ -538,6 +542,10 @@ impl StepBuilder<'_> {
                     None => return Ok(None),
                 }
             }
+            StepConfig::WindowAggregate(a) => match self.aggregate(name, a, errors)? {
+                Some(step) => Box::new(step),
+                None => return Ok(None),
+            },
             StepConfig::LookupJoin(l) => {
                 let plan = self.lookups.expect("a pipeline with lookup joins has a lookup plan");
                 let runner = match &l.key {
@@ -581,10 +589,45 @@ impl StepBuilder<'_> {
     /// A copy of keyed step `name` that only tells events' key groups (its
     /// joiner is never called, so it holds no joiner instance).
     fn router(&self, name: &str) -> Result<Box<dyn Operator>, RunError> {
-        let StepConfig::WindowJoin(j) = &self.p.config.steps[name] else { unreachable!("only joins are keyed") };
+        if let StepConfig::WindowAggregate(a) = &self.p.config.steps[name] {
+            let mut errors = Vec::new();
+            return match self.aggregate(name, a, &mut errors)? {
+                Some(step) => Ok(Box::new(step)),
+                None => Err(RunError::Config(ConfigErrors { file: None, errors })),
+            };
+        }
+        let StepConfig::WindowJoin(j) = &self.p.config.steps[name] else { unreachable!("only joins and aggregates are keyed") };
         let mut errors = Vec::new();
         let runners = self.key_udfs(name, j, &mut errors)?.unwrap_or_default();
         Ok(Box::new(WindowJoin::router(name, j).with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping)))
+    }
+
+    /// A `window-aggregate` step with its key UDFs' runners (`None`: an error, pushed).
+    fn aggregate(&self, name: &str, a: &crate::step::WindowAggregateConfig, errors: &mut Vec<ConfigError>) -> Result<Option<crate::step::WindowAggregate>, RunError> {
+        let at = JsonPath::root().key("steps").key(name);
+        let step = match crate::step::WindowAggregate::new(name, a) {
+            Ok(step) => step,
+            Err(e) => {
+                errors.push(self.p.error_at(&at, e));
+                return Ok(None);
+            }
+        };
+        let mut runners = BTreeMap::new();
+        let mut ok = true;
+        for (i, key) in a.keys.iter().enumerate() {
+            for input in &a.inputs {
+                let Some(crate::config::JoinKey::Udf(u)) = key.of_input(input) else { continue };
+                let runner = self.registry.udf(&u.plugin)?.for_step(name);
+                let at = at.key("keys").index(i);
+                if check_function(self.p, &at, &u.plugin, &u.function, u.args.len(), runner.functions(), errors) {
+                    self.uses_function(&u.plugin, &u.function);
+                    runners.insert((input.clone(), i), runner);
+                } else {
+                    ok = false;
+                }
+            }
+        }
+        Ok(ok.then(|| step.with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping)))
     }
 
     /// The runners of a join's keys computed by UDFs (`None`: an error, pushed).
@@ -733,6 +776,13 @@ fn retention_ms(p: &LoadedPipeline) -> u64 {
             StepConfig::WindowJoin(j) => {
                 let window = j.window.end_ms.saturating_sub(j.window.start_ms).max(j.window.end_ms).max(0) as u64;
                 Some(window.saturating_add(j.bucket_ms.unwrap_or(window)).saturating_add(j.allowed_lateness_ms))
+            }
+            StepConfig::WindowAggregate(a) => {
+                let size = match a.window {
+                    crate::step::WindowConfig::Tumbling { size_ms, .. } | crate::step::WindowConfig::Sliding { size_ms, .. } => size_ms,
+                    crate::step::WindowConfig::Session { gap_ms } => gap_ms,
+                };
+                Some(size.saturating_mul(2).saturating_add(a.allowed_lateness_ms))
             }
             _ => None,
         })

@@ -67,7 +67,7 @@ impl Graph {
             source_consumers: vec![Vec::new(); source_names.len()],
             step_consumers: vec![Vec::new(); order.len()],
             step_producers: vec![Vec::new(); order.len()],
-            keyed: order.iter().map(|n| matches!(c.steps[n], StepConfig::WindowJoin(_))).collect(),
+            keyed: order.iter().map(|n| matches!(c.steps[n], StepConfig::WindowJoin(_) | StepConfig::WindowAggregate(_))).collect(),
             stage: vec![0; order.len()],
             stages: 1,
             order,

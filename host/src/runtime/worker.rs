@@ -338,6 +338,9 @@ impl Worker {
         if !self.stateful {
             return Ok(None);
         }
+        for node in self.steps.iter_mut().flatten() {
+            node.op.prepare_checkpoint(&mut *self.state)?;
+        }
         self.state.commit()?;
         self.sample_state(true);
         let Some(folder) = folder else { return Ok(None) };

@@ -122,7 +122,7 @@ impl FilterConfig {
 }
 
 impl Condition {
-    fn check(&self, at: &JsonPath, err: &mut dyn FnMut(JsonPath, String)) {
+    pub(crate) fn check(&self, at: &JsonPath, err: &mut dyn FnMut(JsonPath, String)) {
         match self {
             Condition::Compare(c) => {
                 if parse_path(&c.path).is_none() {

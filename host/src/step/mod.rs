@@ -16,7 +16,7 @@ use crate::dead_letter::{DeadKind, DeadLetter};
 use crate::event::{Batch, Event, Origin};
 use crate::plugin::FailureKind;
 
-pub use filter::{CompareOp, Comparison, Condition, FilterConfig, FilterStep};
+pub use filter::{CompareOp, Comparison, Condition, FilterConfig, FilterStep, Predicate};
 pub use lookup_join::{LookupJoin, LookupJoinConfig};
 pub use native::{NativeFn, NativeRegistry, NativeStep};
 pub use project::{ProjectConfig, ProjectStep};
@@ -24,6 +24,7 @@ pub use select::{SelectColumn, SelectConfig, SelectStep};
 pub use transform::TransformStep;
 pub use udf::{UdfArg, UdfStep};
 pub(crate) use udf::{json_to_scalar, scalar_to_json};
+pub use window_aggregate::{WindowAggregate, WindowAggregateConfig, WindowConfig};
 pub use window_join::WindowJoin;
 
 use crate::state::{StateBackend, StateError};
@@ -122,6 +123,13 @@ pub trait Operator: Send {
     /// restart whose step says otherwise is refused (`runtime/fingerprint.rs`).
     fn state_fingerprint(&self) -> Option<serde_json::Value> {
         None
+    }
+
+    /// A checkpoint barrier reached the step's worker: write what the step
+    /// holds outside the backend (a write-back cache) before the worker
+    /// commits and snapshots the state.
+    fn prepare_checkpoint(&mut self, _state: &mut dyn StateBackend) -> Result<(), StateError> {
+        Ok(())
     }
 
     /// Events this step deliberately dropped since the last call (a filter's

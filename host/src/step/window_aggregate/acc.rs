@@ -28,8 +28,6 @@ pub enum AggKind {
 pub enum AccError {
     #[error("{kind} takes numbers: `{value}` is not one")]
     NotANumber { kind: &'static str, value: String },
-    #[error("{kind} compares numbers with numbers and strings with strings: `{value}` is neither like the others")]
-    Incomparable { kind: &'static str, value: String },
     #[error("an accumulator's bytes are damaged: {0}")]
     Corrupt(&'static str),
 }
@@ -76,12 +74,16 @@ pub enum Ordered {
 }
 
 impl Ordered {
-    fn cmp_to(&self, other: &Ordered) -> Option<Ordering> {
+    /// A total order: numbers as numbers, strings as bytes, every number
+    /// before every string (so a field of mixed types still has a min and a
+    /// max, whichever pane saw which).
+    fn cmp_to(&self, other: &Ordered) -> Ordering {
         match (self, other) {
-            (Ordered::Int(a), Ordered::Int(b)) => Some(a.cmp(b)),
-            (Ordered::Str(a), Ordered::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
-            (Ordered::Str(_), _) | (_, Ordered::Str(_)) => None,
-            (a, b) => a.as_f64().partial_cmp(&b.as_f64()),
+            (Ordered::Int(a), Ordered::Int(b)) => a.cmp(b),
+            (Ordered::Str(a), Ordered::Str(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Ordered::Str(_), _) => Ordering::Greater,
+            (_, Ordered::Str(_)) => Ordering::Less,
+            (a, b) => a.as_f64().partial_cmp(&b.as_f64()).unwrap_or(Ordering::Equal),
         }
     }
 
@@ -192,12 +194,10 @@ fn float_json(f: f64) -> serde_json::Value {
 
 /// The extreme of `a` and `b` that `keep` prefers (`Less`: min), or why they
 /// cannot be compared.
-fn extreme(kind: AggKind, a: Option<Ordered>, b: Ordered, keep: Ordering) -> Result<Option<Ordered>, AccError> {
-    let Some(a) = a else { return Ok(Some(b)) };
-    match b.cmp_to(&a) {
-        Some(o) if o == keep => Ok(Some(b)),
-        Some(_) => Ok(Some(a)),
-        None => Err(AccError::Incomparable { kind: kind.name(), value: b.to_json().to_string() }),
+fn extreme(a: Option<Ordered>, b: Ordered, keep: Ordering) -> Option<Ordered> {
+    match a {
+        Some(a) if b.cmp_to(&a) != keep => Some(a),
+        _ => Some(b),
     }
 }
 
@@ -241,8 +241,8 @@ impl Acc {
                 let v = number(kind, raw)?;
                 *s = Some(s.map_or(v, |s| s.add(v)));
             }
-            Acc::Min(m) => *m = extreme(kind, m.take(), ordered(kind, raw)?, Ordering::Less)?,
-            Acc::Max(m) => *m = extreme(kind, m.take(), ordered(kind, raw)?, Ordering::Greater)?,
+            Acc::Min(m) => *m = extreme(m.take(), ordered(kind, raw)?, Ordering::Less),
+            Acc::Max(m) => *m = extreme(m.take(), ordered(kind, raw)?, Ordering::Greater),
             Acc::Avg { sum, count } => {
                 *sum = sum.add(number(kind, raw)?);
                 *count += 1;
@@ -251,6 +251,17 @@ impl Acc {
             Acc::Last(l) => *l = pick(l.take(), Some(Stamped { time, seq, raw: raw.trim().to_string() }), false),
         }
         Ok(())
+    }
+
+    /// Whether [`Acc::add`] would take `raw`, without adding it: an event is
+    /// checked against every aggregate before any of them changes.
+    pub fn check(&self, raw: Option<&str>) -> Result<(), AccError> {
+        let Some(raw) = raw.filter(|r| !is_null(r)) else { return Ok(()) };
+        match self {
+            Acc::Sum(_) | Acc::Avg { .. } => number(self.kind(), raw).map(|_| ()),
+            Acc::Min(_) | Acc::Max(_) => ordered(self.kind(), raw).map(|_| ()),
+            Acc::Count(_) | Acc::First(_) | Acc::Last(_) => Ok(()),
+        }
     }
 
     /// Folds `other` (the same kind, e.g. another pane's) into this one.
@@ -263,8 +274,8 @@ impl Acc {
                     (x, y) => x.or(y),
                 }
             }
-            (Acc::Min(a), Acc::Min(Some(b))) => *a = extreme(AggKind::Min, a.take(), b.clone(), Ordering::Less)?,
-            (Acc::Max(a), Acc::Max(Some(b))) => *a = extreme(AggKind::Max, a.take(), b.clone(), Ordering::Greater)?,
+            (Acc::Min(a), Acc::Min(Some(b))) => *a = extreme(a.take(), b.clone(), Ordering::Less),
+            (Acc::Max(a), Acc::Max(Some(b))) => *a = extreme(a.take(), b.clone(), Ordering::Greater),
             (Acc::Min(_), Acc::Min(None)) | (Acc::Max(_), Acc::Max(None)) => {}
             (Acc::Avg { sum, count }, Acc::Avg { sum: s2, count: c2 }) => {
                 *sum = sum.add(*s2);

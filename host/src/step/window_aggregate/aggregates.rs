@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acc::{Acc, AggKind};
 use super::approx::{ApproxDistinct, DEFAULT_LG_K};
+use super::distinct::Distinct;
 use super::percentile::{Percentile, DEFAULT_ALPHA};
 use super::top_k::{TopK, DEFAULT_MAP_SIZE};
 
@@ -30,6 +31,8 @@ pub enum AggregateType {
     First,
     /// The field's value in the latest event.
     Last,
+    /// The number of distinct values, exactly (the values are kept).
+    DistinctCount,
     /// The number of distinct values, approximately (HyperLogLog, `lg_k`).
     ApproxDistinct,
     /// The `k` most frequent values, approximately (frequent items, `map_size`).
@@ -52,6 +55,10 @@ pub struct AggregateConfig {
     /// Only events of this input count (default: all inputs).
     #[serde(default)]
     pub input: Option<String>,
+    /// Only events meeting this condition count (SQL's `FILTER (WHERE ..)`),
+    /// written as a `filter` step's `where`.
+    #[serde(default, rename = "where")]
+    pub condition: Option<crate::step::Condition>,
     /// `approx_distinct`: log2 of the register count, 4 to 21 (default 12: 1.6 % standard error).
     #[serde(default)]
     pub lg_k: Option<u8>,
@@ -115,6 +122,7 @@ impl AggregateConfig {
 #[derive(Clone, Debug)]
 pub enum Accumulator {
     Exact(Acc),
+    Distinct(Distinct),
     ApproxDistinct(ApproxDistinct),
     TopK(TopK),
     Percentile(Percentile),
@@ -132,6 +140,7 @@ impl Accumulator {
             AggregateType::Avg => exact(AggKind::Avg),
             AggregateType::First => exact(AggKind::First),
             AggregateType::Last => exact(AggKind::Last),
+            AggregateType::DistinctCount => Ok(Accumulator::Distinct(Distinct::default())),
             AggregateType::ApproxDistinct => ApproxDistinct::new(cfg.lg_k.unwrap_or(DEFAULT_LG_K)).map(Accumulator::ApproxDistinct).map_err(|e| e.to_string()),
             AggregateType::TopK => TopK::new(cfg.map_size.unwrap_or(DEFAULT_MAP_SIZE)).map(Accumulator::TopK).map_err(|e| e.to_string()),
             AggregateType::Percentile => Percentile::new(cfg.alpha.unwrap_or(DEFAULT_ALPHA)).map(Accumulator::Percentile).map_err(|e| e.to_string()),
@@ -144,6 +153,10 @@ impl Accumulator {
     pub fn add(&mut self, raw: Option<&str>, time: i64, seq: u64) -> Result<(), String> {
         match self {
             Accumulator::Exact(a) => a.add(raw, time, seq).map_err(|e| e.to_string()),
+            Accumulator::Distinct(d) => {
+                d.add(raw);
+                Ok(())
+            }
             Accumulator::ApproxDistinct(a) => {
                 a.add(raw);
                 Ok(())
@@ -165,9 +178,26 @@ impl Accumulator {
         }
     }
 
+    /// Whether [`Accumulator::add`] would take `raw`, changing nothing.
+    pub fn check(&self, raw: Option<&str>) -> Result<(), String> {
+        match self {
+            Accumulator::Exact(a) => a.check(raw).map_err(|e| e.to_string()),
+            Accumulator::Percentile(_) => match raw.map(str::trim) {
+                None | Some("null") => Ok(()),
+                Some(text) if text.parse::<f64>().is_ok() => Ok(()),
+                Some(text) => Err(format!("percentile takes numbers: `{}` is not one", text.chars().take(40).collect::<String>())),
+            },
+            Accumulator::Distinct(_) | Accumulator::ApproxDistinct(_) | Accumulator::TopK(_) => Ok(()),
+        }
+    }
+
     pub fn merge(&mut self, other: &Accumulator) -> Result<(), String> {
         match (self, other) {
             (Accumulator::Exact(a), Accumulator::Exact(b)) => a.merge(b).map_err(|e| e.to_string()),
+            (Accumulator::Distinct(a), Accumulator::Distinct(b)) => {
+                a.merge(b);
+                Ok(())
+            }
             (Accumulator::ApproxDistinct(a), Accumulator::ApproxDistinct(b)) => {
                 a.merge(b);
                 Ok(())
@@ -187,6 +217,7 @@ impl Accumulator {
     pub fn finish(&self, cfg: &AggregateConfig) -> serde_json::Value {
         match self {
             Accumulator::Exact(a) => a.finish(),
+            Accumulator::Distinct(d) => serde_json::Value::from(d.count()),
             Accumulator::ApproxDistinct(a) => serde_json::Value::from(a.estimate().round() as u64),
             Accumulator::TopK(t) => t
                 .top(cfg.k.unwrap_or(10))
@@ -208,6 +239,10 @@ impl Accumulator {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Accumulator::Exact(a) => a.encode(out),
+            Accumulator::Distinct(d) => {
+                out.push(b'D');
+                d.encode(out);
+            }
             Accumulator::ApproxDistinct(a) => {
                 out.push(b'H');
                 a.encode(out);
@@ -226,6 +261,7 @@ impl Accumulator {
     /// One accumulator from the front of `bytes`, and the bytes after it.
     pub fn decode(bytes: &[u8]) -> Result<(Accumulator, &[u8]), String> {
         match bytes.first() {
+            Some(b'D') => Distinct::decode(&bytes[1..]).map(|(d, r)| (Accumulator::Distinct(d), r)).map_err(String::from),
             Some(b'H') => ApproxDistinct::decode(&bytes[1..]).map(|(a, r)| (Accumulator::ApproxDistinct(a), r)).map_err(|e| e.to_string()),
             Some(b'T') => TopK::decode(&bytes[1..]).map(|(a, r)| (Accumulator::TopK(a), r)).map_err(|e| e.to_string()),
             Some(b'P') => Percentile::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Percentile(a), r)).map_err(|e| e.to_string()),

@@ -1,20 +1,727 @@
-//! The `window-aggregate` step (issue 15, in progress): per key and window,
-//! pre-aggregated accumulators kept in the state backend.
+//! `window-aggregate`: per grouping key and window of event time, the
+//! step's aggregates, emitted when the watermark completes the window (and,
+//! optionally, early as partial results, and again when late events update
+//! it). Semantics: docs/aggregations.md.
 //!
-//! Every accumulator is mergeable (two panes of a sliding window, two
-//! partials of a hot key) and encodes to bytes that outlive builds:
-//! [`acc`] the exact ones (count, sum, min, max, avg, first, last; a hand
-//! codec), [`approx`] approx_distinct (HyperLogLog), [`top_k`] (frequent
-//! items), [`percentile`] (DDSketch), each sketch in its library's stable
-//! binary format. [`aggregates`]: an aggregate's settings and its
-//! accumulator of any kind behind one shape, and a key's pane [`aggregates::Row`]. [`window`]: which windows and panes an event falls in,
-//! and when they are complete or late. [`panes`]: the firing of tumbling and
-//! sliding windows over pane rows, in memory (the operator's semantics).
+//! State is pre-aggregated, never raw events: an event is folded into its
+//! key's row in one *pane* (width: the gcd of size, slide and early-firing
+//! interval), and a window is the merge of its panes when it fires (Flink's
+//! slicing). [`store`] keeps the rows in a bounded write-back cache in front
+//! of the state backend; nothing per event touches the backend. No timers:
+//! the watermark walks window ends in order.
+//!
+//! Modules: [`acc`] the exact accumulators (count, sum, min, max, avg,
+//! first, last), [`distinct`] exact distinct counts, [`approx`]
+//! approx_distinct (HyperLogLog), [`top_k`] (frequent items),
+//! [`percentile`] (DDSketch), each with a stable binary form;
+//! [`aggregates`] one shape over them and a key's pane [`aggregates::Row`];
+//! [`window`] window arithmetic; [`config`] the settings; [`layout`] the
+//! state's keys; [`store`] the pane cache.
 
 pub mod acc;
 pub mod aggregates;
 pub mod approx;
-pub mod panes;
+pub mod config;
+pub mod distinct;
+mod layout;
 pub mod percentile;
+mod store;
+#[cfg(test)]
+mod tests;
 pub mod top_k;
 pub mod window;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::key::KeySpec;
+use super::{Operator, Predicate, ReadKey, RoutedKey, StepContext};
+use crate::dead_letter::DeadKind;
+use crate::event::{Batch, Event, Origin};
+use crate::plugin::UdfRunner;
+use crate::state::{StateBackend, StateError, TableId, TableOptions};
+use aggregates::{AggregateConfig, Row};
+pub use config::{GroupKey, WindowAggregateConfig, WindowConfig};
+use layout::{bytes_part, canonical_part, key_parts, row_key, split_row_key, t8, KeyBuilder, STATE_LAYOUT};
+use store::PaneStore;
+use window::Sliding;
+
+/// Outputs returned per call of `on_watermark` (bounds the output batch).
+const FIRE_CHUNK: usize = 1024;
+
+/// How reasons name the key.
+const WHAT: &str = "grouping key";
+
+/// Watermarks are clamped here so window arithmetic never overflows (the
+/// end of input is `i64::MAX`).
+const FAR_FUTURE: i64 = i64::MAX / 4;
+
+/// What the step reads of an input's events.
+struct InputReads {
+    /// The key's parts, in order.
+    keys: Vec<KeySpec>,
+    /// The top-level fields its aggregates read.
+    fields: Vec<String>,
+    /// Per aggregate: `None` if it does not count this input's events, else
+    /// the index in `fields` of the field it reads (`None` inside: none).
+    aggs: Vec<Option<Option<usize>>>,
+}
+
+/// How far the step has fired (kept in its meta table).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Progress {
+    /// Every window ending at or before this has fired.
+    fired_to: i64,
+    /// Early firings are done for every boundary at or before this.
+    early_to: i64,
+    /// The highest input watermark seen.
+    watermark: i64,
+}
+
+impl Progress {
+    const NONE: Progress = Progress { fired_to: i64::MIN, early_to: i64::MIN, watermark: i64::MIN };
+
+    fn encode(&self) -> Vec<u8> {
+        [self.fired_to, self.early_to, self.watermark].iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+
+    fn decode(b: &[u8]) -> Option<Progress> {
+        let v: Vec<i64> = b.chunks_exact(8).map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+        (v.len() == 3).then(|| Progress { fired_to: v[0], early_to: v[1], watermark: v[2] })
+    }
+}
+
+/// A fired window's late updates.
+#[derive(Clone, Copy, Debug)]
+struct Updates {
+    kg: u16,
+    /// Updates emitted so far.
+    count: u32,
+    /// A late event changed the window since it was last emitted.
+    due: bool,
+    /// Changed since last written.
+    dirty: bool,
+}
+
+struct Tables {
+    panes: TableId,
+    updates: TableId,
+    meta: TableId,
+}
+
+pub struct WindowAggregate {
+    name: String,
+    origin: Arc<str>,
+    inputs: Vec<String>,
+    key_names: Vec<String>,
+    reads: Vec<InputReads>,
+    aggs: Vec<AggregateConfig>,
+    predicates: Vec<Option<Predicate>>,
+    /// Empty accumulators, which check an event's values before any changes.
+    checkers: Row,
+    shape: Sliding,
+    lateness: i64,
+    early: Option<i64>,
+    store: PaneStore,
+    tables: Option<Tables>,
+    progress: Progress,
+    /// After a restore at another parallelism: how far each key group with
+    /// state had fired in the worker it came from (its windows up to there
+    /// are not emitted again).
+    floors: HashMap<u16, i64>,
+    updates: BTreeMap<(i64, Vec<u8>), Updates>,
+    /// Outputs made, handed out `FIRE_CHUNK` at a time.
+    pending: VecDeque<(Event, Origin)>,
+    outputs: u64,
+    seq: u64,
+    key_groups: usize,
+    grouping: crate::runtime::KeyGrouping,
+    fingerprint: Value,
+}
+
+impl WindowAggregate {
+    /// The step (checked settings: `config::check` ran at load).
+    pub fn new(name: &str, cfg: &WindowAggregateConfig) -> Result<Self, String> {
+        let shape = cfg.sliding()?.ok_or("session windows are not supported yet")?;
+        let empty = Row::new(&cfg.aggregates)?;
+        let reads = cfg
+            .inputs
+            .iter()
+            .map(|input| {
+                let keys = cfg.keys.iter().map(|k| KeySpec::of(k.of_input(input).as_ref())).collect();
+                let mut fields: Vec<String> = Vec::new();
+                let aggs = cfg
+                    .aggregates
+                    .iter()
+                    .map(|a| {
+                        a.input.as_ref().is_none_or(|i| i == input).then(|| {
+                            a.field_name().map(|f| match fields.iter().position(|x| x == f) {
+                                Some(i) => i,
+                                None => {
+                                    fields.push(f.to_string());
+                                    fields.len() - 1
+                                }
+                            })
+                        })
+                    })
+                    .collect();
+                InputReads { keys, fields, aggs }
+            })
+            .collect();
+        let mut fingerprint = serde_json::json!({
+            "type": "window-aggregate",
+            "inputs": cfg.inputs,
+            "keys": cfg.keys,
+            "window": cfg.window,
+            "aggregates": cfg.aggregates,
+            "allowed_lateness_ms": cfg.allowed_lateness_ms,
+            "early_fire_ms": cfg.early_fire_ms,
+            "state_layout": String::from_utf8_lossy(STATE_LAYOUT),
+        });
+        if let Value::Object(f) = &mut fingerprint {
+            f.insert("max_parallelism".into(), Value::from(1));
+        }
+        Ok(WindowAggregate {
+            name: name.to_string(),
+            origin: Arc::from(name),
+            inputs: cfg.inputs.clone(),
+            key_names: cfg.keys.iter().map(|k| k.name().to_string()).collect(),
+            reads,
+            predicates: cfg.aggregates.iter().map(|a| a.condition.as_ref().map(Predicate::new)).collect(),
+            aggs: cfg.aggregates.clone(),
+            checkers: empty.clone(),
+            shape,
+            lateness: cfg.allowed_lateness_ms.min(FAR_FUTURE as u64) as i64,
+            early: cfg.early_fire_ms.map(|e| e as i64),
+            store: PaneStore::new(empty, (cfg.cache_mb.max(1) as usize).saturating_mul(1 << 20)),
+            tables: None,
+            progress: Progress::NONE,
+            floors: HashMap::new(),
+            updates: BTreeMap::new(),
+            pending: VecDeque::new(),
+            outputs: 0,
+            seq: 0,
+            key_groups: 1,
+            grouping: Default::default(),
+            fingerprint,
+        })
+    }
+
+    /// Hashes keys into `n` key groups (`settings.max_parallelism`).
+    pub fn with_key_groups(mut self, n: usize) -> Self {
+        self.key_groups = n.max(1);
+        if let Value::Object(f) = &mut self.fingerprint {
+            f.insert("max_parallelism".into(), Value::from(self.key_groups));
+        }
+        self
+    }
+
+    /// Key groups by input partition instead of key hash (scale-out).
+    pub fn with_grouping(mut self, grouping: crate::runtime::KeyGrouping) -> Self {
+        self.grouping = grouping;
+        self
+    }
+
+    /// Gives the keys computed by UDFs their runners: `runners[(input, part)]`.
+    pub fn with_key_udfs(mut self, mut runners: BTreeMap<(String, usize), UdfRunner>) -> Self {
+        for (input, reads) in self.inputs.iter().zip(&mut self.reads) {
+            for (part, spec) in reads.keys.iter_mut().enumerate() {
+                spec.set_runner(runners.remove(&(input.clone(), part)));
+            }
+        }
+        self
+    }
+
+    /// A bound on the cache (tests force spills with a tiny one).
+    #[cfg(test)]
+    fn with_cache_bytes(mut self, bytes: usize, cfg: &WindowAggregateConfig) -> Self {
+        self.store = PaneStore::new(Row::new(&cfg.aggregates).expect("checked"), bytes);
+        self
+    }
+
+    fn tables(&self) -> &Tables {
+        self.tables.as_ref().expect("open_state runs before any batch")
+    }
+
+    /// The grouping key of each of `events` from input `port`, or why it has none.
+    fn read_keys(&mut self, port: usize, events: &[Event]) -> Vec<Result<Vec<u8>, (DeadKind, String)>> {
+        let input = &self.inputs[port];
+        let reads = &mut self.reads[port];
+        // A UDF part: one call for the batch.
+        let udf: Vec<Option<Vec<_>>> = reads.keys.iter_mut().map(|k| k.udf_keys(events, WHAT)).collect();
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let mut key = KeyBuilder::default();
+                for (part, spec) in reads.keys.iter().enumerate() {
+                    let bytes = match &udf[part] {
+                        Some(column) => match &column[i] {
+                            Ok(b) => bytes_part(b),
+                            Err((kind, why)) => return Err((*kind, format!("input `{input}`: {why}"))),
+                        },
+                        None => match spec.read_raw(event, None, WHAT) {
+                            Ok(super::key::RawKey::Json(text)) => {
+                                let path = spec.field().unwrap_or_default().join(".");
+                                canonical_part(text, || format!("field `$.{path}`")).map_err(|why| (DeadKind::StepError, format!("input `{input}`: {why}")))?
+                            }
+                            Ok(super::key::RawKey::Bytes(b)) => bytes_part(b),
+                            Err(why) => return Err((DeadKind::StepError, format!("input `{input}`: {why}"))),
+                        },
+                    };
+                    key.push(&bytes);
+                }
+                Ok(key.finish())
+            })
+            .collect()
+    }
+
+    /// How far key group `kg`'s windows have fired.
+    fn fired_to(&self, kg: u16) -> i64 {
+        self.floors.get(&kg).copied().unwrap_or(self.progress.fired_to).max(self.progress.fired_to)
+    }
+
+    fn arrive_all(&mut self, input: Batch, keys: Vec<Result<Vec<u8>, (DeadKind, String)>>, ctx: &mut StepContext<'_>) -> Batch {
+        let port = ctx.input;
+        let watermark = ctx.watermark.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
+        let mut found = Vec::new();
+        // Events are read in place; only a refused one is copied.
+        for ((event, origin), key) in input.events.iter().zip(&input.origins).zip(keys) {
+            let key = match key {
+                Ok(k) => k,
+                Err((kind, why)) => {
+                    ctx.refuse(&self.name, None, kind, why, origin.clone(), event.clone());
+                    continue;
+                }
+            };
+            let t = event.timestamp.clamp(-FAR_FUTURE, FAR_FUTURE);
+            if self.shape.is_late(t, watermark, self.lateness) {
+                let last = self.shape.window_ends(t).last().unwrap_or(t);
+                let why = format!("late: every window of event time {t} closed (the last ends at {last}; watermark {watermark})");
+                ctx.refuse(&self.name, None, DeadKind::Late, why, origin.clone(), event.clone());
+                continue;
+            }
+            // The fields the aggregates read, in one pass over the record.
+            let reads = &self.reads[port];
+            found.clear();
+            found.resize(reads.fields.len(), None);
+            if !reads.fields.is_empty() {
+                if let Err(e) = crate::record_schema::members_named(&event.value, &reads.fields, &mut found) {
+                    ctx.refuse(&self.name, None, DeadKind::StepError, format!("input `{}`: not a JSON object: {e}", self.inputs[port]), origin.clone(), event.clone());
+                    continue;
+                }
+            }
+            let mut counted = Vec::with_capacity(self.aggs.len());
+            let mut refused = None;
+            for (a, read) in reads.aggs.iter().enumerate() {
+                let Some(field) = read else {
+                    counted.push(None);
+                    continue;
+                };
+                let raw = field.and_then(|f| found[f]).map(|r| r.get());
+                let meets = match &self.predicates[a] {
+                    None => Ok(true),
+                    Some(p) => p.eval(&event.value).map_err(|e| e.0),
+                };
+                match meets.and_then(|m| if m { self.store_check(a, raw).map(|()| true) } else { Ok(false) }) {
+                    Ok(true) => counted.push(Some(raw)),
+                    Ok(false) => counted.push(None),
+                    Err(why) => {
+                        refused = Some(format!("aggregate `{}`: {why}", self.aggs[a].name));
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = refused {
+                ctx.refuse(&self.name, None, DeadKind::StepError, why, origin.clone(), event.clone());
+                continue;
+            }
+            let kg = self.grouping.group(&key, origin, self.key_groups);
+            self.seq += 1;
+            let row = self.store.row_mut(self.shape.pane_of(t), kg, &key);
+            for (acc, raw) in row.0.iter_mut().zip(&counted) {
+                if let Some(raw) = raw {
+                    // Checked above: cannot fail.
+                    let _ = acc.add(*raw, t, self.seq);
+                }
+            }
+            if self.lateness > 0 {
+                let fired = self.fired_to(kg);
+                for end in self.shape.window_ends(t).filter(|e| *e <= fired && self.shape.is_open(*e, watermark, self.lateness)) {
+                    let u = self.updates.entry((end, key.clone())).or_insert(Updates { kg, count: 0, due: false, dirty: true });
+                    u.due = true;
+                    u.dirty = true;
+                }
+            }
+        }
+        if self.store.full() {
+            if let Err(e) = self.store.spill(ctx.state) {
+                ctx.fail(format!("step `{}`: state: {e}", self.name));
+            }
+        }
+        Batch::default()
+    }
+
+    /// Whether aggregate `a` takes `raw` (checked before any changes).
+    fn store_check(&self, a: usize, raw: Option<&str>) -> Result<(), String> {
+        // An empty accumulator checks types as a full one would.
+        self.checkers.0[a].check(raw)
+    }
+
+    /// One output record.
+    fn output(&mut self, key: &[u8], start: i64, end: i64, row: &Row, mark: Option<(&str, u32)>) {
+        let parts = key_parts(key);
+        let mut text = String::from("{");
+        let mut sep = "";
+        for (name, part) in self.key_names.iter().zip(&parts) {
+            text.push_str(sep);
+            text.push_str(&Value::from(name.as_str()).to_string());
+            text.push(':');
+            text.push_str(&String::from_utf8_lossy(part));
+            sep = ",";
+        }
+        text.push_str(sep);
+        text.push_str(&format!("\"window_start\":{start},\"window_end\":{end}"));
+        for (acc, cfg) in row.0.iter().zip(&self.aggs) {
+            text.push(',');
+            text.push_str(&Value::from(cfg.name.as_str()).to_string());
+            text.push(':');
+            text.push_str(&acc.finish(cfg).to_string());
+        }
+        match mark {
+            Some(("partial", _)) => text.push_str(",\"partial\":true"),
+            Some((name, n)) => text.push_str(&format!(",\"{name}\":{n}")),
+            None => {}
+        }
+        text.push('}');
+        let mut event = Event::from_value(text.into_bytes(), end - 1);
+        event.key = Some(match parts.as_slice() {
+            [one] => serde_json::from_slice::<String>(one).map_or_else(|_| one.to_vec(), String::into_bytes),
+            _ => format!("[{}]", parts.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join(",")).into_bytes(),
+        });
+        self.outputs += 1;
+        self.pending.push_back((event, Origin::new(self.origin.clone(), self.outputs)));
+    }
+
+    /// Emits every key's window `[start, end)` over the panes before `upto`
+    /// (`end` for the final result), sorted by key; `partial` for an early
+    /// firing. Keys whose group fired this window already are skipped.
+    fn fire_window(&mut self, state: &dyn StateBackend, end: i64, upto: i64, partial: bool) -> Result<(), StateError> {
+        let start = end - self.shape.size_ms;
+        let mut rows = HashMap::new();
+        let panes: Vec<i64> = self.shape.panes_of_window(end).filter(|p| *p < upto).collect();
+        self.store.gather(state, panes.into_iter(), &mut rows)?;
+        let mut rows: Vec<(Vec<u8>, (u16, Row))> = rows.into_iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, (kg, row)) in rows {
+            if !partial && !self.floors.is_empty() && self.fired_to(kg) >= end {
+                continue;
+            }
+            self.output(&key, start, end, &row, partial.then_some(("partial", 0)));
+        }
+        Ok(())
+    }
+
+    /// Everything watermark `w` makes due, into `pending`.
+    fn fire(&mut self, w: i64, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        let w = w.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
+        self.progress.watermark = w;
+        let (size, slide) = (self.shape.size_ms, self.shape.slide_ms);
+        // Updates of fired windows by late events.
+        let due: Vec<(i64, Vec<u8>)> = self.updates.iter().filter(|(_, u)| u.due).map(|(k, _)| k.clone()).collect();
+        for (end, key) in due {
+            let kg = self.updates[&(end, key.clone())].kg;
+            if let Some(row) = self.store.gather_key(state, self.shape.panes_of_window(end), kg, &key)? {
+                let u = self.updates.get_mut(&(end, key.clone())).expect("listed above");
+                u.count += 1;
+                u.due = false;
+                u.dirty = true;
+                let n = u.count;
+                self.output(&key, end - size, end, &row, Some(("update", n)));
+            }
+        }
+        // Final results, window by window.
+        let last = self.shape.last_complete_end(w);
+        let mut end = match self.progress.fired_to {
+            i64::MIN => self.store.next_pane(i64::MIN).and_then(|p| self.shape.window_ends(p).next()).unwrap_or(last.saturating_add(slide)),
+            f => f + slide,
+        };
+        while end <= last {
+            // Skip to the first window that has a pane.
+            let Some(pane) = self.store.next_pane(end - size) else { break };
+            if pane >= end {
+                end = self.shape.window_ends(pane).next().unwrap_or(end + slide).max(end + slide);
+                continue;
+            }
+            self.fire_window(state, end, end, false)?;
+            self.progress.fired_to = end;
+            end += slide;
+        }
+        self.progress.fired_to = self.progress.fired_to.max(last);
+        if self.floors.values().all(|f| *f <= self.progress.fired_to) {
+            self.floors.clear();
+        }
+        // Early firings of the windows still open.
+        if let Some(every) = self.early {
+            let off = self.shape.offset_ms.rem_euclid(every);
+            let align = |c: i64| (c - off).div_euclid(every) * every + off;
+            let mut c = align(self.progress.early_to.max(last - size)) + every;
+            while c <= w + 1 {
+                // The open windows c falls strictly inside: ends in (c, c + size).
+                let first_end = self.shape.window_ends(c).next().unwrap_or(c + slide);
+                let mut end = first_end.max(last + slide);
+                while end < c + size {
+                    if end != c && self.store.next_pane(end - size).is_some_and(|p| p < c) {
+                        self.fire_window(state, end, c, true)?;
+                    }
+                    end += slide;
+                }
+                self.progress.early_to = c;
+                c += every;
+            }
+        }
+        // What no window needs any more: panes before the first window that
+        // may still change, and its updates.
+        let first_open = self.shape.last_complete_end(w - self.lateness) + slide;
+        self.store.expire_before(state, first_open - size)?;
+        let closed: Vec<(i64, Vec<u8>)> = self.updates.range(..(first_open, Vec::new())).map(|(k, _)| k.clone()).collect();
+        if !closed.is_empty() {
+            for k in closed {
+                self.updates.remove(&k);
+            }
+            state.delete_range(self.tables().updates, &[], &t8(first_open))?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        self.store.flush(state)?;
+        let (updates, meta) = (self.tables().updates, self.tables().meta);
+        for ((end, key), u) in self.updates.iter_mut().filter(|(_, u)| u.dirty) {
+            let mut v = u.count.to_be_bytes().to_vec();
+            v.push(u8::from(u.due));
+            state.put(updates, &row_key(*end, u.kg, key), &v)?;
+            u.dirty = false;
+        }
+        state.put(meta, b"progress", &self.progress.encode())?;
+        state.put(meta, b"seq", &self.seq.to_be_bytes())?;
+        let floors: Vec<u8> = self.floors.iter().flat_map(|(kg, f)| kg.to_be_bytes().into_iter().chain(f.to_be_bytes())).collect();
+        state.put(meta, b"floors", &floors)
+    }
+
+    fn open_tables(&self, state: &mut dyn StateBackend) -> Result<Tables, StateError> {
+        let by_prefix = TableOptions { range_prefix_len: Some(layout::PREFIX_LEN) };
+        Ok(Tables {
+            panes: state.open_table_with(&format!("{}/panes", self.name), by_prefix)?,
+            updates: state.open_table(&format!("{}/updates", self.name))?,
+            meta: state.open_table(&format!("{}/meta", self.name))?,
+        })
+    }
+
+    fn check_layout(&self, state: &mut dyn StateBackend, meta: TableId) -> Result<bool, StateError> {
+        match state.get(meta, b"layout")? {
+            Some(v) if v == STATE_LAYOUT => Ok(true),
+            Some(v) => Err(StateError::Incompatible {
+                owner: format!("window-aggregate step `{}`", self.name),
+                reason: format!("written with state layout {}, this version reads layout {}", String::from_utf8_lossy(&v), String::from_utf8_lossy(STATE_LAYOUT)),
+            }),
+            None => Ok(false),
+        }
+    }
+}
+
+fn fail_on(ctx: &mut StepContext<'_>, name: &str, e: StateError) {
+    ctx.fail(format!("step `{name}`: state: {e}"));
+}
+
+/// Reads a one-part key of a top-level field in a source's pass.
+struct FieldCapture {
+    field: String,
+    key_groups: usize,
+}
+
+impl super::KeyCapture for FieldCapture {
+    fn field(&self) -> &str {
+        &self.field
+    }
+
+    fn wants_names(&self) -> bool {
+        false
+    }
+
+    fn capture(&self, raw: Option<&str>, _names: &[std::borrow::Cow<'_, str>]) -> RoutedKey {
+        let key = match raw {
+            Some(text) => canonical_part(text, || format!("field `$.{}`", self.field)).map(|part| {
+                let mut k = KeyBuilder::default();
+                k.push(&part);
+                k.finish()
+            }),
+            None => Err(super::key::missing_key(std::slice::from_ref(&self.field), WHAT)),
+        };
+        routed(key.map_err(|why| (DeadKind::StepError, why)), self.key_groups)
+    }
+}
+
+fn routed(key: Result<Vec<u8>, (DeadKind, String)>, key_groups: usize) -> RoutedKey {
+    RoutedKey { group: key.as_ref().map_or(0, |k| crate::runtime::key_group(k, key_groups)), read: ReadKey { key, plain_names: false } }
+}
+
+impl Operator for WindowAggregate {
+    fn state_fingerprint(&self) -> Option<Value> {
+        Some(self.fingerprint.clone())
+    }
+
+    fn open_state(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        let tables = self.open_tables(state)?;
+        if !self.check_layout(state, tables.meta)? {
+            state.put(tables.meta, b"layout", STATE_LAYOUT)?;
+            state.commit()?;
+        }
+        if let Some(p) = state.get(tables.meta, b"progress")?.as_deref().and_then(Progress::decode) {
+            self.progress = p;
+        }
+        if let Some(s) = state.get(tables.meta, b"seq")? {
+            self.seq = s.as_slice().try_into().map_or(0, u64::from_be_bytes);
+        }
+        if let Some(f) = state.get(tables.meta, b"floors")? {
+            self.floors = f.chunks_exact(10).map(|c| (u16::from_be_bytes([c[0], c[1]]), i64::from_be_bytes(c[2..].try_into().expect("8 bytes")))).collect();
+        }
+        let mut updates = BTreeMap::new();
+        state.scan(tables.updates, &[], None, &mut |k, v| {
+            if let (Some((end, kg, key)), Some(count)) = (split_row_key(k), v.get(..4)) {
+                let count = u32::from_be_bytes(count.try_into().expect("4 bytes"));
+                updates.insert((end, key.to_vec()), Updates { kg, count, due: v.get(4) == Some(&1), dirty: false });
+            }
+            true
+        })?;
+        self.updates = updates;
+        self.store.open(state, tables.panes, tables.meta)?;
+        self.tables = Some(tables);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, input: Batch, ctx: &mut StepContext<'_>) -> Batch {
+        let keys = self.read_keys(ctx.input, &input.events);
+        self.arrive_all(input, keys, ctx)
+    }
+
+    fn process_routed(&mut self, input: Batch, routed: Vec<RoutedKey>, ctx: &mut StepContext<'_>) -> Batch {
+        let keys = routed.into_iter().map(|r| r.read.key).collect();
+        self.arrive_all(input, keys, ctx)
+    }
+
+    fn route_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<RoutedKey>> {
+        let keys = self.read_keys(port, events);
+        Some(keys.into_iter().map(|k| routed(k, self.key_groups)).collect())
+    }
+
+    fn key_capture(&self, port: usize) -> Option<Arc<dyn super::KeyCapture>> {
+        match self.reads.get(port)?.keys.as_slice() {
+            [one] => match one.field()? {
+                [field] => Some(Arc::new(FieldCapture { field: field.clone(), key_groups: self.key_groups })),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {
+        if self.pending.is_empty() {
+            if let Err(e) = self.fire(watermark, ctx.state) {
+                fail_on(ctx, &self.name, e);
+                return Batch::default();
+            }
+        }
+        let n = self.pending.len().min(FIRE_CHUNK);
+        let mut out = Batch::with_capacity(n);
+        for (event, origin) in self.pending.drain(..n) {
+            out.push(event, origin);
+        }
+        out
+    }
+
+    fn prepare_checkpoint(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
+        self.save(state)
+    }
+
+    fn output_watermark(&self, input: i64) -> i64 {
+        // A window's outputs carry time end − 1 and leave when the input
+        // passes end − 1, before this watermark goes on; late updates of a
+        // fired window come up to `allowed_lateness_ms` after it.
+        match input {
+            crate::source::END_OF_TIME => input,
+            _ => input.saturating_sub(self.lateness),
+        }
+    }
+
+    fn rescale(&mut self, from: &mut dyn StateBackend, to: &mut dyn StateBackend, owned: &dyn Fn(u16) -> bool) -> Result<(), StateError> {
+        let old = self.open_tables(from)?;
+        if !self.check_layout(from, old.meta)? {
+            return Ok(());
+        }
+        let new = self.open_tables(to)?;
+        let progress = from.get(old.meta, b"progress")?.as_deref().and_then(Progress::decode).unwrap_or(Progress::NONE);
+        let old_floors: HashMap<u16, i64> = from
+            .get(old.meta, b"floors")?
+            .unwrap_or_default()
+            .chunks_exact(10)
+            .map(|c| (u16::from_be_bytes([c[0], c[1]]), i64::from_be_bytes(c[2..].try_into().expect("8 bytes"))))
+            .collect();
+        // The key groups this worker takes rows of, with how far they fired.
+        let mut taken: HashMap<u16, i64> = HashMap::new();
+        for (table, to_table) in [(old.panes, new.panes), (old.updates, new.updates)] {
+            let mut failed = None;
+            let mut n = 0u64;
+            from.scan(table, &[], None, &mut |k, v| {
+                let Some((_, kg, _)) = split_row_key(k) else { return true };
+                if !owned(kg) {
+                    return true;
+                }
+                taken.entry(kg).or_insert_with(|| old_floors.get(&kg).copied().unwrap_or(progress.fired_to).max(progress.fired_to));
+                n += 1;
+                let done = to.put(to_table, k, v).and_then(|()| if n % 4096 == 0 { to.commit() } else { Ok(()) });
+                failed = done.err();
+                failed.is_none()
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        // Merge with what earlier old workers gave this one.
+        let mut mine = to.get(new.meta, b"progress")?.as_deref().and_then(Progress::decode);
+        let mut floors: HashMap<u16, i64> = to
+            .get(new.meta, b"floors")?
+            .unwrap_or_default()
+            .chunks_exact(10)
+            .map(|c| (u16::from_be_bytes([c[0], c[1]]), i64::from_be_bytes(c[2..].try_into().expect("8 bytes"))))
+            .collect();
+        floors.extend(taken);
+        let merged = match mine.take() {
+            None => progress,
+            Some(m) => Progress { fired_to: m.fired_to.min(progress.fired_to), early_to: m.early_to.max(progress.early_to), watermark: m.watermark.max(progress.watermark) },
+        };
+        let seq = |s: Option<Vec<u8>>| s.and_then(|s| <[u8; 8]>::try_from(s.as_slice()).ok()).map_or(0, u64::from_be_bytes);
+        let next_seq = seq(from.get(old.meta, b"seq")?).max(seq(to.get(new.meta, b"seq")?));
+        let spilled = {
+            // Every pane this worker now holds rows of is spilled.
+            let mut panes = std::collections::BTreeSet::new();
+            to.commit()?;
+            to.scan(new.panes, &[], None, &mut |k, _| {
+                if let Some((p, _, _)) = split_row_key(k) {
+                    panes.insert(p);
+                }
+                true
+            })?;
+            panes.into_iter().flat_map(i64::to_be_bytes).collect::<Vec<u8>>()
+        };
+        to.put(new.meta, b"spilled", &spilled)?;
+        to.put(new.meta, b"progress", &merged.encode())?;
+        to.put(new.meta, b"seq", &next_seq.to_be_bytes())?;
+        let floors: Vec<u8> = floors.iter().flat_map(|(kg, f)| kg.to_be_bytes().into_iter().chain(f.to_be_bytes())).collect();
+        to.put(new.meta, b"floors", &floors)?;
+        to.put(new.meta, b"layout", STATE_LAYOUT)?;
+        to.commit()
+    }
+}
