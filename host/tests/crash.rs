@@ -24,7 +24,12 @@ fn write_pipeline(dir: &Path) -> PathBuf {
 /// The join at `parallelism` workers (`None`: the default, one per core),
 /// with `state` as its `settings.state` (`None`: RocksDB in `out/state`).
 fn write_pipeline_at(dir: &Path, parallelism: Option<usize>, state: Option<&serde_json::Value>) -> PathBuf {
-    let mut pipeline = common::file_join_pipeline();
+    write_pipeline_of(dir, common::file_join_pipeline, parallelism, state)
+}
+
+/// [`write_pipeline_at`] for the pipeline `make` gives.
+fn write_pipeline_of(dir: &Path, make: fn() -> serde_json::Value, parallelism: Option<usize>, state: Option<&serde_json::Value>) -> PathBuf {
+    let mut pipeline = make();
     if let Some(n) = parallelism {
         pipeline["settings"]["parallelism"] = n.into();
     }
@@ -88,13 +93,18 @@ fn crash_until_done(pipeline: &Path) -> Crashes {
 /// restart then restores the checkpoint at another parallelism), the
 /// pipeline written with `state` (see [`write_pipeline_at`]).
 fn crash_until_done_at(pipeline: &Path, parallelisms: &[usize], state: Option<&serde_json::Value>) -> Crashes {
+    crash_until_done_of(pipeline, common::file_join_pipeline, parallelisms, state)
+}
+
+/// [`crash_until_done_at`] for the pipeline `make` gives.
+fn crash_until_done_of(pipeline: &Path, make: fn() -> serde_json::Value, parallelisms: &[usize], state: Option<&serde_json::Value>) -> Crashes {
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
     let (mut kills, mut runs) = (0u32, 0u32);
     let mut resumed = Vec::new();
     let started = Instant::now();
     loop {
         if !parallelisms.is_empty() {
-            write_pipeline_at(pipeline.parent().unwrap(), Some(parallelisms[runs as usize % parallelisms.len()]), state);
+            write_pipeline_of(pipeline.parent().unwrap(), make, Some(parallelisms[runs as usize % parallelisms.len()]), state);
         }
         runs += 1;
         assert!(runs < 200 && started.elapsed() < Duration::from_secs(300), "no end in sight after {runs} runs");
@@ -201,6 +211,91 @@ fn the_same_restarting_at_one_two_and_four_workers_in_turn() {
 }
 
 /// `settings.state` for the Redis backend on `server`, under `prefix`.
+/// A windowed aggregation of the join's inputs per request: impressions and
+/// clicks counted, dwell summed, in tumbling windows of 30 min, with a cache
+/// so small that rows spill to RocksDB between checkpoints.
+fn aggregate_pipeline() -> serde_json::Value {
+    let mut p = common::file_join_pipeline();
+    p["steps"] = serde_json::json!({
+        "per-request": {
+            "type": "window-aggregate", "inputs": ["impressions", "clicks"],
+            "keys": ["$.request_id"],
+            "window": { "type": "tumbling", "size_ms": 1_800_000 },
+            "aggregates": [
+                { "name": "impressions", "type": "count", "input": "impressions" },
+                { "name": "clicks", "type": "count", "input": "clicks" },
+                { "name": "dwell", "type": "sum", "field": "$.dwell_ms" },
+                { "name": "users", "type": "distinct_count", "field": "$.user_id" }
+            ],
+            "cache_mb": 1
+        }
+    });
+    p["sinks"]["samples"]["inputs"] = serde_json::json!(["per-request"]);
+    p
+}
+
+/// The aggregation killed at random moments and restarted (at
+/// `parallelisms` in turn): its outputs and dead letters equal an
+/// uninterrupted run's, and the outputs equal a count from the raw input.
+fn aggregation_killed_and_restarted(parallelisms: &[usize]) {
+    let (reference, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let impressions = 60_000;
+    let mut records = 0;
+    for dir in [reference.path(), crashed.path()] {
+        records = common::write_join_inputs(dir, impressions);
+    }
+    let uninterrupted = write_pipeline_of(reference.path(), aggregate_pipeline, None, None);
+    assert!(streamhost().arg("run").arg("--no-progress").arg(&uninterrupted).stderr(Stdio::null()).status().unwrap().success());
+    let pipeline = write_pipeline_of(crashed.path(), aggregate_pipeline, None, None);
+    let crashes = crash_until_done_of(&pipeline, aggregate_pipeline, parallelisms, None);
+    assert!(crashes.kills >= 3, "the run finished before it could be killed often enough ({} kills)", crashes.kills);
+    crashes.assert_resumed(records as u64);
+    for file in ["out/samples.jsonl", "out/dead-letter.jsonl"] {
+        let (want, got) = (sorted_lines(&reference.path().join(file)), sorted_lines(&crashed.path().join(file)));
+        assert_eq!(got.len(), want.len(), "{file}: {} lines after {} kills, {} without", got.len(), crashes.kills, want.len());
+        assert!(got == want, "{file} differs from the uninterrupted run's after {} kills at {parallelisms:?}", crashes.kills);
+    }
+    // The outputs against the raw input: every impression counted once, in its request's window.
+    let mut want: std::collections::BTreeMap<(String, i64), (u64, u64, i64)> = Default::default();
+    for (file, click) in [("impressions.jsonl", false), ("clicks.jsonl", true)] {
+        for line in std::fs::read_to_string(reference.path().join(file)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let Some(r) = v["request_id"].as_str() else { continue };
+            let start = v["ts"].as_i64().unwrap().div_euclid(1_800_000) * 1_800_000;
+            let w = want.entry((r.to_string(), start)).or_default();
+            if click {
+                w.1 += 1;
+                w.2 += v["dwell_ms"].as_i64().unwrap();
+            } else {
+                w.0 += 1;
+            }
+        }
+    }
+    let got: std::collections::BTreeMap<(String, i64), (u64, u64, i64)> = sorted_lines(&reference.path().join("out/samples.jsonl"))
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let dwell = v["dwell"].as_i64().unwrap_or(0);
+            ((v["request_id"].as_str().unwrap().to_string(), v["window_start"].as_i64().unwrap()), (v["impressions"].as_u64().unwrap(), v["clicks"].as_u64().unwrap(), dwell))
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the aggregates differ from a count of the raw input");
+    let dead = sorted_lines(&reference.path().join("out/dead-letter.jsonl"));
+    assert!(!dead.is_empty() && dead.iter().all(|l| l.contains("no grouping key")), "only the clicks without a request id are refused");
+    eprintln!("aggregation {parallelisms:?}: {} kills over {} runs in {:?}", crashes.kills, crashes.runs, crashes.took);
+}
+
+#[test]
+fn an_aggregation_killed_at_random_moments_and_restarted_loses_and_duplicates_nothing() {
+    aggregation_killed_and_restarted(&[]);
+}
+
+#[test]
+fn the_aggregation_restarting_at_one_two_and_four_workers_in_turn() {
+    aggregation_killed_and_restarted(&[1, 2, 4]);
+}
+
 fn redis_state(server: &redis_server::Redis, prefix: &str) -> serde_json::Value {
     serde_json::json!({ "backend": "redis", "redis": { "url": server.url, "prefix": prefix } })
 }

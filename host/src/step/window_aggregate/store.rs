@@ -230,7 +230,8 @@ impl PaneStore {
         Ok(())
     }
 
-    /// Panes known (resident or spilled), for the figures.
+    /// Panes known (resident or spilled).
+    #[cfg(test)]
     pub fn panes(&self) -> usize {
         self.panes.len()
     }
