@@ -25,6 +25,7 @@ pub mod config;
 pub mod distinct;
 mod layout;
 pub mod percentile;
+mod sessions;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ use crate::state::{StateBackend, StateError, TableId, TableOptions};
 use aggregates::{AggregateConfig, Row};
 pub use config::{GroupKey, WindowAggregateConfig, WindowConfig};
 use layout::{bytes_part, canonical_part, key_parts, row_key, split_row_key, t8, KeyBuilder, STATE_LAYOUT};
+use sessions::Sessions;
 use store::PaneStore;
 use window::Sliding;
 
@@ -107,6 +109,7 @@ struct Updates {
 
 struct Tables {
     panes: TableId,
+    sessions: TableId,
     updates: TableId,
     meta: TableId,
 }
@@ -121,10 +124,14 @@ pub struct WindowAggregate {
     predicates: Vec<Option<Predicate>>,
     /// Empty accumulators, which check an event's values before any changes.
     checkers: Row,
+    /// Tumbling and sliding windows: their shape and pane rows (for
+    /// session windows, `shape` is unused and the store empty).
     shape: Sliding,
     lateness: i64,
     early: Option<i64>,
     store: PaneStore,
+    /// Session windows.
+    sessions: Option<Sessions>,
     tables: Option<Tables>,
     progress: Progress,
     /// After a restore at another parallelism: how far each key group with
@@ -144,8 +151,16 @@ pub struct WindowAggregate {
 impl WindowAggregate {
     /// The step (checked settings: `config::check` ran at load).
     pub fn new(name: &str, cfg: &WindowAggregateConfig) -> Result<Self, String> {
-        let shape = cfg.sliding()?.ok_or("session windows are not supported yet")?;
         let empty = Row::new(&cfg.aggregates)?;
+        let lateness = cfg.allowed_lateness_ms.min(FAR_FUTURE as u64) as i64;
+        let (shape, sessions) = match (cfg.sliding()?, cfg.window) {
+            (Some(shape), _) => (shape, None),
+            (None, WindowConfig::Session { gap_ms }) => {
+                let gap = gap_ms.clamp(1, FAR_FUTURE as u64) as i64;
+                (Sliding::tumbling(gap, 0, None).map_err(|e| e.to_string())?, Some(Sessions::new(gap, lateness, empty.clone())))
+            }
+            (None, _) => return Err("a fixed-size window without a shape".into()),
+        };
         let reads = cfg
             .inputs
             .iter()
@@ -193,9 +208,10 @@ impl WindowAggregate {
             aggs: cfg.aggregates.clone(),
             checkers: empty.clone(),
             shape,
-            lateness: cfg.allowed_lateness_ms.min(FAR_FUTURE as u64) as i64,
+            lateness,
             early: cfg.early_fire_ms.map(|e| e as i64),
             store: PaneStore::new(empty, (cfg.cache_mb.max(1) as usize).saturating_mul(1 << 20)),
+            sessions,
             tables: None,
             progress: Progress::NONE,
             floors: HashMap::new(),
@@ -297,9 +313,18 @@ impl WindowAggregate {
                 }
             };
             let t = event.timestamp.clamp(-FAR_FUTURE, FAR_FUTURE);
-            if self.shape.is_late(t, watermark, self.lateness) {
-                let last = self.shape.window_ends(t).last().unwrap_or(t);
-                let why = format!("late: every window of event time {t} closed (the last ends at {last}; watermark {watermark})");
+            let late = match &self.sessions {
+                Some(s) => s.is_late(t, watermark),
+                None => self.shape.is_late(t, watermark, self.lateness),
+            };
+            if late {
+                let why = match &self.sessions {
+                    Some(_) => format!("late: a session of event time {t} would have closed (watermark {watermark})"),
+                    None => {
+                        let last = self.shape.window_ends(t).last().unwrap_or(t);
+                        format!("late: every window of event time {t} closed (the last ends at {last}; watermark {watermark})")
+                    }
+                };
                 ctx.refuse(&self.name, None, DeadKind::Late, why, origin.clone(), event.clone());
                 continue;
             }
@@ -340,13 +365,23 @@ impl WindowAggregate {
             }
             let kg = self.grouping.group(&key, origin, self.key_groups);
             self.seq += 1;
-            let row = self.store.row_mut(self.shape.pane_of(t), kg, &key);
-            for (acc, raw) in row.0.iter_mut().zip(&counted) {
-                if let Some(raw) = raw {
-                    // Checked above: cannot fail.
-                    let _ = acc.add(*raw, t, self.seq);
+            let seq = self.seq;
+            let fold = |row: &mut Row| {
+                for (acc, raw) in row.0.iter_mut().zip(&counted) {
+                    if let Some(raw) = raw {
+                        // Checked above: cannot fail.
+                        let _ = acc.add(*raw, t, seq);
+                    }
                 }
+            };
+            if let Some(sessions) = &mut self.sessions {
+                if let Err(e) = sessions.add(&key, kg, t, fold) {
+                    ctx.fail(format!("step `{}`: state: {e}", self.name));
+                    return Batch::default();
+                }
+                continue;
             }
+            fold(self.store.row_mut(self.shape.pane_of(t), kg, &key));
             if self.lateness > 0 {
                 let fired = self.fired_to(kg);
                 for end in self.shape.window_ends(t).filter(|e| *e <= fired && self.shape.is_open(*e, watermark, self.lateness)) {
@@ -428,6 +463,12 @@ impl WindowAggregate {
     fn fire(&mut self, w: i64, state: &mut dyn StateBackend) -> Result<(), StateError> {
         let w = w.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
         self.progress.watermark = w;
+        if let Some(sessions) = &mut self.sessions {
+            for (key, _, start, end, row, n) in sessions.fire(w) {
+                self.output(&key, start, end, &row, (n > 0).then_some(("update", n)));
+            }
+            return Ok(());
+        }
         let (size, slide) = (self.shape.size_ms, self.shape.slide_ms);
         // Updates of fired windows by late events.
         let due: Vec<(i64, Vec<u8>)> = self.updates.iter().filter(|(_, u)| u.due).map(|(k, _)| k.clone()).collect();
@@ -498,6 +539,9 @@ impl WindowAggregate {
 
     fn save(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
         self.store.flush(state)?;
+        if let Some(sessions) = &mut self.sessions {
+            sessions.save(state)?;
+        }
         let (updates, meta) = (self.tables().updates, self.tables().meta);
         for ((end, key), u) in self.updates.iter_mut().filter(|(_, u)| u.dirty) {
             let mut v = u.count.to_be_bytes().to_vec();
@@ -515,6 +559,7 @@ impl WindowAggregate {
         let by_prefix = TableOptions { range_prefix_len: Some(layout::PREFIX_LEN) };
         Ok(Tables {
             panes: state.open_table_with(&format!("{}/panes", self.name), by_prefix)?,
+            sessions: state.open_table(&format!("{}/sessions", self.name))?,
             updates: state.open_table(&format!("{}/updates", self.name))?,
             meta: state.open_table(&format!("{}/meta", self.name))?,
         })
@@ -598,6 +643,9 @@ impl Operator for WindowAggregate {
         })?;
         self.updates = updates;
         self.store.open(state, tables.panes, tables.meta)?;
+        if let Some(sessions) = &mut self.sessions {
+            sessions.open(state, tables.sessions)?;
+        }
         self.tables = Some(tables);
         Ok(())
     }
@@ -671,11 +719,13 @@ impl Operator for WindowAggregate {
             .collect();
         // The key groups this worker takes rows of, with how far they fired.
         let mut taken: HashMap<u16, i64> = HashMap::new();
-        for (table, to_table) in [(old.panes, new.panes), (old.updates, new.updates)] {
+        for (table, to_table) in [(old.panes, new.panes), (old.updates, new.updates), (old.sessions, new.sessions)] {
             let mut failed = None;
             let mut n = 0u64;
+            let sessions = table == old.sessions;
             from.scan(table, &[], None, &mut |k, v| {
-                let Some((_, kg, _)) = split_row_key(k) else { return true };
+                let kg = if sessions { sessions::key_group_of(k) } else { split_row_key(k).map(|(_, kg, _)| kg) };
+                let Some(kg) = kg else { return true };
                 if !owned(kg) {
                     return true;
                 }

@@ -16,7 +16,9 @@ type Ev = (u8, i64, i64);
 type OutId = (u8, i64, i64, &'static str);
 
 fn config(size: i64, slide: i64, lateness: u64, early: Option<i64>) -> WindowAggregateConfig {
-    let window = if size == slide {
+    let window = if slide == 0 {
+        serde_json::json!({"type": "session", "gap_ms": size})
+    } else if size == slide {
         serde_json::json!({"type": "tumbling", "size_ms": size})
     } else {
         serde_json::json!({"type": "sliding", "size_ms": size, "slide_ms": slide})
@@ -322,4 +324,112 @@ fn several_keys_and_every_aggregate_kind_reach_the_output() {
     let de = rows.iter().find(|r| r["country"] == "de").unwrap();
     assert_eq!((de["views"].as_i64(), de["clicks"].as_i64()), (Some(1), Some(0)));
     assert_eq!(out.events.iter().map(|e| e.key.clone().unwrap()).collect::<Vec<_>>().len(), 2);
+}
+
+/// Session windows simulated over raw events: per key, sessions as lists of
+/// events, merged by the gap, fired and dropped by the watermark.
+struct SessionReference {
+    gap: i64,
+    lateness: i64,
+    watermark: i64,
+    /// key → sessions (start, end, events, emitted, due)
+    sessions: BTreeMap<u8, Vec<(i64, i64, Vec<i64>, u32, bool)>>,
+    out: BTreeMap<(u8, i64, i64, u32), (i64, i64, i64, i64)>,
+    late: usize,
+}
+
+impl SessionReference {
+    fn arrive(&mut self, events: &[Ev]) {
+        for &(k, t, v) in events {
+            if t + self.gap - 1 + self.lateness <= self.watermark {
+                self.late += 1;
+                continue;
+            }
+            let list = self.sessions.entry(k).or_default();
+            let (mut start, mut end, mut vals, mut emitted) = (t, t + self.gap, vec![v], 0);
+            let mut keep = Vec::new();
+            for s in list.drain(..) {
+                if s.0 < t + self.gap && s.1 > t {
+                    start = start.min(s.0);
+                    end = end.max(s.1);
+                    vals.extend(s.2);
+                    emitted = emitted.max(s.3);
+                } else {
+                    keep.push(s);
+                }
+            }
+            keep.push((start, end, vals, emitted, emitted > 0));
+            *list = keep;
+        }
+    }
+
+    fn advance(&mut self, w: i64) {
+        let w = w.max(self.watermark);
+        for (k, list) in &mut self.sessions {
+            for s in list.iter_mut().filter(|s| s.1 - 1 <= w) {
+                if s.3 == 0 || s.4 {
+                    let vals = &s.2;
+                    let agg = (vals.len() as i64, vals.iter().sum(), *vals.iter().max().unwrap(), vals.iter().filter(|v| *v % 2 != 0).count() as i64);
+                    self.out.insert((*k, s.0, s.1, s.3), agg);
+                    s.3 += 1;
+                    s.4 = false;
+                }
+            }
+            list.retain(|s| s.1 - 1 + self.lateness > w);
+        }
+        self.watermark = w;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sessions_equal_the_reference(
+        gap in 1i64..20, lateness in prop_oneof![Just(0u64), 1u64..30],
+        events in proptest::collection::vec((0u8..3, 0i64..150, -20i64..20), 0..80),
+        bound in 0i64..25, batch_len in 1usize..8,
+        restores in proptest::collection::vec(any::<bool>(), 16),
+    ) {
+        let cfg = config(gap, 0, lateness, None);
+        let mut h = Harness::new(cfg, 64 << 20);
+        let mut r = SessionReference { gap, lateness: lateness as i64, watermark: i64::MIN, sessions: BTreeMap::new(), out: BTreeMap::new(), late: 0 };
+        let (mut max_t, mut w) = (i64::MIN, i64::MIN);
+        let mut got = BTreeMap::new();
+        for (i, chunk) in events.chunks(batch_len).enumerate() {
+            h.arrive(chunk, w);
+            r.arrive(chunk);
+            max_t = chunk.iter().map(|e| e.1).fold(max_t, i64::max);
+            w = w.max(max_t.saturating_sub(bound));
+            collect_sessions(&mut h, w, &mut got);
+            r.advance(w);
+            if restores[i % restores.len()] {
+                h.restore();
+            }
+        }
+        collect_sessions(&mut h, crate::source::END_OF_TIME, &mut got);
+        r.advance(FAR_FUTURE);
+        prop_assert_eq!(h.late, r.late);
+        prop_assert_eq!(got, r.out);
+        prop_assert_eq!(h.step.sessions.as_ref().unwrap().len(), 0, "every session dropped at the end");
+    }
+}
+
+/// Fires `h` at `w`, collecting its outputs as (key, start, end, update) → values.
+fn collect_sessions(h: &mut Harness, w: i64, into: &mut BTreeMap<(u8, i64, i64, u32), (i64, i64, i64, i64)>) {
+    loop {
+        let mut dead = Vec::new();
+        let mut ctx = Harness::ctx(&mut *h.state, &mut dead, w);
+        let out = h.step.on_watermark(w, &mut ctx);
+        if out.is_empty() {
+            return;
+        }
+        for e in &out.events {
+            let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+            let id = (v["k"].as_u64().unwrap() as u8, v["window_start"].as_i64().unwrap(), v["window_end"].as_i64().unwrap(), v.get("update").map_or(0, |n| n.as_u64().unwrap() as u32));
+            assert_eq!(e.timestamp, id.2 - 1);
+            let vals = (v["n"].as_i64().unwrap(), v["sum"].as_i64().unwrap(), v["max"].as_i64().unwrap(), v["odd"].as_i64().unwrap());
+            assert!(into.insert(id, vals).is_none(), "{id:?} emitted twice");
+        }
+    }
 }
