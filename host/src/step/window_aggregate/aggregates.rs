@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acc::{Acc, AggKind};
 use super::approx::{ApproxDistinct, DEFAULT_LG_K};
+use super::arg::{ArgBest, DEFAULT_MAX_TIES};
 use super::distinct::Distinct;
 use super::percentile::{Percentile, DEFAULT_ALPHA};
 use super::top_k::{TopK, DEFAULT_MAP_SIZE};
@@ -39,6 +40,11 @@ pub enum AggregateType {
     TopK,
     /// Quantiles `q` of a numeric field, each within a relative `alpha`.
     Percentile,
+    /// The records with the greatest value of a numeric field (ties all,
+    /// up to `max_ties`), as a list.
+    ArgMax,
+    /// The records with the least value of a numeric field.
+    ArgMin,
 }
 
 /// One aggregate: a name in the output, a kind, the field it reads.
@@ -74,6 +80,9 @@ pub struct AggregateConfig {
     /// `percentile`: the relative accuracy (default 0.01).
     #[serde(default)]
     pub alpha: Option<f64>,
+    /// `arg_max`, `arg_min`: the most records with the best value kept (default 100).
+    #[serde(default)]
+    pub max_ties: Option<usize>,
 }
 
 impl AggregateConfig {
@@ -104,6 +113,10 @@ impl AggregateConfig {
         only("map_size", &[AggregateType::TopK], self.map_size.is_some())?;
         only("q", &[AggregateType::Percentile], self.q.is_some())?;
         only("alpha", &[AggregateType::Percentile], self.alpha.is_some())?;
+        only("max_ties", &[AggregateType::ArgMax, AggregateType::ArgMin], self.max_ties.is_some())?;
+        if self.max_ties == Some(0) {
+            return Err(format!("`{}`: max_ties must be at least 1", self.name));
+        }
         if let Some(q) = self.q.as_ref().and_then(|q| q.iter().find(|q| !(0.0..=1.0).contains(*q))) {
             return Err(format!("`{}`: each q must be in [0, 1], not {q}", self.name));
         }
@@ -126,6 +139,7 @@ pub enum Accumulator {
     ApproxDistinct(ApproxDistinct),
     TopK(TopK),
     Percentile(Percentile),
+    Arg(ArgBest),
 }
 
 impl Accumulator {
@@ -141,6 +155,9 @@ impl Accumulator {
             AggregateType::First => exact(AggKind::First),
             AggregateType::Last => exact(AggKind::Last),
             AggregateType::DistinctCount => Ok(Accumulator::Distinct(Distinct::default())),
+            AggregateType::ArgMax | AggregateType::ArgMin => {
+                Ok(Accumulator::Arg(ArgBest::new(cfg.kind == AggregateType::ArgMin, cfg.max_ties.unwrap_or(DEFAULT_MAX_TIES))))
+            }
             AggregateType::ApproxDistinct => ApproxDistinct::new(cfg.lg_k.unwrap_or(DEFAULT_LG_K)).map(Accumulator::ApproxDistinct).map_err(|e| e.to_string()),
             AggregateType::TopK => TopK::new(cfg.map_size.unwrap_or(DEFAULT_MAP_SIZE)).map(Accumulator::TopK).map_err(|e| e.to_string()),
             AggregateType::Percentile => Percentile::new(cfg.alpha.unwrap_or(DEFAULT_ALPHA)).map(Accumulator::Percentile).map_err(|e| e.to_string()),
@@ -150,8 +167,23 @@ impl Accumulator {
     /// Adds one event's value: the raw JSON text of the field (`None`:
     /// missing), at event time `time`, arrival `seq`; a refusal says why (the
     /// event is dead-lettered).
+    /// [`Accumulator::add`] for an aggregate that keeps records (`arg_max`):
+    /// `record` is the event's value.
+    pub fn add_record(&mut self, raw: Option<&str>, time: i64, seq: u64, record: &[u8]) -> Result<(), String> {
+        match self {
+            Accumulator::Arg(a) => {
+                if let Some(v) = ArgBest::value(raw)? {
+                    a.add(v, record);
+                }
+                Ok(())
+            }
+            _ => self.add(raw, time, seq),
+        }
+    }
+
     pub fn add(&mut self, raw: Option<&str>, time: i64, seq: u64) -> Result<(), String> {
         match self {
+            Accumulator::Arg(_) => Err("arg_max and arg_min take the record: add_record".into()),
             Accumulator::Exact(a) => a.add(raw, time, seq).map_err(|e| e.to_string()),
             Accumulator::Distinct(d) => {
                 d.add(raw);
@@ -187,6 +219,7 @@ impl Accumulator {
                 Some(text) if text.parse::<f64>().is_ok() => Ok(()),
                 Some(text) => Err(format!("percentile takes numbers: `{}` is not one", text.chars().take(40).collect::<String>())),
             },
+            Accumulator::Arg(_) => ArgBest::value(raw).map(|_| ()),
             Accumulator::Distinct(_) | Accumulator::ApproxDistinct(_) | Accumulator::TopK(_) => Ok(()),
         }
     }
@@ -194,6 +227,10 @@ impl Accumulator {
     pub fn merge(&mut self, other: &Accumulator) -> Result<(), String> {
         match (self, other) {
             (Accumulator::Exact(a), Accumulator::Exact(b)) => a.merge(b).map_err(|e| e.to_string()),
+            (Accumulator::Arg(a), Accumulator::Arg(b)) => {
+                a.merge(b);
+                Ok(())
+            }
             (Accumulator::Distinct(a), Accumulator::Distinct(b)) => {
                 a.merge(b);
                 Ok(())
@@ -218,6 +255,7 @@ impl Accumulator {
         match self {
             Accumulator::Exact(a) => a.finish(),
             Accumulator::Distinct(d) => serde_json::Value::from(d.count()),
+            Accumulator::Arg(a) => a.finish(),
             Accumulator::ApproxDistinct(a) => serde_json::Value::from(a.estimate().round() as u64),
             Accumulator::TopK(t) => t
                 .top(cfg.k.unwrap_or(10))
@@ -239,6 +277,10 @@ impl Accumulator {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Accumulator::Exact(a) => a.encode(out),
+            Accumulator::Arg(a) => {
+                out.push(b'A');
+                a.encode(out);
+            }
             Accumulator::Distinct(d) => {
                 out.push(b'D');
                 d.encode(out);
@@ -261,6 +303,7 @@ impl Accumulator {
     /// One accumulator from the front of `bytes`, and the bytes after it.
     pub fn decode(bytes: &[u8]) -> Result<(Accumulator, &[u8]), String> {
         match bytes.first() {
+            Some(b'A') => ArgBest::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Arg(a), r)).map_err(String::from),
             Some(b'D') => Distinct::decode(&bytes[1..]).map(|(d, r)| (Accumulator::Distinct(d), r)).map_err(String::from),
             Some(b'H') => ApproxDistinct::decode(&bytes[1..]).map(|(a, r)| (Accumulator::ApproxDistinct(a), r)).map_err(|e| e.to_string()),
             Some(b'T') => TopK::decode(&bytes[1..]).map(|(a, r)| (Accumulator::TopK(a), r)).map_err(|e| e.to_string()),

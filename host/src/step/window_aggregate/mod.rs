@@ -21,6 +21,7 @@
 pub mod acc;
 pub mod aggregates;
 pub mod approx;
+mod arg;
 pub mod config;
 pub mod distinct;
 mod layout;
@@ -366,11 +367,12 @@ impl WindowAggregate {
             let kg = self.grouping.group(&key, origin, self.key_groups);
             self.seq += 1;
             let seq = self.seq;
+            let record = &event.value;
             let fold = |row: &mut Row| {
                 for (acc, raw) in row.0.iter_mut().zip(&counted) {
                     if let Some(raw) = raw {
                         // Checked above: cannot fail.
-                        let _ = acc.add(*raw, t, seq);
+                        let _ = acc.add_record(*raw, t, seq, record);
                     }
                 }
             };
