@@ -122,9 +122,27 @@ pub fn parse_pipeline(text: &str) -> Result<PipelineConfig, ConfigErrors> {
         check_graph(text, config, &broken, &mut errors);
     }
     match config {
-        Some(c) if errors.is_empty() => Ok(c),
+        Some(c) if errors.is_empty() => Ok(split_skewed(c)),
         _ => Err(fail(errors)),
     }
+}
+
+/// Each window aggregation with `skew` becomes its two steps (see
+/// `WindowAggregateConfig::split`); what read it reads the final one.
+fn split_skewed(mut c: PipelineConfig) -> PipelineConfig {
+    let splits: Vec<_> = c
+        .steps
+        .iter()
+        .filter_map(|(name, s)| match s {
+            StepConfig::WindowAggregate(a) if a.phase == crate::step::window_aggregate::config::Phase::Whole => a.split(name).map(|parts| (name.clone(), parts)),
+            _ => None,
+        })
+        .collect();
+    for (name, (partial_name, partial, last)) in splits {
+        c.steps.insert(partial_name, StepConfig::WindowAggregate(partial));
+        c.steps.insert(name, StepConfig::WindowAggregate(last));
+    }
+    c
 }
 
 fn error_at(text: &str, path: &JsonPath, message: String) -> ConfigError {
@@ -504,6 +522,9 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             StepConfig::WindowAggregate(a) => {
                 let at = root.key("steps").key(name);
                 a.check(&at, &mut err);
+                if a.skew.is_some() && c.steps.contains_key(&format!("{name}/partial")) {
+                    err(at.key("skew"), format!("splits this step into `{name}/partial` and `{name}`, but a step is already named `{name}/partial`"));
+                }
                 for (i, key) in a.keys.iter().enumerate() {
                     for input in &a.inputs {
                         if let Some(k) = key.of_input(input) {

@@ -197,6 +197,8 @@ pub struct NodeSnapshot {
     pub filtered: u64,
     /// Lookup joins: their figures.
     pub lookup: Option<crate::lookup::LookupSnapshot>,
+    /// Steps: events in per worker running the step (its load balance).
+    pub workers_in: Vec<u64>,
 }
 
 impl RunSummary {
@@ -222,6 +224,7 @@ pub(crate) fn snapshot(nodes: &[Arc<NodeStats>]) -> Vec<NodeSnapshot> {
             matches_not_joined: n.matches_not_joined.load(Relaxed),
             filtered: n.filtered.load(Relaxed),
             lookup: n.lookup.get().map(|l| l.snapshot()),
+            workers_in: n.workers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| w.events_in.get()).collect(),
         })
         .collect()
 }
@@ -267,6 +270,13 @@ impl fmt::Display for RunSummary {
         }
         for (n, l) in self.nodes.iter().filter_map(|n| Some((n, n.lookup.as_ref()?))) {
             write_lookup(f, &n.name, l)?;
+        }
+        // A keyed step's load per worker, when it ran on several (skew shows here).
+        for n in self.nodes.iter().filter(|n| n.workers_in.len() > 1 && n.events_in > 0) {
+            let (max, min) = (n.workers_in.iter().max().copied().unwrap_or(0), n.workers_in.iter().min().copied().unwrap_or(0));
+            let ratio = if min > 0 { format!("{:.2}", max as f64 / min as f64) } else { "inf".into() };
+            let each: Vec<String> = n.workers_in.iter().map(u64::to_string).collect();
+            writeln!(f, "  step `{}` in per worker: {} (max/min {ratio})", n.name, each.join(", "))?;
         }
         for n in self.nodes.iter().filter(|n| n.filtered > 0) {
             writeln!(f, "  filtered out by step `{}`: {}", n.name, n.filtered)?;

@@ -45,6 +45,43 @@ pub struct WindowAggregateConfig {
     /// backend and dropped from memory.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// Splits each key's events over `buckets` (a hot key's load then
+    /// spreads over the workers): a step `NAME/partial` aggregates per key
+    /// and bucket, and this step merges the buckets' results per key and
+    /// window. The output is the same as without it. For tumbling and
+    /// sliding windows without lateness or early firing.
+    #[serde(default)]
+    pub skew: Option<SkewConfig>,
+    /// Which phase of a split aggregation this step is (set by the loader).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub phase: Phase,
+}
+
+/// How a hot key is split (see `skew`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkewConfig {
+    /// Buckets per key, 2 to 1024: best a multiple of the parallelism (each
+    /// worker then takes the same share of every key).
+    pub buckets: u16,
+    /// What picks an event's bucket: `$.field` (a hash of that top-level
+    /// field: one value always lands in one bucket, so exact distinct counts
+    /// of it stay small per bucket), or `round_robin` (events dealt in turn:
+    /// the most even).
+    pub salt: String,
+}
+
+/// The phase of a split (`skew`) aggregation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Not split.
+    #[default]
+    Whole,
+    /// Per key and bucket; emits accumulators, not results.
+    Partial,
+    /// Merges the partial step's accumulators per key and window.
+    Final,
 }
 
 fn default_cache_mb() -> u64 {
@@ -205,6 +242,31 @@ impl WindowAggregateConfig {
         if self.cache_mb == 0 {
             err(at.key("cache_mb"), "must be at least 1".into());
         }
+        if let Some(skew) = &self.skew {
+            let at = at.key("skew");
+            if !(2..=1024).contains(&skew.buckets) {
+                err(at.key("buckets"), format!("must be from 2 to 1024, not {}", skew.buckets));
+            }
+            if skew.salt != "round_robin" && !(skew.salt.starts_with("$.") && skew.salt.len() > 2 && !skew.salt[2..].contains('.')) {
+                err(at.key("salt"), format!("`{}` is neither `round_robin` nor a top-level field such as `$.user_id`", skew.salt));
+            }
+            if matches!(self.window, WindowConfig::Session { .. }) {
+                err(at.clone(), "is for tumbling and sliding windows (session windows are not split yet)".into());
+            }
+            if self.allowed_lateness_ms > 0 || self.early_fire_ms.is_some() {
+                err(at, "cannot be combined with allowed_lateness_ms or early_fire_ms (a bucket's update would count twice)".into());
+            }
+        }
+    }
+
+    /// A split (`skew`) aggregation as its two steps: (`NAME/partial`, its
+    /// settings), and this step's settings as the final phase.
+    pub fn split(&self, name: &str) -> Option<(String, WindowAggregateConfig, WindowAggregateConfig)> {
+        self.skew.as_ref()?;
+        let partial_name = format!("{name}/partial");
+        let partial = WindowAggregateConfig { phase: Phase::Partial, ..self.clone() };
+        let last = WindowAggregateConfig { phase: Phase::Final, inputs: vec![partial_name.clone()], ..self.clone() };
+        Some((partial_name, partial, last))
     }
 
     /// The keys of the step computed by UDFs, each with where it is in the

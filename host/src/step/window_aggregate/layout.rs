@@ -61,6 +61,27 @@ impl KeyBuilder {
     }
 }
 
+impl From<Vec<u8>> for KeyBuilder {
+    fn from(key: Vec<u8>) -> Self {
+        KeyBuilder(key)
+    }
+}
+
+/// A key without its last part, and that part.
+pub fn split_last_part(key: &[u8]) -> (&[u8], &[u8]) {
+    let mut at = 0;
+    let mut rest = key;
+    while let Some((len, r)) = rest.split_first_chunk::<4>() {
+        let len = (u32::from_be_bytes(*len) as usize).min(r.len());
+        if len == r.len() {
+            return (&key[..at], r);
+        }
+        at += 4 + len;
+        rest = &r[len..];
+    }
+    (key, &[])
+}
+
 /// The parts of a grouping key, as JSON texts.
 pub fn key_parts(key: &[u8]) -> Vec<&[u8]> {
     let mut parts = Vec::new();
@@ -111,6 +132,7 @@ mod tests {
         let (a, b) = (a.finish(), b.finish());
         assert_ne!(a, b);
         assert_eq!(key_parts(&a), vec![&b"\"a\""[..], b"\"bc\""]);
+        assert_eq!(split_last_part(&a), (&a[..7], &b"\"bc\""[..]));
         let k = row_key(-3, 513, &a);
         assert_eq!(split_row_key(&k), Some((-3, 513, &a[..])));
         assert_eq!(canonical_part("1.50", String::new).unwrap(), b"1.5");

@@ -25,6 +25,7 @@ mod arg;
 pub mod config;
 pub mod distinct;
 mod layout;
+mod partial;
 pub mod percentile;
 mod sessions;
 mod store;
@@ -45,6 +46,7 @@ use crate::event::{Batch, Event, Origin};
 use crate::plugin::UdfRunner;
 use crate::state::{StateBackend, StateError, TableId, TableOptions};
 use aggregates::{AggregateConfig, Row};
+use config::Phase;
 pub use config::{GroupKey, WindowAggregateConfig, WindowConfig};
 use layout::{bytes_part, canonical_part, key_parts, row_key, split_row_key, t8, KeyBuilder, STATE_LAYOUT};
 use sessions::Sessions;
@@ -108,6 +110,15 @@ struct Updates {
     dirty: bool,
 }
 
+/// How a partial phase picks an event's bucket.
+enum Salt {
+    None,
+    /// A hash of a top-level field's raw text.
+    Field(String),
+    /// In turn (a counter).
+    RoundRobin(u64),
+}
+
 struct Tables {
     panes: TableId,
     sessions: TableId,
@@ -133,6 +144,12 @@ pub struct WindowAggregate {
     store: PaneStore,
     /// Session windows.
     sessions: Option<Sessions>,
+    /// The window size outputs report (a final phase's shape is 1 ms wide).
+    report_size: i64,
+    /// A split aggregation's phase, and how a partial one picks buckets.
+    phase: Phase,
+    salt: Salt,
+    buckets: u16,
     tables: Option<Tables>,
     progress: Progress,
     /// After a restore at another parallelism: how far each key group with
@@ -155,6 +172,9 @@ impl WindowAggregate {
         let empty = Row::new(&cfg.aggregates)?;
         let lateness = cfg.allowed_lateness_ms.min(FAR_FUTURE as u64) as i64;
         let (shape, sessions) = match (cfg.sliding()?, cfg.window) {
+            // The final phase of a split aggregation takes each window's
+            // partial results at time end − 1: windows of 1 ms.
+            (Some(_), _) if cfg.phase == Phase::Final => (Sliding::tumbling(1, 0, None).map_err(|e| e.to_string())?, None),
             (Some(shape), _) => (shape, None),
             (None, WindowConfig::Session { gap_ms }) => {
                 let gap = gap_ms.clamp(1, FAR_FUTURE as u64) as i64;
@@ -186,6 +206,12 @@ impl WindowAggregate {
                 InputReads { keys, fields, aggs }
             })
             .collect();
+        let report_size = cfg.sliding()?.map_or(1, |s| s.size_ms);
+        let salt = match (&cfg.skew, cfg.phase) {
+            (Some(skew), Phase::Partial) if skew.salt == "round_robin" => Salt::RoundRobin(0),
+            (Some(skew), Phase::Partial) => Salt::Field(skew.salt.trim_start_matches("$.").to_string()),
+            _ => Salt::None,
+        };
         let mut fingerprint = serde_json::json!({
             "type": "window-aggregate",
             "inputs": cfg.inputs,
@@ -194,6 +220,8 @@ impl WindowAggregate {
             "aggregates": cfg.aggregates,
             "allowed_lateness_ms": cfg.allowed_lateness_ms,
             "early_fire_ms": cfg.early_fire_ms,
+            "skew": cfg.skew,
+            "phase": format!("{:?}", cfg.phase),
             "state_layout": String::from_utf8_lossy(STATE_LAYOUT),
         });
         if let Value::Object(f) = &mut fingerprint {
@@ -213,6 +241,10 @@ impl WindowAggregate {
             early: cfg.early_fire_ms.map(|e| e as i64),
             store: PaneStore::new(empty, (cfg.cache_mb.max(1) as usize).saturating_mul(1 << 20)),
             sessions,
+            report_size,
+            phase: cfg.phase,
+            salt,
+            buckets: cfg.skew.as_ref().map_or(1, |s| s.buckets.max(1)),
             tables: None,
             progress: Progress::NONE,
             floors: HashMap::new(),
@@ -264,6 +296,34 @@ impl WindowAggregate {
 
     /// The grouping key of each of `events` from input `port`, or why it has none.
     fn read_keys(&mut self, port: usize, events: &[Event]) -> Vec<Result<Vec<u8>, (DeadKind, String)>> {
+        if self.phase == Phase::Final {
+            return events.iter().map(|e| partial::decode(&e.value).map(|p| p.key.to_vec()).map_err(|why| (DeadKind::StepError, why.to_string()))).collect();
+        }
+        let mut keys = self.read_group_keys(port, events);
+        if self.phase == Phase::Partial {
+            for (key, event) in keys.iter_mut().zip(events) {
+                let Ok(k) = key else { continue };
+                let bucket = match &mut self.salt {
+                    Salt::RoundRobin(n) => {
+                        *n += 1;
+                        (*n % u64::from(self.buckets)) as u16
+                    }
+                    Salt::Field(field) => {
+                        let raw = crate::record_schema::member_and_names(&event.value, field, None).ok().flatten().map_or("null", |r| r.get());
+                        (xxhash_rust::xxh3::xxh3_64(raw.as_bytes()) % u64::from(self.buckets)) as u16
+                    }
+                    Salt::None => 0,
+                };
+                let mut with = KeyBuilder::from(std::mem::take(k));
+                with.push(bucket.to_string().as_bytes());
+                *k = with.finish();
+            }
+        }
+        keys
+    }
+
+    /// The grouping key of each event (a partial phase adds the bucket).
+    fn read_group_keys(&mut self, port: usize, events: &[Event]) -> Vec<Result<Vec<u8>, (DeadKind, String)>> {
         let input = &self.inputs[port];
         let reads = &mut self.reads[port];
         // A UDF part: one call for the batch.
@@ -295,6 +355,20 @@ impl WindowAggregate {
             .collect()
     }
 
+    /// The key group of a (grouping) key. A partial phase's key ends with its
+    /// bucket: the buckets of one key go to key groups spread evenly over
+    /// the range, so each worker (owning a contiguous range) gets its share
+    /// of a hot key.
+    fn group_of(&self, key: &[u8]) -> u16 {
+        if self.phase != Phase::Partial {
+            return crate::runtime::key_group(key, self.key_groups);
+        }
+        let (base, bucket) = layout::split_last_part(key);
+        let bucket: usize = std::str::from_utf8(bucket).ok().and_then(|b| b.parse().ok()).unwrap_or(0);
+        let g = self.key_groups;
+        ((usize::from(crate::runtime::key_group(base, g)) + bucket * g.div_ceil(usize::from(self.buckets))) % g) as u16
+    }
+
     /// How far key group `kg`'s windows have fired.
     fn fired_to(&self, kg: u16) -> i64 {
         self.floors.get(&kg).copied().unwrap_or(self.progress.fired_to).max(self.progress.fired_to)
@@ -314,6 +388,12 @@ impl WindowAggregate {
                 }
             };
             let t = event.timestamp.clamp(-FAR_FUTURE, FAR_FUTURE);
+            if self.phase == Phase::Final {
+                if let Err(why) = self.arrive_partial(&key, event, watermark) {
+                    ctx.refuse(&self.name, None, DeadKind::StepError, why, origin.clone(), event.clone());
+                }
+                continue;
+            }
             let late = match &self.sessions {
                 Some(s) => s.is_late(t, watermark),
                 None => self.shape.is_late(t, watermark, self.lateness),
@@ -364,7 +444,10 @@ impl WindowAggregate {
                 ctx.refuse(&self.name, None, DeadKind::StepError, why, origin.clone(), event.clone());
                 continue;
             }
-            let kg = self.grouping.group(&key, origin, self.key_groups);
+            let kg = match (self.phase, self.grouping) {
+                (Phase::Partial, _) | (_, crate::runtime::KeyGrouping::KeyHash) => self.group_of(&key),
+                _ => self.grouping.group(&key, origin, self.key_groups),
+            };
             self.seq += 1;
             let seq = self.seq;
             let record = &event.value;
@@ -401,6 +484,19 @@ impl WindowAggregate {
         Batch::default()
     }
 
+    /// A final phase takes a bucket's accumulators of a window.
+    fn arrive_partial(&mut self, key: &[u8], event: &Event, watermark: i64) -> Result<(), String> {
+        let p = partial::decode(&event.value)?;
+        let row = Row::decode(p.row, self.aggs.len())?;
+        // Its window closes at end − 1: the partial step sent it before its
+        // watermark passed that, so it is never late here.
+        if p.end - 1 <= watermark {
+            return Err(format!("a partial result of window [{}, {}) came after the watermark {watermark}", p.start, p.end));
+        }
+        let kg = self.group_of(key);
+        self.store.row_mut(self.shape.pane_of(p.end - 1), kg, key).merge(&row)
+    }
+
     /// Whether aggregate `a` takes `raw` (checked before any changes).
     fn store_check(&self, a: usize, raw: Option<&str>) -> Result<(), String> {
         // An empty accumulator checks types as a full one would.
@@ -409,6 +505,14 @@ impl WindowAggregate {
 
     /// One output record.
     fn output(&mut self, key: &[u8], start: i64, end: i64, row: &Row, mark: Option<(&str, u32)>) {
+        if self.phase == Phase::Partial {
+            // The key without its bucket, the window, the accumulators.
+            let (base, _) = layout::split_last_part(key);
+            let event = Event::from_value(partial::encode(base, start, end, row), end - 1);
+            self.outputs += 1;
+            self.pending.push_back((event, Origin::new(self.origin.clone(), self.outputs)));
+            return;
+        }
         let parts = key_parts(key);
         let mut text = String::from("{");
         let mut sep = "";
@@ -446,7 +550,7 @@ impl WindowAggregate {
     /// (`end` for the final result), sorted by key; `partial` for an early
     /// firing. Keys whose group fired this window already are skipped.
     fn fire_window(&mut self, state: &dyn StateBackend, end: i64, upto: i64, partial: bool) -> Result<(), StateError> {
-        let start = end - self.shape.size_ms;
+        let start = end - self.report_size;
         let mut rows = HashMap::new();
         let panes: Vec<i64> = self.shape.panes_of_window(end).filter(|p| *p < upto).collect();
         self.store.gather(state, panes.into_iter(), &mut rows)?;
@@ -664,10 +768,13 @@ impl Operator for WindowAggregate {
 
     fn route_keys(&mut self, port: usize, events: &[Event]) -> Option<Vec<RoutedKey>> {
         let keys = self.read_keys(port, events);
-        Some(keys.into_iter().map(|k| routed(k, self.key_groups)).collect())
+        Some(keys.into_iter().map(|key| RoutedKey { group: key.as_ref().map_or(0, |k| self.group_of(k)), read: ReadKey { key, plain_names: false } }).collect())
     }
 
     fn key_capture(&self, port: usize) -> Option<Arc<dyn super::KeyCapture>> {
+        if self.phase != Phase::Whole {
+            return None;
+        }
         match self.reads.get(port)?.keys.as_slice() {
             [one] => match one.field()? {
                 [field] => Some(Arc::new(FieldCapture { field: field.clone(), key_groups: self.key_groups })),
