@@ -126,3 +126,70 @@ fn bad_settings_are_refused_with_their_place() {
     }
     assert!(err.contains(":"), "line:column given: {err}");
 }
+
+/// `examples/realtime-features` runs as shipped and its features equal
+/// counts made here from the raw data: per item, impressions and clicks in
+/// every 10-minute window ending on a minute (CTR their ratio); per page and
+/// hour, the distinct users (exact and within HyperLogLog's error).
+#[test]
+fn the_realtime_features_example_computes_what_its_data_says() {
+    let (dir, ex) = common::example_copy("realtime-features", &["pipeline.json"], &["examples/training-join"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_streamhost")).args(["run", "--no-progress"]).arg(ex.join("pipeline.json")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |file: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(ex.join("out").join(file)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let data = dir.path().join("examples/training-join/data");
+    let events = |file: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(data.join(file)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (impressions, clicks) = (events("impressions.jsonl"), events("clicks.jsonl"));
+
+    // Per (item, window end): (impressions, clicks).
+    let mut want: std::collections::BTreeMap<(String, i64), (u64, u64)> = Default::default();
+    for (list, click) in [(&impressions, false), (&clicks, true)] {
+        for e in list.iter() {
+            let (Some(item), Some(ts)) = (e["item_id"].as_str(), e["ts"].as_i64()) else { continue };
+            let first_end = ts.div_euclid(60_000) * 60_000 + 60_000;
+            for end in (first_end..=ts + 600_000).step_by(60_000) {
+                let w = want.entry((item.to_string(), end)).or_default();
+                if click { w.1 += 1 } else { w.0 += 1 }
+            }
+        }
+    }
+    let ctr = read("item-ctr.jsonl");
+    let got: std::collections::BTreeMap<(String, i64), (u64, u64)> = ctr
+        .iter()
+        .map(|r| ((r["item_id"].as_str().unwrap().to_string(), r["window_end"].as_i64().unwrap()), (r["impressions"].as_u64().unwrap(), r["clicks"].as_u64().unwrap())))
+        .collect();
+    assert_eq!(got.len(), ctr.len(), "each item and window once");
+    assert_eq!(got, want);
+    for r in &ctr {
+        let (i, c) = (r["impressions"].as_f64().unwrap(), r["clicks"].as_f64().unwrap());
+        assert_eq!(r["window_end"].as_i64().unwrap() - r["window_start"].as_i64().unwrap(), 600_000);
+        if i > 0.0 {
+            assert!((r["ctr"].as_f64().unwrap() - c / i).abs() < 1e-12, "{r}");
+        } else {
+            assert!(r["ctr"].is_null(), "{r}");
+        }
+    }
+    assert!(ctr.iter().any(|r| r["clicks"].as_u64() > Some(0)), "some windows have clicks");
+
+    let mut users: std::collections::BTreeMap<(String, i64), std::collections::BTreeSet<String>> = Default::default();
+    for e in &impressions {
+        let (Some(page), Some(ts), Some(user)) = (e["page"].as_str(), e["ts"].as_i64(), e["user_id"].as_str()) else { continue };
+        users.entry((page.to_string(), ts.div_euclid(3_600_000) * 3_600_000)).or_default().insert(user.to_string());
+    }
+    let pages = read("page-users.jsonl");
+    assert_eq!(pages.len(), users.len());
+    for p in &pages {
+        let exact = users[&(p["page"].as_str().unwrap().to_string(), p["window_start"].as_i64().unwrap())].len() as f64;
+        assert_eq!(p["users"].as_f64(), Some(exact), "{p}");
+        // lg_k 10: 3.25 % standard error; 3 of them.
+        assert!((p["users_approx"].as_f64().unwrap() - exact).abs() <= (0.0975 * exact).max(1.0), "{p}");
+        assert_eq!(p["top_items"].as_array().map(Vec::len), Some(3), "{p}");
+    }
+    let dead = std::fs::read_to_string(ex.join("out/dead-letter.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 1, "the impression without a page: {dead}");
+    assert!(dead.contains("no grouping key: field `$.page` is missing"));
+}
