@@ -136,9 +136,10 @@ impl AggregateConfig {
 pub enum Accumulator {
     Exact(Acc),
     Distinct(Distinct),
-    ApproxDistinct(ApproxDistinct),
-    TopK(TopK),
-    Percentile(Percentile),
+    // Sketches are boxed: a row of counts stays small to clone and merge.
+    ApproxDistinct(Box<ApproxDistinct>),
+    TopK(Box<TopK>),
+    Percentile(Box<Percentile>),
     Arg(ArgBest),
 }
 
@@ -158,9 +159,9 @@ impl Accumulator {
             AggregateType::ArgMax | AggregateType::ArgMin => {
                 Ok(Accumulator::Arg(ArgBest::new(cfg.kind == AggregateType::ArgMin, cfg.max_ties.unwrap_or(DEFAULT_MAX_TIES))))
             }
-            AggregateType::ApproxDistinct => ApproxDistinct::new(cfg.lg_k.unwrap_or(DEFAULT_LG_K)).map(Accumulator::ApproxDistinct).map_err(|e| e.to_string()),
-            AggregateType::TopK => TopK::new(cfg.map_size.unwrap_or(DEFAULT_MAP_SIZE)).map(Accumulator::TopK).map_err(|e| e.to_string()),
-            AggregateType::Percentile => Percentile::new(cfg.alpha.unwrap_or(DEFAULT_ALPHA)).map(Accumulator::Percentile).map_err(|e| e.to_string()),
+            AggregateType::ApproxDistinct => ApproxDistinct::new(cfg.lg_k.unwrap_or(DEFAULT_LG_K)).map(|a| Accumulator::ApproxDistinct(Box::new(a))).map_err(|e| e.to_string()),
+            AggregateType::TopK => TopK::new(cfg.map_size.unwrap_or(DEFAULT_MAP_SIZE)).map(|t| Accumulator::TopK(Box::new(t))).map_err(|e| e.to_string()),
+            AggregateType::Percentile => Percentile::new(cfg.alpha.unwrap_or(DEFAULT_ALPHA)).map(|p| Accumulator::Percentile(Box::new(p))).map_err(|e| e.to_string()),
         }
     }
 
@@ -274,6 +275,21 @@ impl Accumulator {
         }
     }
 
+    /// [`Accumulator::finish`] written as JSON text (counts without a `Value`).
+    pub fn write_json(&self, cfg: &AggregateConfig, out: &mut String) {
+        match self {
+            Accumulator::Exact(super::acc::Acc::Count(n)) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{n}");
+            }
+            Accumulator::Distinct(d) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{}", d.count());
+            }
+            _ => out.push_str(&self.finish(cfg).to_string()),
+        }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Accumulator::Exact(a) => a.encode(out),
@@ -305,9 +321,9 @@ impl Accumulator {
         match bytes.first() {
             Some(b'A') => ArgBest::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Arg(a), r)).map_err(String::from),
             Some(b'D') => Distinct::decode(&bytes[1..]).map(|(d, r)| (Accumulator::Distinct(d), r)).map_err(String::from),
-            Some(b'H') => ApproxDistinct::decode(&bytes[1..]).map(|(a, r)| (Accumulator::ApproxDistinct(a), r)).map_err(|e| e.to_string()),
-            Some(b'T') => TopK::decode(&bytes[1..]).map(|(a, r)| (Accumulator::TopK(a), r)).map_err(|e| e.to_string()),
-            Some(b'P') => Percentile::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Percentile(a), r)).map_err(|e| e.to_string()),
+            Some(b'H') => ApproxDistinct::decode(&bytes[1..]).map(|(a, r)| (Accumulator::ApproxDistinct(Box::new(a)), r)).map_err(|e| e.to_string()),
+            Some(b'T') => TopK::decode(&bytes[1..]).map(|(a, r)| (Accumulator::TopK(Box::new(a)), r)).map_err(|e| e.to_string()),
+            Some(b'P') => Percentile::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Percentile(Box::new(a)), r)).map_err(|e| e.to_string()),
             _ => Acc::decode(bytes).map(|(a, r)| (Accumulator::Exact(a), r)).map_err(|e| e.to_string()),
         }
     }

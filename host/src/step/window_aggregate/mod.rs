@@ -119,6 +119,76 @@ enum Salt {
     RoundRobin(u64),
 }
 
+/// Makes output records and holds them until handed out.
+struct Emitter {
+    origin: Arc<str>,
+    key_names: Vec<String>,
+    aggs: Vec<AggregateConfig>,
+    phase: Phase,
+    /// Outputs made, handed out `FIRE_CHUNK` at a time.
+    pending: VecDeque<(Event, Origin)>,
+    outputs: u64,
+    /// Reused for each record's text.
+    text: String,
+}
+
+impl Emitter {
+    /// One output record of `key`'s window `[start, end)`.
+    fn output(&mut self, key: &[u8], start: i64, end: i64, row: &Row, mark: Option<(&str, u32)>) {
+        use std::fmt::Write;
+        self.outputs += 1;
+        let origin = Origin::new(self.origin.clone(), self.outputs);
+        if self.phase == Phase::Partial {
+            // The key without its bucket, the window, the accumulators.
+            let (base, _) = layout::split_last_part(key);
+            self.pending.push_back((Event::from_value(partial::encode(base, start, end, row), end - 1), origin));
+            return;
+        }
+        let parts = key_parts(key);
+        let text = &mut self.text;
+        text.clear();
+        text.push('{');
+        for (name, part) in self.key_names.iter().zip(&parts) {
+            write_name(text, name);
+            text.push_str(&String::from_utf8_lossy(part));
+            text.push(',');
+        }
+        let _ = write!(text, "\"window_start\":{start},\"window_end\":{end}");
+        for (acc, cfg) in row.0.iter().zip(&self.aggs) {
+            text.push(',');
+            write_name(text, &cfg.name);
+            acc.write_json(cfg, text);
+        }
+        match mark {
+            Some(("partial", _)) => text.push_str(",\"partial\":true"),
+            Some((name, n)) => {
+                let _ = write!(text, ",\"{name}\":{n}");
+            }
+            None => {}
+        }
+        text.push('}');
+        let mut event = Event::from_value(text.as_bytes().to_vec(), end - 1);
+        event.key = Some(match parts.as_slice() {
+            [one] if one.first() == Some(&b'"') && !one.contains(&b'\\') => one[1..one.len() - 1].to_vec(),
+            [one] => serde_json::from_slice::<String>(one).map_or_else(|_| one.to_vec(), String::into_bytes),
+            _ => format!("[{}]", parts.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join(",")).into_bytes(),
+        });
+        self.pending.push_back((event, origin));
+    }
+}
+
+/// `"name":` (escaped as JSON).
+fn write_name(text: &mut String, name: &str) {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        text.push('"');
+        text.push_str(name);
+        text.push_str("\":");
+    } else {
+        text.push_str(&Value::from(name).to_string());
+        text.push(':');
+    }
+}
+
 struct Tables {
     panes: TableId,
     sessions: TableId,
@@ -128,9 +198,7 @@ struct Tables {
 
 pub struct WindowAggregate {
     name: String,
-    origin: Arc<str>,
     inputs: Vec<String>,
-    key_names: Vec<String>,
     reads: Vec<InputReads>,
     aggs: Vec<AggregateConfig>,
     predicates: Vec<Option<Predicate>>,
@@ -157,9 +225,7 @@ pub struct WindowAggregate {
     /// are not emitted again).
     floors: HashMap<u16, i64>,
     updates: BTreeMap<(i64, Vec<u8>), Updates>,
-    /// Outputs made, handed out `FIRE_CHUNK` at a time.
-    pending: VecDeque<(Event, Origin)>,
-    outputs: u64,
+    emit: Emitter,
     seq: u64,
     key_groups: usize,
     grouping: crate::runtime::KeyGrouping,
@@ -229,9 +295,16 @@ impl WindowAggregate {
         }
         Ok(WindowAggregate {
             name: name.to_string(),
-            origin: Arc::from(name),
             inputs: cfg.inputs.clone(),
-            key_names: cfg.keys.iter().map(|k| k.name().to_string()).collect(),
+            emit: Emitter {
+                origin: Arc::from(name),
+                key_names: cfg.keys.iter().map(|k| k.name().to_string()).collect(),
+                aggs: cfg.aggregates.clone(),
+                phase: cfg.phase,
+                pending: VecDeque::new(),
+                outputs: 0,
+                text: String::new(),
+            },
             reads,
             predicates: cfg.aggregates.iter().map(|a| a.condition.as_ref().map(Predicate::new)).collect(),
             aggs: cfg.aggregates.clone(),
@@ -249,8 +322,6 @@ impl WindowAggregate {
             progress: Progress::NONE,
             floors: HashMap::new(),
             updates: BTreeMap::new(),
-            pending: VecDeque::new(),
-            outputs: 0,
             seq: 0,
             key_groups: 1,
             grouping: Default::default(),
@@ -503,66 +574,19 @@ impl WindowAggregate {
         self.checkers.0[a].check(raw)
     }
 
-    /// One output record.
-    fn output(&mut self, key: &[u8], start: i64, end: i64, row: &Row, mark: Option<(&str, u32)>) {
-        if self.phase == Phase::Partial {
-            // The key without its bucket, the window, the accumulators.
-            let (base, _) = layout::split_last_part(key);
-            let event = Event::from_value(partial::encode(base, start, end, row), end - 1);
-            self.outputs += 1;
-            self.pending.push_back((event, Origin::new(self.origin.clone(), self.outputs)));
-            return;
-        }
-        let parts = key_parts(key);
-        let mut text = String::from("{");
-        let mut sep = "";
-        for (name, part) in self.key_names.iter().zip(&parts) {
-            text.push_str(sep);
-            text.push_str(&Value::from(name.as_str()).to_string());
-            text.push(':');
-            text.push_str(&String::from_utf8_lossy(part));
-            sep = ",";
-        }
-        text.push_str(sep);
-        text.push_str(&format!("\"window_start\":{start},\"window_end\":{end}"));
-        for (acc, cfg) in row.0.iter().zip(&self.aggs) {
-            text.push(',');
-            text.push_str(&Value::from(cfg.name.as_str()).to_string());
-            text.push(':');
-            text.push_str(&acc.finish(cfg).to_string());
-        }
-        match mark {
-            Some(("partial", _)) => text.push_str(",\"partial\":true"),
-            Some((name, n)) => text.push_str(&format!(",\"{name}\":{n}")),
-            None => {}
-        }
-        text.push('}');
-        let mut event = Event::from_value(text.into_bytes(), end - 1);
-        event.key = Some(match parts.as_slice() {
-            [one] => serde_json::from_slice::<String>(one).map_or_else(|_| one.to_vec(), String::into_bytes),
-            _ => format!("[{}]", parts.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>().join(",")).into_bytes(),
-        });
-        self.outputs += 1;
-        self.pending.push_back((event, Origin::new(self.origin.clone(), self.outputs)));
-    }
-
     /// Emits every key's window `[start, end)` over the panes before `upto`
     /// (`end` for the final result), sorted by key; `partial` for an early
     /// firing. Keys whose group fired this window already are skipped.
     fn fire_window(&mut self, state: &dyn StateBackend, end: i64, upto: i64, partial: bool) -> Result<(), StateError> {
         let start = end - self.report_size;
-        let mut rows = HashMap::new();
-        let panes: Vec<i64> = self.shape.panes_of_window(end).filter(|p| *p < upto).collect();
-        self.store.gather(state, panes.into_iter(), &mut rows)?;
-        let mut rows: Vec<(Vec<u8>, (u16, Row))> = rows.into_iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, (kg, row)) in rows {
-            if !partial && !self.floors.is_empty() && self.fired_to(kg) >= end {
-                continue;
+        let (floors, fired_to, emit) = (&self.floors, self.progress.fired_to, &mut self.emit);
+        self.store.each_merged(state, end - self.shape.size_ms, upto, &mut |key, kg, row| {
+            // After a restore at another parallelism: skip what this key's group fired before.
+            if !partial && floors.get(&kg).is_some_and(|f| (*f).max(fired_to) >= end) {
+                return;
             }
-            self.output(&key, start, end, &row, partial.then_some(("partial", 0)));
-        }
-        Ok(())
+            emit.output(key, start, end, row, partial.then_some(("partial", 0)));
+        })
     }
 
     /// Everything watermark `w` makes due, into `pending`.
@@ -571,7 +595,7 @@ impl WindowAggregate {
         self.progress.watermark = w;
         if let Some(sessions) = &mut self.sessions {
             for (key, _, start, end, row, n) in sessions.fire(w) {
-                self.output(&key, start, end, &row, (n > 0).then_some(("update", n)));
+                self.emit.output(&key, start, end, &row, (n > 0).then_some(("update", n)));
             }
             return Ok(());
         }
@@ -586,7 +610,7 @@ impl WindowAggregate {
                 u.due = false;
                 u.dirty = true;
                 let n = u.count;
-                self.output(&key, end - size, end, &row, Some(("update", n)));
+                self.emit.output(&key, end - size, end, &row, Some(("update", n)));
             }
         }
         // Final results, window by window.
@@ -785,15 +809,15 @@ impl Operator for WindowAggregate {
     }
 
     fn on_watermark(&mut self, watermark: i64, ctx: &mut StepContext<'_>) -> Batch {
-        if self.pending.is_empty() {
+        if self.emit.pending.is_empty() {
             if let Err(e) = self.fire(watermark, ctx.state) {
                 fail_on(ctx, &self.name, e);
                 return Batch::default();
             }
         }
-        let n = self.pending.len().min(FIRE_CHUNK);
+        let n = self.emit.pending.len().min(FIRE_CHUNK);
         let mut out = Batch::with_capacity(n);
-        for (event, origin) in self.pending.drain(..n) {
+        for (event, origin) in self.emit.pending.drain(..n) {
             out.push(event, origin);
         }
         out

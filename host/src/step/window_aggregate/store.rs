@@ -1,12 +1,14 @@
 //! The step's pane rows: a write-back cache in front of the state backend.
 //!
 //! An event costs a hash-map fold, not a backend read-modify-write (reads
-//! see committed data only, so that would need a commit per event). A pane
-//! is *resident* while the cache holds every row of it, and *spilled* once
-//! its rows went to the backend to bound memory (or came from a checkpoint):
-//! then the cache holds only what arrived since, merged into the stored row
-//! at the next flush. Memory: the cache's bound plus the backend's own
-//! buffers, however large the state grows on disk.
+//! see committed data only, so that would need a commit per event). The
+//! cache is key-major: per key, its rows by pane, so firing a window walks
+//! the keys once and merges each key's few panes, with no map built per
+//! window. A pane is *resident* while the cache holds every row of it, and
+//! *spilled* once its rows went to the backend to bound memory (or came from
+//! a checkpoint): then the cache holds only what arrived since, merged into
+//! the stored row at the next flush. Memory: the cache's bound plus the
+//! backend's own buffers, however large the state grows on disk.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,17 +16,27 @@ use super::aggregates::Row;
 use super::layout::{row_key, split_row_key, t8};
 use crate::state::{StateBackend, StateError, TableId};
 
+/// Keys are hashed on every event: foldhash, not SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A key's row in a pane, in the cache.
 struct Slot {
+    pane: i64,
     row: Row,
-    kg: u16,
     /// Changed since it was last written.
     dirty: bool,
 }
 
+/// A key's rows, by pane (few: a window's worth), sorted.
+struct KeyRows {
+    kg: u16,
+    slots: Vec<Slot>,
+}
+
 #[derive(Default)]
 struct Pane {
-    rows: HashMap<Vec<u8>, Slot>,
+    /// Rows of it in the cache.
+    rows: usize,
     /// The backend holds rows of this pane the cache may not.
     spilled: bool,
     /// The backend holds rows of this pane (a restore finds them there).
@@ -33,7 +45,7 @@ struct Pane {
 
 pub struct PaneStore {
     empty: Row,
-    /// Rows of each known pane, by pane start.
+    keys: Map<Vec<u8>, KeyRows>,
     panes: BTreeMap<i64, Pane>,
     /// Estimated bytes the cache holds, and its bound.
     bytes: usize,
@@ -55,12 +67,10 @@ fn corrupt(why: String) -> StateError {
 
 impl PaneStore {
     pub fn new(empty: Row, limit_bytes: usize) -> PaneStore {
-        let mut bytes = Vec::new();
-        bytes.extend(empty.encode());
         // A row grows as it takes values (sketches up to their bound): count
         // it at four times its empty size, and at least 64 bytes.
-        let row_cost = (bytes.len() * 4).max(64) + 96;
-        PaneStore { empty, panes: BTreeMap::new(), bytes: 0, limit: limit_bytes, row_cost, table: None, meta: None, spilled_rows: 0 }
+        let row_cost = (empty.encode().len() * 4).max(64) + 96;
+        PaneStore { empty, keys: Map::default(), panes: BTreeMap::new(), bytes: 0, limit: limit_bytes, row_cost, table: None, meta: None, spilled_rows: 0 }
     }
 
     /// Opens the tables; the panes a checkpoint holds are spilled panes.
@@ -79,12 +89,22 @@ impl PaneStore {
 
     /// The row of `key` (in key group `kg`) in `pane`, created empty, marked changed.
     pub fn row_mut(&mut self, pane: i64, kg: u16, key: &[u8]) -> &mut Row {
-        let p = self.panes.entry(pane).or_default();
-        if !p.rows.contains_key(key) {
-            self.bytes += self.row_cost + key.len();
-            p.rows.insert(key.to_vec(), Slot { row: self.empty.clone(), kg, dirty: true });
+        if !self.keys.contains_key(key) {
+            self.keys.insert(key.to_vec(), KeyRows { kg, slots: Vec::with_capacity(4) });
         }
-        let slot = p.rows.get_mut(key).expect("inserted above");
+        let rows = self.keys.get_mut(key).expect("inserted above");
+        // Events mostly come in time order: the pane is usually the last.
+        let at = match rows.slots.iter().rposition(|s| s.pane <= pane) {
+            Some(i) if rows.slots[i].pane == pane => i,
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if rows.slots.get(at).is_none_or(|s| s.pane != pane) {
+            rows.slots.insert(at, Slot { pane, row: self.empty.clone(), dirty: true });
+            self.panes.entry(pane).or_default().rows += 1;
+            self.bytes += self.row_cost + key.len();
+        }
+        let slot = &mut rows.slots[at];
         slot.dirty = true;
         &mut slot.row
     }
@@ -97,12 +117,20 @@ impl PaneStore {
     /// Writes the oldest panes to the backend and drops them from memory
     /// until the cache is under 3/4 of its bound; commits.
     pub fn spill(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
-        let starts: Vec<i64> = self.panes.iter().filter(|(_, p)| !p.rows.is_empty()).map(|(s, _)| *s).collect();
-        for start in starts {
-            if self.bytes <= self.limit / 4 * 3 {
+        let mut evict = Vec::new();
+        let mut left = self.bytes;
+        for (start, p) in self.panes.iter().filter(|(_, p)| p.rows > 0) {
+            if left <= self.limit / 4 * 3 {
                 break;
             }
-            self.write_pane(state, start, true)?;
+            evict.push(*start);
+            left = left.saturating_sub(p.rows * self.row_cost);
+        }
+        self.spilled_rows += self.write(state, |pane| evict.binary_search(&pane).is_ok())? as u64;
+        for pane in &evict {
+            if let Some(p) = self.panes.get_mut(pane) {
+                (p.spilled, p.stored) = (true, true);
+            }
         }
         self.save_spilled(state)?;
         state.commit()
@@ -111,46 +139,70 @@ impl PaneStore {
     /// Writes every changed row (before a checkpoint): resident rows stay
     /// cached, clean. The caller commits.
     pub fn flush(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
-        let starts: Vec<i64> = self.panes.keys().copied().collect();
-        for start in starts {
-            self.write_pane(state, start, false)?;
-        }
+        self.write(state, |_| false)?;
         self.save_spilled(state)
     }
 
-    /// Writes pane `start`'s changed rows; `evict`: drops all its rows from
-    /// memory (it becomes spilled). A spilled pane's cached rows are what
-    /// arrived since: merged into the stored row, then dropped.
-    fn write_pane(&mut self, state: &mut dyn StateBackend, start: i64, evict: bool) -> Result<(), StateError> {
+    /// Writes the changed rows; those of a pane `evict` names leave memory,
+    /// and so do those of spilled panes (what arrived since the spill,
+    /// merged into the stored row). Returns the rows that left.
+    fn write(&mut self, state: &mut dyn StateBackend, evict: impl Fn(i64) -> bool) -> Result<usize, StateError> {
         let table = self.table.expect("open before use");
         let n = self.empty.0.len();
-        let Some(pane) = self.panes.get_mut(&start) else { return Ok(()) };
-        let was_spilled = pane.spilled;
-        let mut written = 0u64;
-        for (key, slot) in pane.rows.iter_mut().filter(|(_, s)| s.dirty) {
-            let k = row_key(start, slot.kg, key);
-            if was_spilled {
-                if let Some(stored) = state.get(table, &k)? {
-                    let mut row = Row::decode(&stored, n).map_err(corrupt)?;
-                    row.merge(&slot.row).map_err(corrupt)?;
-                    slot.row = row;
+        let mut dropped = 0usize;
+        let mut written: Vec<i64> = Vec::new();
+        for (key, rows) in self.keys.iter_mut() {
+            let kg = rows.kg;
+            let mut failed = None;
+            rows.slots.retain_mut(|slot| {
+                if failed.is_some() {
+                    return true;
                 }
+                let spilled = self.panes.get(&slot.pane).is_some_and(|p| p.spilled);
+                let leave = spilled || evict(slot.pane);
+                if slot.dirty {
+                    let k = row_key(slot.pane, kg, key);
+                    let stored = if spilled { state.get(table, &k) } else { Ok(None) };
+                    let merged = stored.and_then(|stored| match stored {
+                        Some(bytes) => {
+                            let mut row = Row::decode(&bytes, n).map_err(corrupt)?;
+                            row.merge(&slot.row).map_err(corrupt)?;
+                            Ok(row)
+                        }
+                        None => Ok(std::mem::replace(&mut slot.row, Row(Vec::new()))),
+                    });
+                    match merged.and_then(|row| state.put(table, &k, &row.encode()).map(|()| row)) {
+                        Ok(row) => {
+                            slot.row = row;
+                            slot.dirty = false;
+                            written.push(slot.pane);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            return true;
+                        }
+                    }
+                }
+                if leave {
+                    dropped += 1;
+                    if let Some(p) = self.panes.get_mut(&slot.pane) {
+                        p.rows = p.rows.saturating_sub(1);
+                    }
+                }
+                !leave
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
-            state.put(table, &k, &slot.row.encode())?;
-            slot.dirty = false;
-            written += 1;
         }
-        pane.stored |= written > 0;
-        if evict || was_spilled {
-            let dropped = pane.rows.len();
-            pane.rows.clear();
-            (pane.spilled, pane.stored) = (true, true);
-            self.bytes = self.bytes.saturating_sub(dropped * self.row_cost);
+        self.keys.retain(|_, rows| !rows.slots.is_empty());
+        for pane in written {
+            if let Some(p) = self.panes.get_mut(&pane) {
+                p.stored = true;
+            }
         }
-        if evict {
-            self.spilled_rows += written;
-        }
-        Ok(())
+        self.bytes = self.bytes.saturating_sub(dropped * self.row_cost);
+        Ok(dropped)
     }
 
     fn save_spilled(&mut self, state: &mut dyn StateBackend) -> Result<(), StateError> {
@@ -160,30 +212,72 @@ impl PaneStore {
 
     /// The first pane at or after `from` that holds rows.
     pub fn next_pane(&self, from: i64) -> Option<i64> {
-        self.panes.range(from..).find(|(_, p)| p.spilled || !p.rows.is_empty()).map(|(s, _)| *s)
+        self.panes.range(from..).find(|(_, p)| p.spilled || p.rows > 0).map(|(s, _)| *s)
     }
 
-    /// Merges every key's rows over `panes` into `into` (key → (kg, row)).
-    pub fn gather(&self, state: &dyn StateBackend, panes: impl Iterator<Item = i64>, into: &mut HashMap<Vec<u8>, (u16, Row)>) -> Result<(), StateError> {
+    /// Calls `visit` once per key with a row in the panes `[from, upto)`,
+    /// with its key group and the merge of those rows.
+    pub fn each_merged(&self, state: &dyn StateBackend, from: i64, upto: i64, visit: &mut dyn FnMut(&[u8], u16, &Row)) -> Result<(), StateError> {
+        let spilled: Vec<i64> = self.panes.range(from..upto).filter(|(_, p)| p.spilled).map(|(s, _)| *s).collect();
+        let merge_cached = |rows: &KeyRows, into: &mut Option<Row>| -> Result<(), StateError> {
+            for slot in rows.slots.iter().filter(|s| s.pane >= from && s.pane < upto) {
+                match into {
+                    Some(m) => m.merge(&slot.row).map_err(corrupt)?,
+                    None => *into = Some(slot.row.clone()),
+                }
+            }
+            Ok(())
+        };
+        if spilled.is_empty() {
+            // Everything is in memory: one walk over the keys.
+            for (key, rows) in &self.keys {
+                let mut merged = None;
+                merge_cached(rows, &mut merged)?;
+                if let Some(row) = merged {
+                    visit(key, rows.kg, &row);
+                }
+            }
+            return Ok(());
+        }
+        // Some panes are on disk: gather by key.
         let table = self.table.expect("open before use");
         let n = self.empty.0.len();
-        for start in panes {
-            let Some(pane) = self.panes.get(&start) else { continue };
-            for (key, slot) in &pane.rows {
-                merge_into(into, key, slot.kg, &slot.row)?;
+        let mut all: Map<Vec<u8>, (u16, Option<Row>)> = Map::default();
+        for pane in spilled {
+            let mut failed = None;
+            state.scan(table, &t8(pane), Some(&t8(pane.saturating_add(1))), &mut |k, v| {
+                let merged = split_row_key(k).ok_or_else(|| corrupt("a pane row with a short key".into())).and_then(|(_, kg, key)| {
+                    let row = Row::decode(v, n).map_err(corrupt)?;
+                    match all.get_mut(key) {
+                        Some((_, Some(m))) => m.merge(&row).map_err(corrupt),
+                        _ => {
+                            all.insert(key.to_vec(), (kg, Some(row)));
+                            Ok(())
+                        }
+                    }
+                });
+                failed = merged.err();
+                failed.is_none()
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            if pane.spilled {
-                let mut failed = None;
-                state.scan(table, &t8(start), Some(&t8(start.saturating_add(1))), &mut |k, v| {
-                    let merged = split_row_key(k)
-                        .ok_or_else(|| corrupt("a pane row with a short key".into()))
-                        .and_then(|(_, kg, key)| Row::decode(v, n).map_err(corrupt).and_then(|row| merge_into(into, key, kg, &row)));
-                    failed = merged.err();
-                    failed.is_none()
-                })?;
-                if let Some(e) = failed {
-                    return Err(e);
+        }
+        for (key, rows) in &self.keys {
+            match all.get_mut(key.as_slice()) {
+                Some((_, merged)) => merge_cached(rows, merged)?,
+                None => {
+                    let mut merged = None;
+                    merge_cached(rows, &mut merged)?;
+                    if merged.is_some() {
+                        all.insert(key.clone(), (rows.kg, merged));
+                    }
                 }
+            }
+        }
+        for (key, (kg, row)) in &all {
+            if let Some(row) = row {
+                visit(key, *kg, row);
             }
         }
         Ok(())
@@ -193,6 +287,7 @@ impl PaneStore {
     pub fn gather_key(&self, state: &dyn StateBackend, panes: impl Iterator<Item = i64>, kg: u16, key: &[u8]) -> Result<Option<Row>, StateError> {
         let table = self.table.expect("open before use");
         let n = self.empty.0.len();
+        let cached = self.keys.get(key);
         let mut out: Option<Row> = None;
         let mut add = |row: &Row| -> Result<(), StateError> {
             match &mut out {
@@ -204,11 +299,10 @@ impl PaneStore {
             }
         };
         for start in panes {
-            let Some(pane) = self.panes.get(&start) else { continue };
-            if let Some(slot) = pane.rows.get(key) {
+            if let Some(slot) = cached.and_then(|r| r.slots.iter().find(|s| s.pane == start)) {
                 add(&slot.row)?;
             }
-            if pane.spilled {
+            if self.panes.get(&start).is_some_and(|p| p.spilled) {
                 if let Some(stored) = state.get(table, &row_key(start, kg, key))? {
                     add(&Row::decode(&stored, n).map_err(corrupt)?)?;
                 }
@@ -219,13 +313,22 @@ impl PaneStore {
 
     /// Drops every pane before `start`, in memory and in the backend.
     pub fn expire_before(&mut self, state: &mut dyn StateBackend, start: i64) -> Result<(), StateError> {
+        if self.panes.first_key_value().is_none_or(|(p, _)| *p >= start) {
+            return Ok(());
+        }
         let kept = self.panes.split_off(&start);
         let dropped = std::mem::replace(&mut self.panes, kept);
         if dropped.values().any(|p| p.spilled || p.stored) {
             state.delete_range(self.table.expect("open before use"), &[], &t8(start))?;
             self.save_spilled(state)?;
         }
-        let rows: usize = dropped.values().map(|p| p.rows.len()).sum();
+        let rows: usize = dropped.values().map(|p| p.rows).sum();
+        if rows > 0 {
+            for r in self.keys.values_mut() {
+                r.slots.retain(|s| s.pane >= start);
+            }
+            self.keys.retain(|_, r| !r.slots.is_empty());
+        }
         self.bytes = self.bytes.saturating_sub(rows * self.row_cost);
         Ok(())
     }
@@ -234,15 +337,5 @@ impl PaneStore {
     #[cfg(test)]
     pub fn panes(&self) -> usize {
         self.panes.len()
-    }
-}
-
-fn merge_into(into: &mut HashMap<Vec<u8>, (u16, Row)>, key: &[u8], kg: u16, row: &Row) -> Result<(), StateError> {
-    match into.get_mut(key) {
-        Some((_, r)) => r.merge(row).map_err(corrupt),
-        None => {
-            into.insert(key.to_vec(), (kg, row.clone()));
-            Ok(())
-        }
     }
 }
