@@ -83,7 +83,7 @@ impl AddColumns {
 
 /// Why an `add` output breaks the contract, if it does.
 fn check_add_output(output: &AddOutput, n_states: usize, n_events: usize) -> Result<(), String> {
-    items(&output.states, n_states, "the accumulators")?;
+    let _ = items(&output.states, n_states, "the accumulators")?;
     let mut previous: Option<u32> = None;
     for e in &output.errors {
         if e.event as usize >= n_events {
