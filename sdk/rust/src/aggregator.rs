@@ -239,8 +239,14 @@ macro_rules! aggregator {
             #[cfg(target_arch = "wasm32")]
             $crate::__export_aggregator_impl!(StreamhostAggregator with_types_in $crate::bindings::aggregator);
 
-            // Natively nothing calls the exports: mark the function used.
-            let _ = $init;
+            // Natively nothing calls the exports: mark the functions used.
+            let _ = (
+                $init,
+                $crate::aggregator::create_state::<$agg>,
+                $crate::aggregator::add_columns::<$agg>,
+                $crate::aggregator::merge_columns::<$agg>,
+                $crate::aggregator::finish_columns::<$agg>,
+            );
         };
     };
 }
