@@ -388,3 +388,32 @@ fn add_cost_per_event_is_printed() {
         eprintln!("[aggregator_plugins] {name}: add {per_event:.0} ns/event (batches of 1024 over 64 groups)");
     }
 }
+
+/// A runner from the registry follows a hot swap between calls: the
+/// accumulators stay the caller's and the new version (here the Python
+/// example replacing the Rust one, same state layout, another prior) reads
+/// them; the empty accumulator is asked of the new version once.
+#[test]
+fn a_swap_keeps_the_accumulators_and_asks_the_new_version_for_create() {
+    use streamhost::plugin::{PluginRegistry, SampleSettings, Version};
+    let limits = PluginLimits::default();
+    let v1 = load("ctr", "plugins/ctr-udaf-rust", &limits, &Value::Null).unwrap();
+    let registry = PluginRegistry::new([(v1.clone(), Value::Null)], SampleSettings::default());
+    let mut runner = registry.aggregator("ctr").unwrap();
+    let empty = runner.create().unwrap();
+    let events: Vec<Event> = ["click", "view", "view"].iter().map(|k| Event::from_value(json!({"type": k}).to_string().into_bytes(), 0)).collect();
+    let folded = runner.add(vec![empty], &events, &[0, 0, 0]);
+    assert!(folded.failed.is_empty());
+
+    let config = json!({"a": 2, "b": 3});
+    let v2 = load("ctr", "plugins/ctr-udaf-python", &limits, &config).unwrap();
+    registry.slot("ctr").unwrap().publish(Version::new(v2.clone(), config), false, None);
+    let calls = v2.stats().snapshot().calls;
+    runner.create().unwrap();
+    assert_eq!(v2.stats().snapshot().calls, calls + 1, "the new version's create, not the cached bytes");
+    assert_eq!(runner.plugin().hash(), v2.hash());
+    let more = runner.add(folded.states, &events[..1], &[0]);
+    let v = runner.finish(more.states, false).remove(0).unwrap();
+    assert_eq!((v["clicks"].as_u64(), v["impressions"].as_u64()), (Some(2), Some(2)), "{v}");
+    assert!((v["ctr"].as_f64().unwrap() - (2.0 + 2.0) / (2.0 + 2.0 + 3.0)).abs() < 1e-12, "{v}");
+}
