@@ -42,7 +42,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bindings::types::{AddOutput, ByteColumn, EventBatch, EventError};
-use crate::columns::owned_events;
 use crate::{Error, Event};
 
 /// A user-defined aggregate: its accumulator type and how to fold, merge
@@ -104,6 +103,43 @@ fn column<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> ByteColumn {
     c
 }
 
+/// Calls `f` with every event of a columnar batch, in order, through one
+/// reused [`Event`] (no allocation per event once its buffers have grown).
+/// Tolerates a malformed batch (the host never sends one): missing items
+/// are empty, headers out of order are skipped.
+fn each_event(batch: &EventBatch, mut f: impl FnMut(usize, &Event)) {
+    let EventBatch { values, keys, keyless, timestamps, headers } = batch;
+    let mut event = Event { key: None, value: Vec::new(), timestamp: 0, headers: Vec::new() };
+    let mut key = Vec::new();
+    let (mut value_start, mut key_start, mut header) = (0usize, 0usize, 0usize);
+    let mut keyless = keyless.iter().copied().peekable();
+    for (i, &timestamp) in timestamps.iter().enumerate() {
+        let value_end = values.ends.get(i).map_or(value_start, |&e| e as usize);
+        let key_end = keys.ends.get(i).map_or(key_start, |&e| e as usize);
+        event.value.clear();
+        event.value.extend_from_slice(values.data.get(value_start..value_end).unwrap_or_default());
+        if keyless.next_if_eq(&(i as u32)).is_none() {
+            key.clear();
+            key.extend_from_slice(keys.data.get(key_start..key_end).unwrap_or_default());
+            event.key = Some(std::mem::take(&mut key));
+        }
+        event.timestamp = timestamp;
+        event.headers.clear();
+        while header < headers.len() && headers[header].event as usize <= i {
+            let h = &headers[header];
+            if h.event as usize == i {
+                event.headers.push(crate::Header { name: h.name.clone(), value: h.value.clone() });
+            }
+            header += 1;
+        }
+        f(i, &event);
+        if let Some(k) = event.key.take() {
+            key = k;
+        }
+        (value_start, key_start) = (value_end, key_end);
+    }
+}
+
 /// The empty accumulator's bytes (what the `create` export returns).
 pub fn create_state<A: Aggregate>() -> Vec<u8> {
     encode(&A::State::default())
@@ -116,7 +152,7 @@ pub fn create_state<A: Aggregate>() -> Vec<u8> {
 pub fn add_columns<A: Aggregate>(states: ByteColumn, events: EventBatch, groups: &[u32]) -> AddOutput {
     let mut decoded: Vec<Result<A::State, String>> = items(&states).map(decode::<A::State>).collect();
     let mut errors = Vec::new();
-    for (i, event) in owned_events(&events).iter().enumerate() {
+    each_event(&events, |i, event| {
         let result = match groups.get(i).and_then(|&g| decoded.get_mut(g as usize)) {
             Some(Ok(state)) => A::add(state, event).map_err(Error::into_message),
             Some(Err(message)) => Err(message.clone()),
@@ -125,7 +161,7 @@ pub fn add_columns<A: Aggregate>(states: ByteColumn, events: EventBatch, groups:
         if let Err(message) = result {
             errors.push(EventError { event: i as u32, message });
         }
-    }
+    });
     let encoded: Vec<Vec<u8>> = decoded
         .iter()
         .zip(items(&states))
@@ -307,6 +343,18 @@ mod tests {
         assert_eq!(errors[0].1, "no n");
         assert!(errors[1].1.starts_with("cannot decode the accumulator"), "{}", errors[1].1);
         assert_eq!(errors[2].1, "event 5 names no accumulator");
+    }
+
+    #[test]
+    fn each_event_gives_keys_headers_and_times() {
+        let mut with_key = Event::new("a");
+        with_key.key = Some(b"k1".to_vec());
+        with_key.timestamp = 5;
+        with_key.headers.push(crate::Header { name: "h".into(), value: b"v".to_vec() });
+        let events = vec![with_key.clone(), Event::new("bb"), Event { key: Some(Vec::new()), ..Event::new("") }];
+        let mut seen = Vec::new();
+        each_event(&crate::columns::pack(events.clone()), |i, e| seen.push((i, e.clone())));
+        assert_eq!(seen, events.into_iter().enumerate().collect::<Vec<_>>());
     }
 
     #[test]
