@@ -26,6 +26,7 @@ pub enum WorldArg {
     Transform,
     Udf,
     Joiner,
+    Aggregator,
 }
 
 impl From<WorldArg> for WorldName {
@@ -34,6 +35,7 @@ impl From<WorldArg> for WorldName {
             WorldArg::Transform => WorldName::Transform,
             WorldArg::Udf => WorldName::Udf,
             WorldArg::Joiner => WorldName::Joiner,
+            WorldArg::Aggregator => WorldName::Aggregator,
         }
     }
 }

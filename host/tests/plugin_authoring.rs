@@ -125,6 +125,15 @@ fn assert_costs(summary: &Value, inputs: u64) {
     assert!((64 << 10..=256 << 20).contains(&memory), "a wasm instance has at least a page and at most its limit: {summary}");
 }
 
+/// The aggregator every language's template implements, on its sample.jsonl.
+fn assert_aggregator_sample(lines: &[Value], summary: &Value) {
+    let value = json!({"key": null, "value": {"count": 2, "mean": 3.75}});
+    assert_eq!(outputs(lines), vec![Some(vec![value.clone()]), Some(vec![value]), None], "{lines:?}");
+    assert_eq!(lines[2]["error"], json!({"kind": "error", "message": "amount is not a number"}));
+    assert_eq!((summary["errors"].as_u64(), summary["traps"].as_u64()), (Some(1), Some(0)), "{summary}");
+    assert_costs(summary, 3);
+}
+
 /// The transform every language's template implements, on its sample.jsonl.
 fn assert_transform_sample(name: &str, lines: &[Value], summary: &Value) {
     assert_eq!(
@@ -182,6 +191,15 @@ fn rust_plugins_from_an_empty_folder() {
     let (out, lines, _) = trial(&joiner, "sample.jsonl", &["--inputs", "views,clicks"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(outputs(&lines)[0], Some(vec![json!({"request_id": "r1", "matches": {"views": 0, "clicks": 2}})]));
+
+    // An aggregator: its sample folded in one group, each line showing the
+    // group's final value (after a merge); the bad amount fails alone.
+    let aggregator = new_plugin(root.path(), "rs-amounts", "rust", "aggregator");
+    ok("cargo test (rs-amounts)", cargo().current_dir(&aggregator).args(["test", "--quiet"]));
+    build(&aggregator);
+    let (out, lines, summary) = trial(&aggregator, "sample.jsonl", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_aggregator_sample(&lines, &summary);
 
     // A plugin that traps: the transform panics on one record. `plugin test`
     // rebuilds it, isolates the record, names the trap and exits 1.
@@ -243,10 +261,17 @@ fn python_plugins_from_an_empty_folder() {
 
     // The other worlds' templates pass their native tests too (their
     // components are built in the Rust and Go tests' languages).
-    for world in ["udf", "joiner"] {
+    for world in ["udf", "joiner", "aggregator"] {
         let dir = new_plugin(root.path(), &format!("py-{world}"), "python", world);
         ok(&format!("python3 -m unittest (py-{world})"), Command::new(&python).current_dir(&dir).args(["-m", "unittest"]));
     }
+    // The aggregator builds (no other language test builds a Python one)
+    // and gives what the Rust template gives.
+    let aggregator = root.path().join("py-aggregator");
+    build(&aggregator);
+    let (out, lines, summary) = trial(&aggregator, "sample.jsonl", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_aggregator_sample(&lines, &summary);
 
     // A sample that is not JSON is the user's to fix: located, exit 2.
     std::fs::write(tagger.join("bad.jsonl"), "{}\n{oops\n").unwrap();
@@ -351,6 +376,7 @@ fn bad_names_and_occupied_folders_are_refused() {
     refused(&["My Plugin", "--lang", "rust"], "invalid plugin name \"My Plugin\": 'M' is not allowed");
     refused(&["9lives", "--lang", "python"], "must start with a lowercase letter");
     refused(&["streamhost", "--lang", "go"], "reserved");
+    refused(&["amounts", "--lang", "go", "--world", "aggregator"], "Go plugins cannot implement the aggregator world yet");
     std::fs::create_dir(root.path().join("taken")).unwrap();
     std::fs::write(root.path().join("taken/notes.txt"), "mine").unwrap();
     refused(&["taken", "--lang", "rust"], "exists and is not empty");

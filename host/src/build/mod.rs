@@ -96,7 +96,8 @@ pub fn read_manifest(dir: &Path) -> Result<PluginManifest, BuildError> {
                     "transform" => WorldName::Transform,
                     "udf" => WorldName::Udf,
                     "joiner" => WorldName::Joiner,
-                    other => return Err(bad(format!("line {}: unknown world {other:?} (transform, udf, joiner)", i + 1))),
+                    "aggregator" => WorldName::Aggregator,
+                    other => return Err(bad(format!("line {}: unknown world {other:?} (transform, udf, joiner, aggregator)", i + 1))),
                 })
             }
             other => return Err(bad(format!("line {}: unknown key {other:?} (name, world)", i + 1))),

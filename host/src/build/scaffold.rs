@@ -13,7 +13,11 @@
 //! - udf `ctr(clicks: int, impressions: int) -> float`: their ratio, null
 //!   without impressions, an error for a negative count;
 //! - joiner `join`: the main record with `"matches"`, the number of matched
-//!   events of each other input (`{"clicks": 2}`).
+//!   events of each other input (`{"clicks": 2}`);
+//! - aggregator `Amounts`: counts a group's events and sums their
+//!   `"amount"`, finishing to `{"count": N, "mean": M}` (mean null without
+//!   events); an event whose amount is not a number fails alone (no Go SDK
+//!   for this world yet: `--lang go` is refused).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,8 @@ pub enum ScaffoldError {
     NotEmpty(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{language} plugins cannot implement the {world} world yet (its SDK lacks it): use --lang rust or --lang python")]
+    Unsupported { language: &'static str, world: &'static str },
 }
 
 /// Names Rust, Go or Python would refuse or misread as a package name.
@@ -81,6 +87,9 @@ pub struct Scaffolded {
 /// Creates the plugin folder `dir` (which must not exist, or be empty).
 pub fn new_plugin(dir: &Path, name: &str, language: Language, world: WorldName) -> Result<Scaffolded, ScaffoldError> {
     validate_name(name)?;
+    if language == Language::Go && world == WorldName::Aggregator {
+        return Err(ScaffoldError::Unsupported { language: "Go", world: world.as_str() });
+    }
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(ScaffoldError::NotEmpty(dir.to_path_buf()));
     }
@@ -133,6 +142,7 @@ pub fn template_files(name: &str, language: Language, world: WorldName) -> Vec<(
                 WorldName::Transform => RUST_TRANSFORM,
                 WorldName::Udf => RUST_UDF,
                 WorldName::Joiner => RUST_JOINER,
+                WorldName::Aggregator => RUST_AGGREGATOR,
             };
             files.push(("src/lib.rs", fill(lib)));
         }
@@ -141,6 +151,7 @@ pub fn template_files(name: &str, language: Language, world: WorldName) -> Vec<(
                 WorldName::Transform => (PY_TRANSFORM, PY_TRANSFORM_TEST),
                 WorldName::Udf => (PY_UDF, PY_UDF_TEST),
                 WorldName::Joiner => (PY_JOINER, PY_JOINER_TEST),
+                WorldName::Aggregator => (PY_AGGREGATOR, PY_AGGREGATOR_TEST),
             };
             files.push(("app.py", fill(app)));
             files.push(("test_app.py", fill(&format!("{PY_TEST_PREAMBLE}{test}"))));
@@ -151,6 +162,8 @@ pub fn template_files(name: &str, language: Language, world: WorldName) -> Vec<(
                 WorldName::Transform => (GO_TRANSFORM, GO_TRANSFORM_TEST),
                 WorldName::Udf => (GO_UDF, GO_UDF_TEST),
                 WorldName::Joiner => (GO_JOINER, GO_JOINER_TEST),
+                // Refused by `new_plugin` (the Go SDK has no aggregator world).
+                WorldName::Aggregator => ("", ""),
             };
             files.push(("main.go", fill(main)));
             files.push(("main_test.go", fill(test)));
@@ -171,6 +184,7 @@ fn sample(world: WorldName) -> &'static str {
             "{\"main\": {\"request_id\":\"r1\"}, \"matches\": {\"clicks\": [{\"request_id\":\"r1\"}, {\"request_id\":\"r1\"}]}}\n",
             "{\"main\": {\"request_id\":\"r2\"}, \"matches\": {\"clicks\": []}}\n",
         ),
+        WorldName::Aggregator => "{\"amount\": 3}\n{\"amount\": 4.5}\n{\"amount\": \"n/a\"}\n",
     }
 }
 
@@ -203,6 +217,11 @@ fn readme(language: Language, world: WorldName) -> String {
              other input that matched it, and returns the main record with `\"matches\"`, how many events of each \
              input matched (`{\"clicks\": 2}`)."
         }
+        WorldName::Aggregator => {
+            "an `aggregator` plugin (a user-defined aggregate of a `window-aggregate` step): its accumulator counts \
+             the events of a group and sums their `\"amount\"`; `finish` gives `{\"count\": N, \"mean\": M}` (mean \
+             null without events). An event whose amount is not a number fails alone (and changes nothing)."
+        }
     };
     let step = match world {
         WorldName::Transform => {
@@ -214,12 +233,19 @@ fn readme(language: Language, world: WorldName) -> String {
         WorldName::Joiner => {
             r#""steps": { "joined": { "type": "window-join", "inputs": ["impressions", "clicks"], ..., "joiner": { "type": "plugin", "plugin": "__NAME__" } } }"#
         }
+        WorldName::Aggregator => {
+            r#""steps": { "per_user": { "type": "window-aggregate", "inputs": ["raw"], ..., "aggregates": [{ "name": "amounts", "type": "plugin", "plugin": "__NAME__" }] } }"#
+        }
     };
     let sample_shape = match world {
         WorldName::Transform => "one JSON record per line (the event's payload, as a `file` source reads it)",
         WorldName::Udf => "one JSON array of arguments per line (`[3, 100]`); `--function` picks the function",
         WorldName::Joiner => {
             "one `{\"main\": RECORD, \"matches\": {\"INPUT\": [RECORD, ...], ...}}` per line"
+        }
+        WorldName::Aggregator => {
+            "one JSON record per line, folded per key (`--key-field`; one group without it); each line shows its \
+             group's final value"
         }
     };
     format!(
@@ -265,6 +291,7 @@ const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.tmpl");
 const RUST_TRANSFORM: &str = include_str!("templates/rust/transform.rs.tmpl");
 const RUST_UDF: &str = include_str!("templates/rust/udf.rs.tmpl");
 const RUST_JOINER: &str = include_str!("templates/rust/joiner.rs.tmpl");
+const RUST_AGGREGATOR: &str = include_str!("templates/rust/aggregator.rs.tmpl");
 const PY_TRANSFORM: &str = include_str!("templates/python/transform.py.tmpl");
 const PY_TEST_PREAMBLE: &str = include_str!("templates/python/test_preamble.py.tmpl");
 const PY_TRANSFORM_TEST: &str = include_str!("templates/python/test_transform.py.tmpl");
@@ -272,6 +299,8 @@ const PY_UDF: &str = include_str!("templates/python/udf.py.tmpl");
 const PY_UDF_TEST: &str = include_str!("templates/python/test_udf.py.tmpl");
 const PY_JOINER: &str = include_str!("templates/python/joiner.py.tmpl");
 const PY_JOINER_TEST: &str = include_str!("templates/python/test_joiner.py.tmpl");
+const PY_AGGREGATOR: &str = include_str!("templates/python/aggregator.py.tmpl");
+const PY_AGGREGATOR_TEST: &str = include_str!("templates/python/test_aggregator.py.tmpl");
 const GO_MOD: &str = include_str!("templates/go/go.mod.tmpl");
 const GO_TRANSFORM: &str = include_str!("templates/go/transform.go.tmpl");
 const GO_TRANSFORM_TEST: &str = include_str!("templates/go/transform_test.go.tmpl");
@@ -323,9 +352,16 @@ mod tests {
     /// checkout of this repository.
     #[test]
     fn every_combination_is_a_plugin_folder() {
-        let worlds = [WorldName::Transform, WorldName::Udf, WorldName::Joiner];
+        let worlds = [WorldName::Transform, WorldName::Udf, WorldName::Joiner, WorldName::Aggregator];
         for language in [Language::Rust, Language::Python, Language::Go] {
             for world in worlds {
+                if language == Language::Go && world == WorldName::Aggregator {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let e = new_plugin(&tmp.path().join("p"), "p", language, world).unwrap_err().to_string();
+                    assert!(e.contains("Go plugins cannot implement the aggregator world"), "{e}");
+                    assert!(!tmp.path().join("p").exists(), "nothing written");
+                    continue;
+                }
                 let tmp = tempfile::tempdir().unwrap();
                 let dir = tmp.path().join("my-plugin");
                 let made = new_plugin(&dir, "my-plugin", language, world).unwrap();

@@ -28,6 +28,7 @@ pub const VENDOR_DIR: &str = ".streamhost";
 
 /// The Rust SDK's sources (`sdk/rust/src`), file by file.
 const RUST_SDK_SOURCES: &[(&str, &str)] = &[
+    ("aggregator.rs", include_str!("../../../sdk/rust/src/aggregator.rs")),
     ("bindings.rs", include_str!("../../../sdk/rust/src/bindings.rs")),
     ("columns.rs", include_str!("../../../sdk/rust/src/columns.rs")),
     ("error.rs", include_str!("../../../sdk/rust/src/error.rs")),

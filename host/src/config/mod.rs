@@ -316,6 +316,9 @@ pub enum WorldName {
     /// Turns a main event and its window-join matches into output events
     /// (a `window-join` step's `joiner`).
     Joiner,
+    /// A user-defined aggregate function: accumulators the host stores,
+    /// folded and merged by the plugin (a `window-aggregate` step's UDAF).
+    Aggregator,
 }
 
 impl WorldName {
@@ -324,6 +327,7 @@ impl WorldName {
             WorldName::Transform => "transform",
             WorldName::Udf => "udf",
             WorldName::Joiner => "joiner",
+            WorldName::Aggregator => "aggregator",
         }
     }
 }
@@ -341,6 +345,9 @@ pub struct PluginLimits {
     /// Maximum total bytes of output values a transform may return for one
     /// batch (guards the host against a plugin that floods it).
     pub max_output_bytes_per_batch: usize,
+    /// Maximum size of one accumulator an aggregator plugin returns, in
+    /// bytes; the events that would grow it past this fail (kind `limit`).
+    pub max_state_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -350,6 +357,7 @@ impl Default for PluginLimits {
             batch_timeout_ms: 2_000,
             max_outputs_per_event: 1_000,
             max_output_bytes_per_batch: 256 << 20,
+            max_state_bytes: 64 << 10,
         }
     }
 }

@@ -57,7 +57,7 @@ pub(crate) fn pack_iter<'a>(batch: &mut EventBatch, events: impl IntoIterator<It
     }
 }
 
-fn push_item(column: &mut ByteColumn, item: &[u8]) {
+pub(crate) fn push_item(column: &mut ByteColumn, item: &[u8]) {
     column.data.extend_from_slice(item);
     // Batches are bounded far below 4 GiB by the output byte limit and the
     // source's record size, so offsets fit in u32 (checked in `debug`).
@@ -141,7 +141,7 @@ fn unpack_events(batch: EventBatch) -> Result<Vec<Event>, String> {
 }
 
 /// The `n` items of `column`, after checking its offsets.
-fn items<'a>(column: &'a ByteColumn, n: usize, what: &str) -> Result<impl Iterator<Item = &'a [u8]> + 'a, String> {
+pub(crate) fn items<'a>(column: &'a ByteColumn, n: usize, what: &str) -> Result<impl Iterator<Item = &'a [u8]> + 'a, String> {
     if column.ends.len() != n {
         return Err(format!("{what} has {} items for {n} events", column.ends.len()));
     }

@@ -10,7 +10,7 @@ use super::isolation::Metered;
 use super::loaded::{LoadedPlugin, WorldPre};
 use super::outcome::{Failure, FailureKind, PluginCounters, PluginStats};
 use super::sandbox::StoreState;
-use super::wit::{FunctionSignature, Joiner, Transform, Udf};
+use super::wit::{Aggregator, FunctionSignature, Joiner, Transform, Udf};
 use crate::config::WorldName;
 
 /// The generated bindings of a world, as the supervisor needs them.
@@ -34,6 +34,7 @@ pub(crate) enum Spare {
     Transform(Live<Transform>),
     Udf(Live<Udf>),
     Joiner(Live<Joiner>),
+    Aggregator(Live<Aggregator>),
 }
 
 /// Implements [`WorldBindings`] for the bindings of one world.
@@ -65,6 +66,7 @@ macro_rules! world_bindings {
 world_bindings!(Transform, Transform, "transform");
 world_bindings!(Udf, Udf, "udf");
 world_bindings!(Joiner, Joiner, "joiner");
+world_bindings!(Aggregator, Aggregator, "aggregator");
 
 /// Creates a store, instantiates the plugin and calls `init(config)` under
 /// the plugin's time budget.
@@ -99,6 +101,7 @@ pub(crate) fn start_spare(plugin: &LoadedPlugin) -> Result<Spare, Failure> {
         WorldName::Transform => start::<Transform>(plugin).map(Spare::Transform),
         WorldName::Udf => start::<Udf>(plugin).map(Spare::Udf),
         WorldName::Joiner => start::<Joiner>(plugin).map(Spare::Joiner),
+        WorldName::Aggregator => start::<Aggregator>(plugin).map(Spare::Aggregator),
     }
 }
 

@@ -12,7 +12,8 @@ use super::sandbox::StoreState;
 use super::transform::TransformRunner;
 use super::udf::UdfRunner;
 use super::joiner::JoinerRunner;
-use super::wit::{FunctionSignature, JoinerPre, TransformPre, UdfPre};
+use super::aggregator::AggregatorRunner;
+use super::wit::{AggregatorPre, FunctionSignature, JoinerPre, TransformPre, UdfPre};
 use super::PluginError;
 use crate::config::{PluginGrants, PluginLimits, WorldName};
 
@@ -21,6 +22,7 @@ pub(crate) enum WorldPre {
     Transform(TransformPre<StoreState>),
     Udf(UdfPre<StoreState>),
     Joiner(JoinerPre<StoreState>),
+    Aggregator(AggregatorPre<StoreState>),
 }
 
 impl WorldPre {
@@ -29,6 +31,7 @@ impl WorldPre {
             WorldPre::Transform(_) => WorldName::Transform,
             WorldPre::Udf(_) => WorldName::Udf,
             WorldPre::Joiner(_) => WorldName::Joiner,
+            WorldPre::Aggregator(_) => WorldName::Aggregator,
         }
     }
 }
@@ -178,6 +181,12 @@ impl LoadedPlugin {
     pub fn joiner(self: &Arc<Self>) -> Result<JoinerRunner, PluginError> {
         self.expect_world(WorldName::Joiner)?;
         Supervisor::new(self.clone()).map(JoinerRunner::new).map_err(|f| self.init_error(&f))
+    }
+
+    /// An aggregator runner with its own instance (instantiated and initialised).
+    pub fn aggregator(self: &Arc<Self>) -> Result<AggregatorRunner, PluginError> {
+        self.expect_world(WorldName::Aggregator)?;
+        Supervisor::new(self.clone()).map(AggregatorRunner::new).map_err(|f| self.init_error(&f))
     }
 
     fn expect_world(&self, expected: WorldName) -> Result<(), PluginError> {

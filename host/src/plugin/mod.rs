@@ -4,7 +4,8 @@
 //! ticker that enforces time budgets, and the cache of precompiled
 //! artifacts. [`PluginRuntime::load`] turns a component file into a
 //! [`LoadedPlugin`]; each worker then takes its own [`TransformRunner`],
-//! [`UdfRunner`] or [`JoinerRunner`] (one `Store` and instance each) from it.
+//! [`UdfRunner`], [`JoinerRunner`] or [`AggregatorRunner`] (one `Store` and
+//! instance each) from it.
 //! A pipeline takes its runners from the [`PluginRegistry`] instead: those
 //! follow their plugin's hot swaps, switching version between batches.
 //!
@@ -13,6 +14,7 @@
 //! granted in pipeline.json (see `sandbox`). Memory, time and output sizes are
 //! limited per plugin; a trap fails only the records that cause it.
 
+mod aggregator;
 mod artifact_cache;
 mod columns;
 mod engine;
@@ -45,6 +47,7 @@ use instance::{start, WorldBindings};
 use loaded::WorldPre;
 use sandbox::StoreState;
 
+pub use aggregator::{AddResult, AggregatorRunner};
 pub use isolation::failed_budgets;
 pub use joiner::{JoinCase, JoinerRunner};
 pub use loaded::{ArtifactSource, LoadTimings, LoadedPlugin};
@@ -64,7 +67,7 @@ pub enum PluginError {
     NotAComponent(PathBuf),
     #[error("plugin {plugin}: cannot compile {path}: {message}")]
     Compile { plugin: String, path: PathBuf, message: String },
-    #[error("plugin {plugin}: exports no world of wit/plugin.wit (transform: `process`; udf: `functions` and `call`; joiner: `join`); it exports: {exports}")]
+    #[error("plugin {plugin}: exports no world of wit/plugin.wit (transform: `process`; udf: `functions` and `call`; joiner: `join`; aggregator: `create`, `add`, `merge` and `finish`); it exports: {exports}")]
     NotAPlugin { plugin: String, exports: String },
     #[error("plugin {plugin}: pipeline.json declares world {}, but the component implements {}", expected.as_str(), found.as_str())]
     WrongWorld { plugin: String, expected: WorldName, found: WorldName },
@@ -262,6 +265,7 @@ impl PluginRuntime {
                 instance::Spare::Udf(live)
             }
             WorldName::Joiner => first_instance::<wit::Joiner>(&plugin)?,
+            WorldName::Aggregator => first_instance::<wit::Aggregator>(&plugin)?,
         };
         plugin.timings.first_instance = instantiated.elapsed();
         plugin.spare = Mutex::new(vec![spare]);
@@ -340,6 +344,7 @@ impl PluginRuntime {
             WorldName::Transform => WorldPre::Transform(wit::TransformPre::new(instance_pre).map_err(mismatch)?),
             WorldName::Udf => WorldPre::Udf(wit::UdfPre::new(instance_pre).map_err(mismatch)?),
             WorldName::Joiner => WorldPre::Joiner(wit::JoinerPre::new(instance_pre).map_err(mismatch)?),
+            WorldName::Aggregator => WorldPre::Aggregator(wit::AggregatorPre::new(instance_pre).map_err(mismatch)?),
         })
     }
 }
@@ -353,6 +358,7 @@ const _: () = {
     send::<TransformRunner>();
     send::<UdfRunner>();
     send::<JoinerRunner>();
+    send::<AggregatorRunner>();
 };
 
 fn first_instance<B: WorldBindings>(plugin: &LoadedPlugin) -> Result<instance::Spare, PluginError> {
@@ -369,10 +375,12 @@ fn is_component(bytes: &[u8]) -> bool {
 fn detect_world(engine: &Engine, component: &Component, name: &str) -> Result<WorldName, PluginError> {
     let ty = component.component_type();
     let exports = |n: &str| ty.get_export(engine, n).is_some();
-    match (exports("process"), exports("functions") && exports("call"), exports("join")) {
-        (true, false, false) => Ok(WorldName::Transform),
-        (false, true, false) => Ok(WorldName::Udf),
-        (false, false, true) => Ok(WorldName::Joiner),
+    let aggregator = exports("create") && exports("add") && exports("merge") && exports("finish");
+    match (exports("process"), exports("functions") && exports("call"), exports("join"), aggregator) {
+        (true, false, false, false) => Ok(WorldName::Transform),
+        (false, true, false, false) => Ok(WorldName::Udf),
+        (false, false, true, false) => Ok(WorldName::Joiner),
+        (false, false, false, true) => Ok(WorldName::Aggregator),
         _ => {
             let names: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
             Err(PluginError::NotAPlugin { plugin: name.into(), exports: names.join(", ") })

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use super::joiner::{JoinCase, JoinerRunner};
+use super::aggregator::AggregatorRunner;
 use super::loaded::LoadedPlugin;
 use super::transform::TransformRunner;
 use super::udf::UdfRunner;
@@ -467,6 +468,13 @@ impl PluginRegistry {
     pub fn joiner(&self, name: &str) -> Result<JoinerRunner, PluginError> {
         let (watch, plugin) = self.watch(name)?;
         Ok(plugin.joiner()?.watching(watch))
+    }
+
+    /// An aggregator runner that follows the slot's swaps (it offers no
+    /// sample: a canary cannot replay an aggregator's inputs alone).
+    pub fn aggregator(&self, name: &str) -> Result<AggregatorRunner, PluginError> {
+        let (watch, plugin) = self.watch(name)?;
+        Ok(plugin.aggregator()?.watching(watch))
     }
 
     fn watch(&self, name: &str) -> Result<(Watch, Arc<LoadedPlugin>), PluginError> {

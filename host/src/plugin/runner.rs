@@ -1,4 +1,4 @@
-//! The skeleton the transform, UDF and joiner runners share: one instance (one
+//! The skeleton the transform, UDF, joiner and aggregator runners share: one instance (one
 //! `Store`) that follows its registry slot between batches, makes one call for a
 //! whole batch, isolates a failed call (`isolation.rs`), checks each result
 //! against the output limits, and counts what it did. Each runner adds only how
@@ -42,6 +42,15 @@ impl<W: WorldBindings> Runner<W> {
             self.supervisor.switch_to(plugin);
         }
         watch.sample(sample);
+    }
+
+    /// Between calls of a runner that offers no sample (an aggregator's
+    /// inputs are not replayable alone): switches to the slot's new version
+    /// if it was swapped. True when it switched.
+    pub(crate) fn follow_swaps(&mut self) -> bool {
+        let Some(plugin) = self.watch.as_mut().and_then(Watch::changed) else { return false };
+        self.supervisor.switch_to(plugin);
+        true
     }
 
     /// One batch of `n` inputs, already past [`Runner::follow_slot`]: exactly

@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/plugin.wit`.
 //!
-//! Every world shares the `types` and `host` interfaces; the `udf` and
-//! `joiner` bindings reuse the ones generated for `transform`.
+//! Every world shares the `types` and `host` interfaces; the `udf`,
+//! `joiner` and `aggregator` bindings reuse the ones generated for `transform`.
 
 mod transform_world {
     wasmtime::component::bindgen!({
@@ -34,11 +34,23 @@ mod joiner_world {
     });
 }
 
+mod aggregator_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "aggregator",
+        with: {
+            "streamhost:plugin/types": super::transform_world::streamhost::plugin::types,
+            "streamhost:plugin/host": super::transform_world::streamhost::plugin::host,
+        },
+    });
+}
+
 pub use transform_world::streamhost::plugin::host::{self as host_api, Level};
 pub use transform_world::streamhost::plugin::types::{
-    self as types_api, BatchHeader, ByteColumn, EventBatch, EventError, FunctionSignature, Scalar, ScalarType,
+    self as types_api, AddOutput, BatchHeader, ByteColumn, EventBatch, EventError, FunctionSignature, Scalar, ScalarType,
     TransformOutput,
 };
 pub use transform_world::{Transform, TransformPre};
+pub use aggregator_world::{Aggregator, AggregatorPre};
 pub use joiner_world::{Joiner, JoinerPre};
 pub use udf_world::{Udf, UdfPre};

@@ -112,6 +112,11 @@ pub fn run(runtime: &PluginRuntime, name: &str, wasm: &Path, sample: &str, expec
     let mut results = Vec::with_capacity(parsed.len());
     let mut function = None;
     match parsed {
+        Sample::Events(events) if plugin.world() == WorldName::Aggregator => {
+            let (b, r) = aggregate(&plugin, &events, size)?;
+            batches = b;
+            results = r;
+        }
         Sample::Events(events) => {
             let mut runner = plugin.transform()?;
             for chunk in events.chunks(size) {
@@ -146,6 +151,67 @@ pub fn run(runtime: &PluginRuntime, name: &str, wasm: &Path, sample: &str, expec
         }
     }
     Ok(Trial { plugin, function, results, batches, wall: started.elapsed() })
+}
+
+/// An aggregator's trial: the events folded per key (one accumulator per
+/// key, `create`d once), a batch at a time, then every accumulator merged
+/// with an empty one (so `merge` runs too) and finished. An input that
+/// folded comes out as one event: its key's final value, `{"key": KEY,
+/// "value": VALUE}` (`VALUE` null with `"error"` if `finish` failed).
+fn aggregate(plugin: &Arc<LoadedPlugin>, events: &[(usize, Event)], size: usize) -> Result<(usize, Vec<InputResult>), TrialError> {
+    let mut runner = plugin.aggregator()?;
+    let fail = |f: Failure| TrialError::Function(format!("the plugin's aggregator calls failed: {f}"));
+    let empty = runner.create().map_err(fail)?;
+    let mut keys: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut states: Vec<Vec<u8>> = Vec::new();
+    let mut group_of = Vec::with_capacity(events.len());
+    let mut outcomes: Vec<Option<Failure>> = vec![None; events.len()];
+    let mut batches = 0;
+    for (c, chunk) in events.chunks(size).enumerate() {
+        let batch: Vec<Event> = chunk.iter().map(|(_, e)| e.clone()).collect();
+        let groups: Vec<u32> = batch
+            .iter()
+            .map(|e| {
+                let g = keys.iter().position(|k| *k == e.key).unwrap_or_else(|| {
+                    keys.push(e.key.clone());
+                    states.push(empty.clone());
+                    keys.len() - 1
+                });
+                group_of.push(g);
+                g as u32
+            })
+            .collect();
+        let added = runner.add(std::mem::take(&mut states), &batch, &groups);
+        batches += 1;
+        states = added.states;
+        for (i, f) in added.failed {
+            outcomes[c * size + i] = Some(f);
+        }
+    }
+    let with_empty: Vec<Vec<u8>> = states.iter().cloned().chain(std::iter::once(empty)).collect();
+    let into: Vec<u32> = (0..states.len() as u32).chain(std::iter::once(0)).collect();
+    let merged = runner.merge(with_empty, &into, states.len() as u32).map_err(fail)?;
+    let values = runner.finish(merged, false);
+    let results = events
+        .iter()
+        .zip(outcomes)
+        .zip(group_of)
+        .map(|(((line, event), failed), g)| {
+            let outcome = match failed {
+                Some(f) => Err(f),
+                None => {
+                    let key = keys[g].as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
+                    let value = match &values[g] {
+                        Ok(v) => serde_json::json!({"key": key, "value": v}),
+                        Err(e) => serde_json::json!({"key": key, "value": null, "error": e}),
+                    };
+                    Ok(Output::Events(vec![Event { value: value.to_string().into_bytes(), ..event.clone() }]))
+                }
+            };
+            InputResult { line: *line, outcome }
+        })
+        .collect();
+    Ok((batches, results))
 }
 
 fn events_of(o: Outcome) -> Result<Output, Failure> {

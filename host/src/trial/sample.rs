@@ -10,6 +10,9 @@
 //!   line, the main event and the events of each other input that matched it
 //!   (in time order); `matches` may be left out (no matches).
 //!
+//! - aggregator: a record per line, as for a transform; the events are
+//!   folded per key (`--key-field`; one group without it).
+//!
 //! Blank lines are skipped; line numbers count every line. Event time and
 //! key come from `--timestamp-field` / `--key-field` with the meaning a
 //! source gives them; without a timestamp field every event gets the time of
@@ -77,7 +80,7 @@ pub fn parse(text: &str, world: WorldName, records: &RecordOptions, inputs: Opti
     });
     let lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty());
     let sample = match world {
-        WorldName::Transform => Sample::Events(
+        WorldName::Transform | WorldName::Aggregator => Sample::Events(
             lines.map(|(n, line)| event(line, &check, records).map(|e| (n, e)).map_err(|m| bad(n, m))).collect::<Result<_, _>>()?,
         ),
         WorldName::Udf => Sample::Rows(lines.map(|(n, line)| row(line).map(|r| (n, r)).map_err(|m| bad(n, m))).collect::<Result<_, _>>()?),

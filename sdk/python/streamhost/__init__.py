@@ -20,7 +20,10 @@ Raising an exception rejects that event alone (the host dead-letters it with
 the exception text); the rest of the batch goes on. A UDF plugin
 (``world = "udf"``) subclasses :class:`Udf` and marks typed methods with
 :func:`function`. A joiner (``world = "joiner"``, the output of a window join)
-subclasses :class:`Joiner` and defines ``join(self, main, matches)``.
+subclasses :class:`Joiner` and defines ``join(self, main, matches)``. An
+aggregator (``world = "aggregator"``, a user-defined aggregate function)
+subclasses :class:`Aggregator` and defines ``create``, ``add``, ``merge``
+and ``finish`` over a state the host stores.
 
 ``streamhost plugin build DIR`` turns the folder into a component with
 componentize-py; this package is bundled in, and adapts the class to the
@@ -30,6 +33,6 @@ CPython, so plugins are unit-testable with ``unittest``.
 
 from . import log
 from .event import Event, Header
-from .plugin import Joiner, PluginError, Transform, Udf, function
+from .plugin import Aggregator, Joiner, PluginError, Transform, Udf, function
 
-__all__ = ["Event", "Header", "Joiner", "PluginError", "Transform", "Udf", "function", "log"]
+__all__ = ["Aggregator", "Event", "Header", "Joiner", "PluginError", "Transform", "Udf", "function", "log"]

@@ -11,12 +11,12 @@ import json
 import os
 
 from .event import Event, Header, _event
-from .plugin import ANY, BOOLEAN, BYTES, FLOAT, INT, NULL, STR, Joiner, PluginError, Transform, Udf, udf_functions
+from .plugin import ANY, BOOLEAN, BYTES, FLOAT, INT, NULL, STR, Aggregator, Joiner, PluginError, Transform, Udf, udf_functions
 
 # The generated classes (of `wit_world.imports.types`) the adapters use; the
 # udf ones are absent from a transform or joiner build and the other way round.
 BINDING_TYPES = (
-    "ByteColumn", "BatchHeader", "EventBatch", "EventError", "TransformOutput", "FunctionSignature", "ScalarType",
+    "ByteColumn", "BatchHeader", "EventBatch", "EventError", "TransformOutput", "AddOutput", "FunctionSignature", "ScalarType",
     "Scalar_Null", "Scalar_Boolean", "Scalar_Int", "Scalar_Float", "Scalar_Str", "Scalar_Bytes",
 )
 
@@ -31,7 +31,7 @@ class BindingError(Exception):
 def find_plugin_class(module, world):
     """The plugin class of ``module``: its ``Plugin`` attribute, else the one
     subclass of the world's base class defined there."""
-    base = {"transform": Transform, "udf": Udf, "joiner": Joiner}[world]
+    base = {"transform": Transform, "udf": Udf, "joiner": Joiner, "aggregator": Aggregator}[world]
     cls = getattr(module, "Plugin", None)
     if cls is None:
         candidates = [
@@ -113,6 +113,110 @@ def joiner_world(plugin, wit):
         run_init(plugin, config, Err)
 
     return type("WitWorld", (wit.WitWorld,), {"init": init, "join": join})
+
+
+def aggregator_world(plugin, wit):
+    """A ``WitWorld`` class for the aggregator world around ``plugin``."""
+    Err = wit.Err
+
+    def init(self, config):
+        run_init(plugin, config, Err)
+
+    def create(self):
+        return bytes(plugin.encode(plugin.create()))
+
+    def add(self, states, events, groups):
+        return add_columns(plugin, states, events, groups, wit)
+
+    def merge(self, states, into, outputs):
+        try:
+            return merge_columns(plugin, states, into, outputs, wit)
+        except Exception as e:  # noqa: BLE001 - a failed merge fails the call, as an error
+            raise Err(describe(e)) from None
+
+    def finish(self, states, partial):
+        return finish_columns(plugin, states, partial, wit)
+
+    return type("WitWorld", (wit.WitWorld,), {"init": init, "create": create, "add": add, "merge": merge, "finish": finish})
+
+
+def column_items(column):
+    """The items of a ``byte-column``, as bytes."""
+    data, out, start = column.data, [], 0
+    for end in column.ends:
+        out.append(data[start:end])
+        start = end
+    return out
+
+
+def to_column(items, wit):
+    ends, total = [], 0
+    for item in items:
+        total += len(item)
+        ends.append(total)
+    return wit.ByteColumn(b"".join(items), ends)
+
+
+def add_columns(plugin, states, events, groups, wit):
+    """Folds event ``i`` into state ``groups[i]``: each group decoded once,
+    its events added in order, encoded once. A failed event (``add``
+    raised, or its state does not decode) leaves its group's state as it was."""
+    old = column_items(states)
+    decoded = []
+    for data in old:
+        try:
+            decoded.append((True, plugin.decode(data)))
+        except Exception as e:  # noqa: BLE001 - the group's events fail with it
+            decoded.append((False, f"cannot decode the accumulator: {describe(e)}"))
+    touched = [False] * len(old)
+    errors = []
+    EventError = wit.EventError
+    add = plugin.add
+    for i, event in enumerate(batch_events(events)):
+        g = groups[i] if i < len(groups) else len(old)
+        if g >= len(old):
+            errors.append(EventError(i, f"event {i} names no accumulator"))
+            continue
+        ok, state = decoded[g]
+        if not ok:
+            errors.append(EventError(i, state))
+            continue
+        try:
+            decoded[g] = (True, add(state, event))
+            touched[g] = True
+        except Exception as e:  # noqa: BLE001 - one event's failure is that event's error
+            errors.append(EventError(i, describe(e)))
+    new = []
+    for g, data in enumerate(old):
+        ok, state = decoded[g]
+        new.append(bytes(plugin.encode(state)) if ok and touched[g] else data)
+    return wit.AddOutput(to_column(new, wit), errors)
+
+
+def merge_columns(plugin, states, into, outputs, wit):
+    """Input ``i`` merged into output ``into[i]``, in input order; an output
+    no input names is the empty accumulator."""
+    out = [None] * outputs
+    for i, data in enumerate(column_items(states)):
+        o = into[i] if i < len(into) else outputs
+        if o >= outputs:
+            raise PluginError(f"accumulator {i} names no output")
+        state = plugin.decode(data)
+        out[o] = state if out[o] is None else plugin.merge(out[o], state)
+    return to_column([bytes(plugin.encode(plugin.create() if s is None else s)) for s in out], wit)
+
+
+def finish_columns(plugin, states, partial, wit):
+    """Each state's value as JSON bytes, or its error."""
+    Ok, Err = wit.Ok, wit.Err
+    finish = plugin.finish_partial if partial else plugin.finish
+    out = []
+    for data in column_items(states):
+        try:
+            out.append(Ok(json.dumps(finish(plugin.decode(data)), separators=(",", ":")).encode("utf-8")))
+        except Exception as e:  # noqa: BLE001 - one window's failure is its own
+            out.append(Err(describe(e)))
+    return out
 
 
 def join_columns(join, inputs, mains, matches, match_mains, match_inputs, wit):

@@ -33,6 +33,8 @@ if hasattr(_wit_world.WitWorld, "process"):
     _world = "transform"
 elif hasattr(_wit_world.WitWorld, "join"):
     _world = "joiner"
+elif hasattr(_wit_world.WitWorld, "finish"):
+    _world = "aggregator"
 else:
     _world = "udf"
 _wit = _types.SimpleNamespace(
@@ -47,5 +49,7 @@ if _world == "transform":
     WitWorld = _adapter.transform_world(_plugin, _wit)
 elif _world == "joiner":
     WitWorld = _adapter.joiner_world(_plugin, _wit)
+elif _world == "aggregator":
+    WitWorld = _adapter.aggregator_world(_plugin, _wit)
 else:
     WitWorld = _adapter.udf_world(_plugin, _wit)

@@ -1,6 +1,7 @@
 """Base classes a plugin's ``app.py`` subclasses."""
 
 import inspect
+import json
 import types
 import typing
 
@@ -45,6 +46,54 @@ class Joiner:
         of events or None (no output for this main event). Raising fails
         (dead-letters) this main event alone."""
         raise NotImplementedError("a Joiner must define join(self, main, matches)")
+
+
+class Aggregator:
+    """A user-defined aggregate function (``world = "aggregator"``) of a
+    ``window-aggregate`` step. The host stores every accumulator (the
+    state) and hands it back with each batch: the plugin keeps nothing
+    between calls.
+
+    Override :meth:`create`, :meth:`add`, :meth:`merge` and :meth:`finish`;
+    optionally :meth:`init`, and :meth:`encode` / :meth:`decode` (JSON by
+    default: any value ``json.dumps`` takes, stable across hot swaps).
+    """
+
+    def init(self, config):
+        """As :meth:`Transform.init`."""
+
+    def create(self):
+        """The empty accumulator (asked once per instance)."""
+        raise NotImplementedError("an Aggregator must define create(self)")
+
+    def add(self, state, event):
+        """Returns ``state`` with ``event`` folded in. Raising fails
+        (dead-letters) this event alone; the state stays as it was, so do
+        not change ``state`` in place before raising."""
+        raise NotImplementedError("an Aggregator must define add(self, state, event)")
+
+    def merge(self, a, b):
+        """The accumulator of both ``a``'s and ``b``'s events (panes of a
+        sliding window, sessions, skew buckets)."""
+        raise NotImplementedError("an Aggregator must define merge(self, a, b)")
+
+    def finish(self, state):
+        """The aggregate's value (anything ``json.dumps`` takes). Raising
+        fails this (key, window)'s value alone."""
+        raise NotImplementedError("an Aggregator must define finish(self, state)")
+
+    def finish_partial(self, state):
+        """The value for an early (partial) firing of a window that will
+        fire again; :meth:`finish` unless overridden."""
+        return self.finish(state)
+
+    def encode(self, state):
+        """The bytes the host stores for ``state``."""
+        return json.dumps(state, separators=(",", ":")).encode("utf-8")
+
+    def decode(self, data):
+        """``state`` back from :meth:`encode`'s bytes."""
+        return json.loads(data)
 
 
 class Udf:

@@ -59,6 +59,12 @@ class TransformOutput:
 
 
 @dataclass
+class AddOutput:
+    states: ByteColumn
+    errors: List[EventError]
+
+
+@dataclass
 class Scalar_Null:
     pass
 
@@ -112,7 +118,7 @@ class WitWorld:
 def namespace():
     return types.SimpleNamespace(
         Ok=Ok, Err=Err, WitWorld=WitWorld, ByteColumn=ByteColumn, BatchHeader=BatchHeader, EventBatch=EventBatch,
-        EventError=EventError, TransformOutput=TransformOutput, FunctionSignature=FunctionSignature,
+        EventError=EventError, TransformOutput=TransformOutput, AddOutput=AddOutput, FunctionSignature=FunctionSignature,
         ScalarType=ScalarType, Scalar_Null=Scalar_Null, Scalar_Boolean=Scalar_Boolean, Scalar_Int=Scalar_Int,
         Scalar_Float=Scalar_Float, Scalar_Str=Scalar_Str, Scalar_Bytes=Scalar_Bytes,
     )

@@ -1,5 +1,6 @@
 """Runs the unit tests of the repository's Python example plugins
-(plugins/click-cleaner/test_app.py, plugins/sample-joiner-python/test_app.py)
+(plugins/click-cleaner/test_app.py, plugins/sample-joiner-python/test_app.py,
+plugins/ctr-udaf-python/test_app.py)
 with the SDK's suite."""
 
 import importlib
@@ -8,7 +9,7 @@ import sys
 import unittest
 
 _PLUGINS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "plugins")
-_EXAMPLES = ("click-cleaner", "sample-joiner-python")
+_EXAMPLES = ("click-cleaner", "sample-joiner-python", "ctr-udaf-python")
 
 
 def load_tests(loader, tests, pattern):

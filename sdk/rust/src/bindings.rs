@@ -46,5 +46,19 @@ pub mod joiner {
     });
 }
 
+/// Bindings of the `aggregator` world, reusing the `transform` world's types.
+pub mod aggregator {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "streamhost:plugin/aggregator",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        with: {
+            "streamhost:plugin/types@0.2.0": crate::bindings::transform::streamhost::plugin::types,
+            "streamhost:plugin/host@0.2.0": crate::bindings::transform::streamhost::plugin::host,
+        },
+    });
+}
+
 pub use transform::streamhost::plugin::host;
 pub use transform::streamhost::plugin::types;

@@ -18,7 +18,9 @@
 //!
 //! a UDF plugin is a list of typed functions ([`udf!`]), and a joiner (the
 //! output of a window join) is one function over a main event and its
-//! [`joiner::Matches`] ([`joiner!`]). The macros hide
+//! [`joiner::Matches`] ([`joiner!`]), and an aggregator (a user-defined
+//! aggregate function) is a state type with `add`, `merge` and `finish`
+//! ([`aggregator::Aggregate`], [`aggregator!`]). The macros hide
 //! the wit-bindgen glue: bindings are generated once, in this crate, from
 //! the repository's `wit/plugin.wit`. Everything except the component
 //! exports also builds natively, so plugin functions are unit-testable with
@@ -32,6 +34,7 @@
 // The joiner world's export lowers to many flat parameters.
 #[allow(missing_docs, clippy::too_many_arguments)]
 pub mod bindings;
+pub mod aggregator;
 pub mod columns;
 mod error;
 mod event;
