@@ -193,3 +193,64 @@ fn the_realtime_features_example_computes_what_its_data_says() {
     assert_eq!(dead.lines().count(), 1, "the impression without a page: {dead}");
     assert!(dead.contains("no grouping key: field `$.page` is missing"));
 }
+
+/// Aggregates written as plugins (world `aggregator`, built from source in
+/// Rust and Python) in a window aggregation beside built-in counts, also
+/// split over buckets: each window's smoothed CTR equals the formula on the
+/// built-in counts of the same window.
+#[test]
+fn plugin_aggregates_agree_with_the_built_in_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(5);
+    let mut input = String::new();
+    for i in 0..20_000i64 {
+        let kind = if rng.random_range(0..10) == 0 { "click" } else { "impression" };
+        let t = 1_700_000_000_000 + i * 5 + rng.random_range(0..300);
+        input.push_str(&format!("{{\"ts\":{t},\"item\":\"i{}\",\"type\":\"{kind}\"}}\n", rng.random_range(0..50)));
+    }
+    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
+    let root = common::repo_root();
+    for skew in [None, Some(serde_json::json!({ "buckets": 4, "salt": "round_robin" }))] {
+        let mut step = serde_json::json!({
+            "type": "window-aggregate", "inputs": ["events"], "keys": ["$.item"],
+            "window": { "type": "sliding", "size_ms": 20_000, "slide_ms": 10_000 },
+            "aggregates": [
+                { "name": "clicks", "type": "count", "where": { "path": "$.type", "op": "eq", "value": "click" } },
+                { "name": "all", "type": "count" },
+                { "name": "rust", "type": "plugin", "plugin": "ctr-rust" },
+                { "name": "python", "type": "plugin", "plugin": "ctr-python" }
+            ]
+        });
+        if let Some(s) = &skew {
+            step["skew"] = s.clone();
+        }
+        let p = serde_json::json!({
+            "plugins": {
+                "ctr-rust": { "path": root.join("plugins/ctr-udaf-rust"), "config": { "a": 1, "b": 10 } },
+                "ctr-python": { "path": root.join("plugins/ctr-udaf-python"), "config": { "a": 2, "b": 5 } }
+            },
+            "sources": { "events": { "type": "file", "path": "events.jsonl", "timestamp_field": "ts", "max_out_of_orderness_ms": 300 } },
+            "steps": { "agg": step },
+            "sinks": { "out": { "type": "file", "path": "out.jsonl", "inputs": ["agg"] } },
+            "dead_letter": { "type": "file", "path": "dead.jsonl" },
+            "settings": { "parallelism": 2, "state": { "backend": "memory" } }
+        });
+        let path = dir.path().join("udaf.json");
+        std::fs::write(&path, p.to_string()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_streamhost")).args(["run", "--no-progress"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(rows.len() > 100, "{}", rows.len());
+        for r in &rows {
+            let (clicks, all) = (r["clicks"].as_f64().unwrap(), r["all"].as_f64().unwrap());
+            for (name, a, b) in [("rust", 1.0, 10.0), ("python", 2.0, 5.0)] {
+                let v = &r[name];
+                assert_eq!(v["clicks"].as_f64(), Some(clicks), "{name}: {r}");
+                assert_eq!(v["impressions"].as_f64(), Some(all - clicks), "{name}: {r}");
+                let want = (clicks + a) / (all - clicks + a + b);
+                assert!((v["ctr"].as_f64().unwrap() - want).abs() < 1e-9, "{name}: {r}");
+            }
+        }
+        assert_eq!(std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap_or_default(), "", "skew {skew:?}");
+    }
+}

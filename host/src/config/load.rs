@@ -522,6 +522,21 @@ fn check_graph(text: &str, c: &PipelineConfig, broken: &BTreeSet<String>, errors
             StepConfig::WindowAggregate(a) => {
                 let at = root.key("steps").key(name);
                 a.check(&at, &mut err);
+                for (i, agg) in a.aggregates.iter().enumerate() {
+                    let Some(plugin) = &agg.plugin else { continue };
+                    let at = at.key("aggregates").index(i).key("plugin");
+                    match c.plugins.get(plugin) {
+                        None if broken.contains(plugin) => {}
+                        None => {
+                            let known: Vec<&str> = c.plugins.keys().map(String::as_str).collect();
+                            err(at, format!("unknown plugin `{plugin}` (known: {})", known.join(", ")))
+                        }
+                        Some(p) if p.world.is_some_and(|w| w != crate::config::WorldName::Aggregator) => {
+                            err(at, format!("plugin `{plugin}` is declared as world `{}` but an aggregate needs `aggregator`", p.world.unwrap().as_str()))
+                        }
+                        Some(_) => {}
+                    }
+                }
                 if a.skew.is_some() && c.steps.contains_key(&format!("{name}/partial")) {
                     err(at.key("skew"), format!("splits this step into `{name}/partial` and `{name}`, but a step is already named `{name}/partial`"));
                 }

@@ -542,7 +542,7 @@ impl StepBuilder<'_> {
                     None => return Ok(None),
                 }
             }
-            StepConfig::WindowAggregate(a) => match self.aggregate(name, a, errors)? {
+            StepConfig::WindowAggregate(a) => match self.aggregate(name, a, false, errors)? {
                 Some(step) => Box::new(step),
                 None => return Ok(None),
             },
@@ -591,7 +591,7 @@ impl StepBuilder<'_> {
     fn router(&self, name: &str) -> Result<Box<dyn Operator>, RunError> {
         if let StepConfig::WindowAggregate(a) = &self.p.config.steps[name] {
             let mut errors = Vec::new();
-            return match self.aggregate(name, a, &mut errors)? {
+            return match self.aggregate(name, a, true, &mut errors)? {
                 Some(step) => Ok(Box::new(step)),
                 None => Err(RunError::Config(ConfigErrors { file: None, errors })),
             };
@@ -603,7 +603,7 @@ impl StepBuilder<'_> {
     }
 
     /// A `window-aggregate` step with its key UDFs' runners (`None`: an error, pushed).
-    fn aggregate(&self, name: &str, a: &crate::step::WindowAggregateConfig, errors: &mut Vec<ConfigError>) -> Result<Option<crate::step::WindowAggregate>, RunError> {
+    fn aggregate(&self, name: &str, a: &crate::step::WindowAggregateConfig, router: bool, errors: &mut Vec<ConfigError>) -> Result<Option<crate::step::WindowAggregate>, RunError> {
         let at = JsonPath::root().key("steps").key(name);
         let step = match crate::step::WindowAggregate::new(name, a) {
             Ok(step) => step,
@@ -627,7 +627,22 @@ impl StepBuilder<'_> {
                 }
             }
         }
-        Ok(ok.then(|| step.with_key_udfs(runners).with_key_groups(self.key_groups).with_grouping(self.grouping)))
+        // Its plugin aggregates (a router's copy only reads keys: none).
+        let mut udafs = BTreeMap::new();
+        for (i, agg) in a.aggregates.iter().enumerate().filter(|_| !router) {
+            if let Some(plugin) = &agg.plugin {
+                match self.registry.aggregator(plugin) {
+                    Ok(runner) => {
+                        udafs.insert(i, runner.for_step(name));
+                    }
+                    Err(e) => {
+                        errors.push(self.p.error_at(&at.key("aggregates").index(i).key("plugin"), format!("plugin `{plugin}`: {e}")));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Ok(ok.then(|| step.with_key_udfs(runners).with_udafs(udafs).with_key_groups(self.key_groups).with_grouping(self.grouping)))
     }
 
     /// The runners of a join's keys computed by UDFs (`None`: an error, pushed).

@@ -45,6 +45,9 @@ pub enum AggregateType {
     ArgMax,
     /// The records with the least value of a numeric field.
     ArgMin,
+    /// A user-defined aggregate: an `aggregator` plugin (`plugin`) folds
+    /// each whole event (docs/aggregator-plugins.md).
+    Plugin,
 }
 
 /// One aggregate: a name in the output, a kind, the field it reads.
@@ -83,6 +86,9 @@ pub struct AggregateConfig {
     /// `arg_max`, `arg_min`: the most records with the best value kept (default 100).
     #[serde(default)]
     pub max_ties: Option<usize>,
+    /// `plugin`: the name of an `aggregator` plugin in `plugins`.
+    #[serde(default)]
+    pub plugin: Option<String>,
 }
 
 impl AggregateConfig {
@@ -94,7 +100,7 @@ impl AggregateConfig {
     /// What is wrong with these settings, if anything (said with the
     /// setting's name; the loader adds its JSON path).
     pub fn check(&self) -> Result<(), String> {
-        let needs_field = self.kind != AggregateType::Count;
+        let needs_field = !matches!(self.kind, AggregateType::Count | AggregateType::Plugin);
         match (needs_field, self.field_name()) {
             (true, None) => return Err(format!("`{}` needs a `field`", self.name)),
             (_, Some(f)) if f.is_empty() || f.contains('.') => {
@@ -114,6 +120,10 @@ impl AggregateConfig {
         only("q", &[AggregateType::Percentile], self.q.is_some())?;
         only("alpha", &[AggregateType::Percentile], self.alpha.is_some())?;
         only("max_ties", &[AggregateType::ArgMax, AggregateType::ArgMin], self.max_ties.is_some())?;
+        only("plugin", &[AggregateType::Plugin], self.plugin.is_some())?;
+        if self.kind == AggregateType::Plugin && self.plugin.is_none() {
+            return Err(format!("`{}` needs a `plugin`: an aggregator plugin's name", self.name));
+        }
         if self.max_ties == Some(0) {
             return Err(format!("`{}`: max_ties must be at least 1", self.name));
         }
@@ -141,6 +151,11 @@ pub enum Accumulator {
     TopK(Box<TopK>),
     Percentile(Box<Percentile>),
     Arg(ArgBest),
+    /// A plugin's accumulators, not yet merged (the host merges them with
+    /// one plugin call when a window fires).
+    Plugin(Vec<Vec<u8>>),
+    /// A value made by a plugin's `finish`, on its way to the output.
+    Finished(serde_json::Value),
 }
 
 impl Accumulator {
@@ -156,6 +171,7 @@ impl Accumulator {
             AggregateType::First => exact(AggKind::First),
             AggregateType::Last => exact(AggKind::Last),
             AggregateType::DistinctCount => Ok(Accumulator::Distinct(Distinct::default())),
+            AggregateType::Plugin => Ok(Accumulator::Plugin(Vec::new())),
             AggregateType::ArgMax | AggregateType::ArgMin => {
                 Ok(Accumulator::Arg(ArgBest::new(cfg.kind == AggregateType::ArgMin, cfg.max_ties.unwrap_or(DEFAULT_MAX_TIES))))
             }
@@ -185,6 +201,8 @@ impl Accumulator {
     pub fn add(&mut self, raw: Option<&str>, time: i64, seq: u64) -> Result<(), String> {
         match self {
             Accumulator::Arg(_) => Err("arg_max and arg_min take the record: add_record".into()),
+            // Its plugin folds events, a batch at a time (the step calls it).
+            Accumulator::Plugin(_) | Accumulator::Finished(_) => Ok(()),
             Accumulator::Exact(a) => a.add(raw, time, seq).map_err(|e| e.to_string()),
             Accumulator::Distinct(d) => {
                 d.add(raw);
@@ -221,6 +239,7 @@ impl Accumulator {
                 Some(text) => Err(format!("percentile takes numbers: `{}` is not one", text.chars().take(40).collect::<String>())),
             },
             Accumulator::Arg(_) => ArgBest::value(raw).map(|_| ()),
+            Accumulator::Plugin(_) | Accumulator::Finished(_) => Ok(()),
             Accumulator::Distinct(_) | Accumulator::ApproxDistinct(_) | Accumulator::TopK(_) => Ok(()),
         }
     }
@@ -228,6 +247,10 @@ impl Accumulator {
     pub fn merge(&mut self, other: &Accumulator) -> Result<(), String> {
         match (self, other) {
             (Accumulator::Exact(a), Accumulator::Exact(b)) => a.merge(b).map_err(|e| e.to_string()),
+            (Accumulator::Plugin(a), Accumulator::Plugin(b)) => {
+                a.extend(b.iter().cloned());
+                Ok(())
+            }
             (Accumulator::Arg(a), Accumulator::Arg(b)) => {
                 a.merge(b);
                 Ok(())
@@ -257,6 +280,8 @@ impl Accumulator {
             Accumulator::Exact(a) => a.finish(),
             Accumulator::Distinct(d) => serde_json::Value::from(d.count()),
             Accumulator::Arg(a) => a.finish(),
+            Accumulator::Plugin(_) => serde_json::Value::Null,
+            Accumulator::Finished(v) => v.clone(),
             Accumulator::ApproxDistinct(a) => serde_json::Value::from(a.estimate().round() as u64),
             Accumulator::TopK(t) => t
                 .top(cfg.k.unwrap_or(10))
@@ -297,6 +322,21 @@ impl Accumulator {
                 out.push(b'A');
                 a.encode(out);
             }
+            Accumulator::Plugin(parts) => {
+                out.push(b'U');
+                out.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+                for p in parts {
+                    out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                    out.extend_from_slice(p);
+                }
+            }
+            // Never stored: made when a window fires, for its output.
+            Accumulator::Finished(v) => {
+                out.push(b'V');
+                let text = v.to_string();
+                out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
             Accumulator::Distinct(d) => {
                 out.push(b'D');
                 d.encode(out);
@@ -319,6 +359,7 @@ impl Accumulator {
     /// One accumulator from the front of `bytes`, and the bytes after it.
     pub fn decode(bytes: &[u8]) -> Result<(Accumulator, &[u8]), String> {
         match bytes.first() {
+            Some(b'U' | b'V') => decode_plugin(bytes),
             Some(b'A') => ArgBest::decode(&bytes[1..]).map(|(a, r)| (Accumulator::Arg(a), r)).map_err(String::from),
             Some(b'D') => Distinct::decode(&bytes[1..]).map(|(d, r)| (Accumulator::Distinct(d), r)).map_err(String::from),
             Some(b'H') => ApproxDistinct::decode(&bytes[1..]).map(|(a, r)| (Accumulator::ApproxDistinct(Box::new(a)), r)).map_err(|e| e.to_string()),
@@ -327,6 +368,29 @@ impl Accumulator {
             _ => Acc::decode(bytes).map(|(a, r)| (Accumulator::Exact(a), r)).map_err(|e| e.to_string()),
         }
     }
+}
+
+/// A plugin accumulator's parts (`U`), or a finished value (`V`).
+fn decode_plugin(bytes: &[u8]) -> Result<(Accumulator, &[u8]), String> {
+    let cut = || "a plugin's accumulator cut short".to_string();
+    fn take(b: &[u8]) -> Result<(usize, &[u8]), String> {
+        let (n, rest) = b.split_first_chunk::<4>().ok_or_else(|| "a plugin's accumulator cut short".to_string())?;
+        Ok((u32::from_be_bytes(*n) as usize, rest))
+    }
+    let (tag, rest) = (bytes[0], &bytes[1..]);
+    let (n, mut rest) = take(rest)?;
+    if tag == b'V' {
+        let text = rest.get(..n).ok_or_else(cut)?;
+        let v = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        return Ok((Accumulator::Finished(v), &rest[n..]));
+    }
+    let mut parts = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        let (len, r) = take(rest)?;
+        parts.push(r.get(..len).ok_or_else(cut)?.to_vec());
+        rest = &r[len..];
+    }
+    Ok((Accumulator::Plugin(parts), rest))
 }
 
 /// The layout version of a [`Row`]'s bytes.

@@ -35,6 +35,9 @@ pub mod top_k;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Keys are hashed per event: foldhash, not SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -43,7 +46,7 @@ use super::key::KeySpec;
 use super::{Operator, Predicate, ReadKey, RoutedKey, StepContext};
 use crate::dead_letter::DeadKind;
 use crate::event::{Batch, Event, Origin};
-use crate::plugin::UdfRunner;
+use crate::plugin::{AggregatorRunner, UdfRunner};
 use crate::state::{StateBackend, StateError, TableId, TableOptions};
 use aggregates::{AggregateConfig, Row};
 use config::Phase;
@@ -118,6 +121,38 @@ enum Salt {
     /// In turn (a counter).
     RoundRobin(u64),
 }
+
+/// An aggregate written as a plugin (world `aggregator`).
+struct Udaf {
+    agg: usize,
+    plugin: String,
+    runner: Box<AggregatorRunner>,
+    empty: Option<Vec<u8>>,
+}
+
+impl Udaf {
+    fn empty(&mut self) -> Result<Vec<u8>, crate::plugin::Failure> {
+        if self.empty.is_none() {
+            self.empty = Some(self.runner.create()?);
+        }
+        Ok(self.empty.clone().expect("set above"))
+    }
+}
+
+/// An event accepted by the arrival checks, waiting to be folded.
+struct Accepted<'e> {
+    index: usize,
+    t: i64,
+    kg: u16,
+    key: Vec<u8>,
+    /// Per aggregate: `None` if it does not count the event, else its field's raw text.
+    counted: Vec<Option<Option<&'e str>>>,
+}
+
+/// What the plugins made of a batch: per plugin, each group's new
+/// accumulator and each accepted event's group; per accepted event, whether
+/// a plugin refused it.
+type PluginAdds = (Vec<Vec<Option<Vec<u8>>>>, Vec<Vec<Option<u32>>>, Vec<bool>);
 
 /// Makes output records and holds them until handed out.
 struct Emitter {
@@ -225,6 +260,9 @@ pub struct WindowAggregate {
     /// are not emitted again).
     floors: HashMap<u16, i64>,
     updates: BTreeMap<(i64, Vec<u8>), Updates>,
+    /// The aggregates written as plugins: (index in `aggs`, plugin name,
+    /// its runner, its empty accumulator once asked).
+    udafs: Vec<Udaf>,
     emit: Emitter,
     seq: u64,
     key_groups: usize,
@@ -322,6 +360,7 @@ impl WindowAggregate {
             progress: Progress::NONE,
             floors: HashMap::new(),
             updates: BTreeMap::new(),
+            udafs: Vec::new(),
             seq: 0,
             key_groups: 1,
             grouping: Default::default(),
@@ -349,6 +388,16 @@ impl WindowAggregate {
         for (input, reads) in self.inputs.iter().zip(&mut self.reads) {
             for (part, spec) in reads.keys.iter_mut().enumerate() {
                 spec.set_runner(runners.remove(&(input.clone(), part)));
+            }
+        }
+        self
+    }
+
+    /// Gives the aggregates of type `plugin` their runners, by aggregate index.
+    pub fn with_udafs(mut self, mut runners: BTreeMap<usize, AggregatorRunner>) -> Self {
+        for (a, cfg) in self.aggs.iter().enumerate() {
+            if let (Some(runner), Some(plugin)) = (runners.remove(&a), &cfg.plugin) {
+                self.udafs.push(Udaf { agg: a, plugin: plugin.clone(), runner: Box::new(runner), empty: None });
             }
         }
         self
@@ -449,8 +498,9 @@ impl WindowAggregate {
         let port = ctx.input;
         let watermark = ctx.watermark.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
         let mut found = Vec::new();
+        let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(input.events.len());
         // Events are read in place; only a refused one is copied.
-        for ((event, origin), key) in input.events.iter().zip(&input.origins).zip(keys) {
+        for (index, ((event, origin), key)) in input.events.iter().zip(&input.origins).zip(keys).enumerate() {
             let key = match key {
                 Ok(k) => k,
                 Err((kind, why)) => {
@@ -519,14 +569,36 @@ impl WindowAggregate {
                 (Phase::Partial, _) | (_, crate::runtime::KeyGrouping::KeyHash) => self.group_of(&key),
                 _ => self.grouping.group(&key, origin, self.key_groups),
             };
+            accepted.push(Accepted { index, t, kg, key, counted });
+        }
+        // The plugins' aggregates: one `add` call per plugin for the batch,
+        // before anything is folded (an event a plugin refuses counts nowhere).
+        let (mut parts, groups, refused) = if self.udafs.is_empty() { Default::default() } else { self.add_to_plugins(&input, &accepted, ctx) };
+        for (i, acc) in accepted.into_iter().enumerate() {
+            if refused.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let Accepted { index, t, kg, key, counted } = acc;
+            // Each plugin group's accumulator joins its row once, with the group's first event.
+            let mut joining: Vec<(usize, Vec<u8>)> = Vec::new();
+            for ((u, of_event), list) in self.udafs.iter().zip(&groups).zip(parts.iter_mut()) {
+                if let Some(part) = of_event[i].and_then(|g| list.get_mut(g as usize)).and_then(Option::take) {
+                    joining.push((u.agg, part));
+                }
+            }
             self.seq += 1;
             let seq = self.seq;
-            let record = &event.value;
+            let record = &input.events[index].value;
             let fold = |row: &mut Row| {
                 for (acc, raw) in row.0.iter_mut().zip(&counted) {
                     if let Some(raw) = raw {
                         // Checked above: cannot fail.
                         let _ = acc.add_record(*raw, t, seq, record);
+                    }
+                }
+                for (a, part) in joining {
+                    if let aggregates::Accumulator::Plugin(row_parts) = &mut row.0[a] {
+                        row_parts.push(part);
                     }
                 }
             };
@@ -555,6 +627,81 @@ impl WindowAggregate {
         Batch::default()
     }
 
+    /// Folds the accepted events into the plugins' accumulators: per plugin,
+    /// one `add` call with a fresh accumulator per group (key and pane; for
+    /// sessions, per event, since a key's events may land in different
+    /// sessions). Returns, per plugin, each group's new accumulator, and per
+    /// accepted event whether a plugin refused it (dead-lettered here).
+    fn add_to_plugins(&mut self, input: &Batch, accepted: &[Accepted<'_>], ctx: &mut StepContext<'_>) -> PluginAdds {
+        let mut refused = vec![false; accepted.len()];
+        let mut all_parts = Vec::with_capacity(self.udafs.len());
+        let mut all_groups = Vec::with_capacity(self.udafs.len());
+        let sessions = self.sessions.is_some();
+        for u in 0..self.udafs.len() {
+            let agg = self.udafs[u].agg;
+            let mut group_of: Map<(i64, &[u8]), u32> = Map::default();
+            let (mut events, mut groups, mut members) = (Vec::new(), Vec::new(), Vec::new());
+            let mut of_event = vec![None; accepted.len()];
+            for (i, acc) in accepted.iter().enumerate() {
+                if acc.counted[agg].is_none() || refused[i] {
+                    continue;
+                }
+                let slot = if sessions { (i as i64, acc.key.as_slice()) } else { (self.shape.pane_of(acc.t), acc.key.as_slice()) };
+                let n = group_of.len() as u32;
+                let g = *group_of.entry(slot).or_insert(n);
+                of_event[i] = Some(g);
+                events.push(input.events[acc.index].clone());
+                groups.push(g);
+                members.push(i);
+            }
+            let udaf = &mut self.udafs[u];
+            let empty = match udaf.empty() {
+                Ok(e) => e,
+                Err(f) => {
+                    ctx.fail(format!("step `{}`: plugin `{}` has no empty accumulator: {}", self.name, udaf.plugin, f.message));
+                    return (Vec::new(), Vec::new(), vec![true; accepted.len()]);
+                }
+            };
+            let result = udaf.runner.add(vec![empty; group_of.len()], &events, &groups);
+            for (e, failure) in result.failed {
+                let i = members[e];
+                refused[i] = true;
+                let origin = input.origins[accepted[i].index].clone();
+                ctx.refuse(&self.name, Some(&udaf.plugin), super::dead_kind(failure.kind), failure.message, origin, input.events[accepted[i].index].clone());
+            }
+            all_parts.push(result.states.into_iter().map(Some).collect());
+            all_groups.push(of_event);
+        }
+        (all_parts, all_groups, refused)
+    }
+
+    /// Makes the plugins' values of `rows` (one `merge` and one `finish` call
+    /// per plugin for all of them); a failure leaves that value null.
+    fn finish_plugins(&mut self, rows: &mut [&mut Row], partial: bool) {
+        for udaf in &mut self.udafs {
+            let (mut states, mut into) = (Vec::new(), Vec::new());
+            for (r, row) in rows.iter_mut().enumerate() {
+                if let aggregates::Accumulator::Plugin(parts) = &mut row.0[udaf.agg] {
+                    for part in parts.drain(..) {
+                        states.push(part);
+                        into.push(r as u32);
+                    }
+                }
+            }
+            let merged = udaf.runner.merge(states, &into, rows.len() as u32);
+            let values = match merged {
+                Ok(merged) => udaf.runner.finish(merged, partial),
+                Err(f) => {
+                    tracing::warn!(step = %self.name, plugin = %udaf.plugin, "merge failed: {}", f.message);
+                    vec![Err(f.message); rows.len()]
+                }
+            };
+            for (row, value) in rows.iter_mut().zip(values) {
+                row.0[udaf.agg] = aggregates::Accumulator::Finished(value.unwrap_or(Value::Null));
+            }
+        }
+    }
+
     /// A final phase takes a bucket's accumulators of a window.
     fn arrive_partial(&mut self, key: &[u8], event: &Event, watermark: i64) -> Result<(), String> {
         let p = partial::decode(&event.value)?;
@@ -579,14 +726,37 @@ impl WindowAggregate {
     /// firing. Keys whose group fired this window already are skipped.
     fn fire_window(&mut self, state: &dyn StateBackend, end: i64, upto: i64, partial: bool) -> Result<(), StateError> {
         let start = end - self.report_size;
+        let mark = partial.then_some(("partial", 0));
+        let with_plugins = !self.udafs.is_empty() && self.phase != Phase::Partial;
+        let mut held: Vec<(Vec<u8>, Row)> = Vec::new();
         let (floors, fired_to, emit) = (&self.floors, self.progress.fired_to, &mut self.emit);
         self.store.each_merged(state, end - self.shape.size_ms, upto, &mut |key, kg, row| {
             // After a restore at another parallelism: skip what this key's group fired before.
             if !partial && floors.get(&kg).is_some_and(|f| (*f).max(fired_to) >= end) {
                 return;
             }
-            emit.output(key, start, end, row, partial.then_some(("partial", 0)));
-        })
+            if with_plugins {
+                held.push((key.to_vec(), row.clone()));
+            } else {
+                emit.output(key, start, end, row, mark);
+            }
+        })?;
+        // Plugins' values: one merge and one finish call for the window.
+        if with_plugins {
+            self.emit_with_plugins(held.into_iter().map(|(k, r)| (k, start, end, r, mark)).collect(), partial);
+        }
+        Ok(())
+    }
+
+    /// Outputs `rows` (key, start, end, row, mark) after their plugins' values are made.
+    fn emit_with_plugins(&mut self, mut rows: Vec<(Vec<u8>, i64, i64, Row, Option<(&'static str, u32)>)>, partial: bool) {
+        if self.phase != Phase::Partial && !self.udafs.is_empty() {
+            let mut refs: Vec<&mut Row> = rows.iter_mut().map(|r| &mut r.3).collect();
+            self.finish_plugins(&mut refs, partial);
+        }
+        for (key, start, end, row, mark) in rows {
+            self.emit.output(&key, start, end, &row, mark);
+        }
     }
 
     /// Everything watermark `w` makes due, into `pending`.
@@ -594,9 +764,8 @@ impl WindowAggregate {
         let w = w.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
         self.progress.watermark = w;
         if let Some(sessions) = &mut self.sessions {
-            for (key, _, start, end, row, n) in sessions.fire(w) {
-                self.emit.output(&key, start, end, &row, (n > 0).then_some(("update", n)));
-            }
+            let fired = sessions.fire(w).into_iter().map(|(key, _, start, end, row, n)| (key, start, end, row, (n > 0).then_some(("update", n)))).collect();
+            self.emit_with_plugins(fired, false);
             return Ok(());
         }
         let (size, slide) = (self.shape.size_ms, self.shape.slide_ms);
@@ -610,7 +779,7 @@ impl WindowAggregate {
                 u.due = false;
                 u.dirty = true;
                 let n = u.count;
-                self.emit.output(&key, end - size, end, &row, Some(("update", n)));
+                self.emit_with_plugins(vec![(key, end - size, end, row, Some(("update", n)))], false);
             }
         }
         // Final results, window by window.
