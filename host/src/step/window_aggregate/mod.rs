@@ -139,6 +139,9 @@ impl Udaf {
     }
 }
 
+/// An output on its way: key, window start and end, row, mark (`partial`, or `update` n).
+type Output = (Vec<u8>, i64, i64, Row, Option<(&'static str, u32)>);
+
 /// An event accepted by the arrival checks, waiting to be folded.
 struct Accepted<'e> {
     index: usize,
@@ -749,7 +752,7 @@ impl WindowAggregate {
     }
 
     /// Outputs `rows` (key, start, end, row, mark) after their plugins' values are made.
-    fn emit_with_plugins(&mut self, mut rows: Vec<(Vec<u8>, i64, i64, Row, Option<(&'static str, u32)>)>, partial: bool) {
+    fn emit_with_plugins(&mut self, mut rows: Vec<Output>, partial: bool) {
         if self.phase != Phase::Partial && !self.udafs.is_empty() {
             let mut refs: Vec<&mut Row> = rows.iter_mut().map(|r| &mut r.3).collect();
             self.finish_plugins(&mut refs, partial);
@@ -1033,7 +1036,7 @@ impl Operator for WindowAggregate {
                 }
                 taken.entry(kg).or_insert_with(|| old_floors.get(&kg).copied().unwrap_or(progress.fired_to).max(progress.fired_to));
                 n += 1;
-                let done = to.put(to_table, k, v).and_then(|()| if n % 4096 == 0 { to.commit() } else { Ok(()) });
+                let done = to.put(to_table, k, v).and_then(|()| if n.is_multiple_of(4096) { to.commit() } else { Ok(()) });
                 failed = done.err();
                 failed.is_none()
             })?;

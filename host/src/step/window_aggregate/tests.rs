@@ -326,6 +326,12 @@ fn several_keys_and_every_aggregate_kind_reach_the_output() {
     assert_eq!(out.events.iter().map(|e| e.key.clone().unwrap()).collect::<Vec<_>>().len(), 2);
 }
 
+/// A session: (start, end, values, times emitted, update due).
+type RefSession = (i64, i64, Vec<i64>, u32, bool);
+
+/// Session outputs: (key, start, end, update) → (n, sum, max, odd).
+type SessionOuts = BTreeMap<(u8, i64, i64, u32), (i64, i64, i64, i64)>;
+
 /// Session windows simulated over raw events: per key, sessions as lists of
 /// events, merged by the gap, fired and dropped by the watermark.
 struct SessionReference {
@@ -333,8 +339,8 @@ struct SessionReference {
     lateness: i64,
     watermark: i64,
     /// key → sessions (start, end, events, emitted, due)
-    sessions: BTreeMap<u8, Vec<(i64, i64, Vec<i64>, u32, bool)>>,
-    out: BTreeMap<(u8, i64, i64, u32), (i64, i64, i64, i64)>,
+    sessions: BTreeMap<u8, Vec<RefSession>>,
+    out: SessionOuts,
     late: usize,
 }
 
@@ -416,7 +422,7 @@ proptest! {
 }
 
 /// Fires `h` at `w`, collecting its outputs as (key, start, end, update) → values.
-fn collect_sessions(h: &mut Harness, w: i64, into: &mut BTreeMap<(u8, i64, i64, u32), (i64, i64, i64, i64)>) {
+fn collect_sessions(h: &mut Harness, w: i64, into: &mut SessionOuts) {
     loop {
         let mut dead = Vec::new();
         let mut ctx = Harness::ctx(&mut *h.state, &mut dead, w);
