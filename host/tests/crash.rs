@@ -239,7 +239,7 @@ fn aggregate_pipeline() -> serde_json::Value {
 /// uninterrupted run's, and the outputs equal a count from the raw input.
 fn aggregation_killed_and_restarted(parallelisms: &[usize]) {
     let (reference, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let impressions = 60_000;
+    let impressions = 600_000;
     let mut records = 0;
     for dir in [reference.path(), crashed.path()] {
         records = common::write_join_inputs(dir, impressions);

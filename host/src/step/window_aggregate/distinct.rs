@@ -1,32 +1,38 @@
-//! `distinct_count`, exact: the set of distinct values of a field (each as
-//! its canonical JSON text, so `1.50` and `1.5` are one value), unioned
-//! across panes. The only aggregate whose state grows with its input (one
-//! entry per distinct value per key and pane), as the issue allows.
+//! `distinct_count`, exact: the set of distinct values of a field, unioned
+//! across panes. Each value is kept as the 128-bit xxh3 of its canonical
+//! JSON text (`1.50` and `1.5` are one value): 16 bytes whatever its length,
+//! no allocation per value; two distinct values collide with probability
+//! about n²/2^129 (below 10^-20 for 10^9 values), so the count is exact in
+//! practice. The only aggregate whose state grows with its input (one entry
+//! per distinct value per key and pane), as the issue allows.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
-/// The distinct values seen.
+/// The distinct values seen, by hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Distinct(BTreeSet<Vec<u8>>);
+pub struct Distinct(HashSet<u128, foldhash::fast::FixedState>);
 
 impl Distinct {
     /// Adds a value (its raw JSON text); null or missing is skipped.
     pub fn add(&mut self, raw: Option<&str>) {
         let Some(text) = raw.map(str::trim).filter(|t| *t != "null") else { return };
-        let canonical = match text.as_bytes().first() {
-            // A number's canonical text; a string as written unless escaped.
-            Some(b'-' | b'0'..=b'9') => serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string()),
-            Some(b'"') if !text.contains('\\') => text.to_string(),
-            _ => serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string()),
+        let hash = match text.as_bytes().first() {
+            // An integer or a string without escapes is its own canonical text.
+            Some(b'"') if !text.contains('\\') => xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+            Some(b'-' | b'0'..=b'9') if text.bytes().skip(1).all(|b| b.is_ascii_digit()) && text != "-0" => xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+            _ => {
+                let canonical = serde_json::from_str::<serde_json::Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string());
+                xxhash_rust::xxh3::xxh3_128(canonical.as_bytes())
+            }
         };
-        self.0.insert(canonical.into_bytes());
+        self.0.insert(hash);
     }
 
     pub fn merge(&mut self, other: &Distinct) {
         if self.0.is_empty() {
-            self.0 = other.0.clone();
+            self.0.clone_from(&other.0);
         } else {
-            self.0.extend(other.0.iter().cloned());
+            self.0.extend(other.0.iter().copied());
         }
     }
 
@@ -34,31 +40,21 @@ impl Distinct {
         self.0.len() as u64
     }
 
-    /// `u32 n` then each value as `u32 len ++ bytes` (big-endian).
+    /// `u32 n` then each value's 16-byte hash (big-endian).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.0.len() as u32).to_be_bytes());
         for v in &self.0 {
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
+            out.extend_from_slice(&v.to_be_bytes());
         }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<(Distinct, &[u8]), &'static str> {
-        fn u32_at(b: &[u8]) -> Result<(usize, &[u8]), &'static str> {
-            let (n, rest) = b.split_first_chunk::<4>().ok_or("a distinct set cut short")?;
-            Ok((u32::from_be_bytes(*n) as usize, rest))
-        }
-        let (n, mut rest) = u32_at(bytes)?;
-        let mut set = BTreeSet::new();
-        for _ in 0..n {
-            let (len, r) = u32_at(rest)?;
-            if r.len() < len {
-                return Err("a distinct value cut short");
-            }
-            set.insert(r[..len].to_vec());
-            rest = &r[len..];
-        }
-        Ok((Distinct(set), rest))
+        let (n, rest) = bytes.split_first_chunk::<4>().ok_or("a distinct set cut short")?;
+        let n = u32::from_be_bytes(*n) as usize;
+        let len = n.checked_mul(16).filter(|l| *l <= rest.len()).ok_or("a distinct set cut short")?;
+        let mut set = HashSet::with_capacity_and_hasher(n, foldhash::fast::FixedState::default());
+        set.extend(rest[..len].chunks_exact(16).map(|c| u128::from_be_bytes(c.try_into().expect("16 bytes"))));
+        Ok((Distinct(set), &rest[len..]))
     }
 }
 

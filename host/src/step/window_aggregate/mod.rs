@@ -239,7 +239,9 @@ pub struct WindowAggregate {
     inputs: Vec<String>,
     reads: Vec<InputReads>,
     aggs: Vec<AggregateConfig>,
-    predicates: Vec<Option<Predicate>>,
+    /// The aggregates' distinct `where` conditions, and which one each aggregate has.
+    conditions: Vec<Predicate>,
+    condition_of: Vec<Option<usize>>,
     /// Empty accumulators, which check an event's values before any changes.
     checkers: Row,
     /// Tumbling and sliding windows: their shape and pane rows (for
@@ -314,6 +316,21 @@ impl WindowAggregate {
             })
             .collect();
         let report_size = cfg.sliding()?.map_or(1, |s| s.size_ms);
+        // One evaluation per event of each distinct condition (Nexmark q15
+        // has 11 `where`s over 3 conditions).
+        let mut conditions: Vec<(String, crate::step::Condition)> = Vec::new();
+        let condition_of = cfg
+            .aggregates
+            .iter()
+            .map(|a| {
+                let c = a.condition.as_ref()?;
+                let text = serde_json::to_string(c).unwrap_or_default();
+                Some(conditions.iter().position(|(t, _)| *t == text).unwrap_or_else(|| {
+                    conditions.push((text, c.clone()));
+                    conditions.len() - 1
+                }))
+            })
+            .collect();
         let salt = match (&cfg.skew, cfg.phase) {
             (Some(skew), Phase::Partial) if skew.salt == "round_robin" => Salt::RoundRobin(0),
             (Some(skew), Phase::Partial) => Salt::Field(skew.salt.trim_start_matches("$.").to_string()),
@@ -347,7 +364,8 @@ impl WindowAggregate {
                 text: String::new(),
             },
             reads,
-            predicates: cfg.aggregates.iter().map(|a| a.condition.as_ref().map(Predicate::new)).collect(),
+            conditions: conditions.iter().map(|(_, c)| Predicate::new(c)).collect(),
+            condition_of,
             aggs: cfg.aggregates.clone(),
             checkers: empty.clone(),
             shape,
@@ -501,6 +519,7 @@ impl WindowAggregate {
         let port = ctx.input;
         let watermark = ctx.watermark.max(self.progress.watermark).clamp(-FAR_FUTURE, FAR_FUTURE);
         let mut found = Vec::new();
+        let mut met: Vec<Option<bool>> = Vec::new();
         let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(input.events.len());
         // Events are read in place; only a refused one is copied.
         for (index, ((event, origin), key)) in input.events.iter().zip(&input.origins).zip(keys).enumerate() {
@@ -545,15 +564,20 @@ impl WindowAggregate {
             }
             let mut counted = Vec::with_capacity(self.aggs.len());
             let mut refused = None;
+            met.clear();
+            met.resize(self.conditions.len(), None);
             for (a, read) in reads.aggs.iter().enumerate() {
                 let Some(field) = read else {
                     counted.push(None);
                     continue;
                 };
                 let raw = field.and_then(|f| found[f]).map(|r| r.get());
-                let meets = match &self.predicates[a] {
+                let meets = match self.condition_of[a] {
                     None => Ok(true),
-                    Some(p) => p.eval(&event.value).map_err(|e| e.0),
+                    Some(c) => match met[c] {
+                        Some(m) => Ok(m),
+                        None => self.conditions[c].eval(&event.value).map_err(|e| e.0).inspect(|m| met[c] = Some(*m)),
+                    },
                 };
                 match meets.and_then(|m| if m { self.store_check(a, raw).map(|()| true) } else { Ok(false) }) {
                     Ok(true) => counted.push(Some(raw)),
