@@ -96,6 +96,7 @@ struct Args {
     session_tvf: bool,
     ctr_impressions: u64,
     ctr_density: f64,
+    ctr_cache_mb: Option<u64>,
     write_inputs: Option<PathBuf>,
 }
 
@@ -122,6 +123,7 @@ fn parse_args() -> Args {
         session_tvf: argv.iter().any(|a| a == "--session-tvf"),
         ctr_impressions: num("--ctr-impressions", 20_000_000.0) as u64,
         ctr_density: num("--ctr-density", 20_000.0),
+        ctr_cache_mb: Some(num("--ctr-cache-mb", 1024.0) as u64).filter(|mb| *mb > 0),
         write_inputs: get("--write-inputs").map(PathBuf::from),
     }
 }
@@ -549,9 +551,9 @@ fn nexmark_query(a: &Args, q: &str, p: usize, bin: &Path, python: Option<&str>, 
 
 /// The CTR pipeline: impressions and clicks → counts per item over 10-minute
 /// windows sliding by 1 minute → null.
-fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize) -> Value {
+fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize, cache_mb: Option<u64>) -> Value {
     let hours = impressions as f64 / density / 3600.0;
-    json!({
+    let mut p = json!({
         "name": "ctr",
         "sources": streamhost_tests::sjoin::generator_sources(impressions, hours, Value::Null),
         "steps": {
@@ -563,7 +565,11 @@ fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize) -> Value {
         "sinks": {"null": {"type": "null", "inputs": ["ctr"]}},
         "dead_letter": {"type": "file", "path": "dead-letter.jsonl"},
         "settings": {"parallelism": parallelism}
-    })
+    });
+    if let Some(mb) = cache_mb {
+        p["steps"]["ctr"]["cache_mb"] = mb.into();
+    }
+    p
 }
 
 fn ctr(a: &Args, p: usize, bin: &Path, work: &Path) -> Value {
@@ -572,7 +578,7 @@ fn ctr(a: &Args, p: usize, bin: &Path, work: &Path) -> Value {
     for round in 0..a.rounds {
         let dir = work.join(format!("ctr-p{p}-r{round}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let secs = run_streamhost(bin, &dir, &ctr_pipeline(a.ctr_impressions, a.ctr_density, p));
+        let secs = run_streamhost(bin, &dir, &ctr_pipeline(a.ctr_impressions, a.ctr_density, p, a.ctr_cache_mb));
         let rate = events as f64 / secs;
         println!("ctr p{p} round {} {secs:>7.2} s {rate:>11.0} events/s", round + 1);
         rates.push(rate);
