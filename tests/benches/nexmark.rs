@@ -53,11 +53,15 @@
 //! ```text
 //! cargo bench -p streamhost-tests --bench nexmark -- [--queries q5,q7,q11,q15,q16,ctr]
 //!     [--events N] [--rate R] [--parallelism 1,2] [--rounds K] [--no-flink] [--keep]
-//!     [--ctr-impressions M] [--ctr-density D] [--session-tvf] [--write-inputs DIR]
+//!     [--ctr-impressions M] [--ctr-density D] [--ctr-cache-mb C] [--state rocksdb|memory]
+//!     [--session-tvf] [--write-inputs DIR]
 //! ```
 //!
 //! Defaults: N = 1,000,000 bids, R = 10,000 events/s, parallelism 1 and 2,
-//! K = 3 rounds, M = 20,000,000 impressions, D = 20,000 impressions/s.
+//! K = 3 rounds, M = 20,000,000 impressions, D = 20,000 impressions/s,
+//! C = 1024 MiB (the CTR step's `cache_mb`; 0: the step's default, 64),
+//! streamhost's state on RocksDB (the default; `--state memory` is the
+//! like of Flink's default heap `hashmap` state).
 //! While developing on a shared machine use `--events 100000 --rounds 1`.
 //!
 //! # Figures (2026-12-07, this VM)
@@ -120,6 +124,8 @@ struct Args {
     ctr_impressions: u64,
     ctr_density: f64,
     ctr_cache_mb: Option<u64>,
+    /// streamhost's state backend (`rocksdb`, the default, or `memory`).
+    state: String,
     write_inputs: Option<PathBuf>,
 }
 
@@ -148,6 +154,11 @@ fn parse_args() -> Args {
         ctr_density: num("--ctr-density", 20_000.0),
         ctr_cache_mb: Some(num("--ctr-cache-mb", 1024.0) as u64).filter(|mb| *mb > 0),
         write_inputs: get("--write-inputs").map(PathBuf::from),
+        state: {
+            let s = get("--state").unwrap_or_else(|| "rocksdb".into());
+            assert!(s == "rocksdb" || s == "memory", "--state rocksdb|memory, not {s}");
+            s
+        },
     }
 }
 
@@ -320,7 +331,7 @@ fn query_steps(q: &str) -> (Value, &'static str) {
     (steps, last)
 }
 
-fn query_pipeline(q: &str, bids: &Path, parallelism: usize) -> Value {
+fn query_pipeline(q: &str, bids: &Path, parallelism: usize, state: &str) -> Value {
     let (steps, last) = query_steps(q);
     json!({
         "name": format!("nexmark-{q}"),
@@ -328,7 +339,7 @@ fn query_pipeline(q: &str, bids: &Path, parallelism: usize) -> Value {
         "steps": steps,
         "sinks": {"out": {"type": "file", "inputs": [last], "path": "out.jsonl"}},
         "dead_letter": {"type": "file", "path": "dead-letter.jsonl"},
-        "settings": {"parallelism": parallelism}
+        "settings": {"parallelism": parallelism, "state": {"backend": state}}
     })
 }
 
@@ -506,7 +517,7 @@ fn nexmark_query(a: &Args, q: &str, p: usize, bin: &Path, python: Option<&str>, 
             let dir = work.join(format!("{q}-p{p}-r{round}-{contender}"));
             std::fs::create_dir_all(&dir).unwrap();
             let (secs, rows, job_secs) = if contender == "streamhost" {
-                let secs = run_streamhost(bin, &dir, &query_pipeline(q, bids, p));
+                let secs = run_streamhost(bin, &dir, &query_pipeline(q, bids, p, &a.state));
                 let mut rows = streamhost_rows(q, &dir.join("out.jsonl"));
                 if q == "q7" && !edge.is_empty() {
                     rows.extend(edge.iter().cloned());
@@ -574,7 +585,7 @@ fn nexmark_query(a: &Args, q: &str, p: usize, bin: &Path, python: Option<&str>, 
 
 /// The CTR pipeline: impressions and clicks → counts per item over 10-minute
 /// windows sliding by 1 minute → null.
-fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize, cache_mb: Option<u64>) -> Value {
+fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize, cache_mb: Option<u64>, state: &str) -> Value {
     let hours = impressions as f64 / density / 3600.0;
     let mut p = json!({
         "name": "ctr",
@@ -587,7 +598,7 @@ fn ctr_pipeline(impressions: u64, density: f64, parallelism: usize, cache_mb: Op
         },
         "sinks": {"null": {"type": "null", "inputs": ["ctr"]}},
         "dead_letter": {"type": "file", "path": "dead-letter.jsonl"},
-        "settings": {"parallelism": parallelism}
+        "settings": {"parallelism": parallelism, "state": {"backend": state}}
     });
     if let Some(mb) = cache_mb {
         p["steps"]["ctr"]["cache_mb"] = mb.into();
@@ -601,7 +612,7 @@ fn ctr(a: &Args, p: usize, bin: &Path, work: &Path) -> Value {
     for round in 0..a.rounds {
         let dir = work.join(format!("ctr-p{p}-r{round}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let secs = run_streamhost(bin, &dir, &ctr_pipeline(a.ctr_impressions, a.ctr_density, p, a.ctr_cache_mb));
+        let secs = run_streamhost(bin, &dir, &ctr_pipeline(a.ctr_impressions, a.ctr_density, p, a.ctr_cache_mb, &a.state));
         let rate = events as f64 / secs;
         println!("ctr p{p} round {} {secs:>7.2} s {rate:>11.0} events/s", round + 1);
         rates.push(rate);
@@ -627,8 +638,9 @@ fn main() {
     let python = (a.flink && !nexmark.is_empty()).then(flink_python);
     let work = tempfile::Builder::new().prefix("nexmark-bench-").tempdir().unwrap();
     println!(
-        "nexmark bench: queries {:?}, {} bids at {} events/s of event time, parallelism {:?}, {} rounds, {} cores, binary {}, working in {}",
+        "nexmark bench: queries {:?}, streamhost state {}, {} bids at {} events/s of event time, parallelism {:?}, {} rounds, {} cores, binary {}, working in {}",
         a.queries,
+        a.state,
         a.events,
         a.rate,
         a.parallelism,
