@@ -129,8 +129,24 @@ struct Args {
     write_inputs: Option<PathBuf>,
 }
 
+/// `--help`: the options and where the figures are.
+const USAGE: &str = "nexmark bench: Nexmark q5/q7/q11/q15/q16 on streamhost's window-aggregate vs Flink SQL, and the CTR aggregation
+
+cargo bench -p streamhost-tests --bench nexmark -- [--queries q5,q7,q11,q15,q16,ctr]
+    [--events N bids, 1000000] [--rate events/s of event time, 10000] [--parallelism 1,2] [--rounds 3]
+    [--no-flink] [--keep] [--no-build] [--state rocksdb|memory] [--session-tvf]
+    [--ctr-impressions 20000000] [--ctr-density 20000] [--ctr-cache-mb 1024] [--write-inputs DIR]
+
+Every output is checked equal to Flink's. The figures measured on the 2-core VM, what each query
+runs and how outputs are compared: the doc comment of tests/benches/nexmark.rs; the logs of the
+runs: tests/benches/nexmark/*.log.";
+
 fn parse_args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        std::process::exit(0);
+    }
     let get = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).cloned();
     let num = |name: &str, default: f64| -> f64 {
         get(name).map_or(default, |v| v.replace('_', "").parse::<f64>().unwrap_or_else(|_| panic!("{name} {v}: not a number")))
