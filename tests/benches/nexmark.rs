@@ -135,6 +135,7 @@
 //!   and RocksDB memtable reads of spilled panes. Each impression fans out
 //!   to 10 sliding windows; ~200,000 items × ~26 windows ≈ 5 M outputs for
 //!   22.7 M inputs.
+//!
 //! Parallelism 2 does not help on 2 shared cores: q7 and q15 have one
 //! global key (the step has no skew salt yet, so one worker does all the
 //! aggregation); q5, q11, q16 gain little or lose (two workers + the source
@@ -565,7 +566,18 @@ struct Run {
     job_secs: Option<f64>,
 }
 
-fn nexmark_query(a: &Args, q: &str, p: usize, bin: &Path, python: Option<&str>, bids: &Path, work: &Path, edge: &[String]) -> Value {
+/// What every query's runs share.
+struct Env<'a> {
+    bin: &'a Path,
+    python: Option<&'a str>,
+    bids: &'a Path,
+    work: &'a Path,
+    /// q7's BETWEEN edge rows (canonical), expected from Flink only.
+    edge: &'a [String],
+}
+
+fn nexmark_query(a: &Args, q: &str, p: usize, env: &Env<'_>) -> Value {
+    let Env { bin, python, bids, work, edge } = *env;
     let mut contenders = vec!["streamhost"];
     if python.is_some() {
         contenders.push("flink");
@@ -723,7 +735,8 @@ fn main() {
         results.insert("q7_between_edge_rows".into(), edge_count.into());
         for q in &nexmark {
             for &p in &a.parallelism {
-                let r = nexmark_query(&a, q, p, &bin, python.as_deref(), &bids, work.path(), &edge);
+                let env = Env { bin: &bin, python: python.as_deref(), bids: &bids, work: work.path(), edge: &edge };
+                let r = nexmark_query(&a, q, p, &env);
                 results.insert(format!("{q}_p{p}"), r);
             }
         }
