@@ -29,6 +29,8 @@ struct Session {
     emitted: u32,
     /// Changed since it was last emitted, after its first emission.
     due: bool,
+    /// Written to the backend (so its removal must be written too).
+    stored: bool,
 }
 
 /// What a firing emits: (key, key group, start, end, row, update number (0: final)).
@@ -98,7 +100,7 @@ impl Sessions {
             match Row::decode(row, n) {
                 Ok(row) => {
                     self.by_end.insert((end, key.clone(), start));
-                    self.keys.entry(key).or_insert_with(|| (kg, BTreeMap::new())).1.insert(start, Session { end, row, emitted, due });
+                    self.keys.entry(key).or_insert_with(|| (kg, BTreeMap::new())).1.insert(start, Session { end, row, emitted, due, stored: true });
                     true
                 }
                 Err(e) => {
@@ -121,14 +123,17 @@ impl Sessions {
         // the last may reach past t.
         let before = sessions.range(..t).next_back().filter(|(_, s)| s.end > t).map(|(s, _)| *s);
         let overlapping: Vec<i64> = before.into_iter().chain(sessions.range(t..end).map(|(s, _)| *s)).collect();
-        let mut merged = Session { end, row: self.empty.clone(), emitted: 0, due: false };
+        let mut merged = Session { end, row: self.empty.clone(), emitted: 0, due: false, stored: false };
         let mut start = t;
         for s in overlapping {
             let old = sessions.remove(&s).expect("listed above");
             self.by_end.remove(&(old.end, key.to_vec(), s));
-            // It may be stored: delete it at the next checkpoint.
+            // A stored one is deleted at the next checkpoint (one that never
+            // reached the backend needs nothing: most merges are of those).
             self.dirty.remove(&(key.to_vec(), s));
-            self.gone.push(row_key(kg, s, key));
+            if old.stored {
+                self.gone.push(row_key(kg, s, key));
+            }
             merged.row.merge(&old.row)?;
             merged.end = merged.end.max(old.end);
             merged.emitted = merged.emitted.max(old.emitted);
@@ -159,13 +164,15 @@ impl Sessions {
                 self.dirty.insert((key.clone(), start));
             }
             if end - 1 + self.lateness <= w {
-                sessions.remove(&start);
+                let stored = sessions.remove(&start).is_some_and(|s| s.stored);
                 if sessions.is_empty() {
                     self.keys.remove(&key);
                 }
                 self.by_end.remove(&(end, key.clone(), start));
                 self.dirty.remove(&(key.clone(), start));
-                self.gone.push(row_key(kg, start, &key));
+                if stored {
+                    self.gone.push(row_key(kg, start, &key));
+                }
             }
         }
         out
@@ -178,8 +185,9 @@ impl Sessions {
             state.delete(table, &k)?;
         }
         for (key, start) in std::mem::take(&mut self.dirty) {
-            let Some((kg, sessions)) = self.keys.get(&key) else { continue };
-            let Some(s) = sessions.get(&start) else { continue };
+            let Some((kg, sessions)) = self.keys.get_mut(&key) else { continue };
+            let Some(s) = sessions.get_mut(&start) else { continue };
+            s.stored = true;
             let mut v = t8(s.end).to_vec();
             v.extend_from_slice(&s.emitted.to_be_bytes());
             v.push(u8::from(s.due));
